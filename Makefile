@@ -1,0 +1,70 @@
+# propolis-standalone for Linux/KVM. `make` builds, `make test` runs every
+# test tier this host supports, `make bench` prints benchmark figures.
+
+CC      ?= cc
+BUILD   ?= build
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+                 -Wstrict-prototypes -Wmissing-prototypes -Isrc -g -MMD -MP
+CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2 -fstack-protector-strong -D_FORTIFY_SOURCE=2
+CFLAGS_SAN := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
+LDLIBS  := -lpthread
+
+LIB_SRCS  := $(sort $(shell find src -name '*.c' ! -name main.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
+
+.PHONY: all test unit-test kvm-test toml-test bench clean format
+all: $(BUILD)/propolis-standalone $(BUILD)/toml2json guest
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) -c $< -o $@
+
+$(BUILD)/san/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -c $< -o $@
+
+$(BUILD)/propolis-standalone: $(BUILD)/obj/src/main.o $(LIB_OBJS)
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/toml2json: $(BUILD)/obj/tools/toml2json.o $(LIB_OBJS)
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
+
+# Sanitizer builds of the binaries, used by the test tiers.
+$(BUILD)/san/propolis-standalone: $(BUILD)/san/src/main.o $(SAN_OBJS)
+	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/san/toml2json: $(BUILD)/san/tools/toml2json.o $(SAN_OBJS)
+	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS) -lcmocka
+
+include guest/guest.mk
+-include tests/rig/rig.mk
+
+test: unit-test toml-test kvm-test
+
+unit-test: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+toml-test: $(BUILD)/san/toml2json
+	tests/toml/run.sh $(BUILD)/san/toml2json
+
+kvm-test: $(BUILD)/san/propolis-standalone guest
+	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN)
+
+bench: $(BUILD)/propolis-standalone guest
+	python3 bench/startup.py --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
+
+format:
+	clang-format -i $$(find src tools tests guest bench -name '*.[ch]')
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,427 @@
+#include "core/machine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "core/vcpu.h"
+
+/* Same placement QEMU uses: just below a 16 MiB bootrom, clear of the APICs. */
+#define KVM_IDENTITY_MAP_ADDR 0xfeffc000ull
+#define KVM_TSS_ADDR 0xfeffd000ull
+
+enum { SLOT_LOWMEM, SLOT_HIGHMEM, SLOT_BOOTROM };
+
+static uint64_t host_memory_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES);
+    long page_size = sysconf(_SC_PAGESIZE);
+    return (pages > 0 && page_size > 0) ? (uint64_t)pages * (uint64_t)page_size : 0;
+}
+
+static int map_bootrom(struct machine *m, const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_error("bootrom %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        log_error("bootrom %s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size == 0 || size % 4096 != 0 || size > BOOTROM_MAX_SIZE) {
+        log_error("bootrom %s: size %llu bytes is not a non-zero multiple of 4 KiB up to 16 MiB",
+                  path, (unsigned long long)size);
+        close(fd);
+        return -1;
+    }
+    /* Private and read-only: the guest sees the file, never changes it. */
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        log_error("bootrom %s: mmap: %s", path, strerror(errno));
+        return -1;
+    }
+    m->bootrom = p;
+    m->bootrom_size = size;
+    return 0;
+}
+
+static void *map_ram(uint64_t size, bool reserve)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    if (reserve) {
+        /* Fail now, not when the guest first touches a page. */
+        if (madvise(p, size, MADV_POPULATE_WRITE) < 0 || mlock(p, size) < 0) {
+            munmap(p, size);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+static int setup_memory(struct machine *m)
+{
+    uint64_t total = m->spec.memory_bytes;
+    uint64_t host = host_memory_bytes();
+    if (host && total > host) {
+        log_error("main.memory: %llu MiB is more than this host has (%llu MiB)",
+                  (unsigned long long)(total / MIB), (unsigned long long)(host / MIB));
+        return -1;
+    }
+    m->lowmem_size = total < LOWMEM_LIMIT ? total : LOWMEM_LIMIT;
+    m->highmem_size = total - m->lowmem_size;
+    m->lowmem = map_ram(m->lowmem_size, m->spec.reserve_memory);
+    if (!m->lowmem) {
+        log_error("main.memory: cannot allocate %llu MiB of guest RAM: %s",
+                  (unsigned long long)(total / MIB), strerror(errno));
+        return -1;
+    }
+    if (m->highmem_size) {
+        m->highmem = map_ram(m->highmem_size, m->spec.reserve_memory);
+        if (!m->highmem) {
+            log_error("main.memory: cannot allocate %llu MiB of guest RAM: %s",
+                      (unsigned long long)(total / MIB), strerror(errno));
+            return -1;
+        }
+    }
+    guest_mem_add(&m->mem, 0, m->lowmem_size, m->lowmem, false);
+    if (m->highmem_size)
+        guest_mem_add(&m->mem, HIGHMEM_BASE, m->highmem_size, m->highmem, false);
+    guest_mem_add(&m->mem, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, m->bootrom, true);
+    return 0;
+}
+
+/* Writes to the read-only bootrom slot exit as MMIO; they are dropped. */
+static void bootrom_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    static struct log_ratelimit rl;
+    log_limited(&rl, LOG_DEBUG, "bootrom: ignored %u-byte write at offset 0x%llx", size,
+                (unsigned long long)offset);
+}
+
+static uint64_t bootrom_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct machine *m = opaque;
+    uint64_t v = 0;
+    if (offset < m->bootrom_size && size <= m->bootrom_size - offset)
+        memcpy(&v, m->bootrom + offset, size);
+    return v;
+}
+
+static const struct io_ops bootrom_ops = {.read = bootrom_read, .write = bootrom_write};
+
+static int set_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t size, void *hva,
+                    uint32_t flags)
+{
+    struct kvm_userspace_memory_region region = {
+        .slot = slot,
+        .flags = flags,
+        .guest_phys_addr = gpa,
+        .memory_size = size,
+        .userspace_addr = (uint64_t)(uintptr_t)hva,
+    };
+    if (ioctl(m->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        log_error("KVM_SET_USER_MEMORY_REGION slot %u: %s", slot, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int load_supported_cpuid(struct machine *m)
+{
+    for (unsigned n = 64; n <= 4096; n *= 2) {
+        struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+        if (!c)
+            return -1;
+        c->nent = n;
+        if (ioctl(m->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+            m->supported_cpuid = c;
+            return 0;
+        }
+        free(c);
+        if (errno != E2BIG)
+            break;
+    }
+    log_error("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+    return -1;
+}
+
+/* Creates the KVM VM on the existing RAM: irqchip, PIT, memory slots, vCPUs. */
+static int create_vm(struct machine *m)
+{
+    m->vm_fd = ioctl(m->kvm_fd, KVM_CREATE_VM, 0);
+    if (m->vm_fd < 0) {
+        log_error("KVM_CREATE_VM: %s", strerror(errno));
+        return -1;
+    }
+    fcntl(m->vm_fd, F_SETFD, FD_CLOEXEC);
+    uint64_t identity = KVM_IDENTITY_MAP_ADDR;
+    if (ioctl(m->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0 ||
+        ioctl(m->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
+        log_error("KVM: cannot place TSS/identity map: %s", strerror(errno));
+        return -1;
+    }
+    if (ioctl(m->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+        log_error("KVM_CREATE_IRQCHIP: %s", strerror(errno));
+        return -1;
+    }
+    struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
+    if (ioctl(m->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+        log_error("KVM_CREATE_PIT2: %s", strerror(errno));
+        return -1;
+    }
+    if (set_slot(m, SLOT_LOWMEM, 0, m->lowmem_size, m->lowmem, 0) < 0)
+        return -1;
+    if (m->highmem_size &&
+        set_slot(m, SLOT_HIGHMEM, HIGHMEM_BASE, m->highmem_size, m->highmem, 0) < 0)
+        return -1;
+    if (set_slot(m, SLOT_BOOTROM, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, m->bootrom,
+                 KVM_MEM_READONLY) < 0)
+        return -1;
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        if (vcpu_create(&m->vcpus[i], m, i) < 0)
+            return -1;
+    }
+    for (unsigned i = 0; i < m->device_count; i++) {
+        struct device *d = m->devices[i];
+        if (d->ops->vm_attached && d->ops->vm_attached(d, m) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void destroy_vm(struct machine *m)
+{
+    for (unsigned i = 0; i < m->spec.cpus; i++)
+        vcpu_destroy(&m->vcpus[i]);
+    if (m->vm_fd >= 0)
+        close(m->vm_fd);
+    m->vm_fd = -1;
+}
+
+static int check_kvm(struct machine *m)
+{
+    m->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (m->kvm_fd < 0) {
+        log_error("/dev/kvm: %s", strerror(errno));
+        return -1;
+    }
+    if (ioctl(m->kvm_fd, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) {
+        log_error("/dev/kvm: unsupported KVM API version");
+        return -1;
+    }
+    static const struct {
+        int cap;
+        const char *name;
+    } required[] = {
+        {KVM_CAP_IRQCHIP, "in-kernel irqchip"},
+        {KVM_CAP_PIT2, "in-kernel PIT"},
+        {KVM_CAP_READONLY_MEM, "read-only memory slots"},
+        {KVM_CAP_USER_MEMORY, "user memory"},
+        {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
+    };
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, required[i].cap) <= 0) {
+            log_error("/dev/kvm: host KVM lacks %s", required[i].name);
+            return -1;
+        }
+    }
+    int max_vcpus = ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
+    if (max_vcpus <= 0)
+        max_vcpus = ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
+    if (max_vcpus <= 0)
+        max_vcpus = 4;
+    if (m->spec.cpus == 0 || m->spec.cpus > (unsigned)max_vcpus) {
+        log_error("main.cpus: %u vCPUs requested, this host's KVM allows 1 to %d",
+                  m->spec.cpus, max_vcpus);
+        return -1;
+    }
+    int run_size = ioctl(m->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (run_size <= 0) {
+        log_error("KVM_GET_VCPU_MMAP_SIZE: %s", strerror(errno));
+        return -1;
+    }
+    m->run_size = (size_t)run_size;
+    return 0;
+}
+
+static void assign_host_cpus(struct machine *m)
+{
+    long ncpus = sysconf(_SC_NPROCESSORS_ONLN);
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        m->vcpus[i].host_cpu = -1;
+        if (m->spec.pin_upper_half) {
+            long cpu = ncpus - (long)m->spec.cpus + (long)i;
+            if (cpu >= 0)
+                m->vcpus[i].host_cpu = (int)cpu;
+        }
+    }
+    if (m->spec.pin_upper_half && (long)m->spec.cpus > ncpus)
+        log_warn("main.cpu_binding: %u vCPUs but only %ld host CPUs; extra vCPUs are not pinned",
+                 m->spec.cpus, ncpus);
+}
+
+int machine_create(struct machine *m, const struct machine_spec *spec)
+{
+    memset(m, 0, sizeof(*m));
+    m->initialized = true;
+    m->spec = *spec;
+    m->kvm_fd = m->vm_fd = m->event_fd = -1;
+    pthread_mutex_init(&m->irq_lock, NULL);
+    bus_init(&m->pio, "pio");
+    bus_init(&m->mmio, "mmio");
+    if (check_kvm(m) < 0 || map_bootrom(m, spec->bootrom_path) < 0 || setup_memory(m) < 0)
+        goto fail;
+    if (load_supported_cpuid(m) < 0)
+        goto fail;
+    m->vcpus = calloc(spec->cpus, sizeof(*m->vcpus));
+    m->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!m->vcpus || m->event_fd < 0)
+        goto fail;
+    for (unsigned i = 0; i < spec->cpus; i++)
+        m->vcpus[i].fd = -1;
+    assign_host_cpus(m);
+    if (!bus_register(&m->mmio, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, &bootrom_ops, m,
+                      "bootrom"))
+        goto fail;
+    if (vcpu_setup_signals() < 0 || create_vm(m) < 0)
+        goto fail;
+    return 0;
+fail:
+    machine_destroy(m);
+    return -1;
+}
+
+int machine_add_device(struct machine *m, struct device *dev)
+{
+    if (m->device_count >= MACHINE_MAX_DEVICES) {
+        log_error("too many devices");
+        return -1;
+    }
+    m->devices[m->device_count++] = dev;
+    if (m->vm_fd >= 0 && dev->ops->vm_attached)
+        return dev->ops->vm_attached(dev, m);
+    return 0;
+}
+
+int machine_start(struct machine *m)
+{
+    atomic_store(&m->stop_vcpus, false);
+    atomic_store(&m->event, MACHINE_RUNNING);
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        if (vcpu_start(&m->vcpus[i]) < 0) {
+            machine_stop(m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void machine_request(struct machine *m, enum machine_event event)
+{
+    int cur = atomic_load(&m->event);
+    while ((int)event > cur && !atomic_compare_exchange_weak(&m->event, &cur, (int)event))
+        ;
+    atomic_store(&m->stop_vcpus, true);
+    for (unsigned i = 0; i < m->spec.cpus; i++)
+        vcpu_kick(&m->vcpus[i]);
+    uint64_t one = 1;
+    ssize_t r = write(m->event_fd, &one, sizeof(one));
+    (void)r;
+}
+
+void machine_stop(struct machine *m)
+{
+    atomic_store(&m->stop_vcpus, true);
+    for (unsigned i = 0; i < m->spec.cpus; i++)
+        vcpu_kick(&m->vcpus[i]);
+    for (unsigned i = 0; i < m->spec.cpus; i++)
+        vcpu_join(&m->vcpus[i]);
+}
+
+int machine_reset(struct machine *m)
+{
+    machine_stop(m);
+    for (unsigned i = 0; i < m->device_count; i++)
+        if (m->devices[i]->ops->reset)
+            m->devices[i]->ops->reset(m->devices[i]);
+    pthread_mutex_lock(&m->irq_lock);
+    memset(m->isa_irq_sources, 0, sizeof(m->isa_irq_sources));
+    pthread_mutex_unlock(&m->irq_lock);
+    destroy_vm(m);
+    m->resets++;
+    if (create_vm(m) < 0)
+        return -1;
+    return machine_start(m);
+}
+
+void machine_set_isa_irq(struct machine *m, unsigned irq, uint32_t source_bit, bool level)
+{
+    if (irq >= ISA_IRQ_COUNT)
+        return;
+    pthread_mutex_lock(&m->irq_lock);
+    uint32_t before = m->isa_irq_sources[irq];
+    uint32_t after = level ? (before | source_bit) : (before & ~source_bit);
+    m->isa_irq_sources[irq] = after;
+    if ((before != 0) != (after != 0) && m->vm_fd >= 0) {
+        struct kvm_irq_level line = {.irq = irq, .level = after != 0};
+        if (ioctl(m->vm_fd, KVM_IRQ_LINE, &line) < 0)
+            log_error("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
+    }
+    pthread_mutex_unlock(&m->irq_lock);
+}
+
+void machine_destroy(struct machine *m)
+{
+    if (!m->initialized)
+        return;
+    if (m->vcpus) {
+        machine_stop(m);
+        destroy_vm(m);
+    } else if (m->vm_fd >= 0) {
+        close(m->vm_fd);
+    }
+    for (unsigned i = m->device_count; i-- > 0;)
+        if (m->devices[i]->ops->destroy)
+            m->devices[i]->ops->destroy(m->devices[i]);
+    m->device_count = 0;
+    free(m->vcpus);
+    m->vcpus = NULL;
+    free(m->supported_cpuid);
+    m->supported_cpuid = NULL;
+    if (m->lowmem)
+        munmap(m->lowmem, m->lowmem_size);
+    if (m->highmem)
+        munmap(m->highmem, m->highmem_size);
+    if (m->bootrom)
+        munmap(m->bootrom, m->bootrom_size);
+    m->lowmem = m->highmem = m->bootrom = NULL;
+    if (m->event_fd >= 0)
+        close(m->event_fd);
+    if (m->kvm_fd >= 0)
+        close(m->kvm_fd);
+    m->event_fd = m->kvm_fd = -1;
+    bus_destroy(&m->pio);
+    bus_destroy(&m->mmio);
+    pthread_mutex_destroy(&m->irq_lock);
+    m->initialized = false;
+}

@@ -1,0 +1,100 @@
+/* The machine: a KVM VM with its guest memory, buses, vCPUs and the
+ * inventory of devices. Built from a machine_spec by main's wiring code. */
+#ifndef CORE_MACHINE_H
+#define CORE_MACHINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/bus.h"
+#include "core/guest_mem.h"
+#include "devices/device.h"
+
+#define MIB (1024ull * 1024ull)
+#define GIB (1024ull * MIB)
+#define LOWMEM_LIMIT (3 * GIB)
+#define HIGHMEM_BASE (4 * GIB)
+#define PCI_HOLE_BASE (3 * GIB)
+#define ECAM_BASE 0xe0000000ull
+#define ECAM_SIZE (256 * MIB)
+#define BOOTROM_MAX_SIZE (16 * MIB)
+#define MACHINE_MAX_DEVICES 64
+#define ISA_IRQ_COUNT 16
+
+struct machine_spec {
+    unsigned cpus;
+    uint64_t memory_bytes;
+    const char *bootrom_path;
+    bool reserve_memory; /* [main].use_reservoir: populate and lock up front */
+    bool pin_upper_half; /* [main].cpu_binding = "upper-half" */
+};
+
+/* What ended the run; higher values win when several arrive together. */
+enum machine_event {
+    MACHINE_RUNNING = 0,
+    MACHINE_RESET,
+    MACHINE_HALT,
+    MACHINE_FAILED,
+};
+
+struct vcpu {
+    struct machine *machine;
+    unsigned id;
+    int fd;
+    struct kvm_run *run;
+    pthread_t thread;
+    bool thread_running;
+    int host_cpu; /* -1: unpinned */
+};
+
+struct machine {
+    bool initialized;
+    struct machine_spec spec;
+    int kvm_fd;
+    int vm_fd;
+    size_t run_size;
+    struct kvm_cpuid2 *supported_cpuid;
+
+    struct guest_mem mem;
+    uint8_t *lowmem, *highmem, *bootrom;
+    uint64_t lowmem_size, highmem_size, bootrom_size;
+
+    struct bus pio, mmio;
+    struct vcpu *vcpus;
+
+    struct device *devices[MACHINE_MAX_DEVICES];
+    unsigned device_count;
+
+    pthread_mutex_t irq_lock;
+    uint32_t isa_irq_sources[ISA_IRQ_COUNT]; /* bit per source asserting the line */
+
+    int event_fd;             /* signalled when a vCPU asks the main thread to act */
+    _Atomic int event;        /* enum machine_event */
+    _Atomic bool stop_vcpus;  /* vCPU threads leave their run loops */
+    unsigned resets;
+};
+
+/* Validates the spec against the host and builds the VM; on failure logs one
+ * error, frees everything and returns -1 (no files are created). */
+int machine_create(struct machine *m, const struct machine_spec *spec);
+void machine_destroy(struct machine *m);
+
+/* Adds a device to the inventory (reset and teardown walk it). */
+int machine_add_device(struct machine *m, struct device *dev);
+
+int machine_start(struct machine *m);
+/* From any thread: ask the main thread to reset/halt; wakes event_fd. */
+void machine_request(struct machine *m, enum machine_event event);
+/* Main thread: stop and join every vCPU thread. */
+void machine_stop(struct machine *m);
+/* Main thread: devices back to power-on, a fresh VM on the same RAM, vCPUs
+ * restarted at the reset vector. */
+int machine_reset(struct machine *m);
+
+/* Drive an ISA IRQ line shared by several sources (source_bit: one bit per
+ * source); the line is the OR of its sources. */
+void machine_set_isa_irq(struct machine *m, unsigned irq, uint32_t source_bit, bool level);
+
+#endif

@@ -1,0 +1,80 @@
+#include "devices/debug_port.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+#define DEBUG_PORT_READBACK 0xe9
+
+static uint64_t debug_read(void *opaque, uint64_t offset, unsigned size)
+{
+    return DEBUG_PORT_READBACK;
+}
+
+static void debug_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct debug_port *dp = opaque;
+    uint8_t byte = (uint8_t)value;
+    /* Unbuffered: the file is a live log, and bytes must survive a kill. */
+    if (dp->fd >= 0 && write(dp->fd, &byte, 1) < 0) {
+        static struct log_ratelimit rl;
+        log_limited(&rl, LOG_WARNING, "debug port: write failed: %s", strerror(errno));
+    }
+}
+
+const struct io_ops debug_port_io_ops = {.read = debug_read, .write = debug_write};
+
+static void debug_destroy(struct device *dev)
+{
+    struct debug_port *dp = container_of(dev, struct debug_port, dev);
+    if (dp->fd >= 0)
+        close(dp->fd);
+    dp->fd = -1;
+}
+
+static const struct device_ops debug_device_ops = {.destroy = debug_destroy};
+
+int debug_port_init(struct debug_port *dp, const char *path)
+{
+    dp->dev.name = "debug-port";
+    dp->dev.ops = &debug_device_ops;
+    dp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (dp->fd < 0) {
+        log_error("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t post_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct post_port *pp = opaque;
+    return atomic_load(&pp->last_code);
+}
+
+static void post_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct post_port *pp = opaque;
+    atomic_store(&pp->last_code, (uint8_t)value);
+    log_debug("POST code 0x%02x", (unsigned)(uint8_t)value);
+}
+
+const struct io_ops post_port_io_ops = {.read = post_read, .write = post_write};
+
+static void post_reset(struct device *dev)
+{
+    struct post_port *pp = container_of(dev, struct post_port, dev);
+    atomic_store(&pp->last_code, 0);
+}
+
+static const struct device_ops post_device_ops = {.reset = post_reset};
+
+void post_port_init(struct post_port *pp)
+{
+    pp->dev.name = "post-port";
+    pp->dev.ops = &post_device_ops;
+    atomic_store(&pp->last_code, 0);
+}

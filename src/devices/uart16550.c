@@ -1,0 +1,324 @@
+#include "devices/uart16550.h"
+
+#include <string.h>
+
+static unsigned fifo_capacity(const struct uart16550 *u)
+{
+    return (u->fcr & UART_FCR_ENABLE) ? UART_FIFO_SIZE : 1;
+}
+
+static unsigned rx_trigger_level(const struct uart16550 *u)
+{
+    static const unsigned levels[4] = {1, 4, 8, 14};
+    return (u->fcr & UART_FCR_ENABLE) ? levels[u->fcr >> 6] : 1;
+}
+
+/* Highest-priority pending interrupt as an IIR identification, or NO_INT. */
+static uint8_t pending_interrupt(const struct uart16550 *u)
+{
+    if ((u->ier & UART_IER_RLSI) && (u->lsr & (UART_LSR_OE | 0x0c | UART_LSR_BI)))
+        return UART_IIR_RLSI;
+    if ((u->ier & UART_IER_RDI) && u->rx_count > 0)
+        return u->rx_count >= rx_trigger_level(u) ? UART_IIR_RDI : UART_IIR_TIMEOUT;
+    if ((u->ier & UART_IER_THRI) && u->thre_pending)
+        return UART_IIR_THRI;
+    if ((u->ier & UART_IER_MSI) && (u->msr & 0x0f))
+        return UART_IIR_MSI;
+    return UART_IIR_NO_INT;
+}
+
+/* On a PC the UART's interrupt output reaches the PIC only through OUT2. */
+static void update_irq(struct uart16550 *u)
+{
+    bool level = pending_interrupt(u) != UART_IIR_NO_INT && (u->mcr & UART_MCR_OUT2);
+    if (level != u->irq_asserted) {
+        u->irq_asserted = level;
+        if (u->irq.set_level)
+            u->irq.set_level(u->irq.opaque, level);
+    }
+}
+
+static void update_lsr(struct uart16550 *u)
+{
+    if (u->rx_count)
+        u->lsr |= UART_LSR_DR;
+    else
+        u->lsr &= (uint8_t)~UART_LSR_DR;
+    if (u->tx_count == 0)
+        u->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
+    else
+        u->lsr &= (uint8_t)~(UART_LSR_THRE | UART_LSR_TEMT);
+}
+
+/* Modem status as the guest sees it: a connected null-modem line outside
+ * loopback, the MCR outputs folded back in loopback. Sets delta bits. */
+static void update_msr(struct uart16550 *u)
+{
+    uint8_t lines;
+    if (u->mcr & UART_MCR_LOOP) {
+        lines = (uint8_t)(((u->mcr & UART_MCR_RTS) ? UART_MSR_CTS : 0) |
+                          ((u->mcr & UART_MCR_DTR) ? UART_MSR_DSR : 0) |
+                          ((u->mcr & UART_MCR_OUT1) ? UART_MSR_RI : 0) |
+                          ((u->mcr & UART_MCR_OUT2) ? UART_MSR_DCD : 0));
+    } else {
+        lines = UART_MSR_CTS | UART_MSR_DSR | UART_MSR_DCD;
+    }
+    uint8_t old = u->msr & 0xf0;
+    uint8_t changed = old ^ lines;
+    uint8_t delta = u->msr & 0x0f;
+    if (changed & UART_MSR_CTS)
+        delta |= UART_MSR_DCTS;
+    if (changed & UART_MSR_DSR)
+        delta |= UART_MSR_DDSR;
+    if (changed & UART_MSR_DCD)
+        delta |= UART_MSR_DDCD;
+    if ((old & UART_MSR_RI) && !(lines & UART_MSR_RI))
+        delta |= UART_MSR_TERI; /* trailing edge of ring indicator */
+    u->msr = lines | delta;
+}
+
+static void rx_push(struct uart16550 *u, uint8_t byte)
+{
+    if (u->rx_count >= fifo_capacity(u)) {
+        u->lsr |= UART_LSR_OE;
+        return;
+    }
+    u->rx_fifo[(u->rx_head + u->rx_count) % UART_FIFO_SIZE] = byte;
+    u->rx_count++;
+}
+
+static void drain_tx(struct uart16550 *u)
+{
+    if (u->tx_count == 0)
+        return;
+    if (u->mcr & UART_MCR_LOOP) {
+        for (unsigned i = 0; i < u->tx_count; i++)
+            rx_push(u, u->tx_fifo[i]);
+        u->tx_count = 0;
+    } else if (u->backend.tx) {
+        size_t taken = u->backend.tx(u->backend.opaque, u->tx_fifo, u->tx_count);
+        if (taken > u->tx_count)
+            taken = u->tx_count;
+        memmove(u->tx_fifo, u->tx_fifo + taken, u->tx_count - taken);
+        u->tx_count -= (unsigned)taken;
+    } else {
+        u->tx_count = 0; /* no backend: discard */
+    }
+    if (u->tx_count == 0)
+        u->thre_pending = true;
+}
+
+static void reset_locked(struct uart16550 *u)
+{
+    u->ier = 0;
+    u->lcr = 0;
+    u->mcr = 0;
+    u->lsr = UART_LSR_THRE | UART_LSR_TEMT;
+    u->msr = 0;
+    u->scr = 0;
+    u->dll = 0x0c; /* 9600 baud */
+    u->dlm = 0;
+    u->fcr = 0;
+    u->thre_pending = false;
+    u->rx_head = u->rx_count = 0;
+    u->tx_count = 0;
+    update_msr(u);
+    u->msr &= 0xf0; /* no deltas at power-on */
+    update_irq(u);
+}
+
+static void fifo_control(struct uart16550 *u, uint8_t value)
+{
+    bool was_enabled = u->fcr & UART_FCR_ENABLE;
+    bool enable = value & UART_FCR_ENABLE;
+    if (enable != was_enabled || (value & UART_FCR_CLEAR_RX)) {
+        u->rx_head = u->rx_count = 0;
+        u->lsr &= (uint8_t)~UART_LSR_OE;
+    }
+    if (enable != was_enabled || (value & UART_FCR_CLEAR_TX))
+        u->tx_count = 0;
+    /* Only the enable and trigger bits are retained (no 64-byte mode). */
+    u->fcr = enable ? (uint8_t)(value & 0xc1) : 0;
+}
+
+static uint64_t uart_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct uart16550 *u = opaque;
+    uint8_t value = 0xff;
+    if (size != 1)
+        return ~0ull; /* the registers are byte wide */
+    pthread_mutex_lock(&u->lock);
+    switch (offset) {
+    case UART_RBR_THR:
+        if (u->lcr & UART_LCR_DLAB) {
+            value = u->dll;
+        } else {
+            value = 0;
+            if (u->rx_count) {
+                bool was_full = u->rx_count >= fifo_capacity(u);
+                value = u->rx_fifo[u->rx_head];
+                u->rx_head = (u->rx_head + 1) % UART_FIFO_SIZE;
+                u->rx_count--;
+                if (was_full && u->backend.rx_space)
+                    u->backend.rx_space(u->backend.opaque);
+            }
+        }
+        break;
+    case UART_IER:
+        value = (u->lcr & UART_LCR_DLAB) ? u->dlm : u->ier;
+        break;
+    case UART_IIR_FCR: {
+        uint8_t id = pending_interrupt(u);
+        if (id == UART_IIR_THRI)
+            u->thre_pending = false; /* reading IIR acknowledges THRE */
+        value = id | ((u->fcr & UART_FCR_ENABLE) ? UART_IIR_FIFO_ON : 0);
+        break;
+    }
+    case UART_LCR:
+        value = u->lcr;
+        break;
+    case UART_MCR:
+        value = u->mcr;
+        break;
+    case UART_LSR:
+        update_lsr(u);
+        value = u->lsr;
+        u->lsr &= (uint8_t)~(UART_LSR_OE | 0x0c | UART_LSR_BI); /* errors clear on read */
+        break;
+    case UART_MSR:
+        value = u->msr;
+        u->msr &= 0xf0;
+        break;
+    case UART_SCR:
+        value = u->scr;
+        break;
+    }
+    update_lsr(u);
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+    return value;
+}
+
+static void uart_write(void *opaque, uint64_t offset, unsigned size, uint64_t value64)
+{
+    struct uart16550 *u = opaque;
+    uint8_t value = (uint8_t)value64;
+    if (size != 1)
+        return;
+    pthread_mutex_lock(&u->lock);
+    switch (offset) {
+    case UART_RBR_THR:
+        if (u->lcr & UART_LCR_DLAB) {
+            u->dll = value;
+            break;
+        }
+        u->thre_pending = false;
+        if (u->tx_count < fifo_capacity(u))
+            u->tx_fifo[u->tx_count++] = value;
+        /* else: the guest ignored THRE; the byte is lost as on hardware */
+        drain_tx(u);
+        break;
+    case UART_IER:
+        if (u->lcr & UART_LCR_DLAB) {
+            u->dlm = value;
+            break;
+        }
+        /* Enabling the THRE interrupt while THR is empty raises it at once. */
+        if ((value & UART_IER_THRI) && !(u->ier & UART_IER_THRI) && u->tx_count == 0)
+            u->thre_pending = true;
+        u->ier = value & 0x0f;
+        break;
+    case UART_IIR_FCR:
+        fifo_control(u, value);
+        if (u->backend.rx_space)
+            u->backend.rx_space(u->backend.opaque); /* capacity may have grown */
+        break;
+    case UART_LCR:
+        u->lcr = value;
+        break;
+    case UART_MCR:
+        u->mcr = value & 0x1f;
+        update_msr(u);
+        if (!(u->mcr & UART_MCR_LOOP)) {
+            drain_tx(u);
+            if (u->backend.rx_space)
+                u->backend.rx_space(u->backend.opaque);
+        }
+        break;
+    case UART_LSR:
+    case UART_MSR:
+        break; /* read-only (factory test modes not modelled) */
+    case UART_SCR:
+        u->scr = value;
+        break;
+    }
+    update_lsr(u);
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+}
+
+const struct io_ops uart16550_io_ops = {.read = uart_read, .write = uart_write};
+
+static void uart_reset(struct device *dev)
+{
+    struct uart16550 *u = container_of(dev, struct uart16550, dev);
+    pthread_mutex_lock(&u->lock);
+    reset_locked(u);
+    pthread_mutex_unlock(&u->lock);
+}
+
+static void uart_destroy(struct device *dev)
+{
+    struct uart16550 *u = container_of(dev, struct uart16550, dev);
+    pthread_mutex_destroy(&u->lock);
+}
+
+static const struct device_ops uart_device_ops = {
+    .reset = uart_reset,
+    .destroy = uart_destroy,
+};
+
+void uart16550_init(struct uart16550 *u, const char *name, struct uart_backend backend,
+                    struct uart_irq irq)
+{
+    memset(u, 0, sizeof(*u));
+    u->dev.name = name;
+    u->dev.ops = &uart_device_ops;
+    u->backend = backend;
+    u->irq = irq;
+    pthread_mutex_init(&u->lock, NULL);
+    reset_locked(u);
+}
+
+size_t uart16550_rx_room(struct uart16550 *u)
+{
+    pthread_mutex_lock(&u->lock);
+    size_t room = (u->mcr & UART_MCR_LOOP) ? 0 : fifo_capacity(u) - u->rx_count;
+    pthread_mutex_unlock(&u->lock);
+    return room;
+}
+
+size_t uart16550_receive(struct uart16550 *u, const uint8_t *buf, size_t len)
+{
+    size_t taken = 0;
+    pthread_mutex_lock(&u->lock);
+    /* In loopback the receiver is disconnected from the line. */
+    if (!(u->mcr & UART_MCR_LOOP)) {
+        while (taken < len && u->rx_count < fifo_capacity(u))
+            rx_push(u, buf[taken++]);
+    }
+    update_lsr(u);
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+    return taken;
+}
+
+void uart16550_tx_ready(struct uart16550 *u)
+{
+    pthread_mutex_lock(&u->lock);
+    if (!(u->mcr & UART_MCR_LOOP))
+        drain_tx(u);
+    update_lsr(u);
+    update_irq(u);
+    pthread_mutex_unlock(&u->lock);
+}

@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Host-KVM tests: the real propolis-standalone binary runs our own test
+guest (guest/) as its bootrom; the tests talk to it over the real ./ttya
+socket and check what the guest reports, exit codes and files left behind."""
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+VMM = None
+GUEST = None
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+class Console:
+    """A client of ./ttya that reads lines of guest output."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise Failure("no console socket at %s" % path)
+                time.sleep(0.01)
+        self.buf = b""
+        self.transcript = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self, text):
+        self.send(text + "\r")
+
+    def expect(self, needle, timeout=30):
+        """Reads until a line containing needle arrives; returns that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                text = raw.decode(errors="replace").rstrip("\r")
+                if needle in text:
+                    return text
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("timed out waiting for %r; guest said:\n%s" %
+                              (needle, self.transcript.decode(errors="replace")[-2000:]))
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise Failure("console closed while waiting for %r; guest said:\n%s" %
+                              (needle, self.transcript.decode(errors="replace")[-2000:]))
+            self.buf += chunk
+            self.transcript += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+class VM:
+    """One propolis-standalone process in its own working directory."""
+
+    def __init__(self, name="kvmtest", cpus=2, memory=256, extra_main="", extra="",
+                 bootrom=None, workdir=None, runtime_dir=None, env=None, args=None,
+                 config_text=None):
+        self.dir = workdir or tempfile.mkdtemp(prefix="pst-")
+        self.runtime_dir = runtime_dir or os.path.join(self.dir, "run")
+        os.makedirs(self.runtime_dir, exist_ok=True)
+        self.config = os.path.join(self.dir, "config.toml")
+        if config_text is None:
+            config_text = ('[main]\nname = "%s"\ncpus = %d\nbootrom = "%s"\nmemory = %d\n%s\n%s'
+                           % (name, cpus, bootrom or GUEST, memory, extra_main, extra))
+        with open(self.config, "w") as f:
+            f.write(config_text)
+        self.log_path = os.path.join(self.dir, "vmm.log")
+        e = dict(os.environ)
+        e["PROPOLIS_RUNTIME_DIR"] = self.runtime_dir
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        if env:
+            e.update(env)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([VMM] + (args or []) + [self.config], cwd=self.dir,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=e)
+        self.cons = None
+
+    def console(self):
+        self.cons = Console(os.path.join(self.dir, "ttya"))
+        return self.cons
+
+    def boot(self, cpus=2, memory=256):
+        """Connects and runs the guest's self-test to its verdict."""
+        c = self.console()
+        c.expect("testguest: ready")
+        c.line("cpus=%d mem=%d" % (cpus, memory))
+        c.expect("testguest: echo?")
+        c.line("hello from the host")
+        check(c.expect("testguest: echo ") == "testguest: echo hello from the host",
+              "echo mismatch")
+        c.expect("testguest: irq?")
+        c.send("Z")
+        c.expect("testguest: irq ok")
+        c.expect("testguest: PASS")
+        return c
+
+    def wait(self, timeout=30):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise Failure("VMM did not exit; log:\n" + self.output())
+
+    def output(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.cons:
+            self.cons.close()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def leftovers(vm):
+    names = set(os.listdir(vm.dir)) - {"config.toml", "vmm.log", "run", "rom.bin"}
+    names |= {"run/" + n for n in os.listdir(vm.runtime_dir)}
+    return sorted(names)
+
+
+# --- the guest runs, on 1, 2 and 4 vCPUs, with and without highmem ---
+
+@test
+def boot_two_cpus_and_halt_on_sigterm():
+    vm = VM(cpus=2, memory=256, extra_main="exit_on_halt = 7")
+    try:
+        c = vm.boot(2, 256)
+        text = c.transcript.decode()
+        check("testguest: boot 1" in text, "first boot not counted as 1")
+        check("testguest: cpus 2 ok" in text, "vCPU check-in failed")
+        check("testguest: mem lowmem_end ok" in text, "lowmem end check failed")
+        c.line("halt")
+        c.expect("testguest: halting")
+        time.sleep(0.2)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 7, "exit code %s, want exit_on_halt 7" % vm.proc.returncode)
+        check(leftovers(vm) == ["debug.out"], "files left behind: %s" % leftovers(vm))
+        with open(os.path.join(vm.dir, "debug.out"), "rb") as f:
+            dbg = f.read()
+        check(dbg.startswith(b"S") and b"done\n" in dbg, "debug.out holds %r" % dbg[:40])
+    finally:
+        vm.cleanup()
+
+
+@test
+def one_cpu():
+    vm = VM(cpus=1, memory=64)
+    try:
+        vm.boot(1, 64)
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def four_cpus_with_highmem():
+    mem = 3072 + 256
+    vm = VM(cpus=4, memory=mem)
+    try:
+        c = vm.boot(4, mem)
+        text = c.transcript.decode()
+        check("testguest: cpus 4 ok" in text, "4 vCPUs did not check in")
+        for i in range(4):
+            check("testguest: cpu %d apic %d" % (i, i) in text, "vCPU %d missing" % i)
+        check("testguest: mem highmem ok" in text, "highmem check failed")
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+# --- lifecycle: reset, exit_on_reboot, signals ---
+
+@test
+def triple_fault_resets_keeping_ram():
+    vm = VM(cpus=2, memory=128)
+    try:
+        c = vm.boot(2, 128)
+        c.line("triple")
+        c.expect("testguest: triple fault")
+        c.expect("testguest: boot 2")
+        c.expect("testguest: ready")
+        c.line("cpus=2 mem=128")
+        c.expect("testguest: cpus 2 ok")
+        c.expect("testguest: echo?")
+        c.line("again")
+        c.expect("testguest: irq?")
+        c.send("Q")
+        c.expect("testguest: PASS")
+        check("reset" in vm.output(), "no reset logged")
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def exit_on_reboot_code():
+    vm = VM(cpus=1, memory=64, extra_main="exit_on_reboot = 5\nexit_on_halt = 9")
+    try:
+        c = vm.boot(1, 64)
+        c.line("triple")
+        check(vm.wait() == 5, "exit code %s, want exit_on_reboot 5" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def sigint_halts_before_console_connects():
+    vm = VM(cpus=1, memory=64, extra_main="exit_on_halt = 3")
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(vm.dir, "ttya")):
+            check(time.monotonic() < deadline, "no ttya")
+            time.sleep(0.01)
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 3, "exit code %s" % vm.proc.returncode)
+        check(not os.path.exists(os.path.join(vm.dir, "ttya")), "ttya left behind")
+    finally:
+        vm.cleanup()
+
+
+@test
+def second_sigint_ignored_and_exit_clean():
+    vm = VM(cpus=2, memory=64, extra_main="exit_on_halt = 4")
+    try:
+        c = vm.boot(2, 64)
+        c.line("halt")
+        c.expect("testguest: halting")
+        vm.proc.send_signal(signal.SIGINT)
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 4, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+# --- console behaviour ---
+
+@test
+def console_reconnect_and_binary_input():
+    vm = VM(cpus=1, memory=64)
+    try:
+        c = vm.boot(1, 64)
+        c.close()
+        c = vm.console()
+        c.line("ping")
+        c.expect("testguest: pong")
+        # Arbitrary bytes are just guest input.
+        rnd = random.Random(1)
+        c.send(bytes(rnd.randrange(256) for _ in range(4096)).replace(b"\r", b"").replace(b"\n", b""))
+        c.line("")
+        c.line("ping")
+        c.expect("testguest: pong")
+        # A newer client replaces an older one.
+        c2 = vm.console()
+        c2.line("ping")
+        c2.expect("testguest: pong")
+        c2.close()
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def output_without_client_does_not_block():
+    vm = VM(cpus=1, memory=64)
+    try:
+        c = vm.boot(1, 64)
+        c.line("spew 20000")
+        c.expect("testguest: spew line 1 ")
+        c.close()  # nobody listens while the guest writes ~600 KiB
+        time.sleep(1)
+        c = vm.console()
+        c.line("ping")
+        c.expect("testguest: pong", timeout=120)
+        rss_kib = int(open("/proc/%d/status" % vm.proc.pid).read()
+                      .split("VmRSS:")[1].split()[0])
+        check(rss_kib < 200 * 1024, "RSS grew to %d KiB" % rss_kib)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+# --- instance name: take-over and stale records ---
+
+@test
+def same_name_takes_over():
+    run = tempfile.mkdtemp(prefix="pst-run-")
+    a = VM(name="shared", cpus=1, memory=64, runtime_dir=run, extra_main="exit_on_halt = 6")
+    b = None
+    try:
+        a.boot(1, 64)
+        b = VM(name="shared", cpus=1, memory=64, runtime_dir=run)
+        check(a.wait(20) == 6, "first instance exit code %s" % a.proc.returncode)
+        b.boot(1, 64)
+        check("stopping it" in b.output(), "take-over not logged")
+        b.proc.send_signal(signal.SIGTERM)
+        check(b.wait() == 0, "second instance exit code %s" % b.proc.returncode)
+        check(os.listdir(run) == [], "instance record left: %s" % os.listdir(run))
+    finally:
+        a.cleanup()
+        if b:
+            b.cleanup()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+@test
+def stale_record_is_taken_over():
+    run = tempfile.mkdtemp(prefix="pst-run-")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(os.path.join(run, "stale.pid"), "w") as f:
+        f.write("%d\n" % dead.pid)
+    vm = VM(name="stale", cpus=1, memory=64, runtime_dir=run)
+    try:
+        vm.boot(1, 64)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+        check(os.listdir(run) == [], "record left: %s" % os.listdir(run))
+    finally:
+        vm.cleanup()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+# --- logging ---
+
+@test
+def log_levels():
+    vm = VM(cpus=1, memory=64, args=["--log-level", "debug"])
+    try:
+        vm.boot(1, 64)
+        vm.proc.send_signal(signal.SIGTERM)
+        vm.wait()
+        check("DEBG" in vm.output(), "no debug messages at --log-level debug")
+    finally:
+        vm.cleanup()
+    vm = VM(cpus=1, memory=64, env={"PROPOLIS_LOG": "error"})
+    try:
+        vm.boot(1, 64)
+        vm.proc.send_signal(signal.SIGTERM)
+        vm.wait()
+        check("INFO" not in vm.output(), "info messages at PROPOLIS_LOG=error")
+    finally:
+        vm.cleanup()
+
+
+# --- bad input: one clear error, non-zero exit, nothing left behind ---
+
+def expect_refusal(vm, *needles):
+    code = vm.wait()
+    out = vm.output()
+    check(code != 0, "exit code 0 for bad input")
+    for n in needles:
+        check(n in out, "message lacks %r:\n%s" % (n, out))
+    check(leftovers(vm) == [], "files left behind: %s" % leftovers(vm))
+
+
+@test
+def bad_inputs_refused_cleanly():
+    cases = [
+        (dict(config_text='[main]\nname = "x"\ncpus = 1\nmemory = 64\nbootrom = \n'),
+         ["config.toml:4:"]),
+        (dict(bootrom="/nonexistent/rom.bin"), ["/nonexistent/rom.bin"]),
+        (dict(cpus=0), ["main.cpus"]),
+        (dict(memory=64 * 1024 * 1024), ["main.memory"]),
+        (dict(extra='[dev.block0]\ndriver = "pci-virtio-block"\nblock_dev = "nope"\npci-path = "0.4.0"\n'),
+         ["dev.block0", "nope"]),
+        (dict(extra='[dev.x]\ndriver = "pci-frobnicator"\npci-path = "0.4.0"\n'),
+         ["dev.x", "pci-frobnicator"]),
+        (dict(extra='[block_dev.d]\ntype = "mem-async"\nsize = 1048576\n'),
+         ["block_dev.d", "not yet supported"]),
+    ]
+    for kwargs, needles in cases:
+        vm = VM(**kwargs)
+        try:
+            expect_refusal(vm, *needles)
+        finally:
+            vm.cleanup()
+    # Bootroms of bad sizes.
+    for size in (0, 4095, 17 * 1024 * 1024):
+        d = tempfile.mkdtemp(prefix="pst-")
+        rom = os.path.join(d, "rom.bin")
+        with open(rom, "wb") as f:
+            f.write(b"\xf4" * size)
+        vm = VM(bootrom=rom, workdir=d)
+        try:
+            expect_refusal(vm, "rom.bin", "bootrom")
+        finally:
+            vm.cleanup()
+    # A ./ttya that is not a socket is never replaced.
+    d = tempfile.mkdtemp(prefix="pst-")
+    with open(os.path.join(d, "ttya"), "w") as f:
+        f.write("precious")
+    vm = VM(workdir=d)
+    try:
+        check(vm.wait() != 0, "started over a regular ttya")
+        check("not a socket" in vm.output(), "message does not say why")
+        check(open(os.path.join(d, "ttya")).read() == "precious", "ttya was touched")
+        check(not os.path.exists(os.path.join(d, "debug.out")), "debug.out created")
+    finally:
+        vm.cleanup()
+    # Snapshot flags are refused until snapshots exist.
+    for args in (["-s"], ["--restore"]):
+        vm = VM(args=args)
+        try:
+            check(vm.wait() != 0, "%s accepted" % args)
+        finally:
+            vm.cleanup()
+
+
+def main():
+    global VMM, GUEST
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vmm", required=True)
+    ap.add_argument("--guest", required=True)
+    ap.add_argument("-k", help="run tests whose name contains this")
+    a = ap.parse_args()
+    VMM = os.path.abspath(a.vmm)
+    GUEST = os.path.abspath(a.guest)
+    failed = []
+    selected = [t for t in TESTS if not a.k or a.k in t.__name__]
+    for t in selected:
+        start = time.monotonic()
+        try:
+            t()
+            print("PASS %-45s %.2fs" % (t.__name__, time.monotonic() - start), flush=True)
+        except Exception as e:
+            failed.append(t.__name__)
+            print("FAIL %-45s %.2fs\n%s" % (t.__name__, time.monotonic() - start,
+                                             e if isinstance(e, Failure) else traceback.format_exc()),
+                  flush=True)
+    print("kvm-test: %d passed, %d failed" % (len(selected) - len(failed), len(failed)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
