@@ -16,7 +16,7 @@ SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 
-.PHONY: all test unit-test kvm-test toml-test bench clean format
+.PHONY: all test unit-test kvm-test toml-test bench clean format example
 all: $(BUILD)/propolis-standalone $(BUILD)/toml2json guest
 
 $(BUILD)/obj/%.o: %.c
@@ -58,8 +58,12 @@ toml-test: $(BUILD)/san/toml2json
 kvm-test: $(BUILD)/san/propolis-standalone guest
 	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN)
 
-bench: $(BUILD)/propolis-standalone guest
-	python3 bench/startup.py --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
+$(BUILD)/bench/startup: bench/startup.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $< -o $@
+
+bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup guest
+	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 
 format:
 	clang-format -i $$(find src tools tests guest bench -name '*.[ch]')
@@ -68,3 +72,6 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+example: all
+	tools/run-example.sh

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building, testing and running need.
+# Idempotent: apt-get only runs when something is missing.
+set -euo pipefail
+packages=(
+    build-essential make gcc binutils    # compiler, assembler, linker (the test guest too)
+    libcmocka-dev                         # unit tests
+    python3                               # test drivers
+    socat                                 # attaching a terminal to ./ttya
+    qemu-system-x86                       # baseline VMM for benchmarks and guest checks
+    clang-format
+)
+missing=()
+# npm fetches the TOML conformance fixtures; keep a Node.js that is already there.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+    echo "install-deps: all packages present"
+fi
