@@ -95,7 +95,7 @@ static int refuse_unsupported(const struct config *cfg)
 static void isa_irq_set(void *opaque, bool level)
 {
     struct isa_irq_line *line = opaque;
-    machine_set_isa_irq(line->machine, line->irq, line->source_bit, level);
+    machine_set_irq(line->machine, line->irq, line->source_bit, level);
 }
 
 static int add_pio_device(struct vmm *vmm, struct device *dev, uint16_t port, uint16_t len,
@@ -250,6 +250,7 @@ static int run(struct vmm *vmm, const char *config_path)
     };
     if (machine_create(&vmm->machine, &spec) < 0)
         return EXIT_FAILURE_CODE;
+    vmm->machine.loop = &vmm->loop;
     /* Only now, with the VM known to be buildable, touch shared state. */
     if (instance_acquire(&vmm->instance, vmm->cfg.main.name) < 0)
         return EXIT_FAILURE_CODE;

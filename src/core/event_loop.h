@@ -8,7 +8,7 @@
 
 typedef void (*event_fn)(void *opaque, uint32_t events);
 
-#define EVENT_LOOP_MAX_WATCHES 16
+#define EVENT_LOOP_MAX_WATCHES 64
 
 struct event_watch {
     int fd;

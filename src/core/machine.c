@@ -365,7 +365,7 @@ int machine_reset(struct machine *m)
         if (m->devices[i]->ops->reset)
             m->devices[i]->ops->reset(m->devices[i]);
     pthread_mutex_lock(&m->irq_lock);
-    memset(m->isa_irq_sources, 0, sizeof(m->isa_irq_sources));
+    memset(m->irq_sources, 0, sizeof(m->irq_sources));
     pthread_mutex_unlock(&m->irq_lock);
     destroy_vm(m);
     m->resets++;
@@ -374,20 +374,35 @@ int machine_reset(struct machine *m)
     return machine_start(m);
 }
 
-void machine_set_isa_irq(struct machine *m, unsigned irq, uint32_t source_bit, bool level)
+void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool level)
 {
-    if (irq >= ISA_IRQ_COUNT)
+    if (gsi >= IRQ_LINE_COUNT)
         return;
     pthread_mutex_lock(&m->irq_lock);
-    uint32_t before = m->isa_irq_sources[irq];
+    uint32_t before = m->irq_sources[gsi];
     uint32_t after = level ? (before | source_bit) : (before & ~source_bit);
-    m->isa_irq_sources[irq] = after;
+    m->irq_sources[gsi] = after;
     if ((before != 0) != (after != 0) && m->vm_fd >= 0) {
-        struct kvm_irq_level line = {.irq = irq, .level = after != 0};
+        struct kvm_irq_level line = {.irq = gsi, .level = after != 0};
         if (ioctl(m->vm_fd, KVM_IRQ_LINE, &line) < 0)
-            log_error("KVM_IRQ_LINE %u: %s", irq, strerror(errno));
+            log_error("KVM_IRQ_LINE %u: %s", gsi, strerror(errno));
     }
     pthread_mutex_unlock(&m->irq_lock);
+}
+
+void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data)
+{
+    struct kvm_msi msi = {
+        .address_lo = (uint32_t)address,
+        .address_hi = (uint32_t)(address >> 32),
+        .data = data,
+    };
+    /* A guest-programmed message: a bad one is the guest's problem, logged. */
+    if (ioctl(m->vm_fd, KVM_SIGNAL_MSI, &msi) < 0) {
+        static struct log_ratelimit rl;
+        log_limited(&rl, LOG_WARNING, "MSI to 0x%llx data 0x%x not delivered: %s",
+                    (unsigned long long)address, data, strerror(errno));
+    }
 }
 
 void machine_destroy(struct machine *m)

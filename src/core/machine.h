@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/bus.h"
+#include "core/event_loop.h"
 #include "core/guest_mem.h"
 #include "devices/device.h"
 
@@ -21,7 +22,7 @@
 #define ECAM_SIZE (256 * MIB)
 #define BOOTROM_MAX_SIZE (16 * MIB)
 #define MACHINE_MAX_DEVICES 64
-#define ISA_IRQ_COUNT 16
+#define IRQ_LINE_COUNT 24 /* IOAPIC pins; 0-15 also reach the PICs */
 
 struct machine_spec {
     unsigned cpus;
@@ -62,13 +63,14 @@ struct machine {
     uint64_t lowmem_size, highmem_size, bootrom_size;
 
     struct bus pio, mmio;
+    struct event_loop *loop; /* the main thread's loop, for device timers */
     struct vcpu *vcpus;
 
     struct device *devices[MACHINE_MAX_DEVICES];
     unsigned device_count;
 
     pthread_mutex_t irq_lock;
-    uint32_t isa_irq_sources[ISA_IRQ_COUNT]; /* bit per source asserting the line */
+    uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
 
     int event_fd;             /* signalled when a vCPU asks the main thread to act */
     _Atomic int event;        /* enum machine_event */
@@ -93,8 +95,11 @@ void machine_stop(struct machine *m);
  * restarted at the reset vector. */
 int machine_reset(struct machine *m);
 
-/* Drive an ISA IRQ line shared by several sources (source_bit: one bit per
- * source); the line is the OR of its sources. */
-void machine_set_isa_irq(struct machine *m, unsigned irq, uint32_t source_bit, bool level);
+/* Drives interrupt line gsi (0-15: ISA IRQs to PIC and IOAPIC; 16-23:
+ * IOAPIC only), shared by several sources (source_bit: one bit per source);
+ * the line is the OR of its sources. */
+void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool level);
+/* Delivers a message-signalled interrupt (MSI/MSI-X address and data). */
+void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data);
 
 #endif
