@@ -20,12 +20,12 @@ enum toml_type {
 };
 
 struct toml_datetime {
-    int year, month, day;         /* valid unless type is TOML_TIME_LOCAL */
-    int hour, minute, second;     /* valid unless type is TOML_DATE_LOCAL */
-    uint32_t nanosecond;          /* fractional seconds, truncated to ns */
-    unsigned frac_digits;         /* digits of fraction as written (0 = none) */
-    int offset_minutes;           /* TOML_DATETIME only; 0 for Z */
-    bool offset_z;                /* written as Z/z rather than +00:00 */
+    int year, month, day;     /* valid unless type is TOML_TIME_LOCAL */
+    int hour, minute, second; /* valid unless type is TOML_DATE_LOCAL */
+    uint32_t nanosecond;      /* fractional seconds, truncated to ns */
+    unsigned frac_digits;     /* digits of fraction as written (0 = none) */
+    int offset_minutes;       /* TOML_DATETIME only; 0 for Z */
+    bool offset_z;            /* written as Z/z rather than +00:00 */
 };
 
 /* Arrays and tables nest at most this deep (counting dotted keys and headers); deeper

@@ -286,6 +286,7 @@ int machine_create(struct machine *m, const struct machine_spec *spec)
     m->initialized = true;
     m->spec = *spec;
     m->kvm_fd = m->vm_fd = m->event_fd = -1;
+    m->halt_probe.fd = -1;
     pthread_mutex_init(&m->irq_lock, NULL);
     bus_init(&m->pio, "pio");
     bus_init(&m->mmio, "mmio");
@@ -323,17 +324,65 @@ int machine_add_device(struct machine *m, struct device *dev)
     return 0;
 }
 
+#define HALT_PROBE_PERIOD_NS 500000000ull
+#define HALT_PROBE_ROUNDS 2 /* consecutive all-halted probes before halting */
+
+/* bhyve halts a VM whose vCPUs all sit in hlt with interrupts disabled (only
+ * an NMI or INIT could wake them, and nothing is left to send one). KVM
+ * handles hlt in the kernel, so ask each vCPU periodically: a kick makes
+ * KVM_RUN return, and the vCPU thread reports its state. */
+static void halt_probe_tick(void *opaque)
+{
+    struct machine *m = opaque;
+    bool all_halted = true;
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        struct vcpu *v = &m->vcpus[i];
+        if (atomic_load(&v->probe_requested) || !atomic_load(&v->halted_irqs_off))
+            all_halted = false;
+    }
+    m->halt_probe_hits = all_halted ? m->halt_probe_hits + 1 : 0;
+    if (m->halt_probe_hits >= HALT_PROBE_ROUNDS) {
+        log_info("every vCPU is halted with interrupts disabled: halting the VM");
+        machine_request(m, MACHINE_HALT);
+        return;
+    }
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        atomic_store(&m->vcpus[i].probe_requested, true);
+        vcpu_kick(&m->vcpus[i]);
+    }
+}
+
 int machine_start(struct machine *m)
 {
     atomic_store(&m->stop_vcpus, false);
     atomic_store(&m->event, MACHINE_RUNNING);
     for (unsigned i = 0; i < m->spec.cpus; i++) {
+        atomic_store(&m->vcpus[i].probe_requested, false);
+        atomic_store(&m->vcpus[i].halted_irqs_off, false);
         if (vcpu_start(&m->vcpus[i]) < 0) {
             machine_stop(m);
             return -1;
         }
     }
+    m->halt_probe_hits = 0;
+    if (m->loop && m->halt_probe.fd < 0 &&
+        vm_timer_init(&m->halt_probe, m->loop, halt_probe_tick, m) < 0)
+        return -1;
+    vm_timer_arm(&m->halt_probe, HALT_PROBE_PERIOD_NS, HALT_PROBE_PERIOD_NS);
     return 0;
+}
+
+void machine_set_pit_hpet_legacy(struct machine *m, bool hpet_legacy)
+{
+    struct kvm_pit_state2 pit;
+    if (m->vm_fd < 0 || ioctl(m->vm_fd, KVM_GET_PIT2, &pit) < 0)
+        return;
+    if (hpet_legacy)
+        pit.flags |= KVM_PIT_FLAGS_HPET_LEGACY;
+    else
+        pit.flags &= ~(uint32_t)KVM_PIT_FLAGS_HPET_LEGACY;
+    if (ioctl(m->vm_fd, KVM_SET_PIT2, &pit) < 0)
+        log_error("KVM_SET_PIT2: %s", strerror(errno));
 }
 
 void machine_request(struct machine *m, enum machine_event event)
@@ -351,6 +400,7 @@ void machine_request(struct machine *m, enum machine_event event)
 
 void machine_stop(struct machine *m)
 {
+    vm_timer_disarm(&m->halt_probe);
     atomic_store(&m->stop_vcpus, true);
     for (unsigned i = 0; i < m->spec.cpus; i++)
         vcpu_kick(&m->vcpus[i]);
@@ -430,6 +480,7 @@ void machine_destroy(struct machine *m)
     if (m->bootrom)
         munmap(m->bootrom, m->bootrom_size);
     m->lowmem = m->highmem = m->bootrom = NULL;
+    vm_timer_destroy(&m->halt_probe);
     if (m->event_fd >= 0)
         close(m->event_fd);
     if (m->kvm_fd >= 0)

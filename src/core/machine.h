@@ -11,6 +11,7 @@
 #include "core/bus.h"
 #include "core/event_loop.h"
 #include "core/guest_mem.h"
+#include "core/timer.h"
 #include "devices/device.h"
 
 #define MIB (1024ull * 1024ull)
@@ -48,6 +49,8 @@ struct vcpu {
     pthread_t thread;
     bool thread_running;
     int host_cpu; /* -1: unpinned */
+    _Atomic bool probe_requested; /* report whether halted with interrupts off */
+    _Atomic bool halted_irqs_off; /* result of the last probe */
 };
 
 struct machine {
@@ -76,6 +79,8 @@ struct machine {
     _Atomic int event;        /* enum machine_event */
     _Atomic bool stop_vcpus;  /* vCPU threads leave their run loops */
     unsigned resets;
+    struct vm_timer halt_probe; /* all vCPUs in hlt with IF=0 halts the VM */
+    unsigned halt_probe_hits;
 };
 
 /* Validates the spec against the host and builds the VM; on failure logs one
@@ -86,6 +91,7 @@ void machine_destroy(struct machine *m);
 /* Adds a device to the inventory (reset and teardown walk it). */
 int machine_add_device(struct machine *m, struct device *dev);
 
+/* Starts the vCPUs (and, once the event loop is set, the halt detector). */
 int machine_start(struct machine *m);
 /* From any thread: ask the main thread to reset/halt; wakes event_fd. */
 void machine_request(struct machine *m, enum machine_event event);
@@ -99,6 +105,8 @@ int machine_reset(struct machine *m);
  * IOAPIC only), shared by several sources (source_bit: one bit per source);
  * the line is the OR of its sources. */
 void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool level);
+/* HPET legacy replacement takes IRQ 0 from the in-kernel PIT. */
+void machine_set_pit_hpet_legacy(struct machine *m, bool hpet_legacy);
 /* Delivers a message-signalled interrupt (MSI/MSI-X address and data). */
 void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data);
 

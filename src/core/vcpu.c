@@ -202,6 +202,23 @@ static void pin_thread(struct vcpu *v)
         log_warn("vCPU %u: cannot pin to host CPU %d: %s", v->id, v->host_cpu, strerror(err));
 }
 
+/* Answers the machine's halt probe: halted (or never started by SIPI) with
+ * interrupts disabled means only an NMI or INIT could ever wake us. */
+static void answer_halt_probe(struct vcpu *v)
+{
+    struct kvm_mp_state mp;
+    struct kvm_regs regs;
+    bool stuck = false;
+    if (ioctl(v->fd, KVM_GET_MP_STATE, &mp) == 0) {
+        if (mp.mp_state == KVM_MP_STATE_UNINITIALIZED || mp.mp_state == KVM_MP_STATE_INIT_RECEIVED)
+            stuck = true;
+        else if (mp.mp_state == KVM_MP_STATE_HALTED && ioctl(v->fd, KVM_GET_REGS, &regs) == 0)
+            stuck = !(regs.rflags & (1u << 9)); /* IF */
+    }
+    atomic_store(&v->halted_irqs_off, stuck);
+    atomic_store(&v->probe_requested, false);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -216,6 +233,8 @@ static void *vcpu_thread(void *arg)
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 v->run->immediate_exit = 0;
+                if (atomic_load(&v->probe_requested))
+                    answer_halt_probe(v);
                 continue;
             }
             log_error("vCPU %u: KVM_RUN: %s", v->id, strerror(errno));
