@@ -262,8 +262,8 @@ static int run(struct vmm *vmm, const char *config_path)
         event_loop_watch(&vmm->loop, vmm->machine.event_fd, EPOLLIN, on_machine_event, vmm) < 0)
         return EXIT_FAILURE_CODE;
 
-    log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name,
-             spec.cpus, (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
+    log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name, spec.cpus,
+             (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
     while (!vmm->done) {
         if (event_loop_poll(&vmm->loop, -1) < 0) {
             log_error("event loop: %s", strerror(errno));

@@ -36,8 +36,7 @@ bool bus_register(struct bus *bus, uint64_t base, uint64_t len, const struct io_
     for (; pos < bus->count; pos++) {
         if (overlaps(&bus->ranges[pos], base, len)) {
             log_error("%s bus: %s at 0x%llx+0x%llx overlaps %s", bus->name, owner,
-                      (unsigned long long)base, (unsigned long long)len,
-                      bus->ranges[pos].owner);
+                      (unsigned long long)base, (unsigned long long)len, bus->ranges[pos].owner);
             pthread_rwlock_unlock(&bus->lock);
             return false;
         }

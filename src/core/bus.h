@@ -24,8 +24,8 @@ struct bus_range {
 };
 
 struct bus {
-    const char *name; /* "pio" or "mmio", for messages */
-    pthread_rwlock_t lock; /* ranges move when firmware programs PCI BARs */
+    const char *name;         /* "pio" or "mmio", for messages */
+    pthread_rwlock_t lock;    /* ranges move when firmware programs PCI BARs */
     struct bus_range *ranges; /* sorted by base, non-overlapping */
     unsigned count, capacity;
     struct log_ratelimit unclaimed_log;

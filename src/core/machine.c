@@ -107,6 +107,11 @@ static int setup_memory(struct machine *m)
     if (m->highmem_size)
         guest_mem_add(&m->mem, HIGHMEM_BASE, m->highmem_size, m->highmem, false);
     guest_mem_add(&m->mem, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, m->bootrom, true);
+    log_debug("memory: lowmem 0x0-0x%llx, highmem %s0x%llx-0x%llx, bootrom 0x%llx-0xffffffff",
+              (unsigned long long)m->lowmem_size, m->highmem_size ? "" : "none ",
+              (unsigned long long)HIGHMEM_BASE,
+              (unsigned long long)(HIGHMEM_BASE + m->highmem_size),
+              (unsigned long long)(HIGHMEM_BASE - m->bootrom_size));
     return 0;
 }
 
@@ -233,10 +238,8 @@ static int check_kvm(struct machine *m)
         int cap;
         const char *name;
     } required[] = {
-        {KVM_CAP_IRQCHIP, "in-kernel irqchip"},
-        {KVM_CAP_PIT2, "in-kernel PIT"},
-        {KVM_CAP_READONLY_MEM, "read-only memory slots"},
-        {KVM_CAP_USER_MEMORY, "user memory"},
+        {KVM_CAP_IRQCHIP, "in-kernel irqchip"},           {KVM_CAP_PIT2, "in-kernel PIT"},
+        {KVM_CAP_READONLY_MEM, "read-only memory slots"}, {KVM_CAP_USER_MEMORY, "user memory"},
         {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
     };
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
@@ -251,8 +254,8 @@ static int check_kvm(struct machine *m)
     if (max_vcpus <= 0)
         max_vcpus = 4;
     if (m->spec.cpus == 0 || m->spec.cpus > (unsigned)max_vcpus) {
-        log_error("main.cpus: %u vCPUs requested, this host's KVM allows 1 to %d",
-                  m->spec.cpus, max_vcpus);
+        log_error("main.cpus: %u vCPUs requested, this host's KVM allows 1 to %d", m->spec.cpus,
+                  max_vcpus);
         return -1;
     }
     int run_size = ioctl(m->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);

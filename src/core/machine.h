@@ -48,7 +48,7 @@ struct vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_running;
-    int host_cpu; /* -1: unpinned */
+    int host_cpu;                 /* -1: unpinned */
     _Atomic bool probe_requested; /* report whether halted with interrupts off */
     _Atomic bool halted_irqs_off; /* result of the last probe */
 };
@@ -75,9 +75,9 @@ struct machine {
     pthread_mutex_t irq_lock;
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
 
-    int event_fd;             /* signalled when a vCPU asks the main thread to act */
-    _Atomic int event;        /* enum machine_event */
-    _Atomic bool stop_vcpus;  /* vCPU threads leave their run loops */
+    int event_fd;            /* signalled when a vCPU asks the main thread to act */
+    _Atomic int event;       /* enum machine_event */
+    _Atomic bool stop_vcpus; /* vCPU threads leave their run loops */
     unsigned resets;
     struct vm_timer halt_probe; /* all vCPUs in hlt with IF=0 halts the VM */
     unsigned halt_probe_hits;

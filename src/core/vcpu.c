@@ -138,9 +138,8 @@ static void log_internal_error(struct vcpu *v)
     ioctl(v->fd, KVM_GET_SREGS, &sregs);
     log_error("vCPU %u: KVM internal error (suberror %u) at cs:rip %04x:%016llx (cs base 0x%llx, "
               "cr0 0x%llx)",
-              v->id, v->run->internal.suberror, sregs.cs.selector,
-              (unsigned long long)regs.rip, (unsigned long long)sregs.cs.base,
-              (unsigned long long)sregs.cr0);
+              v->id, v->run->internal.suberror, sregs.cs.selector, (unsigned long long)regs.rip,
+              (unsigned long long)sregs.cs.base, (unsigned long long)sregs.cr0);
 }
 
 /* Returns false when the vCPU must stop running. */
@@ -225,6 +224,7 @@ static void *vcpu_thread(void *arg)
     struct machine *m = v->machine;
     current_run = v->run;
     pin_thread(v);
+    log_debug("vCPU %u: running%s", v->id, v->id ? " (waiting for INIT/SIPI)" : "");
     sigset_t kick;
     sigemptyset(&kick);
     sigaddset(&kick, SIG_KICK);

@@ -21,7 +21,7 @@ struct console {
     char *path;
     int listen_fd;
     int client_fd;
-    int wake_fd; /* eventfd: vCPU side produced output or freed input room */
+    int wake_fd;      /* eventfd: vCPU side produced output or freed input room */
     bool want_output; /* EPOLLOUT armed on the client */
     void (*on_connect)(void *opaque);
     void *on_connect_opaque;

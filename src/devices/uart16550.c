@@ -47,7 +47,7 @@ static void update_lsr(struct uart16550 *u)
     if (u->tx_count == 0)
         u->lsr |= UART_LSR_THRE | UART_LSR_TEMT;
     else
-        u->lsr &= (uint8_t)~(UART_LSR_THRE | UART_LSR_TEMT);
+        u->lsr &= (uint8_t) ~(UART_LSR_THRE | UART_LSR_TEMT);
 }
 
 /* Modem status as the guest sees it: a connected null-modem line outside
@@ -183,7 +183,7 @@ static uint64_t uart_read(void *opaque, uint64_t offset, unsigned size)
     case UART_LSR:
         update_lsr(u);
         value = u->lsr;
-        u->lsr &= (uint8_t)~(UART_LSR_OE | 0x0c | UART_LSR_BI); /* errors clear on read */
+        u->lsr &= (uint8_t) ~(UART_LSR_OE | 0x0c | UART_LSR_BI); /* errors clear on read */
         break;
     case UART_MSR:
         value = u->msr;

@@ -108,8 +108,8 @@ static void test_guest_mem_bounds(void **state)
 
     uint8_t buf[16] = {1, 2, 3};
     assert_true(guest_mem_write(&mem, 4096 - 16, buf, 16));
-    assert_false(guest_mem_write(&mem, 4096 - 15, buf, 16)); /* runs past RAM */
-    assert_false(guest_mem_read(&mem, 4096, buf, 1));       /* hole */
+    assert_false(guest_mem_write(&mem, 4096 - 15, buf, 16));         /* runs past RAM */
+    assert_false(guest_mem_read(&mem, 4096, buf, 1));                /* hole */
     assert_false(guest_mem_write(&mem, (1ull << 32) - 16, buf, 16)); /* ROM is read-only */
     assert_true(guest_mem_read(&mem, (1ull << 32) - 16, buf, 16));
     assert_null(guest_mem_ptr(&mem, ~0ull - 3, 8, false)); /* wraps */

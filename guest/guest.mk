@@ -1,0 +1,48 @@
+# Test guest: a 64 KiB bootrom image (see guest/README.md). Included by the
+# top-level Makefile; everything here is prefixed GUEST_ to stay out of its way.
+
+GUEST_CC      ?= gcc
+GUEST_LD      ?= ld
+GUEST_OBJCOPY ?= objcopy
+GUEST_OBJDUMP ?= objdump
+
+GUEST_OUT := $(BUILD)/guest
+GUEST_BIN := $(GUEST_OUT)/testguest.bin
+GUEST_ELF := $(GUEST_OUT)/testguest.elf
+
+# CPL0 code: this host's KVM emulates it and rejects SSE, x87, int n, ...
+GUEST_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -ffreestanding -fno-pic -fno-pie -mno-red-zone \
+	-mgeneral-regs-only -mno-sse -mno-mmx -mno-80387 -fno-stack-protector \
+	-nostdlib -O2 -march=x86-64 -mtune=generic -mcmodel=large \
+	-fcf-protection=none -fno-asynchronous-unwind-tables \
+	-fno-unwind-tables -fno-tree-loop-distribute-patterns -fno-jump-tables \
+	-Iguest -MMD -MP
+GUEST_ASFLAGS := -ffreestanding -fno-pic -fno-pie -Iguest -MMD -MP
+GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
+	--build-id=none -z max-page-size=4096 --no-warn-rwx-segments -T guest/guest.ld
+
+GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o
+
+.PHONY: guest
+guest: $(GUEST_BIN)
+
+$(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+
+$(GUEST_OUT)/entry.o: guest/entry.S guest/layout.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_ASFLAGS) -c $< -o $@
+
+$(GUEST_ELF): $(GUEST_OBJS) guest/guest.ld
+	$(GUEST_LD) $(GUEST_LDFLAGS) -Map=$(GUEST_OUT)/testguest.map $(GUEST_OBJS) -o $@
+
+# Check the disassembly for instructions the CPL0 emulator rejects, then
+# produce the raw image and insist on exactly 64 KiB.
+$(GUEST_BIN): $(GUEST_ELF) guest/check_insns.sh
+	sh guest/check_insns.sh $(GUEST_OBJDUMP) $<
+	$(GUEST_OBJCOPY) -O binary $< $@.tmp
+	@size=$$(wc -c < $@.tmp); if [ "$$size" -ne 65536 ]; then \
+		echo "testguest: image is $$size bytes, want 65536" >&2; rm -f $@.tmp; exit 1; fi
+	@mv $@.tmp $@

@@ -1,0 +1,35 @@
+/*
+ * Fixed low-RAM layout of the test guest, shared by entry.S and the C code.
+ * Everything below 0xA0000 (the ROM itself is read-only).
+ */
+#ifndef TESTGUEST_LAYOUT_H
+#define TESTGUEST_LAYOUT_H
+
+#define ROM_BASE 0xFFFF0000 /* 64 KiB image ending at 4 GiB */
+
+#define BOOTREC_ADDR 0x7000 /* boot counter record: magic, count, check */
+
+#define TRAMP_ADDR 0x8000 /* AP real-mode trampoline (SIPI vector 0x08) */
+#define TRAMP_VECTOR 0x08
+
+#define AP_TICKET_ADDR 0x9000 /* u32: next AP slot, lock xadd */
+#define AP_DONE_ADDR 0x9004   /* u32: APs fully checked in */
+#define AP_IDS_ADDR 0x9100    /* u32[256]: APIC id per cpu, [0] = BSP */
+#define MAX_CPUS 255
+
+#define PML4_ADDR 0x10000
+#define PDPT_ADDR 0x11000
+#define PD_LOW_ADDR 0x12000  /* 4 PDs: identity map of 0..4 GiB, 2 MiB pages */
+#define PD_HIGH_ADDR 0x16000 /* PDs for highmem, up to PD_HIGH_MAX GiB */
+#define PD_HIGH_MAX 74       /* 0x16000 .. 0x5FFFF */
+
+#define BSS_ADDR 0x60000  /* C .bss (zeroed at boot) up to 0x6FFFF */
+#define STACK_TOP 0x80000 /* BSP stack, 0x70000 .. 0x7FFFF */
+
+#define SEL_CODE32 0x08
+#define SEL_DATA 0x10
+#define SEL_CODE64 0x18
+
+#define LAPIC_BASE 0xFEE00000
+
+#endif

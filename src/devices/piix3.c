@@ -1,0 +1,156 @@
+#include "devices/piix3.h"
+
+#include <string.h>
+
+/* QEMU's reset values of the bridge's own registers (hw/isa/piix.c). */
+static const struct {
+    uint8_t offset, value;
+} power_on_registers[] = {
+    {0x4c, 0x4d}, /* IORT: ISA I/O recovery timer */
+    {0x4e, 0x03}, /* XBCS: X-bus chip select */
+    {0x60, PC_PIRQ_ROUTE_DISABLED},
+    {0x61, PC_PIRQ_ROUTE_DISABLED},
+    {0x62, PC_PIRQ_ROUTE_DISABLED},
+    {0x63, PC_PIRQ_ROUTE_DISABLED},
+    {0x69, 0x02}, /* TOM: top of memory */
+    {0x70, 0x80}, /* MBIRQ0: motherboard IRQ route, disabled */
+    {0x76, 0x0c}, /* MBDMA0/1 */
+    {0x77, 0x0c},
+    {0x78, 0x02}, /* PCSC: programmable chip select */
+    {0xa0, 0x08}, /* SMICNTL */
+    {0xa8, 0x0f}, /* FTMR: fast off timer */
+};
+
+static void drive(struct piix3 *p, unsigned pirq, bool level)
+{
+    if (p->routed_irq[pirq] < 0 || p->line_driven[pirq] == level)
+        return;
+    p->line_driven[pirq] = level;
+    if (p->sink.set_irq)
+        p->sink.set_irq(p->sink.opaque, (unsigned)p->routed_irq[pirq], PC_IRQ_SOURCE_PIRQ(pirq),
+                        level);
+}
+
+static bool pirq_level(const struct piix3 *p, unsigned pirq)
+{
+    for (unsigned i = 0; i < PCI_DEVFN_COUNT / 64; i++)
+        if (p->pirq_sources[pirq][i])
+            return true;
+    return false;
+}
+
+static int decode_route(uint8_t value)
+{
+    if (value >= 16 || !(PC_PIRQ_VALID_IRQ_MASK & (1u << value)))
+        return -1;
+    return value;
+}
+
+/* Moves a PIRQ to the IRQ its register now names, carrying its level over. */
+static void reroute(struct piix3 *p, unsigned pirq, uint8_t value)
+{
+    int irq = decode_route(value);
+    if (irq < 0 && !(value & PC_PIRQ_ROUTE_DISABLED))
+        log_limited(&p->log, LOG_WARNING,
+                    "PIIX3: PIRQ%c routed to reserved value 0x%02x; treated as disabled",
+                    'A' + pirq, value);
+    if (irq == p->routed_irq[pirq])
+        return;
+    drive(p, pirq, false);
+    p->routed_irq[pirq] = irq;
+    drive(p, pirq, pirq_level(p, pirq));
+}
+
+static void piix3_set_intx(void *opaque, uint8_t devfn, unsigned pin, bool level)
+{
+    struct piix3 *p = opaque;
+    unsigned pirq = pc_pirq_for(PCI_SLOT(devfn), pin & 3);
+    uint64_t bit = 1ull << (devfn % 64);
+    pthread_mutex_lock(&p->lock);
+    if (level)
+        p->pirq_sources[pirq][devfn / 64] |= bit;
+    else
+        p->pirq_sources[pirq][devfn / 64] &= ~bit;
+    drive(p, pirq, pirq_level(p, pirq));
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void piix3_config_write(struct pci_device *pdev, unsigned offset, unsigned size,
+                               uint32_t value)
+{
+    struct piix3 *p = container_of(pdev, struct piix3, pci);
+    pthread_mutex_lock(&p->lock);
+    for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
+        unsigned reg = PIIX3_PIRQ_ROUTE + pirq;
+        if (reg >= offset && reg < offset + size)
+            reroute(p, pirq, pdev->config[reg]);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static const struct pci_device_ops piix3_pci_ops = {.config_write = piix3_config_write};
+
+int piix3_pirq_irq(struct piix3 *p, unsigned pirq)
+{
+    if (pirq >= PC_PIRQ_COUNT)
+        return -1;
+    pthread_mutex_lock(&p->lock);
+    int irq = p->routed_irq[pirq];
+    pthread_mutex_unlock(&p->lock);
+    return irq;
+}
+
+static void piix3_reset(struct device *dev)
+{
+    struct piix3 *p = container_of(dev, struct piix3, pci.dev);
+    pthread_mutex_lock(&p->lock);
+    for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
+        drive(p, pirq, false);
+        p->routed_irq[pirq] = -1;
+    }
+    memset(p->pirq_sources, 0, sizeof(p->pirq_sources));
+    pthread_mutex_unlock(&p->lock);
+    pci_device_reset(&p->pci);
+}
+
+static void piix3_destroy(struct device *dev)
+{
+    struct piix3 *p = container_of(dev, struct piix3, pci.dev);
+    pci_device_destroy(&p->pci);
+    pthread_mutex_destroy(&p->lock);
+}
+
+static const struct device_ops piix3_device_ops = {.reset = piix3_reset, .destroy = piix3_destroy};
+
+void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
+{
+    static const struct pci_ids ids = {
+        .vendor_id = PCI_VENDOR_ID_INTEL,
+        .device_id = PIIX3_DEVICE_ID,
+        .subsystem_vendor_id = PCI_SUBVENDOR_ID_QEMU,
+        .subsystem_id = PCI_SUBDEVICE_ID_QEMU,
+        .class_code = 0x060100,
+    };
+    pci_device_init(&p->pci, "piix3", &piix3_device_ops, &ids, &piix3_pci_ops);
+    p->sink = sink;
+    pthread_mutex_init(&p->lock, NULL);
+    memset(p->pirq_sources, 0, sizeof(p->pirq_sources));
+    memset(&p->log, 0, sizeof(p->log));
+    for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
+        p->routed_irq[pirq] = -1;
+        p->line_driven[pirq] = false;
+    }
+    /* I/O, memory and bus master on; DEVSEL medium (QEMU's reset values). */
+    pci_set_word(&p->pci, PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    pci_set_word(&p->pci, PCI_STATUS, PCI_STATUS_DEVSEL_MEDIUM);
+    for (size_t i = 0; i < sizeof(power_on_registers) / sizeof(power_on_registers[0]); i++)
+        pci_set_byte(&p->pci, power_on_registers[i].offset, power_on_registers[i].value);
+}
+
+int piix3_attach(struct piix3 *p, struct pci_bus *bus)
+{
+    if (pci_bus_add(bus, &p->pci, PC_PIIX3_DEVFN) < 0)
+        return -1;
+    pci_bus_set_intx_router(bus, (struct pci_intx_router){piix3_set_intx, p});
+    return 0;
+}

@@ -1,0 +1,421 @@
+#include "devices/piix4_pm.h"
+
+#include <string.h>
+
+#include "devices/pc_layout.h"
+
+#define NS_PER_S 1000000000ull
+#define TIMER_MASK ((1ull << PC_PM_TIMER_BITS) - 1)
+#define TIMER_HALF_PERIOD (1ull << (PC_PM_TIMER_BITS - 1)) /* TMR_STS on bit 23 toggling */
+
+#define PM1_STS_W1C                                                                                \
+    (PC_PM1_STS_TMR | PC_PM1_STS_BM | PC_PM1_STS_GBL | PC_PM1_STS_PWRBTN | PC_PM1_STS_RTC |        \
+     PC_PM1_STS_PWRBTNOR | PC_PM1_STS_WAK)
+#define PM1_EN_WRITABLE (PC_PM1_EN_TMR | PC_PM1_EN_GBL | PC_PM1_EN_PWRBTN | PC_PM1_EN_RTC)
+#define PM1_CNT_BM_RLD (1u << 1)
+#define PM1_CNT_WRITABLE (PC_PM1_CNT_SCI_EN | PM1_CNT_BM_RLD | PC_PM1_CNT_SLP_TYP_MASK)
+#define PM_REGS_END 0x0c /* registers beyond read as 0 */
+
+#define PMBA_IO_SPACE 0x01
+#define PMBA_ADDRESS_MASK 0xffc0u
+
+static uint64_t default_now(void *opaque)
+{
+    return vm_clock_ns();
+}
+
+static uint64_t ns_to_ticks(uint64_t ns)
+{
+    return ns / NS_PER_S * PC_PM_TIMER_HZ + ns % NS_PER_S * PC_PM_TIMER_HZ / NS_PER_S;
+}
+
+static uint64_t ticks_to_ns_ceil(uint64_t ticks)
+{
+    uint64_t rem = ticks % PC_PM_TIMER_HZ;
+    return ticks / PC_PM_TIMER_HZ * NS_PER_S +
+           (rem * NS_PER_S + PC_PM_TIMER_HZ - 1) / PC_PM_TIMER_HZ;
+}
+
+static uint64_t ticks_now(struct piix4_pm *pm)
+{
+    uint64_t now = pm->now_ns(pm->now_opaque);
+    return ns_to_ticks(now >= pm->clock_base_ns ? now - pm->clock_base_ns : 0);
+}
+
+/* Next tick at which bit 23 of the count toggles. */
+static uint64_t next_overflow(uint64_t ticks)
+{
+    return (ticks + TIMER_HALF_PERIOD) & ~(TIMER_HALF_PERIOD - 1);
+}
+
+static void latch_timer_status(struct piix4_pm *pm, uint64_t ticks)
+{
+    if (ticks >= pm->overflow_tick)
+        pm->pm1_sts |= PC_PM1_STS_TMR;
+}
+
+/* Recomputes the SCI level and (re)arms the overflow timer. Locked. */
+static void update_sci(struct piix4_pm *pm)
+{
+    uint64_t ticks = ticks_now(pm);
+    latch_timer_status(pm, ticks);
+    bool level = (pm->pm1_sts & pm->pm1_en & PM1_EN_WRITABLE) || (pm->gpe_sts[0] & pm->gpe_en[0]) ||
+                 (pm->gpe_sts[1] & pm->gpe_en[1]);
+    if (level != pm->sci_level) {
+        pm->sci_level = level;
+        if (pm->hooks.set_sci)
+            pm->hooks.set_sci(pm->hooks.opaque, level);
+    }
+    bool want_timer = (pm->pm1_en & PC_PM1_EN_TMR) && !(pm->pm1_sts & PC_PM1_STS_TMR);
+    if (want_timer) {
+        uint64_t delay = ticks_to_ns_ceil(pm->overflow_tick - ticks);
+        vm_timer_arm(&pm->overflow_timer, delay ? delay : 1, 0);
+    } else {
+        vm_timer_disarm(&pm->overflow_timer);
+    }
+}
+
+uint32_t piix4_pm_timer_value(struct piix4_pm *pm)
+{
+    return (uint32_t)(ticks_now(pm) & TIMER_MASK);
+}
+
+void piix4_pm_timer_tick(struct piix4_pm *pm)
+{
+    pthread_mutex_lock(&pm->lock);
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+}
+
+static void overflow_timer_fired(void *opaque)
+{
+    piix4_pm_timer_tick(opaque);
+}
+
+void piix4_pm_press_power_button(struct piix4_pm *pm)
+{
+    pthread_mutex_lock(&pm->lock);
+    pm->pm1_sts |= PC_PM1_STS_PWRBTN;
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+}
+
+void piix4_pm_raise_gpe(struct piix4_pm *pm, unsigned bit)
+{
+    if (bit >= 16)
+        return;
+    pthread_mutex_lock(&pm->lock);
+    pm->gpe_sts[bit / 8] |= (uint8_t)(1u << (bit % 8));
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+}
+
+/* ---- PM block: any size at any offset, byte lanes assembled per register ---- */
+
+static uint64_t pm_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct piix4_pm *pm = opaque;
+    if (size > 8 || offset >= PC_PM_BLOCK_LEN)
+        return ~0ull;
+    uint8_t image[PC_PM_BLOCK_LEN + 8] = {0};
+    pthread_mutex_lock(&pm->lock);
+    uint64_t ticks = ticks_now(pm);
+    latch_timer_status(pm, ticks);
+    uint32_t timer = (uint32_t)(ticks & TIMER_MASK);
+    image[PC_PM1_STS_OFFSET] = (uint8_t)pm->pm1_sts;
+    image[PC_PM1_STS_OFFSET + 1] = (uint8_t)(pm->pm1_sts >> 8);
+    image[PC_PM1_EN_OFFSET] = (uint8_t)pm->pm1_en;
+    image[PC_PM1_EN_OFFSET + 1] = (uint8_t)(pm->pm1_en >> 8);
+    image[PC_PM1_CNT_OFFSET] = (uint8_t)pm->pm1_cnt;
+    image[PC_PM1_CNT_OFFSET + 1] = (uint8_t)(pm->pm1_cnt >> 8);
+    for (unsigned i = 0; i < 4; i++)
+        image[PC_PM_TMR_OFFSET + i] = (uint8_t)(timer >> (8 * i));
+    pthread_mutex_unlock(&pm->lock);
+    uint64_t value = 0;
+    for (unsigned i = 0; i < size; i++)
+        value |= (uint64_t)image[offset + i] << (8 * i);
+    return value;
+}
+
+/* Collects the bytes of one write that fall into a 16-bit register. */
+struct reg16_write {
+    uint16_t value, mask;
+};
+
+static void collect(struct reg16_write *w, unsigned reg, uint64_t offset, unsigned size,
+                    uint64_t value)
+{
+    for (unsigned lane = 0; lane < 2; lane++) {
+        unsigned at = reg + lane;
+        if (at >= offset && at < offset + size) {
+            uint8_t byte = (uint8_t)(value >> (8 * (at - offset)));
+            w->value |= (uint16_t)(byte << (8 * lane));
+            w->mask |= (uint16_t)(0xff << (8 * lane));
+        }
+    }
+}
+
+static void pm_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct piix4_pm *pm = opaque;
+    if (size > 8 || offset >= PC_PM_BLOCK_LEN)
+        return;
+    struct reg16_write sts = {0}, en = {0}, cnt = {0};
+    collect(&sts, PC_PM1_STS_OFFSET, offset, size, value);
+    collect(&en, PC_PM1_EN_OFFSET, offset, size, value);
+    collect(&cnt, PC_PM1_CNT_OFFSET, offset, size, value);
+    bool other = offset + size > PC_PM1_CNT_OFFSET + 2; /* reserved, timer (read-only) */
+    int sleep_type = -1;
+
+    pthread_mutex_lock(&pm->lock);
+    if (sts.mask) {
+        uint64_t ticks = ticks_now(pm);
+        latch_timer_status(pm, ticks);
+        uint16_t clear = sts.value & sts.mask & PM1_STS_W1C;
+        if (clear & pm->pm1_sts & PC_PM1_STS_TMR)
+            pm->overflow_tick = next_overflow(ticks);
+        pm->pm1_sts &= (uint16_t)~clear;
+    }
+    if (en.mask)
+        pm->pm1_en = (uint16_t)((pm->pm1_en & ~en.mask) | (en.value & en.mask & PM1_EN_WRITABLE));
+    if (cnt.mask) {
+        uint16_t next = (uint16_t)((pm->pm1_cnt & ~cnt.mask) | (cnt.value & cnt.mask));
+        pm->pm1_cnt = next & PM1_CNT_WRITABLE; /* SLP_EN and GBL_RLS are write-only */
+        if (cnt.value & cnt.mask & PC_PM1_CNT_SLP_EN)
+            sleep_type = (next & PC_PM1_CNT_SLP_TYP_MASK) >> PC_PM1_CNT_SLP_TYP_SHIFT;
+    }
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+
+    if (other)
+        log_limited(&pm->log, LOG_DEBUG, "piix4-pm: %u-byte write 0x%llx at +0x%llx: ignored part",
+                    size, (unsigned long long)value, (unsigned long long)offset);
+    if (sleep_type == PC_SLP_TYP_S5 || sleep_type == PC_SLP_TYP_S4) {
+        log_info("piix4-pm: guest entered S%d: powering off", sleep_type == PC_SLP_TYP_S5 ? 5 : 4);
+        if (pm->hooks.power_off)
+            pm->hooks.power_off(pm->hooks.opaque);
+    } else if (sleep_type >= 0) {
+        log_limited(&pm->log, LOG_WARNING,
+                    "piix4-pm: sleep type %d requested; only S5 is supported, ignored", sleep_type);
+    }
+}
+
+const struct io_ops piix4_pm_io_ops = {.read = pm_read, .write = pm_write};
+
+/* ---- GPE0: status bytes then enable bytes, byte by byte as in QEMU ---- */
+
+static uint64_t gpe_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct piix4_pm *pm = opaque;
+    uint64_t value = 0;
+    pthread_mutex_lock(&pm->lock);
+    for (unsigned i = 0; i < size && i < 8; i++) {
+        uint64_t at = offset + i;
+        uint8_t byte = 0xff;
+        if (at < 2)
+            byte = pm->gpe_sts[at];
+        else if (at < PC_GPE0_LEN)
+            byte = pm->gpe_en[at - 2];
+        value |= (uint64_t)byte << (8 * i);
+    }
+    pthread_mutex_unlock(&pm->lock);
+    return value;
+}
+
+static void gpe_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct piix4_pm *pm = opaque;
+    pthread_mutex_lock(&pm->lock);
+    for (unsigned i = 0; i < size && i < 8; i++) {
+        uint64_t at = offset + i;
+        uint8_t byte = (uint8_t)(value >> (8 * i));
+        if (at < 2)
+            pm->gpe_sts[at] &= (uint8_t)~byte;
+        else if (at < PC_GPE0_LEN)
+            pm->gpe_en[at - 2] = byte;
+    }
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+}
+
+const struct io_ops piix4_gpe_io_ops = {.read = gpe_read, .write = gpe_write};
+
+/* ---- APM control (0xB2) and status (0xB3) ---- */
+
+static uint64_t apm_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct piix4_pm *pm = opaque;
+    uint64_t value = 0;
+    pthread_mutex_lock(&pm->lock);
+    for (unsigned i = 0; i < size && i < 8; i++) {
+        uint64_t at = offset + i;
+        uint8_t byte = at == 0 ? pm->apm_cnt : at == 1 ? pm->apm_sts : 0xff;
+        value |= (uint64_t)byte << (8 * i);
+    }
+    pthread_mutex_unlock(&pm->lock);
+    return value;
+}
+
+static void apm_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct piix4_pm *pm = opaque;
+    pthread_mutex_lock(&pm->lock);
+    for (unsigned i = 0; i < size && i < 8; i++) {
+        uint64_t at = offset + i;
+        uint8_t byte = (uint8_t)(value >> (8 * i));
+        if (at == 1) {
+            pm->apm_sts = byte;
+        } else if (at == 0) {
+            pm->apm_cnt = byte;
+            /* ACPI 3.0 4.7.2.5: the OS hands SCI_EN over through SMI_CMD. */
+            if (byte == PC_ACPI_ENABLE)
+                pm->pm1_cnt |= PC_PM1_CNT_SCI_EN;
+            else if (byte == PC_ACPI_DISABLE)
+                pm->pm1_cnt &= (uint16_t)~PC_PM1_CNT_SCI_EN;
+            else
+                log_limited(&pm->log, LOG_DEBUG, "piix4-pm: SMI command 0x%02x ignored (no SMM)",
+                            byte);
+        }
+    }
+    pthread_mutex_unlock(&pm->lock);
+}
+
+const struct io_ops piix4_apm_io_ops = {.read = apm_read, .write = apm_write};
+
+/* ---- Config space: PMBA and PMREGMISC place the PM block ---- */
+
+/* Called with the PCI lock held. */
+static void update_pm_block(struct piix4_pm *pm)
+{
+    struct pci_device *pdev = &pm->pci;
+    struct bus *pio = pdev->bus ? pdev->bus->pio : NULL;
+    uint16_t base = (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
+    bool want =
+        pio && (pci_get_byte(pdev, PIIX4_PM_PMREGMISC) & PIIX4_PM_PMREGMISC_PMIOSE) && base != 0;
+    if (pm->io_mapped && (!want || base != pm->io_base)) {
+        bus_unregister(pio, pm->io_base, pm);
+        pm->io_mapped = false;
+    }
+    if (!want || pm->io_mapped)
+        return;
+    if (!pci_range_unclaimed(pio, base, PC_PM_BLOCK_LEN) ||
+        !bus_register(pio, base, PC_PM_BLOCK_LEN, &piix4_pm_io_ops, pm, "piix4-pm")) {
+        log_limited(&pm->log, LOG_WARNING,
+                    "piix4-pm: PM block at 0x%04x overlaps another range; left unmapped", base);
+        return;
+    }
+    pm->io_mapped = true;
+    pm->io_base = base;
+    log_debug("piix4-pm: PM block at 0x%04x", base);
+}
+
+static void pm_config_write(struct pci_device *pdev, unsigned offset, unsigned size, uint32_t value)
+{
+    struct piix4_pm *pm = container_of(pdev, struct piix4_pm, pci);
+    bool pmba = offset < PIIX4_PM_PMBA + 4 && PIIX4_PM_PMBA < offset + size;
+    bool misc = offset <= PIIX4_PM_PMREGMISC && PIIX4_PM_PMREGMISC < offset + size;
+    if (pmba || misc)
+        update_pm_block(pm);
+}
+
+static const struct pci_device_ops pm_pci_ops = {.config_write = pm_config_write};
+
+static void reset_registers(struct piix4_pm *pm)
+{
+    pthread_mutex_lock(&pm->lock);
+    pm->clock_base_ns = pm->now_ns(pm->now_opaque);
+    pm->overflow_tick = next_overflow(0);
+    pm->pm1_sts = pm->pm1_en = pm->pm1_cnt = 0;
+    memset(pm->gpe_sts, 0, sizeof(pm->gpe_sts));
+    memset(pm->gpe_en, 0, sizeof(pm->gpe_en));
+    pm->apm_cnt = pm->apm_sts = 0;
+    update_sci(pm); /* drops the SCI and disarms the timer */
+    pthread_mutex_unlock(&pm->lock);
+}
+
+static void pm_reset(struct device *dev)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    reset_registers(pm);
+    pci_device_reset(&pm->pci);
+    pthread_mutex_lock(&pm->pci.lock);
+    update_pm_block(pm);
+    pthread_mutex_unlock(&pm->pci.lock);
+}
+
+static void pm_destroy(struct device *dev)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    vm_timer_destroy(&pm->overflow_timer);
+    pci_device_destroy(&pm->pci);
+    pthread_mutex_destroy(&pm->lock);
+}
+
+static const struct device_ops pm_device_ops = {.reset = pm_reset, .destroy = pm_destroy};
+
+int piix4_pm_init(struct piix4_pm *pm, struct piix4_pm_hooks hooks, struct event_loop *loop)
+{
+    static const struct pci_ids ids = {
+        .vendor_id = PCI_VENDOR_ID_INTEL,
+        .device_id = PIIX4_PM_DEVICE_ID,
+        .subsystem_vendor_id = PCI_SUBVENDOR_ID_QEMU,
+        .subsystem_id = PCI_SUBDEVICE_ID_QEMU,
+        .class_code = 0x068000,
+        .revision = PIIX4_PM_REVISION,
+    };
+    pci_device_init(&pm->pci, "piix4-pm", &pm_device_ops, &ids, &pm_pci_ops);
+    pm->hooks = hooks;
+    pm->now_ns = default_now;
+    pm->now_opaque = NULL;
+    pm->io_mapped = false;
+    pm->io_base = 0;
+    pm->sci_level = false;
+    memset(&pm->log, 0, sizeof(pm->log));
+    pm->overflow_timer = (struct vm_timer){.fd = -1};
+    pthread_mutex_init(&pm->lock, NULL);
+    if (loop && vm_timer_init(&pm->overflow_timer, loop, overflow_timer_fired, pm) < 0) {
+        pm_destroy(&pm->pci.dev);
+        return -1;
+    }
+
+    struct pci_device *pdev = &pm->pci;
+    pci_set_word(pdev, PCI_STATUS, PCI_STATUS_FAST_BACK | PCI_STATUS_DEVSEL_MEDIUM);
+    /* QEMU reports INTA; the SCI itself is wired to IRQ 9, not to INTx. */
+    pci_set_interrupt_pin(pdev, PCI_INTA);
+    pci_set_long(pdev, PIIX4_PM_PMBA, PC_PM_BASE_DEFAULT | PMBA_IO_SPACE);
+    pci_set_wmask(pdev, PIIX4_PM_PMBA, 4, PMBA_ADDRESS_MASK);
+    pci_set_byte(pdev, PIIX4_PM_PMREGMISC, PIIX4_PM_PMREGMISC_PMIOSE);
+    pci_set_wmask(pdev, PIIX4_PM_PMREGMISC, 1, PIIX4_PM_PMREGMISC_PMIOSE);
+    pci_set_byte(pdev, 0x5b, 0x02); /* SMM "already initialised", as QEMU without SMM */
+    /* DEVRES: legacy decodes QEMU reports (no LPT; COM1 and COM2 on). */
+    pci_set_byte(pdev, 0x5f, 0x10);
+    pci_set_byte(pdev, 0x63, 0x60);
+    pci_set_byte(pdev, 0x67, 0x98);
+    /* No SMBus controller: base and host configuration read-only, disabled,
+     * so drivers (Linux i2c-piix4) leave it alone. */
+    pci_set_long(pdev, PIIX4_PM_SMBBA, PMBA_IO_SPACE);
+    pci_set_wmask(pdev, PIIX4_PM_SMBBA, 4, 0);
+    pci_set_wmask(pdev, PIIX4_PM_SMBHSTCFG, 1, 0);
+    reset_registers(pm);
+    return 0;
+}
+
+int piix4_pm_attach(struct piix4_pm *pm, struct pci_bus *bus)
+{
+    if (pci_bus_add(bus, &pm->pci, PC_PIIX4_PM_DEVFN) < 0)
+        return -1;
+    if (!bus_register(bus->pio, PC_GPE0_BASE, PC_GPE0_LEN, &piix4_gpe_io_ops, pm, "acpi-gpe0") ||
+        !bus_register(bus->pio, PC_SMI_CMD_PORT, 2, &piix4_apm_io_ops, pm, "apm")) {
+        log_error("piix4-pm: cannot claim the GPE0 block or the APM ports");
+        return -1;
+    }
+    pthread_mutex_lock(&pm->pci.lock);
+    update_pm_block(pm);
+    bool mapped = pm->io_mapped;
+    pthread_mutex_unlock(&pm->pci.lock);
+    if (!mapped) {
+        log_error("piix4-pm: cannot claim the PM block at 0x%04x", PC_PM_BASE_DEFAULT);
+        return -1;
+    }
+    return 0;
+}
