@@ -9,6 +9,8 @@ CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2 -fstack-protector-strong -D_FORTIFY_SOURC
 CFLAGS_SAN := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=undefined
 LDLIBS  := -lpthread
+# The VMM itself links statically: a smaller resident set and a faster exec.
+LDFLAGS_RELEASE := -static
 
 LIB_SRCS  := $(sort $(shell find src -name '*.c' ! -name main.c))
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -28,7 +30,7 @@ $(BUILD)/san/%.o: %.c
 	$(CC) $(CFLAGS_SAN) -c $< -o $@
 
 $(BUILD)/propolis-standalone: $(BUILD)/obj/src/main.o $(LIB_OBJS)
-	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS_RELEASE) $(LDFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/toml2json: $(BUILD)/obj/tools/toml2json.o $(LIB_OBJS)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)

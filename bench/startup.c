@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -299,6 +300,11 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    static char vmm_path[PATH_MAX], guest_path[PATH_MAX];
+    if (o.vmm && realpath(o.vmm, vmm_path))
+        o.vmm = vmm_path;
+    if (o.guest && realpath(o.guest, guest_path))
+        o.guest = guest_path;
     if (!o.vmm || !o.guest || o.runs < 1 || o.runs > MAX_RUNS) {
         fprintf(stderr, "usage: startup --vmm BIN --guest ROM [--qemu BIN] [--runs N<=101]\n");
         return 2;

@@ -153,7 +153,7 @@ static int set_slot(struct machine *m, uint32_t slot, uint64_t gpa, uint64_t siz
 
 static int load_supported_cpuid(struct machine *m)
 {
-    for (unsigned n = 64; n <= 4096; n *= 2) {
+    for (unsigned n = 256; n <= 4096; n *= 2) {
         struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
         if (!c)
             return -1;
@@ -170,6 +170,68 @@ static int load_supported_cpuid(struct machine *m)
     return -1;
 }
 
+static void *register_memory_slots(void *opaque)
+{
+    struct machine *m = opaque;
+    uint64_t start = vm_clock_ns();
+    int r = set_slot(m, SLOT_LOWMEM, 0, m->lowmem_size, m->lowmem, 0);
+    if (r == 0 && m->highmem_size)
+        r = set_slot(m, SLOT_HIGHMEM, HIGHMEM_BASE, m->highmem_size, m->highmem, 0);
+    if (r == 0)
+        r = set_slot(m, SLOT_BOOTROM, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, m->bootrom,
+                     KVM_MEM_READONLY);
+    m->slot_result = r;
+    log_debug("memory slots registered in %.1f ms", (double)(vm_clock_ns() - start) / 1e6);
+    return NULL;
+}
+
+/* Waits for register_memory_slots(); the guest must not run before. */
+static int wait_for_memory_slots(struct machine *m)
+{
+    if (!m->slot_thread_running)
+        return 0;
+    pthread_join(m->slot_thread, NULL);
+    m->slot_thread_running = false;
+    return m->slot_result;
+}
+
+/* QEMU's layout, which guests' ACPI tables assume: ISA IRQ 0 (the PIT, or
+ * the HPET in legacy mode) reaches IOAPIC pin 2, as the MADT override says;
+ * GSIs 0-15 also reach the PICs; 16-23 only the IOAPIC. */
+static int set_base_irq_routing(struct machine *m)
+{
+    struct {
+        struct kvm_irq_routing header;
+        struct kvm_irq_routing_entry entries[48];
+    } table;
+    memset(&table, 0, sizeof(table));
+    unsigned n = 0;
+    for (unsigned gsi = 0; gsi < 16; gsi++) {
+        if (gsi == 2)
+            continue; /* the cascade */
+        table.entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = gsi,
+            .type = KVM_IRQ_ROUTING_IRQCHIP,
+            .u.irqchip = {gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8},
+        };
+    }
+    for (unsigned gsi = 0; gsi < IRQ_LINE_COUNT; gsi++) {
+        if (gsi == 2)
+            continue;
+        table.entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = gsi,
+            .type = KVM_IRQ_ROUTING_IRQCHIP,
+            .u.irqchip = {KVM_IRQCHIP_IOAPIC, gsi == 0 ? 2 : gsi},
+        };
+    }
+    table.header.nr = n;
+    if (ioctl(m->vm_fd, KVM_SET_GSI_ROUTING, &table) < 0) {
+        log_error("KVM_SET_GSI_ROUTING: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* Creates the KVM VM on the existing RAM: irqchip, PIT, memory slots, vCPUs. */
 static int create_vm(struct machine *m)
 {
@@ -179,6 +241,14 @@ static int create_vm(struct machine *m)
         return -1;
     }
     fcntl(m->vm_fd, F_SETFD, FD_CLOEXEC);
+    /* Memory slot updates wait for an RCU grace period (milliseconds); let
+     * them run while the rest of the machine is built. */
+    int err = pthread_create(&m->slot_thread, NULL, register_memory_slots, m);
+    if (err) {
+        log_error("pthread_create: %s", strerror(err));
+        return -1;
+    }
+    m->slot_thread_running = true;
     uint64_t identity = KVM_IDENTITY_MAP_ADDR;
     if (ioctl(m->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0 ||
         ioctl(m->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
@@ -194,13 +264,7 @@ static int create_vm(struct machine *m)
         log_error("KVM_CREATE_PIT2: %s", strerror(errno));
         return -1;
     }
-    if (set_slot(m, SLOT_LOWMEM, 0, m->lowmem_size, m->lowmem, 0) < 0)
-        return -1;
-    if (m->highmem_size &&
-        set_slot(m, SLOT_HIGHMEM, HIGHMEM_BASE, m->highmem_size, m->highmem, 0) < 0)
-        return -1;
-    if (set_slot(m, SLOT_BOOTROM, HIGHMEM_BASE - m->bootrom_size, m->bootrom_size, m->bootrom,
-                 KVM_MEM_READONLY) < 0)
+    if (set_base_irq_routing(m) < 0)
         return -1;
     for (unsigned i = 0; i < m->spec.cpus; i++) {
         if (vcpu_create(&m->vcpus[i], m, i) < 0)
@@ -216,6 +280,7 @@ static int create_vm(struct machine *m)
 
 static void destroy_vm(struct machine *m)
 {
+    wait_for_memory_slots(m);
     for (unsigned i = 0; i < m->spec.cpus; i++)
         vcpu_destroy(&m->vcpus[i]);
     if (m->vm_fd >= 0)
@@ -357,6 +422,8 @@ static void halt_probe_tick(void *opaque)
 
 int machine_start(struct machine *m)
 {
+    if (wait_for_memory_slots(m) < 0)
+        return -1;
     atomic_store(&m->stop_vcpus, false);
     atomic_store(&m->event, MACHINE_RUNNING);
     for (unsigned i = 0; i < m->spec.cpus; i++) {
