@@ -3,6 +3,7 @@
  * client connects. The whole machine is wired in build_machine() below. */
 #include <errno.h>
 #include <getopt.h>
+#include <linux/kvm.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,19 @@
 #include "core/machine.h"
 #include "devices/console.h"
 #include "devices/debug_port.h"
+#include "devices/hpet.h"
+#include "devices/i440fx.h"
+#include "devices/pc_layout.h"
+#include "devices/piix3.h"
+#include "devices/piix4_pm.h"
+#include "devices/ps2.h"
+#include "devices/pvpanic.h"
+#include "devices/reset_ports.h"
+#include "devices/rtc.h"
 #include "devices/uart16550.h"
+#include "firmware/fw_cfg.h"
+#include "firmware/platform.h"
+#include "pci/pci.h"
 
 #define CONSOLE_PATH "./ttya"
 #define DEBUG_OUT_PATH "./debug.out"
@@ -40,6 +53,18 @@ struct vmm {
     struct isa_irq_line com_irq[4];
     struct debug_port debug_port;
     struct post_port post_port;
+    struct pci_bus pci;
+    bool pci_ready;
+    struct i440fx host_bridge;
+    struct piix3 piix3;
+    struct piix4_pm pm;
+    struct reset_ports reset_ports;
+    struct rtc rtc;
+    struct hpet hpet;
+    struct ps2 ps2;
+    struct isa_irq_line ps2_kbd_irq, ps2_aux_irq;
+    struct pvpanic pvpanic;
+    struct fw_cfg fw_cfg;
     int signal_fd;
     bool started;
     bool halting;
@@ -63,10 +88,6 @@ static int refuse_unsupported(const struct config *cfg)
         config_report(cfg, main_pos, "main.cpuid_profile", "CPUID profiles are not yet supported");
         return -1;
     }
-    if (cfg->main.has_boot_order) {
-        config_report(cfg, main_pos, "main.boot_order", "boot_order is not yet supported");
-        return -1;
-    }
     for (size_t i = 0; i < cfg->block_dev_count; i++) {
         const struct config_block_dev *bd = &cfg->block_devs[i];
         char key[128];
@@ -78,6 +99,8 @@ static int refuse_unsupported(const struct config *cfg)
     }
     for (size_t i = 0; i < cfg->device_count; i++) {
         const struct config_device *dev = &cfg->devices[i];
+        if (dev->driver == CONFIG_DRIVER_QEMU_PVPANIC && dev->pvpanic.enable_isa && !dev->has_pci)
+            continue;
         char key[128];
         snprintf(key, sizeof(key), "dev.%s", dev->name);
         config_report(cfg, (struct config_pos){dev->line, dev->column}, key,
@@ -106,9 +129,149 @@ static int add_pio_device(struct vmm *vmm, struct device *dev, uint16_t port, ui
     return machine_add_device(&vmm->machine, dev);
 }
 
+static void chipset_set_irq(void *opaque, unsigned gsi, uint32_t source_bit, bool level)
+{
+    machine_set_irq(opaque, gsi, source_bit, level);
+}
+
+static void sci_set(void *opaque, bool level)
+{
+    machine_set_irq(opaque, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI, level);
+}
+
+static void request_halt(void *opaque)
+{
+    machine_request(opaque, MACHINE_HALT);
+}
+
+static void request_reset(void *opaque)
+{
+    machine_request(opaque, MACHINE_RESET);
+}
+
+static void hpet_set_irq(void *opaque, unsigned gsi, unsigned source, bool level)
+{
+    machine_set_irq(opaque, gsi, PC_IRQ_SOURCE_HPET(source), level);
+}
+
+static void hpet_set_pit_legacy(void *opaque, bool legacy)
+{
+    machine_set_pit_hpet_legacy(opaque, legacy);
+}
+
+/* i440FX host bridge, PIIX3 ISA bridge, PIIX4 power management, reset ports. */
+static int build_chipset(struct vmm *vmm)
+{
+    struct machine *m = &vmm->machine;
+    pci_bus_init(&vmm->pci, &m->pio, &m->mmio);
+    vmm->pci_ready = true;
+    i440fx_init(&vmm->host_bridge, (struct i440fx_hooks){0});
+    piix3_init(&vmm->piix3, (struct piix3_irq_sink){chipset_set_irq, m});
+    if (piix4_pm_init(&vmm->pm, (struct piix4_pm_hooks){sci_set, request_halt, m}, m->loop) < 0)
+        return -1;
+    reset_ports_init(&vmm->reset_ports, request_reset, m);
+    if (i440fx_attach(&vmm->host_bridge, &vmm->pci) < 0 ||
+        piix3_attach(&vmm->piix3, &vmm->pci) < 0 || piix4_pm_attach(&vmm->pm, &vmm->pci) < 0)
+        return -1;
+    pci_bus_set_cf9_handler(&vmm->pci, &reset_ports_cf9_io_ops, &vmm->reset_ports);
+    if (add_pio_device(vmm, &vmm->reset_ports.dev, PC_FAST_A20_PORT, 1,
+                       &reset_ports_port92_io_ops) < 0 ||
+        machine_add_device(m, &vmm->host_bridge.pci.dev) < 0 ||
+        machine_add_device(m, &vmm->piix3.pci.dev) < 0 ||
+        machine_add_device(m, &vmm->pm.pci.dev) < 0)
+        return -1;
+    return 0;
+}
+
+/* RTC/CMOS, HPET, PS/2 controller and the ISA pvpanic port. */
+static int build_isa_devices(struct vmm *vmm)
+{
+    struct machine *m = &vmm->machine;
+    if (hpet_init(&vmm->hpet, "hpet", m->loop, HPET_ROUTE_CAP_DEFAULT,
+                  (struct hpet_callbacks){hpet_set_irq, hpet_set_pit_legacy, m}) < 0 ||
+        !bus_register(&m->mmio, HPET_MMIO_BASE, HPET_MMIO_SIZE, &hpet_io_ops, &vmm->hpet, "hpet") ||
+        machine_add_device(m, &vmm->hpet.dev) < 0)
+        return -1;
+    /* The RTC's interrupt passes through the HPET, which owns IRQ 8 in
+     * legacy replacement mode. */
+    if (rtc_init(&vmm->rtc, "rtc", m->loop, (struct rtc_irq){hpet_rtc_irq_input, &vmm->hpet}) < 0 ||
+        add_pio_device(vmm, &vmm->rtc.dev, RTC_PORT_BASE, RTC_PORT_COUNT, &rtc_io_ops) < 0)
+        return -1;
+    rtc_set_memory_layout(&vmm->rtc, m->lowmem_size, m->highmem_size, m->spec.cpus);
+
+    vmm->ps2_kbd_irq = (struct isa_irq_line){m, PS2_KBD_IRQ, PC_IRQ_SOURCE_PS2_KBD};
+    vmm->ps2_aux_irq = (struct isa_irq_line){m, PS2_AUX_IRQ, PC_IRQ_SOURCE_PS2_AUX};
+    ps2_init(&vmm->ps2, "ps2", (struct ps2_irq){isa_irq_set, &vmm->ps2_kbd_irq},
+             (struct ps2_irq){isa_irq_set, &vmm->ps2_aux_irq},
+             (struct ps2_reset_line){request_reset, m});
+    if (add_pio_device(vmm, &vmm->ps2.dev, PS2_DATA_PORT, 1, &ps2_data_io_ops) < 0 ||
+        !bus_register(&m->pio, PS2_CTRL_PORT, 1, &ps2_ctrl_io_ops, &vmm->ps2, "ps2"))
+        return -1;
+
+    for (size_t i = 0; i < vmm->cfg.device_count; i++) {
+        const struct config_device *d = &vmm->cfg.devices[i];
+        if (d->driver != CONFIG_DRIVER_QEMU_PVPANIC || !d->pvpanic.enable_isa)
+            continue;
+        pvpanic_init(&vmm->pvpanic, d->name);
+        if (add_pio_device(vmm, &vmm->pvpanic.dev, PVPANIC_PORT, 1, &pvpanic_io_ops) < 0)
+            return -1;
+        break; /* the config allows one */
+    }
+    return 0;
+}
+
+/* CPUID as the guest sees it (leaf, subleaf 0), for SMBIOS. */
+static void guest_cpuid(const struct machine *m, uint32_t leaf, uint32_t out[4])
+{
+    memset(out, 0, 4 * sizeof(out[0]));
+    const struct kvm_cpuid2 *c = m->supported_cpuid;
+    for (unsigned i = 0; c && i < c->nent; i++) {
+        if (c->entries[i].function == leaf && c->entries[i].index == 0) {
+            out[0] = c->entries[i].eax;
+            out[1] = c->entries[i].ebx;
+            out[2] = c->entries[i].ecx;
+            out[3] = c->entries[i].edx;
+            return;
+        }
+    }
+}
+
+/* fw_cfg with the generated ACPI tables, SMBIOS, e820, bootorder, ramfb. */
+static int build_firmware_interface(struct vmm *vmm)
+{
+    struct machine *m = &vmm->machine;
+    struct platform_desc desc;
+    platform_desc_defaults(&desc, m->spec.cpus, m->lowmem_size, m->highmem_size);
+    desc.bootrom_size = m->bootrom_size;
+    uint32_t leaf0[4], leaf1[4], brand[3][4], addr_sizes[4];
+    guest_cpuid(m, 0, leaf0);
+    guest_cpuid(m, 1, leaf1);
+    for (unsigned i = 0; i < 3; i++)
+        guest_cpuid(m, 0x80000002u + i, brand[i]);
+    platform_desc_set_cpuid(&desc, leaf0, leaf1, (const uint32_t(*)[4])brand);
+    guest_cpuid(m, 0x80000008u, addr_sizes);
+    platform_desc_set_phys_bits(&desc, addr_sizes[0] & 0xff);
+    if (platform_desc_from_config(&desc, &vmm->cfg) < 0 ||
+        fw_cfg_init(&vmm->fw_cfg, &m->mem) < 0)
+        return -1;
+    if (machine_add_device(m, &vmm->fw_cfg.dev) < 0) {
+        vmm->fw_cfg.dev.ops->destroy(&vmm->fw_cfg.dev);
+        return -1;
+    }
+    if (fw_cfg_build(&vmm->fw_cfg, &desc) < 0 ||
+        !bus_register(&m->pio, FW_CFG_IO_BASE, FW_CFG_IO_COUNT, &fw_cfg_io_ops, &vmm->fw_cfg,
+                      "fw_cfg") ||
+        !bus_register(&m->pio, FW_CFG_DMA_BASE, FW_CFG_DMA_COUNT, &fw_cfg_dma_ops, &vmm->fw_cfg,
+                      "fw_cfg-dma"))
+        return -1;
+    return 0;
+}
+
 /* The fixed PC devices every VM has, then the configured ones. */
 static int build_machine(struct vmm *vmm)
 {
+    if (build_chipset(vmm) < 0 || build_isa_devices(vmm) < 0)
+        return -1;
     static const struct {
         const char *name;
         uint16_t port;
@@ -120,7 +283,8 @@ static int build_machine(struct vmm *vmm)
         {"com4", 0x2e8, 3},
     };
     for (unsigned i = 0; i < 4; i++) {
-        vmm->com_irq[i] = (struct isa_irq_line){&vmm->machine, com_ports[i].irq, 1u << i};
+        vmm->com_irq[i] =
+            (struct isa_irq_line){&vmm->machine, com_ports[i].irq, PC_IRQ_SOURCE_COM(i)};
         /* COM1 is the console; COM2-COM4 accept and discard. */
         struct uart_backend backend = {0};
         if (i == 0)
@@ -139,7 +303,7 @@ static int build_machine(struct vmm *vmm)
     post_port_init(&vmm->post_port);
     if (add_pio_device(vmm, &vmm->post_port.dev, POST_PORT_ADDR, 1, &post_port_io_ops) < 0)
         return -1;
-    return 0;
+    return build_firmware_interface(vmm);
 }
 
 static void finish(struct vmm *vmm, int code)
@@ -279,6 +443,8 @@ static void teardown(struct vmm *vmm)
         machine_stop(&vmm->machine);
     console_close(&vmm->console);
     machine_destroy(&vmm->machine);
+    if (vmm->pci_ready)
+        pci_bus_destroy(&vmm->pci);
     instance_release(&vmm->instance);
     event_loop_destroy(&vmm->loop);
     if (vmm->signal_fd >= 0)

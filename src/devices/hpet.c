@@ -192,7 +192,10 @@ static void timer_expired(void *opaque)
     }
     uint64_t counter = counter_now(h);
     if (periodic_running(t)) {
-        advance_comparator(t, counter);
+        /* Periods shorter than the floor are coalesced: the comparator moves
+         * to the first match at least HPET_MIN_PERIOD_NS ahead, so what the
+         * guest reads back is when the next interrupt really comes. */
+        advance_comparator(t, counter + HPET_MIN_PERIOD_NS / HPET_TICK_NS - 1);
         uint64_t delay = ticks_to_ns(ticks_until(t, counter));
         arm(t, now, delay < HPET_MIN_PERIOD_NS ? HPET_MIN_PERIOD_NS : delay);
     } else if (t->wrap_pending) {
@@ -288,7 +291,7 @@ static void write_timer_config(struct hpet *h, struct hpet_timer *t, uint64_t va
     t->config = config;
     if (config & HPET_TN_32BIT) {
         t->comparator = (uint32_t)t->comparator;
-        t->period = (uint32_t)t->period;
+        t->period &= 0x7fffffffull; /* as a 32-bit write would have clamped it */
     }
     if (!(old & HPET_TN_INT_ENABLE) && (config & HPET_TN_INT_ENABLE)) {
         if (hpet_enabled(h))

@@ -38,9 +38,9 @@
 #define HPET_LEGACY_TIMER1_IRQ 8
 
 /* IOAPIC pins a comparator may be routed to when the caller has no better
- * choice: 16-23, the IOAPIC-only pins. QEMU's pc machine advertises only
- * pin 2, q35 pins 2, 8 and 16-23. */
-#define HPET_ROUTE_CAP_DEFAULT 0x00ff0000u
+ * choice: 20-23, IOAPIC-only pins the _PRT leaves free (PCI INTx uses
+ * 16-19). QEMU's pc machine advertises only pin 2, q35 pins 2, 8 and 16-23. */
+#define HPET_ROUTE_CAP_DEFAULT 0x00f00000u
 
 /* Interrupt sources the HPET drives, for callers that keep one source bit
  * per line user: timer n is source n, the forwarded RTC output is

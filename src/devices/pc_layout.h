@@ -40,23 +40,32 @@ static inline uint64_t pc_pci_mmio64_base(uint64_t ram_end)
     return (floor + PC_PCI_MMIO64_ALIGN - 1) & ~(PC_PCI_MMIO64_ALIGN - 1);
 }
 
-/* ---- INTx routing (QEMU's pc scheme) ----
- * Slot S, pin P (0 = INTA .. 3 = INTD) drives PIRQ (S + P - 1) mod 4, i.e.
- * slot 1 INTA -> PIRQA, slot 0 INTA -> PIRQD. PIIX3 config registers
- * 0x60-0x63 (PIRQRC[A-D]) route each PIRQ to an ISA IRQ: bit 7 set =
- * disabled (reset value 0x80); IRQs 3-7, 9-12, 14, 15 are accepted, others
- * (0-2, 8, 13) are reserved by the PIIX3 and treated as disabled. The ISA IRQ
- * is driven on both the PICs and the IOAPIC pin of the same number (KVM's
- * default GSI routing); IOAPIC pins 16-23 are not used by the chipset.
+/* ---- INTx routing ----
+ * Swizzle (QEMU's pc): slot S, pin P (0 = INTA .. 3 = INTD) drives PIRQ
+ * (S + P - 1) mod 4, i.e. slot 1 INTA -> PIRQA, slot 0 INTA -> PIRQD; see
+ * pc_pirq_for(). SeaBIOS and OVMF compute INTERRUPT_LINE with this formula.
  *
- * ACPI: a _PRT on \_SB.PCI0 with entries (slot<<16 | 0xFFFF, pin, LNKx, 0)
- * where LNKx = PIRQ pc_pirq_for(slot, pin); link devices LNKA-LNKD read and
- * write PRQ0-PRQ3 (byte fields over PCI config 0x60-0x63 of 0.1.0),
- * _PRS Interrupt(ResourceConsumer, Level, ActiveHigh, Shared) {5, 10, 11}.
- * The lines are level-triggered and ACTIVE-HIGH (KVM's IOAPIC applies the
- * polarity the guest programs), so the MADT needs interrupt source overrides
- * (flags 0x000D: level, active high) for IRQ 5, 9, 10 and 11, as QEMU has.
- * Firmware writes PIRQA-D = 10, 10, 11, 11 (SeaBIOS and OVMF). */
+ * Each PIRQ n is wired two ways at once (QEMU's ICH9 does the same):
+ *  - ISA path: PIIX3 config 0x60 + n (PIRQRC[A-D]) names an ISA IRQ; bit 7
+ *    set = disabled (reset value 0x80); IRQs 3-7, 9-12, 14, 15 accepted, the
+ *    PIIX3-reserved 0-2, 8, 13 treated as disabled. That IRQ is driven on the
+ *    PICs and the IOAPIC pin of the same number (KVM's default routing).
+ *    Firmware writes PIRQA-D = 10, 10, 11, 11 (SeaBIOS and OVMF).
+ *  - IOAPIC path: GSI PC_PCI_GSI_BASE + n (16-19), always.
+ * All these lines are level-triggered and ACTIVE-HIGH. KVM's IOAPIC applies
+ * the polarity the guest programs (it XORs the line with it), so the ACPI
+ * tables must make the guest program active-high, or every line reads
+ * inverted (an interrupt storm while idle). So either
+ *  (a) QEMU pc: _PRT entries (S<<16 | 0xFFFF, P, LNKx, 0) with link devices
+ *      LNKA-D over PRQ0-3 (byte fields at PCI config 0x60-0x63 of 0.1.0),
+ *      _PRS/_CRS Interrupt(ResourceConsumer, Level, ActiveHigh, Shared)
+ *      {5, 10, 11}, plus MADT overrides (flags 0x000D) for IRQ 5, 9, 10, 11;
+ *  or (b) QEMU q35 style: _PRT entries naming link devices GSIA-GSID whose
+ *      _PRS/_CRS is Interrupt(ResourceConsumer, Level, ActiveHigh, Shared)
+ *      {16 + n}. NOT a bare GSI number in the _PRT: ACPI defines those as
+ *      active-low.
+ * IOAPIC pins 20-23 are free for other devices. */
+#define PC_PCI_GSI_BASE 16
 #define PC_PIRQ_COUNT 4
 #define PC_PIRQ_ROUTE_DISABLED 0x80
 #define PC_PIRQ_VALID_IRQ_MASK 0xdef8u /* IRQs 3-7, 9-12, 14, 15 */
@@ -71,6 +80,10 @@ static inline unsigned pc_pirq_for(unsigned slot, unsigned pin)
  * a shared ISA line (the COM ports use bits 0-3). ---- */
 #define PC_IRQ_SOURCE_PIRQ(n) (1u << (16 + (n)))
 #define PC_IRQ_SOURCE_SCI (1u << 20)
+#define PC_IRQ_SOURCE_COM(n) (1u << (n)) /* COM1-COM4: n = 0..3 */
+#define PC_IRQ_SOURCE_PS2_KBD (1u << 21)
+#define PC_IRQ_SOURCE_PS2_AUX (1u << 22)
+#define PC_IRQ_SOURCE_HPET(n) (1u << (24 + (n))) /* n < HPET_SOURCE_COUNT */
 
 /* ---- PIIX4 power management (function 0.1.3) ----
  * PMBA (config 0x40, I/O, bits 15:6) and PMREGMISC bit 0 (config 0x80, PM

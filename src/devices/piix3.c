@@ -31,6 +31,17 @@ static void drive(struct piix3 *p, unsigned pirq, bool level)
                         level);
 }
 
+/* The IOAPIC path: PIRQ n is also wired to GSI 16 + n, whatever its
+ * routing register says (as QEMU's ICH9 does for its PIRQs). */
+static void drive_gsi(struct piix3 *p, unsigned pirq, bool level)
+{
+    if (p->gsi_driven[pirq] == level)
+        return;
+    p->gsi_driven[pirq] = level;
+    if (p->sink.set_irq)
+        p->sink.set_irq(p->sink.opaque, PC_PCI_GSI_BASE + pirq, PC_IRQ_SOURCE_PIRQ(pirq), level);
+}
+
 static bool pirq_level(const struct piix3 *p, unsigned pirq)
 {
     for (unsigned i = 0; i < PCI_DEVFN_COUNT / 64; i++)
@@ -71,7 +82,9 @@ static void piix3_set_intx(void *opaque, uint8_t devfn, unsigned pin, bool level
         p->pirq_sources[pirq][devfn / 64] |= bit;
     else
         p->pirq_sources[pirq][devfn / 64] &= ~bit;
-    drive(p, pirq, pirq_level(p, pirq));
+    bool pirq_asserted = pirq_level(p, pirq);
+    drive(p, pirq, pirq_asserted);
+    drive_gsi(p, pirq, pirq_asserted);
     pthread_mutex_unlock(&p->lock);
 }
 
@@ -106,6 +119,7 @@ static void piix3_reset(struct device *dev)
     pthread_mutex_lock(&p->lock);
     for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
         drive(p, pirq, false);
+        drive_gsi(p, pirq, false);
         p->routed_irq[pirq] = -1;
     }
     memset(p->pirq_sources, 0, sizeof(p->pirq_sources));
@@ -139,6 +153,7 @@ void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
     for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
         p->routed_irq[pirq] = -1;
         p->line_driven[pirq] = false;
+        p->gsi_driven[pirq] = false;
     }
     /* I/O, memory and bus master on; DEVSEL medium (QEMU's reset values). */
     pci_set_word(&p->pci, PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);

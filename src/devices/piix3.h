@@ -1,7 +1,7 @@
 /* PIIX3 PCI-to-ISA bridge (0.1.0, 8086:7000, class 0x060100, multi-function
- * with the PM function at 0.1.3). Its PIRQ route control registers
- * (0x60-0x63) steer PCI INTx to ISA IRQs: the bridge is the PCI bus's INTx
- * router, following the scheme in devices/pc_layout.h. Its other
+ * with the PM function at 0.1.3). It is the PCI bus's INTx router: PIRQ n
+ * reaches the ISA IRQ its route control register (0x60 + n) names, and
+ * always IOAPIC GSI 16 + n too; see devices/pc_layout.h. Its other
  * registers store what firmware writes, with QEMU's reset values. */
 #ifndef DEVICES_PIIX3_H
 #define DEVICES_PIIX3_H
@@ -16,8 +16,8 @@
 #define PIIX3_DEVICE_ID 0x7000
 #define PIIX3_PIRQ_ROUTE 0x60 /* PIRQRC[A-D], one byte each */
 
-/* Drives an ISA IRQ line (PIC and IOAPIC pin of that number):
- * machine_set_irq(m, irq, source_bit, level). */
+/* Drives an interrupt line: ISA IRQs 0-15 (PIC and IOAPIC) and GSIs
+ * 16-19: machine_set_irq(m, irq, source_bit, level). */
 struct piix3_irq_sink {
     void (*set_irq)(void *opaque, unsigned irq, uint32_t source_bit, bool level);
     void *opaque;
@@ -30,6 +30,7 @@ struct piix3 {
     uint64_t pirq_sources[PC_PIRQ_COUNT][PCI_DEVFN_COUNT / 64]; /* devfns asserting */
     int routed_irq[PC_PIRQ_COUNT];                              /* -1: disabled */
     bool line_driven[PC_PIRQ_COUNT];                            /* we hold routed_irq high */
+    bool gsi_driven[PC_PIRQ_COUNT]; /* we hold PC_PCI_GSI_BASE + n high */
     struct log_ratelimit log;
 };
 

@@ -191,7 +191,8 @@ static void pm_write(void *opaque, uint64_t offset, unsigned size, uint64_t valu
         log_limited(&pm->log, LOG_DEBUG, "piix4-pm: %u-byte write 0x%llx at +0x%llx: ignored part",
                     size, (unsigned long long)value, (unsigned long long)offset);
     if (sleep_type == PC_SLP_TYP_S5 || sleep_type == PC_SLP_TYP_S4) {
-        log_info("piix4-pm: guest entered S%d: powering off", sleep_type == PC_SLP_TYP_S5 ? 5 : 4);
+        log_limited(&pm->log, LOG_INFO, "piix4-pm: guest entered S%d: powering off",
+                    sleep_type == PC_SLP_TYP_S5 ? 5 : 4);
         if (pm->hooks.power_off)
             pm->hooks.power_off(pm->hooks.opaque);
     } else if (sleep_type >= 0) {

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "firmware/aml.h"
+#include "firmware/fw_cfg.h"
 #include "firmware/table_loader.h"
 
 #define OEM_ID "OXIDE "
@@ -141,8 +142,8 @@ static void dsdt_isa_devices(struct aml *a, const struct platform_desc *d)
     for (unsigned i = 0; i < PLATFORM_COM_PORTS; i++) {
         if (!(d->com_mask & (1u << i)))
             continue;
-        char name[5];
-        snprintf(name, sizeof(name), "COM%u", i + 1);
+        char name[8];
+        snprintf(name, sizeof(name), "COM%u", (i + 1) & 7);
         aml_device_open(a, name);
         aml_name_eisaid(a, "_HID", "PNP0501");
         aml_name_integer(a, "_UID", i + 1);
@@ -201,6 +202,41 @@ static void dsdt_pci_crs(struct aml *a, const struct platform_desc *d)
     bytebuf_free(&r);
 }
 
+static void gsi_link_name(uint8_t gsi, char name[16])
+{
+    snprintf(name, 16, "\\_SB.GSI%c", 'A' + (gsi - 16) % 8);
+}
+
+/* One PCI interrupt link device per IOAPIC pin the _PRT uses: a fixed,
+ * level-triggered, active-high, shareable interrupt (as QEMU's q35 GSIx). */
+static void dsdt_gsi_links(struct aml *a, const struct platform_desc *d)
+{
+    unsigned used = 0;
+    for (unsigned slot = 0; slot < PLATFORM_PCI_SLOTS; slot++)
+        for (unsigned pin = 0; pin < 4; pin++)
+            if (d->prt_gsi[slot][pin])
+                used |= 1u << (d->prt_gsi[slot][pin] - 16);
+    for (uint8_t gsi = 16; gsi < 24; gsi++) {
+        if (!(used & (1u << (gsi - 16))))
+            continue;
+        char path[16];
+        gsi_link_name(gsi, path);
+        struct bytebuf r = {0};
+        res_interrupt(&r, true, true, true, gsi);
+        aml_device_open(a, path + 5); /* inside \_SB: the last segment */
+        aml_name_eisaid(a, "_HID", "PNP0C0F");
+        aml_name_integer(a, "_UID", gsi - 16u);
+        aml_name_begin(a, "_PRS");
+        aml_resource_template(a, &r);
+        aml_name_begin(a, "_CRS");
+        aml_resource_template(a, &r);
+        aml_method_open(a, "_SRS", 1, false); /* the routing is fixed */
+        aml_close(a);
+        aml_close(a);
+        bytebuf_free(&r);
+    }
+}
+
 static void dsdt_pci_prt(struct aml *a, const struct platform_desc *d)
 {
     unsigned count = 0;
@@ -213,12 +249,14 @@ static void dsdt_pci_prt(struct aml *a, const struct platform_desc *d)
         for (unsigned pin = 0; pin < 4; pin++) {
             if (!d->prt_gsi[slot][pin])
                 continue;
-            /* { address (all functions of the slot), pin, source 0 = GSI, GSI } */
+            /* { address (all functions of the slot), pin, link device, index 0 } */
+            char link[16];
+            gsi_link_name(d->prt_gsi[slot][pin], link);
             aml_package_open(a, 4);
             aml_integer(a, ((uint64_t)slot << 16) | 0xffff);
             aml_integer(a, pin);
+            aml_name_string(a, link);
             aml_integer(a, 0);
-            aml_integer(a, d->prt_gsi[slot][pin]);
             aml_close(a);
         }
     }
@@ -229,10 +267,10 @@ static void dsdt_body(struct aml *a, const struct platform_desc *d)
 {
     struct bytebuf r = {0};
     aml_scope_open(a, "\\_SB");
+    dsdt_gsi_links(a, d);
 
     aml_device_open(a, "PCI0");
     aml_name_eisaid(a, "_HID", "PNP0A03");
-    aml_name_integer(a, "_ADR", 0);
     aml_name_integer(a, "_UID", 0);
     aml_name_integer(a, "_SEG", 0);
     aml_name_integer(a, "_BBN", 0);
@@ -248,7 +286,7 @@ static void dsdt_body(struct aml *a, const struct platform_desc *d)
         aml_device_open(a, "FWCF");
         aml_name_str(a, "_HID", "QEMU0002");
         aml_name_integer(a, "_STA", 0x0b);
-        res_io(&r, d->fw_cfg_port, d->fw_cfg_port, 1, 12);
+        res_io(&r, d->fw_cfg_port, d->fw_cfg_port, 1, FW_CFG_ACPI_IO_COUNT);
         aml_name_begin(a, "_CRS");
         aml_resource_template(a, &r);
         aml_close(a);
@@ -283,8 +321,8 @@ static void dsdt_body(struct aml *a, const struct platform_desc *d)
 
     /* Processor devices matching the MADT's processor UIDs. */
     for (unsigned i = 0; i < d->cpus; i++) {
-        char name[5];
-        snprintf(name, sizeof(name), "C%03X", i);
+        char name[8];
+        snprintf(name, sizeof(name), "C%03X", i & 0xfff);
         aml_device_open(a, name);
         aml_name_str(a, "_HID", "ACPI0007");
         aml_name_integer(a, "_UID", i);
@@ -446,9 +484,9 @@ static size_t build_hpet(struct acpi_builder *b)
     uint8_t address[12];
     gas(address, GAS_SYSTEM_MEMORY, 64, 0, d->hpet_base);
     bytebuf_append(t, address, sizeof(address));
-    bytebuf_u8(t, 0);   /* HPET number */
-    bytebuf_le16(t, 0); /* minimum periodic clock tick: no constraint */
-    bytebuf_u8(t, 0);   /* page protection */
+    bytebuf_u8(t, 0);                  /* HPET number */
+    bytebuf_le16(t, d->hpet_min_tick); /* shortest periodic period */
+    bytebuf_u8(t, 0);                  /* page protection */
     table_end(b, at);
     return at;
 }

@@ -305,6 +305,7 @@ enum {
     RES_LARGE_MEMORY32_FIXED = 0x86,
     RES_LARGE_DWORD_ADDRESS = 0x87,
     RES_LARGE_WORD_ADDRESS = 0x88,
+    RES_LARGE_EXTENDED_IRQ = 0x89,
     RES_LARGE_QWORD_ADDRESS = 0x8a,
 };
 
@@ -332,6 +333,17 @@ void res_irq_noflags(struct bytebuf *r, uint16_t irq_mask)
 {
     bytebuf_u8(r, RES_SMALL_IRQ_NOFLAGS);
     bytebuf_le16(r, irq_mask);
+}
+
+void res_interrupt(struct bytebuf *r, bool level, bool active_high, bool shared, uint32_t gsi)
+{
+    bytebuf_u8(r, RES_LARGE_EXTENDED_IRQ);
+    bytebuf_le16(r, 6);
+    /* Consumer; edge (bit 1) and active-low (bit 2) are the set values. */
+    bytebuf_u8(
+        r, (uint8_t)(0x01 | (level ? 0 : 0x02) | (active_high ? 0 : 0x04) | (shared ? 0x08 : 0)));
+    bytebuf_u8(r, 1);
+    bytebuf_le32(r, gsi);
 }
 
 void res_memory32_fixed(struct bytebuf *r, bool writable, uint32_t base, uint32_t len)

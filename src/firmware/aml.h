@@ -87,6 +87,8 @@ void aml_return_integer(struct aml *a, uint64_t value);
  * template is then written as a Buffer with aml_resource_template. */
 void res_io(struct bytebuf *r, uint16_t min, uint16_t max, uint8_t align, uint8_t len);
 void res_irq_noflags(struct bytebuf *r, uint16_t irq_mask);
+/* Extended interrupt descriptor, consumer, one interrupt (a GSI). */
+void res_interrupt(struct bytebuf *r, bool level, bool active_high, bool shared, uint32_t gsi);
 void res_memory32_fixed(struct bytebuf *r, bool writable, uint32_t base, uint32_t len);
 /* Address space descriptors: producer, positive decode, fixed min and max,
  * granularity 0, no translation, length = max - min + 1. */

@@ -35,6 +35,7 @@ int e820_build(const struct platform_desc *d, struct bytebuf *out)
             (i + 1 < n && e->base + e->size > entries[i + 1].base)) {
             log_error("e820: bad or overlapping range 0x%llx+0x%llx", (unsigned long long)e->base,
                       (unsigned long long)e->size);
+            bytebuf_free(out);
             return -1;
         }
         bytebuf_le64(out, e->base);

@@ -73,7 +73,10 @@ struct platform_desc {
     uint32_t lapic_addr, ioapic_addr;
     uint8_t ioapic_id;
     uint16_t isa_level_irqs; /* bit n: ISA IRQ n is level/active-high (MADT override) */
-    /* _PRT: GSI for each device slot and pin INTA..INTD; 0 = no entry. */
+    /* _PRT: the IOAPIC pin (16-23) each device slot's INTA..INTD drives; 0 =
+     * not routed. Each pin is described by a PNP0C0F link device GSIx whose
+     * only resource is Interrupt(Level, ActiveHigh, Shared) {pin}: a bare
+     * GSI number in the _PRT would mean active-low. */
     uint8_t prt_gsi[PLATFORM_PCI_SLOTS][4];
 
     /* ---- PCI host bridge ---- */
@@ -86,6 +89,7 @@ struct platform_desc {
     bool hpet;
     uint64_t hpet_base;
     uint32_t hpet_block_id; /* HPET general capabilities low dword */
+    uint16_t hpet_min_tick; /* shortest periodic period, in counter ticks */
     uint8_t com_mask;       /* bit i: COM(i+1) at its standard port and IRQ */
     bool ps2_mouse;
     bool vga_present;      /* else FADT says "VGA not present" */
@@ -105,10 +109,13 @@ struct platform_desc {
     unsigned boot_count; /* 0: no bootorder file */
 };
 
-/* The PC layout this VMM builds (src/devices/pc_layout.h when present):
- * PM block at 0xb000, SCI on IRQ 9, 0xcf9 reset, HPET, four COM ports,
- * static _PRT GSIs 16 + (slot + pin) % 4, windows around the RAM layout.
- * cpus and memory sizes are taken as given; everything else is defaulted. */
+/* The PC layout this VMM builds (src/devices/pc_layout.h and the device
+ * headers): PIIX4 PM block at 0xb000 with GPE0 at 0xafe0, SCI on IRQ 9,
+ * SMI_CMD 0xb2, S5 = SLP_TYP 0, 0xcf9 reset, HPET, PS/2 keyboard and mouse,
+ * four COM ports, INTx of slot S pin P on GSI 16 + (S + P - 1) % 4, ECAM,
+ * PCI windows around the RAM layout (64-bit window for 36 physical address
+ * bits until platform_desc_set_phys_bits says more). cpus and memory sizes
+ * are taken as given. */
 void platform_desc_defaults(struct platform_desc *d, unsigned cpus, uint64_t lowmem_size,
                             uint64_t highmem_size);
 
@@ -116,8 +123,9 @@ void platform_desc_defaults(struct platform_desc *d, unsigned cpus, uint64_t low
  * pick from), given the guest's physical address width (CPUID 0x80000008). */
 void platform_desc_set_phys_bits(struct platform_desc *d, unsigned phys_bits);
 
-/* Copies [main].bootrom_version and boot_order from the configuration.
- * Returns 0, or -1 (logged) if a boot device cannot be expressed. */
+/* Copies [main].bootrom_version and boot_order from the configuration, and
+ * describes an ISA pvpanic (enable_isa) to ACPI. Returns 0, or -1 (logged)
+ * if a boot device cannot be expressed. */
 int platform_desc_from_config(struct platform_desc *d, const struct config *cfg);
 
 /* Raw CPUID leaf 0 (vendor), 1 and 0x80000002..4 into the SMBIOS fields. */
@@ -127,8 +135,9 @@ void platform_desc_set_cpuid(struct platform_desc *d, const uint32_t leaf0[4],
 /* Checks the values the generators rely on; -1 with a reason if unusable. */
 int platform_desc_check(const struct platform_desc *d, char *why, unsigned whylen);
 
-/* Adds every generated item to fw (etc/e820, etc/acpi/*, etc/table-loader,
- * etc/smbios/*, bootorder, etc/ramfb, the CPU count and RAM size items).
+/* Adds every generated item to fw: etc/e820, the ACPI tables, RSDP and
+ * table-loader, both SMBIOS files, bootorder, etc/ramfb, and the CPU count
+ * and RAM size items.
  * Returns 0, or -1 (logged). */
 int fw_cfg_build(struct fw_cfg *fw, const struct platform_desc *d);
 

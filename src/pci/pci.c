@@ -128,12 +128,12 @@ void pci_device_destroy(struct pci_device *pdev)
     pthread_mutex_destroy(&pdev->lock);
 }
 
-uint16_t pci_command(const struct pci_device *pdev)
+uint16_t pci_command(struct pci_device *pdev)
 {
     return atomic_load(&pdev->command);
 }
 
-bool pci_bus_master_enabled(const struct pci_device *pdev)
+bool pci_bus_master_enabled(struct pci_device *pdev)
 {
     return pci_command(pdev) & PCI_COMMAND_MASTER;
 }

@@ -105,7 +105,8 @@ struct pci_device_ops {
     /* May replace the value the generic read produced. Device lock held. */
     uint32_t (*config_read)(struct pci_device *pdev, unsigned offset, unsigned size,
                             uint32_t value);
-    /* A BAR was mapped at base or unmapped (e.g. to move ioeventfds). */
+    /* A BAR was mapped at base or unmapped (e.g. to move ioeventfds).
+     * Device lock held. */
     void (*bar_mapped)(struct pci_device *pdev, unsigned bar, bool mapped, uint64_t base);
 };
 
@@ -176,9 +177,11 @@ int pci_register_bar(struct pci_device *pdev, unsigned index, enum pci_bar_type 
                      bool prefetchable, uint64_t size, const struct io_ops *ops, void *opaque);
 
 /* Appends a capability of size bytes (>= 2) with the given ID to the list, at
- * offset (dword-aligned, >= 0x40) or, if offset is 0, at the first free
- * dword-aligned spot. Its bytes become read-only but for the masks the caller
- * sets afterwards. Returns the offset or -1. */
+ * offset (dword-aligned, >= 0x40) or, if offset is 0, at the first
+ * dword-aligned spot no other capability uses (a device with private
+ * registers above 0x40 passes explicit offsets). Its bytes become read-only
+ * but for the masks the caller sets afterwards. Call before pci_bus_add.
+ * Returns the offset or -1. */
 int pci_add_capability(struct pci_device *pdev, uint8_t cap_id, unsigned offset, unsigned size);
 /* Offset of the first capability with cap_id, or 0. */
 unsigned pci_find_capability(struct pci_device *pdev, uint8_t cap_id);
@@ -191,8 +194,8 @@ void pci_set_irq(struct pci_device *pdev, bool level);
 void pci_set_irq_locked(struct pci_device *pdev, bool level);
 
 /* DMA-capable devices check this before touching guest memory. */
-bool pci_bus_master_enabled(const struct pci_device *pdev);
-uint16_t pci_command(const struct pci_device *pdev);
+bool pci_bus_master_enabled(struct pci_device *pdev);
+uint16_t pci_command(struct pci_device *pdev);
 
 /* Config space helpers for device code (init, or with the lock held). */
 uint8_t pci_get_byte(const struct pci_device *pdev, unsigned offset);

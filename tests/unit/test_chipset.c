@@ -1,0 +1,658 @@
+/* The PC chipset functions on a real PCI bus: i440FX, PIIX3 PIRQ routing,
+ * PIIX4 PM (timer, SCI, power button, S5, relocation), reset ports, and a
+ * hostile sweep over every register they expose. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "core/bus.h"
+#include "devices/i440fx.h"
+#include "devices/pc_layout.h"
+#include "devices/piix3.h"
+#include "devices/piix4_pm.h"
+#include "devices/reset_ports.h"
+#include "pci/pci.h"
+
+#define PM PC_PM_BASE_DEFAULT
+
+struct irq_sink {
+    uint32_t sources[24]; /* per GSI: bits of the sources asserting it */
+    unsigned calls;
+};
+
+struct platform {
+    unsigned sci_changes;
+    bool sci;
+    unsigned power_offs;
+    unsigned resets;
+    unsigned pam_calls;
+    uint8_t pam[I440FX_PAM_COUNT];
+    uint64_t fake_ns;
+};
+
+static struct bus pio, mmio;
+static struct pci_bus pcibus;
+static struct i440fx hb;
+static struct piix3 isa;
+static struct piix4_pm pm;
+static struct reset_ports rp;
+static struct pci_device nic, disk, multi_fn1;
+static struct irq_sink sink;
+static struct platform plat;
+
+static void sink_set_irq(void *opaque, unsigned irq, uint32_t source_bit, bool level)
+{
+    struct irq_sink *s = opaque;
+    assert_true(irq < 24);
+    s->calls++;
+    if (level)
+        s->sources[irq] |= source_bit;
+    else
+        s->sources[irq] &= ~source_bit;
+}
+
+static void set_sci(void *opaque, bool level)
+{
+    struct platform *p = opaque;
+    p->sci_changes++;
+    p->sci = level;
+}
+
+static void power_off(void *opaque)
+{
+    ((struct platform *)opaque)->power_offs++;
+}
+
+static void request_reset(void *opaque)
+{
+    ((struct platform *)opaque)->resets++;
+}
+
+static void pam_changed(void *opaque, const uint8_t pam[I440FX_PAM_COUNT])
+{
+    struct platform *p = opaque;
+    p->pam_calls++;
+    memcpy(p->pam, pam, I440FX_PAM_COUNT);
+}
+
+static uint64_t fake_now(void *opaque)
+{
+    return ((struct platform *)opaque)->fake_ns;
+}
+
+static void add_endpoint(struct pci_device *pdev, const char *name, uint8_t devfn,
+                         enum pci_intx_pin pin)
+{
+    static const struct pci_ids ids = {.vendor_id = 0x1af4, .device_id = 0x1000};
+    pci_device_init(pdev, name, NULL, &ids, NULL);
+    pci_set_interrupt_pin(pdev, pin);
+    assert_int_equal(pci_bus_add(&pcibus, pdev, devfn), 0);
+}
+
+static int setup(void **state)
+{
+    memset(&sink, 0, sizeof(sink));
+    memset(&plat, 0, sizeof(plat));
+    bus_init(&pio, "pio");
+    bus_init(&mmio, "mmio");
+    pci_bus_init(&pcibus, &pio, &mmio);
+    i440fx_init(&hb, (struct i440fx_hooks){pam_changed, &plat});
+    piix3_init(&isa, (struct piix3_irq_sink){sink_set_irq, &sink});
+    assert_int_equal(piix4_pm_init(&pm, (struct piix4_pm_hooks){set_sci, power_off, &plat}, NULL),
+                     0);
+    reset_ports_init(&rp, request_reset, &plat);
+    assert_int_equal(i440fx_attach(&hb, &pcibus), 0);
+    assert_int_equal(piix3_attach(&isa, &pcibus), 0);
+    assert_int_equal(piix4_pm_attach(&pm, &pcibus), 0);
+    pci_bus_set_cf9_handler(&pcibus, &reset_ports_cf9_io_ops, &rp);
+    assert_true(bus_register(&pio, PC_FAST_A20_PORT, 1, &reset_ports_port92_io_ops, &rp, "92"));
+    add_endpoint(&nic, "nic", PCI_DEVFN(2, 0), PCI_INTA);
+    add_endpoint(&disk, "disk", PCI_DEVFN(6, 0), PCI_INTA);
+    add_endpoint(&multi_fn1, "fn1", PCI_DEVFN(6, 1), PCI_INTB);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    pci_device_destroy(&nic);
+    pci_device_destroy(&disk);
+    pci_device_destroy(&multi_fn1);
+    pm.pci.dev.ops->destroy(&pm.pci.dev);
+    isa.pci.dev.ops->destroy(&isa.pci.dev);
+    hb.pci.dev.ops->destroy(&hb.pci.dev);
+    pci_bus_destroy(&pcibus);
+    bus_destroy(&pio);
+    bus_destroy(&mmio);
+    return 0;
+}
+
+static uint32_t cfg_read(uint8_t devfn, unsigned reg, unsigned size)
+{
+    bus_write(&pio, 0xcf8, 4, 0x80000000u | (uint32_t)devfn << 8 | (reg & 0xfc));
+    return (uint32_t)bus_read(&pio, 0xcfc + (reg & 3), size);
+}
+
+static void cfg_write(uint8_t devfn, unsigned reg, unsigned size, uint32_t value)
+{
+    bus_write(&pio, 0xcf8, 4, 0x80000000u | (uint32_t)devfn << 8 | (reg & 0xfc));
+    bus_write(&pio, 0xcfc + (reg & 3), size, value);
+}
+
+static void reset_all(void)
+{
+    struct device *devs[] = {&hb.pci.dev, &isa.pci.dev, &pm.pci.dev, &rp.dev};
+    for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++)
+        devs[i]->ops->reset(devs[i]);
+    pci_device_reset(&nic);
+    pci_device_reset(&disk);
+    pci_device_reset(&multi_fn1);
+}
+
+static void test_identities(void **state)
+{
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, 0, 4), 0x12378086);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, 8, 4), 0x06000002);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, PCI_HEADER_TYPE, 1), 0x00);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, I440FX_SMRAM, 1), 0x02);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0, 4), 0x70008086);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 8, 4), 0x06010000);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, PCI_HEADER_TYPE, 1), 0x80); /* 0.1.3 exists */
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, PCI_COMMAND, 4), 0x02000007);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x60, 4), 0x80808080);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x4c, 1), 0x4d);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x69, 1), 0x02);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, 0, 4), 0x71138086);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, 8, 4), 0x06800003);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PCI_INTERRUPT_PIN, 1), 1);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4), 0xb001);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1), 1);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_SMBHSTCFG, 1), 0);
+    /* Functions 0.1.1 and 0.1.2 do not exist. */
+    assert_int_equal(cfg_read(PCI_DEVFN(1, 1), 0, 4), 0xffffffff);
+    /* ECAM reaches the same functions. */
+    assert_int_equal(bus_read(&mmio, PC_ECAM_BASE + ((uint64_t)PC_PIIX4_PM_DEVFN << 12), 4),
+                     0x71138086);
+}
+
+static void test_host_bridge_registers(void **state)
+{
+    cfg_write(PC_I440FX_DEVFN, 0x58, 4, 0x33333300);
+    assert_int_equal(plat.pam_calls, 1);
+    assert_int_equal(plat.pam[0], 0x33);
+    assert_int_equal(plat.pam[2], 0x33);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, 0x58, 4), 0x33333300);
+    cfg_write(PC_I440FX_DEVFN, I440FX_SMRAM, 1, 0xff);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, I440FX_SMRAM, 1), 0x7a);
+    cfg_write(PC_I440FX_DEVFN, 0, 4, 0);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, 0, 4), 0x12378086);
+    reset_all();
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, 0x58, 4), 0);
+    assert_int_equal(cfg_read(PC_I440FX_DEVFN, I440FX_SMRAM, 1), 0x02);
+    assert_int_equal(plat.pam[0], 0);
+}
+
+static void test_swizzle(void **state)
+{
+    assert_int_equal(pc_pirq_for(1, 0), 0); /* slot 1 INTA -> PIRQA */
+    assert_int_equal(pc_pirq_for(0, 0), 3); /* slot 0 INTA -> PIRQD */
+    assert_int_equal(pc_pirq_for(2, 0), 1);
+    assert_int_equal(pc_pirq_for(6, 1), 2);
+    assert_int_equal(pc_pirq_for(31, 3), 1);
+}
+
+static void test_pirq_routing_reaches_isa_irq(void **state)
+{
+    /* nic: slot 2 INTA -> PIRQB. Route disabled at reset: no ISA IRQ, only
+     * the IOAPIC path (GSI 17). */
+    pci_set_irq(&nic, true);
+    assert_int_equal(sink.calls, 1);
+    assert_int_equal(sink.sources[PC_PCI_GSI_BASE + 1], PC_IRQ_SOURCE_PIRQ(1));
+    for (unsigned irq = 0; irq < 16; irq++)
+        assert_int_equal(sink.sources[irq], 0);
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 10);
+    assert_int_equal(piix3_pirq_irq(&isa, 1), 10);
+    assert_int_equal(sink.sources[10], PC_IRQ_SOURCE_PIRQ(1));
+    /* Rerouting moves the asserted level. */
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 11);
+    assert_int_equal(sink.sources[10], 0);
+    assert_int_equal(sink.sources[11], PC_IRQ_SOURCE_PIRQ(1));
+    /* Disable bit, and reserved IRQs, disconnect. */
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 0x8b);
+    assert_int_equal(sink.sources[11], 0);
+    assert_int_equal(piix3_pirq_irq(&isa, 1), -1);
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 2);
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 13);
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 0x1b);
+    assert_int_equal(piix3_pirq_irq(&isa, 1), -1);
+    for (unsigned irq = 0; irq < 16; irq++)
+        assert_int_equal(sink.sources[irq], 0);
+    /* A dword write sets all four routes at once, as firmware does. */
+    cfg_write(PC_PIIX3_DEVFN, 0x60, 4, 0x0b0b0a0a);
+    assert_int_equal(sink.sources[10], PC_IRQ_SOURCE_PIRQ(1));
+    assert_int_equal(sink.sources[PC_PCI_GSI_BASE + 1], PC_IRQ_SOURCE_PIRQ(1));
+    pci_set_irq(&nic, false);
+    assert_int_equal(sink.sources[10], 0);
+    assert_int_equal(sink.sources[PC_PCI_GSI_BASE + 1], 0);
+    /* INTx disable in the device's command register also drops it. */
+    pci_set_irq(&nic, true);
+    cfg_write(PCI_DEVFN(2, 0), PCI_COMMAND, 2, PCI_COMMAND_INTX_DISABLE);
+    assert_int_equal(sink.sources[10], 0);
+    assert_int_equal(sink.sources[PC_PCI_GSI_BASE + 1], 0);
+    cfg_write(PCI_DEVFN(2, 0), PCI_COMMAND, 2, 0);
+    assert_int_equal(sink.sources[10], PC_IRQ_SOURCE_PIRQ(1));
+}
+
+static void test_shared_pirq_is_wired_or(void **state)
+{
+    /* disk: slot 6 INTA -> PIRQB; its function 1 (INTB) -> PIRQC. Route B
+     * and C to the same IRQ: two sources on one line. */
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 2, 0x0b0b);
+    pci_set_irq(&disk, true);
+    pci_set_irq(&multi_fn1, true);
+    assert_int_equal(sink.sources[11], PC_IRQ_SOURCE_PIRQ(1) | PC_IRQ_SOURCE_PIRQ(2));
+    assert_int_equal(sink.sources[17], PC_IRQ_SOURCE_PIRQ(1));
+    assert_int_equal(sink.sources[18], PC_IRQ_SOURCE_PIRQ(2));
+    pci_set_irq(&disk, false);
+    assert_int_equal(sink.sources[11], PC_IRQ_SOURCE_PIRQ(2));
+    pci_set_irq(&multi_fn1, false);
+    assert_int_equal(sink.sources[11], 0);
+    /* Two devices on one PIRQ: nic (slot 2 INTA) and slot 7 INTD. */
+    struct pci_device other;
+    static const struct pci_ids ids = {.vendor_id = 0x1af4, .device_id = 0x1001};
+    pci_device_init(&other, "other", NULL, &ids, NULL);
+    pci_set_interrupt_pin(&other, PCI_INTD); /* slot 7 INTD -> (7+3+3)&3 = PIRQB */
+    assert_int_equal(pci_bus_add(&pcibus, &other, PCI_DEVFN(7, 0)), 0);
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 5);
+    pci_set_irq(&nic, true);
+    pci_set_irq(&other, true);
+    pci_set_irq(&nic, false);
+    assert_int_equal(sink.sources[5], PC_IRQ_SOURCE_PIRQ(1)); /* still held by other */
+    pci_set_irq(&other, false);
+    assert_int_equal(sink.sources[5], 0);
+    pci_device_destroy(&other);
+}
+
+static uint32_t pm_read(unsigned offset, unsigned size)
+{
+    return (uint32_t)bus_read(&pio, PM + offset, size);
+}
+
+static void pm_write(unsigned offset, unsigned size, uint32_t value)
+{
+    bus_write(&pio, PM + offset, size, value);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void test_pm_timer_frequency(void **state)
+{
+    uint64_t t0 = mono_ns();
+    uint32_t a = pm_read(PC_PM_TMR_OFFSET, 4);
+    uint64_t t1 = mono_ns();
+    struct timespec ten_ms = {0, 10000000};
+    nanosleep(&ten_ms, NULL);
+    uint64_t t2 = mono_ns();
+    uint32_t b = pm_read(PC_PM_TMR_OFFSET, 4);
+    uint64_t t3 = mono_ns();
+    assert_int_equal(a >> 24, 0);
+    assert_int_equal(b >> 24, 0);
+    uint32_t ticks = (b - a) & 0xffffff;
+    /* The reads bracket an interval between t2-t1 and t3-t0. */
+    uint64_t low = (t2 - t1) * PC_PM_TIMER_HZ / 1000000000ull;
+    uint64_t high = (t3 - t0) * PC_PM_TIMER_HZ / 1000000000ull + 2;
+    print_message("PM timer: %u ticks over ~%.3f ms (expect ~35795 for 10 ms)\n", ticks,
+                  (double)(t2 - t1) / 1e6);
+    assert_true(ticks >= 35795);
+    assert_true(ticks >= low && ticks <= high);
+    /* Byte reads of the timer and its read-only-ness. */
+    pm_write(PC_PM_TMR_OFFSET, 4, 0);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0);
+}
+
+static void test_pm_timer_overflow_with_fake_clock(void **state)
+{
+    pm.now_ns = fake_now;
+    pm.now_opaque = &plat;
+    plat.fake_ns = 1000;
+    pm.pci.dev.ops->reset(&pm.pci.dev);
+    assert_int_equal(piix4_pm_timer_value(&pm), 0);
+    plat.fake_ns += 1000000000ull; /* one second */
+    assert_int_equal(piix4_pm_timer_value(&pm), PC_PM_TIMER_HZ & 0xffffff);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_TMR, 0);
+    pm_write(PC_PM1_EN_OFFSET, 2, PC_PM1_EN_TMR);
+    assert_false(plat.sci);
+    /* Bit 23 toggles at 2^23 ticks (~2.34 s). */
+    plat.fake_ns = 1000 + (0x800000ull * 1000000000ull + PC_PM_TIMER_HZ - 1) / PC_PM_TIMER_HZ;
+    piix4_pm_timer_tick(&pm);
+    assert_true(plat.sci);
+    assert_true(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_TMR);
+    /* W1C clears it and the SCI; the next toggle is 2^23 ticks later. */
+    pm_write(PC_PM1_STS_OFFSET, 2, PC_PM1_STS_TMR);
+    assert_false(plat.sci);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_TMR, 0);
+    plat.fake_ns += 2000000000ull;
+    piix4_pm_timer_tick(&pm);
+    assert_false(plat.sci);
+    plat.fake_ns += 400000000ull;
+    piix4_pm_timer_tick(&pm);
+    assert_true(plat.sci);
+    /* The count wraps at 24 bits. */
+    plat.fake_ns += 10ull * 1000000000ull;
+    assert_true(piix4_pm_timer_value(&pm) <= 0xffffff);
+}
+
+static void test_power_button_raises_sci(void **state)
+{
+    piix4_pm_press_power_button(&pm);
+    assert_true(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_PWRBTN);
+    assert_false(plat.sci); /* not enabled */
+    pm_write(PC_PM1_STS_OFFSET, 2, PC_PM1_STS_PWRBTN);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_PWRBTN, 0);
+    pm_write(PC_PM1_EN_OFFSET, 2, PC_PM1_EN_PWRBTN);
+    assert_int_equal(pm_read(PC_PM1_EN_OFFSET, 2), PC_PM1_EN_PWRBTN);
+    piix4_pm_press_power_button(&pm);
+    assert_true(plat.sci);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET + 1, 1), PC_PM1_STS_PWRBTN >> 8);
+    /* Writing 0 or other bits does not clear it; a byte W1C on the high lane does. */
+    pm_write(PC_PM1_STS_OFFSET, 2, 0);
+    pm_write(PC_PM1_STS_OFFSET, 1, 0xff);
+    assert_true(plat.sci);
+    pm_write(PC_PM1_STS_OFFSET + 1, 1, PC_PM1_STS_PWRBTN >> 8);
+    assert_false(plat.sci);
+    /* Masking the enable also drops the line. */
+    piix4_pm_press_power_button(&pm);
+    assert_true(plat.sci);
+    pm_write(PC_PM1_EN_OFFSET, 2, 0);
+    assert_false(plat.sci);
+}
+
+static void test_s5_powers_off(void **state)
+{
+    /* Linux: SLP_TYP first, then SLP_TYP | SLP_EN. */
+    pm_write(PC_PM1_CNT_OFFSET, 2, PC_PM1_CNT_SCI_EN | (PC_SLP_TYP_S5 << 10));
+    assert_int_equal(plat.power_offs, 0);
+    pm_write(PC_PM1_CNT_OFFSET, 2, PC_PM1_CNT_SCI_EN | (PC_SLP_TYP_S5 << 10) | PC_PM1_CNT_SLP_EN);
+    assert_int_equal(plat.power_offs, 1);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2), PC_PM1_CNT_SCI_EN); /* SLP_EN reads 0 */
+    /* S3 (1) is not supported: ignored. */
+    pm_write(PC_PM1_CNT_OFFSET, 2, (1 << 10) | PC_PM1_CNT_SLP_EN);
+    assert_int_equal(plat.power_offs, 1);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2), 1 << 10);
+    /* S4 (QEMU's s4_val 2) also powers off; a byte write to the high lane works. */
+    pm_write(PC_PM1_CNT_OFFSET + 1, 1, (PC_SLP_TYP_S4 << 2) | (PC_PM1_CNT_SLP_EN >> 8));
+    assert_int_equal(plat.power_offs, 2);
+}
+
+static void test_smi_command_toggles_sci_en(void **state)
+{
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2) & PC_PM1_CNT_SCI_EN, 0);
+    bus_write(&pio, PC_SMI_CMD_PORT, 1, PC_ACPI_ENABLE);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2) & PC_PM1_CNT_SCI_EN, PC_PM1_CNT_SCI_EN);
+    assert_int_equal(bus_read(&pio, PC_SMI_CMD_PORT, 1), PC_ACPI_ENABLE);
+    bus_write(&pio, PC_SMI_CMD_PORT, 1, PC_ACPI_DISABLE);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2) & PC_PM1_CNT_SCI_EN, 0);
+    bus_write(&pio, PC_SMI_CMD_PORT + 1, 1, 0x5a);
+    assert_int_equal(bus_read(&pio, PC_SMI_CMD_PORT, 2), 0x5af0);
+}
+
+static void test_gpe_block(void **state)
+{
+    piix4_pm_raise_gpe(&pm, 9);
+    assert_false(plat.sci);
+    assert_int_equal(bus_read(&pio, PC_GPE0_BASE, 2), 0x0200);
+    bus_write(&pio, PC_GPE0_BASE + 3, 1, 0x02);
+    assert_true(plat.sci);
+    assert_int_equal(bus_read(&pio, PC_GPE0_BASE, 4), 0x02000200);
+    bus_write(&pio, PC_GPE0_BASE, 2, 0x0200);
+    assert_false(plat.sci);
+    assert_int_equal(bus_read(&pio, PC_GPE0_BASE, 4), 0x02000000);
+}
+
+static void test_pm_block_relocation(void **state)
+{
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4, 0xffffffff);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4), 0xffc1);
+    /* 0xFFC0-0xFFFF is free: the block moved. */
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    assert_int_equal(bus_read(&pio, 0xffc0 + PC_PM_TMR_OFFSET + 3, 1), 0);
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 2, 0x6001);
+    assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0);
+    assert_int_equal(bus_read(&pio, 0xffc0 + PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    /* PMREGMISC.PMIOSE off: gone. */
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1, 0xfe);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1), 0);
+    assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    /* Onto the GPE block: refused, GPE intact. */
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4, 0xafc1);
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1, 1);
+    assert_int_equal(bus_read(&pio, 0xafc0, 1), 0xff);
+    assert_int_equal(bus_read(&pio, PC_GPE0_BASE, 1), 0);
+    /* Reset puts it back at 0xB000. */
+    reset_all();
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4), 0xb001);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0);
+}
+
+static void test_reset_ports(void **state)
+{
+    assert_int_equal(bus_read(&pio, 0xcf9, 1), 0);
+    bus_write(&pio, 0xcf9, 1, 0x02);
+    assert_int_equal(plat.resets, 0);
+    assert_int_equal(bus_read(&pio, 0xcf9, 1), 0x02);
+    bus_write(&pio, 0xcf9, 1, PC_RESET_VALUE);
+    assert_int_equal(plat.resets, 1);
+    bus_write(&pio, 0xcf9, 1, 0x04); /* soft reset too */
+    assert_int_equal(plat.resets, 2);
+    /* The config address register is untouched by all this. */
+    bus_write(&pio, 0xcf8, 4, 0x80000800);
+    bus_write(&pio, 0xcf9, 1, 0x02);
+    assert_int_equal(bus_read(&pio, 0xcf8, 4), 0x80000800);
+
+    assert_int_equal(bus_read(&pio, 0x92, 1), PORT92_A20);
+    bus_write(&pio, 0x92, 1, 0x00);
+    assert_int_equal(bus_read(&pio, 0x92, 1), 0);
+    bus_write(&pio, 0x92, 1, PORT92_A20);
+    assert_int_equal(plat.resets, 2);
+    bus_write(&pio, 0x92, 1, PORT92_A20 | PORT92_INIT);
+    assert_int_equal(plat.resets, 3);
+    bus_write(&pio, 0x92, 1, PORT92_A20 | PORT92_INIT); /* no new rising edge */
+    assert_int_equal(plat.resets, 3);
+    bus_write(&pio, 0x92, 1, PORT92_A20);
+    bus_write(&pio, 0x92, 1, 0xff);
+    assert_int_equal(plat.resets, 4);
+    reset_all();
+    assert_int_equal(bus_read(&pio, 0x92, 1), PORT92_A20);
+    assert_int_equal(bus_read(&pio, 0xcf9, 1), 0);
+}
+
+static void test_reset_returns_power_on_state(void **state)
+{
+    cfg_write(PC_PIIX3_DEVFN, 0x60, 4, 0x0b0b0a0a);
+    pci_set_irq(&nic, true);
+    pm_write(PC_PM1_EN_OFFSET, 2, PC_PM1_EN_PWRBTN);
+    piix4_pm_press_power_button(&pm);
+    bus_write(&pio, PC_SMI_CMD_PORT, 1, PC_ACPI_ENABLE);
+    assert_true(plat.sci);
+    assert_int_equal(sink.sources[10], PC_IRQ_SOURCE_PIRQ(1));
+    reset_all();
+    assert_int_equal(bus_read(&pio, 0xcf8, 4), 0);
+    assert_false(plat.sci);
+    for (unsigned irq = 0; irq < 24; irq++)
+        assert_int_equal(sink.sources[irq], 0);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x60, 4), 0x80808080);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET, 4), 0);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2), 0);
+    /* And the routing works from scratch afterwards. */
+    cfg_write(PC_PIIX3_DEVFN, 0x61, 1, 11);
+    pci_set_irq(&nic, true);
+    assert_int_equal(sink.sources[11], PC_IRQ_SOURCE_PIRQ(1));
+}
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void sweep_ports(uint16_t first, unsigned len)
+{
+    static const unsigned sizes[] = {1, 2, 4, 8};
+    for (unsigned port = first; port < first + len; port++) {
+        for (unsigned s = 0; s < 4; s++) {
+            bus_read(&pio, port, sizes[s]);
+            bus_write(&pio, port, sizes[s], rng());
+            bus_write(&pio, port, sizes[s], ~0ull);
+            bus_write(&pio, port, sizes[s], 0);
+            bus_read(&pio, port, sizes[s]);
+        }
+    }
+}
+
+/* Every port and config register of the chipset, every size and alignment,
+ * random values. Reset and power-off requests are expected; crashes,
+ * lost fixed ranges or sanitizer reports are not. */
+static void test_hostile_sweep(void **state)
+{
+    static const struct io_ops no_ops = {0};
+    struct pci_device *victim = &disk;
+    assert_true(bus_register(&pio, 0x3f8, 8, &no_ops, &sink, "com1"));
+    for (unsigned round = 0; round < 4; round++) {
+        sweep_ports(0xcf8, 8);
+        sweep_ports(0x92, 1);
+        sweep_ports(PC_SMI_CMD_PORT, 2);
+        sweep_ports(PC_GPE0_BASE, PC_GPE0_LEN);
+        sweep_ports(PM, PC_PM_BLOCK_LEN);
+        static const uint8_t chipset[] = {PC_I440FX_DEVFN, PC_PIIX3_DEVFN, PC_PIIX4_PM_DEVFN};
+        for (unsigned f = 0; f < 3; f++) {
+            for (unsigned reg = 0; reg < 0x100; reg++) {
+                static const unsigned sizes[] = {1, 2, 4};
+                unsigned size = sizes[rng() % 3];
+                cfg_write(chipset[f], reg, size, (uint32_t)rng());
+                cfg_read(chipset[f], reg, size);
+                uint64_t ecam = PC_ECAM_BASE + ((uint64_t)chipset[f] << 12) + reg;
+                bus_write(&mmio, ecam, 1u << (rng() % 4), rng());
+                bus_read(&mmio, ecam, 1u << (rng() % 4));
+            }
+        }
+        /* INTx traffic while the routes change under it. */
+        for (unsigned i = 0; i < 1000; i++) {
+            pci_set_irq(victim, rng() & 1);
+            cfg_write(PC_PIIX3_DEVFN, 0x60 + (unsigned)(rng() & 3), 1, (uint32_t)rng());
+        }
+        piix4_pm_press_power_button(&pm);
+        piix4_pm_raise_gpe(&pm, (unsigned)(rng() % 20));
+        piix4_pm_timer_tick(&pm);
+    }
+    print_message("sweep: %u reset requests, %u power-offs\n", plat.resets, plat.power_offs);
+    /* Fixed ranges are where they were; the config mechanism still works. */
+    assert_int_equal(bus_read(&pio, 0x3f8, 1), 0xff); /* claimed, no read op */
+    bus_write(&pio, 0xcf8, 4, 0x80000000u | (uint32_t)PC_PIIX4_PM_DEVFN << 8);
+    assert_int_equal(bus_read(&pio, 0xcfc, 4), 0x71138086);
+    /* Whatever state the sweep left, a reset restores the machine. */
+    pci_set_irq(victim, false);
+    reset_all();
+    assert_false(plat.sci);
+    for (unsigned irq = 0; irq < 24; irq++)
+        assert_int_equal(sink.sources[irq], 0);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0);
+    assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x60, 4), 0x80808080);
+}
+
+struct racer {
+    unsigned id;
+    uint64_t seed;
+};
+
+/* What vCPU threads and device threads do at once: config cycles through
+ * both mechanisms, INTx toggling while routes change, PM register traffic. */
+static void *race(void *opaque)
+{
+    struct racer *r = opaque;
+    for (unsigned i = 0; i < 20000; i++) {
+        r->seed = r->seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t v = (uint32_t)(r->seed >> 33);
+        switch (r->id) {
+        case 0:
+            bus_write(&mmio, PC_ECAM_BASE + ((uint64_t)PC_PIIX3_DEVFN << 12) + 0x60 + (v & 3), 1,
+                      (v >> 8) & 1 ? 10 : 11);
+            bus_write(&mmio, PC_ECAM_BASE + ((uint64_t)PCI_DEVFN(2, 0) << 12) + PCI_COMMAND, 2,
+                      (v >> 9) & 1 ? PCI_COMMAND_INTX_DISABLE : 0);
+            break;
+        case 1:
+            pci_set_irq(&nic, v & 1);
+            pci_set_irq(&disk, (v >> 1) & 1);
+            break;
+        case 2:
+            bus_read(&pio, PM + PC_PM_TMR_OFFSET, 4);
+            bus_write(&pio, PM + PC_PM1_EN_OFFSET, 2, v & PC_PM1_EN_PWRBTN);
+            piix4_pm_press_power_button(&pm);
+            bus_write(&pio, PM + PC_PM1_STS_OFFSET, 2, PC_PM1_STS_PWRBTN);
+            break;
+        default:
+            /* Mechanism #1 is one global latch: racing users read garbage
+             * (as on hardware), but only ever valid functions' bytes. */
+            bus_write(&pio, 0xcf8, 4, 0x80000000u | (v & 0xfffc));
+            bus_read(&pio, 0xcfc, 4);
+            if ((v >> 20) & 1)
+                cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1, (v >> 21) & 1);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_access(void **state)
+{
+    pthread_t threads[5];
+    struct racer racers[5];
+    for (unsigned i = 0; i < 5; i++) {
+        racers[i] = (struct racer){i, 0x1234 + i};
+        assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
+    }
+    for (unsigned i = 0; i < 5; i++)
+        pthread_join(threads[i], NULL);
+    pci_set_irq(&nic, false);
+    pci_set_irq(&disk, false);
+    reset_all();
+    for (unsigned irq = 0; irq < 24; irq++)
+        assert_int_equal(sink.sources[irq], 0);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_identities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_bridge_registers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_swizzle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pirq_routing_reaches_isa_irq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_pirq_is_wired_or, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pm_timer_frequency, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pm_timer_overflow_with_fake_clock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_button_raises_sci, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_s5_powers_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smi_command_toggles_sci_en, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gpe_block, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pm_block_relocation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_ports, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_returns_power_on_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
