@@ -195,21 +195,25 @@ static int wait_for_memory_slots(struct machine *m)
     return m->slot_result;
 }
 
-/* QEMU's layout, which guests' ACPI tables assume: ISA IRQ 0 (the PIT, or
- * the HPET in legacy mode) reaches IOAPIC pin 2, as the MADT override says;
- * GSIs 0-15 also reach the PICs; 16-23 only the IOAPIC. */
-static int set_base_irq_routing(struct machine *m)
+/* The routing table: QEMU's layout for the wired lines, which guests' ACPI
+ * tables assume (ISA IRQ 0, from the PIT or the HPET in legacy mode,
+ * reaches IOAPIC pin 2 as the MADT override says; GSIs 0-15 also reach the
+ * PICs; 16-23 only the IOAPIC), then one GSI per MSI route. Called with
+ * irq_lock held (or before any other thread exists). */
+static int apply_irq_routing(struct machine *m)
 {
+    enum { BASE_ROUTES = 15 + IRQ_LINE_COUNT - 1 };
     struct {
         struct kvm_irq_routing header;
-        struct kvm_irq_routing_entry entries[48];
-    } table;
-    memset(&table, 0, sizeof(table));
+        struct kvm_irq_routing_entry entries[BASE_ROUTES + MACHINE_MAX_MSI_ROUTES];
+    } *table = calloc(1, sizeof(*table));
+    if (!table)
+        return -1;
     unsigned n = 0;
     for (unsigned gsi = 0; gsi < 16; gsi++) {
         if (gsi == 2)
             continue; /* the cascade */
-        table.entries[n++] = (struct kvm_irq_routing_entry){
+        table->entries[n++] = (struct kvm_irq_routing_entry){
             .gsi = gsi,
             .type = KVM_IRQ_ROUTING_IRQCHIP,
             .u.irqchip = {gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE, gsi % 8},
@@ -218,15 +222,116 @@ static int set_base_irq_routing(struct machine *m)
     for (unsigned gsi = 0; gsi < IRQ_LINE_COUNT; gsi++) {
         if (gsi == 2)
             continue;
-        table.entries[n++] = (struct kvm_irq_routing_entry){
+        table->entries[n++] = (struct kvm_irq_routing_entry){
             .gsi = gsi,
             .type = KVM_IRQ_ROUTING_IRQCHIP,
             .u.irqchip = {KVM_IRQCHIP_IOAPIC, gsi == 0 ? 2 : gsi},
         };
     }
-    table.header.nr = n;
-    if (ioctl(m->vm_fd, KVM_SET_GSI_ROUTING, &table) < 0) {
+    for (unsigned i = 0; i < MACHINE_MAX_MSI_ROUTES; i++) {
+        const struct msi_route *r = &m->msi_routes[i];
+        if (!r->used)
+            continue;
+        table->entries[n++] = (struct kvm_irq_routing_entry){
+            .gsi = MACHINE_MSI_GSI_BASE + i,
+            .type = KVM_IRQ_ROUTING_MSI,
+            .u.msi = {.address_lo = (uint32_t)r->address,
+                      .address_hi = (uint32_t)(r->address >> 32),
+                      .data = r->data},
+        };
+    }
+    table->header.nr = n;
+    int ret = 0;
+    if (m->vm_fd >= 0 && ioctl(m->vm_fd, KVM_SET_GSI_ROUTING, table) < 0) {
         log_error("KVM_SET_GSI_ROUTING: %s", strerror(errno));
+        ret = -1;
+    }
+    free(table);
+    return ret;
+}
+
+int machine_msi_route_add(struct machine *m, uint64_t address, uint32_t data)
+{
+    pthread_mutex_lock(&m->irq_lock);
+    int gsi = -1;
+    for (unsigned i = 0; i < MACHINE_MAX_MSI_ROUTES; i++) {
+        if (!m->msi_routes[i].used) {
+            m->msi_routes[i] = (struct msi_route){true, address, data};
+            if (apply_irq_routing(m) < 0)
+                m->msi_routes[i].used = false;
+            else
+                gsi = (int)(MACHINE_MSI_GSI_BASE + i);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->irq_lock);
+    if (gsi < 0)
+        log_warn("no free MSI route");
+    return gsi;
+}
+
+static struct msi_route *route_of(struct machine *m, int gsi)
+{
+    if (gsi < (int)MACHINE_MSI_GSI_BASE || gsi >= (int)(MACHINE_MSI_GSI_BASE + MACHINE_MAX_MSI_ROUTES))
+        return NULL;
+    struct msi_route *r = &m->msi_routes[gsi - (int)MACHINE_MSI_GSI_BASE];
+    return r->used ? r : NULL;
+}
+
+int machine_msi_route_update(struct machine *m, int gsi, uint64_t address, uint32_t data)
+{
+    pthread_mutex_lock(&m->irq_lock);
+    struct msi_route *r = route_of(m, gsi);
+    int ret = -1;
+    if (r) {
+        ret = 0;
+        if (r->address != address || r->data != data) {
+            r->address = address;
+            r->data = data;
+            ret = apply_irq_routing(m);
+        }
+    }
+    pthread_mutex_unlock(&m->irq_lock);
+    return ret;
+}
+
+void machine_msi_route_remove(struct machine *m, int gsi)
+{
+    pthread_mutex_lock(&m->irq_lock);
+    struct msi_route *r = route_of(m, gsi);
+    if (r) {
+        r->used = false;
+        apply_irq_routing(m);
+    }
+    pthread_mutex_unlock(&m->irq_lock);
+}
+
+int machine_irqfd(struct machine *m, int event_fd, int gsi, bool assign)
+{
+    struct kvm_irqfd irqfd = {
+        .fd = (uint32_t)event_fd,
+        .gsi = (uint32_t)gsi,
+        .flags = assign ? 0 : KVM_IRQFD_FLAG_DEASSIGN,
+    };
+    if (ioctl(m->vm_fd, KVM_IRQFD, &irqfd) < 0) {
+        log_error("KVM_IRQFD gsi %d: %s", gsi, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int machine_ioeventfd(struct machine *m, int event_fd, uint64_t address, unsigned len, bool pio,
+                      bool assign)
+{
+    struct kvm_ioeventfd io = {
+        .addr = address,
+        .len = len,
+        .fd = event_fd,
+        .flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+    };
+    if (ioctl(m->vm_fd, KVM_IOEVENTFD, &io) < 0) {
+        log_error("KVM_IOEVENTFD %s 0x%llx: %s", pio ? "pio" : "mmio", (unsigned long long)address,
+                  strerror(errno));
         return -1;
     }
     return 0;
@@ -264,7 +369,7 @@ static int create_vm(struct machine *m)
         log_error("KVM_CREATE_PIT2: %s", strerror(errno));
         return -1;
     }
-    if (set_base_irq_routing(m) < 0)
+    if (apply_irq_routing(m) < 0)
         return -1;
     for (unsigned i = 0; i < m->spec.cpus; i++) {
         if (vcpu_create(&m->vcpus[i], m, i) < 0)
@@ -486,6 +591,9 @@ int machine_reset(struct machine *m)
             m->devices[i]->ops->reset(m->devices[i]);
     pthread_mutex_lock(&m->irq_lock);
     memset(m->irq_sources, 0, sizeof(m->irq_sources));
+    /* Devices dropped their MSI routes in their reset; the new VM starts
+     * with the wired routes only. */
+    memset(m->msi_routes, 0, sizeof(m->msi_routes));
     pthread_mutex_unlock(&m->irq_lock);
     destroy_vm(m);
     m->resets++;

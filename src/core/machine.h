@@ -24,6 +24,8 @@
 #define BOOTROM_MAX_SIZE (16 * MIB)
 #define MACHINE_MAX_DEVICES 64
 #define IRQ_LINE_COUNT 24 /* IOAPIC pins; 0-15 also reach the PICs */
+#define MACHINE_MSI_GSI_BASE 24 /* GSIs from here route MSI messages (irqfd) */
+#define MACHINE_MAX_MSI_ROUTES 1024
 
 struct machine_spec {
     unsigned cpus;
@@ -53,6 +55,12 @@ struct vcpu {
     _Atomic bool halted_irqs_off; /* result of the last probe */
 };
 
+struct msi_route {
+    bool used;
+    uint64_t address;
+    uint32_t data;
+};
+
 struct machine {
     bool initialized;
     struct machine_spec spec;
@@ -77,6 +85,7 @@ struct machine {
 
     pthread_mutex_t irq_lock;
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
+    struct msi_route msi_routes[MACHINE_MAX_MSI_ROUTES]; /* GSI MACHINE_MSI_GSI_BASE + index */
 
     int event_fd;            /* signalled when a vCPU asks the main thread to act */
     _Atomic int event;       /* enum machine_event */
@@ -110,6 +119,18 @@ int machine_reset(struct machine *m);
 void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool level);
 /* HPET legacy replacement takes IRQ 0 from the in-kernel PIT. */
 void machine_set_pit_hpet_legacy(struct machine *m, bool hpet_legacy);
+/* MSI routes for irqfd: a GSI that delivers the message (address, data).
+ * add returns the GSI or -1; the table is rebuilt in KVM on each change.
+ * Devices drop their routes in their reset op (a VM reset clears them). */
+int machine_msi_route_add(struct machine *m, uint64_t address, uint32_t data);
+int machine_msi_route_update(struct machine *m, int gsi, uint64_t address, uint32_t data);
+void machine_msi_route_remove(struct machine *m, int gsi);
+/* Signalling event_fd raises gsi in the kernel, no exit to the VMM. */
+int machine_irqfd(struct machine *m, int event_fd, int gsi, bool assign);
+/* A guest write of len bytes (1, 2, 4, 8) at address signals event_fd
+ * without an exit to the VMM. */
+int machine_ioeventfd(struct machine *m, int event_fd, uint64_t address, unsigned len, bool pio,
+                      bool assign);
 /* Delivers a message-signalled interrupt (MSI/MSI-X address and data). */
 void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data);
 
