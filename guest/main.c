@@ -935,6 +935,111 @@ static __attribute__((noreturn)) void triple_fault(void)
     park_forever();
 }
 
+/* ------------------------------------------------------------------ */
+/* Register sweep: hostile values of every size at the platform devices */
+
+static uint64_t sweep_state;
+
+static uint64_t sweep_rand(void)
+{
+    sweep_state ^= sweep_state << 13;
+    sweep_state ^= sweep_state >> 7;
+    sweep_state ^= sweep_state << 17;
+    return sweep_state;
+}
+
+static void port_write(uint16_t port, unsigned size, uint32_t v)
+{
+    if (size == 1)
+        __asm__ volatile("outb %b0, %w1" ::"a"((uint8_t)v), "Nd"(port));
+    else if (size == 2)
+        __asm__ volatile("outw %w0, %w1" ::"a"((uint16_t)v), "Nd"(port));
+    else
+        __asm__ volatile("outl %0, %w1" ::"a"(v), "Nd"(port));
+}
+
+static uint32_t port_read(uint16_t port, unsigned size)
+{
+    uint32_t v = 0;
+    if (size == 1) {
+        uint8_t b;
+        __asm__ volatile("inb %w1, %b0" : "=a"(b) : "Nd"(port));
+        v = b;
+    } else if (size == 2) {
+        uint16_t w;
+        __asm__ volatile("inw %w1, %w0" : "=a"(w) : "Nd"(port));
+        v = w;
+    } else {
+        __asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"(port));
+    }
+    return v;
+}
+
+/* Writes that would end the test by design (reset, power-off, the
+ * console itself) are skipped; everything else gets random values. */
+static bool sweep_write_allowed(uint16_t port, unsigned size)
+{
+    uint16_t last = (uint16_t)(port + size - 1);
+    if (last >= COM1 && port < COM1 + 8)
+        return false; /* our console */
+    if (port == 0x64 || port == 0x92 || (port <= 0xCF9 && last >= 0xCF9))
+        return false; /* reset lines */
+    if (port <= 0xB005 && last >= 0xB004)
+        return false; /* PM1a control: SLP_EN powers off */
+    if (port <= 0x21 || (port >= 0x40 && port <= 0x43) || (port >= 0xA0 && port <= 0xA1))
+        return false; /* the in-kernel PIC and PIT drive our own interrupts */
+    if (port == 0x402 || port == 0x505)
+        return false; /* debug log and pvpanic: valid but noisy */
+    return true;
+}
+
+static void sweep(uint64_t seed)
+{
+    static const struct {
+        uint16_t base, len;
+    } ranges[] = {
+        {0x60, 1},   {0x64, 1},    {0x70, 2},    {0x80, 1},     {0x92, 1},
+        {0xB2, 2},   {0x2E8, 8},   {0x2F8, 8},   {0x3E8, 8},    {0x402, 1},
+        {0x505, 1},  {0x510, 12},  {0xAFE0, 4},  {0xB000, 64},  {0xCF8, 8},
+    };
+    sweep_state = seed ? seed : 0x9E3779B97F4A7C15ULL;
+    cli();
+    for (unsigned round = 0; round < 4; round++) {
+        for (unsigned r = 0; r < sizeof(ranges) / sizeof(ranges[0]); r++) {
+            for (uint16_t off = 0; off < ranges[r].len; off++) {
+                for (unsigned size = 1; size <= 4; size *= 2) {
+                    uint16_t port = (uint16_t)(ranges[r].base + off);
+                    if (sweep_write_allowed(port, size))
+                        port_write(port, size, (uint32_t)sweep_rand());
+                    (void)port_read(port, size);
+                }
+            }
+        }
+        /* HPET and the ECAM window of bus 0 (the chipset functions and
+         * empty slots), every size. */
+        for (uint64_t off = 0; off < 0x400; off += 4) {
+            volatile uint32_t *hpet = (volatile uint32_t *)(uintptr_t)(0xFED00000ULL + off);
+            *hpet = (uint32_t)sweep_rand();
+            (void)*hpet;
+        }
+        for (unsigned i = 0; i < 512; i++) {
+            uint64_t off = sweep_rand() & 0xFFFFC; /* bus 0, any devfn, any register */
+            uint64_t devfn_reg = off & 0xFFFFF;
+            if ((devfn_reg >> 12) == 0x0B && (devfn_reg & 0xFFF) < 0x44)
+                continue; /* PIIX4 PM's PMBA: moving the PM block is fine, but keep S5 off */
+            volatile uint32_t *cfg = (volatile uint32_t *)(uintptr_t)(0xE0000000ULL + devfn_reg);
+            if (sweep_rand() & 1)
+                *cfg = (uint32_t)sweep_rand();
+            (void)*cfg;
+            volatile uint8_t *b = (volatile uint8_t *)cfg + (sweep_rand() & 3);
+            (void)*b;
+        }
+    }
+    /* Re-enable what the command loop relies on: UART RX interrupt. */
+    uart_rx_irq(true);
+    sti();
+}
+
 static __attribute__((noreturn)) void command_loop(void)
 {
     char line[LINE_MAX];
@@ -973,6 +1078,17 @@ static __attribute__((noreturn)) void command_loop(void)
                 line_end();
             }
             say("spew done");
+        } else if (line[0] == 's' && line[1] == 'w' && line[2] == 'e' && line[3] == 'e' &&
+                   line[4] == 'p') {
+            const char *p = line + 5;
+            uint64_t seed = 0;
+            if (*p == ' ') {
+                p++;
+                if (!parse_u64(&p, &seed))
+                    seed = 0;
+            }
+            sweep(seed);
+            say("sweep done");
         } else if (streq(line, "info")) {
             line_start();
             put_str("info tsc_khz ");

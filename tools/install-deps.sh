@@ -5,6 +5,8 @@ set -euo pipefail
 packages=(
     build-essential make gcc binutils    # compiler, assembler, linker (the test guest too)
     libcmocka-dev                         # unit tests
+    liburing-dev                          # io_uring block back end
+    acpica-tools                          # iasl checks the generated ACPI tables
     python3                               # test drivers
     socat                                 # attaching a terminal to ./ttya
     qemu-system-x86                       # baseline VMM for benchmarks and guest checks

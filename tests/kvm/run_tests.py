@@ -333,6 +333,43 @@ def output_without_client_does_not_block():
         vm.cleanup()
 
 
+# --- hostile guest: the platform devices' registers swept with random values ---
+
+@test
+def register_sweep_survives():
+    for seed in (1, 2, 3):
+        vm = VM(cpus=2, memory=128)
+        try:
+            c = vm.boot(2, 128)
+            c.line("sweep %d" % seed)
+            c.expect("testguest: sweep done", timeout=120)
+            c.line("ping")
+            c.expect("testguest: pong")
+            vm.proc.send_signal(signal.SIGTERM)
+            code = vm.wait()
+            out = vm.output()
+            check("AddressSanitizer" not in out and "runtime error" not in out,
+                  "sanitizer report:\n" + out[-3000:])
+            check(code == 0, "seed %d: exit code %s" % (seed, code))
+        finally:
+            vm.cleanup()
+
+
+# --- chipset: reset and power-off paths ---
+
+@test
+def cf9_resets():
+    vm = VM(cpus=2, memory=128)
+    try:
+        c = vm.boot(2, 128)
+        c.line("cf9")
+        c.expect("testguest: boot 2")
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
 # --- instance name: take-over and stale records ---
 
 @test
