@@ -19,7 +19,7 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 
 .PHONY: all test unit-test kvm-test toml-test bench clean format example
-all: $(BUILD)/propolis-standalone $(BUILD)/toml2json guest
+all: $(BUILD)/propolis-standalone $(BUILD)/toml2json $(BUILD)/ttyexpect guest
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -34,6 +34,11 @@ $(BUILD)/propolis-standalone: $(BUILD)/obj/src/main.o $(LIB_OBJS)
 
 $(BUILD)/toml2json: $(BUILD)/obj/tools/toml2json.o $(LIB_OBJS)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
+
+# Console driver for tests in environments without a scripting language (the rig).
+$(BUILD)/ttyexpect: tools/ttyexpect.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) -static $< -o $@
 
 # Sanitizer builds of the binaries, used by the test tiers.
 $(BUILD)/san/propolis-standalone: $(BUILD)/san/src/main.o $(SAN_OBJS)

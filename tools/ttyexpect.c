@@ -1,0 +1,194 @@
+/* ttyexpect: drives a guest console on a unix socket (./ttya) with a small
+ * expect/send script, for tests where no scripting language is available
+ * (inside the nested rig). Everything the guest prints is copied to stdout.
+ *
+ *   ttyexpect [--connect-timeout S] SOCKET STEP...
+ *   STEP: expect:TEXT     wait (up to the step timeout) until TEXT appears
+ *         send:TEXT       send TEXT; \r \n \e \\ and \xHH escapes
+ *         sleep:SECONDS   pause
+ *         timeout:SECONDS per-step timeout from now on (default 60)
+ *         eof             wait until the VMM closes the console
+ * Exit status: 0 when every step succeeded, 1 on a timeout (the step is
+ * named on stderr), 2 on usage or connection errors. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WINDOW 65536
+
+static char window[WINDOW + 1]; /* recent output, searched by expect */
+static size_t window_len;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int connect_socket(const char *path, double timeout)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "ttyexpect: socket path too long\n");
+        return -1;
+    }
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    double deadline = now_s() + timeout;
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+            return fd;
+        if (fd >= 0)
+            close(fd);
+        if (now_s() > deadline) {
+            fprintf(stderr, "ttyexpect: cannot connect to %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+        usleep(20000);
+    }
+}
+
+/* Reads what is available within wait_s; returns -1 on EOF. */
+static int pump(int fd, double wait_s)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    int ms = wait_s <= 0 ? 0 : (int)(wait_s * 1000) + 1;
+    if (poll(&p, 1, ms) <= 0)
+        return 0;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n <= 0)
+        return -1;
+    fwrite(buf, 1, (size_t)n, stdout);
+    fflush(stdout);
+    /* The window keeps the newest WINDOW bytes; reads are smaller than it. */
+    if (window_len + (size_t)n > WINDOW) {
+        size_t drop = window_len + (size_t)n - WINDOW;
+        memmove(window, window + drop, window_len - drop);
+        window_len -= drop;
+    }
+    memcpy(window + window_len, buf, (size_t)n);
+    window_len += (size_t)n;
+    window[window_len] = '\0';
+    return 1;
+}
+
+/* Finds text in the window (the output may contain NULs: search bytes). */
+static char *find(const char *text)
+{
+    size_t tl = strlen(text);
+    if (tl == 0 || tl > window_len)
+        return tl == 0 ? window : NULL;
+    for (size_t i = 0; i + tl <= window_len; i++)
+        if (memcmp(window + i, text, tl) == 0)
+            return window + i;
+    return NULL;
+}
+
+static size_t unescape(const char *in, char *out)
+{
+    size_t n = 0;
+    for (; *in; in++) {
+        if (*in != '\\' || !in[1]) {
+            out[n++] = *in;
+            continue;
+        }
+        in++;
+        switch (*in) {
+        case 'r':
+            out[n++] = '\r';
+            break;
+        case 'n':
+            out[n++] = '\n';
+            break;
+        case 'e':
+            out[n++] = 0x1b;
+            break;
+        case 'x':
+            if (in[1] && in[2]) {
+                char hex[3] = {in[1], in[2], 0};
+                out[n++] = (char)strtol(hex, NULL, 16);
+                in += 2;
+            }
+            break;
+        default:
+            out[n++] = *in;
+            break;
+        }
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    double connect_timeout = 60, step_timeout = 60;
+    int i = 1;
+    if (i + 1 < argc && strcmp(argv[i], "--connect-timeout") == 0) {
+        connect_timeout = atof(argv[i + 1]);
+        i += 2;
+    }
+    if (i >= argc) {
+        fprintf(stderr, "usage: ttyexpect [--connect-timeout S] SOCKET STEP...\n");
+        return 2;
+    }
+    int fd = connect_socket(argv[i++], connect_timeout);
+    if (fd < 0)
+        return 2;
+    for (; i < argc; i++) {
+        const char *step = argv[i];
+        if (strncmp(step, "expect:", 7) == 0) {
+            double deadline = now_s() + step_timeout;
+            char *hit;
+            while (!(hit = find(step + 7))) {
+                double left = deadline - now_s();
+                if (left <= 0 || pump(fd, left) < 0) {
+                    fprintf(stderr, "\nttyexpect: step %d failed: %s\n", i, step);
+                    return 1;
+                }
+            }
+            /* Consume through the match so a later expect needs new output. */
+            size_t consumed = (size_t)(hit - window) + strlen(step + 7);
+            memmove(window, window + consumed, window_len - consumed);
+            window_len -= consumed;
+            window[window_len] = '\0';
+        } else if (strncmp(step, "send:", 5) == 0) {
+            char buf[4096];
+            size_t n = unescape(step + 5, buf);
+            /* One byte at a time with a pause: firmware consoles poll slowly. */
+            for (size_t k = 0; k < n; k++) {
+                if (write(fd, buf + k, 1) != 1) {
+                    fprintf(stderr, "ttyexpect: send failed: %s\n", strerror(errno));
+                    return 1;
+                }
+                pump(fd, 0.02);
+            }
+        } else if (strncmp(step, "sleep:", 6) == 0) {
+            double end = now_s() + atof(step + 6);
+            while (now_s() < end)
+                if (pump(fd, end - now_s()) < 0)
+                    break;
+        } else if (strncmp(step, "timeout:", 8) == 0) {
+            step_timeout = atof(step + 8);
+        } else if (strcmp(step, "eof") == 0) {
+            double deadline = now_s() + step_timeout;
+            int r;
+            while ((r = pump(fd, deadline - now_s())) >= 0) {
+                if (now_s() > deadline) {
+                    fprintf(stderr, "\nttyexpect: step %d failed: eof\n", i);
+                    return 1;
+                }
+            }
+        } else {
+            fprintf(stderr, "ttyexpect: unknown step %s\n", step);
+            return 2;
+        }
+    }
+    return 0;
+}
