@@ -411,6 +411,41 @@ def stale_record_is_taken_over():
         shutil.rmtree(run, ignore_errors=True)
 
 
+# --- [main] knobs that shape the process ---
+
+@test
+def use_reservoir_populates_ram():
+    vm = VM(cpus=1, memory=64, extra_main="use_reservoir = true")
+    try:
+        vm.boot(1, 64)
+        rss = vm_rss_kib(vm)
+        check(rss >= 64 * 1024, "RSS %d KiB: guest RAM not populated up front" % rss)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def cpu_binding_upper_half_pins_vcpus():
+    ncpu = os.cpu_count()
+    vm = VM(cpus=1, memory=64, extra_main='cpu_binding = "upper-half"')
+    try:
+        vm.boot(1, 64)
+        pinned = []
+        for tid in os.listdir("/proc/%d/task" % vm.proc.pid):
+            with open("/proc/%d/task/%s/comm" % (vm.proc.pid, tid)) as f:
+                if f.read().strip() != "vcpu0":
+                    continue
+            with open("/proc/%d/task/%s/status" % (vm.proc.pid, tid)) as f:
+                pinned = [l.split()[1] for l in f if l.startswith("Cpus_allowed_list")]
+        check(pinned == [str(ncpu - 1)], "vcpu0 allowed on %s, want %d" % (pinned, ncpu - 1))
+        vm.proc.send_signal(signal.SIGTERM)
+        vm.wait()
+    finally:
+        vm.cleanup()
+
+
 # --- logging ---
 
 @test
