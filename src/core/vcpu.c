@@ -136,10 +136,16 @@ static void log_internal_error(struct vcpu *v)
     memset(&sregs, 0, sizeof(sregs));
     ioctl(v->fd, KVM_GET_REGS, &regs);
     ioctl(v->fd, KVM_GET_SREGS, &sregs);
-    log_error("vCPU %u: KVM internal error (suberror %u) at cs:rip %04x:%016llx (cs base 0x%llx, "
+    bool emulation = v->run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION;
+    log_error("vCPU %u: KVM internal error (suberror %u%s) at cs:rip %04x:%016llx (cs base 0x%llx, "
               "cr0 0x%llx)",
-              v->id, v->run->internal.suberror, sregs.cs.selector, (unsigned long long)regs.rip,
-              (unsigned long long)sregs.cs.base, (unsigned long long)sregs.cr0);
+              v->id, v->run->internal.suberror,
+              emulation ? ": the host KVM could not emulate an instruction" : "",
+              sregs.cs.selector, (unsigned long long)regs.rip, (unsigned long long)sregs.cs.base,
+              (unsigned long long)sregs.cr0);
+    if (emulation)
+        log_error("this host's KVM may lack hardware virtualization for this guest (nested or "
+                  "paravirtual KVM); real firmware and kernels run in the nested rig, see README");
 }
 
 /* Returns false when the vCPU must stop running. */
