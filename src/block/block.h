@@ -76,4 +76,31 @@ static inline int block_submit(struct block_backend *be, struct block_request *r
     return be->ops->submit(be, req);
 }
 
+/* What the file and mem-async back ends guarantee on top of the above:
+ * - submit returns 0 and never completes inline: every request, including
+ *   one refused without I/O (-EINVAL for a range past the end or iovecs not
+ *   summing to len, -EROFS for WRITE/DISCARD/WRITE_ZEROES on a read-only
+ *   disk, -EOPNOTSUPP for an unknown op), completes on a back-end thread.
+ *   The device may submit from its completion callback, but must not call
+ *   drain or destroy there.
+ * - offset/len need not be block-aligned; only the range is checked.
+ * - file: a WRITE completes once its data is in the page cache (it survives
+ *   the VMM being killed), a FLUSH once fdatasync returned (it survives the
+ *   host crashing); with skip_flush a FLUSH completes at once. A FLUSH on a
+ *   read-only disk completes at once. DISCARD punches a hole (reads return
+ *   zeroes) or, where that is unsupported, does nothing and succeeds.
+ * - mem-async: reads of never-written blocks return zeroes; DISCARD zeroes. */
+
+static inline void block_drain(struct block_backend *be)
+{
+    be->ops->drain(be);
+}
+
+/* Drains, stops the back end's threads, closes and frees it. NULL is fine. */
+static inline void block_backend_destroy(struct block_backend *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}
+
 #endif
