@@ -1,0 +1,954 @@
+/* pci-virtio-block over a fake back end (synchronous, or asynchronous with
+ * completions from another thread): configuration and features, read,
+ * write, flush, GET_ID, discard, write-zeroes, error statuses, read-only
+ * and 4 KiB disks, several queues with requests in flight, reset draining
+ * in-flight requests, a hostile guest exhausting the request pool, and a
+ * broken device leaving its neighbour alone. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "core/bus.h"
+#include "pci/pci.h"
+#include "virtio/virtio_blk.h"
+
+/* ---- Guest memory: 4 MiB of RAM at 0. ---- */
+
+#define RAM_SIZE 0x400000ull
+static uint8_t *ram;
+static struct guest_mem mem;
+
+static uint8_t *host(uint64_t gpa)
+{
+    assert_true(gpa < RAM_SIZE);
+    return ram + gpa;
+}
+
+static void put16(uint64_t gpa, uint16_t v)
+{
+    __atomic_store_n((uint16_t *)(void *)host(gpa), v, __ATOMIC_SEQ_CST);
+}
+
+static uint16_t get16(uint64_t gpa)
+{
+    return __atomic_load_n((uint16_t *)(void *)host(gpa), __ATOMIC_SEQ_CST);
+}
+
+static uint32_t get32(uint64_t gpa)
+{
+    uint32_t v;
+    memcpy(&v, host(gpa), 4);
+    return v;
+}
+
+static void put32(uint64_t gpa, uint32_t v)
+{
+    memcpy(host(gpa), &v, 4);
+}
+
+static void put64(uint64_t gpa, uint64_t v)
+{
+    memcpy(host(gpa), &v, 8);
+}
+
+/* ---- Fake back end ---- */
+
+#define MAX_PENDING 1024
+
+struct fake_be {
+    struct block_backend be;
+    uint8_t *disk;
+    bool async;
+    int fail_status;
+    pthread_mutex_t lock;
+    struct block_request *pending[MAX_PENDING];
+    unsigned npending, max_pending;
+    unsigned reads, writes, flushes, discards, wzs, drains;
+    uint64_t last_offset, last_len;
+};
+
+static int perform(struct fake_be *f, struct block_request *req)
+{
+    if (f->fail_status)
+        return f->fail_status;
+    uint8_t *at = f->disk + req->offset;
+    if (req->offset > f->be.info.size || req->len > f->be.info.size - req->offset)
+        return -EINVAL;
+    switch (req->op) {
+    case BLOCK_OP_READ:
+        for (unsigned i = 0; i < req->iovcnt; i++) {
+            memcpy(req->iov[i].iov_base, at, req->iov[i].iov_len);
+            at += req->iov[i].iov_len;
+        }
+        f->reads++;
+        break;
+    case BLOCK_OP_WRITE:
+        for (unsigned i = 0; i < req->iovcnt; i++) {
+            memcpy(at, req->iov[i].iov_base, req->iov[i].iov_len);
+            at += req->iov[i].iov_len;
+        }
+        f->writes++;
+        break;
+    case BLOCK_OP_FLUSH:
+        f->flushes++;
+        break;
+    case BLOCK_OP_DISCARD:
+        memset(at, 0, req->len);
+        f->discards++;
+        break;
+    case BLOCK_OP_WRITE_ZEROES:
+        memset(at, 0, req->len);
+        f->wzs++;
+        break;
+    }
+    f->last_offset = req->offset;
+    f->last_len = req->len;
+    return 0;
+}
+
+static int fake_submit(struct block_backend *be, struct block_request *req)
+{
+    struct fake_be *f = container_of(be, struct fake_be, be);
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < req->iovcnt; i++)
+        sum += req->iov[i].iov_len;
+    if ((req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE) && sum != req->len)
+        return -EINVAL;
+    pthread_mutex_lock(&f->lock);
+    if (f->async) {
+        assert_true(f->npending < MAX_PENDING);
+        f->pending[f->npending++] = req;
+        if (f->npending > f->max_pending)
+            f->max_pending = f->npending;
+        pthread_mutex_unlock(&f->lock);
+        return 0;
+    }
+    int status = perform(f, req);
+    pthread_mutex_unlock(&f->lock);
+    req->complete(req, status);
+    return 0;
+}
+
+/* Completes up to n pending requests, newest first. */
+static void fake_complete_n(struct fake_be *f, unsigned n)
+{
+    for (; n > 0; n--) {
+        pthread_mutex_lock(&f->lock);
+        if (f->npending == 0) {
+            pthread_mutex_unlock(&f->lock);
+            return;
+        }
+        struct block_request *req = f->pending[--f->npending];
+        int status = perform(f, req);
+        pthread_mutex_unlock(&f->lock);
+        req->complete(req, status);
+    }
+}
+
+static void fake_complete_all(struct fake_be *f)
+{
+    fake_complete_n(f, ~0u);
+}
+
+static void fake_drain(struct block_backend *be)
+{
+    struct fake_be *f = container_of(be, struct fake_be, be);
+    __atomic_fetch_add(&f->drains, 1, __ATOMIC_SEQ_CST);
+    fake_complete_all(f);
+}
+
+static void fake_destroy(struct block_backend *be)
+{
+}
+
+static const struct block_backend_ops fake_ops = {fake_submit, fake_drain, fake_destroy};
+
+static unsigned pending(struct fake_be *f)
+{
+    pthread_mutex_lock(&f->lock);
+    unsigned n = f->npending;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+/* ---- Devices under test ---- */
+
+struct ring {
+    uint64_t desc, avail, used;
+    uint16_t size, avail_idx;
+};
+
+struct tdev {
+    struct fake_be fb;
+    struct virtio_blk *blk;
+    struct virtio_pci *vp;
+    struct ring rings[2];
+    uint64_t scratch; /* request headers and statuses */
+    uint64_t data;    /* data buffers */
+};
+
+struct opts {
+    uint64_t size;
+    uint32_t block_size;
+    bool read_only;
+    bool async;
+    unsigned queues;
+    uint8_t slot;
+    uint64_t base; /* where this device's rings and buffers go */
+};
+
+static struct bus pio, mmio;
+static struct pci_bus pcibus;
+static struct tdev dev;
+static unsigned msi_count;
+
+static void fake_msi(void *opaque, uint64_t addr, uint32_t data)
+{
+    __atomic_fetch_add(&msi_count, 1, __ATOMIC_SEQ_CST);
+}
+
+static void fake_router(void *opaque, uint8_t devfn, unsigned pin, bool level)
+{
+}
+
+static void tdev_create(struct tdev *t, const struct opts *o)
+{
+    memset(t, 0, sizeof(*t));
+    t->fb.disk = calloc(1, o->size);
+    assert_non_null(t->fb.disk);
+    pthread_mutex_init(&t->fb.lock, NULL);
+    t->fb.async = o->async;
+    t->fb.be.ops = &fake_ops;
+    t->fb.be.name = "disk0";
+    t->fb.be.info = (struct block_info){
+        .size = o->size,
+        .block_size = o->block_size,
+        .read_only = o->read_only,
+        .can_discard = !o->read_only,
+        .can_write_zeroes = !o->read_only,
+        .volatile_cache = true,
+        .workers = 4,
+    };
+    struct virtio_blk_params p = {
+        .name = "vblk",
+        .backend = &t->fb.be,
+        .num_queues = o->queues,
+        .mem = &mem,
+        .machine = NULL,
+        .msix_sink = {.signal_msi = fake_msi},
+    };
+    t->blk = virtio_blk_create(&p);
+    assert_non_null(t->blk);
+    t->vp = virtio_blk_transport(t->blk);
+    assert_int_equal(pci_bus_add(&pcibus, virtio_blk_pci(t->blk), PCI_DEVFN(o->slot, 0)), 0);
+    pci_device_config_write(virtio_blk_pci(t->blk), PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    for (unsigned q = 0; q < 2; q++) {
+        uint64_t b = o->base + q * 0x10000;
+        t->rings[q] = (struct ring){.desc = b, .avail = b + 0x1000, .used = b + 0x2000, .size = 16};
+    }
+    t->scratch = o->base + 0x20000;
+    t->data = o->base + 0x40000;
+}
+
+static void tdev_destroy(struct tdev *t)
+{
+    struct pci_device *pdev = virtio_blk_pci(t->blk);
+    pdev->dev.ops->destroy(&pdev->dev);
+    pthread_mutex_destroy(&t->fb.lock);
+    free(t->fb.disk);
+}
+
+static uint64_t bar_read(struct tdev *t, unsigned bar, uint64_t off, unsigned size)
+{
+    const struct pci_bar *b = &t->vp->pci.bars[bar];
+    return b->ops->read(b->opaque, off, size);
+}
+
+static void bar_write(struct tdev *t, unsigned bar, uint64_t off, unsigned size, uint64_t v)
+{
+    const struct pci_bar *b = &t->vp->pci.bars[bar];
+    b->ops->write(b->opaque, off, size, v);
+}
+
+static void common_w(struct tdev *t, unsigned off, unsigned size, uint64_t v)
+{
+    bar_write(t, VIRTIO_PCI_BAR_MODERN, off, size, v);
+}
+
+static uint64_t common_r(struct tdev *t, unsigned off, unsigned size)
+{
+    return bar_read(t, VIRTIO_PCI_BAR_MODERN, off, size);
+}
+
+static uint64_t cfg_r(struct tdev *t, unsigned off, unsigned size)
+{
+    return bar_read(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + off, size);
+}
+
+static uint64_t device_features(struct tdev *t)
+{
+    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 0);
+    uint64_t lo = common_r(t, VIRTIO_COMMON_DF, 4);
+    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 1);
+    return lo | common_r(t, VIRTIO_COMMON_DF, 4) << 32;
+}
+
+static void ring_clear(struct ring *r)
+{
+    memset(host(r->desc), 0, 16ull * r->size);
+    memset(host(r->avail), 0, 6 + 2ull * r->size);
+    memset(host(r->used), 0, 6 + 8ull * r->size);
+    r->avail_idx = 0;
+}
+
+/* Drives the modern interface to DRIVER_OK with `features` and nq queues. */
+static void bring_up(struct tdev *t, uint64_t features, unsigned nq)
+{
+    common_w(t, VIRTIO_COMMON_STATUS, 1, 0);
+    common_w(t, VIRTIO_COMMON_STATUS, 1, 1);
+    common_w(t, VIRTIO_COMMON_STATUS, 1, 3);
+    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 0);
+    common_w(t, VIRTIO_COMMON_GF, 4, (uint32_t)features);
+    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 1);
+    common_w(t, VIRTIO_COMMON_GF, 4, features >> 32);
+    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0b);
+    for (unsigned q = 0; q < nq; q++) {
+        struct ring *r = &t->rings[q];
+        ring_clear(r);
+        common_w(t, VIRTIO_COMMON_Q_SELECT, 2, q);
+        common_w(t, VIRTIO_COMMON_Q_SIZE, 2, r->size);
+        common_w(t, VIRTIO_COMMON_Q_DESC, 8, r->desc);
+        common_w(t, VIRTIO_COMMON_Q_AVAIL, 8, r->avail);
+        common_w(t, VIRTIO_COMMON_Q_USED, 8, r->used);
+        common_w(t, VIRTIO_COMMON_Q_ENABLE, 2, 1);
+    }
+    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0f);
+    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0f);
+}
+
+static void set_desc_at(uint64_t table, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
+                        uint16_t next)
+{
+    uint8_t *d = host(table + 16ull * i);
+    memcpy(d, &addr, 8);
+    memcpy(d + 8, &len, 4);
+    memcpy(d + 12, &flags, 2);
+    memcpy(d + 14, &next, 2);
+}
+
+static void avail_add(struct ring *r, uint16_t head)
+{
+    put16(r->avail + 4 + 2u * (r->avail_idx % r->size), head);
+    r->avail_idx++;
+    put16(r->avail + 2, r->avail_idx);
+}
+
+static void notify(struct tdev *t, unsigned q)
+{
+    bar_write(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * q, 2, q);
+}
+
+static uint16_t used_idx(const struct ring *r)
+{
+    return get16(r->used + 2);
+}
+
+static uint32_t used_len_at(const struct ring *r, unsigned i)
+{
+    return get32(r->used + 4 + 8ull * (i % r->size) + 4);
+}
+
+static bool wait_used(const struct ring *r, uint16_t target)
+{
+    for (int i = 0; i < 8000; i++) {
+        if (used_idx(r) == target)
+            return true;
+        struct timespec ts = {0, 250000};
+        nanosleep(&ts, NULL);
+    }
+    return used_idx(r) == target;
+}
+
+static bool wait_pending(struct fake_be *f, unsigned n)
+{
+    for (int i = 0; i < 8000; i++) {
+        if (pending(f) == n)
+            return true;
+        struct timespec ts = {0, 250000};
+        nanosleep(&ts, NULL);
+    }
+    return pending(f) == n;
+}
+
+/* Request slot s: header at scratch + 0x40 s, status at + 0x20. */
+static uint64_t hdr_gpa(struct tdev *t, unsigned s)
+{
+    return t->scratch + 0x40ull * s;
+}
+
+static uint8_t status_of(struct tdev *t, unsigned s)
+{
+    return *host(hdr_gpa(t, s) + 0x20);
+}
+
+/* A three-part request (header, optional data, status) at descriptors
+ * d, d+1, d+2 of queue q, using request slot s. */
+static void post(struct tdev *t, unsigned q, uint16_t d, unsigned s, uint32_t type, uint64_t sector,
+                 uint64_t data, uint32_t len, bool data_writable)
+{
+    struct ring *r = &t->rings[q];
+    uint64_t h = hdr_gpa(t, s);
+    put32(h, type);
+    put32(h + 4, 0);
+    put64(h + 8, sector);
+    *host(h + 0x20) = 0xee;
+    uint16_t next = (uint16_t)(d + 1);
+    set_desc_at(r->desc, d, h, 16, VIRTQ_DESC_F_NEXT, next);
+    if (len) {
+        set_desc_at(r->desc, next, data, len,
+                    VIRTQ_DESC_F_NEXT | (data_writable ? VIRTQ_DESC_F_WRITE : 0),
+                    (uint16_t)(next + 1));
+        next++;
+    }
+    set_desc_at(r->desc, next, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
+    avail_add(r, d);
+}
+
+/* Posts one request, notifies, waits, returns its status. */
+static uint8_t run(struct tdev *t, uint32_t type, uint64_t sector, uint64_t data, uint32_t len,
+                   bool data_writable)
+{
+    struct ring *r = &t->rings[0];
+    post(t, 0, 0, 0, type, sector, data, len, data_writable);
+    notify(t, 0);
+    assert_true(wait_used(r, r->avail_idx));
+    return status_of(t, 0);
+}
+
+#define F_V1 (1ull << VIRTIO_F_VERSION_1)
+#define F_INDIRECT (1ull << VIRTIO_RING_F_INDIRECT_DESC)
+#define F_BLK(x) (1ull << (x))
+#define STD_FEATURES                                                                               \
+    (F_V1 | F_BLK(VIRTIO_BLK_F_SEG_MAX) | F_BLK(VIRTIO_BLK_F_BLK_SIZE) |                           \
+     F_BLK(VIRTIO_BLK_F_FLUSH) | F_BLK(VIRTIO_BLK_F_DISCARD) | F_BLK(VIRTIO_BLK_F_WRITE_ZEROES))
+
+static void common_setup(void)
+{
+    ram = aligned_alloc(4096, RAM_SIZE);
+    assert_non_null(ram);
+    memset(ram, 0, RAM_SIZE);
+    memset(&mem, 0, sizeof(mem));
+    assert_true(guest_mem_add(&mem, 0, RAM_SIZE, ram, false));
+    bus_init(&pio, "pio");
+    bus_init(&mmio, "mmio");
+    pci_bus_init(&pcibus, &pio, &mmio);
+    pci_bus_set_intx_router(&pcibus, (struct pci_intx_router){fake_router, NULL});
+    msi_count = 0;
+}
+
+static void common_teardown(void)
+{
+    pci_bus_destroy(&pcibus);
+    bus_destroy(&pio);
+    bus_destroy(&mmio);
+    free(ram);
+}
+
+static int setup(void **state)
+{
+    common_setup();
+    struct opts o = {.size = 1 << 20, .block_size = 512, .queues = 2, .slot = 5, .base = 0x100000};
+    tdev_create(&dev, &o);
+    return 0;
+}
+
+static int setup_async(void **state)
+{
+    common_setup();
+    struct opts o = {.size = 1 << 20,
+                     .block_size = 512,
+                     .queues = 2,
+                     .slot = 5,
+                     .base = 0x100000,
+                     .async = true};
+    tdev_create(&dev, &o);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    tdev_destroy(&dev);
+    common_teardown();
+    return 0;
+}
+
+/* ======================= Tests ======================= */
+
+static void test_identity_config_features(void **state)
+{
+    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    assert_int_equal(pci_device_config_read(pdev, PCI_VENDOR_ID, 4), 0x10011af4);
+    assert_int_equal(pci_device_config_read(pdev, PCI_SUBSYSTEM_VENDOR_ID, 4), 0x00021af4);
+    assert_int_equal(pci_device_config_read(pdev, PCI_REVISION_ID, 4), 0x01000000);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_SIZE_MAX, 4), 0);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_SEG_MAX, 4), VIRTIO_BLK_SEG_MAX);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_BLK_SIZE, 4), 512);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_NUM_QUEUES, 2), 2);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, 4),
+                     VIRTIO_BLK_MAX_DISCARD_SECTORS);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 1);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 1);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_WZ_SEG, 4), 1);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_WZ_MAY_UNMAP, 1), 0);
+    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CONFIG_SIZE, 4), 0); /* past the end */
+    /* The legacy window carries the same configuration. */
+    assert_int_equal(bar_read(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX, 4), 2048);
+    uint64_t f = device_features(&dev);
+    assert_int_equal(f & STD_FEATURES, STD_FEATURES);
+    assert_true(f & F_BLK(VIRTIO_BLK_F_MQ));
+    assert_false(f & F_BLK(VIRTIO_BLK_F_RO));
+    assert_true(f & F_INDIRECT);
+    assert_true(f & (1ull << VIRTIO_RING_F_EVENT_IDX));
+    assert_int_equal(common_r(&dev, VIRTIO_COMMON_NUMQ, 2), 2);
+    common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, 0);
+    assert_int_equal(common_r(&dev, VIRTIO_COMMON_Q_SIZE, 2), VIRTIO_BLK_QUEUE_SIZE);
+}
+
+static void test_write_then_read(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 2);
+    struct ring *r = &dev.rings[0];
+    uint64_t src = dev.data, dst = dev.data + 0x10000;
+    for (unsigned i = 0; i < 4096; i++)
+        *host(src + i) = (uint8_t)(i * 7 + 1);
+    /* Write 4 KiB at sector 8, the data in two descriptors. */
+    uint64_t h = hdr_gpa(&dev, 1);
+    put32(h, VIRTIO_BLK_T_OUT);
+    put64(h + 8, 8);
+    set_desc_at(r->desc, 4, h, 16, VIRTQ_DESC_F_NEXT, 5);
+    set_desc_at(r->desc, 5, src, 1024, VIRTQ_DESC_F_NEXT, 6);
+    set_desc_at(r->desc, 6, src + 1024, 3072, VIRTQ_DESC_F_NEXT, 7);
+    set_desc_at(r->desc, 7, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
+    avail_add(r, 4);
+    notify(&dev, 0);
+    assert_true(wait_used(r, 1));
+    assert_int_equal(status_of(&dev, 1), VIRTIO_BLK_S_OK);
+    assert_int_equal(used_len_at(r, 0), 1);
+    assert_memory_equal(dev.fb.disk + 8 * 512, host(src), 4096);
+    /* Read it back into another buffer. */
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 8, dst, 4096, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(used_len_at(r, 1), 4097);
+    assert_memory_equal(host(dst), host(src), 4096);
+    assert_int_equal(dev.fb.reads, 1);
+    assert_int_equal(dev.fb.writes, 1);
+    assert_int_equal(dev.fb.last_offset, 4096);
+    /* The last sector of the disk. */
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 2047, dst, 512, true), VIRTIO_BLK_S_OK);
+}
+
+static void test_any_layout(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 1);
+    struct ring *r = &dev.rings[0];
+    /* OUT: header and data in one buffer. */
+    uint64_t b = dev.data;
+    put32(b, VIRTIO_BLK_T_OUT);
+    put32(b + 4, 0);
+    put64(b + 8, 2);
+    memset(host(b + 16), 0xab, 512);
+    set_desc_at(r->desc, 0, b, 16 + 512, VIRTQ_DESC_F_NEXT, 1);
+    set_desc_at(r->desc, 1, b + 0x1000, 1, VIRTQ_DESC_F_WRITE, 0);
+    avail_add(r, 0);
+    notify(&dev, 0);
+    assert_true(wait_used(r, 1));
+    assert_int_equal(*host(b + 0x1000), VIRTIO_BLK_S_OK);
+    assert_int_equal(dev.fb.disk[2 * 512], 0xab);
+    assert_int_equal(dev.fb.disk[3 * 512 - 1], 0xab);
+    /* IN: header split over two buffers; data and status in one. */
+    uint64_t h = dev.data + 0x2000, d = dev.data + 0x3000;
+    put32(h, VIRTIO_BLK_T_IN);
+    put32(h + 4, 0);
+    put64(h + 8, 2);
+    set_desc_at(r->desc, 2, h, 5, VIRTQ_DESC_F_NEXT, 3);
+    set_desc_at(r->desc, 3, h + 5, 11, VIRTQ_DESC_F_NEXT, 4);
+    set_desc_at(r->desc, 4, d, 513, VIRTQ_DESC_F_WRITE, 0);
+    *host(d + 512) = 0xee;
+    avail_add(r, 2);
+    notify(&dev, 0);
+    assert_true(wait_used(r, 2));
+    assert_int_equal(*host(d + 512), VIRTIO_BLK_S_OK);
+    assert_int_equal(*host(d), 0xab);
+    assert_int_equal(*host(d + 511), 0xab);
+}
+
+static void test_flush_and_get_id(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 1);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(dev.fb.flushes, 1);
+    memset(host(dev.data), 0x77, 64);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_GET_ID, 0, dev.data, 20, true), VIRTIO_BLK_S_OK);
+    assert_memory_equal(host(dev.data), "disk0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
+    assert_int_equal(*host(dev.data + 20), 0x77);
+    /* A short ID buffer gets what fits. */
+    memset(host(dev.data), 0x77, 64);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_GET_ID, 0, dev.data, 3, true), VIRTIO_BLK_S_OK);
+    assert_memory_equal(host(dev.data), "dis\x77", 4);
+}
+
+static void put_segment(uint64_t gpa, uint64_t sector, uint32_t n, uint32_t flags)
+{
+    put64(gpa, sector);
+    put32(gpa + 8, n);
+    put32(gpa + 12, flags);
+}
+
+static void test_discard_and_write_zeroes(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 1);
+    memset(dev.fb.disk, 0xff, 1 << 20);
+    uint64_t seg = dev.data;
+    put_segment(seg, 4, 4, VIRTIO_BLK_WZ_F_UNMAP);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 16, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(dev.fb.wzs, 1);
+    assert_int_equal(dev.fb.last_offset, 2048);
+    assert_int_equal(dev.fb.last_len, 2048);
+    assert_int_equal(dev.fb.disk[2047], 0xff);
+    assert_int_equal(dev.fb.disk[2048], 0);
+    assert_int_equal(dev.fb.disk[4095], 0);
+    assert_int_equal(dev.fb.disk[4096], 0xff);
+    put_segment(seg, 100, 8, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 16, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(dev.fb.discards, 1);
+    assert_int_equal(dev.fb.last_offset, 100 * 512);
+    /* Unmap on discard, unknown flags, two segments, a bad length: UNSUPP. */
+    put_segment(seg, 0, 1, VIRTIO_BLK_WZ_F_UNMAP);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 16, false), VIRTIO_BLK_S_UNSUPP);
+    put_segment(seg, 0, 1, 0x2);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 16, false), VIRTIO_BLK_S_UNSUPP);
+    put_segment(seg, 0, 1, 0);
+    put_segment(seg + 16, 8, 1, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 32, false), VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 12, false), VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, 0, 0, false), VIRTIO_BLK_S_UNSUPP);
+    /* Out of range, or too many sectors: IOERR. */
+    put_segment(seg, 2040, 16, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 16, false), VIRTIO_BLK_S_IOERR);
+    put_segment(seg, ~0ull, 1, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_WRITE_ZEROES, 0, seg, 16, false), VIRTIO_BLK_S_IOERR);
+    put_segment(seg, 0, VIRTIO_BLK_MAX_DISCARD_SECTORS + 1, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 16, false), VIRTIO_BLK_S_IOERR);
+    /* Zero sectors: nothing to do. */
+    put_segment(seg, 0, 0, 0);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_DISCARD, 0, seg, 16, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(dev.fb.discards, 1);
+    assert_int_equal(dev.fb.wzs, 1);
+}
+
+static void test_error_statuses(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 1);
+    struct ring *r = &dev.rings[0];
+    uint64_t d = dev.data;
+    /* Past the end, far past the end (sector * 512 overflows), straddling. */
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 2048, d, 512, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 1ull << 60, d, 512, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_OUT, 2047, d, 1024, false), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_OUT, ~0ull, d, 512, false), VIRTIO_BLK_S_IOERR);
+    /* A length that is not a whole number of sectors. */
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 0, d, 100, true), VIRTIO_BLK_S_IOERR);
+    /* Unknown request types. */
+    assert_int_equal(run(&dev, 99, 0, 0, 0, false), VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(run(&dev, 10, 0, d, 4, true), VIRTIO_BLK_S_UNSUPP); /* GET_LIFETIME */
+    /* A header shorter than 16 bytes. */
+    uint64_t h = hdr_gpa(&dev, 2);
+    put32(h, VIRTIO_BLK_T_IN);
+    set_desc_at(r->desc, 8, h, 8, VIRTQ_DESC_F_NEXT, 9);
+    set_desc_at(r->desc, 9, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
+    avail_add(r, 8);
+    notify(&dev, 0);
+    assert_true(wait_used(r, r->avail_idx));
+    assert_int_equal(status_of(&dev, 2), VIRTIO_BLK_S_IOERR);
+    /* No writable byte for a status: returned with length 0. */
+    set_desc_at(r->desc, 10, h, 16, 0, 0);
+    avail_add(r, 10);
+    notify(&dev, 0);
+    assert_true(wait_used(r, r->avail_idx));
+    assert_int_equal(used_len_at(r, r->avail_idx - 1), 0);
+    /* The back end fails. */
+    dev.fb.fail_status = -EIO;
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 0, d, 512, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_IOERR);
+    dev.fb.fail_status = -EOPNOTSUPP;
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_UNSUPP);
+    dev.fb.fail_status = 0;
+    /* None of this broke the device. */
+    assert_false(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 0, d, 512, true), VIRTIO_BLK_S_OK);
+}
+
+static void test_read_only(void **state)
+{
+    common_setup();
+    struct tdev t;
+    struct opts o = {.size = 1 << 20,
+                     .block_size = 512,
+                     .queues = 1,
+                     .slot = 6,
+                     .base = 0x100000,
+                     .read_only = true};
+    tdev_create(&t, &o);
+    uint64_t f = device_features(&t);
+    assert_true(f & F_BLK(VIRTIO_BLK_F_RO));
+    assert_false(f & F_BLK(VIRTIO_BLK_F_DISCARD));
+    assert_false(f & F_BLK(VIRTIO_BLK_F_WRITE_ZEROES));
+    assert_false(f & F_BLK(VIRTIO_BLK_F_MQ));
+    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 0);
+    /* Asking for a feature that is not offered: FEATURES_OK refused. */
+    common_w(&t, VIRTIO_COMMON_STATUS, 1, 1);
+    common_w(&t, VIRTIO_COMMON_STATUS, 1, 3);
+    common_w(&t, VIRTIO_COMMON_GFSELECT, 4, 0);
+    common_w(&t, VIRTIO_COMMON_GF, 4, 1u << VIRTIO_BLK_F_DISCARD);
+    common_w(&t, VIRTIO_COMMON_GFSELECT, 4, 1);
+    common_w(&t, VIRTIO_COMMON_GF, 4, 1);
+    common_w(&t, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(common_r(&t, VIRTIO_COMMON_STATUS, 1), 0x03);
+    bring_up(&t, F_V1 | F_BLK(VIRTIO_BLK_F_RO), 1);
+    memset(t.fb.disk, 0x42, 512);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_OUT, 0, t.data, 512, false), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(t.fb.writes, 0);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 0, t.data, 512, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(*host(t.data), 0x42);
+    put_segment(t.data + 0x1000, 0, 1, 0);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_DISCARD, 0, t.data + 0x1000, 16, false),
+                     VIRTIO_BLK_S_UNSUPP);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_WRITE_ZEROES, 0, t.data + 0x1000, 16, false),
+                     VIRTIO_BLK_S_UNSUPP);
+    tdev_destroy(&t);
+    common_teardown();
+}
+
+static void test_4k_blocks(void **state)
+{
+    common_setup();
+    struct tdev t;
+    struct opts o = {.size = 1 << 20, .block_size = 4096, .queues = 1, .slot = 6, .base = 0x100000};
+    tdev_create(&t, &o);
+    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_BLK_SIZE, 4), 4096);
+    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
+    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 8);
+    bring_up(&t, STD_FEATURES, 1);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 1, t.data, 4096, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 0, t.data, 512, true), VIRTIO_BLK_S_IOERR);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 8, t.data, 4096, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 2040, t.data, 4096, true), VIRTIO_BLK_S_OK);
+    put_segment(t.data + 0x2000, 4, 8, 0);
+    assert_int_equal(run(&t, VIRTIO_BLK_T_DISCARD, 0, t.data + 0x2000, 16, false),
+                     VIRTIO_BLK_S_IOERR);
+    tdev_destroy(&t);
+    common_teardown();
+}
+
+struct completer {
+    struct fake_be *fb;
+    unsigned want;
+};
+
+static void *complete_thread(void *arg)
+{
+    struct completer *c = arg;
+    if (!wait_pending(c->fb, c->want))
+        return (void *)1;
+    fake_complete_all(c->fb);
+    return NULL;
+}
+
+static void test_async_multiqueue(void **state)
+{
+    bring_up(&dev, STD_FEATURES | (1ull << VIRTIO_RING_F_EVENT_IDX) | F_BLK(VIRTIO_BLK_F_MQ), 2);
+    /* MSI-X with one vector per queue. */
+    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    pci_device_config_write(pdev, dev.vp->msix.cap + 2, 2, MSIX_CONTROL_ENABLE);
+    for (unsigned v = 0; v < 3; v++) {
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
+    }
+    for (unsigned q = 0; q < 2; q++) {
+        common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, q);
+        common_w(&dev, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
+    }
+    /* Five reads on each queue (three descriptors each), all in flight. */
+    for (unsigned q = 0; q < 2; q++) {
+        for (unsigned i = 0; i < 5; i++) {
+            unsigned slot = q * 8 + i;
+            memset(dev.fb.disk + slot * 512, (int)slot + 1, 512);
+            post(&dev, q, (uint16_t)(3 * i), slot, VIRTIO_BLK_T_IN, slot,
+                 dev.data + 0x1000ull * slot, 512, true);
+        }
+        notify(&dev, q);
+    }
+    struct completer c = {&dev.fb, 10};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, complete_thread, &c), 0);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_null(ret);
+    for (unsigned q = 0; q < 2; q++) {
+        assert_true(wait_used(&dev.rings[q], 5));
+        for (unsigned i = 0; i < 5; i++) {
+            unsigned slot = q * 8 + i;
+            assert_int_equal(status_of(&dev, slot), VIRTIO_BLK_S_OK);
+            assert_int_equal(*host(dev.data + 0x1000ull * slot), slot + 1);
+        }
+    }
+    assert_int_equal(dev.fb.max_pending, 10);
+    /* Interrupts follow the used-ring update: allow them a moment. */
+    for (int i = 0; i < 2000 && __atomic_load_n(&msi_count, __ATOMIC_SEQ_CST) < 2; i++) {
+        struct timespec ts = {0, 500000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(__atomic_load_n(&msi_count, __ATOMIC_SEQ_CST) >= 2);
+}
+
+static void test_reset_drains_in_flight(void **state)
+{
+    bring_up(&dev, STD_FEATURES, 1);
+    for (unsigned i = 0; i < 4; i++)
+        post(&dev, 0, (uint16_t)(3 * i), i, VIRTIO_BLK_T_IN, i, dev.data + 0x1000ull * i, 512,
+             true);
+    notify(&dev, 0);
+    assert_true(wait_pending(&dev.fb, 4));
+    /* The driver resets: the write returns once nothing is in flight. */
+    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 0);
+    assert_int_equal(pending(&dev.fb), 0);
+    assert_true(dev.fb.drains >= 1);
+    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0);
+    /* Everything completed before the reset finished. */
+    assert_int_equal(used_idx(&dev.rings[0]), 4);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(status_of(&dev, i), VIRTIO_BLK_S_OK);
+    /* The device reset op does the same with requests in flight. */
+    bring_up(&dev, STD_FEATURES, 1);
+    post(&dev, 0, 0, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    notify(&dev, 0);
+    assert_true(wait_pending(&dev.fb, 1));
+    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    pdev->dev.ops->reset(&pdev->dev);
+    assert_int_equal(pending(&dev.fb), 0);
+    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0);
+}
+
+static void test_hostile_pool_exhaustion(void **state)
+{
+    /* Queue of 4 and indirect chains: one descriptor per request. A
+     * hostile driver keeps posting the same head while it is in flight;
+     * the device never has more than 4 requests out. */
+    struct ring *r = &dev.rings[0];
+    r->size = 4;
+    bring_up(&dev, STD_FEATURES | F_INDIRECT, 1);
+    uint64_t table = dev.scratch + 0x1000, h = hdr_gpa(&dev, 0);
+    put32(h, VIRTIO_BLK_T_IN);
+    put64(h + 8, 0);
+    set_desc_at(table, 0, h, 16, VIRTQ_DESC_F_NEXT, 1);
+    set_desc_at(table, 1, dev.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+    set_desc_at(table, 2, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
+    set_desc_at(r->desc, 0, table, 48, VIRTQ_DESC_F_INDIRECT, 0);
+    for (unsigned i = 0; i < 4; i++)
+        avail_add(r, 0);
+    notify(&dev, 0);
+    assert_true(wait_pending(&dev.fb, 4));
+    for (unsigned i = 0; i < 4; i++)
+        avail_add(r, 0);
+    notify(&dev, 0);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(pending(&dev.fb), 4);
+    fake_complete_n(&dev.fb, 4);
+    assert_true(wait_pending(&dev.fb, 4)); /* the next four, after a kick */
+    fake_complete_n(&dev.fb, 4);
+    assert_true(wait_used(r, 8));
+    assert_int_equal(dev.fb.max_pending, 4);
+    assert_false(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+}
+
+static void test_broken_device_isolated(void **state)
+{
+    struct tdev other;
+    struct opts o = {.size = 1 << 20, .block_size = 512, .queues = 1, .slot = 7, .base = 0x200000};
+    tdev_create(&other, &o);
+    bring_up(&dev, STD_FEATURES, 1);
+    bring_up(&other, STD_FEATURES, 1);
+    /* Device A gets a descriptor loop and a buffer in MMIO space. */
+    struct ring *r = &dev.rings[0];
+    uint64_t h = hdr_gpa(&dev, 0);
+    put32(h, VIRTIO_BLK_T_IN);
+    set_desc_at(r->desc, 0, h, 16, VIRTQ_DESC_F_NEXT, 1);
+    set_desc_at(r->desc, 1, 0xfee00000, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+    set_desc_at(r->desc, 2, h + 0x20, 1, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
+    avail_add(r, 0);
+    notify(&dev, 0);
+    for (int i = 0; i < 4000; i++) {
+        if (common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET)
+            break;
+        struct timespec ts = {0, 500000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_int_equal(used_idx(r), 0);
+    /* Device B carries on. */
+    memset(other.fb.disk, 0x5c, 512);
+    assert_int_equal(run(&other, VIRTIO_BLK_T_IN, 0, other.data, 512, true), VIRTIO_BLK_S_OK);
+    assert_int_equal(*host(other.data), 0x5c);
+    /* And A works again after the driver resets it. */
+    bring_up(&dev, STD_FEATURES, 1);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_OK);
+    tdev_destroy(&other);
+}
+
+static void test_bad_parameters(void **state)
+{
+    struct fake_be fb = {0};
+    fb.be.ops = &fake_ops;
+    fb.be.info = (struct block_info){.size = 1000, .block_size = 512};
+    struct virtio_blk_params p = {.name = "bad", .backend = &fb.be, .mem = &mem};
+    assert_null(virtio_blk_create(&p)); /* size not a multiple of the block size */
+    fb.be.info = (struct block_info){.size = 4096, .block_size = 100};
+    assert_null(virtio_blk_create(&p));
+    fb.be.info = (struct block_info){.size = 4096, .block_size = 512};
+    p.num_queues = 17;
+    assert_null(virtio_blk_create(&p));
+    p.num_queues = 0;
+    p.backend = NULL;
+    assert_null(virtio_blk_create(&p));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_identity_config_features, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_then_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_any_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_and_get_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_discard_and_write_zeroes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_statuses, setup, teardown),
+        cmocka_unit_test(test_read_only),
+        cmocka_unit_test(test_4k_blocks),
+        cmocka_unit_test_setup_teardown(test_async_multiqueue, setup_async, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_drains_in_flight, setup_async, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile_pool_exhaustion, setup_async, teardown),
+        cmocka_unit_test_setup_teardown(test_broken_device_isolated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
