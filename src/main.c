@@ -31,7 +31,11 @@
 #include "devices/uart16550.h"
 #include "firmware/fw_cfg.h"
 #include "firmware/platform.h"
+#include "block/block.h"
+#include "nvme/nvme.h"
+#include "pci/msix.h"
 #include "pci/pci.h"
+#include "virtio/virtio_blk.h"
 
 #define CONSOLE_PATH "./ttya"
 #define DEBUG_OUT_PATH "./debug.out"
@@ -65,6 +69,7 @@ struct vmm {
     struct isa_irq_line ps2_kbd_irq, ps2_aux_irq;
     struct pvpanic pvpanic;
     struct fw_cfg fw_cfg;
+    struct block_backend **backends; /* one per [block_dev], in config order */
     int signal_fd;
     bool started;
     bool halting;
@@ -90,6 +95,8 @@ static int refuse_unsupported(const struct config *cfg)
     }
     for (size_t i = 0; i < cfg->block_dev_count; i++) {
         const struct config_block_dev *bd = &cfg->block_devs[i];
+        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC)
+            continue;
         char key[128];
         snprintf(key, sizeof(key), "block_dev.%s", bd->name);
         config_report(cfg, (struct config_pos){bd->line, bd->column}, key,
@@ -102,6 +109,13 @@ static int refuse_unsupported(const struct config *cfg)
         if (dev->driver == CONFIG_DRIVER_QEMU_PVPANIC && dev->pvpanic.enable_isa && !dev->has_pci)
             continue;
         char key[128];
+        if (dev->driver == CONFIG_DRIVER_VIRTIO_BLOCK || dev->driver == CONFIG_DRIVER_NVME) {
+            if (dev->pci.bus == 0)
+                continue;
+            snprintf(key, sizeof(key), "dev.%s.pci-path", dev->name);
+            config_report(cfg, dev->pci_pos, key, "only PCI bus 0 is supported");
+            return -1;
+        }
         snprintf(key, sizeof(key), "dev.%s", dev->name);
         config_report(cfg, (struct config_pos){dev->line, dev->column}, key,
                       "driver \"%s\" is not yet supported", config_driver_name(dev->driver));
@@ -220,6 +234,80 @@ static int build_isa_devices(struct vmm *vmm)
     return 0;
 }
 
+/* One back end per [block_dev]; devices share them by index. */
+static int open_block_backends(struct vmm *vmm)
+{
+    size_t n = vmm->cfg.block_dev_count;
+    vmm->backends = calloc(n ? n : 1, sizeof(*vmm->backends));
+    if (!vmm->backends)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        vmm->backends[i] = block_backend_open(&vmm->cfg.block_devs[i]);
+        if (!vmm->backends[i])
+            return -1;
+    }
+    return 0;
+}
+
+static void close_block_backends(struct vmm *vmm)
+{
+    for (size_t i = 0; vmm->backends && i < vmm->cfg.block_dev_count; i++)
+        if (vmm->backends[i])
+            block_backend_destroy(vmm->backends[i]);
+    free(vmm->backends);
+    vmm->backends = NULL;
+}
+
+/* Hands a PCI function to the machine (which then owns it) and the bus. */
+static int add_pci_function(struct vmm *vmm, struct pci_device *pdev, const struct config_bdf *bdf)
+{
+    if (machine_add_device(&vmm->machine, &pdev->dev) < 0) {
+        pdev->dev.ops->destroy(&pdev->dev);
+        return -1;
+    }
+    return pci_bus_add(&vmm->pci, pdev, PCI_DEVFN(bdf->dev, bdf->func));
+}
+
+/* The [dev.*] storage devices, in config order. */
+static int build_storage_devices(struct vmm *vmm)
+{
+    struct machine *m = &vmm->machine;
+    for (size_t i = 0; i < vmm->cfg.device_count; i++) {
+        const struct config_device *d = &vmm->cfg.devices[i];
+        struct pci_device *pdev = NULL;
+        if (d->driver == CONFIG_DRIVER_VIRTIO_BLOCK) {
+            unsigned queues = m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus
+                                                                       : VIRTIO_BLK_DEFAULT_QUEUES;
+            struct virtio_blk *blk = virtio_blk_create(&(struct virtio_blk_params){
+                .name = d->name,
+                .backend = vmm->backends[d->blk.block_dev_index],
+                .num_queues = queues,
+                .mem = &m->mem,
+                .machine = m,
+                .msix_sink = msix_machine_sink(m),
+            });
+            if (!blk)
+                return -1;
+            pdev = virtio_blk_pci(blk);
+        } else if (d->driver == CONFIG_DRIVER_NVME) {
+            struct nvme_ctrl *nvme = nvme_create(&(struct nvme_params){
+                .name = d->name,
+                .backend = vmm->backends[d->blk.block_dev_index],
+                .mem = &m->mem,
+                .msix_sink = msix_machine_sink(m),
+            });
+            if (!nvme)
+                return -1;
+            pdev = nvme_pci_device(nvme);
+        } else {
+            continue;
+        }
+        if (add_pci_function(vmm, pdev, &d->pci) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* CPUID as the guest sees it (leaf, subleaf 0), for SMBIOS. */
 static void guest_cpuid(const struct machine *m, uint32_t leaf, uint32_t out[4])
 {
@@ -270,7 +358,7 @@ static int build_firmware_interface(struct vmm *vmm)
 /* The fixed PC devices every VM has, then the configured ones. */
 static int build_machine(struct vmm *vmm)
 {
-    if (build_chipset(vmm) < 0 || build_isa_devices(vmm) < 0)
+    if (build_chipset(vmm) < 0 || build_isa_devices(vmm) < 0 || build_storage_devices(vmm) < 0)
         return -1;
     static const struct {
         const char *name;
@@ -415,6 +503,8 @@ static int run(struct vmm *vmm, const char *config_path)
     if (machine_create(&vmm->machine, &spec) < 0)
         return EXIT_FAILURE_CODE;
     vmm->machine.loop = &vmm->loop;
+    if (open_block_backends(vmm) < 0)
+        return EXIT_FAILURE_CODE;
     /* Only now, with the VM known to be buildable, touch shared state. */
     if (instance_acquire(&vmm->instance, vmm->cfg.main.name) < 0)
         return EXIT_FAILURE_CODE;
@@ -445,6 +535,7 @@ static void teardown(struct vmm *vmm)
     machine_destroy(&vmm->machine);
     if (vmm->pci_ready)
         pci_bus_destroy(&vmm->pci);
+    close_block_backends(vmm); /* after the devices drained their requests */
     instance_release(&vmm->instance);
     event_loop_destroy(&vmm->loop);
     if (vmm->signal_fd >= 0)

@@ -162,7 +162,7 @@ def vm_rss_kib(vm):
 
 
 def leftovers(vm):
-    names = set(os.listdir(vm.dir)) - {"config.toml", "vmm.log", "run", "rom.bin"}
+    names = set(os.listdir(vm.dir)) - {"config.toml", "vmm.log", "run", "rom.bin", "disk1.img"}
     names |= {"run/" + n for n in os.listdir(vm.runtime_dir)}
     return sorted(names)
 
@@ -355,6 +355,30 @@ def register_sweep_survives():
             vm.cleanup()
 
 
+@test
+def storage_devices_attached_and_swept():
+    d = tempfile.mkdtemp(prefix="pst-")
+    with open(os.path.join(d, "disk1.img"), "wb") as f:
+        f.truncate(64 << 20)
+    extra = ('[block_dev.d1]\ntype = "file"\npath = "disk1.img"\n'
+             '[block_dev.m]\ntype = "mem-async"\nsize = 16777216\n'
+             '[dev.vblk]\ndriver = "pci-virtio-block"\nblock_dev = "d1"\npci-path = "0.4.0"\n'
+             '[dev.nvme]\ndriver = "pci-nvme"\nblock_dev = "m"\npci-path = "0.5.0"\n')
+    vm = VM(cpus=2, memory=128, extra=extra, workdir=d)
+    try:
+        c = vm.boot(2, 128)
+        c.line("sweep 11")
+        c.expect("testguest: sweep done", timeout=120)
+        c.line("ping")
+        c.expect("testguest: pong")
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+        out = vm.output()
+        check("AddressSanitizer" not in out and "runtime error" not in out, out[-3000:])
+    finally:
+        vm.cleanup()
+
+
 # --- chipset: reset and power-off paths ---
 
 @test
@@ -491,8 +515,10 @@ def bad_inputs_refused_cleanly():
          ["dev.block0", "nope"]),
         (dict(extra='[dev.x]\ndriver = "pci-frobnicator"\npci-path = "0.4.0"\n'),
          ["dev.x", "pci-frobnicator"]),
-        (dict(extra='[block_dev.d]\ntype = "mem-async"\nsize = 1048576\n'),
+        (dict(extra='[block_dev.d]\ntype = "crucible-mem"\nsize = 1048576\n'),
          ["block_dev.d", "not yet supported"]),
+        (dict(extra='[block_dev.d]\ntype = "file"\npath = "/nonexistent/disk.img"\n'),
+         ["block_dev.d", "/nonexistent/disk.img"]),
     ]
     for kwargs, needles in cases:
         vm = VM(**kwargs)

@@ -1,0 +1,456 @@
+/* The `file` back end: a regular file or a block device, used through the
+ * page cache (no O_DIRECT).
+ *
+ * Durability: a WRITE completes once the data is in the kernel (the page
+ * cache), so it survives the VMM being killed; a FLUSH completes once
+ * fdatasync returned, so everything written before it survives a host crash
+ * too. With skip_flush, FLUSH completes at once and only the first promise
+ * holds. The disk therefore reports a volatile write cache.
+ *
+ * Trouble with the file never stops the VMM: a failed request completes
+ * with a negative errno (-EIO, -ENOSPC, ...) and a rate-limited log line
+ * names the back end. A read that runs into the end of a file that shrank
+ * fails with -EIO. A file that is deleted while open keeps working: the
+ * descriptor holds it until the back end is destroyed (Linux semantics);
+ * error messages then say that the file was deleted.
+ *
+ * Two engines run the requests: a pool of `workers` threads making blocking
+ * calls (preadv/pwritev/fdatasync/fallocate), and io_uring with `workers`
+ * rings. PROPOLIS_BLOCK_ENGINE=threads|uring picks one; unset, the faster
+ * one measured on a page-cached file (bench/block_backend.c) is used. */
+#include "block/file_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "config/config.h"
+
+static const char *op_name(enum block_op op)
+{
+    switch (op) {
+    case BLOCK_OP_READ:
+        return "read";
+    case BLOCK_OP_WRITE:
+        return "write";
+    case BLOCK_OP_FLUSH:
+        return "flush";
+    case BLOCK_OP_DISCARD:
+        return "discard";
+    case BLOCK_OP_WRITE_ZEROES:
+        return "write-zeroes";
+    }
+    return "?";
+}
+
+/* " (the file has been deleted)" when it has, else "". */
+static const char *deleted_note(const struct file_backend *fb)
+{
+    struct stat st;
+    if (!fb->is_blockdev && fstat(fb->fd, &st) == 0 && st.st_nlink == 0)
+        return " (the file has been deleted)";
+    return "";
+}
+
+void file_log_error(struct file_backend *fb, const struct block_request *req, int err)
+{
+    if (req->op == BLOCK_OP_FLUSH)
+        log_limited(&fb->ratelimit, LOG_ERROR, "block_dev.%s: flush of %s failed: %s%s", fb->name,
+                    fb->path, strerror(err), deleted_note(fb));
+    else
+        log_limited(&fb->ratelimit, LOG_ERROR,
+                    "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64
+                    " of %s failed: %s%s",
+                    fb->name, op_name(req->op), req->len, req->offset, fb->path, strerror(err),
+                    deleted_note(fb));
+}
+
+static uint64_t current_size(const struct file_backend *fb)
+{
+    struct stat st;
+    uint64_t size = 0;
+    if (fb->is_blockdev)
+        ioctl(fb->fd, BLKGETSIZE64, &size);
+    else if (fstat(fb->fd, &st) == 0)
+        size = (uint64_t)st.st_size;
+    return size;
+}
+
+int file_rw_from(struct file_backend *fb, struct block_request *req, uint64_t done)
+{
+    bool write = req->op == BLOCK_OP_WRITE;
+    struct iovec iov[BLK_IOV_BATCH];
+    while (done < req->len) {
+        const struct iovec *v = req->iov;
+        unsigned n = req->iovcnt;
+        if (done > 0 || n > BLK_IOV_BATCH) {
+            n = blk_iov_slice(req, done, iov, BLK_IOV_BATCH);
+            v = iov;
+        }
+        off_t off = (off_t)(req->offset + done);
+        ssize_t r = write ? pwritev(fb->fd, v, (int)n, off) : preadv(fb->fd, v, (int)n, off);
+        if (r < 0) {
+            int err = errno;
+            if (err == EINTR || err == EAGAIN)
+                continue;
+            file_log_error(fb, req, err);
+            return -err;
+        }
+        if (r == 0) {
+            if (write) {
+                log_limited(&fb->ratelimit, LOG_ERROR,
+                            "block_dev.%s: write at offset %" PRIu64 " of %s made no progress",
+                            fb->name, req->offset + done, fb->path);
+            } else {
+                log_limited(&fb->ratelimit, LOG_ERROR,
+                            "block_dev.%s: read of %" PRIu64 " bytes at offset %" PRIu64
+                            " ran past the end of %s: the file shrank to %" PRIu64
+                            " bytes (the disk has %" PRIu64 ")%s",
+                            fb->name, req->len, req->offset, fb->path, current_size(fb),
+                            fb->be.info.size, deleted_note(fb));
+            }
+            return -EIO;
+        }
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+static bool unsupported(int err)
+{
+    return err == EOPNOTSUPP || err == ENOSYS || err == ENOTTY;
+}
+
+int file_discard_result(struct file_backend *fb, struct block_request *req, int err)
+{
+    if (err == 0)
+        return 0;
+    if (unsupported(err)) {
+        /* Discard is advisory: the blocks simply stay allocated. */
+        if (!atomic_exchange(&fb->no_punch_hole, true))
+            log_info("block_dev.%s: %s cannot punch holes (%s); discards are ignored", fb->name,
+                     fb->path, strerror(err));
+        return 0;
+    }
+    file_log_error(fb, req, err);
+    return -err;
+}
+
+static int write_zero_bytes(struct file_backend *fb, struct block_request *req)
+{
+    static uint8_t zeroes[64 * 1024];
+    struct iovec iov[16];
+    uint64_t done = 0;
+    while (done < req->len) {
+        uint64_t left = req->len - done;
+        unsigned n = 0;
+        for (uint64_t covered = 0; n < 16 && covered < left; n++) {
+            size_t chunk =
+                left - covered < sizeof(zeroes) ? (size_t)(left - covered) : sizeof(zeroes);
+            iov[n] = (struct iovec){zeroes, chunk};
+            covered += chunk;
+        }
+        ssize_t r = pwritev(fb->fd, iov, (int)n, (off_t)(req->offset + done));
+        if (r < 0) {
+            int err = errno;
+            if (err == EINTR || err == EAGAIN)
+                continue;
+            file_log_error(fb, req, err);
+            return -err;
+        }
+        if (r == 0) {
+            file_log_error(fb, req, EIO);
+            return -EIO;
+        }
+        done += (uint64_t)r;
+    }
+    return 0;
+}
+
+int file_write_zeroes(struct file_backend *fb, struct block_request *req, bool skip_zero_range)
+{
+    off_t off = (off_t)req->offset, len = (off_t)req->len;
+    if (!skip_zero_range && !atomic_load(&fb->no_zero_range)) {
+        if (fallocate(fb->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+            return 0;
+        int err = errno;
+        if (unsupported(err))
+            atomic_store(&fb->no_zero_range, true);
+        else if (err != ENOSPC) { /* ENOSPC: punching a hole needs no space */
+            file_log_error(fb, req, err);
+            return -err;
+        }
+    }
+    if (!atomic_load(&fb->no_punch_hole)) {
+        if (fallocate(fb->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
+            return 0;
+        int err = errno;
+        if (!unsupported(err)) {
+            file_log_error(fb, req, err);
+            return -err;
+        }
+        atomic_store(&fb->no_punch_hole, true);
+    }
+    return write_zero_bytes(fb, req);
+}
+
+int file_exec(struct file_backend *fb, struct block_request *req)
+{
+    switch (req->op) {
+    case BLOCK_OP_READ:
+    case BLOCK_OP_WRITE:
+        return file_rw_from(fb, req, 0);
+    case BLOCK_OP_FLUSH:
+        if (fdatasync(fb->fd) != 0) {
+            int err = errno;
+            file_log_error(fb, req, err);
+            return -err;
+        }
+        return 0;
+    case BLOCK_OP_DISCARD:
+        if (req->len == 0 || atomic_load(&fb->no_punch_hole))
+            return 0;
+        return file_discard_result(fb, req,
+                                   fallocate(fb->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                             (off_t)req->offset, (off_t)req->len) == 0
+                                       ? 0
+                                       : errno);
+    case BLOCK_OP_WRITE_ZEROES:
+        if (req->len == 0)
+            return 0;
+        return file_write_zeroes(fb, req, false);
+    }
+    return -EOPNOTSUPP;
+}
+
+static int pool_run(void *ctx, struct block_request *req)
+{
+    return file_exec(ctx, req);
+}
+
+/* ---- the back-end interface ---- */
+
+static int file_submit(struct block_backend *be, struct block_request *req)
+{
+    struct file_backend *fb = (struct file_backend *)be;
+    int rc = blk_check_request(be, req);
+    if (rc == 0 && req->op == BLOCK_OP_FLUSH && (fb->skip_flush || be->info.read_only))
+        blk_set_kind(req, BLK_KIND_STATUS, 0);
+    else
+        blk_set_kind(req, rc ? BLK_KIND_STATUS : BLK_KIND_IO, rc);
+    blk_tracker_begin(&fb->tracker);
+    if (fb->engine == BLOCK_FILE_ENGINE_URING)
+        file_uring_submit(fb, req);
+    else
+        blk_pool_submit(&fb->pool, req);
+    return 0;
+}
+
+static void file_drain(struct block_backend *be)
+{
+    struct file_backend *fb = (struct file_backend *)be;
+    blk_tracker_drain(&fb->tracker);
+}
+
+static void file_free(struct file_backend *fb)
+{
+    if (fb->fd >= 0)
+        close(fb->fd);
+    free(fb->name);
+    free(fb->path);
+    free(fb);
+}
+
+static void file_destroy(struct block_backend *be)
+{
+    struct file_backend *fb = (struct file_backend *)be;
+    blk_tracker_drain(&fb->tracker);
+    if (fb->engine == BLOCK_FILE_ENGINE_URING)
+        file_uring_stop(fb);
+    else
+        blk_pool_stop(&fb->pool);
+    blk_tracker_destroy(&fb->tracker);
+    file_free(fb);
+}
+
+static const struct block_backend_ops file_ops = {
+    .submit = file_submit,
+    .drain = file_drain,
+    .destroy = file_destroy,
+};
+
+const char *block_file_engine_name(const struct block_backend *be)
+{
+    const struct file_backend *fb = (const struct file_backend *)be;
+    return fb->engine == BLOCK_FILE_ENGINE_URING ? "uring" : "threads";
+}
+
+void block_file_test_no_fallocate(struct block_backend *be)
+{
+    struct file_backend *fb = (struct file_backend *)be;
+    atomic_store(&fb->no_punch_hole, true);
+    atomic_store(&fb->no_zero_range, true);
+}
+
+/* Linux has no raw (character) disk nodes as illumos does; the closest
+ * thing to propolis' "standard device rather than raw" warning is a block
+ * device that is only part of a disk: a partition. */
+static void warn_if_not_raw(const struct config_block_dev *cfg, const struct stat *st)
+{
+    char sys[96];
+    snprintf(sys, sizeof(sys), "/sys/dev/block/%u:%u/partition", major(st->st_rdev),
+             minor(st->st_rdev));
+    if (access(sys, F_OK) == 0)
+        log_warn("block_dev.%s: %s is a partition rather than a raw (whole) disk device; using it "
+                 "anyway",
+                 cfg->name, cfg->file.path);
+}
+
+static enum block_file_engine pick_engine(const struct config_block_dev *cfg,
+                                          enum block_file_engine engine)
+{
+    if (engine != BLOCK_FILE_ENGINE_DEFAULT)
+        return engine;
+    const char *env = getenv("PROPOLIS_BLOCK_ENGINE");
+    if (!env || !*env)
+        return BLOCK_FILE_ENGINE_BUILTIN;
+    if (strcmp(env, "uring") == 0 || strcmp(env, "io_uring") == 0)
+        return BLOCK_FILE_ENGINE_URING;
+    if (strcmp(env, "threads") == 0)
+        return BLOCK_FILE_ENGINE_THREADS;
+    log_warn("block_dev.%s: PROPOLIS_BLOCK_ENGINE=\"%s\" is neither \"uring\" nor \"threads\"; "
+             "using the default",
+             cfg->name, env);
+    return BLOCK_FILE_ENGINE_BUILTIN;
+}
+
+struct block_backend *block_file_open(const struct config_block_dev *cfg,
+                                      enum block_file_engine engine)
+{
+    const char *name = cfg->name, *path = cfg->file.path;
+    uint32_t bs = config_block_size(cfg);
+    if (bs < 512 || (bs & (bs - 1)) != 0) {
+        log_error("block_dev.%s: block size %" PRIu32 " is not a power of two of at least 512",
+                  name, bs);
+        return NULL;
+    }
+    if (!path || !*path) {
+        log_error("block_dev.%s: no path given", name);
+        return NULL;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        log_error("block_dev.%s: cannot open %s: %s", name, path, strerror(errno));
+        return NULL;
+    }
+    /* As propolis: without read_only, a file nobody may write opens
+     * read-only; read_only = false on such a file is an error. */
+    bool no_write_bits = (st.st_mode & 0222) == 0;
+    if (cfg->has_read_only && !cfg->read_only && no_write_bits) {
+        log_error("block_dev.%s: %s is not writable (mode %03o) but read_only = false", name, path,
+                  (unsigned)(st.st_mode & 0777));
+        return NULL;
+    }
+    bool read_only = cfg->has_read_only ? cfg->read_only : no_write_bits;
+
+    struct file_backend *fb = calloc(1, sizeof(*fb));
+    if (!fb || !(fb->name = strdup(name)) || !(fb->path = strdup(path))) {
+        log_error("block_dev.%s: out of memory", name);
+        if (fb) {
+            fb->fd = -1;
+            file_free(fb);
+        }
+        return NULL;
+    }
+    fb->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    if (fb->fd < 0) {
+        log_error("block_dev.%s: cannot open %s%s: %s", name, path,
+                  read_only ? " read-only" : " for reading and writing", strerror(errno));
+        file_free(fb);
+        return NULL;
+    }
+    uint64_t size;
+    if (fstat(fb->fd, &st) != 0) {
+        log_error("block_dev.%s: cannot stat %s: %s", name, path, strerror(errno));
+        file_free(fb);
+        return NULL;
+    }
+    if (S_ISREG(st.st_mode)) {
+        size = (uint64_t)st.st_size;
+    } else if (S_ISBLK(st.st_mode)) {
+        fb->is_blockdev = true;
+        if (ioctl(fb->fd, BLKGETSIZE64, &size) != 0) {
+            log_error("block_dev.%s: cannot get the size of block device %s: %s", name, path,
+                      strerror(errno));
+            file_free(fb);
+            return NULL;
+        }
+        warn_if_not_raw(cfg, &st);
+    } else {
+        log_error("block_dev.%s: %s is not a regular file or block device", name, path);
+        file_free(fb);
+        return NULL;
+    }
+    if (size == 0) {
+        log_error("block_dev.%s: %s is empty", name, path);
+        file_free(fb);
+        return NULL;
+    }
+    if (size % bs != 0) {
+        log_error("block_dev.%s: the size of %s (%" PRIu64
+                  " bytes) is not a multiple of the block size (%" PRIu32 ")",
+                  name, path, size, bs);
+        file_free(fb);
+        return NULL;
+    }
+
+    fb->skip_flush = cfg->skip_flush;
+    atomic_init(&fb->no_punch_hole, false);
+    atomic_init(&fb->no_zero_range, false);
+    fb->be.ops = &file_ops;
+    fb->be.name = fb->name;
+    fb->be.info = (struct block_info){
+        .size = size,
+        .block_size = bs,
+        .read_only = read_only,
+        .can_discard = !read_only,
+        .can_write_zeroes = !read_only,
+        .volatile_cache = true,
+        .workers = cfg->file.workers ? cfg->file.workers : 8,
+    };
+    blk_tracker_init(&fb->tracker);
+
+    fb->engine = pick_engine(cfg, engine);
+    if (fb->engine == BLOCK_FILE_ENGINE_URING) {
+        int rc = file_uring_start(fb);
+        if (rc < 0) {
+            log_info("block_dev.%s: io_uring is unavailable (%s); using worker threads", name,
+                     strerror(-rc));
+            fb->engine = BLOCK_FILE_ENGINE_THREADS;
+        }
+    }
+    if (fb->engine == BLOCK_FILE_ENGINE_THREADS) {
+        int rc =
+            blk_pool_start(&fb->pool, fb->be.info.workers, "blk-file", pool_run, fb, &fb->tracker);
+        if (rc < 0) {
+            log_error("block_dev.%s: cannot start worker threads: %s", name, strerror(-rc));
+            blk_tracker_destroy(&fb->tracker);
+            file_free(fb);
+            return NULL;
+        }
+    }
+    log_info("block_dev.%s: %s %s, %" PRIu64 " bytes, block size %" PRIu32 "%s%s, %u %s", name,
+             fb->is_blockdev ? "block device" : "file", path, size, bs,
+             read_only ? ", read-only" : "", fb->skip_flush ? ", flushes skipped" : "",
+             fb->be.info.workers,
+             fb->engine == BLOCK_FILE_ENGINE_URING ? "io_uring rings" : "worker threads");
+    return &fb->be;
+}

@@ -1,0 +1,892 @@
+/* NVMe controller: PCI function, registers, doorbells, controller enable,
+ * reset and shutdown, queue bookkeeping, completion posting, interrupts and
+ * the I/O worker thread. Admin commands: nvme_admin.c; NVM commands and
+ * PRPs: nvme_io.c. */
+#include "nvme/nvme_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t nvme_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *name_of(const struct nvme_ctrl *c)
+{
+    return c->pci.dev.name ? c->pci.dev.name : "nvme";
+}
+
+/* ---- Interrupts ---- */
+
+static bool intx_level(struct nvme_ctrl *c)
+{
+    return atomic_load(&c->intx_pending) != 0 && !(atomic_load(&c->intms) & 1) &&
+           !msix_enabled(&c->msix);
+}
+
+void nvme_update_intx(struct nvme_ctrl *c)
+{
+    /* Computed and driven under the function's lock, so concurrent updates
+     * (and the MSI-X enable in the config hook) cannot reorder. */
+    pthread_mutex_lock(&c->pci.lock);
+    pci_set_irq_locked(&c->pci, intx_level(c));
+    pthread_mutex_unlock(&c->pci.lock);
+}
+
+static void cq_signal(struct nvme_ctrl *c, uint16_t iv)
+{
+    if (!msix_notify(&c->msix, iv))
+        nvme_update_intx(c);
+}
+
+/* ---- Completion queues ---- */
+
+void nvme_cq_init(struct nvme_cq *cq, uint16_t qid, uint64_t base, uint32_t size, bool ien,
+                  uint16_t iv)
+{
+    pthread_mutex_lock(&cq->lock);
+    cq->active = true;
+    cq->qid = qid;
+    cq->base = base;
+    cq->size = size;
+    cq->head = cq->tail = 0;
+    cq->phase = true;
+    cq->reserved = 0;
+    cq->waiting_sqs = 0;
+    cq->ien = ien;
+    cq->iv = iv;
+    cq->sq_refs = 0;
+    pthread_mutex_unlock(&cq->lock);
+}
+
+void nvme_cq_teardown(struct nvme_ctrl *c, struct nvme_cq *cq)
+{
+    pthread_mutex_lock(&cq->lock);
+    cq->active = false;
+    cq->size = 0;
+    cq->base = 0;
+    cq->head = cq->tail = 0;
+    cq->reserved = 0;
+    cq->waiting_sqs = 0;
+    cq->sq_refs = 0;
+    atomic_fetch_and(&c->intx_pending, ~(1u << cq->qid));
+    pthread_mutex_unlock(&cq->lock);
+}
+
+static uint32_t cq_used(const struct nvme_cq *cq)
+{
+    return (cq->tail + cq->size - cq->head) % cq->size;
+}
+
+bool nvme_cq_reserve(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid)
+{
+    bool ok = false;
+    pthread_mutex_lock(&cq->lock);
+    if (cq->active) {
+        /* One slot always stays empty: a full queue has tail + 1 == head. */
+        if (cq_used(cq) + cq->reserved + 1 < cq->size) {
+            cq->reserved++;
+            ok = true;
+        } else {
+            cq->waiting_sqs |= 1u << sqid;
+        }
+    }
+    pthread_mutex_unlock(&cq->lock);
+    return ok;
+}
+
+void nvme_cq_unreserve(struct nvme_cq *cq)
+{
+    pthread_mutex_lock(&cq->lock);
+    if (cq->reserved)
+        cq->reserved--;
+    pthread_mutex_unlock(&cq->lock);
+}
+
+void nvme_cq_post(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid, uint32_t sqhd,
+                  uint16_t cid, uint16_t status, uint32_t dw0)
+{
+    pthread_mutex_lock(&cq->lock);
+    if (cq->reserved)
+        cq->reserved--;
+    if (!cq->active) {
+        pthread_mutex_unlock(&cq->lock);
+        log_debug("%s: completion of SQ %u cid %u dropped: CQ %u is gone", name_of(c), sqid, cid,
+                  cq->qid);
+        return;
+    }
+    if (!pci_bus_master_enabled(&c->pci)) {
+        pthread_mutex_unlock(&cq->lock);
+        log_limited(&c->io_log, LOG_WARNING,
+                    "%s: completion of SQ %u cid %u dropped: bus mastering is disabled", name_of(c),
+                    sqid, cid);
+        return;
+    }
+    uint64_t gpa = cq->base + (uint64_t)cq->tail * NVME_CQE_SIZE;
+    uint8_t *p = guest_mem_ptr(c->mem, gpa, NVME_CQE_SIZE, true);
+    if (!p) {
+        /* The queue was checked at creation; RAM does not move. */
+        pthread_mutex_unlock(&cq->lock);
+        log_limited(&c->io_log, LOG_ERROR, "%s: CQ %u entry at 0x%llx is not guest RAM", name_of(c),
+                    cq->qid, (unsigned long long)gpa);
+        return;
+    }
+    uint32_t dw[3] = {dw0, 0, (sqhd & 0xffff) | ((uint32_t)sqid << 16)};
+    memcpy(p, dw, sizeof(dw));
+    /* The phase tag publishes the entry: everything else must be visible
+     * to the guest first. */
+    uint32_t dw3 = cid | ((uint32_t)((status << 1) | (cq->phase ? 1 : 0)) << 16);
+    __atomic_store_n((uint32_t *)(void *)(p + 12), dw3, __ATOMIC_RELEASE);
+    if (++cq->tail == cq->size) {
+        cq->tail = 0;
+        cq->phase = !cq->phase;
+    }
+    bool ien = cq->ien;
+    uint16_t iv = cq->iv;
+    if (ien)
+        atomic_fetch_or(&c->intx_pending, 1u << cq->qid);
+    pthread_mutex_unlock(&cq->lock);
+    if (ien)
+        cq_signal(c, iv);
+}
+
+/* ---- Submission queues ---- */
+
+void nvme_sq_init(struct nvme_sq *sq, uint16_t qid, uint16_t cqid, uint64_t base, uint32_t size)
+{
+    pthread_mutex_lock(&sq->lock);
+    sq->active = true;
+    sq->qid = qid;
+    sq->cqid = cqid;
+    sq->base = base;
+    sq->size = size;
+    sq->head = sq->tail = 0;
+    atomic_store(&sq->sqhd, 0);
+    sq->starved = false;
+    pthread_mutex_unlock(&sq->lock);
+}
+
+bool nvme_sq_alloc_reqs(struct nvme_ctrl *c, struct nvme_sq *sq, uint32_t size)
+{
+    unsigned n = size < NVME_SQ_MAX_INFLIGHT ? size : NVME_SQ_MAX_INFLIGHT;
+    struct nvme_req *reqs = calloc(n, sizeof(*reqs));
+    if (!reqs) {
+        log_error("%s: no memory for the requests of an SQ of %u entries", name_of(c), size);
+        return false;
+    }
+    pthread_mutex_lock(&sq->lock);
+    sq->reqs = reqs;
+    sq->nreqs = n;
+    sq->free = NULL;
+    for (unsigned i = n; i-- > 0;) {
+        reqs[i].ctrl = c;
+        reqs[i].sq = sq;
+        reqs[i].next = sq->free;
+        sq->free = &reqs[i];
+    }
+    pthread_mutex_unlock(&sq->lock);
+    return true;
+}
+
+void nvme_sq_quiesce(struct nvme_ctrl *c, struct nvme_sq *sq)
+{
+    pthread_mutex_lock(&sq->lock);
+    sq->active = false;
+    while (sq->inflight > 0)
+        pthread_cond_wait(&sq->idle, &sq->lock);
+    pthread_mutex_unlock(&sq->lock);
+}
+
+void nvme_sq_teardown(struct nvme_ctrl *c, struct nvme_sq *sq)
+{
+    nvme_sq_quiesce(c, sq);
+    pthread_mutex_lock(&sq->lock);
+    free(sq->reqs);
+    sq->reqs = NULL;
+    sq->nreqs = 0;
+    sq->free = NULL;
+    sq->size = 0;
+    sq->base = 0;
+    sq->head = sq->tail = 0;
+    sq->starved = false;
+    pthread_mutex_unlock(&sq->lock);
+}
+
+/* Waits until no command of any I/O SQ is in flight, without stopping the
+ * queues (shutdown, wait_idle). */
+static void wait_sq_idle(struct nvme_sq *sq)
+{
+    pthread_mutex_lock(&sq->lock);
+    while (sq->inflight > 0)
+        pthread_cond_wait(&sq->idle, &sq->lock);
+    pthread_mutex_unlock(&sq->lock);
+}
+
+/* ---- Worker ---- */
+
+void nvme_kick(struct nvme_ctrl *c, unsigned qid)
+{
+    pthread_mutex_lock(&c->work_lock);
+    c->pending |= 1u << qid;
+    pthread_cond_signal(&c->work_cond);
+    pthread_mutex_unlock(&c->work_lock);
+}
+
+void nvme_queue_followup(struct nvme_ctrl *c, struct nvme_req *req)
+{
+    pthread_mutex_lock(&c->work_lock);
+    req->next = c->followups;
+    c->followups = req;
+    pthread_cond_signal(&c->work_cond);
+    pthread_mutex_unlock(&c->work_lock);
+}
+
+static void *worker_main(void *opaque)
+{
+    struct nvme_ctrl *c = opaque;
+    pthread_mutex_lock(&c->work_lock);
+    for (;;) {
+        while (!c->stop && !c->pending && !c->followups) {
+            c->worker_busy = false;
+            pthread_cond_broadcast(&c->idle_cond);
+            pthread_cond_wait(&c->work_cond, &c->work_lock);
+        }
+        if (c->stop)
+            break;
+        c->worker_busy = true;
+        uint32_t mask = c->pending;
+        c->pending = 0;
+        struct nvme_req *followups = c->followups;
+        c->followups = NULL;
+        pthread_mutex_unlock(&c->work_lock);
+
+        while (followups) {
+            struct nvme_req *req = followups;
+            followups = req->next;
+            nvme_io_followup(c, req);
+        }
+        uint32_t again = 0;
+        for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++)
+            if ((mask & (1u << qid)) && nvme_io_process_sq(c, &c->sqs[qid]))
+                again |= 1u << qid;
+
+        pthread_mutex_lock(&c->work_lock);
+        c->pending |= again;
+    }
+    c->worker_busy = false;
+    pthread_cond_broadcast(&c->idle_cond);
+    pthread_mutex_unlock(&c->work_lock);
+    return NULL;
+}
+
+void nvme_wait_idle(struct nvme_ctrl *c)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->work_lock);
+        while (c->worker_started && !c->stop && (c->worker_busy || c->pending || c->followups))
+            pthread_cond_wait(&c->idle_cond, &c->work_lock);
+        pthread_mutex_unlock(&c->work_lock);
+        bool busy = false;
+        for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++) {
+            struct nvme_sq *sq = &c->sqs[qid];
+            pthread_mutex_lock(&sq->lock);
+            busy |= sq->inflight > 0;
+            pthread_mutex_unlock(&sq->lock);
+            wait_sq_idle(sq);
+        }
+        if (!busy)
+            return;
+    }
+}
+
+/* ---- Controller state ---- */
+
+void nvme_fatal_locked(struct nvme_ctrl *c, const char *why)
+{
+    if (!(c->csts & NVME_CSTS_CFS))
+        log_error("%s: controller fatal status: %s", name_of(c), why);
+    c->csts |= NVME_CSTS_CFS;
+    /* Nothing more is processed until the host resets the controller. */
+    atomic_store(&c->enabled, false);
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        pthread_mutex_lock(&c->sqs[qid].lock);
+        c->sqs[qid].active = false;
+        pthread_mutex_unlock(&c->sqs[qid].lock);
+    }
+}
+
+/* Controller reset (CC.EN 1 -> 0, or a VM reset): queues deleted, in-flight
+ * commands waited for (their completions are dropped), features and events
+ * back to defaults. AQA/ASQ/ACQ keep their values. ctrl->lock held. */
+static void controller_reset_locked(struct nvme_ctrl *c)
+{
+    atomic_store(&c->enabled, false);
+    /* CQs first, so that commands finishing during the drain write nothing
+     * into memory the host is about to reuse. */
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        pthread_mutex_lock(&c->cqs[qid].lock);
+        c->cqs[qid].active = false;
+        pthread_mutex_unlock(&c->cqs[qid].lock);
+    }
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++)
+        nvme_sq_teardown(c, &c->sqs[qid]);
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++)
+        nvme_cq_teardown(c, &c->cqs[qid]);
+    nvme_admin_reset(c);
+    nvme_features_default(c);
+    c->nsqa = c->ncqa = NVME_MAX_IO_QUEUES;
+    c->io_queues = 0;
+    c->csts = 0;
+    atomic_store(&c->io_stopped, false);
+    atomic_store(&c->intx_pending, 0);
+    nvme_update_intx(c);
+}
+
+static bool check_enable(struct nvme_ctrl *c, uint32_t cc, char *why, size_t whylen)
+{
+    uint32_t asqs = NVME_AQA_ASQS(c->aqa) + 1, acqs = NVME_AQA_ACQS(c->aqa) + 1;
+    if (NVME_CC_CSS(cc) != 0)
+        snprintf(why, whylen, "CC.CSS %u is not the NVM command set", NVME_CC_CSS(cc));
+    else if (NVME_CC_MPS(cc) != 0)
+        snprintf(why, whylen, "CC.MPS %u: only 4 KiB pages are supported", NVME_CC_MPS(cc));
+    else if (NVME_CC_AMS(cc) != 0)
+        snprintf(why, whylen, "CC.AMS %u: only round robin arbitration", NVME_CC_AMS(cc));
+    else if (asqs < 2 || acqs < 2)
+        snprintf(why, whylen, "admin queue sizes %u/%u (AQA 0x%x) below 2", asqs, acqs, c->aqa);
+    else if (!guest_mem_valid(c->mem, c->asq, (uint64_t)asqs * NVME_SQE_SIZE, false))
+        snprintf(why, whylen, "admin SQ at 0x%llx (%u entries) is not guest RAM",
+                 (unsigned long long)c->asq, asqs);
+    else if (!guest_mem_valid(c->mem, c->acq, (uint64_t)acqs * NVME_CQE_SIZE, true))
+        snprintf(why, whylen, "admin CQ at 0x%llx (%u entries) is not guest RAM",
+                 (unsigned long long)c->acq, acqs);
+    else
+        return true;
+    return false;
+}
+
+static void controller_enable_locked(struct nvme_ctrl *c, uint32_t cc)
+{
+    char why[160];
+    if (!check_enable(c, cc, why, sizeof(why))) {
+        log_limited(&c->reg_log, LOG_WARNING, "%s: enable refused: %s", name_of(c), why);
+        c->csts |= NVME_CSTS_CFS;
+        return;
+    }
+    nvme_cq_init(&c->cqs[0], 0, c->acq, NVME_AQA_ACQS(c->aqa) + 1, true, 0);
+    nvme_sq_init(&c->sqs[0], 0, 0, c->asq, NVME_AQA_ASQS(c->aqa) + 1);
+    c->csts = NVME_CSTS_RDY;
+    atomic_store(&c->io_stopped, false);
+    atomic_store(&c->enabled, true);
+    log_debug("%s: enabled (admin SQ %u@0x%llx, CQ %u@0x%llx)", name_of(c),
+              NVME_AQA_ASQS(c->aqa) + 1, (unsigned long long)c->asq, NVME_AQA_ACQS(c->aqa) + 1,
+              (unsigned long long)c->acq);
+}
+
+struct sync_flush {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int status;
+};
+
+static void sync_flush_done(struct block_request *req, int status)
+{
+    struct sync_flush *f = req->opaque;
+    pthread_mutex_lock(&f->lock);
+    f->done = true;
+    f->status = status;
+    pthread_cond_broadcast(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static int flush_backend(struct nvme_ctrl *c)
+{
+    struct sync_flush f = {.done = false};
+    pthread_mutex_init(&f.lock, NULL);
+    pthread_cond_init(&f.cond, NULL);
+    struct block_request req = {.op = BLOCK_OP_FLUSH, .complete = sync_flush_done, .opaque = &f};
+    int ret = block_submit(c->be, &req);
+    if (ret == 0) {
+        pthread_mutex_lock(&f.lock);
+        while (!f.done)
+            pthread_cond_wait(&f.cond, &f.lock);
+        pthread_mutex_unlock(&f.lock);
+        ret = f.status;
+    }
+    pthread_cond_destroy(&f.cond);
+    pthread_mutex_destroy(&f.lock);
+    return ret;
+}
+
+/* CC.SHN set: finish what is in flight, make it durable, report complete.
+ * Further I/O commands wait until the shutdown is cleared or the controller
+ * is reset. */
+static void controller_shutdown_locked(struct nvme_ctrl *c)
+{
+    atomic_store(&c->io_stopped, true);
+    for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++)
+        wait_sq_idle(&c->sqs[qid]);
+    if (c->vwc) {
+        int ret = flush_backend(c);
+        if (ret < 0)
+            log_warn("%s: flush at shutdown failed: %s", name_of(c), strerror(-ret));
+    }
+    c->csts = (c->csts & ~NVME_CSTS_SHST_MASK) | NVME_CSTS_SHST_COMPLETE;
+    log_debug("%s: shutdown complete", name_of(c));
+}
+
+static void cc_write_locked(struct nvme_ctrl *c, uint32_t value)
+{
+    uint32_t old = c->cc;
+    uint32_t cc = value & NVME_CC_WRITABLE;
+    if ((old & NVME_CC_EN) && (cc & NVME_CC_EN))
+        cc = (cc & ~NVME_CC_SETUP_FIELDS) | (old & NVME_CC_SETUP_FIELDS);
+    c->cc = cc;
+
+    if ((old & NVME_CC_EN) && !(cc & NVME_CC_EN)) {
+        log_debug("%s: controller reset", name_of(c));
+        controller_reset_locked(c);
+    } else if (!(old & NVME_CC_EN) && (cc & NVME_CC_EN)) {
+        if (c->csts & NVME_CSTS_CFS)
+            log_limited(&c->reg_log, LOG_WARNING,
+                        "%s: enable while controller fatal status is set: reset first", name_of(c));
+        else
+            controller_enable_locked(c, cc);
+    }
+
+    bool shn = NVME_CC_SHN(cc) != 0;
+    uint32_t shst = c->csts & NVME_CSTS_SHST_MASK;
+    if (shn && shst == 0) {
+        controller_shutdown_locked(c);
+    } else if (!shn && shst != 0) {
+        c->csts &= ~NVME_CSTS_SHST_MASK;
+        atomic_store(&c->io_stopped, false);
+        for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++)
+            nvme_kick(c, qid);
+    }
+}
+
+/* ---- Registers ---- */
+
+static uint64_t cap_value(void)
+{
+    return (uint64_t)NVME_MQES | NVME_CAP_CQR | ((uint64_t)NVME_CAP_TO << NVME_CAP_TO_SHIFT) |
+           NVME_CAP_CSS_NVM; /* DSTRD 0, MPSMIN = MPSMAX = 0 (4 KiB) */
+}
+
+static uint32_t reg_read32_locked(struct nvme_ctrl *c, uint64_t offset)
+{
+    switch (offset) {
+    case NVME_REG_CAP:
+        return (uint32_t)cap_value();
+    case NVME_REG_CAP + 4:
+        return (uint32_t)(cap_value() >> 32);
+    case NVME_REG_VS:
+        return NVME_VERSION;
+    case NVME_REG_INTMS:
+    case NVME_REG_INTMC:
+        return atomic_load(&c->intms);
+    case NVME_REG_CC:
+        return c->cc;
+    case NVME_REG_CSTS:
+        return c->csts;
+    case NVME_REG_AQA:
+        return c->aqa;
+    case NVME_REG_ASQ:
+        return (uint32_t)c->asq;
+    case NVME_REG_ASQ + 4:
+        return (uint32_t)(c->asq >> 32);
+    case NVME_REG_ACQ:
+        return (uint32_t)c->acq;
+    case NVME_REG_ACQ + 4:
+        return (uint32_t)(c->acq >> 32);
+    default:
+        return 0; /* reserved, NSSR, CMB/PMR (absent), doorbells */
+    }
+}
+
+static void reg_write32_locked(struct nvme_ctrl *c, uint64_t offset, uint32_t value)
+{
+    switch (offset) {
+    case NVME_REG_INTMS:
+        atomic_fetch_or(&c->intms, value);
+        nvme_update_intx(c);
+        break;
+    case NVME_REG_INTMC:
+        atomic_fetch_and(&c->intms, ~value);
+        nvme_update_intx(c);
+        break;
+    case NVME_REG_CC:
+        cc_write_locked(c, value);
+        break;
+    case NVME_REG_AQA:
+        c->aqa = value & NVME_AQA_WRITABLE;
+        break;
+    case NVME_REG_ASQ:
+        c->asq = (c->asq & ~0xffffffffull) | (value & ~0xfffu);
+        break;
+    case NVME_REG_ASQ + 4:
+        c->asq = (c->asq & 0xffffffffull) | ((uint64_t)value << 32);
+        break;
+    case NVME_REG_ACQ:
+        c->acq = (c->acq & ~0xffffffffull) | (value & ~0xfffu);
+        break;
+    case NVME_REG_ACQ + 4:
+        c->acq = (c->acq & 0xffffffffull) | ((uint64_t)value << 32);
+        break;
+    default:
+        /* Read-only or reserved (CAP, VS, CSTS, NSSR without NSSRS, CMBMSC
+         * which Linux writes on 1.4 controllers): ignored. */
+        log_trace("%s: write 0x%x to register 0x%llx ignored", name_of(c), value,
+                  (unsigned long long)offset);
+        break;
+    }
+}
+
+/* ---- Doorbells ---- */
+
+static void doorbell_error(struct nvme_ctrl *c, bool have_lock, unsigned qid, bool is_cq,
+                           uint32_t value, uint8_t info, const char *why)
+{
+    log_limited(&c->db_log, LOG_WARNING, "%s: %s doorbell of queue %u (value %u) ignored: %s",
+                name_of(c), is_cq ? "CQ head" : "SQ tail", qid, value, why);
+    if (!have_lock)
+        pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->enabled))
+        nvme_admin_event(c, NVME_AER_TYPE_ERROR, info, NVME_LOG_ERROR);
+    if (!have_lock)
+        pthread_mutex_unlock(&c->lock);
+}
+
+static void admin_sq_doorbell(struct nvme_ctrl *c, uint32_t value)
+{
+    pthread_mutex_lock(&c->lock);
+    struct nvme_sq *sq = &c->sqs[0];
+    if (!atomic_load(&c->enabled) || !sq->active) {
+        pthread_mutex_unlock(&c->lock);
+        log_limited(&c->db_log, LOG_WARNING,
+                    "%s: admin SQ doorbell (value %u) while the controller is disabled", name_of(c),
+                    value);
+        return;
+    }
+    if (value >= sq->size) {
+        doorbell_error(c, true, 0, false, value, NVME_AER_INFO_INVALID_DB_VALUE,
+                       "beyond the queue size");
+    } else {
+        sq->tail = value;
+        nvme_admin_process(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void io_sq_doorbell(struct nvme_ctrl *c, unsigned qid, uint32_t value)
+{
+    struct nvme_sq *sq = &c->sqs[qid];
+    pthread_mutex_lock(&sq->lock);
+    bool active = sq->active;
+    uint32_t size = sq->size;
+    if (active && value < size)
+        sq->tail = value;
+    pthread_mutex_unlock(&sq->lock);
+    if (!active)
+        doorbell_error(c, false, qid, false, value, NVME_AER_INFO_INVALID_DB_REGISTER,
+                       "no such submission queue");
+    else if (value >= size)
+        doorbell_error(c, false, qid, false, value, NVME_AER_INFO_INVALID_DB_VALUE,
+                       "beyond the queue size");
+    else
+        nvme_kick(c, qid);
+}
+
+static void cq_doorbell(struct nvme_ctrl *c, unsigned qid, uint32_t value)
+{
+    struct nvme_cq *cq = &c->cqs[qid];
+    const char *why = NULL;
+    uint8_t info = NVME_AER_INFO_INVALID_DB_VALUE;
+    uint32_t waiting = 0;
+    pthread_mutex_lock(&cq->lock);
+    if (!cq->active) {
+        why = "no such completion queue";
+        info = NVME_AER_INFO_INVALID_DB_REGISTER;
+    } else if (value >= cq->size) {
+        why = "beyond the queue size";
+    } else if ((value + cq->size - cq->head) % cq->size > cq_used(cq)) {
+        why = "past the last posted entry";
+    } else {
+        cq->head = value;
+        if (cq->head == cq->tail)
+            atomic_fetch_and(&c->intx_pending, ~(1u << qid));
+        waiting = cq->waiting_sqs;
+        cq->waiting_sqs = 0;
+    }
+    pthread_mutex_unlock(&cq->lock);
+    if (why) {
+        doorbell_error(c, false, qid, true, value, info, why);
+        return;
+    }
+    nvme_update_intx(c);
+    if (waiting & 1u) {
+        /* The admin SQ stopped for want of a completion slot. */
+        pthread_mutex_lock(&c->lock);
+        if (atomic_load(&c->enabled))
+            nvme_admin_process(c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    for (unsigned sqid = 1; sqid < NVME_NUM_QUEUES; sqid++)
+        if (waiting & (1u << sqid))
+            nvme_kick(c, sqid);
+}
+
+static void doorbell_write(struct nvme_ctrl *c, uint64_t offset, unsigned size, uint64_t value)
+{
+    uint64_t index = (offset - NVME_REG_DBS) / 4;
+    unsigned qid = (unsigned)(index / 2);
+    bool is_cq = index & 1;
+    if (size != 4 || (offset & 3)) {
+        log_limited(&c->db_log, LOG_WARNING, "%s: %u-byte doorbell write at 0x%llx ignored",
+                    name_of(c), size, (unsigned long long)offset);
+        return;
+    }
+    uint32_t v = (uint32_t)value & 0xffff; /* bits 31:16 are reserved */
+    if (!atomic_load(&c->enabled)) {
+        log_limited(&c->db_log, LOG_WARNING,
+                    "%s: doorbell write (queue %u %s, value %u) while the controller is "
+                    "disabled: ignored",
+                    name_of(c), qid, is_cq ? "CQ" : "SQ", v);
+        return;
+    }
+    if (qid >= NVME_NUM_QUEUES) {
+        doorbell_error(c, false, qid, is_cq, v, NVME_AER_INFO_INVALID_DB_REGISTER,
+                       "queue id beyond the controller's maximum");
+        return;
+    }
+    if (is_cq)
+        cq_doorbell(c, qid, v);
+    else if (qid == 0)
+        admin_sq_doorbell(c, v);
+    else
+        io_sq_doorbell(c, qid, v);
+}
+
+static uint64_t bar0_read(void *opaque, uint64_t offset, unsigned size)
+{
+    struct nvme_ctrl *c = opaque;
+    if (offset >= NVME_REG_DBS)
+        return 0; /* doorbells read as zero */
+    uint64_t value = 0;
+    pthread_mutex_lock(&c->lock);
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t byte_off = offset + i;
+        uint32_t dword = reg_read32_locked(c, byte_off & ~3ull);
+        value |= (uint64_t)((dword >> (8 * (byte_off & 3))) & 0xff) << (8 * i);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return value;
+}
+
+static void bar0_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct nvme_ctrl *c = opaque;
+    if (offset >= NVME_REG_DBS) {
+        doorbell_write(c, offset, size, value);
+        return;
+    }
+    if ((size != 4 && size != 8) || (offset & (size - 1))) {
+        log_limited(&c->reg_log, LOG_WARNING,
+                    "%s: %u-byte register write at 0x%llx ignored (dword or qword only)",
+                    name_of(c), size, (unsigned long long)offset);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    reg_write32_locked(c, offset, (uint32_t)value);
+    if (size == 8)
+        reg_write32_locked(c, offset + 4, (uint32_t)(value >> 32));
+    pthread_mutex_unlock(&c->lock);
+}
+
+static const struct io_ops nvme_bar0_ops = {
+    .read = bar0_read,
+    .write = bar0_write,
+};
+
+/* ---- PCI function and device lifecycle ---- */
+
+static void nvme_config_write(struct pci_device *pdev, unsigned offset, unsigned size,
+                              uint32_t value)
+{
+    struct nvme_ctrl *c = container_of(pdev, struct nvme_ctrl, pci);
+    msix_config_write(&c->msix, offset, size);
+    /* Enabling MSI-X takes INTx out of use; the lock is already held. */
+    pci_set_irq_locked(pdev, intx_level(c));
+}
+
+static const struct pci_device_ops nvme_pci_ops = {
+    .config_write = nvme_config_write,
+};
+
+static void nvme_reset(struct device *dev)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    pthread_mutex_lock(&c->lock);
+    controller_reset_locked(c);
+    c->cc = 0;
+    c->aqa = 0;
+    c->asq = c->acq = 0;
+    atomic_store(&c->intms, 0);
+    pthread_mutex_unlock(&c->lock);
+    msix_reset(&c->msix);
+    pci_device_reset(&c->pci);
+}
+
+static void nvme_destroy(struct device *dev)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    pthread_mutex_lock(&c->lock);
+    controller_reset_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    if (c->worker_started) {
+        pthread_mutex_lock(&c->work_lock);
+        c->stop = true;
+        pthread_cond_signal(&c->work_cond);
+        pthread_mutex_unlock(&c->work_lock);
+        pthread_join(c->worker, NULL);
+    }
+    msix_destroy(&c->msix);
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        pthread_mutex_destroy(&c->sqs[qid].lock);
+        pthread_cond_destroy(&c->sqs[qid].idle);
+        pthread_mutex_destroy(&c->cqs[qid].lock);
+    }
+    pthread_cond_destroy(&c->work_cond);
+    pthread_cond_destroy(&c->idle_cond);
+    pthread_mutex_destroy(&c->work_lock);
+    pthread_mutex_destroy(&c->lock);
+    pci_device_destroy(&c->pci);
+    free(c);
+}
+
+static const struct device_ops nvme_device_ops = {
+    .reset = nvme_reset,
+    .destroy = nvme_destroy,
+};
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void set_identity(struct nvme_ctrl *c, const char *serial)
+{
+    /* NVMe strings are printable ASCII, space padded. */
+    size_t n = strlen(serial);
+    for (size_t i = 0; i < 20; i++) {
+        char ch = i < n ? serial[i] : ' ';
+        c->serial[i] = (ch >= 0x20 && ch < 0x7f) ? ch : '_';
+    }
+    c->serial[20] = '\0';
+    if (n > 20)
+        log_warn("%s: serial number \"%s\" truncated to 20 characters", name_of(c), serial);
+    /* A stable NGUID derived from the serial: unique per block_dev name. */
+    uint64_t hi = fnv1a(0xcbf29ce484222325ull, "propolis-nvme:");
+    hi = fnv1a(hi, serial);
+    uint64_t lo = fnv1a(hi ^ 0x9e3779b97f4a7c15ull, serial);
+    for (unsigned i = 0; i < 8; i++) {
+        c->nguid[i] = (uint8_t)(hi >> (56 - 8 * i));
+        c->nguid[8 + i] = (uint8_t)(lo >> (56 - 8 * i));
+    }
+}
+
+static bool setup_namespace(struct nvme_ctrl *c, struct block_backend *be)
+{
+    const struct block_info *info = &be->info;
+    uint32_t bs = info->block_size;
+    if (bs < 512 || (bs & (bs - 1)) || bs > NVME_MAX_XFER) {
+        log_error("%s: block size %u of %s is not usable for NVMe", name_of(c), bs,
+                  be->name ? be->name : "the back end");
+        return false;
+    }
+    c->lba_size = bs;
+    c->lba_shift = (unsigned)__builtin_ctz(bs);
+    c->nsze = info->size >> c->lba_shift;
+    if (c->nsze == 0)
+        log_warn("%s: the back end is smaller than one block: empty namespace", name_of(c));
+    c->read_only = info->read_only;
+    c->can_discard = info->can_discard && !info->read_only;
+    c->can_write_zeroes = info->can_write_zeroes && !info->read_only;
+    c->vwc = info->volatile_cache;
+    return true;
+}
+
+struct nvme_ctrl *nvme_create(const struct nvme_params *params)
+{
+    const char *name = params->name ? params->name : "nvme";
+    struct block_backend *be = params->backend;
+    const char *serial = params->serial ? params->serial : be->name;
+    struct nvme_ctrl *c = calloc(1, sizeof(*c));
+    if (!c) {
+        log_error("%s: out of memory", name);
+        return NULL;
+    }
+    static const struct pci_ids ids = {
+        .vendor_id = NVME_PCI_VENDOR_ID,
+        .device_id = NVME_PCI_DEVICE_ID,
+        .subsystem_vendor_id = NVME_PCI_VENDOR_ID,
+        .subsystem_id = NVME_PCI_DEVICE_ID,
+        .class_code = NVME_PCI_CLASS,
+    };
+    pci_device_init(&c->pci, name, &nvme_device_ops, &ids, &nvme_pci_ops);
+    c->mem = params->mem;
+    c->be = be;
+    set_identity(c, serial ? serial : "");
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->work_lock, NULL);
+    pthread_cond_init(&c->work_cond, NULL);
+    pthread_cond_init(&c->idle_cond, NULL);
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        pthread_mutex_init(&c->sqs[qid].lock, NULL);
+        pthread_cond_init(&c->sqs[qid].idle, NULL);
+        pthread_mutex_init(&c->cqs[qid].lock, NULL);
+        c->sqs[qid].qid = (uint16_t)qid;
+        c->cqs[qid].qid = (uint16_t)qid;
+    }
+    c->nsqa = c->ncqa = NVME_MAX_IO_QUEUES;
+    c->created_ns = nvme_now_ns();
+
+    if (!setup_namespace(c, be) ||
+        pci_register_bar(&c->pci, 0, PCI_BAR_MEM64, false, NVME_BAR0_SIZE, &nvme_bar0_ops, c) < 0 ||
+        pci_register_bar(&c->pci, NVME_MSIX_BAR, PCI_BAR_MEM64, false, NVME_MSIX_BAR_SIZE,
+                         &msix_bar_io_ops, &c->msix) < 0 ||
+        msix_init(&c->msix, &c->pci, NVME_MSIX_VECTORS, NVME_MSIX_BAR, NVME_MSIX_TABLE_OFFSET,
+                  NVME_MSIX_PBA_OFFSET, params->msix_sink) < 0) {
+        nvme_destroy(&c->pci.dev);
+        return NULL;
+    }
+    pci_set_interrupt_pin(&c->pci, PCI_INTA);
+    nvme_features_default(c); /* after setup_namespace: the write cache follows vwc */
+
+    int err = pthread_create(&c->worker, NULL, worker_main, c);
+    if (err) {
+        log_error("%s: cannot start the I/O worker: %s", name, strerror(err));
+        nvme_destroy(&c->pci.dev);
+        return NULL;
+    }
+    c->worker_started = true;
+    log_debug("%s: NVMe controller, serial \"%s\", %llu blocks of %u bytes%s", name, c->serial,
+              (unsigned long long)c->nsze, c->lba_size, c->read_only ? ", read-only" : "");
+    return c;
+}
+
+struct pci_device *nvme_pci_device(struct nvme_ctrl *c)
+{
+    return &c->pci;
+}

@@ -1,0 +1,638 @@
+/* NVMe admin command set: Identify, Create/Delete I/O queues, Get/Set
+ * Features, Get Log Page, Abort, Asynchronous Event Request. Runs on the
+ * vCPU thread that rang the admin SQ doorbell, with ctrl->lock held. */
+#include "nvme/nvme_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define IDENTIFY_SIZE 4096
+#define MODEL_NUMBER "propolis-nvme"
+#define FIRMWARE_REV "1.0"
+#define TEMPERATURE_KELVIN 310 /* reported composite temperature: 37 C */
+#define WCTEMP_KELVIN 343      /* warning threshold: 70 C */
+#define CCTEMP_KELVIN 373      /* critical threshold: 100 C */
+
+/* Identify CNS values. */
+#define CNS_NAMESPACE 0x00
+#define CNS_CONTROLLER 0x01
+#define CNS_ACTIVE_NS_LIST 0x02
+#define CNS_NS_DESCRIPTORS 0x03
+#define CNS_CSI_CONTROLLER 0x06
+
+#define NIDT_NGUID 0x02
+
+static const char *name_of(const struct nvme_ctrl *c)
+{
+    return c->pci.dev.name ? c->pci.dev.name : "nvme";
+}
+
+static void put16(uint8_t *b, unsigned off, uint16_t v)
+{
+    b[off] = (uint8_t)v;
+    b[off + 1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *b, unsigned off, uint32_t v)
+{
+    for (unsigned i = 0; i < 4; i++)
+        b[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *b, unsigned off, uint64_t v)
+{
+    for (unsigned i = 0; i < 8; i++)
+        b[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A 128-bit little-endian counter from a 64-bit value. */
+static void put128(uint8_t *b, unsigned off, uint64_t v)
+{
+    put64(b, off, v);
+    put64(b, off + 8, 0);
+}
+
+static void put_string(uint8_t *b, unsigned off, unsigned len, const char *s)
+{
+    size_t n = strlen(s);
+    for (unsigned i = 0; i < len; i++)
+        b[off + i] = (uint8_t)(i < n ? s[i] : ' ');
+}
+
+/* ---- Identify ---- */
+
+static void identify_controller(const struct nvme_ctrl *c, uint8_t *b)
+{
+    put16(b, 0, NVME_PCI_VENDOR_ID); /* VID */
+    put16(b, 2, NVME_PCI_VENDOR_ID); /* SSVID */
+    put_string(b, 4, 20, c->serial); /* SN */
+    put_string(b, 24, 40, MODEL_NUMBER);
+    put_string(b, 64, 8, FIRMWARE_REV);
+    b[72] = 0;                                /* RAB */
+    b[73] = 0x25, b[74] = 0x40, b[75] = 0xa8; /* IEEE OUI A8-40-25 (Oxide), LSB first */
+    b[76] = 0;                                /* CMIC: one port, one controller */
+    b[77] = NVME_MDTS;
+    put16(b, 78, 0);            /* CNTLID */
+    put32(b, 80, NVME_VERSION); /* VER */
+    put32(b, 92, 0);            /* OAES: no notices */
+    b[111] = 1;                 /* CNTRLTYPE: I/O controller */
+    put16(b, 256, 0);           /* OACS: no optional admin commands */
+    b[258] = NVME_ACL;
+    b[259] = NVME_AERL;
+    b[260] = 0x03; /* FRMW: one slot, read-only */
+    b[261] = 0x04; /* LPA: extended Get Log Page data */
+    b[262] = 0;    /* ELPE: one error log entry */
+    b[263] = 0;    /* NPSS: one power state */
+    put16(b, 266, WCTEMP_KELVIN);
+    put16(b, 268, CCTEMP_KELVIN);
+    b[512] = (NVME_SQES_LOG2 << 4) | NVME_SQES_LOG2; /* SQES */
+    b[513] = (NVME_CQES_LOG2 << 4) | NVME_CQES_LOG2; /* CQES */
+    put32(b, 516, 1);                                /* NN */
+    uint16_t oncs = 0;
+    if (c->can_discard)
+        oncs |= 1u << 2; /* Dataset Management */
+    if (c->can_write_zeroes)
+        oncs |= 1u << 3; /* Write Zeroes */
+    put16(b, 520, oncs);
+    /* VWC: present, and Flush accepts NSID FFFFFFFFh. */
+    b[525] = c->vwc ? 0x07 : 0x00;
+    put32(b, 536, 0); /* SGLS: PRPs only */
+    char nqn[128];
+    int n =
+        snprintf(nqn, sizeof(nqn), "nqn.2019-08.com.oxidecomputer:propolis-nvme:%.20s", c->serial);
+    while (n > 0 && nqn[n - 1] == ' ')
+        nqn[--n] = '\0';
+    memcpy(b + 768, nqn, (size_t)n); /* SUBNQN, NUL padded */
+    /* PSD0: 25 W, entry/exit latencies QEMU reports. */
+    put16(b, 2048, 2500);
+    put32(b, 2048 + 4, 16);
+    put32(b, 2048 + 8, 4);
+}
+
+static void identify_namespace(const struct nvme_ctrl *c, uint8_t *b)
+{
+    put64(b, 0, c->nsze);                        /* NSZE */
+    put64(b, 8, c->nsze);                        /* NCAP */
+    put64(b, 16, c->nsze);                       /* NUSE */
+    b[24] = c->can_discard ? 0x01 : 0x00;        /* NSFEAT: thin provisioning (deallocation) */
+    b[25] = 0;                                   /* NLBAF: one format */
+    b[26] = 0;                                   /* FLBAS: format 0, no metadata */
+    b[33] = 0;                                   /* DLFEAT: deallocated reads not reported */
+    put64(b, 48, c->nsze << c->lba_shift);       /* NVMCAP, low half */
+    b[99] = c->read_only ? 0x01 : 0x00;          /* NSATTR: write protected */
+    memcpy(b + 104, c->nguid, 16);               /* NGUID */
+    put32(b, 128, (uint32_t)c->lba_shift << 16); /* LBAF0: MS 0, LBADS, RP 0 */
+}
+
+static uint16_t admin_identify(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint8_t b[IDENTIFY_SIZE];
+    memset(b, 0, sizeof(b));
+    uint8_t cns = cmd->cdw10 & 0xff;
+    uint8_t csi = cmd->cdw11 >> 24;
+    switch (cns) {
+    case CNS_NAMESPACE:
+        if (cmd->nsid != 1)
+            return NVME_ERR(NVME_SC_INVALID_NS);
+        identify_namespace(c, b);
+        break;
+    case CNS_CONTROLLER:
+        identify_controller(c, b);
+        break;
+    case CNS_ACTIVE_NS_LIST:
+        if (cmd->nsid >= 0xfffffffeu)
+            return NVME_ERR(NVME_SC_INVALID_NS);
+        if (cmd->nsid < 1)
+            put32(b, 0, 1);
+        break;
+    case CNS_NS_DESCRIPTORS:
+        if (cmd->nsid != 1)
+            return NVME_ERR(NVME_SC_INVALID_NS);
+        b[0] = NIDT_NGUID;
+        b[1] = 16;
+        memcpy(b + 4, c->nguid, 16);
+        break;
+    case CNS_CSI_CONTROLLER:
+        /* The NVM command set's controller data: no limits beyond MDTS. */
+        if (csi != 0)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        break;
+    default:
+        log_debug("%s: Identify CNS 0x%x not supported", name_of(c), cns);
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    }
+    return nvme_prp_write(c, cmd, b, sizeof(b), sizeof(b));
+}
+
+/* ---- Queues ---- */
+
+static bool queue_size_ok(uint32_t qsize)
+{
+    return qsize >= 2 && qsize <= NVME_MQES + 1u;
+}
+
+static uint16_t admin_create_cq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint16_t qid = cmd->cdw10 & 0xffff;
+    uint32_t qsize = (cmd->cdw10 >> 16) + 1;
+    bool pc = cmd->cdw11 & 1, ien = cmd->cdw11 & 2;
+    uint16_t iv = cmd->cdw11 >> 16;
+    uint64_t base = cmd->prp1;
+    const char *why;
+    uint16_t status;
+    if (qid == 0 || qid > c->ncqa || qid >= NVME_NUM_QUEUES || c->cqs[qid].active) {
+        why = "queue id invalid or in use";
+        status = NVME_ERR_CS(NVME_SC_QID_INVALID);
+    } else if (!queue_size_ok(qsize) || NVME_CC_IOCQES(c->cc) != NVME_CQES_LOG2) {
+        why = "queue size (or CC.IOCQES) invalid";
+        status = NVME_ERR_CS(NVME_SC_QUEUE_SIZE);
+    } else if (!pc) {
+        why = "queue not physically contiguous (CAP.CQR is set)";
+        status = NVME_ERR(NVME_SC_INVALID_FIELD);
+    } else if (base & (NVME_PAGE_SIZE - 1)) {
+        why = "queue base not page aligned";
+        status = NVME_ERR(NVME_SC_PRP_OFFSET_INVALID);
+    } else if (iv >= NVME_MSIX_VECTORS || (ien && iv != 0 && !msix_enabled(&c->msix))) {
+        why = "interrupt vector invalid";
+        status = NVME_ERR_CS(NVME_SC_INVALID_VECTOR);
+    } else if (!guest_mem_valid(c->mem, base, (uint64_t)qsize * NVME_CQE_SIZE, true)) {
+        why = "queue memory is not guest RAM";
+        status = NVME_ERR(NVME_SC_INVALID_FIELD);
+    } else {
+        nvme_cq_init(&c->cqs[qid], qid, base, qsize, ien, iv);
+        c->io_queues++;
+        log_debug("%s: I/O CQ %u created: %u entries at 0x%llx, %s vector %u", name_of(c), qid,
+                  qsize, (unsigned long long)base, ien ? "interrupts on" : "polled", iv);
+        return NVME_OK;
+    }
+    log_limited(&c->admin_log, LOG_WARNING,
+                "%s: Create I/O CQ %u (%u entries at 0x%llx, vector %u) refused: %s", name_of(c),
+                qid, qsize, (unsigned long long)base, iv, why);
+    return status;
+}
+
+static uint16_t admin_create_sq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint16_t qid = cmd->cdw10 & 0xffff;
+    uint32_t qsize = (cmd->cdw10 >> 16) + 1;
+    bool pc = cmd->cdw11 & 1;
+    uint16_t cqid = cmd->cdw11 >> 16;
+    uint64_t base = cmd->prp1;
+    const char *why;
+    uint16_t status;
+    if (qid == 0 || qid > c->nsqa || qid >= NVME_NUM_QUEUES || c->sqs[qid].active) {
+        why = "queue id invalid or in use";
+        status = NVME_ERR_CS(NVME_SC_QID_INVALID);
+    } else if (cqid == 0 || cqid >= NVME_NUM_QUEUES || !c->cqs[cqid].active) {
+        why = "no such completion queue";
+        status = NVME_ERR_CS(NVME_SC_CQ_INVALID);
+    } else if (!queue_size_ok(qsize) || NVME_CC_IOSQES(c->cc) != NVME_SQES_LOG2) {
+        why = "queue size (or CC.IOSQES) invalid";
+        status = NVME_ERR_CS(NVME_SC_QUEUE_SIZE);
+    } else if (!pc) {
+        why = "queue not physically contiguous (CAP.CQR is set)";
+        status = NVME_ERR(NVME_SC_INVALID_FIELD);
+    } else if (base & (NVME_PAGE_SIZE - 1)) {
+        why = "queue base not page aligned";
+        status = NVME_ERR(NVME_SC_PRP_OFFSET_INVALID);
+    } else if (!guest_mem_valid(c->mem, base, (uint64_t)qsize * NVME_SQE_SIZE, false)) {
+        why = "queue memory is not guest RAM";
+        status = NVME_ERR(NVME_SC_INVALID_FIELD);
+    } else {
+        struct nvme_sq *sq = &c->sqs[qid];
+        if (!nvme_sq_alloc_reqs(c, sq, qsize))
+            return NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_INTERNAL);
+        nvme_sq_init(sq, qid, cqid, base, qsize);
+        c->cqs[cqid].sq_refs++;
+        c->io_queues++;
+        log_debug("%s: I/O SQ %u created: %u entries at 0x%llx, CQ %u", name_of(c), qid, qsize,
+                  (unsigned long long)base, cqid);
+        return NVME_OK;
+    }
+    log_limited(&c->admin_log, LOG_WARNING,
+                "%s: Create I/O SQ %u (%u entries at 0x%llx, CQ %u) refused: %s", name_of(c), qid,
+                qsize, (unsigned long long)base, cqid, why);
+    return status;
+}
+
+static uint16_t admin_delete_sq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint16_t qid = cmd->cdw10 & 0xffff;
+    if (qid == 0 || qid >= NVME_NUM_QUEUES || !c->sqs[qid].active) {
+        log_limited(&c->admin_log, LOG_WARNING, "%s: Delete I/O SQ %u: no such queue", name_of(c),
+                    qid);
+        return NVME_ERR_CS(NVME_SC_QID_INVALID);
+    }
+    struct nvme_sq *sq = &c->sqs[qid];
+    uint16_t cqid = sq->cqid;
+    /* Commands already at the back end complete (and are posted) first. */
+    nvme_sq_teardown(c, sq);
+    if (c->cqs[cqid].sq_refs)
+        c->cqs[cqid].sq_refs--;
+    c->io_queues--;
+    log_debug("%s: I/O SQ %u deleted", name_of(c), qid);
+    return NVME_OK;
+}
+
+static uint16_t admin_delete_cq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint16_t qid = cmd->cdw10 & 0xffff;
+    if (qid == 0 || qid >= NVME_NUM_QUEUES || !c->cqs[qid].active) {
+        log_limited(&c->admin_log, LOG_WARNING, "%s: Delete I/O CQ %u: no such queue", name_of(c),
+                    qid);
+        return NVME_ERR_CS(NVME_SC_QID_INVALID);
+    }
+    if (c->cqs[qid].sq_refs) {
+        log_limited(&c->admin_log, LOG_WARNING,
+                    "%s: Delete I/O CQ %u refused: %u submission queue(s) still use it", name_of(c),
+                    qid, c->cqs[qid].sq_refs);
+        return NVME_ERR_CS(NVME_SC_INVALID_QUEUE_DELETION);
+    }
+    nvme_cq_teardown(c, &c->cqs[qid]);
+    nvme_update_intx(c);
+    c->io_queues--;
+    log_debug("%s: I/O CQ %u deleted", name_of(c), qid);
+    return NVME_OK;
+}
+
+/* ---- Features ---- */
+
+void nvme_features_default(struct nvme_ctrl *c)
+{
+    memset(&c->feat, 0, sizeof(c->feat));
+    c->feat.temp_over = WCTEMP_KELVIN;
+    c->feat.temp_under = 0;
+    for (unsigned i = 0; i < NVME_MSIX_VECTORS; i++)
+        c->feat.irq_config[i] = i;
+    atomic_store(&c->write_cache, c->vwc);
+}
+
+static uint16_t set_features(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint32_t *dw0)
+{
+    uint8_t fid = cmd->cdw10 & 0xff;
+    uint32_t v = cmd->cdw11;
+    if (cmd->cdw10 & (1u << 31))
+        return NVME_ERR_CS(NVME_SC_FEATURE_NOT_SAVEABLE);
+    switch (fid) {
+    case NVME_FEAT_ARBITRATION:
+        c->feat.arbitration = v;
+        return NVME_OK;
+    case NVME_FEAT_POWER_MGMT:
+        if ((v & 0x1f) != 0) /* NPSS = 0: power state 0 only */
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        c->feat.power_mgmt = v & 0xff;
+        return NVME_OK;
+    case NVME_FEAT_TEMP_THRESH: {
+        unsigned tmpsel = (v >> 16) & 0xf, thsel = (v >> 20) & 0x3;
+        if ((tmpsel != 0 && tmpsel != 0xf) || thsel > 1)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        if (thsel == 0)
+            c->feat.temp_over = v & 0xffff;
+        else
+            c->feat.temp_under = v & 0xffff;
+        return NVME_OK;
+    }
+    case NVME_FEAT_ERROR_RECOVERY:
+        if (v & (1u << 16)) /* DULBE: deallocated blocks are not errors here */
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        c->feat.error_recovery = v & 0xffff;
+        return NVME_OK;
+    case NVME_FEAT_VOLATILE_WC:
+        if (!c->vwc)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        atomic_store(&c->write_cache, (v & 1) != 0);
+        return NVME_OK;
+    case NVME_FEAT_NUM_QUEUES: {
+        uint32_t nsqr = v & 0xffff, ncqr = v >> 16;
+        if (nsqr == 0xffff || ncqr == 0xffff)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        if (c->io_queues)
+            return NVME_ERR(NVME_SC_CMD_SEQ_ERROR);
+        c->nsqa = (uint16_t)(nsqr + 1 < NVME_MAX_IO_QUEUES ? nsqr + 1 : NVME_MAX_IO_QUEUES);
+        c->ncqa = (uint16_t)(ncqr + 1 < NVME_MAX_IO_QUEUES ? ncqr + 1 : NVME_MAX_IO_QUEUES);
+        *dw0 = ((uint32_t)(c->ncqa - 1) << 16) | (uint32_t)(c->nsqa - 1);
+        return NVME_OK;
+    }
+    case NVME_FEAT_IRQ_COALESCE:
+        c->feat.irq_coalesce = v & 0xffff;
+        return NVME_OK;
+    case NVME_FEAT_IRQ_CONFIG: {
+        unsigned iv = v & 0xffff;
+        if (iv >= NVME_MSIX_VECTORS)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        c->feat.irq_config[iv] = v & 0x1ffff;
+        return NVME_OK;
+    }
+    case NVME_FEAT_WRITE_ATOMIC:
+        c->feat.write_atomic = v & 1;
+        return NVME_OK;
+    case NVME_FEAT_ASYNC_EVENT:
+        c->feat.async_event_cfg = v;
+        return NVME_OK;
+    default:
+        /* LBA Range Type, APST, Host Memory Buffer, Timestamp, Keep Alive,
+         * ...: not supported. */
+        log_debug("%s: Set Features 0x%x not supported", name_of(c), fid);
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    }
+}
+
+/* Current (sel 0) or default (sel 1, and 2: nothing is saveable) value. */
+static uint16_t feature_value(struct nvme_ctrl *c, uint8_t fid, uint32_t cdw11, bool dflt,
+                              uint32_t *dw0)
+{
+    switch (fid) {
+    case NVME_FEAT_ARBITRATION:
+        *dw0 = dflt ? 0 : c->feat.arbitration;
+        return NVME_OK;
+    case NVME_FEAT_POWER_MGMT:
+        *dw0 = dflt ? 0 : c->feat.power_mgmt;
+        return NVME_OK;
+    case NVME_FEAT_TEMP_THRESH: {
+        unsigned tmpsel = (cdw11 >> 16) & 0xf, thsel = (cdw11 >> 20) & 0x3;
+        if ((tmpsel != 0 && tmpsel != 0xf) || thsel > 1)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        uint32_t t = thsel == 0 ? (dflt ? WCTEMP_KELVIN : c->feat.temp_over)
+                                : (dflt ? 0 : c->feat.temp_under);
+        *dw0 = t | (tmpsel << 16) | (thsel << 20);
+        return NVME_OK;
+    }
+    case NVME_FEAT_ERROR_RECOVERY:
+        *dw0 = dflt ? 0 : c->feat.error_recovery;
+        return NVME_OK;
+    case NVME_FEAT_VOLATILE_WC:
+        if (!c->vwc)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        *dw0 = (dflt || atomic_load(&c->write_cache)) ? 1 : 0;
+        return NVME_OK;
+    case NVME_FEAT_NUM_QUEUES: {
+        uint32_t nsqa = dflt ? NVME_MAX_IO_QUEUES : c->nsqa;
+        uint32_t ncqa = dflt ? NVME_MAX_IO_QUEUES : c->ncqa;
+        *dw0 = ((ncqa - 1) << 16) | (nsqa - 1);
+        return NVME_OK;
+    }
+    case NVME_FEAT_IRQ_COALESCE:
+        *dw0 = dflt ? 0 : c->feat.irq_coalesce;
+        return NVME_OK;
+    case NVME_FEAT_IRQ_CONFIG: {
+        unsigned iv = cdw11 & 0xffff;
+        if (iv >= NVME_MSIX_VECTORS)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        *dw0 = dflt ? iv : c->feat.irq_config[iv];
+        return NVME_OK;
+    }
+    case NVME_FEAT_WRITE_ATOMIC:
+        *dw0 = dflt ? 0 : c->feat.write_atomic;
+        return NVME_OK;
+    case NVME_FEAT_ASYNC_EVENT:
+        *dw0 = dflt ? 0 : c->feat.async_event_cfg;
+        return NVME_OK;
+    default:
+        log_debug("%s: Get Features 0x%x not supported", name_of(c), fid);
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    }
+}
+
+static uint16_t get_features(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint32_t *dw0)
+{
+    uint8_t fid = cmd->cdw10 & 0xff;
+    unsigned sel = (cmd->cdw10 >> 8) & 0x7;
+    switch (sel) {
+    case 0:
+        return feature_value(c, fid, cmd->cdw11, false, dw0);
+    case 1:
+    case 2:
+        return feature_value(c, fid, cmd->cdw11, true, dw0);
+    case 3: {
+        /* Supported capabilities: changeable, neither saveable nor per
+         * namespace. */
+        uint16_t status = feature_value(c, fid, cmd->cdw11, true, dw0);
+        if (status == NVME_OK)
+            *dw0 = 1u << 2;
+        return status;
+    }
+    default:
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    }
+}
+
+/* ---- Log pages ---- */
+
+static size_t log_smart(struct nvme_ctrl *c, uint8_t *b)
+{
+    b[0] = 0; /* critical warning */
+    put16(b, 1, TEMPERATURE_KELVIN);
+    b[3] = 100; /* available spare */
+    b[4] = 10;  /* available spare threshold */
+    b[5] = 0;   /* percentage used */
+    /* Data units are thousands of 512-byte units, rounded up. */
+    uint64_t rd = atomic_load(&c->read_bytes), wr = atomic_load(&c->write_bytes);
+    put128(b, 32, (rd / 512 + 999) / 1000);
+    put128(b, 48, (wr / 512 + 999) / 1000);
+    put128(b, 64, atomic_load(&c->read_cmds));
+    put128(b, 80, atomic_load(&c->write_cmds));
+    put128(b, 112, 1);                                                  /* power cycles */
+    put128(b, 128, (nvme_now_ns() - c->created_ns) / 3600000000000ull); /* power-on hours */
+    put128(b, 176, c->error_count);
+    return 512;
+}
+
+static size_t log_firmware(uint8_t *b)
+{
+    b[0] = 0x01; /* active firmware: slot 1 */
+    put_string(b, 8, 8, FIRMWARE_REV);
+    return 512;
+}
+
+static uint16_t admin_get_log_page(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    uint8_t lid = cmd->cdw10 & 0xff;
+    bool rae = cmd->cdw10 & (1u << 15);
+    uint64_t numd = (cmd->cdw10 >> 16) | ((uint64_t)(cmd->cdw11 & 0xffff) << 16);
+    uint64_t len = (numd + 1) * 4;
+    uint64_t offset = cmd->cdw12 | ((uint64_t)cmd->cdw13 << 32);
+    uint8_t page[512];
+    memset(page, 0, sizeof(page));
+    size_t page_len;
+    switch (lid) {
+    case NVME_LOG_ERROR:
+        page_len = 64 * 1; /* ELPE + 1 entries, none valid */
+        if (!rae)
+            c->error_events_masked = false;
+        break;
+    case NVME_LOG_SMART:
+        if (cmd->nsid != 0 && cmd->nsid != 1 && cmd->nsid != 0xffffffffu)
+            return NVME_ERR(NVME_SC_INVALID_NS);
+        page_len = log_smart(c, page);
+        break;
+    case NVME_LOG_FW_SLOT:
+        page_len = log_firmware(page);
+        break;
+    default:
+        log_debug("%s: Get Log Page 0x%x not supported", name_of(c), lid);
+        return NVME_ERR_CS(NVME_SC_INVALID_LOG_PAGE);
+    }
+    if ((offset & 3) || offset > page_len || len > NVME_MAX_XFER)
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    size_t avail = page_len - (size_t)offset;
+    return nvme_prp_write(c, cmd, page + offset, avail < len ? avail : (size_t)len, (size_t)len);
+}
+
+/* ---- Asynchronous events ---- */
+
+static void deliver_events(struct nvme_ctrl *c)
+{
+    while (c->aer_count > 0 && c->event_count > 0) {
+        struct nvme_event ev = c->events[0];
+        memmove(c->events, c->events + 1, (c->event_count - 1) * sizeof(c->events[0]));
+        c->event_count--;
+        uint16_t cid = c->aer_cids[--c->aer_count];
+        uint32_t dw0 = ev.type | ((uint32_t)ev.info << 8) | ((uint32_t)ev.log_page << 16);
+        /* The AER kept its admin CQ slot reserved while outstanding. */
+        nvme_cq_post(c, &c->cqs[0], 0, atomic_load(&c->sqs[0].sqhd), cid, NVME_OK, dw0);
+        if (ev.type == NVME_AER_TYPE_ERROR)
+            c->error_events_masked = true;
+    }
+}
+
+void nvme_admin_event(struct nvme_ctrl *c, uint8_t type, uint8_t info, uint8_t log_page)
+{
+    if (type == NVME_AER_TYPE_ERROR) {
+        c->error_count++;
+        if (c->error_events_masked)
+            return; /* until the host reads the Error Information log */
+    }
+    for (unsigned i = 0; i < c->event_count; i++)
+        if (c->events[i].type == type && c->events[i].info == info)
+            return; /* already queued */
+    if (c->event_count == NVME_MAX_EVENTS)
+        return;
+    c->events[c->event_count++] = (struct nvme_event){type, info, log_page};
+    deliver_events(c);
+}
+
+void nvme_admin_reset(struct nvme_ctrl *c)
+{
+    /* Outstanding AERs are aborted implicitly by the reset: no completion. */
+    c->aer_count = 0;
+    c->event_count = 0;
+    c->error_events_masked = false;
+}
+
+/* ---- Dispatch ---- */
+
+/* Runs one admin command. Returns its status; *post false means the
+ * completion is deferred (an AER keeps its slot). */
+static uint16_t admin_exec(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint32_t *dw0,
+                           bool *post)
+{
+    if (cmd->flags & 0xc3) /* fused operations, SGLs */
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    switch (cmd->opcode) {
+    case NVME_ADM_IDENTIFY:
+        return admin_identify(c, cmd);
+    case NVME_ADM_CREATE_CQ:
+        return admin_create_cq(c, cmd);
+    case NVME_ADM_CREATE_SQ:
+        return admin_create_sq(c, cmd);
+    case NVME_ADM_DELETE_SQ:
+        return admin_delete_sq(c, cmd);
+    case NVME_ADM_DELETE_CQ:
+        return admin_delete_cq(c, cmd);
+    case NVME_ADM_SET_FEATURES:
+        return set_features(c, cmd, dw0);
+    case NVME_ADM_GET_FEATURES:
+        return get_features(c, cmd, dw0);
+    case NVME_ADM_GET_LOG_PAGE:
+        return admin_get_log_page(c, cmd);
+    case NVME_ADM_ABORT: {
+        uint16_t sqid = cmd->cdw10 & 0xffff;
+        if (sqid >= NVME_NUM_QUEUES || !c->sqs[sqid].active)
+            return NVME_ERR(NVME_SC_INVALID_FIELD);
+        *dw0 = 1; /* not aborted: commands run to completion */
+        return NVME_OK;
+    }
+    case NVME_ADM_ASYNC_EVENT:
+        if (c->aer_count > NVME_AERL)
+            return NVME_ERR_CS(NVME_SC_AER_LIMIT);
+        c->aer_cids[c->aer_count++] = cmd->cid;
+        *post = false;
+        deliver_events(c);
+        return NVME_OK;
+    default:
+        log_limited(&c->admin_log, LOG_INFO, "%s: admin opcode 0x%02x not supported", name_of(c),
+                    cmd->opcode);
+        return NVME_ERR(NVME_SC_INVALID_OPCODE);
+    }
+}
+
+void nvme_admin_process(struct nvme_ctrl *c)
+{
+    struct nvme_sq *sq = &c->sqs[0];
+    struct nvme_cq *cq = &c->cqs[0];
+    while (atomic_load(&c->enabled) && sq->active && sq->head != sq->tail) {
+        if (!pci_bus_master_enabled(&c->pci)) {
+            log_limited(&c->admin_log, LOG_WARNING,
+                        "%s: admin commands wait: bus mastering is disabled", name_of(c));
+            return;
+        }
+        if (!nvme_cq_reserve(c, cq, 0))
+            return; /* resumed by the admin CQ head doorbell */
+        struct nvme_sqe cmd;
+        uint64_t gpa = sq->base + (uint64_t)sq->head * NVME_SQE_SIZE;
+        if (!guest_mem_read(c->mem, gpa, &cmd, sizeof(cmd))) {
+            nvme_cq_unreserve(cq);
+            nvme_fatal_locked(c, "admin submission queue entry outside guest RAM");
+            return;
+        }
+        sq->head = (sq->head + 1) % sq->size;
+        atomic_store(&sq->sqhd, sq->head);
+        uint32_t dw0 = 0;
+        bool post = true;
+        uint16_t status = admin_exec(c, &cmd, &dw0, &post);
+        log_trace("%s: admin opcode 0x%02x cid %u: status 0x%x", name_of(c), cmd.opcode, cmd.cid,
+                  status);
+        if (post)
+            nvme_cq_post(c, cq, 0, sq->head, cmd.cid, status, dw0);
+    }
+}

@@ -1,0 +1,1020 @@
+/* Block back ends: the file back end on both engines (io_uring, threads)
+ * and mem-async. Round trips through scattered iovecs, many requests from
+ * several threads, flush, discard and write-zeroes, read-only disks, a file
+ * that shrinks, runs out of space (a 1 MiB tmpfs) or is deleted, a block
+ * device (a loop device), bad sizes at open, out-of-range requests, drain,
+ * and the fall back to threads when io_uring is forbidden (seccomp). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/loop.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "block/block_internal.h"
+#include "common/log.h"
+#include "config/config.h"
+
+enum kind { FILE_URING, FILE_THREADS, MEM };
+
+static const enum kind kind_uring = FILE_URING, kind_threads = FILE_THREADS, kind_mem = MEM;
+
+static char tmpdir[64];
+
+static int group_setup(void **state)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_block.XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    return rmdir(tmpdir);
+}
+
+/* ---- stderr capture ---- */
+
+static int saved_stderr = -1;
+static FILE *capture_file;
+
+static void capture_stderr(void)
+{
+    fflush(stderr);
+    capture_file = tmpfile();
+    assert_non_null(capture_file);
+    saved_stderr = dup(STDERR_FILENO);
+    assert_true(saved_stderr >= 0);
+    assert_true(dup2(fileno(capture_file), STDERR_FILENO) >= 0);
+}
+
+static char *captured_stderr(void)
+{
+    static char buf[16384];
+    fflush(stderr);
+    assert_true(dup2(saved_stderr, STDERR_FILENO) >= 0);
+    close(saved_stderr);
+    rewind(capture_file);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, capture_file);
+    buf[n] = '\0';
+    fclose(capture_file);
+    fputs(buf, stderr); /* still shown */
+    return buf;
+}
+
+/* ---- fixtures ---- */
+
+struct disk {
+    enum kind kind;
+    char path[128];
+    struct block_backend *be;
+};
+
+static struct config_block_dev file_cfg(const char *path, unsigned workers)
+{
+    struct config_block_dev c;
+    memset(&c, 0, sizeof(c));
+    c.name = (char *)"t0";
+    c.type = CONFIG_BLOCK_FILE;
+    c.file.path = (char *)path;
+    c.file.workers = workers;
+    return c;
+}
+
+static struct config_block_dev mem_cfg(uint64_t size, unsigned workers)
+{
+    struct config_block_dev c;
+    memset(&c, 0, sizeof(c));
+    c.name = (char *)"t0";
+    c.type = CONFIG_BLOCK_MEM_ASYNC;
+    c.mem_async.size = size;
+    c.mem_async.workers = workers;
+    return c;
+}
+
+static void make_file(const char *path, uint64_t size)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, (off_t)size), 0);
+    close(fd);
+}
+
+static struct block_backend *open_kind(enum kind kind, struct config_block_dev *cfg)
+{
+    if (kind == MEM)
+        return block_backend_open(cfg);
+    return block_file_open(cfg, kind == FILE_URING ? BLOCK_FILE_ENGINE_URING
+                                                   : BLOCK_FILE_ENGINE_THREADS);
+}
+
+/* Opens a fresh zeroed disk of size bytes; cfg may set options. */
+static void disk_open_cfg(struct disk *d, enum kind kind, uint64_t size,
+                          struct config_block_dev *opts)
+{
+    static unsigned counter;
+    memset(d, 0, sizeof(*d));
+    d->kind = kind;
+    struct config_block_dev cfg;
+    if (kind == MEM) {
+        cfg = mem_cfg(size, 4);
+    } else {
+        snprintf(d->path, sizeof(d->path), "%s/disk%u", tmpdir, counter++);
+        make_file(d->path, size);
+        cfg = file_cfg(d->path, 4);
+    }
+    if (opts) {
+        cfg.has_block_size = opts->has_block_size;
+        cfg.block_size = opts->block_size;
+        cfg.has_read_only = opts->has_read_only;
+        cfg.read_only = opts->read_only;
+        cfg.has_skip_flush = opts->has_skip_flush;
+        cfg.skip_flush = opts->skip_flush;
+    }
+    d->be = open_kind(kind, &cfg);
+    assert_non_null(d->be);
+    assert_int_equal(d->be->info.size, size);
+    if (kind == FILE_URING)
+        assert_string_equal(block_file_engine_name(d->be), "uring");
+    else if (kind == FILE_THREADS)
+        assert_string_equal(block_file_engine_name(d->be), "threads");
+}
+
+static void disk_open(struct disk *d, enum kind kind, uint64_t size)
+{
+    disk_open_cfg(d, kind, size, NULL);
+}
+
+static void disk_close(struct disk *d)
+{
+    block_backend_destroy(d->be);
+    if (d->path[0])
+        unlink(d->path);
+}
+
+/* ---- synchronous requests ---- */
+
+struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    int status;
+    pthread_t thread;
+};
+
+static void wake_waiter(struct block_request *req, int status)
+{
+    struct waiter *w = req->opaque;
+    pthread_mutex_lock(&w->lock);
+    w->done = true;
+    w->status = status;
+    w->thread = pthread_self();
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Submits one request and waits for it; checks it completed off this
+ * thread. Returns the status. */
+static int do_req(struct block_backend *be, enum block_op op, uint64_t offset, uint64_t len,
+                  struct iovec *iov, unsigned iovcnt)
+{
+    struct waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct block_request req = {
+        .op = op,
+        .offset = offset,
+        .len = len,
+        .iov = iov,
+        .iovcnt = iovcnt,
+        .complete = wake_waiter,
+        .opaque = &w,
+    };
+    assert_int_equal(block_submit(be, &req), 0);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    assert_false(pthread_equal(w.thread, pthread_self()));
+    return w.status;
+}
+
+static int do_rw(struct block_backend *be, enum block_op op, uint64_t offset, void *buf,
+                 uint64_t len)
+{
+    struct iovec iov = {buf, len};
+    return do_req(be, op, offset, len, &iov, 1);
+}
+
+static uint8_t pattern(uint64_t pos, unsigned seed)
+{
+    return (uint8_t)((pos * 2654435761u) >> 13) ^ (uint8_t)(seed * 37 + 1);
+}
+
+static void fill(uint8_t *buf, uint64_t len, uint64_t pos, unsigned seed)
+{
+    for (uint64_t i = 0; i < len; i++)
+        buf[i] = pattern(pos + i, seed);
+}
+
+static bool all_zero(const uint8_t *buf, uint64_t len)
+{
+    for (uint64_t i = 0; i < len; i++)
+        if (buf[i])
+            return false;
+    return true;
+}
+
+/* ---- round trips ---- */
+
+static void test_roundtrip(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+
+    /* Scattered, unevenly sized pieces (multiples of 512 in total). */
+    static const size_t lens[] = {512, 1536, 4096, 100, 412, 8192, 3584, 1};
+    size_t total = 0;
+    for (unsigned i = 0; i < 8; i++)
+        total += lens[i];
+    total += 511; /* pad the last piece */
+    uint8_t *src = malloc(total), *dst = malloc(total);
+    assert_non_null(src);
+    assert_non_null(dst);
+    uint64_t off = 1234 * 512;
+    fill(src, total, off, 1);
+    struct iovec iov[8];
+    size_t pos = 0;
+    for (unsigned i = 0; i < 8; i++) {
+        size_t l = i == 7 ? lens[i] + 511 : lens[i];
+        iov[i] = (struct iovec){src + pos, l};
+        pos += l;
+    }
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, off, total, iov, 8), 0);
+
+    /* Read back through a different scatter. */
+    memset(dst, 0xee, total);
+    struct iovec riov[3] = {{dst, 1000}, {dst + 1000, 24}, {dst + 1024, total - 1024}};
+    assert_int_equal(do_req(d.be, BLOCK_OP_READ, off, total, riov, 3), 0);
+    assert_memory_equal(src, dst, total);
+
+    /* Neighbours untouched. */
+    uint8_t edge[512];
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, off - 512, edge, 512), 0);
+    assert_true(all_zero(edge, 512));
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, off + total, edge, 512), 0);
+    assert_true(all_zero(edge, 512));
+
+    /* The file holds the data. */
+    if (kind != MEM) {
+        int fd = open(d.path, O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        memset(dst, 0, total);
+        assert_int_equal(pread(fd, dst, total, (off_t)off), (ssize_t)total);
+        assert_memory_equal(src, dst, total);
+        close(fd);
+    }
+
+    /* A zero-length read and the last block of the disk. */
+    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 0, NULL, 0), 0);
+    fill(src, 512, (1 << 20) - 512, 2);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (1 << 20) - 512, src, 512), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 512, dst, 512), 0);
+    assert_memory_equal(src, dst, 512);
+
+    free(src);
+    free(dst);
+    disk_close(&d);
+}
+
+/* More iovecs than one preadv takes (IOV_MAX is 1024). */
+static void test_many_iovecs(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 4 << 20);
+    enum { N = 2500 };
+    uint8_t *src = malloc(N * 512), *dst = malloc(N * 512);
+    struct iovec *iov = calloc(N, sizeof(*iov));
+    assert_non_null(src);
+    assert_non_null(dst);
+    assert_non_null(iov);
+    fill(src, N * 512, 4096, 3);
+    for (unsigned i = 0; i < N; i++)
+        iov[i] = (struct iovec){src + (size_t)i * 512, 512};
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 4096, N * 512, iov, N), 0);
+    for (unsigned i = 0; i < N; i++)
+        iov[i] = (struct iovec){dst + (size_t)i * 512, 512};
+    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 4096, N * 512, iov, N), 0);
+    assert_memory_equal(src, dst, N * 512);
+    free(src);
+    free(dst);
+    free(iov);
+    disk_close(&d);
+}
+
+/* ---- concurrency ---- */
+
+#define CONC_THREADS 4
+#define CONC_SLOTS 8
+#define CONC_SLOT_BYTES (32 * 1024)
+#define CONC_OPS 400
+
+struct conc_slot {
+    struct block_request req;
+    struct iovec iov[4];
+    uint8_t buf[CONC_SLOT_BYTES];
+    bool busy, is_read;
+    uint64_t off, len;
+};
+
+struct conc_thread {
+    struct block_backend *be;
+    unsigned index;
+    uint64_t base; /* this thread's region */
+    uint8_t *shadow;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned completed;
+    int first_error;
+    struct conc_slot slots[CONC_SLOTS];
+    unsigned rng;
+    unsigned mismatches;
+};
+
+static void conc_complete(struct block_request *req, int status)
+{
+    struct conc_thread *t = req->opaque;
+    pthread_mutex_lock(&t->lock);
+    for (unsigned s = 0; s < CONC_SLOTS; s++) {
+        if (&t->slots[s].req == req)
+            t->slots[s].busy = false;
+    }
+    if (status && !t->first_error)
+        t->first_error = status;
+    t->completed++;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+}
+
+static unsigned rnd(unsigned *state)
+{
+    *state = *state * 1103515245u + 12345u;
+    return *state >> 16;
+}
+
+/* Each slot owns its own 32 KiB of the thread's region, so requests in
+ * flight never overlap and a shadow copy predicts every read. */
+static void *conc_main(void *arg)
+{
+    struct conc_thread *t = arg;
+    unsigned submitted = 0;
+    pthread_mutex_lock(&t->lock);
+    while (t->completed < CONC_OPS) {
+        for (unsigned s = 0; s < CONC_SLOTS && submitted < CONC_OPS; s++) {
+            struct conc_slot *sl = &t->slots[s];
+            if (sl->busy)
+                continue;
+            /* Check the read that just finished in this slot. */
+            if (sl->is_read && sl->len) {
+                uint64_t rel = sl->off - t->base;
+                if (memcmp(sl->buf, t->shadow + rel, sl->len) != 0)
+                    t->mismatches++;
+                sl->len = 0;
+            }
+            uint64_t nblocks = 1 + rnd(&t->rng) % 64;
+            uint64_t first = rnd(&t->rng) % (64 - nblocks + 1);
+            sl->off = t->base + (uint64_t)s * CONC_SLOT_BYTES + first * 512;
+            sl->len = nblocks * 512;
+            sl->is_read = rnd(&t->rng) % 2;
+            uint64_t rel = sl->off - t->base;
+            if (!sl->is_read) {
+                fill(sl->buf, sl->len, sl->off, submitted + t->index * 1000);
+                memcpy(t->shadow + rel, sl->buf, sl->len);
+            }
+            /* Split into up to 4 pieces. */
+            unsigned n = 1 + rnd(&t->rng) % 4;
+            if (n > nblocks)
+                n = (unsigned)nblocks;
+            uint64_t per = nblocks / n * 512, pos = 0;
+            for (unsigned i = 0; i < n; i++) {
+                uint64_t l = i == n - 1 ? sl->len - pos : per;
+                sl->iov[i] = (struct iovec){sl->buf + pos, l};
+                pos += l;
+            }
+            sl->req = (struct block_request){
+                .op = sl->is_read ? BLOCK_OP_READ : BLOCK_OP_WRITE,
+                .offset = sl->off,
+                .len = sl->len,
+                .iov = sl->iov,
+                .iovcnt = n,
+                .complete = conc_complete,
+                .opaque = t,
+            };
+            sl->busy = true;
+            submitted++;
+            pthread_mutex_unlock(&t->lock);
+            int rc = block_submit(t->be, &sl->req);
+            pthread_mutex_lock(&t->lock);
+            if (rc != 0 && !t->first_error)
+                t->first_error = rc;
+        }
+        /* Sleep only when there is nothing to submit: a slot may have freed
+         * up behind the loop above. */
+        bool slot_free = false;
+        for (unsigned s = 0; s < CONC_SLOTS; s++)
+            slot_free |= !t->slots[s].busy;
+        if (t->completed < CONC_OPS && (submitted == CONC_OPS || !slot_free))
+            pthread_cond_wait(&t->cond, &t->lock);
+    }
+    for (unsigned s = 0; s < CONC_SLOTS; s++) {
+        struct conc_slot *sl = &t->slots[s];
+        if (sl->is_read && sl->len && memcmp(sl->buf, t->shadow + (sl->off - t->base), sl->len))
+            t->mismatches++;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static void test_concurrency(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    const uint64_t region = (uint64_t)CONC_SLOTS * CONC_SLOT_BYTES;
+    struct disk d;
+    disk_open(&d, kind, region * CONC_THREADS);
+    struct conc_thread *t = calloc(CONC_THREADS, sizeof(*t));
+    assert_non_null(t);
+    pthread_t th[CONC_THREADS];
+    for (unsigned i = 0; i < CONC_THREADS; i++) {
+        t[i].be = d.be;
+        t[i].index = i;
+        t[i].base = region * i;
+        t[i].shadow = calloc(1, region);
+        t[i].rng = 42 + i;
+        pthread_mutex_init(&t[i].lock, NULL);
+        pthread_cond_init(&t[i].cond, NULL);
+        assert_int_equal(pthread_create(&th[i], NULL, conc_main, &t[i]), 0);
+    }
+    for (unsigned i = 0; i < CONC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    uint8_t *buf = malloc(region);
+    for (unsigned i = 0; i < CONC_THREADS; i++) {
+        assert_int_equal(t[i].first_error, 0);
+        assert_int_equal(t[i].mismatches, 0);
+        assert_int_equal(t[i].completed, CONC_OPS);
+        assert_int_equal(do_rw(d.be, BLOCK_OP_READ, t[i].base, buf, region), 0);
+        assert_memory_equal(buf, t[i].shadow, region);
+        free(t[i].shadow);
+        pthread_mutex_destroy(&t[i].lock);
+        pthread_cond_destroy(&t[i].cond);
+    }
+    free(buf);
+    free(t);
+    disk_close(&d);
+}
+
+/* ---- drain and destroy with requests in flight ---- */
+
+static atomic_uint drain_done;
+
+static void count_complete(struct block_request *req, int status)
+{
+    if (status == 0)
+        atomic_fetch_add(&drain_done, 1);
+}
+
+static void test_drain_destroy(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    enum { N = 256 };
+    struct disk d;
+    disk_open(&d, kind, 8 << 20);
+    static uint8_t buf[N][4096];
+    static struct iovec iov[N];
+    static struct block_request reqs[N];
+    for (unsigned round = 0; round < 2; round++) {
+        atomic_store(&drain_done, 0);
+        for (unsigned i = 0; i < N; i++) {
+            iov[i] = (struct iovec){buf[i], 4096};
+            reqs[i] = (struct block_request){
+                .op = i % 3 == 0 ? BLOCK_OP_READ : (i % 17 == 0 ? BLOCK_OP_FLUSH : BLOCK_OP_WRITE),
+                .offset = (uint64_t)i * 4096 * 7 % (8 << 20),
+                .len = 4096,
+                .iov = iov + i,
+                .iovcnt = 1,
+                .complete = count_complete,
+            };
+            if (reqs[i].op == BLOCK_OP_FLUSH) {
+                reqs[i].len = 0;
+                reqs[i].iovcnt = 0;
+            }
+            assert_int_equal(block_submit(d.be, &reqs[i]), 0);
+        }
+        if (round == 0) {
+            block_drain(d.be);
+            assert_int_equal(atomic_load(&drain_done), N);
+        } else {
+            block_backend_destroy(d.be); /* drains first */
+            d.be = NULL;
+            assert_int_equal(atomic_load(&drain_done), N);
+        }
+    }
+    if (d.path[0])
+        unlink(d.path);
+}
+
+/* ---- flush, discard, write zeroes ---- */
+
+static void test_flush(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    uint8_t buf[4096];
+    fill(buf, sizeof(buf), 0, 4);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    disk_close(&d);
+
+    struct config_block_dev opts = {.has_skip_flush = true, .skip_flush = true};
+    disk_open_cfg(&d, kind, 1 << 20, &opts);
+    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    disk_close(&d);
+}
+
+static void check_zeroing(struct block_backend *be, enum block_op op, bool expect_zero)
+{
+    enum { SIZE = 256 * 1024 };
+    uint8_t *src = malloc(SIZE), *dst = malloc(SIZE);
+    assert_non_null(src);
+    assert_non_null(dst);
+    fill(src, SIZE, 0, 5);
+    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
+    /* An unaligned-to-pages range in the middle: 512 B .. 200 KiB + 1 KiB. */
+    uint64_t off = 512, len = 200 * 1024 + 512;
+    assert_int_equal(do_req(be, op, off, len, NULL, 0), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, dst, SIZE), 0);
+    assert_memory_equal(dst, src, off);
+    assert_memory_equal(dst + off + len, src + off + len, SIZE - off - len);
+    if (expect_zero)
+        assert_true(all_zero(dst + off, len));
+    /* A zero-length one is fine too. */
+    assert_int_equal(do_req(be, op, 4096, 0, NULL, 0), 0);
+    free(src);
+    free(dst);
+}
+
+static void test_discard_write_zeroes(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    assert_true(d.be->info.can_discard);
+    assert_true(d.be->info.can_write_zeroes);
+    check_zeroing(d.be, BLOCK_OP_WRITE_ZEROES, true);
+    check_zeroing(d.be, BLOCK_OP_DISCARD, true); /* holes read as zeroes here */
+    disk_close(&d);
+}
+
+/* Without fallocate: WRITE_ZEROES writes zeroes, DISCARD does nothing. */
+static void test_write_zeroes_fallback(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    block_file_test_no_fallocate(d.be);
+    check_zeroing(d.be, BLOCK_OP_WRITE_ZEROES, true);
+    enum { SIZE = 8192 };
+    uint8_t src[SIZE], dst[SIZE];
+    fill(src, SIZE, 0, 6);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
+    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 0, SIZE, NULL, 0), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, dst, SIZE), 0);
+    assert_memory_equal(src, dst, SIZE);
+    disk_close(&d);
+}
+
+/* ---- read-only ---- */
+
+static void test_read_only(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    struct config_block_dev opts = {.has_read_only = true, .read_only = true};
+    uint8_t buf[4096];
+    if (kind != MEM) {
+        /* Put data in the file first. */
+        struct disk w;
+        disk_open(&w, kind, 1 << 20);
+        fill(buf, sizeof(buf), 0, 7);
+        assert_int_equal(do_rw(w.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+        block_backend_destroy(w.be);
+        struct config_block_dev cfg = file_cfg(w.path, 2);
+        cfg.has_read_only = true;
+        cfg.read_only = true;
+        memset(&d, 0, sizeof(d));
+        snprintf(d.path, sizeof(d.path), "%s", w.path);
+        d.be = open_kind(kind, &cfg);
+        assert_non_null(d.be);
+    } else {
+        disk_open_cfg(&d, kind, 1 << 20, &opts);
+        memset(buf, 0, sizeof(buf));
+    }
+    assert_true(d.be->info.read_only);
+    assert_false(d.be->info.can_discard);
+    uint8_t other[4096];
+    fill(other, sizeof(other), 0, 8);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, other, sizeof(other)), -EROFS);
+    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 0, 4096, NULL, 0), -EROFS);
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE_ZEROES, 0, 4096, NULL, 0), -EROFS);
+    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    uint8_t got[4096];
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_memory_equal(got, buf, sizeof(got));
+    disk_close(&d);
+}
+
+/* A file without write permission opens read-only unless read_only = false
+ * is written, which is an error (as propolis). */
+static void test_unwritable_file(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/ro", tmpdir);
+    make_file(path, 65536);
+    assert_int_equal(chmod(path, 0444), 0);
+    struct config_block_dev cfg = file_cfg(path, 1);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    assert_true(be->info.read_only);
+    block_backend_destroy(be);
+    cfg.has_read_only = true;
+    cfg.read_only = false;
+    capture_stderr();
+    be = block_backend_open(&cfg);
+    char *log = captured_stderr();
+    assert_null(be);
+    assert_non_null(strstr(log, "block_dev.t0: "));
+    assert_non_null(strstr(log, "read_only = false"));
+    unlink(path);
+}
+
+/* ---- a file that shrinks, vanishes, fills up ---- */
+
+static void test_truncated(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    static uint8_t buf[64 * 1024], got[64 * 1024];
+    fill(buf, sizeof(buf), 0, 9);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 480 * 1024, buf, sizeof(buf)), 0);
+    assert_int_equal(truncate(d.path, 512 * 1024), 0);
+
+    capture_stderr();
+    /* Wholly past the new end, and straddling it. */
+    int past = do_rw(d.be, BLOCK_OP_READ, 768 * 1024, got, 4096);
+    int straddle = do_rw(d.be, BLOCK_OP_READ, 480 * 1024, got, sizeof(got));
+    char *log = captured_stderr();
+    assert_int_equal(past, -EIO);
+    assert_int_equal(straddle, -EIO);
+    assert_non_null(strstr(log, "block_dev.t0: read of 4096 bytes at offset 786432"));
+    assert_non_null(strstr(log, "shrank to 524288 bytes"));
+
+    /* Below the new end all is well, and writes past it grow the file. */
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 480 * 1024, got, 32 * 1024), 0);
+    assert_memory_equal(got, buf, 32 * 1024);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 900 * 1024, buf, 4096), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 900 * 1024, got, 4096), 0);
+    assert_memory_equal(got, buf, 4096);
+    disk_close(&d);
+}
+
+/* Linux keeps an unlinked file alive while it is open: the disk works on. */
+static void test_unlinked(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    assert_int_equal(unlink(d.path), 0);
+    d.path[0] = '\0';
+    uint8_t buf[8192], got[8192];
+    fill(buf, sizeof(buf), 4096, 10);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 4096, buf, sizeof(buf)), 0);
+    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 4096, got, sizeof(got)), 0);
+    assert_memory_equal(buf, got, sizeof(got));
+    disk_close(&d);
+}
+
+static void test_enospc(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    char mnt[128], path[160];
+    snprintf(mnt, sizeof(mnt), "%s/tmpfs", tmpdir);
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1M") != 0) {
+        print_message("skipped: cannot mount a tmpfs (%s)\n", strerror(errno));
+        rmdir(mnt);
+        skip();
+    }
+    snprintf(path, sizeof(path), "%s/disk", mnt);
+    make_file(path, 4 << 20); /* sparse: 4 MiB of disk on 1 MiB of space */
+    struct config_block_dev cfg = file_cfg(path, 2);
+    struct block_backend *be = open_kind(kind, &cfg);
+    assert_non_null(be);
+
+    static uint8_t buf[64 * 1024];
+    fill(buf, sizeof(buf), 0, 11);
+    int ok = 0, nospc = 0, other = 0;
+    capture_stderr();
+    for (uint64_t off = 0; off < (4 << 20); off += sizeof(buf)) {
+        int rc = do_rw(be, BLOCK_OP_WRITE, off, buf, sizeof(buf));
+        if (rc == 0)
+            ok++;
+        else if (rc == -ENOSPC)
+            nospc++;
+        else
+            other++;
+    }
+    char *log = captured_stderr();
+    assert_true(ok > 0);
+    assert_true(nospc > 0);
+    assert_int_equal(other, 0);
+    assert_non_null(strstr(log, "block_dev.t0: write of 65536 bytes at offset"));
+    assert_non_null(strstr(log, "No space left on device"));
+    /* Still serving: what was written reads back; discarding frees space. */
+    uint8_t got[4096];
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_memory_equal(got, buf, sizeof(got));
+    assert_int_equal(do_req(be, BLOCK_OP_DISCARD, 0, 512 * 1024, NULL, 0), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 3 << 20, buf, sizeof(buf)), 0);
+    block_backend_destroy(be);
+    unlink(path);
+    assert_int_equal(umount(mnt), 0);
+    rmdir(mnt);
+}
+
+/* ---- a block device ---- */
+
+static void test_block_device(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    char backing[128];
+    snprintf(backing, sizeof(backing), "%s/loop-backing", tmpdir);
+    make_file(backing, 2 << 20);
+    int bfd = open(backing, O_RDWR | O_CLOEXEC);
+    assert_true(bfd >= 0);
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int num = ctl >= 0 ? ioctl(ctl, LOOP_CTL_GET_FREE) : -1;
+    char dev[64];
+    snprintf(dev, sizeof(dev), "/dev/loop%d", num);
+    int lfd = num >= 0 ? open(dev, O_RDWR | O_CLOEXEC) : -1;
+    struct loop_config lc = {.fd = (uint32_t)bfd, .info = {.lo_flags = LO_FLAGS_AUTOCLEAR}};
+    if (lfd < 0 || ioctl(lfd, LOOP_CONFIGURE, &lc) != 0) {
+        print_message("skipped: no loop device (%s)\n", strerror(errno));
+        if (lfd >= 0)
+            close(lfd);
+        if (ctl >= 0)
+            close(ctl);
+        close(bfd);
+        unlink(backing);
+        skip();
+    }
+    close(ctl);
+    close(bfd);
+    struct config_block_dev cfg = file_cfg(dev, 2);
+    capture_stderr();
+    struct block_backend *be = open_kind(kind, &cfg);
+    char *log = captured_stderr();
+    assert_non_null(be);
+    assert_null(strstr(log, "partition")); /* a whole device: no warning */
+    assert_int_equal(be->info.size, 2 << 20);
+    static uint8_t buf[16384], got[16384];
+    fill(buf, sizeof(buf), 8192, 12);
+    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 8192, buf, sizeof(buf)), 0);
+    assert_int_equal(do_req(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, got, sizeof(got)), 0);
+    assert_memory_equal(buf, got, sizeof(got));
+    assert_int_equal(do_req(be, BLOCK_OP_WRITE_ZEROES, 8192, 4096, NULL, 0), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, got, 4096), 0);
+    assert_true(all_zero(got, 4096));
+    block_backend_destroy(be);
+    close(lfd); /* last close: the loop device detaches */
+    /* The data went through to the backing file. */
+    int fd = open(backing, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, got, 4096, 12288), 4096);
+    assert_memory_equal(got, buf + 4096, 4096);
+    close(fd);
+    unlink(backing);
+}
+
+/* ---- refused at open ---- */
+
+static void expect_open_error(struct config_block_dev *cfg, const char *want)
+{
+    capture_stderr();
+    struct block_backend *be = block_backend_open(cfg);
+    char *log = captured_stderr();
+    if (be)
+        block_backend_destroy(be);
+    assert_null(be);
+    if (!strstr(log, want))
+        print_error("log \"%s\" lacks \"%s\"\n", log, want);
+    assert_non_null(strstr(log, want));
+}
+
+static void test_bad_open(void **state)
+{
+    char path[128], missing[128];
+    snprintf(path, sizeof(path), "%s/odd", tmpdir);
+    snprintf(missing, sizeof(missing), "%s/missing", tmpdir);
+
+    struct config_block_dev cfg = file_cfg(missing, 1);
+    expect_open_error(&cfg, "block_dev.t0: cannot open");
+
+    make_file(path, 1000);
+    cfg = file_cfg(path, 1);
+    expect_open_error(&cfg, "block_dev.t0: the size of");
+    expect_open_error(&cfg, "(1000 bytes) is not a multiple of the block size (512)");
+
+    make_file(path, 4096 + 512);
+    cfg.has_block_size = true;
+    cfg.block_size = 4096;
+    expect_open_error(&cfg, "(4608 bytes) is not a multiple of the block size (4096)");
+
+    make_file(path, 0);
+    cfg = file_cfg(path, 1);
+    expect_open_error(&cfg, "block_dev.t0: ");
+    unlink(path);
+
+    cfg = file_cfg(tmpdir, 1);
+    cfg.has_read_only = true;
+    cfg.read_only = true;
+    expect_open_error(&cfg, "is not a regular file or block device");
+
+    cfg = mem_cfg(1000, 1);
+    expect_open_error(&cfg, "block_dev.t0: size 1000 is not a positive multiple");
+    cfg = mem_cfg(0, 1);
+    expect_open_error(&cfg, "block_dev.t0: size 0");
+
+    cfg = mem_cfg(4096, 1);
+    cfg.type = CONFIG_BLOCK_CRUCIBLE_MEM;
+    expect_open_error(&cfg,
+                      "block_dev.t0: block device type \"crucible-mem\" is not yet supported");
+}
+
+/* ---- refused requests ---- */
+
+static void test_bad_requests(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind, 1 << 20);
+    uint8_t buf[4096];
+    memset(buf, 0x5a, sizeof(buf));
+    /* Past the end, overflowing, iovecs not matching len. */
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 512, buf, 1024), -EINVAL);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (1 << 20), buf, 512), -EINVAL);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, UINT64_MAX - 511, buf, 1024), -EINVAL);
+    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 512, UINT64_MAX - 256, NULL, 0), -EINVAL);
+    struct iovec iov = {buf, 512};
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 0, 1024, &iov, 1), -EINVAL);
+    struct iovec huge[2] = {{buf, SIZE_MAX}, {buf, 2}};
+    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 1, huge, 2), -EINVAL);
+    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 512, NULL, 1), -EINVAL);
+    assert_int_equal(do_req(d.be, (enum block_op)99, 0, 0, NULL, 0), -EOPNOTSUPP);
+    /* Nothing was written. */
+    uint8_t got[4096];
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 4096, got, sizeof(got)), 0);
+    assert_true(all_zero(got, sizeof(got)));
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_true(all_zero(got, sizeof(got)));
+    disk_close(&d);
+}
+
+/* ---- engine choice ---- */
+
+static void test_engine_env(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/env", tmpdir);
+    make_file(path, 65536);
+    struct config_block_dev cfg = file_cfg(path, 1);
+    static const struct {
+        const char *env, *want;
+    } cases[] = {{"threads", "threads"}, {"uring", "uring"}, {"io_uring", "uring"}};
+    for (unsigned i = 0; i < 3; i++) {
+        setenv("PROPOLIS_BLOCK_ENGINE", cases[i].env, 1);
+        struct block_backend *be = block_backend_open(&cfg);
+        assert_non_null(be);
+        assert_string_equal(block_file_engine_name(be), cases[i].want);
+        block_backend_destroy(be);
+    }
+    setenv("PROPOLIS_BLOCK_ENGINE", "bogus", 1);
+    capture_stderr();
+    struct block_backend *be = block_backend_open(&cfg);
+    char *log = captured_stderr();
+    assert_non_null(be);
+    assert_non_null(strstr(log, "PROPOLIS_BLOCK_ENGINE=\"bogus\""));
+    assert_string_equal(block_file_engine_name(be),
+                        BLOCK_FILE_ENGINE_BUILTIN == BLOCK_FILE_ENGINE_URING ? "uring" : "threads");
+    block_backend_destroy(be);
+    unsetenv("PROPOLIS_BLOCK_ENGINE");
+    unlink(path);
+}
+
+/* With io_uring_setup forbidden by seccomp, the uring engine falls back to
+ * threads with an info message, and the disk works. Runs in a child. */
+static void test_uring_fallback(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/fallback", tmpdir);
+    make_file(path, 65536);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {sizeof(filter) / sizeof(filter[0]), filter};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+            _exit(77);
+        struct config_block_dev cfg = file_cfg(path, 2);
+        struct block_backend *be = block_file_open(&cfg, BLOCK_FILE_ENGINE_URING);
+        if (!be)
+            _exit(1);
+        if (strcmp(block_file_engine_name(be), "threads") != 0)
+            _exit(2);
+        uint8_t buf[4096] = {1, 2, 3}, got[4096];
+        if (do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)) != 0 ||
+            do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)) != 0 || memcmp(buf, got, sizeof(buf)))
+            _exit(3);
+        block_backend_destroy(be);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) {
+        print_message("skipped: cannot install a seccomp filter\n");
+        skip();
+    }
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+#define FOR_FILES(fn)                                                                              \
+    cmocka_unit_test_prestate(fn, (void *)&kind_uring),                                            \
+        cmocka_unit_test_prestate(fn, (void *)&kind_threads)
+#define FOR_ALL(fn) FOR_FILES(fn), cmocka_unit_test_prestate(fn, (void *)&kind_mem)
+
+int main(void)
+{
+    log_set_level(LOG_INFO);
+    const struct CMUnitTest tests[] = {
+        FOR_ALL(test_roundtrip),
+        FOR_ALL(test_many_iovecs),
+        FOR_ALL(test_concurrency),
+        FOR_ALL(test_drain_destroy),
+        FOR_ALL(test_flush),
+        FOR_ALL(test_discard_write_zeroes),
+        FOR_FILES(test_write_zeroes_fallback),
+        FOR_ALL(test_read_only),
+        cmocka_unit_test(test_unwritable_file),
+        FOR_FILES(test_truncated),
+        FOR_FILES(test_unlinked),
+        FOR_FILES(test_enospc),
+        FOR_FILES(test_block_device),
+        cmocka_unit_test(test_bad_open),
+        FOR_ALL(test_bad_requests),
+        cmocka_unit_test(test_engine_env),
+        cmocka_unit_test(test_uring_fallback),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,1454 @@
+/* NVMe controller: registers, admin commands, I/O with PRPs and PRP lists,
+ * interrupts, and a hostile guest. Fake guest memory (a malloc'ed buffer), a
+ * fake back end (synchronous, or holding requests to test reset and
+ * shutdown with I/O in flight) and the BAR io_ops; no KVM. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config/config.h"
+#include "nvme/nvme.h"
+#include "nvme/nvme_int.h"
+
+/* ---- Fake guest memory ---- */
+
+#define RAM_SIZE (8u * 1024 * 1024)
+#define ROM_BASE 0x10000000ull
+#define ROM_SIZE 0x10000ull
+#define MMIO_ADDR 0xfe000000ull /* not RAM: "device registers" */
+#define PAGE 4096u
+
+static uint8_t *ram, *rom;
+static struct guest_mem mem;
+static uint64_t next_page;
+
+static uint64_t galloc(unsigned pages)
+{
+    uint64_t gpa = next_page;
+    next_page += (uint64_t)pages * PAGE;
+    assert_true(next_page <= RAM_SIZE);
+    memset(ram + gpa, 0, (size_t)pages * PAGE);
+    return gpa;
+}
+
+static void *hp(uint64_t gpa)
+{
+    return ram + gpa;
+}
+
+/* ---- Fake back end ---- */
+
+#define DISK_BLOCKS 4096u
+#define BLOCK 512u
+#define MAX_HELD 256
+
+struct fake_be {
+    struct block_backend be;
+    uint8_t *disk;
+    pthread_mutex_t lock;
+    bool hold;
+    struct block_request *held[MAX_HELD];
+    unsigned nheld;
+    unsigned reads, writes, flushes, discards, zeroes;
+    unsigned last_iovcnt;
+    int fail; /* injected status for reads/writes */
+};
+
+static struct fake_be fbe;
+
+static int perform(struct block_request *r)
+{
+    uint64_t size = (uint64_t)DISK_BLOCKS * BLOCK;
+    if (r->op != BLOCK_OP_FLUSH && (r->offset > size || r->len > size - r->offset))
+        return -EINVAL;
+    switch (r->op) {
+    case BLOCK_OP_READ:
+    case BLOCK_OP_WRITE: {
+        uint64_t total = 0, off = r->offset;
+        for (unsigned i = 0; i < r->iovcnt; i++) {
+            if (r->op == BLOCK_OP_READ)
+                memcpy(r->iov[i].iov_base, fbe.disk + off, r->iov[i].iov_len);
+            else
+                memcpy(fbe.disk + off, r->iov[i].iov_base, r->iov[i].iov_len);
+            off += r->iov[i].iov_len;
+            total += r->iov[i].iov_len;
+        }
+        if (total != r->len)
+            return -EINVAL;
+        if (r->op == BLOCK_OP_READ)
+            fbe.reads++;
+        else
+            fbe.writes++;
+        fbe.last_iovcnt = r->iovcnt;
+        return fbe.fail;
+    }
+    case BLOCK_OP_FLUSH:
+        fbe.flushes++;
+        return 0;
+    case BLOCK_OP_DISCARD:
+        memset(fbe.disk + r->offset, 0, r->len);
+        fbe.discards++;
+        return 0;
+    case BLOCK_OP_WRITE_ZEROES:
+        memset(fbe.disk + r->offset, 0, r->len);
+        fbe.zeroes++;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+static int fake_submit(struct block_backend *be, struct block_request *r)
+{
+    pthread_mutex_lock(&fbe.lock);
+    if (fbe.hold) {
+        assert_true(fbe.nheld < MAX_HELD);
+        fbe.held[fbe.nheld++] = r;
+        pthread_mutex_unlock(&fbe.lock);
+        return 0;
+    }
+    int status = perform(r);
+    pthread_mutex_unlock(&fbe.lock);
+    r->complete(r, status);
+    return 0;
+}
+
+static void release_held(void)
+{
+    pthread_mutex_lock(&fbe.lock);
+    unsigned n = fbe.nheld;
+    struct block_request *reqs[MAX_HELD];
+    memcpy(reqs, fbe.held, n * sizeof(reqs[0]));
+    int status[MAX_HELD];
+    for (unsigned i = 0; i < n; i++)
+        status[i] = perform(reqs[i]);
+    fbe.nheld = 0;
+    fbe.hold = false;
+    pthread_mutex_unlock(&fbe.lock);
+    for (unsigned i = 0; i < n; i++)
+        reqs[i]->complete(reqs[i], status[i]);
+}
+
+static unsigned held_count(void)
+{
+    pthread_mutex_lock(&fbe.lock);
+    unsigned n = fbe.nheld;
+    pthread_mutex_unlock(&fbe.lock);
+    return n;
+}
+
+static void fake_drain(struct block_backend *be)
+{
+}
+
+static void fake_destroy(struct block_backend *be)
+{
+}
+
+static const struct block_backend_ops fake_ops = {fake_submit, fake_drain, fake_destroy};
+
+/* Completes the held requests from another thread after a delay, while the
+ * test thread sits in a register write waiting for them. */
+static void *delayed_release(void *arg)
+{
+    usleep(50 * 1000);
+    release_held();
+    return NULL;
+}
+
+/* ---- Fake MSI sink and INTx router ---- */
+
+static _Atomic unsigned msi_count;
+static _Atomic uint32_t msi_last_data;
+static _Atomic bool intx_level;
+static _Atomic unsigned intx_edges;
+
+static void fake_signal_msi(void *opaque, uint64_t address, uint32_t data)
+{
+    atomic_fetch_add(&msi_count, 1);
+    atomic_store(&msi_last_data, data);
+}
+
+static void fake_set_intx(void *opaque, uint8_t devfn, unsigned pin, bool level)
+{
+    if (level && !atomic_load(&intx_level))
+        atomic_fetch_add(&intx_edges, 1);
+    atomic_store(&intx_level, level);
+}
+
+/* ---- Fixture ---- */
+
+static struct nvme_ctrl *ctrl;
+static struct pci_device *pdev;
+static struct bus pio_bus, mmio_bus;
+static struct pci_bus pbus;
+
+struct tq {
+    uint16_t qid;
+    uint64_t sq, cq;
+    uint32_t sq_size, cq_size;
+    uint32_t sq_tail, cq_head;
+    bool phase;
+    uint16_t next_cid;
+};
+
+static struct tq aq, ioq;
+
+static int setup_common(bool read_only, bool vwc, const char *serial)
+{
+    ram = aligned_alloc(PAGE, RAM_SIZE);
+    rom = aligned_alloc(PAGE, ROM_SIZE);
+    assert_non_null(ram);
+    assert_non_null(rom);
+    memset(ram, 0, RAM_SIZE);
+    memset(rom, 0, ROM_SIZE);
+    memset(&mem, 0, sizeof(mem));
+    assert_true(guest_mem_add(&mem, 0, RAM_SIZE, ram, false));
+    assert_true(guest_mem_add(&mem, ROM_BASE, ROM_SIZE, rom, true));
+    next_page = 0x10000;
+
+    memset(&fbe, 0, sizeof(fbe));
+    fbe.disk = calloc(DISK_BLOCKS, BLOCK);
+    pthread_mutex_init(&fbe.lock, NULL);
+    fbe.be.ops = &fake_ops;
+    fbe.be.name = "disk0";
+    fbe.be.info = (struct block_info){
+        .size = (uint64_t)DISK_BLOCKS * BLOCK,
+        .block_size = BLOCK,
+        .read_only = read_only,
+        .can_discard = true,
+        .can_write_zeroes = true,
+        .volatile_cache = vwc,
+        .workers = 1,
+    };
+    atomic_store(&msi_count, 0);
+    atomic_store(&intx_level, false);
+    atomic_store(&intx_edges, 0);
+
+    struct nvme_params params = {
+        .name = "dev.nvme0",
+        .serial = serial, /* NULL: the back end's name */
+        .backend = &fbe.be,
+        .mem = &mem,
+        .msix_sink = {.signal_msi = fake_signal_msi},
+    };
+    ctrl = nvme_create(&params);
+    assert_non_null(ctrl);
+    pdev = nvme_pci_device(ctrl);
+    bus_init(&pio_bus, "pio");
+    bus_init(&mmio_bus, "mmio");
+    pci_bus_init(&pbus, &pio_bus, &mmio_bus);
+    pci_bus_set_intx_router(&pbus, (struct pci_intx_router){fake_set_intx, NULL});
+    assert_int_equal(pci_bus_add(&pbus, pdev, PCI_DEVFN(4, 0)), 0);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_common(false, true, NULL);
+}
+
+static int setup_ro(void **state)
+{
+    return setup_common(true, true, NULL);
+}
+
+/* The real mem-async back end: completions on its worker threads. */
+static struct block_backend *mem_be;
+static int teardown(void **state);
+
+static int setup_mem_backend(void **state)
+{
+    setup_common(false, true, NULL);
+    pdev->dev.ops->destroy(&pdev->dev);
+    pci_bus_destroy(&pbus);
+    struct config_block_dev cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.name = (char *)"memdisk";
+    cfg.type = CONFIG_BLOCK_MEM_ASYNC;
+    cfg.mem_async.size = (uint64_t)DISK_BLOCKS * BLOCK;
+    cfg.mem_async.workers = 4;
+    mem_be = block_backend_open(&cfg);
+    assert_non_null(mem_be);
+    struct nvme_params params = {.name = "dev.nvme1", .backend = mem_be, .mem = &mem};
+    ctrl = nvme_create(&params);
+    assert_non_null(ctrl);
+    pdev = nvme_pci_device(ctrl);
+    pci_bus_init(&pbus, &pio_bus, &mmio_bus);
+    assert_int_equal(pci_bus_add(&pbus, pdev, PCI_DEVFN(5, 0)), 0);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    return 0;
+}
+
+static int teardown_mem_backend(void **state)
+{
+    teardown(state); /* destroys the controller first */
+    block_backend_destroy(mem_be);
+    return 0;
+}
+
+static int setup_long_serial(void **state)
+{
+    return setup_common(false, false, "a-block-device-name-longer-than-20\x01");
+}
+
+static int teardown(void **state)
+{
+    pthread_mutex_lock(&fbe.lock);
+    fbe.hold = false;
+    pthread_mutex_unlock(&fbe.lock);
+    if (held_count())
+        release_held();
+    pdev->dev.ops->destroy(&pdev->dev);
+    pci_bus_destroy(&pbus);
+    bus_destroy(&pio_bus);
+    bus_destroy(&mmio_bus);
+    pthread_mutex_destroy(&fbe.lock);
+    free(fbe.disk);
+    free(ram);
+    free(rom);
+    return 0;
+}
+
+/* ---- Register and queue helpers ---- */
+
+static uint64_t rd(uint64_t off, unsigned size)
+{
+    return pdev->bars[0].ops->read(pdev->bars[0].opaque, off, size);
+}
+
+static void wr(uint64_t off, unsigned size, uint64_t v)
+{
+    pdev->bars[0].ops->write(pdev->bars[0].opaque, off, size, v);
+}
+
+static void sq_doorbell(uint16_t qid, uint32_t v)
+{
+    wr(0x1000 + 8u * qid, 4, v);
+}
+
+static void cq_doorbell(uint16_t qid, uint32_t v)
+{
+    wr(0x1000 + 8u * qid + 4, 4, v);
+}
+
+struct cqe {
+    uint32_t dw0, dw1;
+    uint16_t sqhd, sqid, cid, status;
+};
+
+static unsigned sc_of(const struct cqe *e)
+{
+    return (e->status >> 1) & 0xff;
+}
+
+static unsigned sct_of(const struct cqe *e)
+{
+    return (e->status >> 9) & 0x7;
+}
+
+#define CC_ENABLE (NVME_CC_EN | (6u << 16) | (4u << 20))
+
+static void enable_ctrl(uint32_t aq_entries)
+{
+    aq = (struct tq){0};
+    aq.sq = galloc(1);
+    aq.cq = galloc(1);
+    aq.sq_size = aq.cq_size = aq_entries;
+    aq.phase = true;
+    wr(NVME_REG_AQA, 4, ((aq_entries - 1) << 16) | (aq_entries - 1));
+    wr(NVME_REG_ASQ, 8, aq.sq);
+    wr(NVME_REG_ACQ, 8, aq.cq);
+    wr(NVME_REG_CC, 4, CC_ENABLE);
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & (NVME_CSTS_RDY | NVME_CSTS_CFS), NVME_CSTS_RDY);
+}
+
+static uint16_t submit(struct tq *q, struct nvme_sqe sqe)
+{
+    sqe.cid = q->next_cid++;
+    memcpy(hp(q->sq + (uint64_t)q->sq_tail * 64), &sqe, sizeof(sqe));
+    q->sq_tail = (q->sq_tail + 1) % q->sq_size;
+    sq_doorbell(q->qid, q->sq_tail);
+    return sqe.cid;
+}
+
+static bool cqe_ready(struct tq *q)
+{
+    uint32_t dw3 =
+        __atomic_load_n((uint32_t *)hp(q->cq + (uint64_t)q->cq_head * 16 + 12), __ATOMIC_ACQUIRE);
+    return ((dw3 >> 16) & 1) == (q->phase ? 1u : 0u);
+}
+
+/* Waits (up to 5 s) for the next completion and consumes it. */
+static bool wait_cqe(struct tq *q, struct cqe *out, bool ring)
+{
+    for (int i = 0; i < 50000 && !cqe_ready(q); i++)
+        usleep(100);
+    if (!cqe_ready(q))
+        return false;
+    memcpy(out, hp(q->cq + (uint64_t)q->cq_head * 16), sizeof(*out));
+    q->cq_head = (q->cq_head + 1) % q->cq_size;
+    if (q->cq_head == 0)
+        q->phase = !q->phase;
+    if (ring)
+        cq_doorbell(q->qid, q->cq_head);
+    return true;
+}
+
+static struct cqe run(struct tq *q, struct nvme_sqe sqe)
+{
+    uint16_t cid = submit(q, sqe);
+    struct cqe e;
+    assert_true(wait_cqe(q, &e, true));
+    assert_int_equal(e.cid, cid);
+    assert_int_equal(e.sqid, q->qid);
+    return e;
+}
+
+static struct cqe admin(struct nvme_sqe sqe)
+{
+    return run(&aq, sqe);
+}
+
+static void assert_ok(const struct cqe *e)
+{
+    assert_int_equal(sct_of(e), 0);
+    assert_int_equal(sc_of(e), 0);
+}
+
+static void assert_status(const struct cqe *e, unsigned sct, unsigned sc)
+{
+    assert_int_equal(sct_of(e), sct);
+    assert_int_equal(sc_of(e), sc);
+}
+
+static struct cqe create_cq(uint16_t qid, uint32_t size, uint64_t base, bool ien, uint16_t iv)
+{
+    return admin((struct nvme_sqe){.opcode = NVME_ADM_CREATE_CQ,
+                                   .prp1 = base,
+                                   .cdw10 = ((size - 1) << 16) | qid,
+                                   .cdw11 = ((uint32_t)iv << 16) | (ien ? 2u : 0u) | 1u});
+}
+
+static struct cqe create_sq(uint16_t qid, uint32_t size, uint64_t base, uint16_t cqid)
+{
+    return admin((struct nvme_sqe){.opcode = NVME_ADM_CREATE_SQ,
+                                   .prp1 = base,
+                                   .cdw10 = ((size - 1) << 16) | qid,
+                                   .cdw11 = ((uint32_t)cqid << 16) | 1u});
+}
+
+/* Enabled controller with I/O queue pair 1 (CQ ien, vector 0). */
+static void bring_up(uint32_t sq_size, uint32_t cq_size)
+{
+    enable_ctrl(32);
+    ioq = (struct tq){.qid = 1, .sq_size = sq_size, .cq_size = cq_size, .phase = true};
+    ioq.sq = galloc((sq_size * 64 + PAGE - 1) / PAGE);
+    ioq.cq = galloc((cq_size * 16 + PAGE - 1) / PAGE);
+    struct cqe e = create_cq(1, cq_size, ioq.cq, true, 0);
+    assert_ok(&e);
+    e = create_sq(1, sq_size, ioq.sq, 1);
+    assert_ok(&e);
+}
+
+static struct nvme_sqe rw_cmd(uint8_t op, uint64_t slba, uint32_t nlb, uint64_t prp1, uint64_t prp2)
+{
+    return (struct nvme_sqe){.opcode = op,
+                             .nsid = 1,
+                             .prp1 = prp1,
+                             .prp2 = prp2,
+                             .cdw10 = (uint32_t)slba,
+                             .cdw11 = (uint32_t)(slba >> 32),
+                             .cdw12 = nlb - 1};
+}
+
+static void fill_pattern(uint8_t *p, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        p[i] = (uint8_t)(i * 7 + seed * 13 + (i >> 9));
+}
+
+/* ---- Registers and admin ---- */
+
+static void test_registers_power_on(void **state)
+{
+    uint64_t cap = rd(NVME_REG_CAP, 8);
+    assert_int_equal(cap & 0xffff, NVME_MQES);
+    assert_true(cap & NVME_CAP_CQR);
+    assert_int_equal((cap >> 32) & 0xf, 0);               /* DSTRD */
+    assert_true(cap & NVME_CAP_CSS_NVM);                  /* NVM command set */
+    assert_int_equal((cap >> 48) & 0xff, 0);              /* MPSMIN/MAX: 4 KiB */
+    assert_int_equal(rd(NVME_REG_CAP + 4, 4), cap >> 32); /* dword halves */
+    assert_int_equal(rd(NVME_REG_VS, 4), 0x00010400);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    assert_int_equal(rd(NVME_REG_CC, 4), 0);
+    assert_int_equal(pci_get_word(pdev, PCI_VENDOR_ID), 0x01de);
+    assert_int_equal(pci_get_word(pdev, PCI_DEVICE_ID), 0x0000);
+    assert_int_equal(pci_get_long(pdev, 0x08) >> 8, 0x010802);
+    assert_int_equal(pci_get_byte(pdev, PCI_INTERRUPT_PIN), PCI_INTA);
+    assert_int_equal(pdev->bars[0].type, PCI_BAR_MEM64);
+    assert_true(pdev->bars[0].size >= 0x4000);
+    assert_true(pci_find_capability(pdev, PCI_CAP_ID_MSIX) != 0);
+    /* Registers written as the drivers do and read back. */
+    wr(NVME_REG_AQA, 4, 0x001f001f);
+    wr(NVME_REG_ASQ, 4, 0x12345000);
+    wr(NVME_REG_ASQ + 4, 4, 0x1);
+    assert_int_equal(rd(NVME_REG_AQA, 4), 0x001f001f);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0x112345000ull);
+    wr(NVME_REG_CC, 4, (6u << 16) | (4u << 20)); /* Linux writes CC before EN */
+    assert_int_equal(rd(NVME_REG_CC, 4), (6u << 16) | (4u << 20));
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+}
+
+static void test_enable_and_identify(void **state)
+{
+    enable_ctrl(32);
+    uint64_t buf = galloc(1);
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = buf, .cdw10 = 1});
+    assert_ok(&e);
+    uint8_t *id = hp(buf);
+    assert_int_equal(id[0] | (id[1] << 8), 0x01de);
+    assert_memory_equal(id + 4, "disk0               ", 20);
+    assert_int_equal(id[77], 8); /* MDTS: 1 MiB */
+    assert_int_equal(id[512], 0x66);
+    assert_int_equal(id[513], 0x44);
+    uint32_t nn;
+    memcpy(&nn, id + 516, 4);
+    assert_int_equal(nn, 1);
+    assert_true(id[525] & 1); /* VWC */
+    uint16_t oncs = (uint16_t)(id[520] | (id[521] << 8));
+    assert_true(oncs & (1u << 2)); /* DSM */
+    assert_true(oncs & (1u << 3)); /* Write Zeroes */
+    uint32_t ver;
+    memcpy(&ver, id + 80, 4);
+    assert_int_equal(ver, 0x00010400);
+
+    /* Namespace: size and LBA format. */
+    memset(hp(buf), 0xee, PAGE);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 1, .prp1 = buf, .cdw10 = 0});
+    assert_ok(&e);
+    uint64_t nsze;
+    memcpy(&nsze, id, 8);
+    assert_int_equal(nsze, DISK_BLOCKS);
+    assert_int_equal(id[25], 0);      /* NLBAF */
+    assert_int_equal(id[26], 0);      /* FLBAS */
+    assert_int_equal(id[128 + 2], 9); /* LBADS: 512 bytes */
+    assert_int_equal(id[4095], 0);    /* zero padded */
+
+    /* Namespace 2 does not exist. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 2, .prp1 = buf, .cdw10 = 0});
+    assert_status(&e, 0, NVME_SC_INVALID_NS);
+    /* Active namespace list: [1]. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 0, .prp1 = buf, .cdw10 = 2});
+    assert_ok(&e);
+    uint32_t list[2];
+    memcpy(list, id, sizeof(list));
+    assert_int_equal(list[0], 1);
+    assert_int_equal(list[1], 0);
+    /* Descriptor list: an NGUID. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 1, .prp1 = buf, .cdw10 = 3});
+    assert_ok(&e);
+    assert_int_equal(id[0], 2);
+    assert_int_equal(id[1], 16);
+    /* Identify into a buffer split over two pages (PRP1 offset + PRP2). */
+    uint64_t two = galloc(2);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_IDENTIFY, .prp1 = two + 0x800, .prp2 = two + PAGE, .cdw10 = 1});
+    assert_ok(&e);
+    assert_memory_equal((uint8_t *)hp(two + 0x800) + 4, "disk0", 5);
+    /* Unknown CNS and unknown admin opcode. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = buf, .cdw10 = 0x55});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    e = admin((struct nvme_sqe){.opcode = 0x7f});
+    assert_status(&e, 0, NVME_SC_INVALID_OPCODE);
+    /* Identify into ROM or MMIO: data transfer error. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = ROM_BASE, .cdw10 = 1});
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = MMIO_ADDR, .cdw10 = 1});
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+}
+
+static void test_features_and_logs(void **state)
+{
+    enable_ctrl(32);
+    /* Number of Queues: granted up to 16 each. */
+    struct cqe e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES, .cdw11 = (3u << 16) | 3});
+    assert_ok(&e);
+    assert_int_equal(e.dw0, (3u << 16) | 3);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES, .cdw11 = (99u << 16) | 99});
+    assert_ok(&e);
+    assert_int_equal(e.dw0, (15u << 16) | 15);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES});
+    assert_ok(&e);
+    assert_int_equal(e.dw0, (15u << 16) | 15);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES, .cdw11 = 0xffffffffu});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    /* Volatile write cache, interrupt coalescing, temperature threshold. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_VOLATILE_WC});
+    assert_ok(&e);
+    assert_int_equal(e.dw0, 1);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_IRQ_COALESCE, .cdw11 = 0x0a05});
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_IRQ_COALESCE});
+    assert_int_equal(e.dw0, 0x0a05);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_TEMP_THRESH});
+    assert_ok(&e);
+    assert_int_equal(e.dw0 & 0xffff, 343);
+    /* Host Memory Buffer (0x0d) and Keep Alive (0x0f): not supported. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_SET_FEATURES, .cdw10 = 0x0d, .cdw11 = 1});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = 0x0f});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    /* Saving is not supported. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_SET_FEATURES,
+                                .cdw10 = NVME_FEAT_ARBITRATION | (1u << 31)});
+    assert_status(&e, 1, NVME_SC_FEATURE_NOT_SAVEABLE);
+
+    /* Logs: SMART (512 bytes), error information, firmware slot, unknown. */
+    uint64_t buf = galloc(1);
+    memset(hp(buf), 0xee, PAGE);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .nsid = 0xffffffff,
+                                .prp1 = buf,
+                                .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_SMART});
+    assert_ok(&e);
+    uint8_t *p = hp(buf);
+    assert_int_equal(p[3], 100);    /* available spare */
+    assert_int_equal(p[512], 0xee); /* exactly 512 bytes written */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .prp1 = buf,
+                                .cdw10 = ((64u / 4 - 1) << 16) | NVME_LOG_ERROR});
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .prp1 = buf,
+                                .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_FW_SLOT});
+    assert_ok(&e);
+    assert_int_equal(p[0], 1);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_GET_LOG_PAGE, .prp1 = buf, .cdw10 = ((16u - 1) << 16) | 0x70});
+    assert_status(&e, 1, NVME_SC_INVALID_LOG_PAGE);
+    /* Abort: reported as not aborted. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_ABORT, .cdw10 = (7u << 16) | 0});
+    assert_ok(&e);
+    assert_int_equal(e.dw0 & 1, 1);
+}
+
+/* ---- I/O round trips ---- */
+
+static void test_io_prp1_only(void **state)
+{
+    bring_up(16, 16);
+    uint64_t wbuf = galloc(1), rbuf = galloc(1);
+    fill_pattern(hp(wbuf), 1024, 1);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 10, 2, wbuf, 0));
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk + 10 * BLOCK, hp(wbuf), 1024);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 10, 2, rbuf, 0));
+    assert_ok(&e);
+    assert_memory_equal(hp(rbuf), hp(wbuf), 1024);
+    assert_int_equal(e.sqhd, ioq.sq_tail);
+    /* PRP1 with an offset inside the page. */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 10, 1, rbuf + 0x600, 0));
+    assert_ok(&e);
+    assert_memory_equal((uint8_t *)hp(rbuf) + 0x600, hp(wbuf), 512);
+}
+
+static void test_io_prp1_prp2(void **state)
+{
+    bring_up(16, 16);
+    uint64_t data = galloc(4);
+    /* 4 KiB starting mid-page: PRP1 covers 2 KiB, PRP2 (another page) 2 KiB. */
+    uint64_t p1 = data + 0x800, p2 = data + 3 * PAGE;
+    fill_pattern(hp(p1), 0x800, 2);
+    fill_pattern(hp(p2), 0x800, 3);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 100, 8, p1, p2));
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk + 100 * BLOCK, hp(p1), 0x800);
+    assert_memory_equal(fbe.disk + 100 * BLOCK + 0x800, hp(p2), 0x800);
+    assert_int_equal(fbe.last_iovcnt, 2);
+    uint64_t r = galloc(2);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 100, 8, r + 0x800, r + PAGE));
+    assert_ok(&e);
+    assert_memory_equal(hp(r + 0x800), fbe.disk + 100 * BLOCK, 0x1000);
+    assert_int_equal(fbe.last_iovcnt, 1); /* contiguous pages merged */
+}
+
+static void test_io_prp_list(void **state)
+{
+    bring_up(16, 16);
+    /* 64 KiB over 16 scattered pages (every other page): PRP1 + list of 15. */
+    uint64_t pages = galloc(32), list = galloc(1);
+    uint64_t *l = hp(list);
+    for (unsigned i = 1; i < 16; i++)
+        l[i - 1] = pages + 2ull * i * PAGE;
+    for (unsigned i = 0; i < 16; i++)
+        fill_pattern(hp(pages + 2ull * i * PAGE), PAGE, 10 + i);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 256, 128, pages, list));
+    assert_ok(&e);
+    assert_int_equal(fbe.last_iovcnt, 16);
+    for (unsigned i = 0; i < 16; i++)
+        assert_memory_equal(fbe.disk + 256 * BLOCK + i * PAGE, hp(pages + 2ull * i * PAGE), PAGE);
+
+    /* Read back through contiguous pages: one iovec. */
+    uint64_t r = galloc(16), rlist = galloc(1);
+    uint64_t *rl = hp(rlist);
+    for (unsigned i = 1; i < 16; i++)
+        rl[i - 1] = r + (uint64_t)i * PAGE;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 256, 128, r, rlist));
+    assert_ok(&e);
+    assert_int_equal(fbe.last_iovcnt, 1);
+    assert_memory_equal(hp(r), fbe.disk + 256 * BLOCK, 16 * PAGE);
+}
+
+static void test_io_prp_list_chained(void **state)
+{
+    bring_up(16, 16);
+    /* The list starts 4 entries before the end of its page: 3 data entries,
+     * then a pointer to a second list page holding the other 12. */
+    uint64_t pages = galloc(16), lists = galloc(2);
+    uint64_t first = lists + PAGE - 4 * 8, second = lists + PAGE;
+    uint64_t *l1 = hp(first), *l2 = hp(second);
+    for (unsigned i = 0; i < 3; i++)
+        l1[i] = pages + (uint64_t)(i + 1) * PAGE;
+    l1[3] = second;
+    for (unsigned i = 0; i < 12; i++)
+        l2[i] = pages + (uint64_t)(i + 4) * PAGE;
+    fill_pattern(hp(pages), 16 * PAGE, 5);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 128, pages, first));
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk, hp(pages), 16 * PAGE);
+
+    /* A full 1 MiB (MDTS) transfer: PRP1 + 255 list entries in one page. */
+    uint64_t big = galloc(256), blist = galloc(1);
+    uint64_t *bl = hp(blist);
+    for (unsigned i = 1; i < 256; i++)
+        bl[i - 1] = big + (uint64_t)i * PAGE;
+    fill_pattern(hp(big), 256 * PAGE, 9);
+    e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 1024, 2048, big, blist));
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk + 1024 * BLOCK, hp(big), 256 * PAGE);
+}
+
+static void test_io_flush_fua_dsm_write_zeroes(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(2);
+    fill_pattern(hp(buf), 2 * PAGE, 4);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 16, buf, buf + PAGE));
+    assert_ok(&e);
+    assert_int_equal(fbe.flushes, 0);
+
+    e = run(&ioq, (struct nvme_sqe){.opcode = NVME_CMD_FLUSH, .nsid = 1});
+    assert_ok(&e);
+    assert_int_equal(fbe.flushes, 1);
+    e = run(&ioq, (struct nvme_sqe){.opcode = NVME_CMD_FLUSH, .nsid = 0xffffffff});
+    assert_ok(&e);
+    assert_int_equal(fbe.flushes, 2);
+
+    /* FUA write: a flush follows before the completion. */
+    struct nvme_sqe fua = rw_cmd(NVME_CMD_WRITE, 40, 1, buf, 0);
+    fua.cdw12 |= NVME_RW_FUA;
+    e = run(&ioq, fua);
+    assert_ok(&e);
+    assert_int_equal(fbe.flushes, 3);
+
+    /* Dataset Management, deallocate two ranges. */
+    uint64_t ranges = galloc(1);
+    uint32_t *r = hp(ranges);
+    r[0] = 0, r[1] = 2, r[2] = 1, r[3] = 0;  /* LBA 1-2 */
+    r[4] = 0, r[5] = 3, r[6] = 10, r[7] = 0; /* LBA 10-12 */
+    e = run(
+        &ioq,
+        (struct nvme_sqe){
+            .opcode = NVME_CMD_DSM, .nsid = 1, .prp1 = ranges, .cdw10 = 1, .cdw11 = NVME_DSM_AD});
+    assert_ok(&e);
+    assert_int_equal(fbe.discards, 2);
+    static const uint8_t zero[3 * BLOCK];
+    assert_memory_equal(fbe.disk + 1 * BLOCK, zero, 2 * BLOCK);
+    assert_memory_equal(fbe.disk + 10 * BLOCK, zero, 3 * BLOCK);
+    assert_memory_equal(fbe.disk, hp(buf), BLOCK); /* LBA 0 untouched */
+    /* A range beyond the namespace fails the whole command, nothing done. */
+    r[8] = 0, r[9] = 8, r[10] = DISK_BLOCKS - 4, r[11] = 0;
+    e = run(
+        &ioq,
+        (struct nvme_sqe){
+            .opcode = NVME_CMD_DSM, .nsid = 1, .prp1 = ranges, .cdw10 = 2, .cdw11 = NVME_DSM_AD});
+    assert_status(&e, 0, NVME_SC_LBA_RANGE);
+    assert_int_equal(fbe.discards, 2);
+
+    /* Write Zeroes. */
+    e = run(&ioq,
+            (struct nvme_sqe){
+                .opcode = NVME_CMD_WRITE_ZEROES, .nsid = 1, .cdw10 = 4, .cdw12 = 2}); /* LBA 4-6 */
+    assert_ok(&e);
+    assert_int_equal(fbe.zeroes, 1);
+    assert_memory_equal(fbe.disk + 4 * BLOCK, zero, 3 * BLOCK);
+    assert_memory_equal(fbe.disk + 3 * BLOCK, (uint8_t *)hp(buf) + 3 * BLOCK, BLOCK);
+
+    /* Unknown I/O opcode; Compare is not supported. */
+    e = run(&ioq, (struct nvme_sqe){.opcode = 0x05, .nsid = 1});
+    assert_status(&e, 0, NVME_SC_INVALID_OPCODE);
+
+    /* SMART counters saw the I/O. */
+    uint64_t log = galloc(1);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .prp1 = log,
+                                .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_SMART});
+    assert_ok(&e);
+    uint64_t writes;
+    memcpy(&writes, (uint8_t *)hp(log) + 80, 8);
+    assert_int_equal(writes, 2);
+}
+
+static void test_read_only_namespace(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(1), id = galloc(1);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 1, buf, 0));
+    assert_status(&e, 0, NVME_SC_NS_WRITE_PROTECTED);
+    assert_true(e.status & (NVME_DNR << 1));
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 1, .prp1 = id, .cdw10 = 0});
+    assert_ok(&e);
+    assert_int_equal(((uint8_t *)hp(id))[99] & 1, 1); /* NSATTR: write protected */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
+    uint16_t oncs = (uint16_t)(((uint8_t *)hp(id))[520] | (((uint8_t *)hp(id))[521] << 8));
+    assert_int_equal(oncs & 0xc, 0);
+}
+
+static void test_serial_truncated_no_cache(void **state)
+{
+    enable_ctrl(8);
+    uint64_t id = galloc(1);
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
+    assert_ok(&e);
+    assert_memory_equal((uint8_t *)hp(id) + 4, "a-block-device-name-", 20);
+    assert_int_equal(((uint8_t *)hp(id))[525], 0); /* no volatile write cache */
+    /* Without a cache, Flush completes without reaching the back end and the
+     * feature is absent. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_VOLATILE_WC});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    ioq = (struct tq){.qid = 1, .sq_size = 4, .cq_size = 4, .phase = true};
+    ioq.sq = galloc(1);
+    ioq.cq = galloc(1);
+    e = create_cq(1, 4, ioq.cq, false, 0); /* polled */
+    assert_ok(&e);
+    e = create_sq(1, 4, ioq.sq, 1);
+    assert_ok(&e);
+    struct nvme_sqe fua = rw_cmd(NVME_CMD_WRITE, 0, 1, id, 0);
+    fua.cdw12 |= NVME_RW_FUA;
+    e = run(&ioq, fua);
+    assert_ok(&e);
+    e = run(&ioq, (struct nvme_sqe){.opcode = NVME_CMD_FLUSH, .nsid = 1});
+    assert_ok(&e);
+    assert_int_equal(fbe.flushes, 0);
+    assert_false(intx_level); /* polled queue: no interrupt */
+}
+
+/* ---- Interrupts ---- */
+
+static void test_intx_and_masking(void **state)
+{
+    bring_up(16, 16);
+    /* The admin CQ raised INTx during bring-up and the head doorbells
+     * lowered it. */
+    assert_false(intx_level);
+    unsigned edges = atomic_load(&intx_edges);
+    uint64_t buf = galloc(1);
+    submit(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    struct cqe e;
+    assert_true(wait_cqe(&ioq, &e, false));
+    nvme_wait_idle(ctrl); /* the entry is visible just before the interrupt */
+    assert_true(intx_level);
+    assert_int_equal(atomic_load(&intx_edges), edges + 1);
+    wr(NVME_REG_INTMS, 4, 1); /* mask vector 0 */
+    assert_false(intx_level);
+    wr(NVME_REG_INTMC, 4, 1);
+    assert_true(intx_level);
+    cq_doorbell(1, ioq.cq_head); /* consumed: deasserts */
+    assert_false(intx_level);
+}
+
+static void msix_program(unsigned vector, uint32_t data)
+{
+    const struct io_ops *ops = pdev->bars[NVME_MSIX_BAR].ops;
+    void *op = pdev->bars[NVME_MSIX_BAR].opaque;
+    uint64_t entry = NVME_MSIX_TABLE_OFFSET + vector * 16u;
+    ops->write(op, entry + 0, 4, 0xfee00000);
+    ops->write(op, entry + 4, 4, 0);
+    ops->write(op, entry + 8, 4, data);
+    ops->write(op, entry + 12, 4, 0); /* unmask */
+}
+
+static void test_msix(void **state)
+{
+    unsigned cap = pci_find_capability(pdev, PCI_CAP_ID_MSIX);
+    msix_program(0, 0x40);
+    msix_program(3, 0x43);
+    pci_device_config_write(pdev, cap + MSIX_CAP_CONTROL, 2, MSIX_CONTROL_ENABLE);
+    enable_ctrl(32);
+    uint64_t id = galloc(1);
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
+    assert_ok(&e);
+    assert_true(atomic_load(&msi_count) >= 1);
+    assert_int_equal(atomic_load(&msi_last_data), 0x40);
+    assert_false(intx_level);
+
+    ioq = (struct tq){.qid = 1, .sq_size = 8, .cq_size = 8, .phase = true};
+    ioq.sq = galloc(1);
+    ioq.cq = galloc(1);
+    /* Vector beyond the table: refused. */
+    e = create_cq(1, 8, ioq.cq, true, NVME_MSIX_VECTORS);
+    assert_status(&e, 1, NVME_SC_INVALID_VECTOR);
+    e = create_cq(1, 8, ioq.cq, true, 3);
+    assert_ok(&e);
+    e = create_sq(1, 8, ioq.sq, 1);
+    assert_ok(&e);
+    unsigned before = atomic_load(&msi_count);
+    uint64_t buf = galloc(1);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+    nvme_wait_idle(ctrl);
+    assert_int_equal(atomic_load(&msi_count), before + 1);
+    assert_int_equal(atomic_load(&msi_last_data), 0x43);
+    assert_false(intx_level);
+}
+
+/* ---- Hostile guest ---- */
+
+static void test_bad_prps(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(4), list = galloc(1);
+    /* Data outside RAM, in MMIO, in ROM (for a read the device writes). */
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, 0x7ff00000, 0));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 1, MMIO_ADDR, 0));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, ROM_BASE, 0));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 1, ROM_BASE, 0)); /* reading ROM is fine */
+    assert_ok(&e);
+    /* A page straddling the end of RAM. */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 8, RAM_SIZE - 0x800, RAM_SIZE));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    /* PRP1 not dword aligned; PRP2 data pointer not page aligned. */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf + 2, 0));
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 8, buf + 0x800, buf + PAGE + 8));
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    /* PRP list pointer misaligned, list outside RAM, list entry misaligned,
+     * entry outside RAM, chained pointer misaligned. */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, list + 4));
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, MMIO_ADDR));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    uint64_t *l = hp(list);
+    l[0] = buf + PAGE;
+    l[1] = buf + 2 * PAGE + 0x10;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, list));
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    l[1] = 0x40000000;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, list));
+    assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
+    uint64_t *tail = hp(list + PAGE - 16);
+    tail[0] = buf + PAGE;
+    tail[1] = buf + 8; /* chain pointer must be page aligned */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 32, buf, list + PAGE - 16));
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    /* A chain that points at itself ends when the length runs out. */
+    tail[1] = list;
+    l[0] = buf + PAGE;
+    for (unsigned i = 0; i < 511; i++)
+        l[i] = buf + PAGE;
+    l[511] = list;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 2048, buf, list + PAGE - 16));
+    assert_ok(&e);
+    assert_int_equal(fbe.reads, 1);
+}
+
+static void test_bad_lba_and_size(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(1);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_READ, DISK_BLOCKS, 1, buf, 0));
+    assert_status(&e, 0, NVME_SC_LBA_RANGE);
+    e = run(&ioq, rw_cmd(NVME_CMD_WRITE, DISK_BLOCKS - 1, 2, buf, 0));
+    assert_status(&e, 0, NVME_SC_LBA_RANGE);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, ~0ull, 1, buf, 0));
+    assert_status(&e, 0, NVME_SC_LBA_RANGE);
+    /* 2049 blocks of 512 bytes: more than MDTS (1 MiB). */
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 2049, buf, 0));
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    struct nvme_sqe bad_ns = rw_cmd(NVME_CMD_READ, 0, 1, buf, 0);
+    bad_ns.nsid = 2;
+    e = run(&ioq, bad_ns);
+    assert_status(&e, 0, NVME_SC_INVALID_NS);
+    struct nvme_sqe fused = rw_cmd(NVME_CMD_READ, 0, 1, buf, 0);
+    fused.flags = 0x01;
+    e = run(&ioq, fused);
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    struct nvme_sqe sgl = rw_cmd(NVME_CMD_READ, 0, 1, buf, 0);
+    sgl.flags = 0x40;
+    e = run(&ioq, sgl);
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    e = run(&ioq,
+            (struct nvme_sqe){
+                .opcode = NVME_CMD_WRITE_ZEROES, .nsid = 1, .cdw10 = DISK_BLOCKS - 1, .cdw12 = 1});
+    assert_status(&e, 0, NVME_SC_LBA_RANGE);
+    /* Back-end errors map to media errors. */
+    fbe.fail = -EIO;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_status(&e, NVME_SCT_MEDIA, NVME_SC_READ_ERROR);
+    e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 1, buf, 0));
+    assert_status(&e, NVME_SCT_MEDIA, NVME_SC_WRITE_FAULT);
+    fbe.fail = 0;
+}
+
+static void test_bad_doorbells(void **state)
+{
+    /* Disabled controller: doorbells are ignored. */
+    sq_doorbell(0, 1);
+    sq_doorbell(1, 1);
+    cq_doorbell(5, 1);
+    wr(0x1000 + 8 * 100, 4, 3);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+
+    bring_up(16, 16);
+    /* An AER to receive the error events. */
+    uint16_t aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    assert_false(cqe_ready(&aq));
+
+    /* Doorbell of queue 100 (nonexistent, beyond the maximum). */
+    wr(0x1000 + 8 * 100, 4, 3);
+    struct cqe e;
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, aer_cid);
+    assert_ok(&e);
+    assert_int_equal(e.dw0 & 0x7, NVME_AER_TYPE_ERROR);
+    assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_REGISTER);
+    assert_int_equal((e.dw0 >> 16) & 0xff, NVME_LOG_ERROR);
+    /* Further errors stay masked until the error log is read; no AER is
+     * outstanding anyway. */
+    sq_doorbell(7, 1);
+    cq_doorbell(9, 0);
+    assert_false(cqe_ready(&aq));
+    uint64_t log = galloc(1);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .prp1 = log,
+                                .cdw10 = ((64u / 4 - 1) << 16) | NVME_LOG_ERROR});
+    assert_ok(&e);
+
+    /* SQ tail at the queue size: invalid value. */
+    aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    sq_doorbell(1, 16);
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, aer_cid);
+    assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_VALUE);
+    /* CQ head past the posted entries, beyond the size: ignored. */
+    cq_doorbell(1, 5);
+    cq_doorbell(1, 1000);
+    /* Odd sizes on doorbells and registers are dropped. */
+    wr(0x1000 + 8, 2, 1);
+    wr(0x1000 + 8, 8, 1);
+    wr(NVME_REG_CC, 2, 0);
+    wr(NVME_REG_CC + 1, 4, 0);
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & NVME_CSTS_RDY, NVME_CSTS_RDY);
+    /* The queue still works. */
+    uint64_t buf = galloc(1);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+    /* AER limit: four outstanding, the fifth is refused. */
+    for (unsigned i = 0; i < NVME_AERL + 1; i++)
+        submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    assert_status(&e, 1, NVME_SC_AER_LIMIT);
+}
+
+static void test_bad_queue_commands(void **state)
+{
+    enable_ctrl(32);
+    uint64_t q = galloc(16);
+    struct cqe e;
+    /* SQ for a missing CQ. */
+    e = create_sq(1, 16, q, 5);
+    assert_status(&e, 1, NVME_SC_CQ_INVALID);
+    e = create_sq(1, 16, q, 0);
+    assert_status(&e, 1, NVME_SC_CQ_INVALID);
+    /* Queue sizes 1 and above MQES + 1. */
+    e = create_cq(1, 1, q, true, 0);
+    assert_status(&e, 1, NVME_SC_QUEUE_SIZE);
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_CREATE_CQ, .prp1 = q, .cdw10 = (0xffffu << 16) | 1, .cdw11 = 3});
+    assert_status(&e, 1, NVME_SC_QUEUE_SIZE);
+    /* Queue ids 0, beyond the granted count, 100. */
+    e = create_cq(0, 16, q, true, 0);
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    e = create_cq(100, 16, q, true, 0);
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    /* Not physically contiguous, misaligned, outside RAM. */
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_CREATE_CQ, .prp1 = q, .cdw10 = (15u << 16) | 1, .cdw11 = 2});
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    e = create_cq(1, 16, q + 0x100, true, 0);
+    assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
+    e = create_cq(1, 16, MMIO_ADDR, true, 0);
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    e = create_cq(1, 512, RAM_SIZE - PAGE, true, 0); /* runs off the end */
+    assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+    /* A non-zero vector needs MSI-X. */
+    e = create_cq(1, 16, q, true, 2);
+    assert_status(&e, 1, NVME_SC_INVALID_VECTOR);
+
+    e = create_cq(1, 16, q, true, 0);
+    assert_ok(&e);
+    e = create_cq(1, 16, q, true, 0); /* exists */
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    e = create_sq(1, 16, q + 4 * PAGE, 1);
+    assert_ok(&e);
+    /* Number of Queues after creation: command sequence error. */
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES, .cdw11 = 0});
+    assert_status(&e, 0, NVME_SC_CMD_SEQ_ERROR);
+    /* Delete the CQ while the SQ uses it; delete what does not exist. */
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_CQ, .cdw10 = 1});
+    assert_status(&e, 1, NVME_SC_INVALID_QUEUE_DELETION);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_SQ, .cdw10 = 0});
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_SQ, .cdw10 = 9});
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_SQ, .cdw10 = 1});
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_CQ, .cdw10 = 1});
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_CQ, .cdw10 = 1});
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+    /* With queues gone, Number of Queues may be set again and limits ids. */
+    e = admin((struct nvme_sqe){
+        .opcode = NVME_ADM_SET_FEATURES, .cdw10 = NVME_FEAT_NUM_QUEUES, .cdw11 = 0});
+    assert_ok(&e);
+    assert_int_equal(e.dw0, 0);
+    e = create_cq(2, 16, q, true, 0);
+    assert_status(&e, 1, NVME_SC_QID_INVALID);
+}
+
+static void test_enable_refused(void **state)
+{
+    /* Admin queue outside RAM: CFS, not ready; a reset clears it. */
+    wr(NVME_REG_AQA, 4, 0x000f000f);
+    wr(NVME_REG_ASQ, 8, MMIO_ADDR);
+    wr(NVME_REG_ACQ, 8, 0x20000);
+    wr(NVME_REG_CC, 4, CC_ENABLE);
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & (NVME_CSTS_RDY | NVME_CSTS_CFS), NVME_CSTS_CFS);
+    sq_doorbell(0, 1); /* ignored */
+    wr(NVME_REG_CC, 4, 0);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    /* Unsupported page size. */
+    wr(NVME_REG_ASQ, 8, 0x30000);
+    wr(NVME_REG_CC, 4, CC_ENABLE | (1u << 7));
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & NVME_CSTS_CFS, NVME_CSTS_CFS);
+    wr(NVME_REG_CC, 4, 0);
+    enable_ctrl(2); /* the smallest admin queues work */
+    uint64_t buf = galloc(1);
+    for (int i = 0; i < 5; i++) {
+        struct cqe e =
+            admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = buf, .cdw10 = 1});
+        assert_ok(&e);
+    }
+}
+
+static void test_cq_full_holds_completions(void **state)
+{
+    /* CQ of 2 entries holds one completion; SQ of 8. */
+    bring_up(8, 2);
+    uint64_t buf = galloc(1);
+    uint16_t cids[4];
+    for (int i = 0; i < 4; i++)
+        cids[i] = submit(&ioq, rw_cmd(NVME_CMD_READ, (uint64_t)i, 1, buf, 0));
+    nvme_wait_idle(ctrl);
+    struct cqe e;
+    for (int i = 0; i < 4; i++) {
+        /* Exactly one entry is posted until the host frees its slot. */
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_int_equal(e.cid, cids[i]);
+        nvme_wait_idle(ctrl);
+        assert_false(cqe_ready(&ioq));
+        cq_doorbell(1, ioq.cq_head);
+    }
+    nvme_wait_idle(ctrl);
+    assert_false(cqe_ready(&ioq));
+    assert_int_equal(fbe.reads, 4);
+}
+
+static void test_reset_with_io_in_flight(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(8);
+    fbe.hold = true;
+    for (int i = 0; i < 4; i++)
+        submit(&ioq, rw_cmd(NVME_CMD_READ, (uint64_t)i, 1, buf + (uint64_t)i * PAGE, 0));
+    for (int i = 0; i < 5000 && held_count() < 4; i++)
+        usleep(1000);
+    assert_int_equal(held_count(), 4);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
+    wr(NVME_REG_CC, 4, 0); /* returns once the back end has finished */
+    pthread_join(t, NULL);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    /* Completions of the reset queues were dropped, not written. */
+    assert_false(cqe_ready(&ioq));
+    /* The controller comes back. */
+    next_page += PAGE;
+    bring_up(16, 16);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+}
+
+static void test_shutdown_with_io_in_flight(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(1);
+    fill_pattern(hp(buf), PAGE, 8);
+    fbe.hold = true;
+    uint16_t cid = submit(&ioq, rw_cmd(NVME_CMD_WRITE, 8, 8, buf, 0));
+    for (int i = 0; i < 5000 && held_count() < 1; i++)
+        usleep(1000);
+    assert_int_equal(held_count(), 1);
+    unsigned flushes = fbe.flushes;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
+    wr(NVME_REG_CC, 4, CC_ENABLE | (1u << 14)); /* SHN = normal */
+    pthread_join(t, NULL);
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & NVME_CSTS_SHST_MASK, NVME_CSTS_SHST_COMPLETE);
+    assert_int_equal(fbe.flushes, flushes + 1);
+    /* The in-flight write completed and was posted. */
+    struct cqe e;
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_int_equal(e.cid, cid);
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk + 8 * BLOCK, hp(buf), PAGE);
+    /* Then the host disables; enable works again. */
+    wr(NVME_REG_CC, 4, 0);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    enable_ctrl(8);
+}
+
+static void test_delete_sq_with_io_in_flight(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(1);
+    fbe.hold = true;
+    uint16_t cid = submit(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    for (int i = 0; i < 5000 && held_count() < 1; i++)
+        usleep(1000);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_SQ, .cdw10 = 1});
+    pthread_join(t, NULL);
+    assert_ok(&e);
+    /* The command finished (and was posted) before the deletion completed. */
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_int_equal(e.cid, cid);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_DELETE_CQ, .cdw10 = 1});
+    assert_ok(&e);
+}
+
+static void test_bus_master_off(void **state)
+{
+    bring_up(16, 16);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, 0);
+    uint64_t buf = galloc(1);
+    submit(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    nvme_wait_idle(ctrl);
+    assert_false(cqe_ready(&ioq));
+    assert_int_equal(fbe.reads, 0);
+    /* Back on: the next doorbell processes both. */
+    pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    submit(&ioq, rw_cmd(NVME_CMD_READ, 1, 1, buf, 0));
+    struct cqe e;
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_int_equal(fbe.reads, 2);
+}
+
+static void test_device_reset(void **state)
+{
+    bring_up(16, 16);
+    pdev->dev.ops->reset(&pdev->dev);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    assert_int_equal(rd(NVME_REG_CC, 4), 0);
+    assert_int_equal(rd(NVME_REG_AQA, 4), 0);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    next_page += PAGE;
+    bring_up(16, 16);
+}
+
+/* Random garbage in the SQ: every command completes with some status, the
+ * controller survives, memory stays in bounds (ASan). */
+static void test_fuzz_commands(void **state)
+{
+    bring_up(64, 64);
+    uint64_t buf = galloc(4);
+    uint64_t list = galloc(1);
+    srand(12345);
+    uint64_t *l = hp(list);
+    for (unsigned i = 0; i < 512; i++)
+        l[i] = (rand() & 1) ? buf + (uint64_t)(rand() % 4) * PAGE : ((uint64_t)rand() << 12);
+    for (int n = 0; n < 3000; n++) {
+        struct nvme_sqe s;
+        uint8_t *b = (uint8_t *)&s;
+        for (size_t i = 0; i < sizeof(s); i++)
+            b[i] = (uint8_t)rand();
+        static const uint8_t ops[] = {0x00, 0x01, 0x02, 0x08, 0x09, 0x05, 0x7f};
+        s.opcode = ops[rand() % 7];
+        if (rand() % 2)
+            s.flags = 0;
+        if (rand() % 2)
+            s.nsid = 1;
+        if (rand() % 2)
+            s.cdw12 &= 0x0fff;
+        if (rand() % 2) {
+            s.cdw10 %= DISK_BLOCKS;
+            s.cdw11 = 0;
+        }
+        switch (rand() % 4) {
+        case 0:
+            s.prp1 = buf + (rand() % 4) * PAGE;
+            break;
+        case 1:
+            s.prp1 = buf + (uint64_t)(rand() % 0x4000) * 4;
+            break;
+        default:
+            break;
+        }
+        switch (rand() % 3) {
+        case 0:
+            s.prp2 = list + (uint64_t)(rand() % 512) * 8;
+            break;
+        case 1:
+            s.prp2 = buf + PAGE;
+            break;
+        default:
+            break;
+        }
+        struct cqe e = run(&ioq, s);
+        (void)e;
+    }
+    uint64_t r = galloc(1);
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, r, 0));
+    assert_ok(&e);
+}
+
+static void test_real_backend_two_queues(void **state)
+{
+    bring_up(64, 64);
+    struct tq q2 = {.qid = 2, .sq_size = 64, .cq_size = 64, .phase = true};
+    q2.sq = galloc(1);
+    q2.cq = galloc(1);
+    struct cqe e = create_cq(2, 64, q2.cq, false, 0);
+    assert_ok(&e);
+    e = create_sq(2, 64, q2.sq, 2);
+    assert_ok(&e);
+    /* 48 writes of 8 KiB on each queue at once, then read everything back. */
+    uint64_t data = galloc(96 * 2);
+    fill_pattern(hp(data), 96 * 2 * PAGE, 21);
+    struct tq *qs[2] = {&ioq, &q2};
+    for (unsigned i = 0; i < 96; i++) {
+        struct tq *q = qs[i % 2];
+        uint64_t buf = data + (uint64_t)i * 2 * PAGE;
+        submit(q, rw_cmd(NVME_CMD_WRITE, (uint64_t)i * 16, 16, buf, buf + PAGE));
+    }
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned i = 0; i < 48; i++) {
+            assert_true(wait_cqe(qs[k], &e, true));
+            assert_ok(&e);
+        }
+    uint64_t back = galloc(2);
+    for (unsigned i = 0; i < 96; i += 7) {
+        e = run(&ioq, rw_cmd(NVME_CMD_READ, (uint64_t)i * 16, 16, back, back + PAGE));
+        assert_ok(&e);
+        assert_memory_equal(hp(back), hp(data + (uint64_t)i * 2 * PAGE), 2 * PAGE);
+    }
+    /* Flush, deallocate (reads zeroes on mem-async), write zeroes. */
+    e = run(&q2, (struct nvme_sqe){.opcode = NVME_CMD_FLUSH, .nsid = 1});
+    assert_ok(&e);
+    uint64_t ranges = galloc(1);
+    uint32_t *r = hp(ranges);
+    r[1] = 16, r[2] = 0;  /* LBA 0-15 */
+    r[5] = 16, r[6] = 32; /* LBA 32-47 */
+    e = run(
+        &q2,
+        (struct nvme_sqe){
+            .opcode = NVME_CMD_DSM, .nsid = 1, .prp1 = ranges, .cdw10 = 1, .cdw11 = NVME_DSM_AD});
+    assert_ok(&e);
+    e = run(&q2, (struct nvme_sqe){
+                     .opcode = NVME_CMD_WRITE_ZEROES, .nsid = 1, .cdw10 = 16, .cdw12 = 15});
+    assert_ok(&e);
+    static const uint8_t zero[3 * 16 * BLOCK];
+    uint64_t big = galloc(6), blist = galloc(1);
+    uint64_t *bl = hp(blist);
+    for (unsigned i = 1; i < 6; i++)
+        bl[i - 1] = big + (uint64_t)i * PAGE;
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 48, big, blist));
+    assert_ok(&e);
+    assert_memory_equal(hp(big), zero, sizeof(zero));
+
+    /* Reset with writes in flight: no hang, no stray completion. */
+    for (unsigned i = 0; i < 40; i++) {
+        uint64_t buf = data + (uint64_t)(i % 96) * 2 * PAGE;
+        submit(&q2, rw_cmd(NVME_CMD_WRITE, (uint64_t)i * 16, 16, buf, buf + PAGE));
+    }
+    wr(NVME_REG_CC, 4, 0);
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    nvme_wait_idle(ctrl);
+}
+
+int main(void)
+{
+    log_set_level(getenv("NVME_TEST_LOG") ? LOG_DEBUG : LOG_CRITICAL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_registers_power_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enable_and_identify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_features_and_logs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_prp1_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_prp1_prp2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_prp_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_prp_list_chained, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_io_flush_fua_dsm_write_zeroes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_namespace, setup_ro, teardown),
+        cmocka_unit_test_setup_teardown(test_serial_truncated_no_cache, setup_long_serial,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_intx_and_masking, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_msix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_prps, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_lba_and_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_doorbells, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_queue_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enable_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cq_full_holds_completions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_with_io_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_with_io_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_sq_with_io_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bus_master_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_device_reset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fuzz_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_real_backend_two_queues, setup_mem_backend,
+                                        teardown_mem_backend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
