@@ -71,6 +71,7 @@ $(BUILD)/bench/startup: bench/startup.c
 
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup guest
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
+	bench/rig-ovmf.sh
 
 format:
 	clang-format -i $$(find src tools tests guest bench -name '*.[ch]')

@@ -32,16 +32,14 @@ start_vmm() {
     VMM_PID=$!
 }
 
-# wait_exit PID SECONDS: prints the exit status, or "timeout".
+# wait_exit PID SECONDS: sets $code to the exit status (137 if it had to be
+# killed). Not in a $(...) subshell: only this shell can wait for its child.
 wait_exit() {
-    i=0
-    while kill -0 "$1" 2>/dev/null; do
-        i=$((i + 1))
-        if [ $i -gt $(($2 * 10)) ]; then kill -9 "$1"; echo timeout; return; fi
-        sleep 0.1
-    done
+    (sleep "$2"; kill -9 "$1" 2>/dev/null) &
+    watchdog=$!
     wait "$1"
-    echo $?
+    code=$?
+    kill "$watchdog" 2>/dev/null
 }
 
 # OVMF to the UEFI shell; shell commands; reset reboots; reset -s powers off.
@@ -71,7 +69,7 @@ ovmf() {
         "expect:Shell>" > "$name/console-reset.log" 2>&1 && grep -q "guest reset" "$name/vmm.log" &&
         result "$name-reset" pass || result "$name-reset" fail
     ttyexpect "$name/ttya" timeout:60 "send:reset -s\r" "eof" > "$name/console-off.log" 2>&1
-    code=$(wait_exit $VMM_PID 60)
+    wait_exit $VMM_PID 60
     [ "$code" = 7 ] && result "$name-poweroff-exit-code" pass || result "$name-poweroff-exit-code ($code)" fail
     echo "--- $name vmm.log"; tail -20 "$name/vmm.log"
 }
@@ -83,7 +81,7 @@ ovmf_exit_on_reboot() {
     start_vmm "$name"
     ttyexpect "$name/ttya" timeout:300 "expect:startup.nsh" "send:\e" "expect:Shell>" \
         "send:reset\r" "eof" > "$name/console.log" 2>&1
-    code=$(wait_exit $VMM_PID 60)
+    wait_exit $VMM_PID 60
     [ "$code" = 5 ] && result "$name-exit-code" pass || result "$name-exit-code ($code)" fail
 }
 
@@ -94,7 +92,7 @@ seabios() {
     ttyexpect "$name/ttya" timeout:120 "expect:SeaBIOS (version" "expect:No bootable device" \
         > "$name/console.log" 2>&1 && result seabios-banner pass || { cat "$name/console.log"; result seabios-banner fail; }
     kill -TERM $VMM_PID
-    code=$(wait_exit $VMM_PID 30)
+    wait_exit $VMM_PID 30
     [ "$code" = 7 ] && result seabios-sigterm-exit-code pass || result "seabios-sigterm-exit-code ($code)" fail
 }
 
