@@ -270,6 +270,13 @@ int fw_cfg_build(struct fw_cfg *fw, const struct platform_desc *d)
     if (ret < 0)
         return -1;
 
+    /* There is no VGA: SeaBIOS shows its screen on COM1 ("sercon"), as it
+     * does under QEMU without a display. OVMF ignores the file. */
+    uint8_t sercon[2];
+    put_le16(sercon, 0x3f8);
+    if (fw_cfg_add_file(fw, "etc/sercon-port", sercon, sizeof(sercon)) < 0)
+        return -1;
+
     if (d->boot_count) {
         struct bytebuf order;
         if (bootorder_build(d->boot, d->boot_count, &order) < 0 ||
