@@ -49,7 +49,7 @@ struct uring_ring {
     bool sleeping; /* the owner waits in io_uring_enter: write efd to wake it */
     bool stop;
 
-    unsigned inflight; /* owner only: SQEs not yet reaped (eventfd read excluded) */
+    unsigned inflight;          /* owner only: SQEs not yet reaped (eventfd read excluded) */
     atomic_ulong pending_bytes; /* submitted, not completed: bytes + 4 KiB per request */
 };
 
@@ -71,21 +71,14 @@ static void ring_finish(struct uring_ring *r, struct block_request *req, int sta
     blk_finish(&r->fb->tracker, req, status);
 }
 
-static unsigned exp_flags(void)
-{
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("PROPOLIS_URING_EXP");
-        v = e ? atoi(e) : 0;
-    }
-    return (unsigned)v;
-}
-
 static struct io_uring_sqe *get_sqe(struct uring_ring *r)
 {
     struct io_uring_sqe *sqe;
-    while (!(sqe = io_uring_get_sqe(&r->ring)))
-        io_uring_submit(&r->ring); /* the SQ is full: hand it to the kernel */
+    while (!(sqe = io_uring_get_sqe(&r->ring))) {
+        /* The SQ is full: hand it to the kernel. */
+        if (io_uring_submit(&r->ring) < 0)
+            nanosleep(&(struct timespec){0, 100000}, NULL);
+    }
     return sqe;
 }
 
@@ -110,16 +103,11 @@ static void dispatch(struct uring_ring *r, struct block_request *req)
     case BLOCK_OP_WRITE:
         if (req->len == 0 || req->iovcnt > BLK_IOV_BATCH)
             break;
-        if (req->op == BLOCK_OP_WRITE && (exp_flags() & 4))
-            break;
         sqe = get_sqe(r);
         if (req->op == BLOCK_OP_READ)
             io_uring_prep_readv(sqe, fb->fd, req->iov, req->iovcnt, req->offset);
-        else {
+        else
             io_uring_prep_writev(sqe, fb->fd, req->iov, req->iovcnt, req->offset);
-            if (exp_flags() & 2)
-                io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
-        }
         goto queued;
     case BLOCK_OP_FLUSH:
         sqe = get_sqe(r);
@@ -222,7 +210,7 @@ static int ring_setup(struct uring_ring *r)
         0,
     };
     int rc = -EINVAL;
-    for (unsigned i = (exp_flags() & 1); i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+    for (unsigned i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -303,7 +291,7 @@ static struct uring_ring *pick_ring(struct file_uring *u)
     }
     struct uring_ring *best = &u->rings[slot % u->nrings];
     uint64_t best_load = atomic_load_explicit(&best->pending_bytes, memory_order_relaxed);
-    if (best_load < RING_SPILL_BYTES || (exp_flags() & 16))
+    if (best_load < RING_SPILL_BYTES)
         return best;
     for (unsigned i = 1; i < u->nrings; i++) {
         unsigned idx = (slot + i) % u->nrings;

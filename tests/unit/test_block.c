@@ -2,7 +2,8 @@
  * and mem-async. Round trips through scattered iovecs, many requests from
  * several threads, flush, discard and write-zeroes, read-only disks, a file
  * that shrinks, runs out of space (a 1 MiB tmpfs) or is deleted, a block
- * device (a loop device), bad sizes at open, out-of-range requests, drain,
+ * device (a loop device, a partition of one), data surviving SIGKILL, bad
+ * sizes at open, out-of-range requests, drain,
  * and the fall back to threads when io_uring is forbidden (seccomp). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <linux/loop.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,10 @@
 #include "common/log.h"
 #include "config/config.h"
 
-enum kind { FILE_URING, FILE_THREADS, MEM };
+enum kind { FILE_URING, FILE_THREADS, FILE_HYBRID, MEM };
 
-static const enum kind kind_uring = FILE_URING, kind_threads = FILE_THREADS, kind_mem = MEM;
+static const enum kind kind_uring = FILE_URING, kind_threads = FILE_THREADS,
+                       kind_hybrid = FILE_HYBRID, kind_mem = MEM;
 
 static char tmpdir[64];
 
@@ -122,8 +125,12 @@ static struct block_backend *open_kind(enum kind kind, struct config_block_dev *
 {
     if (kind == MEM)
         return block_backend_open(cfg);
-    return block_file_open(cfg, kind == FILE_URING ? BLOCK_FILE_ENGINE_URING
-                                                   : BLOCK_FILE_ENGINE_THREADS);
+    static const enum block_file_engine engines[] = {
+        [FILE_URING] = BLOCK_FILE_ENGINE_URING,
+        [FILE_THREADS] = BLOCK_FILE_ENGINE_THREADS,
+        [FILE_HYBRID] = BLOCK_FILE_ENGINE_HYBRID,
+    };
+    return block_file_open(cfg, engines[kind]);
 }
 
 /* Opens a fresh zeroed disk of size bytes; cfg may set options. */
@@ -152,10 +159,10 @@ static void disk_open_cfg(struct disk *d, enum kind kind, uint64_t size,
     d->be = open_kind(kind, &cfg);
     assert_non_null(d->be);
     assert_int_equal(d->be->info.size, size);
-    if (kind == FILE_URING)
-        assert_string_equal(block_file_engine_name(d->be), "uring");
-    else if (kind == FILE_THREADS)
-        assert_string_equal(block_file_engine_name(d->be), "threads");
+    static const char *const names[] = {
+        [FILE_URING] = "uring", [FILE_THREADS] = "threads", [FILE_HYBRID] = "hybrid"};
+    if (kind != MEM)
+        assert_string_equal(block_file_engine_name(d->be), names[kind]);
 }
 
 static void disk_open(struct disk *d, enum kind kind, uint64_t size)
@@ -826,6 +833,96 @@ static void test_block_device(void **state)
     unlink(backing);
 }
 
+/* A partition is not a raw disk: opening one warns, and works. */
+static void test_partition_warning(void **state)
+{
+    char backing[128];
+    snprintf(backing, sizeof(backing), "%s/loop-parts", tmpdir);
+    make_file(backing, 4 << 20);
+    int bfd = open(backing, O_RDWR | O_CLOEXEC);
+    assert_true(bfd >= 0);
+    /* An MBR with one Linux partition: sectors 2048..6143. */
+    uint8_t mbr[512] = {0};
+    uint8_t *e = mbr + 446;
+    e[4] = 0x83;
+    uint32_t first = 2048, count = 4096;
+    memcpy(e + 8, &first, 4);
+    memcpy(e + 12, &count, 4);
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    assert_int_equal(pwrite(bfd, mbr, sizeof(mbr), 0), (ssize_t)sizeof(mbr));
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    int num = ctl >= 0 ? ioctl(ctl, LOOP_CTL_GET_FREE) : -1;
+    char dev[64], part[72];
+    snprintf(dev, sizeof(dev), "/dev/loop%d", num);
+    snprintf(part, sizeof(part), "%sp1", dev);
+    int lfd = num >= 0 ? open(dev, O_RDWR | O_CLOEXEC) : -1;
+    struct loop_config lc = {.fd = (uint32_t)bfd,
+                             .info = {.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN}};
+    bool ok = lfd >= 0 && ioctl(lfd, LOOP_CONFIGURE, &lc) == 0;
+    if (ctl >= 0)
+        close(ctl);
+    close(bfd);
+    for (int i = 0; ok && i < 200 && access(part, F_OK) != 0; i++)
+        usleep(10000);
+    if (!ok || access(part, F_OK) != 0) {
+        print_message("skipped: no loop device with partitions (%s)\n", strerror(errno));
+        if (lfd >= 0)
+            close(lfd);
+        unlink(backing);
+        skip();
+    }
+    struct config_block_dev cfg = file_cfg(part, 1);
+    capture_stderr();
+    struct block_backend *be = block_backend_open(&cfg);
+    char *log = captured_stderr();
+    assert_non_null(be);
+    assert_int_equal(be->info.size, 2 << 20);
+    assert_non_null(strstr(log, "block_dev.t0: "));
+    assert_non_null(strstr(log, "is a partition rather than a raw (whole) disk device"));
+    uint8_t buf[4096], got[4096];
+    fill(buf, sizeof(buf), 0, 13);
+    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_memory_equal(buf, got, sizeof(got));
+    block_backend_destroy(be);
+    close(lfd);
+    unlink(backing);
+}
+
+/* Once a WRITE completed, its data is the kernel's: SIGKILL loses nothing. */
+static void test_survives_kill(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/killed", tmpdir);
+    make_file(path, 1 << 20);
+    static uint8_t buf[256 * 1024];
+    fill(buf, sizeof(buf), 65536, 14);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct config_block_dev cfg = file_cfg(path, 4);
+        struct block_backend *be = open_kind(kind, &cfg);
+        if (!be || do_rw(be, BLOCK_OP_WRITE, 65536, buf, sizeof(buf)) != 0)
+            _exit(1);
+        raise(SIGKILL); /* with the back end's threads still running */
+        _exit(2);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    static uint8_t got[sizeof(buf)];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, got, sizeof(got), 65536), (ssize_t)sizeof(got));
+    close(fd);
+    assert_memory_equal(buf, got, sizeof(got));
+    unlink(path);
+}
+
 /* ---- refused at open ---- */
 
 static void expect_open_error(struct config_block_dev *cfg, const char *want)
@@ -912,6 +1009,11 @@ static void test_bad_requests(void **state)
 
 /* ---- engine choice ---- */
 
+#define BUILTIN_NAME                                                                               \
+    (BLOCK_FILE_ENGINE_BUILTIN == BLOCK_FILE_ENGINE_URING    ? "uring"                             \
+     : BLOCK_FILE_ENGINE_BUILTIN == BLOCK_FILE_ENGINE_HYBRID ? "hybrid"                            \
+                                                             : "threads")
+
 static void test_engine_env(void **state)
 {
     char path[128];
@@ -920,8 +1022,12 @@ static void test_engine_env(void **state)
     struct config_block_dev cfg = file_cfg(path, 1);
     static const struct {
         const char *env, *want;
-    } cases[] = {{"threads", "threads"}, {"uring", "uring"}, {"io_uring", "uring"}};
-    for (unsigned i = 0; i < 3; i++) {
+    } cases[] = {{"threads", "threads"},
+                 {"uring", "uring"},
+                 {"io_uring", "uring"},
+                 {"hybrid", "hybrid"},
+                 {"", BUILTIN_NAME}};
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         setenv("PROPOLIS_BLOCK_ENGINE", cases[i].env, 1);
         struct block_backend *be = block_backend_open(&cfg);
         assert_non_null(be);
@@ -934,8 +1040,7 @@ static void test_engine_env(void **state)
     char *log = captured_stderr();
     assert_non_null(be);
     assert_non_null(strstr(log, "PROPOLIS_BLOCK_ENGINE=\"bogus\""));
-    assert_string_equal(block_file_engine_name(be),
-                        BLOCK_FILE_ENGINE_BUILTIN == BLOCK_FILE_ENGINE_URING ? "uring" : "threads");
+    assert_string_equal(block_file_engine_name(be), BUILTIN_NAME);
     block_backend_destroy(be);
     unsetenv("PROPOLIS_BLOCK_ENGINE");
     unlink(path);
@@ -966,16 +1071,20 @@ static void test_uring_fallback(void **state)
             prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
             _exit(77);
         struct config_block_dev cfg = file_cfg(path, 2);
-        struct block_backend *be = block_file_open(&cfg, BLOCK_FILE_ENGINE_URING);
-        if (!be)
-            _exit(1);
-        if (strcmp(block_file_engine_name(be), "threads") != 0)
-            _exit(2);
-        uint8_t buf[4096] = {1, 2, 3}, got[4096];
-        if (do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)) != 0 ||
-            do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)) != 0 || memcmp(buf, got, sizeof(buf)))
-            _exit(3);
-        block_backend_destroy(be);
+        static const enum block_file_engine engines[] = {BLOCK_FILE_ENGINE_URING,
+                                                         BLOCK_FILE_ENGINE_HYBRID};
+        for (unsigned i = 0; i < 2; i++) {
+            struct block_backend *be = block_file_open(&cfg, engines[i]);
+            if (!be)
+                _exit(1);
+            if (strcmp(block_file_engine_name(be), "threads") != 0)
+                _exit(2);
+            uint8_t buf[4096] = {1, 2, 3}, got[4096];
+            if (do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)) != 0 ||
+                do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)) != 0 || memcmp(buf, got, sizeof(buf)))
+                _exit(3);
+            block_backend_destroy(be);
+        }
         _exit(0);
     }
     int status;
@@ -991,7 +1100,8 @@ static void test_uring_fallback(void **state)
 
 #define FOR_FILES(fn)                                                                              \
     cmocka_unit_test_prestate(fn, (void *)&kind_uring),                                            \
-        cmocka_unit_test_prestate(fn, (void *)&kind_threads)
+        cmocka_unit_test_prestate(fn, (void *)&kind_threads),                                      \
+        cmocka_unit_test_prestate(fn, (void *)&kind_hybrid)
 #define FOR_ALL(fn) FOR_FILES(fn), cmocka_unit_test_prestate(fn, (void *)&kind_mem)
 
 int main(void)
@@ -1011,6 +1121,8 @@ int main(void)
         FOR_FILES(test_unlinked),
         FOR_FILES(test_enospc),
         FOR_FILES(test_block_device),
+        cmocka_unit_test(test_partition_warning),
+        FOR_FILES(test_survives_kill),
         cmocka_unit_test(test_bad_open),
         FOR_ALL(test_bad_requests),
         cmocka_unit_test(test_engine_env),
