@@ -69,8 +69,13 @@ $(BUILD)/bench/startup: bench/startup.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $< -o $@
 
-bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup guest
+$(BUILD)/bench/block_backend: $(BUILD)/obj/bench/block_backend.o $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
+
+bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend guest
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
+	$(BUILD)/bench/block_backend --seconds 2
 	bench/rig-ovmf.sh
 
 format:
