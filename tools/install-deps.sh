@@ -10,6 +10,7 @@ packages=(
     python3                               # test drivers
     socat                                 # attaching a terminal to ./ttya
     qemu-system-x86                       # baseline VMM for benchmarks and guest checks
+    seabios ovmf                          # real firmware for the tests
     clang-format
 )
 missing=()

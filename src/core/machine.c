@@ -115,6 +115,20 @@ static int setup_memory(struct machine *m)
     return 0;
 }
 
+/* A PC shows the top 128 KiB of the BIOS at 0xE0000-0xFFFFF after reset
+ * (the "isa-bios" alias, which the chipset's PAM registers later shadow into
+ * RAM); a legacy BIOS such as SeaBIOS jumps there from the reset vector.
+ * Copying it into low RAM at power-on gives the same view without extra
+ * memory slots (each costs an RCU grace period at start-up). */
+static void load_legacy_bios_alias(struct machine *m)
+{
+    uint64_t len = m->bootrom_size < LEGACY_BIOS_ALIAS_SIZE ? m->bootrom_size
+                                                           : LEGACY_BIOS_ALIAS_SIZE;
+    if (m->lowmem_size < LEGACY_BIOS_ALIAS_END)
+        return;
+    memcpy(m->lowmem + LEGACY_BIOS_ALIAS_END - len, m->bootrom + m->bootrom_size - len, len);
+}
+
 /* Writes to the read-only bootrom slot exit as MMIO; they are dropped. */
 static void bootrom_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
@@ -465,6 +479,7 @@ int machine_create(struct machine *m, const struct machine_spec *spec)
     bus_init(&m->mmio, "mmio");
     if (check_kvm(m) < 0 || map_bootrom(m, spec->bootrom_path) < 0 || setup_memory(m) < 0)
         goto fail;
+    load_legacy_bios_alias(m);
     if (load_supported_cpuid(m) < 0)
         goto fail;
     m->vcpus = calloc(spec->cpus, sizeof(*m->vcpus));
@@ -596,6 +611,7 @@ int machine_reset(struct machine *m)
     memset(m->msi_routes, 0, sizeof(m->msi_routes));
     pthread_mutex_unlock(&m->irq_lock);
     destroy_vm(m);
+    load_legacy_bios_alias(m);
     m->resets++;
     if (create_vm(m) < 0)
         return -1;

@@ -22,6 +22,8 @@
 #define ECAM_BASE 0xe0000000ull
 #define ECAM_SIZE (256 * MIB)
 #define BOOTROM_MAX_SIZE (16 * MIB)
+#define LEGACY_BIOS_ALIAS_END 0x100000ull
+#define LEGACY_BIOS_ALIAS_SIZE (128 * 1024ull)
 #define MACHINE_MAX_DEVICES 64
 #define IRQ_LINE_COUNT 24 /* IOAPIC pins; 0-15 also reach the PICs */
 #define MACHINE_MSI_GSI_BASE 24 /* GSIs from here route MSI messages (irqfd) */

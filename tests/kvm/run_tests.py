@@ -379,6 +379,28 @@ def storage_devices_attached_and_swept():
         vm.cleanup()
 
 
+# --- real firmware that runs on host KVM: SeaBIOS (16/32-bit code) ---
+
+@test
+def seabios_banner_and_no_boot_device():
+    rom = "/usr/share/seabios/bios-256k.bin"
+    if not os.path.exists(rom):
+        raise Failure("%s missing (package seabios)" % rom)
+    vm = VM(cpus=2, memory=256, bootrom=rom)
+    try:
+        c = vm.console()
+        c.expect("SeaBIOS (version", timeout=60)
+        c.expect("No bootable device", timeout=60)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+        with open(os.path.join(vm.dir, "debug.out"), "rb") as f:
+            dbg = f.read()
+        check(b"Found 4 serial ports" in dbg and b"Found QEMU fw_cfg" in dbg,
+              "SeaBIOS's log lacks our devices:\n" + dbg[-1500:].decode(errors="replace"))
+    finally:
+        vm.cleanup()
+
+
 # --- chipset: reset and power-off paths ---
 
 @test
