@@ -4,6 +4,7 @@
  *
  *   ttyexpect [--connect-timeout S] SOCKET STEP...
  *   STEP: expect:TEXT     wait (up to the step timeout) until TEXT appears
+ *                         (same escapes as send)
  *         send:TEXT       send TEXT; \r \n \e \\ and \xHH escapes
  *         sleep:SECONDS   pause
  *         timeout:SECONDS per-step timeout from now on (default 60)
@@ -145,8 +146,10 @@ int main(int argc, char **argv)
         const char *step = argv[i];
         if (strncmp(step, "expect:", 7) == 0) {
             double deadline = now_s() + step_timeout;
+            char text[4096];
+            text[unescape(step + 7, text)] = '\0';
             char *hit;
-            while (!(hit = find(step + 7))) {
+            while (!(hit = find(text))) {
                 double left = deadline - now_s();
                 if (left <= 0 || pump(fd, left) < 0) {
                     fprintf(stderr, "\nttyexpect: step %d failed: %s\n", i, step);
@@ -154,7 +157,7 @@ int main(int argc, char **argv)
                 }
             }
             /* Consume through the match so a later expect needs new output. */
-            size_t consumed = (size_t)(hit - window) + strlen(step + 7);
+            size_t consumed = (size_t)(hit - window) + strlen(text);
             memmove(window, window + consumed, window_len - consumed);
             window_len -= consumed;
             window[window_len] = '\0';

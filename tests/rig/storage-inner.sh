@@ -70,7 +70,7 @@ CFG
 pid=$!
 start=$(date +%s)
 # The guest reports, writes, then sleeps: kill the VMM once the write is in.
-ttyexpect ttya timeout:400 "expect:RIG-REPORT action 2 write" "expect:sum=" > console.log 2>&1
+ttyexpect ttya timeout:400 "expect:RIG-REPORT action 2 write" "expect:\n" > console.log 2>&1
 rc=$?
 echo "STORAGE-TIME cpus=$CPUS boot_to_write_seconds=$(( $(date +%s) - start ))"
 kill -9 $pid 2>/dev/null
