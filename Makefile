@@ -51,10 +51,13 @@ $(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SAN_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS) -lcmocka
 
+# Real-guest tests: in the nested rig, or directly where host KVM runs them.
+RIG_TESTS := tests/rig/selftest.sh tests/rig/test_firmware.sh tests/rig/test_storage.sh
+
 include guest/guest.mk
 -include tests/rig/rig.mk
 
-test: unit-test toml-test kvm-test
+test: unit-test toml-test kvm-test rig-test
 
 unit-test: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

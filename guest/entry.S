@@ -237,6 +237,55 @@ irq_common:
 	add	$8, %rsp		/* vector */
 	iretq
 
+/* CPL3 sessions (storage benchmark). user_enter(fn, arg, stack) runs
+ * fn(arg) at CPL3 on `stack` and returns fn's result. fn returns into
+ * user_start's ud2; the #UD gate (user_ud_entry, installed by
+ * storage_bench.c) sees a CPL3 frame and resumes after user_enter with the
+ * saved callee-saved registers. A #UD at CPL0 takes the ordinary
+ * exception path (exc_6). TSS.RSP0 is the kernel stack at entry, so
+ * exceptions and interrupts taken at CPL3 land below everything in use. */
+	.globl user_enter, user_ud_entry
+user_enter:
+	push	%rbp
+	push	%rbx
+	push	%r12
+	push	%r13
+	push	%r14
+	push	%r15
+	mov	%rsp, user_saved_rsp
+	mov	%rsp, user_tss + 4	/* TSS.RSP0 */
+	mov	$(SEL_UDATA | 3), %eax
+	push	%rax			/* SS */
+	push	%rdx			/* RSP */
+	push	$0x2			/* RFLAGS: IF clear, IOPL 0 */
+	mov	$(SEL_UCODE | 3), %eax
+	push	%rax			/* CS */
+	mov	$user_start, %eax
+	push	%rax			/* RIP */
+	iretq
+
+user_start:				/* CPL3: rdi = fn, rsi = arg */
+	mov	%rdi, %rax
+	mov	%rsi, %rdi
+	call	*%rax
+	ud2
+
+user_ud_entry:
+	testb	$3, 8(%rsp)		/* frame: rip, cs, ... (no error code) */
+	jz	exc_6
+	mov	$SEL_DATA, %cx
+	mov	%cx, %ds
+	mov	%cx, %es
+	mov	%cx, %ss
+	mov	user_saved_rsp, %rsp
+	pop	%r15
+	pop	%r14
+	pop	%r13
+	pop	%r12
+	pop	%rbx
+	pop	%rbp
+	ret
+
 /* ------------------------------------------------------------------ */
 	.section .rodata, "a"
 	.balign	8

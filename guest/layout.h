@@ -30,6 +30,22 @@
 #define SEL_DATA 0x10
 #define SEL_CODE64 0x18
 
+/* CPL3 sessions (storage benchmark, storage_bench.c): a copy of the GDT in
+ * RAM adds these, loaded only when the `bench` command first runs. */
+#define SEL_UDATA 0x20 /* DPL3 data */
+#define SEL_UCODE 0x28 /* DPL3 64-bit code */
+#define SEL_TSS 0x30   /* 64-bit TSS (16-byte descriptor) */
+
+/* RAM the storage benchmark uses (only while `bench` runs; the guest needs
+ * at least 64 MiB then). */
+#define USER_STACK_TOP 0x210000 /* CPL3 stack, 0x200000 .. 0x20FFFF */
+#define BENCH_STATE_ADDR 0x210000 /* driver state, up to 0x21FFFF */
+#define BENCH_QUEUE_ADDR 0x220000 /* rings, queues, PRP lists: up to 0x3FFFFF */
+#define BENCH_DATA_ADDR 0x1000000 /* data buffers: 16 MiB .. 48 MiB */
+#define BENCH_DATA_SIZE 0x2000000
+#define BENCH_MMIO_BASE 0xC0000000ULL /* BARs assigned from here, up to */
+#define BENCH_MMIO_END 0xD0000000ULL  /* (the PCI hole, below the ECAM) */
+
 #define LAPIC_BASE 0xFEE00000
 
 #endif

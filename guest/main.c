@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "layout.h"
+#include "storage_bench.h"
 
 /* ------------------------------------------------------------------ */
 /* Port I/O, MSR-free helpers                                          */
@@ -1089,6 +1090,15 @@ static __attribute__((noreturn)) void command_loop(void)
             }
             sweep(seed);
             say("sweep done");
+        } else if (line[0] == 'b' && line[1] == 'e' && line[2] == 'n' && line[3] == 'c' &&
+                   line[4] == 'h' && line[5] == ' ') {
+            /* Storage benchmark (storage_bench.c): drivers polling at CPL3. */
+            cli();
+            storage_bench(line + 6, tsc_khz, say);
+            if (rx_irq_mode) {
+                uart_rx_irq(true);
+                sti();
+            }
         } else if (streq(line, "info")) {
             line_start();
             put_str("info tsc_khz ");
