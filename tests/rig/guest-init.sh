@@ -139,13 +139,17 @@ while read -r verb a b c e; do
         sh) # sh COMMAND...: run a shell command, report its status
             out=$(sh -c "$a $b $c $e" 2>&1); rc=$?
             R action $n sh rc=$rc out=$(echo "$out" | tail -1 | tr -c 'A-Za-z0-9._:=/-' '_') ;;
-        poweroff|reboot|halt) final=$verb ;;
+        poweroff|reboot|halt|shell) final=$verb ;;
         *) R action $n $verb fail=unknown-action ;;
     esac
 done < $CFG
 R done uptime=$(uptime)
 sync
 case $final in
+    shell) # the quickstart: an interactive shell on the console
+        echo "RIG-SHELL ready: a busybox shell on ttyS0; 'poweroff -f' powers the VM off"
+        /bin/sh -i < /dev/console > /dev/console 2>&1
+        poweroff -f ;;
     reboot) reboot -f ;;
     halt) halt -f ;;
     *) poweroff -f ;;

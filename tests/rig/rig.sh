@@ -259,6 +259,7 @@ CFG
 # ------------------------------------------------------------------- probe
 build_probe() {
     if [ -f "$OUT/probe.bin" ] && ! stale probe "$RIG_SRC/probe.S"; then return 0; fi
+    mkdir -p "$OUT"   # the probe may run before the first build
     as --32 -o "$OUT/probe.o" "$RIG_SRC/probe.S" && objcopy -O binary "$OUT/probe.o" "$OUT/probe.bin" \
         || die "step probe: cannot assemble tests/rig/probe.S"
     rm -f "$OUT/probe.o"
