@@ -76,9 +76,15 @@ $(BUILD)/bench/block_backend: $(BUILD)/obj/bench/block_backend.o $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
 
-bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend guest
+$(BUILD)/bench/storage: bench/storage.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $< -o $@
+
+bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
+       $(BUILD)/bench/storage guest
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 	$(BUILD)/bench/block_backend --seconds 2
+	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 	bench/rig-ovmf.sh
 
 format:

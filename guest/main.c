@@ -1,7 +1,7 @@
 /*
  * testguest: a tiny freestanding bootrom that exercises a VMM.
  *
- * Runs entirely at CPL0 in long mode, which this host's KVM emulates
+ * Runs at CPL0, except the storage benchmark (storage_bench.c), which runs its hot path at CPL3 in long mode, which this host's KVM emulates
  * instruction by instruction, so it stays small: no large loops, no SSE,
  * x87, int n, int3, popcnt, xsave, ... (the build checks the disassembly).
  *

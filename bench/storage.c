@@ -1,0 +1,606 @@
+/* Storage benchmark: our virtio-blk and NVMe against QEMU's virtio-blk-pci
+ * and nvme, on the same test guest and the same page-cached file, in the
+ * same invocation; and the host's own sequential throughput on that file.
+ *
+ * The guest's `bench` command (guest/storage_bench.c) drives the device
+ * with a polling driver at CPL3: 4 KiB random reads and writes at queue
+ * depth 32, 1 MiB sequential reads and writes at queue depth 8. The file
+ * is filled so that every 4 KiB block starts with a tag the guest checks
+ * on every read (writes store the same tags).
+ *
+ * Host "dd": one thread, 1 MiB pread/pwrite at queue depth 1 over the same
+ * file (what `dd bs=1M` does), for the same time.
+ *
+ * Runs alternate ours/QEMU (order swapped every run); the table shows the
+ * median over runs with min..max, ratios ours/QEMU, and sequential figures
+ * against the host. Prints figures; never fails on them.
+ *
+ *   storage --vmm BIN --guest ROM [--qemu BIN] [--runs N] [--ms MS]
+ *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme]
+ *           [--extra "KEY=VALUE ..."] (appended to the guest command) */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RUNS 21
+#define NTESTS 4
+#define NDEVS 2
+#define MIB (1024ull * 1024ull)
+
+enum vmm_kind { OURS, QEMU };
+enum dev_kind { VIRTIO_BLK, NVME };
+
+static const char *const dev_names[NDEVS] = {"virtio-blk", "nvme"};
+static const char *const test_names[NTESTS] = {"randread4k", "randwrite4k", "seqread1m",
+                                               "seqwrite1m"};
+static const bool test_seq[NTESTS] = {false, false, true, true};
+
+struct options {
+    const char *vmm, *guest, *qemu, *dir, *extra;
+    int runs;
+    unsigned ms, size_mib, cpus, mem_mib;
+    bool dev_on[NDEVS];
+};
+
+/* One test's figure in one run: IOPS for random, MiB/s for sequential. */
+struct cell {
+    int n;
+    double v[MAX_RUNS];
+    char note[160]; /* the last failure or data problem seen */
+};
+
+static struct cell cells[NDEVS][2][NTESTS];
+static char file_path[PATH_MAX];
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    if (file_path[0])
+        unlink(file_path);
+    exit(1);
+}
+
+static uint64_t tag(uint64_t block)
+{
+    return 0x53544f5242454e43ULL ^ (block * 0x9E3779B97F4A7C15ULL);
+}
+
+static void set_tags(uint8_t *buf, size_t len, uint64_t off)
+{
+    for (size_t p = 0; p < len; p += 4096) {
+        uint64_t t = tag((off + p) / 4096);
+        memcpy(buf + p, &t, sizeof(t));
+    }
+}
+
+/* ---- The disk file ---- */
+
+static void create_file(const struct options *o)
+{
+    snprintf(file_path, sizeof(file_path), "%s/pst-storage-bench-%d.img", o->dir, (int)getpid());
+    int fd = open(file_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        die("%s: %s", file_path, strerror(errno));
+    uint8_t *buf = calloc(1, MIB);
+    for (uint64_t off = 0; off < (uint64_t)o->size_mib * MIB; off += MIB) {
+        set_tags(buf, MIB, off);
+        if (pwrite(fd, buf, MIB, (off_t)off) != (ssize_t)MIB)
+            die("%s: write: %s", file_path, strerror(errno));
+    }
+    if (fdatasync(fd) < 0)
+        die("%s: fdatasync: %s", file_path, strerror(errno));
+    /* Pull it all into the page cache. */
+    for (uint64_t off = 0; off < (uint64_t)o->size_mib * MIB; off += MIB)
+        if (pread(fd, buf, MIB, (off_t)off) != (ssize_t)MIB)
+            die("%s: read: %s", file_path, strerror(errno));
+    free(buf);
+    close(fd);
+}
+
+static void settle_file(void)
+{
+    int fd = open(file_path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fdatasync(fd); /* write back what the last VM dirtied, outside any timing */
+        close(fd);
+    }
+}
+
+/* Host sequential throughput: 1 MiB pread or pwrite, queue depth 1, for ms. */
+static double host_seq(const struct options *o, bool write)
+{
+    int fd = open(file_path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        die("%s: %s", file_path, strerror(errno));
+    uint8_t *buf = aligned_alloc(4096, MIB);
+    memset(buf, 0, MIB);
+    uint64_t size = (uint64_t)o->size_mib * MIB, off = 0, bytes = 0;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)o->ms * 1000000ull, t;
+    do {
+        ssize_t n;
+        if (write) {
+            set_tags(buf, MIB, off);
+            n = pwrite(fd, buf, MIB, (off_t)off);
+        } else {
+            n = pread(fd, buf, MIB, (off_t)off);
+        }
+        if (n != (ssize_t)MIB)
+            die("%s: %s: %s", file_path, write ? "write" : "read",
+                n < 0 ? strerror(errno) : "short");
+        bytes += MIB;
+        off = off + MIB >= size ? 0 : off + MIB;
+        t = now_ns();
+    } while (t < end);
+    free(buf);
+    close(fd);
+    settle_file();
+    return (double)bytes / MIB / ((double)(t - t0) / 1e9);
+}
+
+/* ---- Console ---- */
+
+static int connect_console(const char *path, pid_t pid, uint64_t deadline)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path))
+        return -1;
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+            return fd;
+        close(fd);
+        if (now_ns() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
+            return -1;
+        usleep(1000);
+    }
+}
+
+struct console {
+    int fd;
+    char buf[8192];
+    size_t len;
+    char last[256]; /* the last complete line, for messages */
+};
+
+/* Next complete line (without CR/LF) into out; false on timeout or EOF. */
+static bool next_line(struct console *c, char *out, size_t cap, uint64_t deadline)
+{
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (nl) {
+            size_t n = (size_t)(nl - c->buf);
+            size_t k = n;
+            while (k && (c->buf[k - 1] == '\r'))
+                k--;
+            if (k >= cap)
+                k = cap - 1;
+            memcpy(out, c->buf, k);
+            out[k] = 0;
+            snprintf(c->last, sizeof(c->last), "%s", out);
+            memmove(c->buf, nl + 1, c->len - n - 1);
+            c->len -= n + 1;
+            return true;
+        }
+        if (c->len == sizeof(c->buf))
+            c->len = 0; /* an overlong line: drop it */
+        struct pollfd p = {c->fd, POLLIN, 0};
+        uint64_t t = now_ns();
+        if (t >= deadline || poll(&p, 1, (int)((deadline - t) / 1000000) + 1) <= 0)
+            return false;
+        ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+        if (n <= 0)
+            return false;
+        c->len += (size_t)n;
+    }
+}
+
+static bool expect(struct console *c, const char *needle, uint64_t deadline)
+{
+    char line[512];
+    while (next_line(c, line, sizeof(line), deadline))
+        if (strstr(line, needle))
+            return true;
+    return false;
+}
+
+static void say(int fd, const char *text)
+{
+    if (write(fd, text, strlen(text)) < 0)
+        fprintf(stderr, "bench: console write: %s\n", strerror(errno));
+}
+
+/* ---- One VM run ---- */
+
+static pid_t launch(enum vmm_kind kind, enum dev_kind dev, const struct options *o, const char *dir)
+{
+    char mem[16], cpus[16], drive[PATH_MAX + 64];
+    snprintf(mem, sizeof(mem), "%u", o->mem_mib);
+    snprintf(cpus, sizeof(cpus), "%u", o->cpus);
+    snprintf(drive, sizeof(drive), "file=%s,if=none,id=d,format=raw,cache=writeback", file_path);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    if (chdir(dir) < 0)
+        _exit(127);
+    int log = open("vmm.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(log, 1);
+    dup2(log, 2);
+    if (kind == OURS) {
+        execl(o->vmm, o->vmm, "config.toml", (char *)NULL);
+    } else {
+        /* mdts=8: 1 MiB per command, as our controller (QEMU's default is 512 KiB). */
+        const char *device = dev == VIRTIO_BLK ? "virtio-blk-pci,drive=d,addr=4"
+                                               : "nvme,drive=d,serial=bench,addr=4,mdts=8";
+        execlp(o->qemu, o->qemu, "-M", "pc", "-enable-kvm", "-nodefaults", "-no-user-config",
+               "-display", "none", "-m", mem, "-smp", cpus, "-bios", o->guest, "-serial",
+               "unix:ttya,server=on,wait=on", "-drive", drive, "-device", device, (char *)NULL);
+    }
+    _exit(127);
+}
+
+static void note(struct cell *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->note, sizeof(c->note), fmt, ap);
+    va_end(ap);
+}
+
+/* Parses "testguest: bench DEV TEST qd=.. bs=.. ops=.. us=.. ... bad=.. err=..". */
+static void record(struct cell *row, const char *line, const char *dev, const char *who, int run)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "bench %s ", dev);
+    const char *p = strstr(line, prefix);
+    if (!p)
+        return;
+    p += strlen(prefix);
+    for (int t = 0; t < NTESTS; t++) {
+        size_t n = strlen(test_names[t]);
+        if (strncmp(p, test_names[t], n) != 0 || p[n] != ' ')
+            continue;
+        struct cell *c = &row[t];
+        const char *rest = p + n + 1;
+        if (strncmp(rest, "FAIL", 4) == 0) {
+            note(c, "%s run %d: %s", who, run, rest);
+            return;
+        }
+        unsigned long long bs = 0, ops = 0, us = 0, bad = 0, err = 0;
+        const char *q;
+        if ((q = strstr(rest, "bs=")))
+            bs = strtoull(q + 3, NULL, 10);
+        if ((q = strstr(rest, "ops=")))
+            ops = strtoull(q + 4, NULL, 10);
+        if ((q = strstr(rest, " us=")))
+            us = strtoull(q + 4, NULL, 10);
+        if ((q = strstr(rest, "bad=")))
+            bad = strtoull(q + 4, NULL, 10);
+        if ((q = strstr(rest, "err=")))
+            err = strtoull(q + 4, NULL, 10);
+        if (!us || !ops) {
+            note(c, "%s run %d: nothing completed (%s)", who, run, rest);
+            return;
+        }
+        if (bad || err)
+            note(c, "%s run %d: %llu bad blocks, %llu errors", who, run, bad, err);
+        double v = test_seq[t] ? (double)ops * (double)bs / MIB / ((double)us / 1e6)
+                               : (double)ops / ((double)us / 1e6);
+        if (c->n < MAX_RUNS)
+            c->v[c->n++] = v;
+        return;
+    }
+}
+
+static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *o, int run)
+{
+    const char *who = kind == OURS ? "ours" : "qemu";
+    struct cell *row = cells[dev][kind];
+    char dir[] = "/tmp/pst-sbench-XXXXXX";
+    if (!mkdtemp(dir))
+        die("mkdtemp: %s", strerror(errno));
+    char path[PATH_MAX + 64];
+    if (kind == OURS) {
+        snprintf(path, sizeof(path), "%s/config.toml", dir);
+        FILE *cfg = fopen(path, "w");
+        if (!cfg)
+            die("%s: %s", path, strerror(errno));
+        fprintf(cfg,
+                "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
+                "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n\n"
+                "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
+                (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
+                dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
+        fclose(cfg);
+    }
+    uint64_t t0 = now_ns();
+    pid_t pid = launch(kind, dev, o, dir);
+    uint64_t deadline = t0 + 60ull * 1000000000ull;
+    snprintf(path, sizeof(path), "%s/ttya", dir);
+    struct console con = {.fd = connect_console(path, pid, deadline)};
+    const char *failed = NULL;
+    if (con.fd < 0) {
+        failed = "no console";
+    } else {
+        char line[128];
+        if (!expect(&con, "testguest: ready", deadline))
+            failed = "no 'ready'";
+        snprintf(line, sizeof(line), "cpus=%u mem=%u\r", o->cpus, o->mem_mib);
+        say(con.fd, line);
+        if (!failed && !expect(&con, "testguest: echo?", deadline))
+            failed = "no 'echo?'";
+        say(con.fd, "storage\r");
+        if (!failed && !expect(&con, "testguest: irq?", deadline))
+            failed = "no 'irq?'";
+        say(con.fd, "Z");
+        if (!failed && !expect(&con, "testguest: PASS", deadline))
+            failed = "self-test did not PASS";
+    }
+    if (!failed) {
+        char cmd[512], line[512], done[64], devfail[64];
+        static char why[512];
+        snprintf(cmd, sizeof(cmd), "bench %s 0:4 ms=%u%s%s\r", dev_names[dev], o->ms,
+                 o->extra ? " " : "", o->extra ? o->extra : "");
+        say(con.fd, cmd);
+        snprintf(done, sizeof(done), "bench %s done", dev_names[dev]);
+        snprintf(devfail, sizeof(devfail), "bench %s FAIL", dev_names[dev]);
+        /* Four tests of warm-up + ms each, with a generous margin. */
+        deadline = now_ns() + (60ull + 4ull * 3ull * (o->ms + 1000) / 1000) * 1000000000ull;
+        failed = "bench did not finish";
+        while (next_line(&con, line, sizeof(line), deadline)) {
+            if (strstr(line, "bench ") && strstr(line, " disk "))
+                printf("  %s %d: %s %s\n", who, run, dev_names[dev], strstr(line, "disk "));
+            if (strstr(line, done)) {
+                failed = NULL;
+                break;
+            }
+            if (strstr(line, devfail) || strstr(line, "bench FAIL") ||
+                strstr(line, "FAIL exception")) {
+                snprintf(why, sizeof(why), "%s",
+                         line + (strncmp(line, "testguest: ", 11) == 0 ? 11 : 0));
+                failed = why;
+                break;
+            }
+            if (strstr(line, "bench ")) {
+                const char *b = strstr(line, "bench ") + 6;
+                if (strncmp(b, dev_names[dev], strlen(dev_names[dev])) == 0 &&
+                    !strstr(b, " device ") && !strstr(b, " disk "))
+                    printf("  %s %d: %s\n", who, run, b);
+            }
+            record(row, line, dev_names[dev], who, run);
+        }
+    }
+    if (failed) {
+        fprintf(stderr, "bench: %s %s run %d did not complete: %s (last line: %s)\n", who,
+                dev_names[dev], run, failed, con.last[0] ? con.last : "none");
+        for (int t = 0; t < NTESTS; t++)
+            if (!row[t].note[0])
+                note(&row[t], "%s run %d: %s", who, run, failed);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (con.fd >= 0)
+        close(con.fd);
+    char rm[PATH_MAX + 16];
+    snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+    if (system(rm) != 0)
+        fprintf(stderr, "bench: could not remove %s\n", dir);
+    settle_file();
+}
+
+/* ---- Summary ---- */
+
+/* Context for the figures: other work on the host moves them a lot. */
+static void print_load(const char *when)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, sizeof(buf), f))
+            buf[0] = 0;
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = 0;
+    printf("  host load average %s: %s (%ld CPUs online)\n", when, buf[0] ? buf : "?",
+           sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static bool summarize(struct cell *c, double *med, double *lo, double *hi)
+{
+    if (c->n == 0)
+        return false;
+    double v[MAX_RUNS];
+    memcpy(v, c->v, sizeof(double) * (size_t)c->n);
+    qsort(v, (size_t)c->n, sizeof(double), cmp_double);
+    *med = c->n % 2 ? v[c->n / 2] : (v[c->n / 2 - 1] + v[c->n / 2]) / 2;
+    *lo = v[0];
+    *hi = v[c->n - 1];
+    return true;
+}
+
+static const char *pct(char *out, size_t cap, double fraction)
+{
+    snprintf(out, cap, "%.0f%%", 100 * fraction);
+    return out;
+}
+
+static void fmt_cell(char *out, size_t cap, struct cell *c)
+{
+    double med, lo, hi;
+    if (!summarize(c, &med, &lo, &hi))
+        snprintf(out, cap, "%s", "-");
+    else
+        snprintf(out, cap, "%.0f (%.0f..%.0f)", med, lo, hi);
+}
+
+int main(int argc, char **argv)
+{
+    struct options o = {.qemu = "qemu-system-x86_64",
+                        .dir = "/tmp",
+                        .runs = 3,
+                        .ms = 2000,
+                        .size_mib = 1024,
+                        .cpus = 1,
+                        .mem_mib = 512,
+                        .dev_on = {true, true}};
+    static const struct option opts[] = {
+        {"vmm", required_argument, NULL, 'v'},   {"guest", required_argument, NULL, 'g'},
+        {"qemu", required_argument, NULL, 'q'},  {"runs", required_argument, NULL, 'n'},
+        {"ms", required_argument, NULL, 'm'},    {"size-mib", required_argument, NULL, 's'},
+        {"dir", required_argument, NULL, 'd'},   {"devices", required_argument, NULL, 'D'},
+        {"extra", required_argument, NULL, 'x'}, {NULL, 0, NULL, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'v':
+            o.vmm = optarg;
+            break;
+        case 'g':
+            o.guest = optarg;
+            break;
+        case 'q':
+            o.qemu = optarg;
+            break;
+        case 'n':
+            o.runs = atoi(optarg);
+            break;
+        case 'm':
+            o.ms = (unsigned)atoi(optarg);
+            break;
+        case 's':
+            o.size_mib = (unsigned)atoi(optarg);
+            break;
+        case 'd':
+            o.dir = optarg;
+            break;
+        case 'D':
+            o.dev_on[VIRTIO_BLK] = strstr(optarg, "virtio-blk") != NULL;
+            o.dev_on[NVME] = strstr(optarg, "nvme") != NULL;
+            break;
+        case 'x':
+            o.extra = optarg;
+            break;
+        default:
+            return 2;
+        }
+    }
+    static char vmm_path[PATH_MAX], guest_path[PATH_MAX];
+    if (o.vmm && realpath(o.vmm, vmm_path))
+        o.vmm = vmm_path;
+    if (o.guest && realpath(o.guest, guest_path))
+        o.guest = guest_path;
+    if (!o.vmm || !o.guest || o.runs < 1 || o.runs > MAX_RUNS || o.ms < 100 || o.ms > 60000 ||
+        o.size_mib < 64 || (!o.dev_on[0] && !o.dev_on[1])) {
+        fprintf(stderr,
+                "usage: storage --vmm BIN --guest ROM [--qemu BIN] [--runs N<=%d] "
+                "[--ms 100..60000] [--size-mib N>=64] [--dir DIR] "
+                "[--devices virtio-blk,nvme] [--extra \"KEY=VALUE ...\"]\n",
+                MAX_RUNS);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    create_file(&o);
+    printf("storage: %u MiB page-cached file in %s; guest: %u vCPU, %u MiB, polling driver at "
+           "CPL3; %u ms per test (after 200 ms warm-up), %d runs, ours and QEMU alternating\n",
+           o.size_mib, o.dir, o.cpus, o.mem_mib, o.ms, o.runs);
+    printf("  random: 4 KiB, queue depth 32; sequential: 1 MiB, queue depth 8%s%s\n",
+           o.extra ? "; guest options: " : "", o.extra ? o.extra : "");
+    print_load("before");
+
+    double dd[2][MAX_RUNS];
+    for (int r = 0; r < o.runs; r++) {
+        dd[0][r] = host_seq(&o, false);
+        dd[1][r] = host_seq(&o, true);
+        for (int d = 0; d < NDEVS; d++) {
+            if (!o.dev_on[d])
+                continue;
+            enum vmm_kind first = r % 2 ? QEMU : OURS;
+            run_vm(first, (enum dev_kind)d, &o, r + 1);
+            run_vm(first == OURS ? QEMU : OURS, (enum dev_kind)d, &o, r + 1);
+        }
+        printf("  run %d done\n", r + 1);
+    }
+    print_load("after");
+    struct cell ddc[2] = {{.n = 0}};
+    for (int w = 0; w < 2; w++) {
+        ddc[w].n = o.runs;
+        memcpy(ddc[w].v, dd[w], sizeof(double) * (size_t)o.runs);
+    }
+
+    printf("\n%-24s %-26s %-26s %-8s %s\n", "median (min..max)", "ours", "qemu", "ours/qemu",
+           "vs host dd (ours, qemu)");
+    for (int d = 0; d < NDEVS; d++) {
+        if (!o.dev_on[d])
+            continue;
+        for (int t = 0; t < NTESTS; t++) {
+            char label[64], a[64], b[64], ratio[16] = "-", vsdd[48] = "", po[16], pq[16];
+            snprintf(label, sizeof(label), "%s %s %s", dev_names[d], test_names[t],
+                     test_seq[t] ? "MiB/s" : "IOPS");
+            struct cell *co = &cells[d][OURS][t], *cq = &cells[d][QEMU][t];
+            fmt_cell(a, sizeof(a), co);
+            fmt_cell(b, sizeof(b), cq);
+            double mo, mq, md, lo, hi;
+            bool ho = summarize(co, &mo, &lo, &hi), hq = summarize(cq, &mq, &lo, &hi);
+            if (ho && hq && mq > 0)
+                snprintf(ratio, sizeof(ratio), "%.2f", mo / mq);
+            if (test_seq[t] && summarize(&ddc[t == 3], &md, &lo, &hi) && md > 0)
+                snprintf(vsdd, sizeof(vsdd), "%s, %s", ho ? pct(po, sizeof(po), mo / md) : "-",
+                         hq ? pct(pq, sizeof(pq), mq / md) : "-");
+            printf("%-30s %-26s %-26s %-9s %s\n", label, a, b, ratio, vsdd);
+        }
+    }
+    char a[64], b[64];
+    fmt_cell(a, sizeof(a), &ddc[0]);
+    fmt_cell(b, sizeof(b), &ddc[1]);
+    printf("%-30s %s\n", "host dd read MiB/s", a);
+    printf("%-30s %s\n", "host dd write MiB/s", b);
+    printf("targets: ours >= qemu on every line; sequential >= 70%% of host dd\n");
+    bool notes = false;
+    for (int d = 0; d < NDEVS; d++)
+        for (int k = 0; k < 2; k++)
+            for (int t = 0; t < NTESTS; t++)
+                if (cells[d][k][t].note[0]) {
+                    if (!notes)
+                        printf("problems:\n");
+                    notes = true;
+                    printf("  %s %s: %s\n", dev_names[d], test_names[t], cells[d][k][t].note);
+                }
+    unlink(file_path);
+    return 0;
+}
