@@ -1,9 +1,10 @@
 /*
  * testguest: a tiny freestanding bootrom that exercises a VMM.
  *
- * Runs at CPL0, except the storage benchmark (storage_bench.c), which runs its hot path at CPL3 in long mode, which this host's KVM emulates
- * instruction by instruction, so it stays small: no large loops, no SSE,
- * x87, int n, int3, popcnt, xsave, ... (the build checks the disassembly).
+ * Runs at CPL0 in long mode, which this host's KVM emulates instruction by
+ * instruction, so it stays small: no large loops, no SSE, x87, int n, int3,
+ * popcnt, xsave, ... (the build checks the disassembly). Only the storage
+ * benchmark (storage_bench.c) runs its hot path at CPL3, natively.
  *
  * Protocol on COM1 (every line ends with "\r\n"); see guest/README.md.
  */
