@@ -18,7 +18,7 @@ SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 
-.PHONY: all test unit-test kvm-test toml-test bench clean format example
+.PHONY: all test unit-test kvm-test toml-test bench clean format example quickstart
 all: $(BUILD)/propolis-standalone $(BUILD)/toml2json $(BUILD)/ttyexpect guest
 
 $(BUILD)/obj/%.o: %.c
@@ -97,3 +97,7 @@ clean:
 
 example: all
 	tools/run-example.sh
+
+# The README quickstart: OVMF -> GRUB -> Linux from an ISO on virtio-blk.
+quickstart: all
+	tools/quickstart.sh
