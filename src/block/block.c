@@ -263,3 +263,20 @@ unsigned blk_iov_slice(const struct block_request *req, uint64_t skip, struct io
     }
     return n;
 }
+
+const char *block_op_name(enum block_op op)
+{
+    switch (op) {
+    case BLOCK_OP_READ:
+        return "read";
+    case BLOCK_OP_WRITE:
+        return "write";
+    case BLOCK_OP_FLUSH:
+        return "flush";
+    case BLOCK_OP_DISCARD:
+        return "discard";
+    case BLOCK_OP_WRITE_ZEROES:
+        return "write-zeroes";
+    }
+    return "?";
+}

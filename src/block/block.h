@@ -71,6 +71,9 @@ struct block_backend {
  * error logs one message naming the section and returns NULL. */
 struct block_backend *block_backend_open(const struct config_block_dev *cfg);
 
+/* "read", "write", "flush", "discard", "write-zeroes": for messages. */
+const char *block_op_name(enum block_op op);
+
 static inline int block_submit(struct block_backend *be, struct block_request *req)
 {
     return be->ops->submit(be, req);

@@ -45,23 +45,6 @@
 
 #include "config/config.h"
 
-static const char *op_name(enum block_op op)
-{
-    switch (op) {
-    case BLOCK_OP_READ:
-        return "read";
-    case BLOCK_OP_WRITE:
-        return "write";
-    case BLOCK_OP_FLUSH:
-        return "flush";
-    case BLOCK_OP_DISCARD:
-        return "discard";
-    case BLOCK_OP_WRITE_ZEROES:
-        return "write-zeroes";
-    }
-    return "?";
-}
-
 /* " (the file has been deleted)" when it has, else "". */
 static const char *deleted_note(const struct file_backend *fb)
 {
@@ -80,7 +63,7 @@ void file_log_error(struct file_backend *fb, const struct block_request *req, in
         log_limited(&fb->ratelimit, LOG_ERROR,
                     "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64
                     " of %s failed: %s%s",
-                    fb->name, op_name(req->op), req->len, req->offset, fb->path, strerror(err),
+                    fb->name, block_op_name(req->op), req->len, req->offset, fb->path, strerror(err),
                     deleted_note(fb));
 }
 

@@ -211,23 +211,6 @@ static void req_complete(struct nvme_ctrl *c, struct nvme_req *req, uint16_t sta
     req_release(c, req);
 }
 
-static const char *op_name(enum block_op op)
-{
-    switch (op) {
-    case BLOCK_OP_READ:
-        return "read";
-    case BLOCK_OP_WRITE:
-        return "write";
-    case BLOCK_OP_FLUSH:
-        return "flush";
-    case BLOCK_OP_DISCARD:
-        return "discard";
-    case BLOCK_OP_WRITE_ZEROES:
-        return "write zeroes";
-    }
-    return "?";
-}
-
 static void io_done(struct block_request *breq, int status)
 {
     struct nvme_req *req = breq->opaque;
@@ -242,7 +225,7 @@ static void io_done(struct block_request *breq, int status)
     }
     if (status < 0)
         log_limited(&c->io_log, LOG_WARNING, "%s: SQ %u cid %u: %s of %llu bytes at %llu: %s",
-                    name_of(c), req->sq->qid, req->cid, op_name(breq->op),
+                    name_of(c), req->sq->qid, req->cid, block_op_name(breq->op),
                     (unsigned long long)breq->len, (unsigned long long)breq->offset,
                     strerror(-status));
     req_complete(c, req, errno_status(status, breq->op));
@@ -263,7 +246,7 @@ static uint16_t submit(struct nvme_ctrl *c, struct nvme_req *req, enum block_op 
     int ret = block_submit(c->be, &req->breq);
     if (ret < 0) {
         log_limited(&c->io_log, LOG_WARNING, "%s: %s of %llu bytes at %llu refused: %s", name_of(c),
-                    op_name(op), (unsigned long long)len, (unsigned long long)offset,
+                    block_op_name(op), (unsigned long long)len, (unsigned long long)offset,
                     strerror(-ret));
         return errno_status(ret, op);
     }
