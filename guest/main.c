@@ -1058,6 +1058,26 @@ static __attribute__((noreturn)) void command_loop(void)
             uart_drain_tx();
             cli();
             triple_fault();
+        } else if (streq(line, "kbdreset")) {
+            /* 8042 "pulse reset line": the VM resets, RAM kept. */
+            uart_drain_tx();
+            outb(0x64, 0xFE);
+            delay_us(50000);
+            say("kbdreset returned");
+        } else if (streq(line, "port92")) {
+            /* Fast reset: a rising edge on bit 0 of port 0x92. */
+            uart_drain_tx();
+            outb(0x92, 0x00);
+            outb(0x92, 0x01);
+            delay_us(50000);
+            say("port92 returned");
+        } else if (streq(line, "s5")) {
+            /* ACPI soft-off through the PIIX4 PM1a control block at its
+             * reset base 0xB000: SLP_TYP 0 (S5 on this chipset) with SLP_EN. */
+            uart_drain_tx();
+            __asm__ volatile("outw %w0, %w1" ::"a"((uint16_t)0x2000), "Nd"((uint16_t)0xB004));
+            delay_us(50000);
+            say("s5 returned");
         } else if (streq(line, "cf9")) {
             uart_drain_tx();
             outb(0xCF9, 0x06);

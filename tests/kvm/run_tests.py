@@ -416,6 +416,40 @@ def cf9_resets():
         vm.cleanup()
 
 
+@test
+def keyboard_controller_and_port92_reset():
+    vm = VM(cpus=1, memory=64)
+    try:
+        c = vm.boot(1, 64)
+        c.line("kbdreset")
+        c.expect("testguest: boot 2")
+        c.expect("testguest: ready")
+        c.line("cpus=1 mem=64")
+        c.expect("testguest: echo?")
+        c.line("x")
+        c.expect("testguest: irq?")
+        c.send("Z")
+        c.expect("testguest: PASS")
+        c.line("port92")
+        c.expect("testguest: boot 3")
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def acpi_s5_powers_off_with_exit_on_halt():
+    vm = VM(cpus=2, memory=64, extra_main="exit_on_halt = 42")
+    try:
+        c = vm.boot(2, 64)
+        c.line("s5")
+        check(vm.wait() == 42, "exit code %s, want exit_on_halt 42" % vm.proc.returncode)
+        check("S5" in vm.output(), "power-off not logged")
+    finally:
+        vm.cleanup()
+
+
 # --- instance name: take-over and stale records ---
 
 @test
