@@ -68,17 +68,17 @@ toml-test: $(BUILD)/san/toml2json
 kvm-test: $(BUILD)/san/propolis-standalone guest
 	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN)
 
-$(BUILD)/bench/startup: bench/startup.c
+$(BUILD)/bench/startup: bench/startup.c bench/bench_util.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) $< -o $@
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@
 
 $(BUILD)/bench/block_backend: $(BUILD)/obj/bench/block_backend.o $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/bench/storage: bench/storage.c
+$(BUILD)/bench/storage: bench/storage.c bench/bench_util.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) $< -o $@
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@
 
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
        $(BUILD)/bench/storage guest

@@ -6,6 +6,8 @@
  * self-test and reads the VMM's memory overhead: process RSS minus the RSS
  * of the guest-RAM mappings. Prints figures and ratios; never fails on time. */
 #include <errno.h>
+
+#include "bench_util.h"
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -37,75 +39,6 @@ struct sample {
     double overhead_kib;
     double rss_kib;
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-static int connect_console(const char *path, pid_t pid, uint64_t deadline)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path))
-        return -1;
-    memcpy(addr.sun_path, path, strlen(path) + 1);
-    for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-            return fd;
-        close(fd);
-        if (now_ns() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
-            return -1;
-        usleep(20);
-    }
-}
-
-/* Reads console output until a line containing needle; false on timeout. */
-static bool expect(int fd, char *buf, size_t *len, size_t cap, const char *needle,
-                   uint64_t deadline)
-{
-    for (;;) {
-        char *nl;
-        while ((nl = memchr(buf, '\n', *len)) != NULL) {
-            *nl = '\0';
-            bool hit = strstr(buf, needle) != NULL;
-            size_t consumed = (size_t)(nl - buf) + 1;
-            memmove(buf, nl + 1, *len - consumed);
-            *len -= consumed;
-            if (hit)
-                return true;
-        }
-        if (*len == cap)
-            *len = 0; /* an overlong line: drop it */
-        struct pollfd p = {fd, POLLIN, 0};
-        uint64_t t = now_ns();
-        if (t >= deadline || poll(&p, 1, (int)((deadline - t) / 1000000) + 1) <= 0)
-            return false;
-        ssize_t n = read(fd, buf + *len, cap - *len);
-        if (n <= 0)
-            return false;
-        *len += (size_t)n;
-    }
-}
-
-static void say(int fd, const char *text)
-{
-    if (write(fd, text, strlen(text)) < 0)
-        die("console write: %s", strerror(errno));
-}
 
 /* RSS of the whole process and of mappings at least guest_bytes large
  * (the guest RAM), from /proc/PID/smaps. */
@@ -179,9 +112,9 @@ static bool run_once(enum vmm_kind kind, const struct options *o, struct sample 
     pid_t pid = launch(kind, o, dir);
     uint64_t deadline = t0 + 30ull * 1000000000ull;
     snprintf(path, sizeof(path), "%s/ttya", dir);
-    int con = connect_console(path, pid, deadline);
+    struct console con = {.fd = connect_console(path, pid, deadline, 20)};
     bool ok = false;
-    if (con >= 0) {
+    if (con.fd >= 0) {
         /* The first byte on the debug FIFO is the guest's first instruction. */
         for (;;) {
             char c;
@@ -197,17 +130,16 @@ static bool run_once(enum vmm_kind kind, const struct options *o, struct sample 
         }
     }
     if (ok) {
-        char buf[4096], line[128];
-        size_t len = 0;
-        ok = expect(con, buf, &len, sizeof(buf), "testguest: ready", deadline);
+        char line[128];
+        ok = console_expect(&con, "testguest: ready", deadline);
         snprintf(line, sizeof(line), "cpus=%u mem=%u lowmem=%u\r", o->cpus, o->memory_mib,
                  o->memory_mib);
-        say(con, line);
-        ok = ok && expect(con, buf, &len, sizeof(buf), "testguest: echo?", deadline);
-        say(con, "bench\r");
-        ok = ok && expect(con, buf, &len, sizeof(buf), "testguest: irq?", deadline);
-        say(con, "Z");
-        ok = ok && expect(con, buf, &len, sizeof(buf), "testguest: PASS", deadline);
+        console_say(&con, line);
+        ok = ok && console_expect(&con, "testguest: echo?", deadline);
+        console_say(&con, "bench\r");
+        ok = ok && console_expect(&con, "testguest: irq?", deadline);
+        console_say(&con, "Z");
+        ok = ok && console_expect(&con, "testguest: PASS", deadline);
         if (ok) {
             double guest_kib;
             read_rss(pid, (uint64_t)o->memory_mib * 1024 * 1024 / 2, &s->rss_kib, &guest_kib);
@@ -216,20 +148,14 @@ static bool run_once(enum vmm_kind kind, const struct options *o, struct sample 
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    if (con >= 0)
-        close(con);
+    if (con.fd >= 0)
+        close(con.fd);
     close(dbg);
     char cmd[700];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     if (system(cmd) != 0)
         fprintf(stderr, "bench: could not remove %s\n", dir);
     return ok;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double median(double *v, int n)

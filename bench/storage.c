@@ -19,6 +19,8 @@
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command) */
 #include <errno.h>
+
+#include "bench_util.h"
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -66,26 +68,6 @@ struct cell {
 
 static struct cell cells[NDEVS][2][NTESTS];
 static char file_path[PATH_MAX];
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    if (file_path[0])
-        unlink(file_path);
-    exit(1);
-}
 
 static uint64_t tag(uint64_t block)
 {
@@ -165,77 +147,6 @@ static double host_seq(const struct options *o, bool write)
 }
 
 /* ---- Console ---- */
-
-static int connect_console(const char *path, pid_t pid, uint64_t deadline)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path))
-        return -1;
-    memcpy(addr.sun_path, path, strlen(path) + 1);
-    for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-            return fd;
-        close(fd);
-        if (now_ns() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
-            return -1;
-        usleep(1000);
-    }
-}
-
-struct console {
-    int fd;
-    char buf[8192];
-    size_t len;
-    char last[256]; /* the last complete line, for messages */
-};
-
-/* Next complete line (without CR/LF) into out; false on timeout or EOF. */
-static bool next_line(struct console *c, char *out, size_t cap, uint64_t deadline)
-{
-    for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
-        if (nl) {
-            size_t n = (size_t)(nl - c->buf);
-            size_t k = n;
-            while (k && (c->buf[k - 1] == '\r'))
-                k--;
-            if (k >= cap)
-                k = cap - 1;
-            memcpy(out, c->buf, k);
-            out[k] = 0;
-            snprintf(c->last, sizeof(c->last), "%s", out);
-            memmove(c->buf, nl + 1, c->len - n - 1);
-            c->len -= n + 1;
-            return true;
-        }
-        if (c->len == sizeof(c->buf))
-            c->len = 0; /* an overlong line: drop it */
-        struct pollfd p = {c->fd, POLLIN, 0};
-        uint64_t t = now_ns();
-        if (t >= deadline || poll(&p, 1, (int)((deadline - t) / 1000000) + 1) <= 0)
-            return false;
-        ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
-        if (n <= 0)
-            return false;
-        c->len += (size_t)n;
-    }
-}
-
-static bool expect(struct console *c, const char *needle, uint64_t deadline)
-{
-    char line[512];
-    while (next_line(c, line, sizeof(line), deadline))
-        if (strstr(line, needle))
-            return true;
-    return false;
-}
-
-static void say(int fd, const char *text)
-{
-    if (write(fd, text, strlen(text)) < 0)
-        fprintf(stderr, "bench: console write: %s\n", strerror(errno));
-}
 
 /* ---- One VM run ---- */
 
@@ -344,23 +255,23 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
     pid_t pid = launch(kind, dev, o, dir);
     uint64_t deadline = t0 + 60ull * 1000000000ull;
     snprintf(path, sizeof(path), "%s/ttya", dir);
-    struct console con = {.fd = connect_console(path, pid, deadline)};
+    struct console con = {.fd = connect_console(path, pid, deadline, 1000)};
     const char *failed = NULL;
     if (con.fd < 0) {
         failed = "no console";
     } else {
         char line[128];
-        if (!expect(&con, "testguest: ready", deadline))
+        if (!console_expect(&con, "testguest: ready", deadline))
             failed = "no 'ready'";
         snprintf(line, sizeof(line), "cpus=%u mem=%u\r", o->cpus, o->mem_mib);
-        say(con.fd, line);
-        if (!failed && !expect(&con, "testguest: echo?", deadline))
+        console_say(&con, line);
+        if (!failed && !console_expect(&con, "testguest: echo?", deadline))
             failed = "no 'echo?'";
-        say(con.fd, "storage\r");
-        if (!failed && !expect(&con, "testguest: irq?", deadline))
+        console_say(&con, "storage\r");
+        if (!failed && !console_expect(&con, "testguest: irq?", deadline))
             failed = "no 'irq?'";
-        say(con.fd, "Z");
-        if (!failed && !expect(&con, "testguest: PASS", deadline))
+        console_say(&con, "Z");
+        if (!failed && !console_expect(&con, "testguest: PASS", deadline))
             failed = "self-test did not PASS";
     }
     if (!failed) {
@@ -368,13 +279,13 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
         static char why[512];
         snprintf(cmd, sizeof(cmd), "bench %s 0:4 ms=%u%s%s\r", dev_names[dev], o->ms,
                  o->extra ? " " : "", o->extra ? o->extra : "");
-        say(con.fd, cmd);
+        console_say(&con, cmd);
         snprintf(done, sizeof(done), "bench %s done", dev_names[dev]);
         snprintf(devfail, sizeof(devfail), "bench %s FAIL", dev_names[dev]);
         /* Four tests of warm-up + ms each, with a generous margin. */
         deadline = now_ns() + (60ull + 4ull * 3ull * (o->ms + 1000) / 1000) * 1000000000ull;
         failed = "bench did not finish";
-        while (next_line(&con, line, sizeof(line), deadline)) {
+        while (console_next_line(&con, line, sizeof(line), deadline)) {
             if (strstr(line, "bench ") && strstr(line, " disk "))
                 printf("  %s %d: %s %s\n", who, run, dev_names[dev], strstr(line, "disk "));
             if (strstr(line, done)) {
@@ -430,12 +341,6 @@ static void print_load(const char *when)
     buf[strcspn(buf, "\n")] = 0;
     printf("  host load average %s: %s (%ld CPUs online)\n", when, buf[0] ? buf : "?",
            sysconf(_SC_NPROCESSORS_ONLN));
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static bool summarize(struct cell *c, double *med, double *lo, double *hi)

@@ -1,0 +1,100 @@
+#include "bench_util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+int connect_console(const char *path, pid_t pid, uint64_t deadline, unsigned poll_us)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path))
+        return -1;
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
+            return fd;
+        close(fd);
+        if (now_ns() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
+            return -1;
+        usleep(poll_us);
+    }
+}
+
+bool console_next_line(struct console *c, char *out, size_t cap, uint64_t deadline)
+{
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (nl) {
+            size_t n = (size_t)(nl - c->buf);
+            size_t k = n;
+            while (k && (c->buf[k - 1] == '\r'))
+                k--;
+            if (k >= cap)
+                k = cap - 1;
+            memcpy(out, c->buf, k);
+            out[k] = 0;
+            snprintf(c->last, sizeof(c->last), "%s", out);
+            memmove(c->buf, nl + 1, c->len - n - 1);
+            c->len -= n + 1;
+            return true;
+        }
+        if (c->len == sizeof(c->buf))
+            c->len = 0; /* an overlong line: drop it */
+        struct pollfd p = {c->fd, POLLIN, 0};
+        uint64_t t = now_ns();
+        if (t >= deadline || poll(&p, 1, (int)((deadline - t) / 1000000) + 1) <= 0)
+            return false;
+        ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+        if (n <= 0)
+            return false;
+        c->len += (size_t)n;
+    }
+}
+
+bool console_expect(struct console *c, const char *needle, uint64_t deadline)
+{
+    char line[512];
+    while (console_next_line(c, line, sizeof(line), deadline))
+        if (strstr(line, needle))
+            return true;
+    return false;
+}
+
+void console_say(struct console *c, const char *text)
+{
+    if (write(c->fd, text, strlen(text)) < 0)
+        fprintf(stderr, "bench: console write: %s\n", strerror(errno));
+}
+
+int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}

@@ -1,0 +1,33 @@
+/* Helpers shared by the benchmark drivers: time, the guest console over a
+ * unix socket, and small statistics. */
+#ifndef BENCH_BENCH_UTIL_H
+#define BENCH_BENCH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+uint64_t now_ns(void);
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Connects to the VMM's console socket, retrying every poll_us until the
+ * deadline or until pid exits; -1 on failure. */
+int connect_console(const char *path, pid_t pid, uint64_t deadline, unsigned poll_us);
+
+struct console {
+    int fd;
+    char buf[8192];
+    size_t len;
+    char last[256]; /* the last complete line, for messages */
+};
+
+/* Next complete line (without CR/LF) into out; false on timeout or EOF. */
+bool console_next_line(struct console *c, char *out, size_t cap, uint64_t deadline);
+/* Reads lines until one contains needle; false on timeout or EOF. */
+bool console_expect(struct console *c, const char *needle, uint64_t deadline);
+void console_say(struct console *c, const char *text);
+
+int cmp_double(const void *a, const void *b);
+
+#endif
