@@ -383,8 +383,11 @@ static int create_vm(struct machine *m)
         log_error("KVM_CREATE_PIT2: %s", strerror(errno));
         return -1;
     }
-    if (apply_irq_routing(m) < 0)
-        return -1;
+    /* The routing table (IRQ 0 to IOAPIC pin 2) is installed once the
+     * vCPUs run: each table update waits for an RCU grace period, and the
+     * guest cannot look at IOAPIC pin 2 that early (it starts at the reset
+     * vector with the IOAPIC masked). */
+    m->irq_routing_pending = true;
     for (unsigned i = 0; i < m->spec.cpus; i++) {
         if (vcpu_create(&m->vcpus[i], m, i) < 0)
             return -1;
@@ -550,6 +553,16 @@ int machine_start(struct machine *m)
         atomic_store(&m->vcpus[i].probe_requested, false);
         atomic_store(&m->vcpus[i].halted_irqs_off, false);
         if (vcpu_start(&m->vcpus[i]) < 0) {
+            machine_stop(m);
+            return -1;
+        }
+    }
+    if (m->irq_routing_pending) {
+        pthread_mutex_lock(&m->irq_lock);
+        int r = apply_irq_routing(m);
+        m->irq_routing_pending = false;
+        pthread_mutex_unlock(&m->irq_lock);
+        if (r < 0) {
             machine_stop(m);
             return -1;
         }

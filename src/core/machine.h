@@ -86,6 +86,7 @@ struct machine {
     unsigned device_count;
 
     pthread_mutex_t irq_lock;
+    bool irq_routing_pending; /* the VM still has KVM's default routing */
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
     struct msi_route msi_routes[MACHINE_MAX_MSI_ROUTES]; /* GSI MACHINE_MSI_GSI_BASE + index */
 
