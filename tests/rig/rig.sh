@@ -88,23 +88,25 @@ build_outer() {
     local ver
     ver=$(basename "$tarball" | sed -n 's/^qemu_\([0-9.]*\).*/\1/p')
     say "step outer-qemu: building QEMU $ver with $(basename "$patch") (about 3-4 min on 2 cores)"
-    rm -rf "$src/qemu-$ver" "$OUT/outer"
+    local bd=$OUT/outer-build   # the binary in use stays until the new one is renamed over it
+    rm -rf "$src/qemu-$ver" "$bd"
     tar -C "$src" -xf "$tarball" || die "step outer-qemu: cannot unpack $tarball"
     [ -d "$src/qemu-$ver" ] || die "step outer-qemu: $tarball has no qemu-$ver/"
     patch -d "$src/qemu-$ver" -p1 -s < "$patch" || die "step outer-qemu: $patch does not apply to QEMU $ver"
-    mkdir -p "$OUT/outer/build"
+    mkdir -p "$bd" "$OUT/outer"
     (
-        cd "$OUT/outer/build"
+        cd "$bd"
         "$src/qemu-$ver/configure" --python=/usr/bin/python3 --disable-download \
             --target-list=x86_64-softmmu --without-default-features --enable-tcg \
             --enable-fdt=system --disable-docs --disable-tools --disable-guest-agent \
             --disable-install-blobs >configure.log 2>&1 \
             || { tail -20 configure.log >&2; exit 1; }
         ninja qemu-system-x86_64 >ninja.log 2>&1 || { tail -30 ninja.log >&2; exit 1; }
-    ) || die "step outer-qemu: build failed (logs in $OUT/outer/build)"
-    cp "$OUT/outer/build/qemu-system-x86_64" "$bin"
+    ) || die "step outer-qemu: build failed (logs in $bd)"
+    cp "$bd/qemu-system-x86_64" "$bin.tmp"
+    mv "$bin.tmp" "$bin"
     echo "$ver" > "$OUT/outer/version"
-    rm -rf "$src/qemu-$ver" "$OUT/outer/build"
+    rm -rf "$src/qemu-$ver" "$bd"
     stamp outer "$patch" "=$ver"
 }
 outer_qemu() { echo "${RIG_OUTER_QEMU:-$OUT/outer/qemu-system-x86_64}"; }
@@ -118,6 +120,8 @@ build_kernel() {
         return 0
     fi
     say "step kernel: fetching Debian's kernel"
+    local final=$kd
+    kd=$OUT/kernel.new
     rm -rf "$kd"; mkdir -p "$kd/debs"
     local pkg=${RIG_KERNEL_PKG:-}
     if [ -z "$pkg" ]; then
@@ -136,6 +140,10 @@ build_kernel() {
     rm -rf "$kd/debs"
     echo "$pkg" > "$kd/package"
     echo "$ver" > "$kd/version"
+    rm -rf "$final.old"
+    [ -d "$final" ] && mv "$final" "$final.old"
+    mv "$kd" "$final"
+    rm -rf "$final.old"
 }
 
 # L1 boots the kernel's uncompressed ELF image through its PVH entry point:
@@ -204,11 +212,13 @@ build_l1() {
     say "step l1-initramfs: building"
     local r=$OUT/l1-root
     rm -rf "$r"; mkdir -p "$r/bin" "$r/etc/rig" "$r/rig/bin" "$r/rig/files"
+    # (everything readers use is renamed into place: runs may be going on)
     cp "$(command -v busybox)" "$r/bin/busybox"
     ln -s busybox "$r/bin/sh"
     install -m 755 "$RIG_SRC/l1-init.sh" "$r/init"
     bundle_modules "$r" "${L1_MODULES[@]}"
-    cpio_of "$r" "$OUT/l1-base.cpio"
+    cpio_of "$r" "$OUT/l1-base.cpio.tmp"
+    mv "$OUT/l1-base.cpio.tmp" "$OUT/l1-base.cpio"
     stamp l1 "$RIG_SRC/l1-init.sh" "$kd/version" "=${L1_MODULES[*]}"
 }
 
@@ -223,14 +233,17 @@ build_guest() {
         return 0
     fi
     say "step guest-iso: building"
-    rm -rf "$g"; mkdir -p "$g/root/bin" "$g/root/etc/rig" "$g/iso/boot/grub"
+    local final=$g
+    g=$OUT/guest.new   # built aside; the products are renamed into place (runs may be going on)
+    rm -rf "$g"; mkdir -p "$g/root/bin" "$g/root/etc/rig" "$g/iso/boot/grub" "$final"
     cp "$(command -v busybox)" "$g/root/bin/busybox"
     ln -s busybox "$g/root/bin/sh"
     install -m 755 "$RIG_SRC/guest-init.sh" "$g/root/init"
     install -m 755 "$RIG_SRC/udhcpc.sh" "$g/root/etc/rig/udhcpc.sh"
     gcc -static -O2 -Wall -Werror -o "$g/root/bin/rig-vsock" "$RIG_SRC/rig-vsock.c" \
         || die "step guest-iso: cannot build rig-vsock (static glibc: libc6-dev)"
-    cp "$g/root/bin/rig-vsock" "$OUT/rig-vsock"   # the host end, for tests: --bin build/rig/rig-vsock
+    cp "$g/root/bin/rig-vsock" "$OUT/rig-vsock.tmp"   # the host end, for tests: --bin build/rig/rig-vsock
+    mv "$OUT/rig-vsock.tmp" "$OUT/rig-vsock"
     bundle_modules "$g/root" "${GUEST_MODULES[@]}"
     cpio_of "$g/root" "$g/initrd.cpio"
     gzip -9 -n < "$g/initrd.cpio" > "$g/iso/boot/initrd.gz"
@@ -249,10 +262,15 @@ menuentry "rig test guest" {
 CFG
     grub-mkrescue -o "$g/test.iso.tmp" "$g/iso" -- -volid RIGTEST >"$g/grub-mkrescue.log" 2>&1 \
         || die "step guest-iso: grub-mkrescue failed (grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools?): $(tail -3 "$g/grub-mkrescue.log")"
-    mv "$g/test.iso.tmp" "$g/test.iso"
     cp "$kd/vmlinuz" "$g/vmlinuz"           # for -kernel boots without firmware
     gzip -9 -n < "$g/initrd.cpio" > "$g/initrd.gz"
     rm -f "$g/initrd.cpio"
+    local f
+    for f in vmlinuz initrd.gz grub-mkrescue.log; do mv -f "$g/$f" "$final/$f"; done
+    mv -f "$g/test.iso.tmp" "$final/test.iso"
+    rm -rf "$final/root" "$final/iso"
+    mv "$g/root" "$g/iso" "$final/"
+    rm -rf "$g"
     stamp guest "${inputs[@]}"
 }
 
@@ -260,9 +278,10 @@ CFG
 build_probe() {
     if [ -f "$OUT/probe.bin" ] && ! stale probe "$RIG_SRC/probe.S"; then return 0; fi
     mkdir -p "$OUT"   # the probe may run before the first build
-    as --32 -o "$OUT/probe.o" "$RIG_SRC/probe.S" && objcopy -O binary "$OUT/probe.o" "$OUT/probe.bin" \
+    as --32 -o "$OUT/probe.o.$$" "$RIG_SRC/probe.S" && objcopy -O binary "$OUT/probe.o.$$" "$OUT/probe.bin.$$" \
         || die "step probe: cannot assemble tests/rig/probe.S"
-    rm -f "$OUT/probe.o"
+    mv "$OUT/probe.bin.$$" "$OUT/probe.bin"
+    rm -f "$OUT/probe.o.$$"
     stamp probe "$RIG_SRC/probe.S"
 }
 
