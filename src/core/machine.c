@@ -360,14 +360,6 @@ static int create_vm(struct machine *m)
         return -1;
     }
     fcntl(m->vm_fd, F_SETFD, FD_CLOEXEC);
-    /* Memory slot updates wait for an RCU grace period (milliseconds); let
-     * them run while the rest of the machine is built. */
-    int err = pthread_create(&m->slot_thread, NULL, register_memory_slots, m);
-    if (err) {
-        log_error("pthread_create: %s", strerror(err));
-        return -1;
-    }
-    m->slot_thread_running = true;
     uint64_t identity = KVM_IDENTITY_MAP_ADDR;
     if (ioctl(m->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &identity) < 0 ||
         ioctl(m->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0) {
@@ -383,6 +375,16 @@ static int create_vm(struct machine *m)
         log_error("KVM_CREATE_PIT2: %s", strerror(errno));
         return -1;
     }
+    /* Memory slot updates wait for an RCU grace period (milliseconds); let
+     * them run while the vCPUs are built. Started after the irqchip and PIT,
+     * whose device registrations would otherwise queue behind them on
+     * KVM's slots lock. */
+    int err = pthread_create(&m->slot_thread, NULL, register_memory_slots, m);
+    if (err) {
+        log_error("pthread_create: %s", strerror(err));
+        return -1;
+    }
+    m->slot_thread_running = true;
     /* The routing table (IRQ 0 to IOAPIC pin 2) is installed once the
      * vCPUs run: each table update waits for an RCU grace period, and the
      * guest cannot look at IOAPIC pin 2 that early (it starts at the reset
