@@ -69,9 +69,6 @@ struct machine {
     int kvm_fd;
     int vm_fd;
     size_t run_size;
-    pthread_t slot_thread; /* registers memory slots while the rest is built */
-    bool slot_thread_running;
-    int slot_result;
     struct kvm_cpuid2 *supported_cpuid;
 
     struct guest_mem mem;
