@@ -17,7 +17,8 @@
  *
  *   storage --vmm BIN --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme]
- *           [--extra "KEY=VALUE ..."] (appended to the guest command) */
+ *           [--extra "KEY=VALUE ..."] (appended to the guest command)
+ * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
 
 #include "bench_util.h"
@@ -245,9 +246,10 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
             die("%s: %s", path, strerror(errno));
         fprintf(cfg,
                 "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
-                "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n\n"
+                "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s\n"
                 "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
                 (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
+                getenv("BENCH_BLOCK_DEV_EXTRA") ? getenv("BENCH_BLOCK_DEV_EXTRA") : "",
                 dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
         fclose(cfg);
     }

@@ -24,6 +24,11 @@ struct file_backend {
     struct log_ratelimit ratelimit; /* I/O error messages */
     struct blk_tracker tracker;
     struct blk_pool pool;     /* THREADS */
+    /* Writes to a regular file: one thread, because the file system takes
+     * the inode lock exclusively for a buffered write, so parallel writers
+     * only spin on it (measured: 8 writers made 1 MiB writes 35% slower
+     * and 4 KiB writes 40% slower than one). */
+    struct blk_pool write_lane;
     struct file_uring *uring; /* URING */
 };
 
