@@ -326,13 +326,15 @@ int machine_irqfd(struct machine *m, int event_fd, int gsi, bool assign)
 }
 
 int machine_ioeventfd(struct machine *m, int event_fd, uint64_t address, unsigned len, bool pio,
-                      bool assign)
+                      const uint64_t *datamatch, bool assign)
 {
     struct kvm_ioeventfd io = {
+        .datamatch = datamatch ? *datamatch : 0,
         .addr = address,
         .len = len,
         .fd = event_fd,
-        .flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN),
+        .flags = (pio ? KVM_IOEVENTFD_FLAG_PIO : 0) | (assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN) |
+                 (datamatch ? KVM_IOEVENTFD_FLAG_DATAMATCH : 0),
     };
     if (ioctl(m->vm_fd, KVM_IOEVENTFD, &io) < 0) {
         log_error("KVM_IOEVENTFD %s 0x%llx: %s", pio ? "pio" : "mmio", (unsigned long long)address,

@@ -128,9 +128,10 @@ void machine_msi_route_remove(struct machine *m, int gsi);
 /* Signalling event_fd raises gsi in the kernel, no exit to the VMM. */
 int machine_irqfd(struct machine *m, int event_fd, int gsi, bool assign);
 /* A guest write of len bytes (1, 2, 4, 8) at address signals event_fd
- * without an exit to the VMM. */
+ * without an exit to the VMM; with datamatch, only a write of that value
+ * (several eventfds can share one address). Deassign with the same values. */
 int machine_ioeventfd(struct machine *m, int event_fd, uint64_t address, unsigned len, bool pio,
-                      bool assign);
+                      const uint64_t *datamatch, bool assign);
 /* Delivers a message-signalled interrupt (MSI/MSI-X address and data). */
 void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data);
 

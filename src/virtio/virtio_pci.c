@@ -731,17 +731,22 @@ static const struct io_ops modern_bar_ops = {.read = modern_bar_read, .write = m
 
 /* ---- PCI hooks ---- */
 
+/* The modern doorbell has an address per queue; the legacy one is a single
+ * port for every queue, the value written naming the queue, so its
+ * ioeventfds match on that value. */
 static void ioevent_set(struct virtio_pci *vp, struct virtio_pci_queue *q, bool pio, bool on,
                         uint64_t addr)
 {
     bool *registered = pio ? &q->ioevent_pio : &q->ioevent_mmio;
     uint64_t *at = pio ? &q->ioevent_pio_addr : &q->ioevent_mmio_addr;
+    uint64_t queue_index = q->index;
+    const uint64_t *match = pio ? &queue_index : NULL;
     if (*registered && vp->machine->vm_fd >= 0)
-        machine_ioeventfd(vp->machine, q->kick_fd, *at, 2, pio, false);
+        machine_ioeventfd(vp->machine, q->kick_fd, *at, 2, pio, match, false);
     *registered = false;
     if (!on || vp->machine->vm_fd < 0)
         return;
-    if (machine_ioeventfd(vp->machine, q->kick_fd, addr, 2, pio, true) == 0) {
+    if (machine_ioeventfd(vp->machine, q->kick_fd, addr, 2, pio, match, true) == 0) {
         *registered = true;
         *at = addr;
     } else {
@@ -760,9 +765,7 @@ static void update_ioeventfds(struct virtio_pci *vp, unsigned bar, bool mapped, 
         if (bar == VIRTIO_PCI_BAR_MODERN)
             ioevent_set(vp, q, false, mapped,
                         base + VIRTIO_PCI_NOTIFY_OFFSET + i * VIRTIO_PCI_NOTIFY_MULTIPLIER);
-        /* The legacy doorbell is one port for every queue (the value names
-         * the queue): without a data match it can only go to one eventfd. */
-        if (bar == VIRTIO_PCI_BAR_LEGACY && vp->num_queues == 1)
+        if (bar == VIRTIO_PCI_BAR_LEGACY)
             ioevent_set(vp, q, true, mapped, base + VIRTIO_LEGACY_QUEUE_NOTIFY);
     }
 }
