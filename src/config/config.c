@@ -583,6 +583,34 @@ static int named_section(struct parser *p, const struct toml_keyval *kv, const c
     return expect_type_at(p, kv->value, kp, TOML_TABLE, kv->line, kv->column);
 }
 
+/* Parses each [TABLE.NAME] section in file order: reserve() makes room for
+ * all of them, then add() takes each one, with its copied NAME, and parses
+ * it. add() counts the item first, so that config_free() finds the name
+ * even when parsing fails. Returns 0, or -1 after an error. */
+static int parse_named_sections(struct parser *p, struct section *root, const char *table,
+                                int (*reserve)(struct parser *p, size_t n),
+                                int (*add)(struct parser *p, const struct toml_keyval *kv,
+                                           const char *kp, char *name))
+{
+    const struct toml_keyval *top;
+    int r = sec_table(root, table, &top);
+    if (r <= 0)
+        return r;
+    const struct toml_value *tbl = top->value;
+    if (reserve(p, tbl->u.table.count))
+        return -1;
+    for (size_t i = 0; i < tbl->u.table.count; i++) {
+        const struct toml_keyval *kv = &tbl->u.table.items[i];
+        char kp[KP_MAX];
+        char *name;
+        if (named_section(p, kv, table, kp) || !(name = memdup_str(p, kv->key, kv->key_len)))
+            return -1;
+        if (add(p, kv, kp, name))
+            return -1;
+    }
+    return 0;
+}
+
 /* ---- [main] ---- */
 
 static int check_vm_name(struct parser *p, const struct toml_value *v, const char *kp)
@@ -780,31 +808,22 @@ out:
     return p->failed ? -1 : 0;
 }
 
+static int reserve_cpuid_profiles(struct parser *p, size_t n)
+{
+    return (p->cfg->cpuid_profiles = xcalloc(p, n, sizeof(*p->cfg->cpuid_profiles))) ? 0 : -1;
+}
+
+static int add_cpuid_profile(struct parser *p, const struct toml_keyval *kv, const char *kp,
+                             char *name)
+{
+    struct config_cpuid_profile *prof = &p->cfg->cpuid_profiles[p->cfg->cpuid_profile_count++];
+    *prof = (struct config_cpuid_profile){.name = name, .line = kv->line, .column = kv->column};
+    return parse_cpuid_profile(p, kv, kp, prof);
+}
+
 static int parse_cpuid(struct parser *p, struct section *root)
 {
-    struct config *cfg = p->cfg;
-    const struct toml_keyval *top;
-    int r = sec_table(root, "cpuid", &top);
-    if (r <= 0)
-        return r;
-    const struct toml_value *tbl = top->value;
-    if (!(cfg->cpuid_profiles = xcalloc(p, tbl->u.table.count, sizeof(*cfg->cpuid_profiles))))
-        return -1;
-    for (size_t i = 0; i < tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &tbl->u.table.items[i];
-        char kp[KP_MAX];
-        if (named_section(p, kv, "cpuid", kp))
-            return -1;
-        struct config_cpuid_profile *prof = &cfg->cpuid_profiles[cfg->cpuid_profile_count];
-        if (!(prof->name = memdup_str(p, kv->key, kv->key_len)))
-            return -1;
-        cfg->cpuid_profile_count++;
-        prof->line = kv->line;
-        prof->column = kv->column;
-        if (parse_cpuid_profile(p, kv, kp, prof))
-            return -1;
-    }
-    return 0;
+    return parse_named_sections(p, root, "cpuid", reserve_cpuid_profiles, add_cpuid_profile);
 }
 
 /* ---- [cloudinit] ---- */
@@ -1075,31 +1094,21 @@ out:
     return p->failed ? -1 : 0;
 }
 
+static int reserve_block_devs(struct parser *p, size_t n)
+{
+    return (p->cfg->block_devs = xcalloc(p, n, sizeof(*p->cfg->block_devs))) ? 0 : -1;
+}
+
+static int add_block_dev(struct parser *p, const struct toml_keyval *kv, const char *kp, char *name)
+{
+    struct config_block_dev *bd = &p->cfg->block_devs[p->cfg->block_dev_count++];
+    *bd = (struct config_block_dev){.name = name, .line = kv->line, .column = kv->column};
+    return parse_block_dev(p, kv, kp, bd);
+}
+
 static int parse_block_devs(struct parser *p, struct section *root)
 {
-    struct config *cfg = p->cfg;
-    const struct toml_keyval *top;
-    int r = sec_table(root, "block_dev", &top);
-    if (r <= 0)
-        return r;
-    const struct toml_value *tbl = top->value;
-    if (!(cfg->block_devs = xcalloc(p, tbl->u.table.count, sizeof(*cfg->block_devs))))
-        return -1;
-    for (size_t i = 0; i < tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &tbl->u.table.items[i];
-        char kp[KP_MAX];
-        if (named_section(p, kv, "block_dev", kp))
-            return -1;
-        struct config_block_dev *bd = &cfg->block_devs[cfg->block_dev_count];
-        if (!(bd->name = memdup_str(p, kv->key, kv->key_len)))
-            return -1;
-        cfg->block_dev_count++;
-        bd->line = kv->line;
-        bd->column = kv->column;
-        if (parse_block_dev(p, kv, kp, bd))
-            return -1;
-    }
-    return 0;
+    return parse_named_sections(p, root, "block_dev", reserve_block_devs, add_block_dev);
 }
 
 /* ---- [dev.NAME] ---- */
@@ -1342,31 +1351,22 @@ static int check_devices(struct parser *p)
     return 0;
 }
 
+static int reserve_devices(struct parser *p, size_t n)
+{
+    return (p->cfg->devices = xcalloc(p, n, sizeof(*p->cfg->devices))) ? 0 : -1;
+}
+
+static int add_device(struct parser *p, const struct toml_keyval *kv, const char *kp, char *name)
+{
+    struct config_device *d = &p->cfg->devices[p->cfg->device_count++];
+    *d = (struct config_device){.name = name, .line = kv->line, .column = kv->column};
+    return parse_device(p, kv, kp, d);
+}
+
 static int parse_devices(struct parser *p, struct section *root)
 {
-    struct config *cfg = p->cfg;
-    const struct toml_keyval *top;
-    int r = sec_table(root, "dev", &top);
-    if (r <= 0)
-        return r;
-    const struct toml_value *tbl = top->value;
-    if (!(cfg->devices = xcalloc(p, tbl->u.table.count, sizeof(*cfg->devices))))
-        return -1;
-    for (size_t i = 0; i < tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &tbl->u.table.items[i];
-        char kp[KP_MAX];
-        if (named_section(p, kv, "dev", kp))
-            return -1;
-        struct config_device *d = &cfg->devices[cfg->device_count];
-        if (!(d->name = memdup_str(p, kv->key, kv->key_len)))
-            return -1;
-        cfg->device_count++;
-        d->line = kv->line;
-        d->column = kv->column;
-        if (parse_device(p, kv, kp, d))
-            return -1;
-    }
-    return check_devices(p);
+    int r = parse_named_sections(p, root, "dev", reserve_devices, add_device);
+    return r < 0 ? r : check_devices(p);
 }
 
 /* ---- references from [main] ---- */
