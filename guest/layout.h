@@ -38,7 +38,7 @@
 
 /* RAM the storage benchmark uses (only while `bench` runs; the guest needs
  * at least 64 MiB then). */
-#define USER_STACK_TOP 0x210000 /* CPL3 stack, 0x200000 .. 0x20FFFF */
+#define USER_STACK_TOP 0x210000   /* CPL3 stack, 0x200000 .. 0x20FFFF */
 #define BENCH_STATE_ADDR 0x210000 /* driver state, up to 0x21FFFF */
 #define BENCH_QUEUE_ADDR 0x220000 /* rings, queues, PRP lists: up to 0x3FFFFF */
 #define BENCH_DATA_ADDR 0x1000000 /* data buffers: 16 MiB .. 48 MiB */

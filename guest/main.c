@@ -430,7 +430,7 @@ static volatile uint32_t rx_head, rx_tail; /* head: ISR writes; tail: main */
 static volatile bool irq_test_mode;
 static volatile int irq_test_byte; /* byte + 1; 0: none yet */
 static volatile uint32_t uart_irqs, timer_irqs;
-static bool rx_irq_mode; /* command loop waits with sti;hlt */
+static bool rx_irq_mode;        /* command loop waits with sti;hlt */
 static volatile bool rx_paused; /* ring full: RX interrupt off, data waits in the UART */
 
 static void ring_push(uint8_t c)
@@ -1000,9 +1000,9 @@ static void sweep(uint64_t seed)
     static const struct {
         uint16_t base, len;
     } ranges[] = {
-        {0x60, 1},   {0x64, 1},    {0x70, 2},    {0x80, 1},     {0x92, 1},
-        {0xB2, 2},   {0x2E8, 8},   {0x2F8, 8},   {0x3E8, 8},    {0x402, 1},
-        {0x505, 1},  {0x510, 12},  {0xAFE0, 4},  {0xB000, 64},  {0xCF8, 8},
+        {0x60, 1},  {0x64, 1},   {0x70, 2},   {0x80, 1},    {0x92, 1},
+        {0xB2, 2},  {0x2E8, 8},  {0x2F8, 8},  {0x3E8, 8},   {0x402, 1},
+        {0x505, 1}, {0x510, 12}, {0xAFE0, 4}, {0xB000, 64}, {0xCF8, 8},
     };
     sweep_state = seed ? seed : 0x9E3779B97F4A7C15ULL;
     cli();

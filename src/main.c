@@ -276,8 +276,8 @@ static int build_storage_devices(struct vmm *vmm)
         const struct config_device *d = &vmm->cfg.devices[i];
         struct pci_device *pdev = NULL;
         if (d->driver == CONFIG_DRIVER_VIRTIO_BLOCK) {
-            unsigned queues = m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus
-                                                                       : VIRTIO_BLK_DEFAULT_QUEUES;
+            unsigned queues =
+                m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus : VIRTIO_BLK_DEFAULT_QUEUES;
             struct virtio_blk *blk = virtio_blk_create(&(struct virtio_blk_params){
                 .name = d->name,
                 .backend = vmm->backends[d->blk.block_dev_index],
@@ -339,8 +339,7 @@ static int build_firmware_interface(struct vmm *vmm)
     platform_desc_set_cpuid(&desc, leaf0, leaf1, (const uint32_t(*)[4])brand);
     guest_cpuid(m, 0x80000008u, addr_sizes);
     platform_desc_set_phys_bits(&desc, addr_sizes[0] & 0xff);
-    if (platform_desc_from_config(&desc, &vmm->cfg) < 0 ||
-        fw_cfg_init(&vmm->fw_cfg, &m->mem) < 0)
+    if (platform_desc_from_config(&desc, &vmm->cfg) < 0 || fw_cfg_init(&vmm->fw_cfg, &m->mem) < 0)
         return -1;
     if (machine_add_device(m, &vmm->fw_cfg.dev) < 0) {
         vmm->fw_cfg.dev.ops->destroy(&vmm->fw_cfg.dev);

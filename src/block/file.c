@@ -69,8 +69,8 @@ void file_log_error(struct file_backend *fb, const struct block_request *req, in
         log_limited(&fb->ratelimit, LOG_ERROR,
                     "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64
                     " of %s failed: %s%s",
-                    fb->name, block_op_name(req->op), req->len, req->offset, fb->path, strerror(err),
-                    deleted_note(fb));
+                    fb->name, block_op_name(req->op), req->len, req->offset, fb->path,
+                    strerror(err), deleted_note(fb));
 }
 
 static uint64_t current_size(const struct file_backend *fb)

@@ -23,7 +23,7 @@ struct file_backend {
     atomic_bool no_zero_range;
     struct log_ratelimit ratelimit; /* I/O error messages */
     struct blk_tracker tracker;
-    struct blk_pool pool;     /* THREADS */
+    struct blk_pool pool; /* THREADS */
     /* Writes to a regular file: one thread, because the file system takes
      * the inode lock exclusively for a buffered write, so parallel writers
      * only spin on it (measured: 8 writers made 1 MiB writes 35% slower

@@ -122,8 +122,8 @@ static int setup_memory(struct machine *m)
  * memory slots (a slot update costs an SRCU grace period once the irqchip exists). */
 static void load_legacy_bios_alias(struct machine *m)
 {
-    uint64_t len = m->bootrom_size < LEGACY_BIOS_ALIAS_SIZE ? m->bootrom_size
-                                                           : LEGACY_BIOS_ALIAS_SIZE;
+    uint64_t len =
+        m->bootrom_size < LEGACY_BIOS_ALIAS_SIZE ? m->bootrom_size : LEGACY_BIOS_ALIAS_SIZE;
     if (m->lowmem_size < LEGACY_BIOS_ALIAS_END)
         return;
     memcpy(m->lowmem + LEGACY_BIOS_ALIAS_END - len, m->bootrom + m->bootrom_size - len, len);
@@ -277,7 +277,8 @@ int machine_msi_route_add(struct machine *m, uint64_t address, uint32_t data)
 
 static struct msi_route *route_of(struct machine *m, int gsi)
 {
-    if (gsi < (int)MACHINE_MSI_GSI_BASE || gsi >= (int)(MACHINE_MSI_GSI_BASE + MACHINE_MAX_MSI_ROUTES))
+    if (gsi < (int)MACHINE_MSI_GSI_BASE ||
+        gsi >= (int)(MACHINE_MSI_GSI_BASE + MACHINE_MAX_MSI_ROUTES))
         return NULL;
     struct msi_route *r = &m->msi_routes[gsi - (int)MACHINE_MSI_GSI_BASE];
     return r->used ? r : NULL;

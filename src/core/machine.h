@@ -25,7 +25,7 @@
 #define LEGACY_BIOS_ALIAS_END 0x100000ull
 #define LEGACY_BIOS_ALIAS_SIZE (128 * 1024ull)
 #define MACHINE_MAX_DEVICES 64
-#define IRQ_LINE_COUNT 24 /* IOAPIC pins; 0-15 also reach the PICs */
+#define IRQ_LINE_COUNT 24       /* IOAPIC pins; 0-15 also reach the PICs */
 #define MACHINE_MSI_GSI_BASE 24 /* GSIs from here route MSI messages (irqfd) */
 #define MACHINE_MAX_MSI_ROUTES 1024
 
@@ -83,7 +83,7 @@ struct machine {
     unsigned device_count;
 
     pthread_mutex_t irq_lock;
-    bool irq_routing_pending; /* the VM still has KVM's default routing */
+    bool irq_routing_pending;             /* the VM still has KVM's default routing */
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
     struct msi_route msi_routes[MACHINE_MAX_MSI_ROUTES]; /* GSI MACHINE_MSI_GSI_BASE + index */
 

@@ -140,8 +140,8 @@ static void log_internal_error(struct vcpu *v)
     log_error("vCPU %u: KVM internal error (suberror %u%s) at cs:rip %04x:%016llx (cs base 0x%llx, "
               "cr0 0x%llx)",
               v->id, v->run->internal.suberror,
-              emulation ? ": the host KVM could not emulate an instruction" : "",
-              sregs.cs.selector, (unsigned long long)regs.rip, (unsigned long long)sregs.cs.base,
+              emulation ? ": the host KVM could not emulate an instruction" : "", sregs.cs.selector,
+              (unsigned long long)regs.rip, (unsigned long long)sregs.cs.base,
               (unsigned long long)sregs.cr0);
     if (emulation)
         log_error("this host's KVM may lack hardware virtualization for this guest (nested or "

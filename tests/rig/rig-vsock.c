@@ -20,7 +20,7 @@ static int serve(unsigned port, const char *path)
         return 1;
     }
     int ls = socket(AF_VSOCK, SOCK_STREAM, 0);
-    struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port };
+    struct sockaddr_vm a = {.svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = port};
     if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 1) < 0) {
         fprintf(stderr, "listen on vsock port %u: %s\n", port, strerror(errno));
         return 1;
@@ -61,7 +61,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "socket: %s\n", strerror(errno));
         return 1;
     }
-    struct sockaddr_vm a = { .svm_family = AF_VSOCK };
+    struct sockaddr_vm a = {.svm_family = AF_VSOCK};
     a.svm_cid = (unsigned)strtoul(argv[2], NULL, 0);
     a.svm_port = (unsigned)strtoul(argv[3], NULL, 0);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
