@@ -22,17 +22,27 @@ GUEST_ASFLAGS := -ffreestanding -fno-pic -fno-pie -Iguest -MMD -MP
 GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 	--build-id=none -z max-page-size=4096 --no-warn-rwx-segments -T guest/guest.ld
 
-GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o
+GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
+	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
-$(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/guest.mk
+$(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # Storage benchmark drivers (CPL3 hot path; same flags: general registers only).
-$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/layout.h guest/guest.mk
+$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/pci.h guest/layout.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+
+# PCI helpers and the device fuzzer (CPL0).
+$(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+
+$(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 

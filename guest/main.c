@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "layout.h"
+#include "device_fuzz.h"
 #include "storage_bench.h"
 
 /* ------------------------------------------------------------------ */
@@ -1116,6 +1117,16 @@ static __attribute__((noreturn)) void command_loop(void)
             /* Storage benchmark (storage_bench.c): drivers polling at CPL3. */
             cli();
             storage_bench(line + 6, tsc_khz, say);
+            if (rx_irq_mode) {
+                uart_rx_irq(true);
+                sti();
+            }
+        } else if (line[0] == 'd' && line[1] == 'e' && line[2] == 'v' && line[3] == 'f' &&
+                   line[4] == 'u' && line[5] == 'z' && line[6] == 'z' &&
+                   (line[7] == ' ' || line[7] == 0)) {
+            /* Hostile driver for the storage devices (device_fuzz.c). */
+            cli();
+            device_fuzz(line + 7, say);
             if (rx_irq_mode) {
                 uart_rx_irq(true);
                 sti();

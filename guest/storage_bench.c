@@ -43,6 +43,7 @@
 #include <stdint.h>
 
 #include "layout.h"
+#include "pci.h"
 #include "storage_bench.h"
 
 void *memset(void *d, int c, size_t n);
@@ -847,18 +848,6 @@ static uint64_t u_run(void *arg)
 /* ------------------------------------------------------------------ */
 /* CPL0: port I/O, PCI, CPL3 plumbing, output                          */
 
-static inline void outl(uint16_t port, uint32_t v)
-{
-    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
-
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
-}
-
 static inline void outb(uint16_t port, uint8_t v)
 {
     __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
@@ -933,18 +922,6 @@ static void cpl3_setup(void)
         pd[a >> 21] |= 0x18;
     __asm__ volatile("mov %0, %%cr3" : : "r"((uint64_t)PML4_ADDR) : "memory");
     cpl3_ready = true;
-}
-
-static uint32_t cfg_read(unsigned bus, unsigned dev, unsigned reg)
-{
-    outl(0xCF8, 0x80000000u | bus << 16 | dev << 11 | (reg & 0xfc));
-    return inl(0xCFC);
-}
-
-static void cfg_write(unsigned bus, unsigned dev, unsigned reg, uint32_t v)
-{
-    outl(0xCF8, 0x80000000u | bus << 16 | dev << 11 | (reg & 0xfc));
-    outl(0xCFC, v);
 }
 
 static bool dev_matches(enum sb_kind kind, uint32_t id, uint32_t class_rev)
@@ -1155,8 +1132,8 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
     for (unsigned d = 0; d < 32 && !found; d++) {
         unsigned b = want_bus >= 0 ? (unsigned)want_bus : 0;
         unsigned dd = want_dev >= 0 ? (unsigned)want_dev : d;
-        id = cfg_read(b, dd, 0x00);
-        cr = cfg_read(b, dd, 0x08);
+        id = pci_cfg_read(b, dd, 0x00);
+        cr = pci_cfg_read(b, dd, 0x08);
         if (dev_matches(kind, id, cr)) {
             found = true;
             bus = b;
@@ -1176,41 +1153,8 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
     outb(0x3F8 + 1, 0x00); /* COM1 IER */
     cpl3_setup();
 
-    /* Program the memory BARs; leave I/O decoding off. */
-    uint32_t cmd = cfg_read(bus, dev, 0x04) & 0xffff;
-    cfg_write(bus, dev, 0x04, cmd & ~7u);
-    uint64_t bar_addr[6] = {0};
-    uint64_t next = BENCH_MMIO_BASE;
-    for (unsigned i = 0; i < 6; i++) {
-        unsigned reg = 0x10 + 4 * i;
-        uint32_t orig = cfg_read(bus, dev, reg);
-        cfg_write(bus, dev, reg, 0xffffffffu);
-        uint32_t v = cfg_read(bus, dev, reg);
-        if (v == 0 || (orig & 1)) {
-            cfg_write(bus, dev, reg, orig);
-            continue;
-        }
-        bool is64 = ((v >> 1) & 3) == 2;
-        uint64_t size = (uint64_t)(uint32_t)(~(v & ~0xfu) + 1);
-        if (is64) {
-            cfg_write(bus, dev, reg + 4, 0xffffffffu);
-            if (cfg_read(bus, dev, reg + 4) != 0xffffffffu)
-                size = 0; /* 4 GiB or more: leave it alone */
-        }
-        if (size) {
-            next = (next + size - 1) & ~(size - 1);
-            if (next + size <= BENCH_MMIO_END) {
-                bar_addr[i] = next;
-                cfg_write(bus, dev, reg, (uint32_t)next);
-                next += size;
-            }
-        }
-        if (is64) {
-            cfg_write(bus, dev, reg + 4, 0);
-            i++;
-        }
-    }
-    cfg_write(bus, dev, 0x04, (cmd & ~1u) | 0x2 | 0x4 | 0x400); /* MEM, BME, INTx off */
+    uint64_t bar_addr[6], next = BENCH_MMIO_BASE;
+    pci_assign_bars(bus, dev, bar_addr, NULL, &next);
 
     memset(s, 0, sizeof(*s));
     s->kind = kind;
@@ -1225,36 +1169,17 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
     s->rng = 0x9E3779B97F4A7C15ULL;
 
     if (kind == SB_VIRTIO) {
-        /* Walk the vendor capabilities for the modern structures. */
-        unsigned ptr =
-            (cfg_read(bus, dev, 0x04) >> 16) & 0x10 ? cfg_read(bus, dev, 0x34) & 0xfc : 0;
-        for (unsigned guard = 0; ptr >= 0x40 && guard < 48; guard++) {
-            uint32_t h = cfg_read(bus, dev, ptr);
-            if ((h & 0xff) == 0x09) {
-                unsigned type = (h >> 24) & 0xff;
-                unsigned bar = cfg_read(bus, dev, ptr + 4) & 0xff;
-                uint32_t off = cfg_read(bus, dev, ptr + 8);
-                if (bar < 6 && bar_addr[bar]) {
-                    volatile uint8_t *a = (volatile uint8_t *)(uintptr_t)(bar_addr[bar] + off);
-                    if (type == 1 && !s->common)
-                        s->common = a;
-                    else if (type == 2 && !s->notify) {
-                        s->notify = a;
-                        s->notify_mult = cfg_read(bus, dev, ptr + 16);
-                    } else if (type == 4 && !s->devcfg)
-                        s->devcfg = a;
-                }
-            }
-            ptr = (h >> 8) & 0xfc;
-        }
+        s->common = pci_virtio_cap(bus, dev, bar_addr, 1, 0);
+        s->notify = pci_virtio_cap(bus, dev, bar_addr, 2, &s->notify_mult);
+        s->devcfg = pci_virtio_cap(bus, dev, bar_addr, 4, 0);
         if (!s->common || !s->notify || !s->devcfg) {
             fail_line(say, dname, NULL, "no modern virtio interface (capabilities)");
-            return;
+            goto out;
         }
     } else {
         if (!bar_addr[0]) {
             fail_line(say, dname, NULL, "BAR0 not assigned");
-            return;
+            goto out;
         }
         s->regs = (volatile uint8_t *)(uintptr_t)bar_addr[0];
     }
@@ -1285,7 +1210,7 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
     uint64_t t_init = rdtsc();
     if (user_enter(u_init, s, USER_STACK_TOP) != 0) {
         fail_line(say, dname, NULL, s->err[0] ? s->err : "driver init failed");
-        return;
+        goto out;
     }
     l.n = 0;
     ln_str(&l, "bench ");
@@ -1341,4 +1266,8 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
     ln_str(&l, dname);
     ln_str(&l, " done");
     say(l.buf);
+out:
+    /* Leave the function quiet: no decoding, no bus mastering, so another
+     * run may place another device's BARs at the same addresses. */
+    pci_cfg_write(bus, dev, 0x04, 0x400);
 }

@@ -1,0 +1,590 @@
+/*
+ * Hostile-guest fuzzer for the storage devices, at CPL0.
+ *
+ * Command: devfuzz SEED [rounds=N]   (N: 1..64, default 8)
+ * For every virtio-blk (1af4:1001/1042) and NVMe (class 010802) function
+ * on bus 0 it assigns the BARs, then, each round, drives the device the
+ * way a buggy or malicious driver would: virtqueues of odd sizes at bad
+ * addresses, descriptor chains that loop, overflow or point outside RAM,
+ * indirect tables of bad lengths, avail indexes that jump; NVMe admin and
+ * I/O queues with bad sizes and bases, random commands with bad PRPs and
+ * PRP lists, doorbells for queues that do not exist, controller resets and
+ * shutdowns with commands in flight; and random reads and writes of every
+ * size all over the BARs. At the end it resets the devices and turns their
+ * decoding off. The VMM must log the errors and keep running; what the
+ * devices do is not checked here (the caller checks that the VM still
+ * answers and that the devices work again after a driver resets them).
+ *
+ * Output (each line prefixed "testguest: "):
+ *   devfuzz DEV at B:D ops=N      (one per device fuzzed)
+ *   devfuzz done devices=N
+ *
+ * Memory: the devices are only ever given addresses in the scratch RAM
+ * 64 MiB .. 128 MiB (the VM needs at least 128 MiB) or addresses that are
+ * not RAM at all, so their DMA cannot touch the guest's own memory.
+ */
+#include "device_fuzz.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "layout.h"
+#include "pci.h"
+
+#define SCRATCH_BASE 0x4000000ULL
+#define SCRATCH_END 0x8000000ULL
+
+struct fuzz {
+    uint64_t rng;
+    uint64_t ops; /* register accesses on the current device */
+};
+
+static uint64_t rnd(struct fuzz *f)
+{
+    f->rng ^= f->rng << 13;
+    f->rng ^= f->rng >> 7;
+    f->rng ^= f->rng << 17;
+    return f->rng;
+}
+
+static uint64_t below(struct fuzz *f, uint64_t n)
+{
+    return n ? rnd(f) % n : 0;
+}
+
+static bool one_in(struct fuzz *f, unsigned n)
+{
+    return below(f, n) == 0;
+}
+
+/* ---- register and scratch access ---- */
+
+static uint64_t mmio_read(struct fuzz *f, volatile uint8_t *p, unsigned size)
+{
+    f->ops++;
+    switch (size) {
+    case 1:
+        return *(volatile uint8_t *)p;
+    case 2:
+        return *(volatile uint16_t *)p;
+    case 4:
+        return *(volatile uint32_t *)p;
+    default:
+        return *(volatile uint64_t *)p;
+    }
+}
+
+static void mmio_write(struct fuzz *f, volatile uint8_t *p, unsigned size, uint64_t v)
+{
+    f->ops++;
+    switch (size) {
+    case 1:
+        *(volatile uint8_t *)p = (uint8_t)v;
+        break;
+    case 2:
+        *(volatile uint16_t *)p = (uint16_t)v;
+        break;
+    case 4:
+        *(volatile uint32_t *)p = (uint32_t)v;
+        break;
+    default:
+        *(volatile uint64_t *)p = v;
+        break;
+    }
+}
+
+static bool in_scratch(uint64_t addr, uint64_t len)
+{
+    return addr >= SCRATCH_BASE && addr <= SCRATCH_END && len <= SCRATCH_END - addr;
+}
+
+/* Stores to scratch RAM only: a structure placed at a bad address simply
+ * is not written (the device must refuse the address anyway). */
+static void put(uint64_t addr, unsigned size, uint64_t v)
+{
+    if (!in_scratch(addr, size))
+        return;
+    volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)addr;
+    switch (size) {
+    case 1:
+        *p = (uint8_t)v;
+        break;
+    case 2:
+        *(volatile uint16_t *)p = (uint16_t)v;
+        break;
+    case 4:
+        *(volatile uint32_t *)p = (uint32_t)v;
+        break;
+    default:
+        *(volatile uint64_t *)p = v;
+        break;
+    }
+}
+
+/* An aligned block of scratch RAM of len bytes. */
+static uint64_t scratch(struct fuzz *f, uint64_t len, uint64_t align)
+{
+    uint64_t a = SCRATCH_BASE + below(f, SCRATCH_END - SCRATCH_BASE - len);
+    return a & ~(align - 1);
+}
+
+/* An address to hand to a device: mostly scratch RAM, else somewhere a
+ * device must refuse (the end of RAM, the PCI hole and BARs, the local
+ * APIC and friends, far above RAM, the top of the address space). Never
+ * RAM below the scratch area. */
+static uint64_t pick_addr(struct fuzz *f, uint64_t align)
+{
+    uint64_t a;
+    switch (below(f, 12)) {
+    case 0:
+        a = SCRATCH_END - below(f, 4096);
+        break;
+    case 1:
+        a = BENCH_MMIO_BASE + below(f, BENCH_MMIO_END - BENCH_MMIO_BASE);
+        break;
+    case 2:
+        a = 0xFEC00000ULL + below(f, 0x1400000);
+        break;
+    case 3:
+        a = 0x100000000ULL + below(f, 1ULL << 40);
+        break;
+    case 4:
+        a = ~0ULL - below(f, 0x10000);
+        break;
+    case 5:
+        a = rnd(f) | (1ULL << 63);
+        break;
+    default:
+        a = scratch(f, 0, 1);
+        break;
+    }
+    if (!one_in(f, 8))
+        a &= ~(align - 1);
+    return a;
+}
+
+/* A transfer length: mostly plausible, sometimes absurd. */
+static uint32_t pick_len(struct fuzz *f)
+{
+    switch (below(f, 8)) {
+    case 0:
+        return 0;
+    case 1:
+        return (uint32_t)rnd(f);
+    case 2:
+        return 0xFFFFFFFFu - (uint32_t)below(f, 16);
+    case 3:
+        return (uint32_t)below(f, 64);
+    default:
+        return 512u << below(f, 12);
+    }
+}
+
+/* A queue size for a device whose maximum is max: mostly valid powers of
+ * two, sometimes zero, odd, or too big. */
+static uint32_t pick_qsize(struct fuzz *f, uint32_t max)
+{
+    switch (below(f, 8)) {
+    case 0:
+        return 0;
+    case 1:
+        return (uint32_t)(rnd(f) & 0xffff);
+    case 2:
+        return max * 2;
+    case 3:
+        return 3 + (uint32_t)below(f, 60);
+    default: {
+        uint32_t s = 1u << below(f, 9);
+        return s > max && max ? max : s;
+    }
+    }
+}
+
+/* Random accesses of every size all over one BAR. */
+static void bar_noise(struct fuzz *f, uint64_t base, uint64_t size, unsigned count)
+{
+    if (!base || size < 8)
+        return;
+    for (unsigned i = 0; i < count; i++) {
+        unsigned width = 1u << below(f, 4);
+        uint64_t off = below(f, size - width + 1) & ~(uint64_t)(one_in(f, 4) ? 0 : width - 1);
+        volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)(base + off);
+        if (one_in(f, 2))
+            mmio_write(f, p, width, rnd(f));
+        else
+            (void)mmio_read(f, p, width);
+    }
+}
+
+/* ---- virtio-blk (modern interface) ---- */
+
+enum {
+    VC_DFSELECT = 0,
+    VC_DF = 4,
+    VC_GFSELECT = 8,
+    VC_GF = 12,
+    VC_NUM_QUEUES = 18,
+    VC_STATUS = 20,
+    VC_Q_SELECT = 22,
+    VC_Q_SIZE = 24,
+    VC_Q_ENABLE = 28,
+    VC_Q_DESC = 32,
+    VC_Q_DRIVER = 40,
+    VC_Q_DEVICE = 48,
+};
+
+/* One virtio-blk request: header, data, status; fields mutated now and then. */
+static uint16_t vq_put_request(struct fuzz *f, uint64_t table, uint32_t entries, uint16_t head)
+{
+    static const uint32_t types[] = {0, 1, 4, 8, 11, 13};
+    uint64_t hdr = scratch(f, 64, 16);
+    uint32_t type = one_in(f, 8) ? (uint32_t)rnd(f) : types[below(f, 6)];
+    put(hdr, 4, type);
+    put(hdr + 4, 4, 0);
+    put(hdr + 8, 8, one_in(f, 4) ? rnd(f) : below(f, 4096));
+    /* discard / write-zeroes segment: sector, num_sectors, flags */
+    put(hdr + 16, 8, below(f, 8192));
+    put(hdr + 24, 4, (uint32_t)below(f, 1u << 20));
+    put(hdr + 28, 4, (uint32_t)below(f, 4));
+    uint16_t idx[3] = {head, (uint16_t)((head + 1) % entries), (uint16_t)((head + 2) % entries)};
+    for (unsigned k = 0; k < 3; k++) {
+        uint64_t d = table + 16ull * idx[k];
+        uint64_t addr = k == 0 ? hdr : k == 1 ? pick_addr(f, 512) : scratch(f, 1, 1);
+        uint32_t len = k == 0 ? (one_in(f, 6) ? pick_len(f) : 16) : k == 1 ? pick_len(f) : 1;
+        uint16_t flags = k < 2 ? 1 : 0;
+        if (k == 2 || (k == 1 && type == 0))
+            flags |= 2; /* device-writable */
+        if (one_in(f, 6))
+            flags = (uint16_t)(rnd(f) & 7);
+        uint16_t next = one_in(f, 8) ? (uint16_t)rnd(f) : idx[(k + 1) % 3];
+        put(d, 8, addr);
+        put(d + 8, 4, len);
+        put(d + 12, 2, flags);
+        put(d + 14, 2, next);
+    }
+    /* Now and then an indirect table instead: random length, random entries. */
+    if (one_in(f, 5)) {
+        uint32_t n = 1 + (uint32_t)below(f, 40);
+        uint64_t it = scratch(f, 16ull * n, 16);
+        for (uint32_t i = 0; i < n; i++) {
+            put(it + 16ull * i, 8, i == 0 ? hdr : pick_addr(f, 1));
+            put(it + 16ull * i + 8, 4, i == 0 ? 16 : pick_len(f));
+            put(it + 16ull * i + 12, 2, (uint16_t)(i + 1 < n ? 1 : 2) | (one_in(f, 10) ? 4 : 0));
+            put(it + 16ull * i + 14, 2, one_in(f, 5) ? (uint16_t)rnd(f) : (uint16_t)(i + 1));
+        }
+        uint64_t d = table + 16ull * head;
+        put(d, 8, one_in(f, 6) ? pick_addr(f, 16) : it);
+        put(d + 8, 4, one_in(f, 4) ? pick_len(f) : 16 * n);
+        put(d + 12, 2, one_in(f, 6) ? 5 : 4);
+    }
+    return idx[2];
+}
+
+static void virtio_queue(struct fuzz *f, volatile uint8_t *common, unsigned nq)
+{
+    uint16_t qi = one_in(f, 6) ? (uint16_t)rnd(f) : (uint16_t)below(f, nq);
+    mmio_write(f, common + VC_Q_SELECT, 2, qi);
+    uint32_t max = (uint32_t)mmio_read(f, common + VC_Q_SIZE, 2);
+    uint32_t size = pick_qsize(f, max ? max : 256);
+    mmio_write(f, common + VC_Q_SIZE, 2, size);
+    uint32_t entries = size && size <= 1024 ? size : 256;
+    uint64_t desc = one_in(f, 5) ? pick_addr(f, 16) : scratch(f, 16ull * entries, 16);
+    uint64_t avail = one_in(f, 5) ? pick_addr(f, 2) : scratch(f, 6 + 2ull * entries, 2);
+    uint64_t used = one_in(f, 5) ? pick_addr(f, 4) : scratch(f, 6 + 8ull * entries, 4);
+    mmio_write(f, common + VC_Q_DESC, 8, desc);
+    mmio_write(f, common + VC_Q_DRIVER, 8, avail);
+    mmio_write(f, common + VC_Q_DEVICE, 8, used);
+
+    /* Fill the table: requests, and some descriptors of pure noise. */
+    uint32_t fill = entries < 96 ? entries : 96;
+    for (uint32_t i = 0; i + 3 <= fill; i += 3)
+        vq_put_request(f, desc, entries, (uint16_t)i);
+    for (unsigned i = 0; i < 4; i++) {
+        uint64_t d = desc + 16ull * below(f, entries);
+        put(d, 8, pick_addr(f, 1));
+        put(d + 8, 4, pick_len(f));
+        put(d + 12, 2, rnd(f));
+        put(d + 14, 2, rnd(f));
+    }
+    /* Avail ring: heads mostly at request starts; the index sometimes jumps. */
+    uint16_t n = (uint16_t)(one_in(f, 5) ? rnd(f) : below(f, fill / 3 + 2));
+    put(avail, 2, below(f, 2));
+    put(avail + 2, 2, n);
+    for (uint32_t i = 0; i < entries && i < 64; i++)
+        put(avail + 4 + 2ull * i, 2,
+            one_in(f, 6) ? (uint16_t)rnd(f) : (uint16_t)(3 * below(f, fill / 3 + 1)));
+    put(avail + 4 + 2ull * entries, 2, rnd(f)); /* used_event */
+    put(used + 2, 2, 0);
+    if (!one_in(f, 8))
+        mmio_write(f, common + VC_Q_ENABLE, 2, 1);
+}
+
+static void virtio_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t *notify,
+                         uint32_t mult, const uint64_t *bar_addr, const uint64_t *bar_size)
+{
+    mmio_write(f, common + VC_STATUS, 1, 0);
+    for (unsigned i = 0; i < 100 && mmio_read(f, common + VC_STATUS, 1) != 0; i++)
+        ;
+    mmio_write(f, common + VC_STATUS, 1, 1 | 2);
+    for (unsigned sel = 0; sel < 2; sel++) {
+        mmio_write(f, common + VC_DFSELECT, 4, sel);
+        uint64_t feat = mmio_read(f, common + VC_DF, 4);
+        mmio_write(f, common + VC_GFSELECT, 4, one_in(f, 8) ? rnd(f) : sel);
+        mmio_write(f, common + VC_GF, 4, one_in(f, 6) ? rnd(f) : feat & (rnd(f) | (sel ? 1 : 0)));
+    }
+    mmio_write(f, common + VC_STATUS, 1, one_in(f, 8) ? rnd(f) : 1 | 2 | 8);
+    unsigned nq = (unsigned)mmio_read(f, common + VC_NUM_QUEUES, 2);
+    if (nq == 0 || nq > 64)
+        nq = 1;
+    for (unsigned q = 1 + (unsigned)below(f, 3); q > 0; q--)
+        virtio_queue(f, common, nq);
+    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8 | 4);
+    for (unsigned k = 0; k < 6; k++) {
+        uint64_t qi = one_in(f, 5) ? below(f, 1024) : below(f, nq);
+        if (qi * mult < 0x1000 && mult)
+            mmio_write(f, notify + qi * mult, 2, one_in(f, 5) ? rnd(f) : qi);
+        if (one_in(f, 3)) /* a reset racing the requests */
+            mmio_write(f, common + VC_STATUS, 1, 0);
+    }
+    for (unsigned i = 0; i < 6; i++)
+        bar_noise(f, bar_addr[i], bar_size[i], 24);
+}
+
+/* ---- NVMe ---- */
+
+enum {
+    NV_CAP = 0x00,
+    NV_CC = 0x14,
+    NV_CSTS = 0x1C,
+    NV_AQA = 0x24,
+    NV_ASQ = 0x28,
+    NV_ACQ = 0x30,
+    NV_DB = 0x1000,
+};
+
+static void nvme_wait_rdy(struct fuzz *f, volatile uint8_t *regs, bool want)
+{
+    for (unsigned i = 0; i < 2000; i++) {
+        uint32_t csts = (uint32_t)mmio_read(f, regs + NV_CSTS, 4);
+        if ((csts & 2) || ((csts & 1) != 0) == want)
+            return;
+    }
+}
+
+/* A PRP list page in scratch whose entries are picked addresses. */
+static uint64_t nvme_prp_list(struct fuzz *f)
+{
+    uint64_t list = scratch(f, 4096, 4096);
+    for (unsigned i = 0; i < 512; i += 1 + (unsigned)below(f, 8))
+        put(list + 8ull * i, 8, pick_addr(f, 4096));
+    return one_in(f, 8) ? list + 8 * below(f, 512) : list;
+}
+
+static void nvme_put_sqe(struct fuzz *f, uint64_t sqe, bool admin, uint16_t cid)
+{
+    static const uint8_t admin_ops[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C};
+    static const uint8_t io_ops[] = {0x00, 0x01, 0x02, 0x08, 0x09};
+    uint8_t opc = one_in(f, 10) ? (uint8_t)rnd(f)
+                  : admin       ? admin_ops[below(f, sizeof(admin_ops))]
+                                : io_ops[below(f, sizeof(io_ops))];
+    uint32_t cdw0 = opc | (uint32_t)cid << 16 | (one_in(f, 12) ? (uint32_t)(rnd(f) & 0xC300) : 0);
+    put(sqe, 4, cdw0);
+    put(sqe + 4, 4, one_in(f, 6) ? (uint32_t)rnd(f) : 1);
+    put(sqe + 24, 8, pick_addr(f, one_in(f, 3) ? 4 : 4096));
+    put(sqe + 32, 8, one_in(f, 2) ? nvme_prp_list(f) : pick_addr(f, 4096));
+    uint32_t cdw10, cdw11 = (uint32_t)rnd(f), cdw12 = (uint32_t)rnd(f);
+    uint16_t qid = (uint16_t)(one_in(f, 5) ? rnd(f) : 1 + below(f, 4));
+    uint16_t qsz = (uint16_t)(pick_qsize(f, 1024) - 1);
+    switch (admin ? opc : 0xff) {
+    case 0x01: /* create SQ: the CQ id is random too */
+    case 0x05: /* create CQ */
+        cdw10 = (uint32_t)qsz << 16 | qid;
+        cdw11 = (one_in(f, 6) ? 0 : 1) |
+                (opc == 0x01 ? (uint32_t)(1 + below(f, 4)) << 16
+                             : (uint32_t)below(f, 2) << 1 | (uint32_t)below(f, 40) << 16);
+        break;
+    case 0x00:
+    case 0x04:
+        cdw10 = qid;
+        break;
+    case 0x06:
+        cdw10 = (uint32_t)(one_in(f, 4) ? rnd(f) & 0xff : below(f, 4));
+        break;
+    case 0x02: /* log page id, NUMDL */
+        cdw10 = (uint32_t)below(f, 8) | (uint32_t)(rnd(f) & 0xffff) << 16;
+        break;
+    case 0x09:
+    case 0x0A:
+        cdw10 = one_in(f, 3) ? (uint32_t)rnd(f) : 7; /* mostly Number of Queues */
+        break;
+    default: /* I/O: starting LBA low bits, mostly small */
+        cdw10 = one_in(f, 4) ? (uint32_t)rnd(f) : (uint32_t)below(f, 4096);
+        cdw11 = one_in(f, 4) ? (uint32_t)rnd(f) : 0;
+        cdw12 = one_in(f, 4) ? (uint32_t)rnd(f) : (uint32_t)below(f, 256);
+        break;
+    }
+    put(sqe + 40, 4, cdw10);
+    put(sqe + 44, 4, cdw11);
+    put(sqe + 48, 4, cdw12);
+    put(sqe + 52, 4, rnd(f));
+    put(sqe + 56, 4, rnd(f));
+    put(sqe + 60, 4, rnd(f));
+}
+
+static void nvme_round(struct fuzz *f, volatile uint8_t *regs, uint64_t bar_size)
+{
+    uint64_t cap = mmio_read(f, regs + NV_CAP, 8);
+    unsigned stride = 4u << ((cap >> 32) & 0xf);
+    uint32_t mqes = (uint32_t)(cap & 0xffff) + 1;
+
+    mmio_write(f, regs + NV_CC, 4, 0);
+    nvme_wait_rdy(f, regs, false);
+    uint32_t asz = pick_qsize(f, mqes < 4096 ? mqes : 4096);
+    uint32_t csz = pick_qsize(f, mqes < 4096 ? mqes : 4096);
+    uint32_t aqa = ((csz - 1) & 0xfff) << 16 | ((asz - 1) & 0xfff);
+    mmio_write(f, regs + NV_AQA, 4, one_in(f, 8) ? rnd(f) : aqa);
+    uint32_t entries = asz && asz <= 4096 ? asz : 64;
+    uint64_t asq = one_in(f, 6) ? pick_addr(f, 4096) : scratch(f, 64ull * entries, 4096);
+    uint64_t acq = one_in(f, 6) ? pick_addr(f, 4096) : scratch(f, 16ull * entries, 4096);
+    mmio_write(f, regs + NV_ASQ, 8, asq);
+    mmio_write(f, regs + NV_ACQ, 8, acq);
+
+    /* Admin commands: I/O queue 1 created properly at first now and then,
+     * then random ones. */
+    uint32_t n = 1 + (uint32_t)below(f, entries < 24 ? entries : 24);
+    uint64_t iosq = scratch(f, 64 * 64, 4096), iocq = scratch(f, 16 * 64, 4096);
+    for (uint32_t i = 0; i < n && i < entries; i++) {
+        uint64_t sqe = asq + 64ull * i;
+        nvme_put_sqe(f, sqe, true, (uint16_t)i);
+        if (i < 2 && !one_in(f, 4)) {
+            put(sqe, 4, (i == 0 ? 0x05u : 0x01u) | i << 16);
+            put(sqe + 24, 8, i == 0 ? iocq : iosq);
+            put(sqe + 40, 4, 63u << 16 | 1);
+            put(sqe + 44, 4, i == 0 ? 1 : 1u | 1u << 16);
+        }
+    }
+    uint32_t cc = 1 | 6u << 16 | 4u << 20;
+    mmio_write(f, regs + NV_CC, 4, one_in(f, 8) ? rnd(f) : cc);
+    nvme_wait_rdy(f, regs, true);
+    mmio_write(f, regs + NV_DB, 4, one_in(f, 6) ? rnd(f) : n);
+
+    /* I/O commands on queue 1 (which may or may not exist by now). */
+    uint32_t m = 1 + (uint32_t)below(f, 48);
+    for (uint32_t i = 0; i < m && i < 64; i++)
+        nvme_put_sqe(f, iosq + 64ull * i, false, (uint16_t)i);
+    mmio_write(f, regs + NV_DB + 2 * stride, 4, one_in(f, 6) ? rnd(f) : m);
+
+    /* Doorbells for anything, completion heads included. */
+    for (unsigned k = 0; k < 8; k++) {
+        uint64_t off = NV_DB + (uint64_t)below(f, 70) * stride;
+        if (off + 4 <= bar_size)
+            mmio_write(f, regs + off, 4, one_in(f, 3) ? rnd(f) : below(f, 80));
+    }
+    if (one_in(f, 3)) /* reset or shut down with commands in flight */
+        mmio_write(f, regs + NV_CC, 4, one_in(f, 2) ? 0 : cc | 1u << 14);
+    bar_noise(f, (uint64_t)(uintptr_t)regs, bar_size < 0x2000 ? bar_size : 0x2000, 24);
+}
+
+/* ---- the command ---- */
+
+static void say_num(void (*say)(const char *), const char *prefix, uint64_t v, const char *mid,
+                    uint64_t w)
+{
+    char buf[128];
+    unsigned n = 0;
+    for (const char *p = prefix; *p && n < 64; p++)
+        buf[n++] = *p;
+    const uint64_t nums[2] = {v, w};
+    for (unsigned j = 0; j < (mid ? 2u : 1u); j++) {
+        char d[24];
+        unsigned k = 0;
+        uint64_t x = nums[j];
+        do {
+            d[k++] = (char)('0' + x % 10);
+            x /= 10;
+        } while (x);
+        while (k)
+            buf[n++] = d[--k];
+        if (j == 0 && mid)
+            for (const char *p = mid; *p && n < 100; p++)
+                buf[n++] = *p;
+    }
+    buf[n] = 0;
+    say(buf);
+}
+
+static bool parse_u64(const char **pp, uint64_t *out)
+{
+    const char *p = *pp;
+    uint64_t v = 0;
+    if (*p < '0' || *p > '9')
+        return false;
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (uint64_t)(*p++ - '0');
+    *pp = p;
+    *out = v;
+    return true;
+}
+
+void device_fuzz(const char *args, void (*say)(const char *line))
+{
+    const char *p = args;
+    uint64_t seed = 1, rounds = 8;
+    while (*p == ' ')
+        p++;
+    if (*p && !parse_u64(&p, &seed)) {
+        say("devfuzz FAIL usage: devfuzz SEED [rounds=N]");
+        return;
+    }
+    while (*p == ' ')
+        p++;
+    if (p[0] == 'r' && p[1] == 'o' && p[2] == 'u' && p[3] == 'n' && p[4] == 'd' && p[5] == 's' &&
+        p[6] == '=') {
+        p += 7;
+        if (!parse_u64(&p, &rounds) || rounds < 1 || rounds > 64) {
+            say("devfuzz FAIL rounds must be 1..64");
+            return;
+        }
+    }
+    struct fuzz f = {.rng = seed ? seed * 0x9E3779B97F4A7C15ULL : 0x2545F4914F6CDD1DULL};
+    uint64_t next = BENCH_MMIO_BASE;
+    unsigned devices = 0;
+    for (unsigned dev = 2; dev < 32; dev++) {
+        uint32_t id = pci_cfg_read(0, dev, 0x00);
+        uint32_t cls = pci_cfg_read(0, dev, 0x08) >> 8;
+        bool virtio = (id & 0xffff) == 0x1af4 && ((id >> 16) == 0x1001 || (id >> 16) == 0x1042);
+        bool nvme = cls == 0x010802;
+        if (id == 0xffffffffu || (!virtio && !nvme))
+            continue;
+        uint64_t bar_addr[6], bar_size[6];
+        pci_assign_bars(0, dev, bar_addr, bar_size, &next);
+        f.ops = 0;
+        uint32_t mult = 0;
+        volatile uint8_t *common = virtio ? pci_virtio_cap(0, dev, bar_addr, 1, 0) : 0;
+        volatile uint8_t *notify = virtio ? pci_virtio_cap(0, dev, bar_addr, 2, &mult) : 0;
+        volatile uint8_t *regs = (volatile uint8_t *)(uintptr_t)bar_addr[0];
+        for (uint64_t r = 0; r < rounds; r++) {
+            if (virtio && common && notify)
+                virtio_round(&f, common, notify, mult, bar_addr, bar_size);
+            else if (nvme && regs)
+                nvme_round(&f, regs, bar_size[0]);
+            if (one_in(&f, 4)) { /* memory decoding off and on under the device */
+                uint32_t cmd = pci_cfg_read(0, dev, 0x04) & 0xffff;
+                pci_cfg_write(0, dev, 0x04, cmd & ~2u);
+                pci_cfg_write(0, dev, 0x04, cmd);
+            }
+        }
+        /* Leave the device reset and quiet. */
+        if (virtio && common)
+            mmio_write(&f, common + VC_STATUS, 1, 0);
+        if (nvme && regs) {
+            mmio_write(&f, regs + NV_CC, 4, 0);
+            nvme_wait_rdy(&f, regs, false);
+        }
+        pci_cfg_write(0, dev, 0x04, 0x400);
+        say_num(say, virtio ? "devfuzz virtio-blk at 0:" : "devfuzz nvme at 0:", dev,
+                " ops=", f.ops);
+        devices++;
+    }
+    say_num(say, "devfuzz done devices=", devices, 0, 0);
+}
