@@ -520,15 +520,20 @@ static uint16_t admin_get_log_page(struct nvme_ctrl *c, const struct nvme_sqe *c
 
 /* ---- Asynchronous events ---- */
 
+/* Outstanding AERs hold no admin CQ slot: with a small admin CQ (two
+ * entries is legal) they would otherwise leave no room for any other
+ * command, for good. An event is posted when a slot is free; if none is,
+ * it stays queued and the admin CQ head doorbell retries. */
 static void deliver_events(struct nvme_ctrl *c)
 {
     while (c->aer_count > 0 && c->event_count > 0) {
+        if (!nvme_cq_reserve(c, &c->cqs[0], 0))
+            return;
         struct nvme_event ev = c->events[0];
         memmove(c->events, c->events + 1, (c->event_count - 1) * sizeof(c->events[0]));
         c->event_count--;
         uint16_t cid = c->aer_cids[--c->aer_count];
         uint32_t dw0 = ev.type | ((uint32_t)ev.info << 8) | ((uint32_t)ev.log_page << 16);
-        /* The AER kept its admin CQ slot reserved while outstanding. */
         nvme_cq_post(c, &c->cqs[0], 0, atomic_load(&c->sqs[0].sqhd), cid, NVME_OK, dw0);
         if (ev.type == NVME_AER_TYPE_ERROR)
             c->error_events_masked = true;
@@ -597,6 +602,7 @@ static uint16_t admin_exec(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint
             return NVME_ERR_CS(NVME_SC_AER_LIMIT);
         c->aer_cids[c->aer_count++] = cmd->cid;
         *post = false;
+        nvme_cq_unreserve(&c->cqs[0]); /* the slot taken to fetch it */
         deliver_events(c);
         return NVME_OK;
     default:
@@ -610,6 +616,8 @@ void nvme_admin_process(struct nvme_ctrl *c)
 {
     struct nvme_sq *sq = &c->sqs[0];
     struct nvme_cq *cq = &c->cqs[0];
+    if (atomic_load(&c->enabled))
+        deliver_events(c); /* events that waited for a CQ slot */
     while (atomic_load(&c->enabled) && sq->active && sq->head != sq->tail) {
         if (!pci_bus_master_enabled(&c->pci)) {
             log_limited(&c->admin_log, LOG_WARNING,

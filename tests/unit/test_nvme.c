@@ -1080,6 +1080,31 @@ static void test_bad_doorbells(void **state)
     assert_status(&e, 1, NVME_SC_AER_LIMIT);
 }
 
+/* Outstanding AERs must not use up a small admin CQ: with the minimum of
+ * two entries, an AER followed by another command still completes both. */
+static void test_aer_on_two_entry_admin_cq(void **state)
+{
+    enable_ctrl(2);
+    uint16_t aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    struct cqe e =
+        admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = galloc(1), .cdw10 = 1});
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = galloc(1), .cdw10 = 1});
+    assert_ok(&e);
+    /* An event raised while the CQ has no free slot waits for the head
+     * doorbell: the AER completes after the host consumed the entry. */
+    uint16_t cid =
+        submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = galloc(1), .cdw10 = 1});
+    assert_true(wait_cqe(&aq, &e, false));
+    assert_int_equal(e.cid, cid);
+    wr(0x1000 + 8 * 100, 4, 3); /* bad doorbell: an error event */
+    assert_false(cqe_ready(&aq));
+    cq_doorbell(0, aq.cq_head);
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, aer_cid);
+    assert_int_equal(e.dw0 & 0x7, NVME_AER_TYPE_ERROR);
+}
+
 static void test_bad_queue_commands(void **state)
 {
     enable_ctrl(32);
@@ -1439,6 +1464,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_lba_and_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_doorbells, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_queue_commands, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aer_on_two_entry_admin_cq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enable_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cq_full_holds_completions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_with_io_in_flight, setup, teardown),
