@@ -360,11 +360,9 @@ static void blk_queue_quiesce(struct virtio_pci *vp, unsigned queue)
 {
     struct virtio_blk *blk = blk_of(vp);
     struct vblk_queue *bq = &blk->queues[queue];
-    pthread_mutex_lock(&bq->lock);
-    bool busy = bq->inflight > 0;
-    pthread_mutex_unlock(&bq->lock);
-    if (busy && blk->be->ops->drain)
-        blk->be->ops->drain(blk->be);
+    /* Wait for this queue's requests only: draining the whole back end
+     * would also wait for the other queues, which the guest can keep busy
+     * for as long as it likes while this reset holds the device lock. */
     pthread_mutex_lock(&bq->lock);
     while (bq->inflight > 0)
         pthread_cond_wait(&bq->idle, &bq->lock);
