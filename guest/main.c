@@ -1131,6 +1131,26 @@ static __attribute__((noreturn)) void command_loop(void)
                 uart_rx_irq(true);
                 sti();
             }
+        } else if (line[0] == 'd' && line[1] == 'e' && line[2] == 'a' && line[3] == 'f' &&
+                   line[4] == ' ') {
+            /* Stop reading COM1 for N ms (busy, RX interrupt off): the
+             * console's input backs up in the VMM. */
+            const char *p = line + 5;
+            uint64_t ms = 0;
+            if (parse_u64(&p, &ms) && ms <= 600000) {
+                say("deaf");
+                uart_drain_tx();
+                cli();
+                uart_rx_irq(false);
+                delay_us(ms * 1000);
+                if (rx_irq_mode) {
+                    uart_rx_irq(true);
+                    sti();
+                }
+                say("hearing");
+            } else {
+                say("deaf: bad argument");
+            }
         } else if (streq(line, "info")) {
             line_start();
             put_str("info tsc_khz ");

@@ -63,9 +63,13 @@ static void client_events(void *opaque, uint32_t events);
 
 static void arm_client(struct console *con)
 {
-    uint32_t ev = EPOLLRDHUP;
+    /* End of input (a half-close) is only watched for while input is: it
+     * is seen as recv() returning 0. Watching it with the input buffer
+     * full would report it on every wait, spinning the event loop for as
+     * long as the guest does not read COM1. */
+    uint32_t ev = 0;
     if (con->in_len < CONSOLE_IN_SIZE)
-        ev |= EPOLLIN;
+        ev |= EPOLLIN | EPOLLRDHUP;
     if (con->want_output)
         ev |= EPOLLOUT;
     event_loop_watch(con->loop, con->client_fd, ev, client_events, con);

@@ -312,6 +312,41 @@ def console_reconnect_and_binary_input():
         vm.cleanup()
 
 
+def thread_cpu_ticks(pid, tid):
+    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@test
+def console_half_close_while_guest_deaf_stays_idle():
+    """A client that fills the console's input while the guest is not
+    reading, then half-closes its socket (socat does at stdin EOF), must
+    not make the VMM's event loop spin."""
+    vm = VM(cpus=1, memory=64)
+    try:
+        c = vm.boot(1, 64)
+        c.line("deaf 4000")
+        c.expect("testguest: deaf")
+        c.send(b"x" * 16384)
+        c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.5)
+        pid = vm.proc.pid
+        before = thread_cpu_ticks(pid, pid)  # the main thread runs the event loop
+        time.sleep(2)
+        spent = thread_cpu_ticks(pid, pid) - before
+        check(spent < 20, "event loop used %d ticks in 2 s after the half-close" % spent)
+        c.close()
+        c = vm.console()
+        c.line("")
+        c.line("ping")
+        c.expect("testguest: pong", timeout=30)
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
 @test
 def output_without_client_does_not_block():
     vm = VM(cpus=1, memory=64)
