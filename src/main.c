@@ -448,7 +448,8 @@ static void on_machine_event(void *opaque, uint32_t events)
         } else if (machine_reset(&vmm->machine) < 0) {
             finish(vmm, EXIT_FAILURE_CODE);
         } else {
-            log_info("guest reset: VM restarted (reset %u)", vmm->machine.resets);
+            log_limited(&vmm->machine.reset_log, LOG_INFO, "guest reset: VM restarted (reset %u)",
+                        vmm->machine.resets);
         }
         break;
     case MACHINE_HALT:

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/log.h"
 #include "core/bus.h"
 #include "core/event_loop.h"
 #include "core/guest_mem.h"
@@ -51,6 +52,10 @@ struct vcpu {
     int fd;
     struct kvm_run *run;
     pthread_t thread;
+    /* Under kick_lock: other vCPU threads kick while the main thread
+     * joins, and a joined thread must not be signalled. */
+    pthread_mutex_t kick_lock;
+    bool kick_lock_ready;
     bool thread_running;
     int host_cpu;                 /* -1: unpinned */
     _Atomic bool probe_requested; /* report whether halted with interrupts off */
@@ -91,7 +96,8 @@ struct machine {
     _Atomic int event;       /* enum machine_event */
     _Atomic bool stop_vcpus; /* vCPU threads leave their run loops */
     unsigned resets;
-    struct vm_timer halt_probe; /* all vCPUs in hlt with IF=0 halts the VM */
+    struct log_ratelimit reset_log; /* a guest can reset in a loop */
+    struct vm_timer halt_probe;     /* all vCPUs in hlt with IF=0 halts the VM */
     unsigned halt_probe_hits;
 };
 

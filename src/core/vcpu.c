@@ -74,6 +74,8 @@ int vcpu_create(struct vcpu *v, struct machine *m, unsigned id)
 {
     int host_cpu = v->host_cpu;
     memset(v, 0, sizeof(*v));
+    pthread_mutex_init(&v->kick_lock, NULL);
+    v->kick_lock_ready = true;
     v->machine = m;
     v->id = id;
     v->host_cpu = host_cpu;
@@ -99,6 +101,9 @@ void vcpu_destroy(struct vcpu *v)
         close(v->fd);
     v->run = NULL;
     v->fd = -1;
+    if (v->kick_lock_ready)
+        pthread_mutex_destroy(&v->kick_lock);
+    v->kick_lock_ready = false;
 }
 
 static void handle_io(struct vcpu *v)
@@ -164,7 +169,7 @@ static bool handle_exit(struct vcpu *v)
     case KVM_EXIT_INTR:
         return true;
     case KVM_EXIT_SHUTDOWN:
-        log_info("vCPU %u: triple fault, resetting the VM", v->id);
+        log_limited(&m->reset_log, LOG_INFO, "vCPU %u: triple fault, resetting the VM", v->id);
         machine_request(m, MACHINE_RESET);
         return false;
     case KVM_EXIT_HLT:
@@ -271,20 +276,28 @@ int vcpu_start(struct vcpu *v)
     }
     snprintf(name, sizeof(name), "vcpu%u", v->id);
     pthread_setname_np(v->thread, name);
+    pthread_mutex_lock(&v->kick_lock);
     v->thread_running = true;
+    pthread_mutex_unlock(&v->kick_lock);
     return 0;
 }
 
 void vcpu_kick(struct vcpu *v)
 {
+    pthread_mutex_lock(&v->kick_lock);
     if (v->thread_running)
         pthread_kill(v->thread, SIG_KICK);
+    pthread_mutex_unlock(&v->kick_lock);
 }
 
+/* The caller has already kicked the thread out of its run loop; kicks
+ * after this point are dropped, so none reaches a joined thread. */
 void vcpu_join(struct vcpu *v)
 {
-    if (!v->thread_running)
-        return;
-    pthread_join(v->thread, NULL);
+    pthread_mutex_lock(&v->kick_lock);
+    bool running = v->thread_running;
     v->thread_running = false;
+    pthread_mutex_unlock(&v->kick_lock);
+    if (running)
+        pthread_join(v->thread, NULL);
 }

@@ -18,8 +18,18 @@ static void debug_write(void *opaque, uint64_t offset, unsigned size, uint64_t v
 {
     struct debug_port *dp = opaque;
     uint8_t byte = (uint8_t)value;
+    if (dp->fd < 0)
+        return;
+    uint64_t n = atomic_fetch_add(&dp->written, 1);
+    if (n >= dp->max_bytes) {
+        if (n == dp->max_bytes)
+            log_warn("debug port: the output file reached %llu bytes; further output is dropped",
+                     (unsigned long long)dp->max_bytes);
+        atomic_store(&dp->written, dp->max_bytes + 1); /* no wrap-around */
+        return;
+    }
     /* Unbuffered: the file is a live log, and bytes must survive a kill. */
-    if (dp->fd >= 0 && write(dp->fd, &byte, 1) < 0) {
+    if (write(dp->fd, &byte, 1) < 0) {
         static struct log_ratelimit rl;
         log_limited(&rl, LOG_WARNING, "debug port: write failed: %s", strerror(errno));
     }
@@ -41,6 +51,8 @@ int debug_port_init(struct debug_port *dp, const char *path)
 {
     dp->dev.name = "debug-port";
     dp->dev.ops = &debug_device_ops;
+    atomic_init(&dp->written, 0);
+    dp->max_bytes = DEBUG_PORT_MAX_BYTES;
     dp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (dp->fd < 0) {
         log_error("cannot open %s: %s", path, strerror(errno));
@@ -58,8 +70,8 @@ static uint64_t post_read(void *opaque, uint64_t offset, unsigned size)
 static void post_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
     struct post_port *pp = opaque;
-    atomic_store(&pp->last_code, (uint8_t)value);
-    log_debug("POST code 0x%02x", (unsigned)(uint8_t)value);
+    if (atomic_exchange(&pp->last_code, (uint8_t)value) != (uint8_t)value)
+        log_limited(&pp->log, LOG_DEBUG, "POST code 0x%02x", (unsigned)(uint8_t)value);
 }
 
 const struct io_ops post_port_io_ops = {.read = post_read, .write = post_write};

@@ -6,20 +6,27 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "common/log.h"
 #include "core/bus.h"
 #include "devices/device.h"
 
 #define DEBUG_PORT_ADDR 0x402
 #define POST_PORT_ADDR 0x80
 
+/* ./debug.out stops growing here: the guest decides how much it writes. */
+#define DEBUG_PORT_MAX_BYTES (64ull << 20)
+
 struct debug_port {
     struct device dev;
-    int fd; /* -1: output discarded */
+    int fd;             /* -1: output discarded */
+    uint64_t max_bytes; /* DEBUG_PORT_MAX_BYTES */
+    _Atomic uint64_t written;
 };
 
 struct post_port {
     struct device dev;
     _Atomic uint8_t last_code;
+    struct log_ratelimit log; /* Linux writes port 0x80 for I/O delays */
 };
 
 extern const struct io_ops debug_port_io_ops;
