@@ -59,12 +59,11 @@ static bool one_in(struct fuzz *f, unsigned n)
 
 /* ---- register and scratch access ---- */
 
-static uint64_t mmio_read(struct fuzz *f, volatile uint8_t *p, unsigned size)
+static uint64_t load(volatile uint8_t *p, unsigned size)
 {
-    f->ops++;
     switch (size) {
     case 1:
-        return *(volatile uint8_t *)p;
+        return *p;
     case 2:
         return *(volatile uint16_t *)p;
     case 4:
@@ -74,37 +73,8 @@ static uint64_t mmio_read(struct fuzz *f, volatile uint8_t *p, unsigned size)
     }
 }
 
-static void mmio_write(struct fuzz *f, volatile uint8_t *p, unsigned size, uint64_t v)
+static void store(volatile uint8_t *p, unsigned size, uint64_t v)
 {
-    f->ops++;
-    switch (size) {
-    case 1:
-        *(volatile uint8_t *)p = (uint8_t)v;
-        break;
-    case 2:
-        *(volatile uint16_t *)p = (uint16_t)v;
-        break;
-    case 4:
-        *(volatile uint32_t *)p = (uint32_t)v;
-        break;
-    default:
-        *(volatile uint64_t *)p = v;
-        break;
-    }
-}
-
-static bool in_scratch(uint64_t addr, uint64_t len)
-{
-    return addr >= SCRATCH_BASE && addr <= SCRATCH_END && len <= SCRATCH_END - addr;
-}
-
-/* Stores to scratch RAM only: a structure placed at a bad address simply
- * is not written (the device must refuse the address anyway). */
-static void put(uint64_t addr, unsigned size, uint64_t v)
-{
-    if (!in_scratch(addr, size))
-        return;
-    volatile uint8_t *p = (volatile uint8_t *)(uintptr_t)addr;
     switch (size) {
     case 1:
         *p = (uint8_t)v;
@@ -119,6 +89,31 @@ static void put(uint64_t addr, unsigned size, uint64_t v)
         *(volatile uint64_t *)p = v;
         break;
     }
+}
+
+static uint64_t mmio_read(struct fuzz *f, volatile uint8_t *p, unsigned size)
+{
+    f->ops++;
+    return load(p, size);
+}
+
+static void mmio_write(struct fuzz *f, volatile uint8_t *p, unsigned size, uint64_t v)
+{
+    f->ops++;
+    store(p, size, v);
+}
+
+static bool in_scratch(uint64_t addr, uint64_t len)
+{
+    return addr >= SCRATCH_BASE && addr <= SCRATCH_END && len <= SCRATCH_END - addr;
+}
+
+/* Stores to scratch RAM only: a structure placed at a bad address simply
+ * is not written (the device must refuse the address anyway). */
+static void put(uint64_t addr, unsigned size, uint64_t v)
+{
+    if (in_scratch(addr, size))
+        store((volatile uint8_t *)(uintptr_t)addr, size, v);
 }
 
 /* An aligned block of scratch RAM of len bytes. */

@@ -33,20 +33,20 @@ $(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/dev
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # Storage benchmark drivers (CPL3 hot path; same flags: general registers only).
-$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/pci.h guest/layout.h guest/guest.mk
+$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # PCI helpers and the device fuzzer (CPL0).
-$(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/guest.mk
+$(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
-$(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h guest/guest.mk
+$(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
-$(GUEST_OUT)/entry.o: guest/entry.S guest/layout.h guest/guest.mk
+$(GUEST_OUT)/entry.o: guest/entry.S guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_ASFLAGS) -c $< -o $@
 

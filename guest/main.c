@@ -12,31 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
 #include "storage_bench.h"
 
 /* ------------------------------------------------------------------ */
 /* Port I/O, MSR-free helpers                                          */
-
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
-
-static inline uint8_t inb(uint16_t port)
-{
-    uint8_t v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
-}
-
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
 
 static inline void cli(void)
 {
@@ -52,11 +34,6 @@ static inline void sti(void)
 static inline void sti_hlt_cli(void)
 {
     __asm__ volatile("sti; hlt; cli" : : : "memory");
-}
-
-static inline void cpu_relax(void)
-{
-    __asm__ volatile("pause" : : : "memory");
 }
 
 static __attribute__((noreturn)) void park_forever(void)

@@ -3,19 +3,8 @@
 
 #include <stdbool.h>
 
+#include "cpu.h"
 #include "layout.h"
-
-static inline void outl(uint16_t port, uint32_t v)
-{
-    __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
-
-static inline uint32_t inl(uint16_t port)
-{
-    uint32_t v;
-    __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory");
-    return v;
-}
 
 uint32_t pci_cfg_read(unsigned bus, unsigned dev, unsigned reg)
 {

@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu.h"
 #include "layout.h"
 #include "pci.h"
 #include "storage_bench.h"
@@ -51,13 +52,6 @@ void *memset(void *d, int c, size_t n);
 /* ------------------------------------------------------------------ */
 /* Shared by CPL0 and CPL3                                             */
 
-static inline uint64_t rdtsc(void)
-{
-    uint32_t lo, hi;
-    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-}
-
 static inline void barrier(void)
 {
     __asm__ volatile("" ::: "memory");
@@ -66,11 +60,6 @@ static inline void barrier(void)
 static inline void full_fence(void)
 {
     __asm__ volatile("lock addl $0, (%%rsp)" ::: "memory", "cc");
-}
-
-static inline void cpu_relax(void)
-{
-    __asm__ volatile("pause" ::: "memory");
 }
 
 static inline uint64_t sb_tag(uint64_t block)
@@ -847,11 +836,6 @@ static uint64_t u_run(void *arg)
 
 /* ------------------------------------------------------------------ */
 /* CPL0: port I/O, PCI, CPL3 plumbing, output                          */
-
-static inline void outb(uint16_t port, uint8_t v)
-{
-    __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port) : "memory");
-}
 
 struct tss64 {
     uint32_t reserved0;
