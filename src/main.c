@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -83,6 +85,42 @@ static void usage(FILE *out)
                  "       propolis-standalone [--log-level LEVEL] -r|--restore SNAPSHOT\n"
                  "LEVEL: critical, error, warning, info (default), debug, trace;\n"
                  "the PROPOLIS_LOG environment variable sets the default.\n");
+}
+
+/* What the config names on the host, checked before anything is touched so
+ * that a bad value is reported at its place in the file. machine_create()
+ * checks the same again (the file may change in between). */
+static int check_host_resources(const struct config *cfg)
+{
+    const struct config_main *m = &cfg->main;
+    struct stat st;
+    int fd = open(m->bootrom, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        config_report(cfg, m->bootrom_pos, "main.bootrom", "cannot open %s: %s", m->bootrom,
+                      strerror(errno));
+        return -1;
+    }
+    int r = fstat(fd, &st);
+    close(fd);
+    if (r < 0 || !S_ISREG(st.st_mode)) {
+        config_report(cfg, m->bootrom_pos, "main.bootrom", "%s is not a regular file", m->bootrom);
+        return -1;
+    }
+    if (!machine_bootrom_size_ok((uint64_t)st.st_size)) {
+        config_report(cfg, m->bootrom_pos, "main.bootrom",
+                      "%s is %llu bytes; a bootrom is a non-zero multiple of 4 KiB up to %llu MiB",
+                      m->bootrom, (unsigned long long)st.st_size,
+                      (unsigned long long)(BOOTROM_MAX_SIZE / MIB));
+        return -1;
+    }
+    uint64_t host = machine_host_memory_bytes();
+    if (host && m->memory_mib > host / MIB) {
+        config_report(cfg, m->memory_pos, "main.memory",
+                      "%llu MiB is more than this host has (%llu MiB)",
+                      (unsigned long long)m->memory_mib, (unsigned long long)(host / MIB));
+        return -1;
+    }
+    return 0;
 }
 
 /* Features later work implements are refused by name rather than ignored. */
@@ -484,7 +522,7 @@ static int run(struct vmm *vmm, const char *config_path)
 {
     if (config_load(config_path, &vmm->cfg) < 0)
         return EXIT_FAILURE_CODE;
-    if (refuse_unsupported(&vmm->cfg) < 0)
+    if (refuse_unsupported(&vmm->cfg) < 0 || check_host_resources(&vmm->cfg) < 0)
         return EXIT_FAILURE_CODE;
     if (console_check_path(CONSOLE_PATH) < 0) {
         log_error("%s exists and is not a socket; refusing to replace it", CONSOLE_PATH);

@@ -624,6 +624,10 @@ static int check_vm_name(struct parser *p, const struct toml_value *v, const cha
     if (strchr(s, '/'))
         return perr(p, v->line, v->column, kp,
                     "must not contain '/' (the name is used in file names)");
+    for (const char *c = s; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            return perr(p, v->line, v->column, kp,
+                        "must not contain control characters (it is used in file names and logs)");
     if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return perr(p, v->line, v->column, kp, "must not be \".\" or \"..\"");
     return 0;
@@ -665,6 +669,12 @@ static int parse_main(struct parser *p, struct section *root)
     if (sec_int(&s, "memory", true, 1, (int64_t)CONFIG_MAX_MEMORY_MIB, &n) < 0)
         goto out;
     m->memory_mib = (uint64_t)n;
+    {
+        const struct toml_value *mv = NULL;
+        char mkp[KP_MAX];
+        if (sec_get(&s, "memory", false, &mv, mkp) > 0)
+            m->memory_pos = (struct config_pos){mv->line, mv->column};
+    }
     if (sec_bool(&s, "use_reservoir", &m->use_reservoir) < 0)
         goto out;
 
@@ -1358,6 +1368,11 @@ static int reserve_devices(struct parser *p, size_t n)
 
 static int add_device(struct parser *p, const struct toml_keyval *kv, const char *kp, char *name)
 {
+    if (p->cfg->device_count == CONFIG_MAX_DEVICES) {
+        free(name);
+        return perr(p, kv->line, kv->column, kp, "at most %d [dev.*] sections are supported",
+                    CONFIG_MAX_DEVICES);
+    }
     struct config_device *d = &p->cfg->devices[p->cfg->device_count++];
     *d = (struct config_device){.name = name, .line = kv->line, .column = kv->column};
     return parse_device(p, kv, kp, d);
@@ -1390,6 +1405,13 @@ static int resolve_main(struct parser *p)
         char kp[KP_MAX], dkp[KP_MAX];
         kp_index(kp, sizeof(kp), "main.boot_order", i);
         kp_join(dkp, sizeof(dkp), "dev", m->boot_order[i], strlen(m->boot_order[i]));
+        if (i == CONFIG_MAX_BOOT_ORDER)
+            return perr(p, v->line, v->column, kp, "at most %d boot devices can be listed",
+                        CONFIG_MAX_BOOT_ORDER);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(m->boot_order[j], m->boot_order[i]) == 0)
+                return perr(p, v->line, v->column, kp,
+                            "%s is already listed at main.boot_order[%zu]", dkp, j);
         const struct config_device *d = config_find_device(cfg, m->boot_order[i]);
         if (!d)
             return perr(p, v->line, v->column, kp, "no [%s] section", dkp);

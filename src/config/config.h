@@ -27,6 +27,8 @@
 #define CONFIG_MAX_BLOCK_SIZE 65536
 #define CONFIG_DEFAULT_WORKERS 8
 #define CONFIG_MAX_WORKERS 32
+#define CONFIG_MAX_DEVICES 64            /* [dev.*] sections */
+#define CONFIG_MAX_BOOT_ORDER 32         /* main.boot_order entries */
 #define CONFIG_DEFAULT_FLUSH_TIMEOUT 5.0 /* seconds */
 #define CONFIG_DEFAULT_RX_QUEUE_SIZE 2048
 #define CONFIG_DEFAULT_TX_QUEUE_SIZE 256
@@ -82,6 +84,7 @@ struct config_main {
     enum acpi_variant acpi_variant;
     unsigned line, column; /* of the [main] header */
     struct config_pos bootrom_pos;
+    struct config_pos memory_pos;
 };
 
 /* ---- [block_dev.NAME] ---- */

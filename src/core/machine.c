@@ -23,11 +23,16 @@
 
 enum { SLOT_LOWMEM, SLOT_HIGHMEM, SLOT_BOOTROM };
 
-static uint64_t host_memory_bytes(void)
+uint64_t machine_host_memory_bytes(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES);
     long page_size = sysconf(_SC_PAGESIZE);
     return (pages > 0 && page_size > 0) ? (uint64_t)pages * (uint64_t)page_size : 0;
+}
+
+bool machine_bootrom_size_ok(uint64_t size)
+{
+    return size != 0 && size % 4096 == 0 && size <= BOOTROM_MAX_SIZE;
 }
 
 static int map_bootrom(struct machine *m, const char *path)
@@ -44,7 +49,7 @@ static int map_bootrom(struct machine *m, const char *path)
         return -1;
     }
     uint64_t size = (uint64_t)st.st_size;
-    if (size == 0 || size % 4096 != 0 || size > BOOTROM_MAX_SIZE) {
+    if (!machine_bootrom_size_ok(size)) {
         log_error("bootrom %s: size %llu bytes is not a non-zero multiple of 4 KiB up to 16 MiB",
                   path, (unsigned long long)size);
         close(fd);
@@ -81,7 +86,7 @@ static void *map_ram(uint64_t size, bool reserve)
 static int setup_memory(struct machine *m)
 {
     uint64_t total = m->spec.memory_bytes;
-    uint64_t host = host_memory_bytes();
+    uint64_t host = machine_host_memory_bytes();
     if (host && total > host) {
         log_error("main.memory: %llu MiB is more than this host has (%llu MiB)",
                   (unsigned long long)(total / MIB), (unsigned long long)(host / MIB));

@@ -23,9 +23,14 @@
 #define ECAM_BASE 0xe0000000ull
 #define ECAM_SIZE (256 * MIB)
 #define BOOTROM_MAX_SIZE (16 * MIB)
+
+/* A bootrom is a non-zero multiple of 4 KiB up to BOOTROM_MAX_SIZE. */
+bool machine_bootrom_size_ok(uint64_t size);
+/* Physical memory of the host (0 if unknown). */
+uint64_t machine_host_memory_bytes(void);
 #define LEGACY_BIOS_ALIAS_END 0x100000ull
 #define LEGACY_BIOS_ALIAS_SIZE (128 * 1024ull)
-#define MACHINE_MAX_DEVICES 64
+#define MACHINE_MAX_DEVICES 96  /* 64 [dev.*] sections and the fixed platform */
 #define IRQ_LINE_COUNT 24       /* IOAPIC pins; 0-15 also reach the PICs */
 #define MACHINE_MSI_GSI_BASE 24 /* GSIs from here route MSI messages (irqfd) */
 #define MACHINE_MAX_MSI_ROUTES 1024

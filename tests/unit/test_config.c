@@ -1122,22 +1122,64 @@ static void test_names(void **state)
     assert_string_equal(config_cpu_binding_name(CPU_BINDING_ANY), "any");
 }
 
+/* Limits the machine has are config errors, reported where they are
+ * written: boot_order entries (at most 32, each once), [dev.*] sections. */
+static void test_limits(void **state)
+{
+    static char text[32768];
+    const char *head = "[main]\nname = \"v\"\ncpus = 1\nbootrom = \"rom\"\nmemory = 64\n";
+    int n = snprintf(text, sizeof(text),
+                     "%sboot_order = [\"a\", \"b\", \"a\"]\n"
+                     "[block_dev.m]\ntype = \"mem-async\"\nsize = 4096\n"
+                     "[dev.a]\ndriver = \"pci-nvme\"\nblock_dev = \"m\"\npci-path = \"0.4.0\"\n"
+                     "[dev.b]\ndriver = \"pci-nvme\"\nblock_dev = \"m\"\npci-path = \"0.5.0\"\n",
+                     head);
+    assert_true(n > 0 && (size_t)n < sizeof(text));
+    expect_error(text, "t.toml:6:25: main.boot_order[2]: dev.a is already listed at "
+                       "main.boot_order[0]");
+
+    n = snprintf(text, sizeof(text), "%s[block_dev.m]\ntype = \"mem-async\"\nsize = 4096\n", head);
+    for (unsigned i = 0; i <= CONFIG_MAX_DEVICES; i++)
+        n += snprintf(text + n, sizeof(text) - (size_t)n,
+                      "[dev.d%u]\ndriver = \"pci-nvme\"\nblock_dev = \"m\"\n"
+                      "pci-path = \"0.%u.%u\"\n",
+                      i, 2 + i / 8, i % 8);
+    assert_true((size_t)n < sizeof(text));
+    expect_error(text, "t.toml:265:6: dev.d64: at most 64 [dev.*] sections are supported");
+
+    expect_error("[main]\nname = \"a\\nb\"\ncpus = 1\nbootrom = \"rom\"\nmemory = 64\n",
+                 "t.toml:2:8: main.name: must not contain control characters (it is used in "
+                 "file names and logs)");
+}
+
 int main(void)
 {
     /* Warnings are checked through cfg.warnings; keep the output quiet. */
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_readme_example),    cmocka_unit_test(test_crucible_example),
-        cmocka_unit_test(test_cpuid_example),     cmocka_unit_test(test_full),
-        cmocka_unit_test(test_minimal_defaults),  cmocka_unit_test(test_main_errors),
-        cmocka_unit_test(test_block_dev_errors),  cmocka_unit_test(test_crucible_errors),
-        cmocka_unit_test(test_device_errors),     cmocka_unit_test(test_cpuid_errors),
-        cmocka_unit_test(test_cloudinit_errors),  cmocka_unit_test(test_error_hides_warnings),
-        cmocka_unit_test(test_toml_syntax_error), cmocka_unit_test(test_bad_fixtures),
-        cmocka_unit_test(test_unreadable),        cmocka_unit_test(test_unknown_keys_warn),
-        cmocka_unit_test(test_parse_bdf),         cmocka_unit_test(test_parse_sockaddr),
-        cmocka_unit_test(test_parse_uuid),        cmocka_unit_test(test_base64),
-        cmocka_unit_test(test_cpuid_key),         cmocka_unit_test(test_names),
+        cmocka_unit_test(test_readme_example),
+        cmocka_unit_test(test_crucible_example),
+        cmocka_unit_test(test_cpuid_example),
+        cmocka_unit_test(test_full),
+        cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_main_errors),
+        cmocka_unit_test(test_block_dev_errors),
+        cmocka_unit_test(test_crucible_errors),
+        cmocka_unit_test(test_device_errors),
+        cmocka_unit_test(test_cpuid_errors),
+        cmocka_unit_test(test_cloudinit_errors),
+        cmocka_unit_test(test_error_hides_warnings),
+        cmocka_unit_test(test_toml_syntax_error),
+        cmocka_unit_test(test_bad_fixtures),
+        cmocka_unit_test(test_unreadable),
+        cmocka_unit_test(test_unknown_keys_warn),
+        cmocka_unit_test(test_parse_bdf),
+        cmocka_unit_test(test_parse_sockaddr),
+        cmocka_unit_test(test_parse_uuid),
+        cmocka_unit_test(test_base64),
+        cmocka_unit_test(test_cpuid_key),
+        cmocka_unit_test(test_names),
+        cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
