@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,6 +329,20 @@ void block_file_test_no_fallocate(struct block_backend *be)
     atomic_store(&fb->no_zero_range, true);
 }
 
+/* A problem with the configured file, reported at block_dev.NAME.path in
+ * the config file. */
+static void __attribute__((format(printf, 2, 3)))
+path_error(const struct config_block_dev *cfg, const char *fmt, ...)
+{
+    char key[CONFIG_NAME_MAX + 32], msg[512];
+    snprintf(key, sizeof(key), "block_dev.%s.path", cfg->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    config_report_at(cfg->source, cfg->file.path_pos, key, "%s", msg);
+}
+
 /* Linux has no raw (character) disk nodes as illumos does; the closest
  * thing to propolis' "standard device rather than raw" warning is a block
  * device that is only part of a disk: a partition. */
@@ -378,15 +393,15 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     }
     struct stat st;
     if (stat(path, &st) != 0) {
-        log_error("block_dev.%s: cannot open %s: %s", name, path, strerror(errno));
+        path_error(cfg, "cannot open %s: %s", path, strerror(errno));
         return NULL;
     }
     /* As propolis: without read_only, a file nobody may write opens
      * read-only; read_only = false on such a file is an error. */
     bool no_write_bits = (st.st_mode & 0222) == 0;
     if (cfg->has_read_only && !cfg->read_only && no_write_bits) {
-        log_error("block_dev.%s: %s is not writable (mode %03o) but read_only = false", name, path,
-                  (unsigned)(st.st_mode & 0777));
+        path_error(cfg, "%s is not writable (mode %03o) but read_only = false", path,
+                   (unsigned)(st.st_mode & 0777));
         return NULL;
     }
     bool read_only = cfg->has_read_only ? cfg->read_only : no_write_bits;
@@ -402,14 +417,14 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     }
     fb->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fb->fd < 0) {
-        log_error("block_dev.%s: cannot open %s%s: %s", name, path,
-                  read_only ? " read-only" : " for reading and writing", strerror(errno));
+        path_error(cfg, "cannot open %s%s: %s", path,
+                   read_only ? " read-only" : " for reading and writing", strerror(errno));
         file_free(fb);
         return NULL;
     }
     uint64_t size;
     if (fstat(fb->fd, &st) != 0) {
-        log_error("block_dev.%s: cannot stat %s: %s", name, path, strerror(errno));
+        path_error(cfg, "cannot stat %s: %s", path, strerror(errno));
         file_free(fb);
         return NULL;
     }
@@ -418,26 +433,26 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     } else if (S_ISBLK(st.st_mode)) {
         fb->is_blockdev = true;
         if (ioctl(fb->fd, BLKGETSIZE64, &size) != 0) {
-            log_error("block_dev.%s: cannot get the size of block device %s: %s", name, path,
-                      strerror(errno));
+            path_error(cfg, "cannot get the size of block device %s: %s", path, strerror(errno));
             file_free(fb);
             return NULL;
         }
         warn_if_not_raw(cfg, &st);
     } else {
-        log_error("block_dev.%s: %s is not a regular file or block device", name, path);
+        path_error(cfg, "%s is not a regular file or block device", path);
         file_free(fb);
         return NULL;
     }
     if (size == 0) {
-        log_error("block_dev.%s: %s is empty", name, path);
+        path_error(cfg, "%s is empty", path);
         file_free(fb);
         return NULL;
     }
     if (size % bs != 0) {
-        log_error("block_dev.%s: the size of %s (%" PRIu64
-                  " bytes) is not a multiple of the block size (%" PRIu32 ")",
-                  name, path, size, bs);
+        path_error(cfg,
+                   "the size of %s (%" PRIu64
+                   " bytes) is not a multiple of the block size (%" PRIu32 ")",
+                   path, size, bs);
         file_free(fb);
         return NULL;
     }

@@ -262,18 +262,33 @@ static void flush_warnings(struct parser *p, bool keep)
     p->warning_count = 0;
 }
 
+static void report_v(const char *source, struct config_pos pos, const char *key_path,
+                     const char *fmt, va_list ap)
+{
+    char msg[CONFIG_ERROR_MAX];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    char full[CONFIG_ERROR_MAX];
+    format_message(full, sizeof(full), source ? source : "<config>", pos.line, pos.column, key_path,
+                   msg);
+    fprintf(stderr, "%s\n", full);
+}
+
 void config_report(const struct config *cfg, struct config_pos pos, const char *key_path,
                    const char *fmt, ...)
 {
-    char msg[CONFIG_ERROR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    report_v(cfg->path, pos, key_path, fmt, ap);
     va_end(ap);
-    char full[CONFIG_ERROR_MAX];
-    format_message(full, sizeof(full), cfg->path ? cfg->path : "<config>", pos.line, pos.column,
-                   key_path, msg);
-    fprintf(stderr, "%s\n", full);
+}
+
+void config_report_at(const char *source, struct config_pos pos, const char *key_path,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    report_v(source, pos, key_path, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- memory ---- */
@@ -1112,7 +1127,8 @@ static int reserve_block_devs(struct parser *p, size_t n)
 static int add_block_dev(struct parser *p, const struct toml_keyval *kv, const char *kp, char *name)
 {
     struct config_block_dev *bd = &p->cfg->block_devs[p->cfg->block_dev_count++];
-    *bd = (struct config_block_dev){.name = name, .line = kv->line, .column = kv->column};
+    *bd = (struct config_block_dev){
+        .name = name, .line = kv->line, .column = kv->column, .source = p->cfg->path};
     return parse_block_dev(p, kv, kp, bd);
 }
 

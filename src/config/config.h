@@ -142,6 +142,7 @@ struct config_block_dev {
         } crucible_mem;
     };
     unsigned line, column; /* of the section header */
+    const char *source;    /* the config file's name for messages (owned by config) */
 };
 
 /* ---- [dev.NAME] ---- */
@@ -280,6 +281,9 @@ void config_free(struct config *cfg);
  * later with a configured value (e.g. the bootrom cannot be opened). */
 void config_report(const struct config *cfg, struct config_pos pos, const char *key_path,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The same where only the file name is at hand (e.g. a block_dev's source). */
+void config_report_at(const char *source, struct config_pos pos, const char *key_path,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 const char *config_block_type_name(enum config_block_type type);
 const char *config_driver_name(enum config_driver driver);

@@ -677,7 +677,7 @@ static void test_unwritable_file(void **state)
     be = block_backend_open(&cfg);
     char *log = captured_stderr();
     assert_null(be);
-    assert_non_null(strstr(log, "block_dev.t0: "));
+    assert_non_null(strstr(log, "block_dev.t0.path: "));
     assert_non_null(strstr(log, "read_only = false"));
     unlink(path);
 }
@@ -945,11 +945,11 @@ static void test_bad_open(void **state)
     snprintf(missing, sizeof(missing), "%s/missing", tmpdir);
 
     struct config_block_dev cfg = file_cfg(missing, 1);
-    expect_open_error(&cfg, "block_dev.t0: cannot open");
+    expect_open_error(&cfg, "<config>: block_dev.t0.path: cannot open");
 
     make_file(path, 1000);
     cfg = file_cfg(path, 1);
-    expect_open_error(&cfg, "block_dev.t0: the size of");
+    expect_open_error(&cfg, "block_dev.t0.path: the size of");
     expect_open_error(&cfg, "(1000 bytes) is not a multiple of the block size (512)");
 
     make_file(path, 4096 + 512);
@@ -959,7 +959,8 @@ static void test_bad_open(void **state)
 
     make_file(path, 0);
     cfg = file_cfg(path, 1);
-    expect_open_error(&cfg, "block_dev.t0: ");
+    expect_open_error(&cfg, "block_dev.t0.path: ");
+    expect_open_error(&cfg, " is empty");
     unlink(path);
 
     cfg = file_cfg(tmpdir, 1);
