@@ -1,6 +1,7 @@
 /* block_backend_open and what every back end shares: request checks,
  * in-flight accounting, the worker pool, iovec helpers. */
 #include "block/block_internal.h"
+#include "common/iov.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -225,25 +226,7 @@ void blk_pool_stop(struct blk_pool *pool)
 void blk_iov_copy(const struct block_request *req, uint64_t skip, void *buf, uint64_t len,
                   bool to_iov)
 {
-    uint8_t *p = buf;
-    for (unsigned i = 0; i < req->iovcnt && len > 0; i++) {
-        size_t ilen = req->iov[i].iov_len;
-        if (skip >= ilen) {
-            skip -= ilen;
-            continue;
-        }
-        size_t n = ilen - (size_t)skip;
-        if (n > len)
-            n = (size_t)len;
-        uint8_t *base = (uint8_t *)req->iov[i].iov_base + skip;
-        if (to_iov)
-            memcpy(base, p, n);
-        else
-            memcpy(p, base, n);
-        p += n;
-        len -= n;
-        skip = 0;
-    }
+    iov_copy(req->iov, req->iovcnt, (size_t)skip, buf, (size_t)len, to_iov);
 }
 
 unsigned blk_iov_slice(const struct block_request *req, uint64_t skip, struct iovec *out,

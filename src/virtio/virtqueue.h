@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "common/iov.h"
 #include "common/log.h"
 #include "core/guest_mem.h"
 
@@ -123,11 +124,5 @@ bool virtq_has_available(struct virtq *vq);
 uint64_t virtq_desc_bytes(unsigned n);
 uint64_t virtq_avail_bytes(unsigned n);
 uint64_t virtq_used_bytes(unsigned n);
-
-/* iovec helpers for device models: copy between a buffer and the byte stream
- * an iovec array describes, starting skip bytes in. Return bytes copied. */
-size_t iov_to_buf(const struct iovec *iov, unsigned cnt, size_t skip, void *buf, size_t len);
-size_t iov_from_buf(const struct iovec *iov, unsigned cnt, size_t skip, const void *buf,
-                    size_t len);
 
 #endif
