@@ -469,6 +469,13 @@ static const struct toml_keyval *sec_near_miss(struct section *s, const char *ke
 
 /* Looks key up; fills kp with its key path. Returns 1 if present, 0 if absent
  * (an error if required), -1 on error. */
+/* Where the value of key was written, for reports made after parsing. */
+static struct config_pos sec_pos(struct section *s, const char *key)
+{
+    const struct toml_keyval *kv = sec_find(s, key);
+    return kv ? (struct config_pos){kv->value->line, kv->value->column} : (struct config_pos){0, 0};
+}
+
 static int sec_get(struct section *s, const char *key, bool required, const struct toml_value **out,
                    char *kp)
 {
@@ -684,12 +691,7 @@ static int parse_main(struct parser *p, struct section *root)
     if (sec_int(&s, "memory", true, 1, (int64_t)CONFIG_MAX_MEMORY_MIB, &n) < 0)
         goto out;
     m->memory_mib = (uint64_t)n;
-    {
-        const struct toml_value *mv = NULL;
-        char mkp[KP_MAX];
-        if (sec_get(&s, "memory", false, &mv, mkp) > 0)
-            m->memory_pos = (struct config_pos){mv->line, mv->column};
-    }
+    m->memory_pos = sec_pos(&s, "memory");
     if (sec_bool(&s, "use_reservoir", &m->use_reservoir) < 0)
         goto out;
 
