@@ -1,7 +1,7 @@
 /*
  * Hostile-guest fuzzer for the storage devices, at CPL0.
  *
- * Command: devfuzz SEED [rounds=N]   (N: 1..64, default 8)
+ * Command (parsed in main.c): devfuzz SEED [rounds=N]   (N: 1..64, default 8)
  * For every virtio-blk (1af4:1001/1042) and NVMe (class 010802) function
  * on bus 0 it assigns the BARs, then, each round, drives the device the
  * way a buggy or malicious driver would: virtqueues of odd sizes at bad
@@ -480,67 +480,11 @@ static void nvme_round(struct fuzz *f, volatile uint8_t *regs, uint64_t bar_size
     bar_noise(f, (uint64_t)(uintptr_t)regs, bar_size < 0x2000 ? bar_size : 0x2000, 24);
 }
 
-/* ---- the command ---- */
+/* ---- the entry point ---- */
 
-static void say_num(void (*say)(const char *), const char *prefix, uint64_t v, const char *mid,
-                    uint64_t w)
+unsigned device_fuzz(uint64_t seed, unsigned rounds,
+                     void (*report)(const char *kind, unsigned dev, uint64_t ops))
 {
-    char buf[128];
-    unsigned n = 0;
-    for (const char *p = prefix; *p && n < 64; p++)
-        buf[n++] = *p;
-    const uint64_t nums[2] = {v, w};
-    for (unsigned j = 0; j < (mid ? 2u : 1u); j++) {
-        char d[24];
-        unsigned k = 0;
-        uint64_t x = nums[j];
-        do {
-            d[k++] = (char)('0' + x % 10);
-            x /= 10;
-        } while (x);
-        while (k)
-            buf[n++] = d[--k];
-        if (j == 0 && mid)
-            for (const char *p = mid; *p && n < 100; p++)
-                buf[n++] = *p;
-    }
-    buf[n] = 0;
-    say(buf);
-}
-
-static bool parse_u64(const char **pp, uint64_t *out)
-{
-    const char *p = *pp;
-    uint64_t v = 0;
-    if (*p < '0' || *p > '9')
-        return false;
-    while (*p >= '0' && *p <= '9')
-        v = v * 10 + (uint64_t)(*p++ - '0');
-    *pp = p;
-    *out = v;
-    return true;
-}
-
-void device_fuzz(const char *args, void (*say)(const char *line))
-{
-    const char *p = args;
-    uint64_t seed = 1, rounds = 8;
-    while (*p == ' ')
-        p++;
-    if (*p && !parse_u64(&p, &seed)) {
-        say("devfuzz FAIL usage: devfuzz SEED [rounds=N]");
-        return;
-    }
-    while (*p == ' ')
-        p++;
-    if (p[0] == 'r' && p[1] == 'o' && p[2] == 'u' && p[3] == 'n' && p[4] == 'd' && p[5] == 's' &&
-        p[6] == '=') {
-        p += 7;
-        if (!parse_u64(&p, &rounds) || rounds < 1 || rounds > 64) {
-            say("devfuzz FAIL rounds must be 1..64");
-            return;
-        }
-    }
     struct fuzz f = {.rng = seed ? seed * 0x9E3779B97F4A7C15ULL : 0x2545F4914F6CDD1DULL};
     uint64_t next = BENCH_MMIO_BASE;
     unsigned devices = 0;
@@ -558,7 +502,7 @@ void device_fuzz(const char *args, void (*say)(const char *line))
         volatile uint8_t *common = virtio ? pci_virtio_cap(0, dev, bar_addr, 1, 0) : 0;
         volatile uint8_t *notify = virtio ? pci_virtio_cap(0, dev, bar_addr, 2, &mult) : 0;
         volatile uint8_t *regs = (volatile uint8_t *)(uintptr_t)bar_addr[0];
-        for (uint64_t r = 0; r < rounds; r++) {
+        for (unsigned r = 0; r < rounds; r++) {
             if (virtio && common && notify)
                 virtio_round(&f, common, notify, mult, bar_addr, bar_size);
             else if (nvme && regs)
@@ -577,9 +521,8 @@ void device_fuzz(const char *args, void (*say)(const char *line))
             nvme_wait_rdy(&f, regs, false);
         }
         pci_cfg_write(0, dev, 0x04, 0x400);
-        say_num(say, virtio ? "devfuzz virtio-blk at 0:" : "devfuzz nvme at 0:", dev,
-                " ops=", f.ops);
+        report(virtio ? "virtio-blk" : "nvme", dev, f.ops);
         devices++;
     }
-    say_num(say, "devfuzz done devices=", devices, 0, 0);
+    return devices;
 }

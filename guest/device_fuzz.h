@@ -1,12 +1,15 @@
-/* Hostile-guest fuzzer for the storage devices: the `devfuzz` command (see
- * device_fuzz.c). */
+/* Hostile-guest fuzzer for the storage devices, behind the `devfuzz`
+ * command (see device_fuzz.c). */
 #ifndef TESTGUEST_DEVICE_FUZZ_H
 #define TESTGUEST_DEVICE_FUZZ_H
 
 #include <stdint.h>
 
-/* Runs `devfuzz ARGS` at CPL0 with interrupts disabled. Every output line
- * goes through say(), which adds the "testguest: " prefix. */
-void device_fuzz(const char *args, void (*say)(const char *line));
+/* Fuzzes every virtio-blk and NVMe function on bus 0 for rounds rounds
+ * from seed, at CPL0 with interrupts disabled; report() is called once per
+ * device fuzzed (kind "virtio-blk" or "nvme", its device number, the
+ * register accesses made). Returns the number of devices. */
+unsigned device_fuzz(uint64_t seed, unsigned rounds,
+                     void (*report)(const char *kind, unsigned dev, uint64_t ops));
 
 #endif

@@ -1020,6 +1020,18 @@ static void sweep(uint64_t seed)
     sti();
 }
 
+static void devfuzz_report(const char *kind, unsigned dev, uint64_t ops)
+{
+    line_start();
+    put_str("devfuzz ");
+    put_str(kind);
+    put_str(" at 0:");
+    put_dec(dev);
+    put_str(" ops=");
+    put_dec(ops);
+    line_end();
+}
+
 static __attribute__((noreturn)) void command_loop(void)
 {
     char line[LINE_MAX];
@@ -1102,8 +1114,30 @@ static __attribute__((noreturn)) void command_loop(void)
                    line[4] == 'u' && line[5] == 'z' && line[6] == 'z' &&
                    (line[7] == ' ' || line[7] == 0)) {
             /* Hostile driver for the storage devices (device_fuzz.c). */
+            const char *p = line + 7;
+            uint64_t seed = 1, rounds = 8;
+            while (*p == ' ')
+                p++;
+            if (*p && !parse_u64(&p, &seed))
+                p = "?";
+            while (*p == ' ')
+                p++;
+            if (p[0] == 'r' && p[1] == 'o' && p[2] == 'u' && p[3] == 'n' && p[4] == 'd' &&
+                p[5] == 's' && p[6] == '=') {
+                p += 7;
+                if (!parse_u64(&p, &rounds) || rounds < 1 || rounds > 64)
+                    p = "?";
+            }
+            if (*p) {
+                say("devfuzz FAIL usage: devfuzz SEED [rounds=1..64]");
+                continue;
+            }
             cli();
-            device_fuzz(line + 7, say);
+            unsigned devices = device_fuzz(seed, (unsigned)rounds, devfuzz_report);
+            line_start();
+            put_str("devfuzz done devices=");
+            put_dec(devices);
+            line_end();
             if (rx_irq_mode) {
                 uart_rx_irq(true);
                 sti();
