@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "stderr_capture.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -52,35 +54,6 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     return rmdir(tmpdir);
-}
-
-/* ---- stderr capture ---- */
-
-static int saved_stderr = -1;
-static FILE *capture_file;
-
-static void capture_stderr(void)
-{
-    fflush(stderr);
-    capture_file = tmpfile();
-    assert_non_null(capture_file);
-    saved_stderr = dup(STDERR_FILENO);
-    assert_true(saved_stderr >= 0);
-    assert_true(dup2(fileno(capture_file), STDERR_FILENO) >= 0);
-}
-
-static char *captured_stderr(void)
-{
-    static char buf[16384];
-    fflush(stderr);
-    assert_true(dup2(saved_stderr, STDERR_FILENO) >= 0);
-    close(saved_stderr);
-    rewind(capture_file);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, capture_file);
-    buf[n] = '\0';
-    fclose(capture_file);
-    fputs(buf, stderr); /* still shown */
-    return buf;
 }
 
 /* ---- fixtures ---- */

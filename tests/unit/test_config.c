@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include "stderr_capture.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,33 +70,6 @@ static char *read_file(const char *path)
     size_t n = fread(buf, 1, sizeof(buf) - 1, f);
     fclose(f);
     buf[n] = '\0';
-    return buf;
-}
-
-/* Collects what is written to stderr between the two calls. */
-static int saved_stderr = -1;
-static FILE *capture_file;
-
-static void capture_stderr(void)
-{
-    fflush(stderr);
-    capture_file = tmpfile();
-    assert_non_null(capture_file);
-    saved_stderr = dup(STDERR_FILENO);
-    assert_true(saved_stderr >= 0);
-    assert_true(dup2(fileno(capture_file), STDERR_FILENO) >= 0);
-}
-
-static char *captured_stderr(void)
-{
-    static char buf[8192];
-    fflush(stderr);
-    assert_true(dup2(saved_stderr, STDERR_FILENO) >= 0);
-    close(saved_stderr);
-    rewind(capture_file);
-    size_t n = fread(buf, 1, sizeof(buf) - 1, capture_file);
-    buf[n] = '\0';
-    fclose(capture_file);
     return buf;
 }
 
