@@ -117,6 +117,9 @@ int platform_desc_from_config(struct platform_desc *d, const struct config *cfg)
             cfg->devices[i].pvpanic.enable_isa)
             d->pvpanic_port = PVPANIC_PORT;
 
+    /* The config layer refuses longer lists at their place in the file. */
+    _Static_assert(CONFIG_MAX_BOOT_ORDER <= PLATFORM_MAX_BOOT_DEVICES,
+                   "main.boot_order may list more devices than the platform holds");
     d->boot_count = 0;
     for (size_t i = 0; i < cfg->main.boot_order_count; i++) {
         const struct config_device *dev = &cfg->devices[cfg->main.boot_order_dev[i]];
