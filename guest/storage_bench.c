@@ -21,6 +21,9 @@
  *            1024/N descriptors over physically contiguous memory
  *   tests=rr,rw,sr,sw  which of randread4k, randwrite4k, seqread1m,
  *            seqwrite1m to run (default all, in that order)
+ *   keep=1   leave the device running afterwards (queues set up, BARs
+ *            decoded), for tests that look at it from the host; a later
+ *            bench reuses the same BAR addresses and queue memory
  * Output (each line prefixed "testguest: "):
  *   bench DEV device VVVV:DDDD class CCCCCC at B:D bar0 0x... [...]
  *   bench DEV disk bytes=N block=N queue=N [mdts=N] [event_idx=0|1]
@@ -1035,7 +1038,7 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
         return;
     }
 
-    uint64_t ms = 2000, warm = 200, qd = 32, sqd = 8, batch = 0, sbatch = 0, seg = 64;
+    uint64_t ms = 2000, warm = 200, qd = 32, sqd = 8, batch = 0, sbatch = 0, seg = 64, keep = 0;
     unsigned tests = 0xf;
     int want_bus = -1, want_dev = -1;
     bool bad = false;
@@ -1060,6 +1063,8 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
             dst = &sbatch;
         else if (word_is(p, "seg=", &rest))
             dst = &seg;
+        else if (word_is(p, "keep=", &rest))
+            dst = &keep;
         if (dst) {
             p = rest;
             if (!parse_num(&p, &v))
@@ -1243,13 +1248,15 @@ void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *l
         ln_kv(&l, "kicks", r->kicks);
         say(l.buf);
     }
-    if (!s->broken)
+    if (!s->broken && !keep)
         user_enter(u_shutdown, s, USER_STACK_TOP);
     l.n = 0;
     ln_str(&l, "bench ");
     ln_str(&l, dname);
     ln_str(&l, " done");
     say(l.buf);
+    if (keep)
+        return;
 out:
     /* Leave the function quiet: no decoding, no bus mastering, so another
      * run may place another device's BARs at the same addresses. */

@@ -456,6 +456,12 @@ static void on_signal(void *opaque, uint32_t events)
     struct signalfd_siginfo si;
     if (read(vmm->signal_fd, &si, sizeof(si)) != sizeof(si))
         return;
+    if (si.ssi_signo == SIGUSR1) {
+        log_info("received SIGUSR1: state dump of VM %s (%s)", vmm->cfg.main.name,
+                 vmm->started ? "running" : "not started: no console client yet");
+        machine_dump_state(&vmm->machine);
+        return;
+    }
     if (vmm->halting)
         return; /* a second Ctrl-C while the first is handled */
     vmm->halting = true;
@@ -508,6 +514,7 @@ static int setup_signals(struct vmm *vmm)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1); /* state dump */
     /* Blocked in every thread (vCPU threads inherit it); read via signalfd. */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     vmm->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -8,11 +8,16 @@
  *         send:TEXT       send TEXT; \r \n \e \\ and \xHH escapes
  *         sleep:SECONDS   pause
  *         timeout:SECONDS per-step timeout from now on (default 60)
+ *         idle:SECONDS    from now on, fail as soon as the guest has printed
+ *                         nothing for SECONDS (0: never), whatever the step
+ *                         timeout says: a silent guest is a stalled one
  *         eof             wait until the VMM closes the console
  * Exit status: 0 when every step succeeded, 1 on a timeout (the step is
- * named on stderr), 2 on usage or connection errors. */
+ * named on stderr), 2 on usage or connection errors, 3 when the guest fell
+ * silent for the idle limit. */
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +30,8 @@
 
 static char window[WINDOW + 1]; /* recent output, searched by expect */
 static size_t window_len;
+static double last_output; /* when the guest last printed (now_s) */
+static double idle_limit;  /* 0: no limit */
 
 static double now_s(void)
 {
@@ -69,6 +76,7 @@ static int pump(int fd, double wait_s)
         return -1;
     fwrite(buf, 1, (size_t)n, stdout);
     fflush(stdout);
+    last_output = now_s();
     /* The window keeps the newest WINDOW bytes; reads are smaller than it. */
     if (window_len + (size_t)n > WINDOW) {
         size_t drop = window_len + (size_t)n - WINDOW;
@@ -78,6 +86,33 @@ static int pump(int fd, double wait_s)
     memcpy(window + window_len, buf, (size_t)n);
     window_len += (size_t)n;
     window[window_len] = '\0';
+    return 1;
+}
+
+/* How long to wait for output before the step deadline or the idle limit;
+ * <= 0 means one of them has passed (idle_hit tells which). */
+static double wait_left(double deadline, bool *idle_hit)
+{
+    double t = now_s(), left = deadline - t;
+    *idle_hit = false;
+    if (idle_limit > 0) {
+        double idle_left = last_output + idle_limit - t;
+        if (idle_left <= 0)
+            *idle_hit = true;
+        if (idle_left < left)
+            left = idle_left;
+    }
+    return left;
+}
+
+static int fail_step(int step, const char *what, bool idle_hit)
+{
+    if (idle_hit) {
+        fprintf(stderr, "\nttyexpect: step %d (%s): the guest printed nothing for %.0f s\n", step,
+                what, idle_limit);
+        return 3;
+    }
+    fprintf(stderr, "\nttyexpect: step %d failed: %s\n", step, what);
     return 1;
 }
 
@@ -142,6 +177,7 @@ int main(int argc, char **argv)
     int fd = connect_socket(argv[i++], connect_timeout);
     if (fd < 0)
         return 2;
+    last_output = now_s();
     for (; i < argc; i++) {
         const char *step = argv[i];
         if (strncmp(step, "expect:", 7) == 0) {
@@ -149,12 +185,11 @@ int main(int argc, char **argv)
             char text[4096];
             text[unescape(step + 7, text)] = '\0';
             char *hit;
+            bool idle_hit;
             while (!(hit = find(text))) {
-                double left = deadline - now_s();
-                if (left <= 0 || pump(fd, left) < 0) {
-                    fprintf(stderr, "\nttyexpect: step %d failed: %s\n", i, step);
-                    return 1;
-                }
+                double left = wait_left(deadline, &idle_hit);
+                if (left <= 0 || pump(fd, left) < 0)
+                    return fail_step(i, step, idle_hit);
             }
             /* Consume through the match so a later expect needs new output. */
             size_t consumed = (size_t)(hit - window) + strlen(text);
@@ -179,14 +214,17 @@ int main(int argc, char **argv)
                     break;
         } else if (strncmp(step, "timeout:", 8) == 0) {
             step_timeout = atof(step + 8);
+        } else if (strncmp(step, "idle:", 5) == 0) {
+            idle_limit = atof(step + 5);
         } else if (strcmp(step, "eof") == 0) {
             double deadline = now_s() + step_timeout;
-            int r;
-            while ((r = pump(fd, deadline - now_s())) >= 0) {
-                if (now_s() > deadline) {
-                    fprintf(stderr, "\nttyexpect: step %d failed: eof\n", i);
-                    return 1;
-                }
+            bool idle_hit;
+            for (;;) {
+                double left = wait_left(deadline, &idle_hit);
+                if (left <= 0)
+                    return fail_step(i, step, idle_hit);
+                if (pump(fd, left) < 0)
+                    break;
             }
         } else {
             fprintf(stderr, "ttyexpect: unknown step %s\n", step);

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -599,6 +600,97 @@ void machine_stop(struct machine *m)
         vcpu_kick(&m->vcpus[i]);
     for (unsigned i = 0; i < m->spec.cpus; i++)
         vcpu_join(&m->vcpus[i]);
+}
+
+/* ---- State dump ---- */
+
+static void log_text_lines(const char *text)
+{
+    const char *line = text;
+    while (*line) {
+        const char *end = strchr(line, '\n');
+        int len = end ? (int)(end - line) : (int)strlen(line);
+        log_info("%.*s", len, line);
+        line += len + (end ? 1 : 0);
+    }
+}
+
+static void dump_pic(struct machine *m, unsigned chip_id, const char *name)
+{
+    struct kvm_irqchip chip = {.chip_id = chip_id};
+    if (ioctl(m->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
+        log_info("%s: KVM_GET_IRQCHIP: %s", name, strerror(errno));
+        return;
+    }
+    const struct kvm_pic_state *p = &chip.chip.pic;
+    log_info("%s: irr 0x%02x imr 0x%02x isr 0x%02x elcr 0x%02x base 0x%02x last_irr 0x%02x "
+             "init_state %u",
+             name, p->irr, p->imr, p->isr, p->elcr, p->irq_base, p->last_irr, p->init_state);
+}
+
+static void dump_ioapic(struct machine *m)
+{
+    struct kvm_irqchip chip = {.chip_id = KVM_IRQCHIP_IOAPIC};
+    if (ioctl(m->vm_fd, KVM_GET_IRQCHIP, &chip) < 0) {
+        log_info("ioapic: KVM_GET_IRQCHIP: %s", strerror(errno));
+        return;
+    }
+    const struct kvm_ioapic_state *io = &chip.chip.ioapic;
+    log_info("ioapic: irr 0x%06x (pins the devices assert are marked *)", io->irr);
+    pthread_mutex_lock(&m->irq_lock);
+    uint32_t asserted = 0;
+    for (unsigned pin = 0; pin < IRQ_LINE_COUNT; pin++)
+        if (m->irq_sources[pin])
+            asserted |= 1u << pin;
+    pthread_mutex_unlock(&m->irq_lock);
+    for (unsigned pin = 0; pin < KVM_IOAPIC_NUM_PINS && pin < IRQ_LINE_COUNT; pin++) {
+        uint64_t e = io->redirtbl[pin].bits;
+        bool masked = e & (1u << 16);
+        if (masked && !(asserted & (1u << pin)) && !(io->irr & (1u << pin)))
+            continue;
+        log_info("ioapic: pin %2u%s vector 0x%02llx %s %s%s%s dest 0x%02llx", pin,
+                 asserted & (1u << pin) ? "*" : " ", (unsigned long long)(e & 0xff),
+                 e & (1u << 15) ? "level" : "edge", masked ? "masked" : "unmasked",
+                 e & (1u << 14) ? " remote-irr" : "", e & (1u << 12) ? " delivery-pending" : "",
+                 (unsigned long long)(e >> 56));
+    }
+}
+
+#define DUMP_ANSWER_WAIT_MS 1000
+
+void machine_dump_state(struct machine *m)
+{
+    log_info("state dump: %u vCPUs, %u resets so far", m->spec.cpus, m->resets);
+    bool waiting = false;
+    for (unsigned i = 0; i < m->spec.cpus; i++)
+        waiting |= vcpu_request_dump(&m->vcpus[i]);
+    /* vCPUs answer at their next exit; the kick forces one. */
+    for (unsigned ms = 0; waiting && ms < DUMP_ANSWER_WAIT_MS; ms += 10) {
+        waiting = false;
+        for (unsigned i = 0; i < m->spec.cpus; i++)
+            waiting |= !vcpu_dump_answer(&m->vcpus[i]);
+        if (waiting)
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        const char *text = vcpu_dump_answer(&m->vcpus[i]);
+        if (text) {
+            log_text_lines(text);
+        } else {
+            char why[256];
+            vcpu_describe_unanswered(&m->vcpus[i], why, sizeof(why));
+            log_info("%s", why);
+        }
+    }
+    if (m->vm_fd >= 0) {
+        dump_pic(m, KVM_IRQCHIP_PIC_MASTER, "pic master");
+        dump_pic(m, KVM_IRQCHIP_PIC_SLAVE, "pic slave");
+        dump_ioapic(m);
+    }
+    for (unsigned i = 0; i < m->device_count; i++)
+        if (m->devices[i]->ops->dump)
+            m->devices[i]->ops->dump(m->devices[i]);
+    log_info("state dump: end");
 }
 
 int machine_reset(struct machine *m)

@@ -51,6 +51,18 @@ enum machine_event {
     MACHINE_FAILED,
 };
 
+/* One KVM exit, for the state dump (no timestamps: exits are hot). */
+struct vcpu_exit_record {
+    uint64_t seq; /* this vCPU's exit number */
+    uint64_t addr;
+    uint64_t data;
+    uint32_t reason; /* KVM_EXIT_* */
+    uint8_t size;
+    bool write;
+};
+#define VCPU_EXIT_HISTORY 8
+#define VCPU_DUMP_TEXT_SIZE 3072
+
 struct vcpu {
     struct machine *machine;
     unsigned id;
@@ -65,6 +77,15 @@ struct vcpu {
     int host_cpu;                 /* -1: unpinned */
     _Atomic bool probe_requested; /* report whether halted with interrupts off */
     _Atomic bool halted_irqs_off; /* result of the last probe */
+
+    /* State dump (SIGUSR1): the vCPU thread describes itself in dump_text
+     * when dump_answered falls behind dump_requested; exits[] and
+     * exit_count are written by the vCPU thread only. */
+    struct vcpu_exit_record exits[VCPU_EXIT_HISTORY];
+    _Atomic uint64_t exit_count;
+    _Atomic bool in_handler; /* handling exits[(exit_count - 1) % HISTORY] in the VMM */
+    _Atomic unsigned dump_requested, dump_answered;
+    char dump_text[VCPU_DUMP_TEXT_SIZE];
 };
 
 struct msi_route {
@@ -120,6 +141,11 @@ int machine_start(struct machine *m);
 void machine_request(struct machine *m, enum machine_event event);
 /* Main thread: stop and join every vCPU thread. */
 void machine_stop(struct machine *m);
+/* Main thread: logs what the VM is doing, for a guest that stopped making
+ * progress: every vCPU's registers, mode, pending events, LAPIC, halted
+ * state and last exits; the PICs and IOAPIC; every device's dump op
+ * (virtio and NVMe queue indexes). Ends with the line "state dump: end". */
+void machine_dump_state(struct machine *m);
 /* Main thread: devices back to power-on, a fresh VM on the same RAM, vCPUs
  * restarted at the reset vector. */
 int machine_reset(struct machine *m);

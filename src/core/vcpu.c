@@ -4,6 +4,8 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,8 @@
 #include "common/log.h"
 #include "core/machine.h"
 
-#define SIG_KICK SIGUSR1
+/* A real-time signal: SIGUSR1 asks for a state dump (main.c). */
+#define SIG_KICK (SIGRTMIN + 1)
 
 static _Thread_local struct kvm_run *current_run;
 
@@ -229,6 +232,247 @@ static void answer_halt_probe(struct vcpu *v)
     atomic_store(&v->probe_requested, false);
 }
 
+/* ---- State dump ---- */
+
+static const char *exit_reason_name(uint32_t reason)
+{
+    switch (reason) {
+    case KVM_EXIT_IO:
+        return "io";
+    case KVM_EXIT_MMIO:
+        return "mmio";
+    case KVM_EXIT_HLT:
+        return "hlt";
+    case KVM_EXIT_SHUTDOWN:
+        return "shutdown";
+    case KVM_EXIT_INTR:
+        return "intr";
+    case KVM_EXIT_IRQ_WINDOW_OPEN:
+        return "irq-window";
+    case KVM_EXIT_SYSTEM_EVENT:
+        return "system-event";
+    case KVM_EXIT_INTERNAL_ERROR:
+        return "internal-error";
+    case KVM_EXIT_FAIL_ENTRY:
+        return "fail-entry";
+    default:
+        return "other";
+    }
+}
+
+static const char *mp_state_name(uint32_t state)
+{
+    static const char *const names[] = {
+        "runnable",   "uninitialized", "init-received", "halted",        "sipi-received", "stopped",
+        "check-stop", "operating",     "load",          "ap-reset-hold", "suspended"};
+    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
+}
+
+static void record_exit(struct vcpu *v)
+{
+    const struct kvm_run *run = v->run;
+    uint64_t seq = atomic_load_explicit(&v->exit_count, memory_order_relaxed);
+    struct vcpu_exit_record *r = &v->exits[seq % VCPU_EXIT_HISTORY];
+    memset(r, 0, sizeof(*r));
+    r->seq = seq;
+    r->reason = run->exit_reason;
+    if (run->exit_reason == KVM_EXIT_IO) {
+        r->addr = run->io.port;
+        r->size = run->io.size;
+        r->write = run->io.direction == KVM_EXIT_IO_OUT;
+        r->data = run->io.count; /* repetitions of string I/O */
+    } else if (run->exit_reason == KVM_EXIT_MMIO) {
+        r->addr = run->mmio.phys_addr;
+        r->size = (uint8_t)run->mmio.len;
+        r->write = run->mmio.is_write;
+        if (r->write && run->mmio.len <= 8)
+            r->data = bus_load_le(run->mmio.data, run->mmio.len);
+    }
+    atomic_store_explicit(&v->exit_count, seq + 1, memory_order_release);
+}
+
+static int describe_exit(const struct vcpu_exit_record *r, char *buf, size_t cap)
+{
+    if (r->reason == KVM_EXIT_IO)
+        return snprintf(buf, cap, "#%llu io %s port 0x%llx size %u count %llu",
+                        (unsigned long long)r->seq, r->write ? "out" : "in",
+                        (unsigned long long)r->addr, r->size, (unsigned long long)r->data);
+    if (r->reason == KVM_EXIT_MMIO)
+        return snprintf(buf, cap, "#%llu mmio %s 0x%llx size %u%s%llx", (unsigned long long)r->seq,
+                        r->write ? "write" : "read", (unsigned long long)r->addr, r->size,
+                        r->write ? " value 0x" : "", (unsigned long long)(r->write ? r->data : 0));
+    return snprintf(buf, cap, "#%llu %s (%u)", (unsigned long long)r->seq,
+                    exit_reason_name(r->reason), r->reason);
+}
+
+/* Bounded appends to the dump text. */
+struct text {
+    char *buf;
+    size_t cap, len;
+};
+
+static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const char *fmt, ...)
+{
+    if (t->len + 1 >= t->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        t->len = t->len + (size_t)n < t->cap ? t->len + (size_t)n : t->cap - 1;
+}
+
+static uint32_t lapic_reg(const struct kvm_lapic_state *l, unsigned offset)
+{
+    uint32_t v;
+    memcpy(&v, l->regs + offset, sizeof(v));
+    return v;
+}
+
+/* The vectors set in a 256-bit LAPIC register (ISR, TMR, IRR at base). */
+static void add_vectors(struct text *t, const char *name, const struct kvm_lapic_state *l,
+                        unsigned base)
+{
+    text_add(t, " %s=[", name);
+    bool first = true;
+    for (unsigned word = 0; word < 8; word++) {
+        uint32_t bits = lapic_reg(l, base + word * 0x10);
+        for (unsigned b = 0; b < 32; b++)
+            if (bits & (1u << b)) {
+                text_add(t, "%s0x%x", first ? "" : ",", word * 32 + b);
+                first = false;
+            }
+    }
+    text_add(t, "]");
+}
+
+static const char *cpu_mode(const struct kvm_sregs *s, uint64_t rflags)
+{
+    if (!(s->cr0 & 1))
+        return "real";
+    if (rflags & (1u << 17))
+        return "vm86";
+    if (s->efer & (1u << 10)) /* LMA */
+        return s->cs.l ? "long 64-bit" : "long compat";
+    return s->cs.db ? "protected 32-bit" : "protected 16-bit";
+}
+
+/* Fills v->dump_text; on the vCPU's own thread (KVM serialises vCPU ioctls
+ * with KVM_RUN), or on the main thread while no vCPU thread runs. */
+static void describe_vcpu(struct vcpu *v)
+{
+    struct text t = {v->dump_text, sizeof(v->dump_text), 0};
+    struct kvm_regs r;
+    struct kvm_sregs s;
+    struct kvm_mp_state mp;
+    struct kvm_vcpu_events ev;
+    struct kvm_lapic_state lapic;
+    memset(&r, 0, sizeof(r));
+    memset(&s, 0, sizeof(s));
+    memset(&ev, 0, sizeof(ev));
+    v->dump_text[0] = '\0';
+    if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
+        text_add(&t, "vCPU %u: cannot read registers: %s", v->id, strerror(errno));
+        return;
+    }
+    const char *mp_name =
+        ioctl(v->fd, KVM_GET_MP_STATE, &mp) == 0 ? mp_state_name(mp.mp_state) : "?";
+    text_add(&t,
+             "vCPU %u: %s, %s mode, cpl %u, cs:rip %04x:%016llx rflags %llx (IF=%u), "
+             "exits %llu\n",
+             v->id, mp_name, cpu_mode(&s, r.rflags), s.cs.selector & 3u, s.cs.selector,
+             (unsigned long long)r.rip, (unsigned long long)r.rflags,
+             (unsigned)((r.rflags >> 9) & 1), (unsigned long long)atomic_load(&v->exit_count));
+    text_add(&t,
+             "vCPU %u:   rax %llx rbx %llx rcx %llx rdx %llx rsi %llx rdi %llx rbp %llx rsp %llx\n",
+             v->id, (unsigned long long)r.rax, (unsigned long long)r.rbx, (unsigned long long)r.rcx,
+             (unsigned long long)r.rdx, (unsigned long long)r.rsi, (unsigned long long)r.rdi,
+             (unsigned long long)r.rbp, (unsigned long long)r.rsp);
+    text_add(&t,
+             "vCPU %u:   cr0 %llx cr2 %llx cr3 %llx cr4 %llx cr8 %llx efer %llx apic_base %llx\n",
+             v->id, (unsigned long long)s.cr0, (unsigned long long)s.cr2, (unsigned long long)s.cr3,
+             (unsigned long long)s.cr4, (unsigned long long)s.cr8, (unsigned long long)s.efer,
+             (unsigned long long)s.apic_base);
+    if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) == 0)
+        text_add(&t,
+                 "vCPU %u:   events: interrupt injected %u vector 0x%x shadow %u; nmi injected %u "
+                 "pending %u masked %u; exception injected %u pending %u vector %u\n",
+                 v->id, ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.shadow,
+                 ev.nmi.injected, ev.nmi.pending, ev.nmi.masked, ev.exception.injected,
+                 ev.exception.pending, ev.exception.nr);
+    if (ioctl(v->fd, KVM_GET_LAPIC, &lapic) == 0) {
+        text_add(&t,
+                 "vCPU %u:   lapic: id %u tpr 0x%x ppr 0x%x svr 0x%x lvt-timer 0x%x "
+                 "initial-count %u current-count %u lint0 0x%x lint1 0x%x",
+                 v->id, lapic_reg(&lapic, 0x20) >> 24, lapic_reg(&lapic, 0x80),
+                 lapic_reg(&lapic, 0xa0), lapic_reg(&lapic, 0xf0), lapic_reg(&lapic, 0x320),
+                 lapic_reg(&lapic, 0x380), lapic_reg(&lapic, 0x390), lapic_reg(&lapic, 0x350),
+                 lapic_reg(&lapic, 0x360));
+        add_vectors(&t, "isr", &lapic, 0x100);
+        add_vectors(&t, "irr", &lapic, 0x200);
+        add_vectors(&t, "tmr", &lapic, 0x180);
+        text_add(&t, "\n");
+    }
+    uint64_t count = atomic_load(&v->exit_count);
+    unsigned n = count < VCPU_EXIT_HISTORY ? (unsigned)count : VCPU_EXIT_HISTORY;
+    text_add(&t, "vCPU %u:   last exits (newest first):", v->id);
+    for (unsigned i = 0; i < n; i++) {
+        char one[96];
+        describe_exit(&v->exits[(count - 1 - i) % VCPU_EXIT_HISTORY], one, sizeof(one));
+        text_add(&t, "%s %s", i ? ";" : "", one);
+    }
+    if (!n)
+        text_add(&t, " none");
+}
+
+/* Answers a dump request on the vCPU thread. */
+static void answer_dump(struct vcpu *v)
+{
+    unsigned want = atomic_load(&v->dump_requested);
+    if (atomic_load(&v->dump_answered) == want)
+        return;
+    describe_vcpu(v);
+    atomic_store_explicit(&v->dump_answered, want, memory_order_release);
+}
+
+bool vcpu_request_dump(struct vcpu *v)
+{
+    unsigned want = atomic_fetch_add(&v->dump_requested, 1) + 1;
+    pthread_mutex_lock(&v->kick_lock);
+    bool running = v->thread_running;
+    if (running)
+        pthread_kill(v->thread, SIG_KICK);
+    pthread_mutex_unlock(&v->kick_lock);
+    if (!running) { /* no thread holds the vCPU: describe it from here */
+        describe_vcpu(v);
+        atomic_store(&v->dump_answered, want);
+    }
+    return running;
+}
+
+const char *vcpu_dump_answer(struct vcpu *v)
+{
+    if (atomic_load_explicit(&v->dump_answered, memory_order_acquire) !=
+        atomic_load(&v->dump_requested))
+        return NULL;
+    return v->dump_text;
+}
+
+void vcpu_describe_unanswered(struct vcpu *v, char *buf, size_t cap)
+{
+    uint64_t count = atomic_load_explicit(&v->exit_count, memory_order_acquire);
+    if (!atomic_load(&v->in_handler) || count == 0) {
+        snprintf(buf, cap, "vCPU %u: no answer (in KVM_RUN or between exits; %llu exits)", v->id,
+                 (unsigned long long)count);
+        return;
+    }
+    /* The vCPU thread is stuck handling this exit, so the record is stable. */
+    int n = snprintf(buf, cap, "vCPU %u: no answer: still handling exit ", v->id);
+    if (n > 0 && (size_t)n < cap)
+        describe_exit(&v->exits[(count - 1) % VCPU_EXIT_HISTORY], buf + n, cap - (size_t)n);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -246,13 +490,18 @@ static void *vcpu_thread(void *arg)
                 v->run->immediate_exit = 0;
                 if (atomic_load(&v->probe_requested))
                     answer_halt_probe(v);
+                answer_dump(v);
                 continue;
             }
             log_error("vCPU %u: KVM_RUN: %s", v->id, strerror(errno));
             machine_request(m, MACHINE_FAILED);
             break;
         }
-        if (!handle_exit(v))
+        record_exit(v);
+        atomic_store_explicit(&v->in_handler, true, memory_order_relaxed);
+        bool keep_running = handle_exit(v);
+        atomic_store_explicit(&v->in_handler, false, memory_order_relaxed);
+        if (!keep_running)
             break;
     }
     pthread_sigmask(SIG_BLOCK, &kick, NULL);

@@ -16,6 +16,11 @@ struct device_ops {
     /* Called after the machine (re)creates its KVM VM, so devices can
      * register VM-level resources (irqfd, ioeventfd). Optional. */
     int (*vm_attached)(struct device *dev, struct machine *machine);
+    /* Logs the device's state for a stalled-guest report (queue indexes,
+     * requests in flight), at info level. Optional; main thread, with the
+     * vCPUs running: must not wait on locks a stuck guest or worker may
+     * hold for long (use trylock and say so). */
+    void (*dump)(struct device *dev);
     /* Frees the device; called once at teardown. */
     void (*destroy)(struct device *dev);
 };

@@ -2,6 +2,7 @@
  * reset and shutdown, queue bookkeeping, completion posting, interrupts and
  * the I/O worker thread. Admin commands: nvme_admin.c; NVM commands and
  * PRPs: nvme_io.c. */
+#include "common/sync.h"
 #include "nvme/nvme_int.h"
 
 #include <errno.h>
@@ -744,6 +745,54 @@ static void nvme_reset(struct device *dev)
     pci_device_reset(&c->pci);
 }
 
+#define DUMP_LOCK_MS 100
+
+static void nvme_dump(struct device *dev)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    const char *name = c->pci.dev.name;
+    if (!mutex_lock_within(&c->lock, DUMP_LOCK_MS)) {
+        log_info("%s: controller lock held for %u ms (a vCPU stuck in admin processing?)", name,
+                 DUMP_LOCK_MS);
+        return;
+    }
+    pthread_mutex_lock(&c->work_lock);
+    uint32_t pending = c->pending;
+    bool busy = c->worker_busy;
+    pthread_mutex_unlock(&c->work_lock);
+    log_info("%s: cc 0x%x csts 0x%x intms 0x%x, %s, %u AERs outstanding, %u events queued, "
+             "worker %s, SQs with doorbell activity 0x%x, INTx pending 0x%x, msix %s",
+             name, c->cc, c->csts, atomic_load(&c->intms),
+             atomic_load(&c->io_stopped) ? "I/O stopped" : "I/O running", c->aer_count,
+             c->event_count, busy ? "busy" : "idle", pending, atomic_load(&c->intx_pending),
+             msix_enabled(&c->msix) ? "on" : "off");
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        struct nvme_sq *sq = &c->sqs[qid];
+        if (!mutex_lock_within(&sq->lock, DUMP_LOCK_MS)) {
+            log_info("%s sq %u: lock busy", name, qid);
+        } else {
+            if (sq->active)
+                log_info("%s sq %u: cq %u size %u head %u tail %u, %u in flight%s", name, qid,
+                         sq->cqid, sq->size, sq->head, sq->tail, sq->inflight,
+                         sq->starved ? ", waiting for a free request" : "");
+            pthread_mutex_unlock(&sq->lock);
+        }
+        struct nvme_cq *cq = &c->cqs[qid];
+        if (!mutex_lock_within(&cq->lock, DUMP_LOCK_MS)) {
+            log_info("%s cq %u: lock busy", name, qid);
+        } else {
+            if (cq->active)
+                log_info("%s cq %u: size %u head %u tail %u phase %u, %u slots reserved, "
+                         "SQs waiting 0x%x, interrupts %s vector %u%s",
+                         name, qid, cq->size, cq->head, cq->tail, cq->phase, cq->reserved,
+                         cq->waiting_sqs, cq->ien ? "on" : "off", cq->iv,
+                         cq->ien && msix_is_pending(&c->msix, cq->iv) ? " (pending in PBA)" : "");
+            pthread_mutex_unlock(&cq->lock);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void nvme_destroy(struct device *dev)
 {
     struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
@@ -773,6 +822,7 @@ static void nvme_destroy(struct device *dev)
 
 static const struct device_ops nvme_device_ops = {
     .reset = nvme_reset,
+    .dump = nvme_dump,
     .destroy = nvme_destroy,
 };
 

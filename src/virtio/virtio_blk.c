@@ -2,7 +2,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "common/sync.h"
 
 #define SECTOR_SIZE 512ull
 #define BLK_HEADER_SIZE 16
@@ -404,10 +407,23 @@ static void blk_queue_process(struct virtio_pci *vp, unsigned queue)
     }
 }
 
+static void blk_queue_describe(struct virtio_pci *vp, unsigned queue, char *buf, size_t cap)
+{
+    struct vblk_queue *q = &blk_of(vp)->queues[queue];
+    if (!mutex_lock_within(&q->lock, 100)) {
+        snprintf(buf, cap, "requests: lock busy");
+        return;
+    }
+    snprintf(buf, cap, "%u requests at the back end%s", q->inflight,
+             q->starved ? ", worker waiting for a free request" : "");
+    pthread_mutex_unlock(&q->lock);
+}
+
 static const struct virtio_pci_device_ops blk_virtio_ops = {
     .queue_activate = blk_queue_activate,
     .queue_process = blk_queue_process,
     .queue_quiesce = blk_queue_quiesce,
+    .queue_describe = blk_queue_describe,
 };
 
 /* ---- Device lifecycle ---- */
@@ -436,8 +452,14 @@ static void blk_destroy(struct device *dev)
     free(blk);
 }
 
+static void blk_dump(struct device *dev)
+{
+    virtio_pci_dump(container_of(dev, struct virtio_pci, pci.dev));
+}
+
 static const struct device_ops blk_device_ops = {
     .reset = blk_reset,
+    .dump = blk_dump,
     .vm_attached = blk_vm_attached,
     .destroy = blk_destroy,
 };

@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/sync.h"
 #include "core/machine.h"
 
 #define TRANSPORT_FEATURES                                                                         \
@@ -987,6 +988,45 @@ fail_alloc:
     pthread_mutex_destroy(&vp->isr_lock);
     pci_device_destroy(&vp->pci);
     return -1;
+}
+
+#define DUMP_LOCK_MS 100
+
+void virtio_pci_dump(struct virtio_pci *vp)
+{
+    if (!mutex_lock_within(&vp->lock, DUMP_LOCK_MS)) {
+        log_info("%s: transport lock held for %u ms (a vCPU is stuck in a register access?)",
+                 vp->name, DUMP_LOCK_MS);
+        return;
+    }
+    pthread_mutex_lock(&vp->isr_lock);
+    uint8_t isr = vp->isr;
+    pthread_mutex_unlock(&vp->isr_lock);
+    log_info("%s: virtio status 0x%02x%s, %s driver, features 0x%llx, isr 0x%x, msix %s, config "
+             "vector %u",
+             vp->name, vp->status, atomic_load(&vp->needs_reset) ? " NEEDS_RESET" : "",
+             vp->legacy_driver ? "legacy" : "modern", (unsigned long long)virtio_pci_features(vp),
+             isr, msix_enabled(&vp->msix) ? "on" : "off", atomic_load(&vp->config_vector));
+    for (unsigned i = 0; i < vp->num_queues; i++) {
+        struct virtio_pci_queue *q = &vp->queues[i];
+        if (!q->enabled)
+            continue;
+        char ring[320], device[128] = "";
+        bool popper_idle = mutex_lock_within(&q->proc_lock, DUMP_LOCK_MS);
+        virtq_describe(&q->vq, popper_idle, ring, sizeof(ring));
+        if (popper_idle)
+            pthread_mutex_unlock(&q->proc_lock);
+        if (vp->ops->queue_describe)
+            vp->ops->queue_describe(vp, i, device, sizeof(device));
+        uint16_t vector = atomic_load(&q->msix_vector);
+        log_info("%s queue %u: %s; running %u, vector %u%s%s%s", vp->name, i, ring,
+                 atomic_load(&q->running), vector,
+                 vector != VIRTIO_MSI_NO_VECTOR && msix_is_pending(&vp->msix, vector)
+                     ? " (pending in PBA)"
+                     : "",
+                 device[0] ? "; " : "", device);
+    }
+    pthread_mutex_unlock(&vp->lock);
 }
 
 void virtio_pci_reset(struct virtio_pci *vp)

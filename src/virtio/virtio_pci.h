@@ -149,6 +149,9 @@ struct virtio_pci_device_ops {
     /* Processing stopped (reset): wait for every chain still in flight to
      * complete, then free per-queue state. Optional. */
     void (*queue_quiesce)(struct virtio_pci *vp, unsigned queue);
+    /* State dump: the device's own view of a queue (requests in flight),
+     * one short phrase. Must not block for long. Optional. */
+    void (*queue_describe)(struct virtio_pci *vp, unsigned queue, char *buf, size_t cap);
 };
 
 struct virtio_pci_params {
@@ -226,6 +229,8 @@ int virtio_pci_init(struct virtio_pci *vp, const struct virtio_pci_params *param
 void virtio_pci_destroy(struct virtio_pci *vp);
 /* Device reset op: virtio reset, MSI-X reset, PCI function reset. */
 void virtio_pci_reset(struct virtio_pci *vp);
+/* dump op: transport state and every enabled queue's ring indexes. */
+void virtio_pci_dump(struct virtio_pci *vp);
 /* vm_attached op: registers ioeventfds for mapped BARs on the new VM. */
 int virtio_pci_vm_attached(struct virtio_pci *vp, struct machine *m);
 

@@ -1,5 +1,6 @@
 #include "virtio/virtqueue.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -205,6 +206,30 @@ bool virtq_activate(struct virtq *vq, const struct guest_mem *mem, uint64_t feat
 bool virtq_has_available(struct virtq *vq)
 {
     return vq->active && load16_acquire(vq->avail + AVAIL_IDX) != vq->last_avail;
+}
+
+void virtq_describe(struct virtq *vq, bool popper_idle, char *buf, size_t cap)
+{
+    if (!vq->active) {
+        snprintf(buf, cap, "size %u, inactive", vq->size);
+        return;
+    }
+    char popper[32] = "busy";
+    if (popper_idle)
+        snprintf(popper, sizeof(popper), "%u", vq->last_avail);
+    char used[64] = "busy";
+    if (pthread_mutex_trylock(&vq->used_lock) == 0) {
+        snprintf(used, sizeof(used), "%u (last interrupt at %u%s)", vq->used_idx,
+                 vq->signalled_used, vq->signalled_valid ? "" : ", none yet");
+        pthread_mutex_unlock(&vq->used_lock);
+    }
+    snprintf(buf, cap,
+             "size %u, avail.idx %u avail.flags 0x%x used_event %u; last_avail %s; used.idx %u "
+             "used.flags 0x%x avail_event %u; our used_idx %s; event_idx %u",
+             vq->size, load16_acquire(vq->avail + AVAIL_IDX), load16(vq->avail + AVAIL_FLAGS),
+             load16(vq->avail + AVAIL_RING + 2u * vq->size), popper, load16(vq->used + USED_IDX),
+             load16(vq->used + USED_FLAGS),
+             load16(vq->used + USED_RING + USED_ELEM_SIZE * vq->size), used, vq->event_idx);
 }
 
 enum virtq_pop_result virtq_pop(struct virtq *vq, struct virtq_chain *c)

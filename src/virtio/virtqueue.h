@@ -120,6 +120,11 @@ bool virtq_enable_notify(struct virtq *vq);
 /* True if the available ring holds entries not yet popped. */
 bool virtq_has_available(struct virtq *vq);
 
+/* For the state dump: the ring indexes in guest memory and ours. The caller
+ * keeps the queue's configuration stable; last_avail is shown only when the
+ * caller holds the popper off (popper_idle), else "busy". */
+void virtq_describe(struct virtq *vq, bool popper_idle, char *buf, size_t cap);
+
 /* Ring sizes in bytes for a queue of n entries (event fields included). */
 uint64_t virtq_desc_bytes(unsigned n);
 uint64_t virtq_avail_bytes(unsigned n);

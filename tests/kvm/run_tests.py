@@ -458,6 +458,50 @@ def storage_devices_survive_hostile_driver():
             vm.cleanup()
 
 
+@test
+def sigusr1_dumps_state_and_vm_continues():
+    """SIGUSR1 logs what a stalled guest would be doing: every vCPU's mode,
+    registers, events, LAPIC and last exits, the interrupt controllers and
+    the queue indexes of a live virtio-blk or NVMe device; the guest runs on
+    afterwards, and a second request is answered as well."""
+    devices = {
+        "virtio-blk": ("pci-virtio-block", ("vdisk: virtio status 0x0f", "vdisk queue 0: size ",
+                                            "avail.idx ", "used.idx ", "requests at the back end")),
+        "nvme": ("pci-nvme", ("vdisk: cc 0x", "vdisk sq 0: cq 0", "vdisk sq 1: cq 1",
+                              "vdisk cq 1: size ")),
+    }
+    for dev, (driver, device_lines) in devices.items():
+        extra = ('[block_dev.b]\ntype = "mem-async"\nsize = 67108864\n'
+                 '[dev.vdisk]\ndriver = "%s"\nblock_dev = "b"\npci-path = "0.4.0"\n' % driver)
+        vm = VM(cpus=2, memory=128, extra=extra)
+        try:
+            c = vm.boot(2, 128)
+            c.line("bench %s ms=100 warm=0 tests=rw keep=1" % dev)
+            c.expect("testguest: bench %s done" % dev, timeout=60)
+            for attempt in range(2):
+                before = len(vm.output())
+                vm.proc.send_signal(signal.SIGUSR1)
+                deadline = time.monotonic() + 10
+                while "state dump: end" not in vm.output()[before:]:
+                    check(time.monotonic() < deadline, "no dump end:\n" + vm.output()[before:])
+                    time.sleep(0.05)
+                dump = vm.output()[before:]
+                for needle in ("received SIGUSR1: state dump", "vCPU 0: ", "vCPU 1: ",
+                               "long 64-bit mode", "cs:rip", "lapic: id 1",
+                               "last exits (newest first): #", "events: interrupt injected",
+                               "pic master: irr", "ioapic: irr") + device_lines:
+                    check(needle in dump, "%s: dump lacks %r:\n%s" % (dev, needle, dump))
+                check("no answer" not in dump, "a vCPU did not answer:\n" + dump)
+            c.line("ping")
+            c.expect("testguest: pong")
+            vm.proc.send_signal(signal.SIGTERM)
+            check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+            out = vm.output()
+            check("AddressSanitizer" not in out and "runtime error" not in out, out[-3000:])
+        finally:
+            vm.cleanup()
+
+
 # --- real firmware that runs on host KVM: SeaBIOS (16/32-bit code) ---
 
 @test

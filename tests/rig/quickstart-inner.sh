@@ -1,0 +1,175 @@
+#!/bin/sh
+# The README quickstart inside L1 (or on a host whose KVM runs real guests):
+# examples/quickstart.toml with local paths, OVMF -> GRUB -> Linux from the
+# test ISO on virtio-blk, 4 vCPUs, to the guest's shell, a few commands
+# there, power-off. Run by tools/quickstart.sh (our VMM, once) and by
+# tests/rig/stall-hunt.sh (our VMM and QEMU, interleaved, many rounds).
+#
+# Env: RIG_VMM, RIG_FILES (rig.sh run); QS_VMMS ("ours", or "ours qemu");
+# QS_ROUNDS (1); QS_IDLE: seconds of console silence after which the guest
+# counts as stalled (120); QS_TIMEOUT: seconds for a whole run (300);
+# QS_QEMU: the inner QEMU (qemu-system-x86_64 on PATH).
+#
+# A run ends in one line, "QS-RESULT vmm=V round=R result=RESULT secs=S":
+#   pass      shell reached, commands ran, VMM exited 0 after the power-off
+#   stall     the guest printed nothing for QS_IDLE s (ttyexpect idle)
+#   timeout   the run went past QS_TIMEOUT with the guest still printing
+#   vmm-exit  the VMM exited before the guest was done
+#   vmm-hang  the guest powered off but the VMM did not exit within 15 s
+#   fail      anything else (ttyexpect could not connect, VMM status != 0)
+# On every result but pass the VMM's view is printed before it is stopped:
+# for ours the state dump it logs on SIGUSR1 (every vCPU's registers, mode,
+# pending interrupts, LAPIC, last exits; the interrupt controllers; every
+# virtio and NVMe queue's indexes); for QEMU its monitor's "info registers
+# -a", "info pic" and "info lapic". Exit status: 0 if every run passed.
+F=${RIG_FILES:?}
+VMMS=${QS_VMMS:-ours}
+ROUNDS=${QS_ROUNDS:-1}
+IDLE=${QS_IDLE:-120}
+TIMEOUT=${QS_TIMEOUT:-300}
+QEMU=${QS_QEMU:-qemu-system-x86_64}
+TOP_DIR=$PWD
+failures=0
+
+now() { date +%s; }
+
+# alive PID: the process exists and is not a zombie
+alive() {
+    [ -d /proc/$1 ] || return 1
+    case $(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' /proc/$1/status 2>/dev/null) in Z|'') return 1 ;; esac
+    return 0
+}
+
+# wait_exit PID SECS: true if PID is gone within SECS seconds
+wait_exit() {
+    n=0
+    while alive $1; do
+        [ $n -ge $(( $2 * 10 )) ] && return 1
+        sleep 0.1; n=$((n + 1))
+    done
+    return 0
+}
+
+stop_vmm() { # PID: TERM, then KILL
+    kill -TERM $1 2>/dev/null
+    wait_exit $1 5 || { echo "quickstart: VMM ignored SIGTERM for 5 s: SIGKILL"; kill -KILL $1 2>/dev/null; }
+    wait $1 2>/dev/null
+}
+
+# What the VMM saw, asked while the guest is still there.
+show_vmm_state() { # vmm pid
+    if [ "$1" = ours ]; then
+        n=$(wc -l < vmm.log)
+        kill -USR1 $2 2>/dev/null
+        # the dump ends with a line "state dump: end"
+        i=0
+        while ! tail -n +$((n + 1)) vmm.log | grep -q 'state dump: end' && [ $i -lt 50 ]; do
+            sleep 0.1; i=$((i + 1))
+        done
+        echo "== the VMM's state dump (SIGUSR1):"
+        tail -n +$((n + 1)) vmm.log
+    else
+        echo "== QEMU's view (monitor):"
+        printf 'info status\ninfo registers -a\ninfo pic\ninfo lapic\n' > mon.in
+        sleep 3
+        timeout 3 cat mon.out | tr -d '\r' | grep -v '^(qemu)' | head -400
+    fi
+}
+
+start_vmm() { # vmm: starts it in the background, sets $vmm_pid
+    if [ "$1" = ours ]; then
+        sed -e "s|@ISO@|$F/quickstart.iso|" -e "s|@CFG@|$PWD/cfg.img|" \
+            -e "s|/usr/share/OVMF/OVMF_CODE.fd|$F/OVMF_CODE.fd|" $F/quickstart.toml > config.toml
+        [ "$round" = 1 ] && { echo "== config.toml"; cat config.toml; }
+        $RIG_VMM config.toml > vmm.log 2>&1 &
+    else
+        # the same machine: 4 vCPUs, 1 GiB, OVMF_CODE as a read-only bootrom,
+        # the ISO and the config disk on virtio-blk at 00:04.0 and 00:05.0
+        mkfifo mon.in mon.out
+        set -- $QEMU -machine pc,accel=kvm -cpu host -smp 4 -m 1024 -nodefaults -display none \
+            -vga none -no-reboot -bios $F/OVMF_CODE.fd -L /usr/share/qemu \
+            -drive file=$F/quickstart.iso,if=none,id=d0,format=raw,readonly=on \
+            -device virtio-blk-pci,drive=d0,addr=4,bootindex=1 \
+            -drive file=$PWD/cfg.img,if=none,id=d1,format=raw \
+            -device virtio-blk-pci,drive=d1,addr=5 \
+            -chardev socket,id=con,path=ttya,server=on,wait=on -serial chardev:con \
+            -monitor pipe:mon
+        [ "$round" = 1 ] && echo "== $*"
+        "$@" > vmm.log 2>&1 &
+    fi
+    vmm_pid=$!
+}
+
+run_one() { # vmm round
+    vmmname=$1 round=$2
+    dir=$TOP_DIR/run-$vmmname-$round
+    rm -rf "$dir"; mkdir -p "$dir"; cd "$dir" || exit 1
+    cp $F/cfg.img cfg.img
+    t0=$(now)
+    start_vmm $vmmname
+    result=
+    ttyexpect --connect-timeout 30 ttya idle:$IDLE timeout:$TIMEOUT "expect:RIG-SHELL ready" \
+        "send:\r" "expect:#" \
+        "send:uname -a; cat /proc/cmdline; ls /sys/block; grep -c ^processor /proc/cpuinfo\r" \
+        "expect:#" "send:poweroff -f\r" eof 2>ttyexpect.err | tr -d '\r' > console.log &
+    tty_pid=$!
+    # ttyexpect's own step timeout restarts at each step: bound the whole run here
+    while alive $tty_pid; do
+        if [ $(( $(now) - t0 )) -ge $TIMEOUT ]; then
+            result=timeout; kill $tty_pid 2>/dev/null; break
+        fi
+        if ! alive $vmm_pid && ! grep -q 'Power down' console.log; then
+            sleep 1   # the console's last bytes
+            alive $tty_pid && { result=vmm-exit; kill $tty_pid 2>/dev/null; }
+            break
+        fi
+        sleep 0.5
+    done
+    wait $tty_pid
+    tty_rc=$?
+    cat console.log
+    cat ttyexpect.err
+    if [ -z "$result" ]; then
+        case $tty_rc in
+            0) result=pass ;;
+            3) result=stall ;;
+            *) if grep -q 'cannot connect' ttyexpect.err; then result=fail;
+               elif alive $vmm_pid; then result=timeout; else result=vmm-exit; fi ;;
+        esac
+    fi
+    if [ $result = pass ]; then
+        if wait_exit $vmm_pid 15; then
+            wait $vmm_pid; st=$?
+            [ $st = 0 ] || { result=fail; echo "quickstart: VMM exit status $st (expected exit_on_halt = 0)"; }
+        else
+            result=vmm-hang
+        fi
+    fi
+    if [ $result != pass ]; then
+        echo "quickstart: $vmmname: $result after $(( $(now) - t0 )) s"
+        echo "== the guest's last console lines:"
+        grep -v '^[[:space:]]*$' console.log | tail -15
+        alive $vmm_pid && show_vmm_state $vmmname $vmm_pid
+    fi
+    alive $vmm_pid && stop_vmm $vmm_pid
+    wait $vmm_pid 2>/dev/null
+    if [ $vmmname = ours ]; then
+        echo "== the VMM's log:"
+        cat vmm.log
+    else
+        grep -v '^$' vmm.log | tail -20
+    fi
+    echo "QS-RESULT vmm=$vmmname round=$round result=$result secs=$(( $(now) - t0 ))"
+    [ $result = pass ] || failures=$((failures + 1))
+    cd "$TOP_DIR"
+}
+
+r=1
+while [ $r -le $ROUNDS ]; do
+    # interleaved, and who goes first alternates between rounds
+    order=$VMMS
+    [ $((r % 2)) = 0 ] && order=$(echo $VMMS | awk '{for (i = NF; i > 0; i--) printf "%s ", $i}')
+    for v in $order; do run_one $v $r; done
+    r=$((r + 1))
+done
+[ $failures = 0 ]
