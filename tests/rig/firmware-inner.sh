@@ -4,7 +4,9 @@
 # Prints "FW-RESULT <name> pass|fail" per scenario; exits non-zero if any
 # failed. $RIG_VMM is the VMM, $RIG_FILES holds OVMF.fd and bios-256k.bin,
 # ttyexpect is on PATH.
+. rig-lib.sh
 VMM=${RIG_VMM:-/rig/vmm}
+IDLE=idle:${RIG_IDLE:-120} # console silence that counts as a stalled guest
 FILES=${RIG_FILES:-/rig/files}
 failed=0
 
@@ -48,14 +50,15 @@ ovmf() {
     config "$name" "$1" "$FILES/OVMF.fd" 3328 ""
     start=$(date +%s)
     start_vmm "$name"
-    if ttyexpect "$name/ttya" timeout:300 "expect:startup.nsh" "send:\e" "expect:Shell>" \
+    if ttyexpect "$name/ttya" $IDLE timeout:300 "expect:startup.nsh" "send:\e" "expect:Shell>" \
         > "$name/console-boot.log" 2>&1; then
         echo "FW-TIME $name shell_seconds=$(( $(date +%s) - start ))"
     else
-        cat "$name/console-boot.log" "$name/vmm.log"; result "$name-shell" fail; kill -9 $VMM_PID; return
+        guest_stuck "$name: no UEFI shell" $VMM_PID "$name/vmm.log" "$name/console-boot.log"
+        result "$name-shell" fail; return
     fi
     result "$name-shell" pass
-    ttyexpect "$name/ttya" timeout:120 "send:pci\r" "expect:Shell>" "send:memmap\r" \
+    ttyexpect "$name/ttya" $IDLE timeout:120 "send:pci\r" "expect:Shell>" "send:memmap\r" \
         "expect:Shell>" "send:smbiosview -t 0\r" "expect:Shell>" "send:smbiosview -t 4\r" \
         "expect:Shell>" > "$name/console-cmds.log" 2>&1 || result "$name-commands" fail
     log="$name/console-cmds.log"
@@ -65,10 +68,10 @@ ovmf() {
     grep -q "00000001000000" "$log" && result "$name-memmap-highmem" pass || result "$name-memmap-highmem" fail
     grep -q "rig-fw-test" "$log" && result "$name-smbios" pass || result "$name-smbios" fail
     # reset: the VM restarts in place and comes back to the shell.
-    ttyexpect "$name/ttya" timeout:300 "send:reset\r" "expect:startup.nsh" "send:\e" \
+    ttyexpect "$name/ttya" $IDLE timeout:300 "send:reset\r" "expect:startup.nsh" "send:\e" \
         "expect:Shell>" > "$name/console-reset.log" 2>&1 && grep -q "guest reset" "$name/vmm.log" &&
         result "$name-reset" pass || result "$name-reset" fail
-    ttyexpect "$name/ttya" timeout:60 "send:reset -s\r" "eof" > "$name/console-off.log" 2>&1
+    ttyexpect "$name/ttya" $IDLE timeout:60 "send:reset -s\r" "eof" > "$name/console-off.log" 2>&1
     wait_exit $VMM_PID 60
     [ "$code" = 7 ] && result "$name-poweroff-exit-code" pass || result "$name-poweroff-exit-code ($code)" fail
     echo "--- $name vmm.log"; tail -20 "$name/vmm.log"
@@ -79,7 +82,7 @@ ovmf_exit_on_reboot() {
     name=ovmf-reboot
     config "$name" 1 "$FILES/OVMF.fd" 256 "exit_on_reboot = 5"
     start_vmm "$name"
-    ttyexpect "$name/ttya" timeout:300 "expect:startup.nsh" "send:\e" "expect:Shell>" \
+    ttyexpect "$name/ttya" $IDLE timeout:300 "expect:startup.nsh" "send:\e" "expect:Shell>" \
         "send:reset\r" "eof" > "$name/console.log" 2>&1
     wait_exit $VMM_PID 60
     [ "$code" = 5 ] && result "$name-exit-code" pass || result "$name-exit-code ($code)" fail
@@ -89,8 +92,9 @@ seabios() {
     name=seabios
     config "$name" 2 "$FILES/bios-256k.bin" 256 ""
     start_vmm "$name"
-    ttyexpect "$name/ttya" timeout:120 "expect:SeaBIOS (version" "expect:No bootable device" \
-        > "$name/console.log" 2>&1 && result seabios-banner pass || { cat "$name/console.log"; result seabios-banner fail; }
+    ttyexpect "$name/ttya" $IDLE timeout:120 "expect:SeaBIOS (version" "expect:No bootable device" \
+        > "$name/console.log" 2>&1 && result seabios-banner pass || {
+        vmm_dump $VMM_PID "$name/vmm.log"; cat "$name/console.log"; result seabios-banner fail; }
     kill -TERM $VMM_PID
     wait_exit $VMM_PID 30
     [ "$code" = 7 ] && result seabios-sigterm-exit-code pass || result "seabios-sigterm-exit-code ($code)" fail

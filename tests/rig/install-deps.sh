@@ -11,7 +11,8 @@
 #                    libglib2.0-dev, libpixman-1-dev, python3-pycotap,
 #                    pkg-config, gcc, libc6-dev (static rig-vsock), binutils,
 #                    make, patch, dpkg-dev
-#   sources:         adds bookworm-backports (deb + deb-src) from deb.debian.org
+#   sources:         adds bookworm-backports (deb + deb-src) from the mirror
+#                    this system's own apt sources use for bookworm
 set -euo pipefail
 
 step() { echo "rig install-deps: $*" >&2; }
@@ -27,11 +28,32 @@ PKGS=(qemu-system-x86 ovmf seabios busybox-static cpio
 BP_PKGS=(meson)
 
 SRC=/etc/apt/sources.list.d/rig-backports.sources
-want_src='Types: deb deb-src
-URIs: http://deb.debian.org/debian
+
+# The URI (and keyring, if named) of the system's own bookworm entry: deb822
+# .sources files first, then one-line sources.list entries.
+bookworm_source() {
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] && [ "$f" != "$SRC" ] || continue
+        awk 'function flush() { if (uri != "" && suite) { print uri, key; found = 1; exit } uri = ""; key = ""; suite = 0 }
+             /^[[:space:]]*$/ { flush(); next }
+             /^URIs:/ { uri = $2 }
+             /^Signed-By:/ { key = $2 }
+             /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
+             END { if (!found) flush() }' "$f" | head -1
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        sed -n -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+bookworm[[:space:]].*/\2/p' "$f"
+    done
+}
+read -r mirror keyring < <(bookworm_source | head -1) || true
+[ -n "${mirror:-}" ] || die "no bookworm entry in this system's apt sources to take the mirror from"
+want_src="Types: deb deb-src
+URIs: $mirror
 Suites: bookworm-backports
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg'
+Signed-By: ${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 
 need_update=0
 if [ ! -f "$SRC" ] || [ "$(cat "$SRC")" != "$want_src" ]; then

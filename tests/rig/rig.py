@@ -29,6 +29,7 @@ import time
 
 RIG_SRC = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(RIG_SRC))
+RIG_LIB = os.path.join(RIG_SRC, "rig-lib.sh")  # helpers on every script's PATH
 OUT = os.environ.get("RIG_BUILD") or os.path.join(TOP, "build", "rig")
 
 EXIT_TIMEOUT, EXIT_RIG_FAULT, EXIT_SETUP = 124, 125, 126
@@ -207,6 +208,7 @@ def write_payload(path, args):
         for b in args.bin:
             c.file("rig/bin/" + os.path.basename(b), b, 0o755)
         c.file("rig/script", args.script, 0o755)
+        c.file("rig/bin/rig-lib.sh", RIG_LIB, 0o644)
         c.data("rig/env", "".join(f"export {k}={shell_quote(v)}\n" for k, v in env_pairs(args)).encode())
         c.dir("rig/files")
         for lib in libs:
@@ -490,6 +492,7 @@ def cmd_direct(args):
             os.makedirs(os.path.join(d, sub))
         for b in [args.vmm] + args.bin:
             os.symlink(os.path.abspath(b), os.path.join(d, "bin", os.path.basename(b)))
+        os.symlink(RIG_LIB, os.path.join(d, "bin", "rig-lib.sh"))
         for spec in args.file:
             src, _, dest = spec.partition(":")
             if not os.path.exists(src):

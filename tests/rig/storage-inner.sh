@@ -7,7 +7,9 @@
 # file byte for byte, that bytes the host wrote read back in the guest, and
 # that SIGKILL after the guest's sync loses nothing.
 # Env: STORAGE_CPUS (default 1). Prints STORAGE-RESULT lines.
+. rig-lib.sh
 VMM=${RIG_VMM:-/rig/vmm}
+IDLE=${RIG_IDLE:-120} # seconds of console silence that count as a stalled guest
 F=${RIG_FILES:-/rig/files}
 CPUS=${STORAGE_CPUS:-1}
 failed=0
@@ -70,13 +72,14 @@ CFG
 pid=$!
 start=$(date +%s)
 # The guest reports, writes, then sleeps: kill the VMM once the write is in.
-ttyexpect ttya timeout:400 "expect:RIG-REPORT action 2 write" "expect:\n" > console.log 2>&1
+ttyexpect ttya idle:$IDLE timeout:400 "expect:RIG-REPORT action 2 write" "expect:\n" > console.log 2>&1
 rc=$?
 echo "STORAGE-TIME cpus=$CPUS boot_to_write_seconds=$(( $(date +%s) - start ))"
+[ $rc = 0 ] || guest_stuck "storage-$CPUS: the guest did not reach its write (ttyexpect status $rc)" $pid vmm.log console.log
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null
 sed 's/^/[guest] /' console.log | tr -d '\r' | grep -E 'RIG-REPORT|Linux version|error|Error|panic' | head -60
-[ $rc = 0 ] && result boot-to-write pass || { tail -30 vmm.log; result boot-to-write fail; }
+[ $rc = 0 ] && result boot-to-write pass || result boot-to-write fail
 
 g() { tr -d '\r' < console.log | grep "^RIG-REPORT $1"; }
 g "cpus=$CPUS vendor=" | grep -q . && result cpus pass || result "cpus ($(g cpus=))" fail

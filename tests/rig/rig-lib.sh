@@ -1,0 +1,59 @@
+# Helpers for scripts run by rig.sh run/exec (busybox sh in L1, or sh on a
+# host whose KVM runs real guests). rig.py puts this file on the script's
+# PATH: load it with ". rig-lib.sh".
+
+# vmm_alive PID: the process exists and is not a zombie.
+vmm_alive() {
+    [ -d "/proc/$1" ] || return 1
+    case $(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) in
+        Z | '') return 1 ;;
+    esac
+    return 0
+}
+
+# vmm_wait_gone PID SECS: true if PID is gone within SECS seconds.
+vmm_wait_gone() {
+    _n=0
+    while vmm_alive "$1"; do
+        [ $_n -ge $(($2 * 10)) ] && return 1
+        sleep 0.1
+        _n=$((_n + 1))
+    done
+    return 0
+}
+
+# vmm_stop PID: SIGTERM, then SIGKILL after 5 s; reaps it if it is our child.
+vmm_stop() {
+    kill -TERM "$1" 2>/dev/null
+    vmm_wait_gone "$1" 5 || {
+        echo "rig-lib: VMM $1 ignored SIGTERM for 5 s: SIGKILL"
+        kill -KILL "$1" 2>/dev/null
+    }
+    wait "$1" 2>/dev/null
+}
+
+# vmm_dump PID LOG: asks our VMM for its state dump (SIGUSR1) and prints it
+# from LOG (the VMM's stderr) once its last line, "state dump: end", is there
+# (at most 5 s).
+vmm_dump() {
+    vmm_alive "$1" || { echo "rig-lib: VMM $1 is gone: no state dump"; return 1; }
+    _lines=$(wc -l < "$2")
+    kill -USR1 "$1" 2>/dev/null
+    _n=0
+    while ! tail -n +$((_lines + 1)) "$2" | grep -q 'state dump: end' && [ $_n -lt 50 ]; do
+        sleep 0.1
+        _n=$((_n + 1))
+    done
+    echo "== the VMM's state dump (SIGUSR1):"
+    tail -n +$((_lines + 1)) "$2"
+}
+
+# guest_stuck WHAT PID LOG CONSOLE: a guest stopped making progress: say so,
+# show its last console lines and the VMM's state dump, stop the VMM.
+guest_stuck() {
+    echo "rig-lib: $1"
+    echo "== the guest's last console lines ($4):"
+    tr -d '\r' < "$4" | grep -v '^[[:space:]]*$' | tail -15
+    vmm_dump "$2" "$3"
+    vmm_stop "$2"
+}
