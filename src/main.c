@@ -459,6 +459,7 @@ static void on_signal(void *opaque, uint32_t events)
     if (si.ssi_signo == SIGUSR1) {
         log_info("received SIGUSR1: state dump of VM %s (%s)", vmm->cfg.main.name,
                  vmm->started ? "running" : "not started: no console client yet");
+        console_dump(&vmm->console);
         machine_dump_state(&vmm->machine);
         return;
     }

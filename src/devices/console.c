@@ -197,6 +197,16 @@ static void listen_event(void *opaque, uint32_t events)
         con->on_connect(con->on_connect_opaque);
 }
 
+void console_dump(struct console *con)
+{
+    pthread_mutex_lock(&con->lock);
+    log_info("console: client %s, %zu bytes of output queued%s, %zu bytes of input waiting for "
+             "the UART",
+             con->connected ? "connected" : "absent", con->out_len,
+             con->out_blocked ? " (UART told to wait)" : "", con->in_len);
+    pthread_mutex_unlock(&con->lock);
+}
+
 int console_check_path(const char *path)
 {
     struct stat st;

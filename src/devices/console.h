@@ -36,6 +36,8 @@ struct console {
     size_t in_len;
 };
 
+/* Logs the connection and buffer state (main thread; state dump). */
+void console_dump(struct console *con);
 /* Checks that path is absent or a stale socket; no side effects. */
 int console_check_path(const char *path);
 /* Binds the socket and registers with the loop. */

@@ -2,6 +2,9 @@
 
 #include <string.h>
 
+#include "common/log.h"
+#include "common/sync.h"
+
 static unsigned fifo_capacity(const struct uart16550 *u)
 {
     return (u->fcr & UART_FCR_ENABLE) ? UART_FIFO_SIZE : 1;
@@ -267,6 +270,21 @@ static void uart_reset(struct device *dev)
     pthread_mutex_unlock(&u->lock);
 }
 
+static void uart_dump(struct device *dev)
+{
+    struct uart16550 *u = container_of(dev, struct uart16550, dev);
+    if (!mutex_lock_within(&u->lock, 100)) {
+        log_info("%s: lock held for 100 ms", dev->name);
+        return;
+    }
+    update_lsr(u);
+    log_info("%s: ier 0x%02x iir 0x%02x lcr 0x%02x mcr 0x%02x lsr 0x%02x fcr 0x%02x; tx fifo %u, "
+             "rx fifo %u, THRE interrupt %s, irq line %s",
+             dev->name, u->ier, pending_interrupt(u), u->lcr, u->mcr, u->lsr, u->fcr, u->tx_count,
+             u->rx_count, u->thre_pending ? "latched" : "clear", u->irq_asserted ? "high" : "low");
+    pthread_mutex_unlock(&u->lock);
+}
+
 static void uart_destroy(struct device *dev)
 {
     struct uart16550 *u = container_of(dev, struct uart16550, dev);
@@ -275,6 +293,7 @@ static void uart_destroy(struct device *dev)
 
 static const struct device_ops uart_device_ops = {
     .reset = uart_reset,
+    .dump = uart_dump,
     .destroy = uart_destroy,
 };
 

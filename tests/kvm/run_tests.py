@@ -489,7 +489,8 @@ def sigusr1_dumps_state_and_vm_continues():
                 for needle in ("received SIGUSR1: state dump", "vCPU 0: ", "vCPU 1: ",
                                "long 64-bit mode", "cs:rip", "lapic: id 1",
                                "last exits (newest first): #", "events: interrupt injected",
-                               "pic master: irr", "ioapic: irr") + device_lines:
+                               "pic master: irr", "ioapic: irr", "console: client connected",
+                               "com1: ier 0x") + device_lines:
                     check(needle in dump, "%s: dump lacks %r:\n%s" % (dev, needle, dump))
                 check("no answer" not in dump, "a vCPU did not answer:\n" + dump)
             c.line("ping")

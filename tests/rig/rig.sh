@@ -17,6 +17,8 @@ set -euo pipefail
 RIG_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$RIG_SRC/../.." && pwd)
 OUT=${RIG_BUILD:-$TOP/build/rig}
+# Built outer QEMUs, shared by the checkouts of this machine (RIG_CACHE overrides).
+OUTER_CACHE=${RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/propolis-standalone-rig}
 
 say() { echo "rig: $*" >&2; }
 die() { echo "rig: FAILED: $*" >&2; exit 1; }
@@ -66,6 +68,10 @@ build_deps() {
 # runs (tcg_handle_interrupt: assertion failed: (bql_locked())): we build
 # bookworm-backports' 10.0.2 with tests/rig/qemu-cr8-bql.patch.
 # RIG_OUTER_QEMU=/path/to/qemu-system-x86_64 uses another binary instead.
+# outer_key PATCH VERSION: names a built outer QEMU in the machine's cache
+# (the patch's contents, not its path: any checkout may share it).
+outer_key() { { cat "$1"; echo "$2"; } | sha256sum | cut -c1-32; }
+
 build_outer() {
     if [ -n "${RIG_OUTER_QEMU:-}" ]; then
         [ -x "$RIG_OUTER_QEMU" ] || die "step outer-qemu: RIG_OUTER_QEMU=$RIG_OUTER_QEMU is not executable"
@@ -73,6 +79,19 @@ build_outer() {
     fi
     local bin=$OUT/outer/qemu-system-x86_64 patch=$RIG_SRC/qemu-cr8-bql.patch src=$OUT/src
     if [ -x "$bin" ] && ! stale outer "$patch" "=$(cat "$OUT/outer/version" 2>/dev/null)"; then
+        return 0
+    fi
+    # Another checkout on this machine may have built it already: binaries
+    # are kept per (patch, QEMU version) in the machine's cache.
+    local avail
+    avail=$(apt-cache showsrc qemu 2>/dev/null | sed -n 's/^Version: \([0-9]*:\)\{0,1\}\([0-9.]*\).*/\2/p' | sort -V | tail -1)
+    if [ -n "$avail" ] && [ -x "$OUTER_CACHE/qemu-$(outer_key "$patch" "$avail")" ]; then
+        mkdir -p "$OUT/outer"
+        cp "$OUTER_CACHE/qemu-$(outer_key "$patch" "$avail")" "$bin.tmp"
+        mv "$bin.tmp" "$bin"
+        echo "$avail" > "$OUT/outer/version"
+        stamp outer "$patch" "=$avail"
+        say "step outer-qemu: QEMU $avail with $(basename "$patch") from $OUTER_CACHE"
         return 0
     fi
     mkdir -p "$src"
@@ -108,6 +127,11 @@ build_outer() {
     echo "$ver" > "$OUT/outer/version"
     rm -rf "$src/qemu-$ver" "$bd"
     stamp outer "$patch" "=$ver"
+    if mkdir -p "$OUTER_CACHE" 2>/dev/null; then
+        local key
+        key=$(outer_key "$patch" "$ver")
+        cp "$bin" "$OUTER_CACHE/qemu-$key.tmp.$$" && mv "$OUTER_CACHE/qemu-$key.tmp.$$" "$OUTER_CACHE/qemu-$key"
+    fi
 }
 outer_qemu() { echo "${RIG_OUTER_QEMU:-$OUT/outer/qemu-system-x86_64}"; }
 
