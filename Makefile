@@ -65,7 +65,7 @@ unit-test: $(UNIT_BINS)
 toml-test: $(BUILD)/san/toml2json
 	tests/toml/run.sh $(BUILD)/san/toml2json
 
-kvm-test: $(BUILD)/san/propolis-standalone guest
+kvm-test: $(BUILD)/san/propolis-standalone $(BUILD)/ttyexpect guest
 	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN)
 
 $(BUILD)/bench/startup: bench/startup.c bench/bench_util.c

@@ -503,6 +503,39 @@ def sigusr1_dumps_state_and_vm_continues():
             vm.cleanup()
 
 
+@test
+def silent_guest_is_reported_within_the_idle_limit():
+    """The real-guest tests' stall path (tests/rig/rig-lib.sh with ttyexpect
+    idle:S): a guest that prints nothing for S seconds fails the wait at
+    once with status 3, and guest_stuck shows the last console lines and the
+    VMM's state dump, then stops the VMM."""
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ttyexpect = os.path.join(os.path.dirname(os.path.dirname(VMM)), "ttyexpect")
+    if not os.path.exists(ttyexpect):  # VMM is build/san/...: ttyexpect is in build/
+        ttyexpect = os.path.join(os.path.dirname(VMM), "ttyexpect")
+    check(os.path.exists(ttyexpect), "no ttyexpect next to %s (make all)" % VMM)
+    vm = VM(cpus=1, memory=64)
+    try:
+        script = ('. %s/tests/rig/rig-lib.sh; start=$(date +%%s); '
+                  '%s ttya idle:2 timeout:60 "expect:testguest: ready" "send:cpus=1 mem=64\r" '
+                  '"expect:never printed" > console.log 2>&1; rc=$?; '
+                  'echo "ttyexpect status $rc after $(( $(date +%%s) - start )) s"; '
+                  '[ $rc = 3 ] && guest_stuck "test: the guest fell silent" %d vmm.log console.log'
+                  % (top, ttyexpect, vm.proc.pid))
+        r = subprocess.run(["sh", "-c", script], cwd=vm.dir, capture_output=True, text=True,
+                           timeout=60)
+        out = r.stdout + r.stderr
+        check("ttyexpect status 3 after" in out, out)
+        secs = int(out.split("ttyexpect status 3 after ")[1].split()[0])
+        check(secs < 30, "the idle limit of 2 s took %d s:\n%s" % (secs, out))
+        for needle in ("rig-lib: test: the guest fell silent", "testguest: mem lowmem_end ok",
+                       "received SIGUSR1: state dump", "vCPU 0: ", "state dump: end"):
+            check(needle in out, "lacks %r:\n%s" % (needle, out))
+        check(vm.wait(10) == 0, "VMM exit status %s after guest_stuck" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
 # --- real firmware that runs on host KVM: SeaBIOS (16/32-bit code) ---
 
 @test
