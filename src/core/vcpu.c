@@ -389,11 +389,17 @@ static void describe_vcpu(struct vcpu *v)
              v->id, (unsigned long long)r.rax, (unsigned long long)r.rbx, (unsigned long long)r.rcx,
              (unsigned long long)r.rdx, (unsigned long long)r.rsi, (unsigned long long)r.rdi,
              (unsigned long long)r.rbp, (unsigned long long)r.rsp);
-    text_add(&t,
-             "vCPU %u:   cr0 %llx cr2 %llx cr3 %llx cr4 %llx cr8 %llx efer %llx apic_base %llx\n",
+    text_add(&t, "vCPU %u:   cr0 %llx cr2 %llx cr3 %llx cr4 %llx cr8 %llx efer %llx apic_base %llx",
              v->id, (unsigned long long)s.cr0, (unsigned long long)s.cr2, (unsigned long long)s.cr3,
              (unsigned long long)s.cr4, (unsigned long long)s.cr8, (unsigned long long)s.efer,
              (unsigned long long)s.apic_base);
+    /* With paging on, the CPU walks tables at cr3: no guest runs with them
+     * outside its RAM. Seen in the nested rig, where vCPU 0 of a fresh VM
+     * held the L1 host's rip, rsp and cr3. */
+    if ((s.cr0 & (1ull << 31)) && !guest_mem_valid(&v->machine->mem, s.cr3 & ~0xfffull, 8, false))
+        text_add(&t, " [VCPU-STATE-CORRUPT: cr3 outside guest RAM: this state is not one the guest "
+                     "could reach; it came from the host or a nested hypervisor]");
+    text_add(&t, "\n");
     if (ioctl(v->fd, KVM_GET_VCPU_EVENTS, &ev) == 0)
         text_add(&t,
                  "vCPU %u:   events: interrupt injected %u vector 0x%x shadow %u; nmi injected %u "

@@ -16,12 +16,17 @@
 #   timeout   the run went past QS_TIMEOUT with the guest still printing
 #   vmm-exit  the VMM exited before the guest was done
 #   vmm-hang  the guest powered off but the VMM did not exit within 15 s
+#   rig-fault a stall whose state dump shows a vCPU in a state no guest can
+#             reach (VCPU-STATE-CORRUPT: cr3 outside guest RAM; in the rig,
+#             vCPU 0 of a fresh VM was seen holding L1's rip, rsp and cr3)
 #   fail      anything else (ttyexpect could not connect, VMM status != 0)
 # On every result but pass the VMM's view is printed before it is stopped:
 # for ours the state dump it logs on SIGUSR1 (every vCPU's registers, mode,
 # pending interrupts, LAPIC, last exits; the interrupt controllers; every
 # virtio and NVMe queue's indexes); for QEMU its monitor's "info registers
-# -a", "info pic" and "info lapic". Exit status: 0 if every run passed.
+# -a", "info pic" and "info lapic". Exit status: 0 if every run passed;
+# with one run (the quickstart), a rig fault prints "RIG-FAULT <signature>"
+# and exits 125, which rig.py retries like any rig fault.
 F=${RIG_FILES:?}
 VMMS=${QS_VMMS:-ours}
 ROUNDS=${QS_ROUNDS:-1}
@@ -31,48 +36,25 @@ QEMU=${QS_QEMU:-qemu-system-x86_64}
 TOP_DIR=$PWD
 failures=0
 
+. rig-lib.sh
 now() { date +%s; }
-
-# alive PID: the process exists and is not a zombie
-alive() {
-    [ -d /proc/$1 ] || return 1
-    case $(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' /proc/$1/status 2>/dev/null) in Z|'') return 1 ;; esac
-    return 0
-}
-
-# wait_exit PID SECS: true if PID is gone within SECS seconds
-wait_exit() {
-    n=0
-    while alive $1; do
-        [ $n -ge $(( $2 * 10 )) ] && return 1
-        sleep 0.1; n=$((n + 1))
-    done
-    return 0
-}
-
-stop_vmm() { # PID: TERM, then KILL
-    kill -TERM $1 2>/dev/null
-    wait_exit $1 5 || { echo "quickstart: VMM ignored SIGTERM for 5 s: SIGKILL"; kill -KILL $1 2>/dev/null; }
-    wait $1 2>/dev/null
-}
 
 # What the VMM saw, asked while the guest is still there.
 show_vmm_state() { # vmm pid
     if [ "$1" = ours ]; then
-        n=$(wc -l < vmm.log)
-        kill -USR1 $2 2>/dev/null
-        # the dump ends with a line "state dump: end"
-        i=0
-        while ! tail -n +$((n + 1)) vmm.log | grep -q 'state dump: end' && [ $i -lt 50 ]; do
-            sleep 0.1; i=$((i + 1))
-        done
-        echo "== the VMM's state dump (SIGUSR1):"
-        tail -n +$((n + 1)) vmm.log
+        vmm_dump $2 vmm.log
     else
         echo "== QEMU's view (monitor):"
         printf 'info status\ninfo registers -a\ninfo pic\ninfo lapic\n' > mon.in
         sleep 3
-        timeout 3 cat mon.out | tr -d '\r' | grep -v '^(qemu)' | head -400
+        timeout 3 cat mon.out | tr -d '\r' | grep -v '^(qemu)' | head -400 > qemu-state.txt
+        cat qemu-state.txt
+        # our VMM's check, on QEMU's registers: paging on, cr3 outside the 1 GiB of RAM
+        grep -o 'CR0=[0-9a-f]* CR2=[0-9a-f]* CR3=[0-9a-f]*' qemu-state.txt | while read -r c0 c2 c3; do
+            cr0=$((0x${c0#CR0=})) cr3=$((0x${c3#CR3=}))
+            [ $(((cr0 >> 31) & 1)) = 1 ] && [ $cr3 -ge 1073741824 ] &&
+                echo "vCPU ?: QEMU, $c0 $c3 [VCPU-STATE-CORRUPT: cr3 outside guest RAM]"
+        done
     fi
 }
 
@@ -108,37 +90,38 @@ run_one() { # vmm round
     t0=$(now)
     start_vmm $vmmname
     result=
+    # (ttyexpect writes to a file: through a pipe its status would be lost)
     ttyexpect --connect-timeout 30 ttya idle:$IDLE timeout:$TIMEOUT "expect:RIG-SHELL ready" \
         "send:\r" "expect:#" \
         "send:uname -a; cat /proc/cmdline; ls /sys/block; grep -c ^processor /proc/cpuinfo\r" \
-        "expect:#" "send:poweroff -f\r" eof 2>ttyexpect.err | tr -d '\r' > console.log &
+        "expect:#" "send:poweroff -f\r" eof > console.raw 2>ttyexpect.err &
     tty_pid=$!
     # ttyexpect's own step timeout restarts at each step: bound the whole run here
-    while alive $tty_pid; do
+    while vmm_alive $tty_pid; do
         if [ $(( $(now) - t0 )) -ge $TIMEOUT ]; then
             result=timeout; kill $tty_pid 2>/dev/null; break
         fi
-        if ! alive $vmm_pid && ! grep -q 'Power down' console.log; then
+        if ! vmm_alive $vmm_pid && ! grep -q 'Power down' console.raw; then
             sleep 1   # the console's last bytes
-            alive $tty_pid && { result=vmm-exit; kill $tty_pid 2>/dev/null; }
+            vmm_alive $tty_pid && { result=vmm-exit; kill $tty_pid 2>/dev/null; }
             break
         fi
         sleep 0.5
     done
     wait $tty_pid
     tty_rc=$?
-    cat console.log
-    cat ttyexpect.err
+    tr -d '\r' < console.raw > console.log
+    cat console.log ttyexpect.err
     if [ -z "$result" ]; then
         case $tty_rc in
             0) result=pass ;;
             3) result=stall ;;
             *) if grep -q 'cannot connect' ttyexpect.err; then result=fail;
-               elif alive $vmm_pid; then result=timeout; else result=vmm-exit; fi ;;
+               elif vmm_alive $vmm_pid; then result=timeout; else result=vmm-exit; fi ;;
         esac
     fi
     if [ $result = pass ]; then
-        if wait_exit $vmm_pid 15; then
+        if vmm_wait_gone $vmm_pid 15; then
             wait $vmm_pid; st=$?
             [ $st = 0 ] || { result=fail; echo "quickstart: VMM exit status $st (expected exit_on_halt = 0)"; }
         else
@@ -149,9 +132,16 @@ run_one() { # vmm round
         echo "quickstart: $vmmname: $result after $(( $(now) - t0 )) s"
         echo "== the guest's last console lines:"
         grep -v '^[[:space:]]*$' console.log | tail -15
-        alive $vmm_pid && show_vmm_state $vmmname $vmm_pid
+        vmm_alive $vmm_pid && show_vmm_state $vmmname $vmm_pid > state.txt
+        cat state.txt 2>/dev/null
+        if grep -q 'VCPU-STATE-CORRUPT' state.txt 2>/dev/null; then
+            result=rig-fault
+            fault="nested-vcpu-state-corrupt: a vCPU of the guest has cr3 outside guest RAM"
+            echo "quickstart: a vCPU holds a state no guest can reach (cr3 outside its RAM): the"
+            echo "quickstart: nested hypervisor under the VMM lost the guest's state; a rig fault"
+        fi
     fi
-    alive $vmm_pid && stop_vmm $vmm_pid
+    vmm_alive $vmm_pid && vmm_stop $vmm_pid
     wait $vmm_pid 2>/dev/null
     if [ $vmmname = ours ]; then
         echo "== the VMM's log:"
@@ -164,6 +154,7 @@ run_one() { # vmm round
     cd "$TOP_DIR"
 }
 
+fault=
 r=1
 while [ $r -le $ROUNDS ]; do
     # interleaved, and who goes first alternates between rounds
@@ -172,4 +163,8 @@ while [ $r -le $ROUNDS ]; do
     for v in $order; do run_one $v $r; done
     r=$((r + 1))
 done
+if [ $ROUNDS = 1 ] && [ "$VMMS" = ours ] && [ -n "$fault" ]; then
+    echo "RIG-FAULT $fault"
+    exit 125
+fi
 [ $failures = 0 ]

@@ -359,6 +359,11 @@ def boot_once(args, logdir, stream=True):
                         notes.append(n)
         for line in run.lines(final):
             show("run", line)
+            # The script's own finding that the rig, not the VMM, failed
+            # (tests/rig/README.md): a rig fault like any other.
+            m = re.match(r"RIG-FAULT (.*)", line.strip())
+            if m and fault is None:
+                fault, t_fault = f"script: {normalise(m.group(1))}", time.monotonic()
         for line in err.lines(final):
             show("outer", line)
             m = OUTER_FAULT.search(line)
@@ -384,7 +389,7 @@ def boot_once(args, logdir, stream=True):
                 t_err = now
             if t_err is not None and now - t_err > 30:
                 killed_for = killed_for or "setup"  # L1 powers off after an error; it did not
-            if fault and not fault.startswith("l1-oops") and now - t_fault > 30:
+            if fault and not fault.startswith(("l1-oops", "script:")) and now - t_fault > 30:
                 killed_for = killed_for or "fault"  # a panic or an abort that did not end the outer QEMU
             if killed_for:
                 kill()
