@@ -11,10 +11,12 @@
  *         idle:SECONDS    from now on, fail as soon as the guest has printed
  *                         nothing for SECONDS (0: never), whatever the step
  *                         timeout says: a silent guest is a stalled one
+ *         fail:TEXT       from now on, fail as soon as TEXT appears (a kernel
+ *                         panic or soft lockup: the outcome is known)
  *         eof             wait until the VMM closes the console
  * Exit status: 0 when every step succeeded, 1 on a timeout (the step is
  * named on stderr), 2 on usage or connection errors, 3 when the guest fell
- * silent for the idle limit. */
+ * silent for the idle limit, 4 when a fail: text appeared. */
 #include <errno.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -32,6 +34,10 @@ static char window[WINDOW + 1]; /* recent output, searched by expect */
 static size_t window_len;
 static double last_output; /* when the guest last printed (now_s) */
 static double idle_limit;  /* 0: no limit */
+#define MAX_FAIL_TEXTS 8
+static const char *fail_texts[MAX_FAIL_TEXTS]; /* argv strings, no escapes */
+static unsigned fail_count;
+static char fail_tail[1024]; /* the end of earlier output: a text split across reads is seen */
 
 static double now_s(void)
 {
@@ -63,7 +69,30 @@ static int connect_socket(const char *path, double timeout)
     }
 }
 
-/* Reads what is available within wait_s; returns -1 on EOF. */
+/* True if a fail: text appears in the output so far (checked on the new
+ * bytes plus the tail of the earlier ones). */
+static bool saw_fail_text(const char *buf, size_t n)
+{
+    static size_t tail_len;
+    char scan[sizeof(fail_tail) + 4096];
+    memcpy(scan, fail_tail, tail_len);
+    memcpy(scan + tail_len, buf, n);
+    size_t len = tail_len + n;
+    for (unsigned f = 0; f < fail_count; f++) {
+        size_t tl = strlen(fail_texts[f]);
+        for (size_t i = 0; tl && i + tl <= len; i++)
+            if (memcmp(scan + i, fail_texts[f], tl) == 0) {
+                fprintf(stderr, "\nttyexpect: the guest printed \"%s\"\n", fail_texts[f]);
+                return true;
+            }
+    }
+    tail_len = len < sizeof(fail_tail) ? len : sizeof(fail_tail);
+    memcpy(fail_tail, scan + len - tail_len, tail_len);
+    return false;
+}
+
+/* Reads what is available within wait_s; returns -1 on EOF, -2 when a fail:
+ * text appeared. */
 static int pump(int fd, double wait_s)
 {
     struct pollfd p = {fd, POLLIN, 0};
@@ -77,6 +106,8 @@ static int pump(int fd, double wait_s)
     fwrite(buf, 1, (size_t)n, stdout);
     fflush(stdout);
     last_output = now_s();
+    if (fail_count && saw_fail_text(buf, (size_t)n))
+        return -2;
     /* The window keeps the newest WINDOW bytes; reads are smaller than it. */
     if (window_len + (size_t)n > WINDOW) {
         size_t drop = window_len + (size_t)n - WINDOW;
@@ -188,7 +219,10 @@ int main(int argc, char **argv)
             bool idle_hit;
             while (!(hit = find(text))) {
                 double left = wait_left(deadline, &idle_hit);
-                if (left <= 0 || pump(fd, left) < 0)
+                int r = left <= 0 ? -1 : pump(fd, left);
+                if (r == -2)
+                    return 4;
+                if (r < 0)
                     return fail_step(i, step, idle_hit);
             }
             /* Consume through the match so a later expect needs new output. */
@@ -205,17 +239,29 @@ int main(int argc, char **argv)
                     fprintf(stderr, "ttyexpect: send failed: %s\n", strerror(errno));
                     return 1;
                 }
-                pump(fd, 0.02);
+                if (pump(fd, 0.02) == -2)
+                    return 4;
             }
         } else if (strncmp(step, "sleep:", 6) == 0) {
             double end = now_s() + atof(step + 6);
-            while (now_s() < end)
-                if (pump(fd, end - now_s()) < 0)
+            while (now_s() < end) {
+                int r = pump(fd, end - now_s());
+                if (r == -2)
+                    return 4;
+                if (r < 0)
                     break;
+            }
         } else if (strncmp(step, "timeout:", 8) == 0) {
             step_timeout = atof(step + 8);
         } else if (strncmp(step, "idle:", 5) == 0) {
             idle_limit = atof(step + 5);
+        } else if (strncmp(step, "fail:", 5) == 0) {
+            if (fail_count == MAX_FAIL_TEXTS || strlen(step + 5) >= 1024) {
+                fprintf(stderr, "ttyexpect: at most %d fail: texts of < 1024 bytes\n",
+                        MAX_FAIL_TEXTS);
+                return 2;
+            }
+            fail_texts[fail_count++] = step + 5;
         } else if (strcmp(step, "eof") == 0) {
             double deadline = now_s() + step_timeout;
             bool idle_hit;
@@ -223,7 +269,10 @@ int main(int argc, char **argv)
                 double left = wait_left(deadline, &idle_hit);
                 if (left <= 0)
                     return fail_step(i, step, idle_hit);
-                if (pump(fd, left) < 0)
+                int r = pump(fd, left);
+                if (r == -2)
+                    return 4;
+                if (r < 0)
                     break;
             }
         } else {

@@ -57,7 +57,7 @@ CFG
 "$VMM" config.toml > vmm.log 2>&1 &
 pid=$!
 . rig-lib.sh
-ttyexpect ttya idle:${RIG_IDLE:-120} timeout:400 "expect:RIG-REPORT done" > console.log 2>&1 ||
+guest_ttyexpect ttya timeout:400 "expect:RIG-REPORT done" > console.log 2>&1 ||
     guest_stuck "bootorder $first: the guest did not report done" $pid vmm.log console.log
 kill -9 $pid 2>/dev/null
 wait $pid 2>/dev/null

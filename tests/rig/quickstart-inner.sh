@@ -13,6 +13,7 @@
 # A run ends in one line, "QS-RESULT vmm=V round=R result=RESULT secs=S":
 #   pass      shell reached, commands ran, VMM exited 0 after the power-off
 #   stall     the guest printed nothing for QS_IDLE s (ttyexpect idle)
+#   guest-error  the guest printed a kernel panic, soft lockup or RCU stall
 #   timeout   the run went past QS_TIMEOUT with the guest still printing
 #   vmm-exit  the VMM exited before the guest was done
 #   vmm-hang  the guest powered off but the VMM did not exit within 15 s
@@ -91,7 +92,7 @@ run_one() { # vmm round
     start_vmm $vmmname
     result=
     # (ttyexpect writes to a file: through a pipe its status would be lost)
-    ttyexpect --connect-timeout 30 ttya idle:$IDLE timeout:$TIMEOUT "expect:RIG-SHELL ready" \
+    RIG_IDLE=$IDLE guest_ttyexpect ttya timeout:$TIMEOUT "expect:RIG-SHELL ready" \
         "send:\r" "expect:#" \
         "send:uname -a; cat /proc/cmdline; ls /sys/block; grep -c ^processor /proc/cpuinfo\r" \
         "expect:#" "send:poweroff -f\r" eof > console.raw 2>ttyexpect.err &
@@ -116,6 +117,7 @@ run_one() { # vmm round
         case $tty_rc in
             0) result=pass ;;
             3) result=stall ;;
+            4) result=guest-error ;;
             *) if grep -q 'cannot connect' ttyexpect.err; then result=fail;
                elif vmm_alive $vmm_pid; then result=timeout; else result=vmm-exit; fi ;;
         esac

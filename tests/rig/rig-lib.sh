@@ -57,3 +57,13 @@ guest_stuck() {
     vmm_dump "$2" "$3"
     vmm_stop "$2"
 }
+
+# guest_ttyexpect SOCKET STEP...: ttyexpect for a Linux guest that fails at
+# once when the guest falls silent for RIG_IDLE seconds (status 3, default
+# 120) or reports a kernel panic, soft lockup or RCU stall (status 4).
+guest_ttyexpect() {
+    _sock=$1
+    shift
+    ttyexpect "$_sock" "idle:${RIG_IDLE:-120}" "fail:Kernel panic - not syncing" \
+        "fail:BUG: soft lockup" "fail:detected stalls on CPUs" "$@"
+}

@@ -72,7 +72,7 @@ CFG
 pid=$!
 start=$(date +%s)
 # The guest reports, writes, then sleeps: kill the VMM once the write is in.
-ttyexpect ttya idle:$IDLE timeout:400 "expect:RIG-REPORT action 2 write" "expect:\n" > console.log 2>&1
+RIG_IDLE=$IDLE guest_ttyexpect ttya timeout:400 "expect:RIG-REPORT action 2 write" "expect:\n" > console.log 2>&1
 rc=$?
 echo "STORAGE-TIME cpus=$CPUS boot_to_write_seconds=$(( $(date +%s) - start ))"
 [ $rc = 0 ] || guest_stuck "storage-$CPUS: the guest did not reach its write (ttyexpect status $rc)" $pid vmm.log console.log
