@@ -16,11 +16,12 @@
 #   guest-error  the guest printed a kernel panic, soft lockup or RCU stall
 #   timeout   the run went past QS_TIMEOUT with the guest still printing
 #   vmm-exit  the VMM exited before the guest was done
+#   fail      ttyexpect could not connect, a step failed otherwise, or the
+#             VMM's exit status was not 0 after the power-off
 #   vmm-hang  the guest powered off but the VMM did not exit within 15 s
 #   rig-fault a stall whose state dump shows a vCPU in a state no guest can
 #             reach (VCPU-STATE-CORRUPT: cr3 outside guest RAM; in the rig,
 #             vCPU 0 of a fresh VM was seen holding L1's rip, rsp and cr3)
-#   fail      anything else (ttyexpect could not connect, VMM status != 0)
 # On every result but pass the VMM's view is printed before it is stopped:
 # for ours the state dump it logs on SIGUSR1 (every vCPU's registers, mode,
 # pending interrupts, LAPIC, last exits; the interrupt controllers; every
@@ -88,53 +89,58 @@ run_one() { # vmm round
     dir=$TOP_DIR/run-$vmmname-$round
     rm -rf "$dir"; mkdir -p "$dir"; cd "$dir" || exit 1
     cp $F/cfg.img cfg.img
+    : > console.raw
     t0=$(now)
     start_vmm $vmmname
-    result=
-    # (ttyexpect writes to a file: through a pipe its status would be lost)
+    result= tail_pid=
+    # ttyexpect writes to a file (through a pipe its status would be lost);
+    # with one run, the file is shown as it grows
     RIG_IDLE=$IDLE guest_ttyexpect ttya timeout:$TIMEOUT "expect:RIG-SHELL ready" \
         "send:\r" "expect:#" \
         "send:uname -a; cat /proc/cmdline; ls /sys/block; grep -c ^processor /proc/cpuinfo\r" \
         "expect:#" "send:poweroff -f\r" eof > console.raw 2>ttyexpect.err &
     tty_pid=$!
-    # ttyexpect's own step timeout restarts at each step: bound the whole run here
+    [ "$ROUNDS" = 1 ] && { tail -f console.raw & tail_pid=$!; }
+    # ttyexpect's step timeout restarts at each step: the whole run is bounded here
     while vmm_alive $tty_pid; do
-        if [ $(( $(now) - t0 )) -ge $TIMEOUT ]; then
-            result=timeout; kill $tty_pid 2>/dev/null; break
-        fi
-        if ! vmm_alive $vmm_pid && ! grep -q 'Power down' console.raw; then
-            sleep 1   # the console's last bytes
-            vmm_alive $tty_pid && { result=vmm-exit; kill $tty_pid 2>/dev/null; }
-            break
-        fi
+        [ $(( $(now) - t0 )) -ge $TIMEOUT ] && { result=timeout; break; }
         sleep 0.5
     done
+    # The VMM's view while the guest is still there, then the VMM is stopped
+    # (ttyexpect, if still waiting, sees the console close).
+    check_vmm() {
+        echo "quickstart: $vmmname: $result after $(( $(now) - t0 )) s"
+        vmm_alive $vmm_pid && show_vmm_state $vmmname $vmm_pid > state.txt
+        vmm_alive $vmm_pid && vmm_stop $vmm_pid
+    }
+    [ -n "$result" ] && check_vmm
     wait $tty_pid
     tty_rc=$?
-    tr -d '\r' < console.raw > console.log
-    cat console.log ttyexpect.err
+    [ -n "$tail_pid" ] && { sleep 0.5; kill $tail_pid 2>/dev/null; wait $tail_pid 2>/dev/null; }
     if [ -z "$result" ]; then
         case $tty_rc in
             0) result=pass ;;
             3) result=stall ;;
             4) result=guest-error ;;
             *) if grep -q 'cannot connect' ttyexpect.err; then result=fail;
-               elif vmm_alive $vmm_pid; then result=timeout; else result=vmm-exit; fi ;;
+               elif vmm_alive $vmm_pid; then result=fail; else result=vmm-exit; fi ;;
         esac
-    fi
-    if [ $result = pass ]; then
-        if vmm_wait_gone $vmm_pid 15; then
-            wait $vmm_pid; st=$?
-            [ $st = 0 ] || { result=fail; echo "quickstart: VMM exit status $st (expected exit_on_halt = 0)"; }
-        else
-            result=vmm-hang
+        if [ $result = pass ]; then
+            if vmm_wait_gone $vmm_pid 15; then
+                wait $vmm_pid; st=$?
+                [ $st = 0 ] || { result=fail; echo "quickstart: VMM exit status $st (expected exit_on_halt = 0)"; }
+            else
+                result=vmm-hang
+            fi
         fi
+        [ $result = pass ] || check_vmm
     fi
+    tr -d '\r' < console.raw > console.log
+    [ -n "$tail_pid" ] || cat console.log
+    cat ttyexpect.err
     if [ $result != pass ]; then
-        echo "quickstart: $vmmname: $result after $(( $(now) - t0 )) s"
         echo "== the guest's last console lines:"
         grep -v '^[[:space:]]*$' console.log | tail -15
-        vmm_alive $vmm_pid && show_vmm_state $vmmname $vmm_pid > state.txt
         cat state.txt 2>/dev/null
         if grep -q 'VCPU-STATE-CORRUPT' state.txt 2>/dev/null; then
             result=rig-fault
@@ -143,7 +149,6 @@ run_one() { # vmm round
             echo "quickstart: nested hypervisor under the VMM lost the guest's state; a rig fault"
         fi
     fi
-    vmm_alive $vmm_pid && vmm_stop $vmm_pid
     wait $vmm_pid 2>/dev/null
     if [ $vmmname = ours ]; then
         echo "== the VMM's log:"
