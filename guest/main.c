@@ -1020,6 +1020,75 @@ static void sweep(uint64_t seed)
     sti();
 }
 
+/* ------------------------------------------------------------------ */
+/* pmmove: PM block moved away, a virtio BAR at its power-on base, reset */
+
+#define PIIX4_PM_DEVFN 0x0B /* 0:1.3 */
+#define PIIX4_PM_PMBA 0x40
+#define PM_BASE_POWER_ON 0xB000
+#define PM_BASE_MOVED 0x6000 /* 64-byte aligned, free on the VMM's I/O bus */
+#define PM_TMR 0x08
+#define VIRTIO_VENDOR 0x1AF4
+
+/* Configuration mechanism #1, any function of bus 0 (pci.c reaches
+ * function 0 only). */
+static uint32_t cfg_read_devfn(unsigned devfn, unsigned reg)
+{
+    outl(0xCF8, 0x80000000u | devfn << 8 | (reg & 0xFC));
+    return inl(0xCFC);
+}
+
+static void cfg_write_devfn(unsigned devfn, unsigned reg, uint32_t v)
+{
+    outl(0xCF8, 0x80000000u | devfn << 8 | (reg & 0xFC));
+    outl(0xCFC, v);
+}
+
+/* The PM block must come back at 0xB000 after the reset even though a BAR
+ * sits there until that BAR's own function is reset. */
+static void pmmove(void)
+{
+    unsigned vdev = 0;
+    for (unsigned dev = 1; dev < 32 && !vdev; dev++)
+        if ((cfg_read_devfn(dev << 3, 0x00) & 0xFFFF) == VIRTIO_VENDOR)
+            vdev = dev;
+    if (!vdev) {
+        say("pmmove FAIL no virtio function on bus 0");
+        return;
+    }
+    cfg_write_devfn(PIIX4_PM_DEVFN, PIIX4_PM_PMBA, PM_BASE_MOVED | 1);
+    uint32_t cmd = cfg_read_devfn(vdev << 3, 0x04) & 0xFFFF;
+    cfg_write_devfn(vdev << 3, 0x04, cmd & ~1u);
+    cfg_write_devfn(vdev << 3, 0x10, PM_BASE_POWER_ON); /* BAR0: legacy I/O registers */
+    cfg_write_devfn(vdev << 3, 0x04, cmd | 1u);
+    /* The 24-bit timer answers at the new base; the legacy device
+     * features (not all ones) at the old one. */
+    uint32_t tmr = inl(PM_BASE_MOVED + PM_TMR);
+    uint32_t features = inl(PM_BASE_POWER_ON);
+    if ((tmr >> 24) != 0 || features == 0xFFFFFFFFu) {
+        line_start();
+        put_str("pmmove FAIL pm timer 0x");
+        put_hex(tmr, 8);
+        put_str(" virtio features 0x");
+        put_hex(features, 8);
+        line_end();
+        return;
+    }
+    line_start();
+    put_str("pmmove pm 0x");
+    put_hex(PM_BASE_MOVED, 4);
+    put_str(" virtio 0:");
+    put_dec(vdev);
+    put_str(" bar0 0x");
+    put_hex(PM_BASE_POWER_ON, 4);
+    put_str(", resetting");
+    line_end();
+    uart_drain_tx();
+    outb(0xCF9, 0x06);
+    delay_us(50000);
+    say("pmmove returned");
+}
+
 static void devfuzz_report(const char *kind, unsigned dev, uint64_t ops)
 {
     line_start();
@@ -1073,6 +1142,8 @@ static __attribute__((noreturn)) void command_loop(void)
             outb(0xCF9, 0x06);
             delay_us(50000); /* a reset may take effect a little later */
             say("cf9 returned");
+        } else if (streq(line, "pmmove")) {
+            pmmove();
         } else if (streq(line, "ping")) {
             say("pong");
         } else if (line[0] == 's' && line[1] == 'p' && line[2] == 'e' && line[3] == 'w' &&

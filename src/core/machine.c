@@ -693,12 +693,24 @@ void machine_dump_state(struct machine *m)
     log_info("state dump: end");
 }
 
-int machine_reset(struct machine *m)
+void machine_reset_devices(struct machine *m)
 {
-    machine_stop(m);
+    /* Two passes: a power-on decode (the PM block at 0xB000) may lie where
+     * another device's guest-placed BAR still is, and the bus refuses the
+     * overlap; so all guest-placed decodes go first, whatever the order of
+     * the inventory. */
+    for (unsigned i = 0; i < m->device_count; i++)
+        if (m->devices[i]->ops->drop_decodes)
+            m->devices[i]->ops->drop_decodes(m->devices[i]);
     for (unsigned i = 0; i < m->device_count; i++)
         if (m->devices[i]->ops->reset)
             m->devices[i]->ops->reset(m->devices[i]);
+}
+
+int machine_reset(struct machine *m)
+{
+    machine_stop(m);
+    machine_reset_devices(m);
     pthread_mutex_lock(&m->irq_lock);
     memset(m->irq_sources, 0, sizeof(m->irq_sources));
     /* Devices dropped their MSI routes in their reset; the new VM starts

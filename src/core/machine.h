@@ -149,6 +149,9 @@ void machine_dump_state(struct machine *m);
 /* Main thread: devices back to power-on, a fresh VM on the same RAM, vCPUs
  * restarted at the reset vector. */
 int machine_reset(struct machine *m);
+/* The device part of machine_reset, with every vCPU stopped: drop_decodes
+ * on every device, then reset on every device (see devices/device.h). */
+void machine_reset_devices(struct machine *m);
 
 /* Drives interrupt line gsi (0-15: ISA IRQs to PIC and IOAPIC; 16-23:
  * IOAPIC only), shared by several sources (source_bit: one bit per source);

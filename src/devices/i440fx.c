@@ -39,8 +39,11 @@ static void i440fx_destroy(struct device *dev)
     pci_device_destroy(&hb->pci);
 }
 
-static const struct device_ops i440fx_device_ops = {.reset = i440fx_reset,
-                                                    .destroy = i440fx_destroy};
+static const struct device_ops i440fx_device_ops = {
+    .drop_decodes = pci_device_drop_decodes,
+    .reset = i440fx_reset,
+    .destroy = i440fx_destroy,
+};
 
 void i440fx_init(struct i440fx *hb, struct i440fx_hooks hooks)
 {

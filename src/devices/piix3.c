@@ -134,7 +134,11 @@ static void piix3_destroy(struct device *dev)
     pthread_mutex_destroy(&p->lock);
 }
 
-static const struct device_ops piix3_device_ops = {.reset = piix3_reset, .destroy = piix3_destroy};
+static const struct device_ops piix3_device_ops = {
+    .drop_decodes = pci_device_drop_decodes,
+    .reset = piix3_reset,
+    .destroy = piix3_destroy,
+};
 
 void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
 {

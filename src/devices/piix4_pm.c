@@ -286,6 +286,15 @@ const struct io_ops piix4_apm_io_ops = {.read = apm_read, .write = apm_write};
 /* ---- Config space: PMBA and PMREGMISC place the PM block ---- */
 
 /* Called with the PCI lock held. */
+static void unmap_pm_block(struct piix4_pm *pm)
+{
+    if (!pm->io_mapped)
+        return;
+    bus_unregister(pm->pci.bus->pio, pm->io_base, pm);
+    pm->io_mapped = false;
+}
+
+/* Called with the PCI lock held. */
 static void update_pm_block(struct piix4_pm *pm)
 {
     struct pci_device *pdev = &pm->pci;
@@ -293,10 +302,8 @@ static void update_pm_block(struct piix4_pm *pm)
     uint16_t base = (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
     bool want =
         pio && (pci_get_byte(pdev, PIIX4_PM_PMREGMISC) & PIIX4_PM_PMREGMISC_PMIOSE) && base != 0;
-    if (pm->io_mapped && (!want || base != pm->io_base)) {
-        bus_unregister(pio, pm->io_base, pm);
-        pm->io_mapped = false;
-    }
+    if (!want || base != pm->io_base)
+        unmap_pm_block(pm);
     if (!want || pm->io_mapped)
         return;
     if (!pci_range_unclaimed(pio, base, PC_PM_BLOCK_LEN) ||
@@ -334,6 +341,18 @@ static void reset_registers(struct piix4_pm *pm)
     pthread_mutex_unlock(&pm->lock);
 }
 
+/* First reset pass: the PM block leaves wherever the guest put it, so
+ * that no device's power-on decode is refused because of it; pm_reset maps
+ * it again at its power-on base. */
+static void pm_drop_decodes(struct device *dev)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    pci_device_drop_decodes(dev);
+    pthread_mutex_lock(&pm->pci.lock);
+    unmap_pm_block(pm);
+    pthread_mutex_unlock(&pm->pci.lock);
+}
+
 static void pm_reset(struct device *dev)
 {
     struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
@@ -352,7 +371,11 @@ static void pm_destroy(struct device *dev)
     pthread_mutex_destroy(&pm->lock);
 }
 
-static const struct device_ops pm_device_ops = {.reset = pm_reset, .destroy = pm_destroy};
+static const struct device_ops pm_device_ops = {
+    .drop_decodes = pm_drop_decodes,
+    .reset = pm_reset,
+    .destroy = pm_destroy,
+};
 
 int piix4_pm_init(struct piix4_pm *pm, struct piix4_pm_hooks hooks, struct event_loop *loop)
 {

@@ -821,6 +821,7 @@ static void nvme_destroy(struct device *dev)
 }
 
 static const struct device_ops nvme_device_ops = {
+    .drop_decodes = pci_device_drop_decodes,
     .reset = nvme_reset,
     .dump = nvme_dump,
     .destroy = nvme_destroy,

@@ -350,7 +350,8 @@ void nvme_cq_post(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid, uint32
                   uint16_t cid, uint16_t status, uint32_t dw0);
 /* Gives back a reserved slot that will not be used. */
 void nvme_cq_unreserve(struct nvme_cq *cq);
-/* Asks the worker to look at SQ qid. */
+/* Asks the worker to look at SQ qid. Takes work_lock (innermost), so a
+ * caller may hold sq->lock. */
 void nvme_kick(struct nvme_ctrl *c, unsigned qid);
 /* Hands a request back to the worker for its second stage (FUA flush). */
 void nvme_queue_followup(struct nvme_ctrl *c, struct nvme_req *req);

@@ -178,20 +178,24 @@ static uint16_t errno_status(int err, enum block_op op)
     }
 }
 
+/* Returns req to its SQ's pool and wakes the worker if the SQ starved.
+ * Nothing of the controller may be touched after the unlock: once the count
+ * drops to zero the SQ may be torn down and the controller destroyed. So
+ * the kick happens under sq->lock, before the count drops (the lock order
+ * puts work_lock inside sq->lock). */
 static void req_release(struct nvme_ctrl *c, struct nvme_req *req)
 {
     struct nvme_sq *sq = req->sq;
     pthread_mutex_lock(&sq->lock);
     req->next = sq->free;
     sq->free = req;
-    bool kick = sq->starved;
-    sq->starved = false;
-    uint16_t qid = sq->qid;
+    if (sq->starved) {
+        sq->starved = false;
+        nvme_kick(c, sq->qid);
+    }
     if (--sq->inflight == 0)
         pthread_cond_broadcast(&sq->idle);
     pthread_mutex_unlock(&sq->lock);
-    if (kick)
-        nvme_kick(c, qid);
 }
 
 static void req_complete(struct nvme_ctrl *c, struct nvme_req *req, uint16_t status)

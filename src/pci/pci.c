@@ -470,6 +470,15 @@ void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned 
     pthread_mutex_unlock(&pdev->lock);
 }
 
+void pci_device_drop_decodes(struct device *dev)
+{
+    struct pci_device *pdev = container_of(dev, struct pci_device, dev);
+    pthread_mutex_lock(&pdev->lock);
+    for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+        unmap_bar(pdev, i);
+    pthread_mutex_unlock(&pdev->lock);
+}
+
 void pci_device_reset(struct pci_device *pdev)
 {
     pthread_mutex_lock(&pdev->lock);

@@ -167,8 +167,14 @@ void pci_device_init(struct pci_device *pdev, const char *name, const struct dev
                      const struct pci_ids *ids, const struct pci_device_ops *pci_ops);
 void pci_device_destroy(struct pci_device *pdev);
 /* Power-on state: config space as at pci_bus_add, BARs off the buses, INTx
- * deasserted. Call from the device's reset op. */
+ * deasserted, then the BARs that power-on config decodes mapped. Call from
+ * the device's reset op. */
 void pci_device_reset(struct pci_device *pdev);
+/* The first reset pass (device_ops.drop_decodes) of a function whose
+ * struct device is its pci_device's dev: its BARs leave the buses; config
+ * space is left for the reset op to restore. Every PCI function's ops set
+ * it (or call it from their own drop_decodes). */
+void pci_device_drop_decodes(struct device *dev);
 
 /* Declares BAR index (0-5; MEM64 uses index and index+1). Size: a power of
  * two, I/O 4 B-256 B, memory 16 B-2 GiB (32-bit) or more (64-bit). The range

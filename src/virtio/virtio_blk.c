@@ -102,22 +102,28 @@ static struct vblk_req *req_get(struct vblk_queue *bq)
     return r;
 }
 
-/* Returns r to the pool; r must not be touched afterwards (a quiescing
- * thread may free the pool once the last request is back). */
+void (*virtio_blk_wake_hook)(void); /* test seam, see virtio_blk.h */
+
+/* Returns r to the pool and wakes a starved worker. Neither r nor the
+ * device may be touched after the unlock: once the count drops to zero a
+ * quiescing thread may free the pool, and a destroy the whole device. So
+ * the wake-up happens under the lock, before the count drops (the kick is
+ * an eventfd write and takes no lock). */
 static void req_put(struct virtio_blk *blk, unsigned queue, struct vblk_req *r)
 {
     struct vblk_queue *bq = &blk->queues[queue];
     pthread_mutex_lock(&bq->lock);
     r->next_free = bq->free;
     bq->free = r;
-    bq->inflight--;
-    bool wake = bq->starved;
-    bq->starved = false;
-    if (bq->inflight == 0)
+    if (bq->starved) {
+        bq->starved = false;
+        if (virtio_blk_wake_hook)
+            virtio_blk_wake_hook();
+        virtio_pci_kick(&blk->vp, queue);
+    }
+    if (--bq->inflight == 0)
         pthread_cond_broadcast(&bq->idle);
     pthread_mutex_unlock(&bq->lock);
-    if (wake)
-        virtio_pci_kick(&blk->vp, queue);
 }
 
 /* Status byte last, then the used ring (whose release barrier orders the
@@ -458,6 +464,7 @@ static void blk_dump(struct device *dev)
 }
 
 static const struct device_ops blk_device_ops = {
+    .drop_decodes = pci_device_drop_decodes,
     .reset = blk_reset,
     .dump = blk_dump,
     .vm_attached = blk_vm_attached,

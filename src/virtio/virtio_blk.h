@@ -12,7 +12,9 @@
  * just before the chain goes back on the used ring.
  *
  * Each queue's worker thread parses requests and submits them to the back
- * end; completions arrive on back-end threads. A queue keeps at most
+ * end; completions arrive on back-end threads, and touch the device only
+ * while counted in flight (waking a starved worker included), so nothing
+ * reaches a device whose queues have quiesced. A queue keeps at most
  * queue-size requests in flight (a fixed pool allocated when the queue
  * starts): beyond that it waits for completions, so a hostile guest cannot
  * make the VMM allocate. Skip-flush is the back end's business: flushes are
@@ -91,5 +93,13 @@ struct virtio_blk;
 struct virtio_blk *virtio_blk_create(const struct virtio_blk_params *params);
 struct pci_device *virtio_blk_pci(struct virtio_blk *blk);
 struct virtio_pci *virtio_blk_transport(struct virtio_blk *blk);
+
+/* Test seam, NULL in the VMM: when set, a completion that found its
+ * queue's worker starved calls it after its request is back in the pool
+ * and before it wakes the worker, i.e. while it still touches the device.
+ * tests/unit/test_virtio_blk.c holds a completion there to check that a
+ * quiesce (reset, destroy) waits for it. Set it before the completion's
+ * thread exists. */
+extern void (*virtio_blk_wake_hook)(void);
 
 #endif

@@ -146,8 +146,11 @@ struct virtio_pci_device_ops {
      * virtio_pci_complete(). Stop early when virtio_pci_queue_running()
      * turns false. On VIRTQ_ERROR call virtio_pci_set_needs_reset(). */
     void (*queue_process)(struct virtio_pci *vp, unsigned queue);
-    /* Processing stopped (reset): wait for every chain still in flight to
-     * complete, then free per-queue state. Optional. */
+    /* Processing stopped (reset, destroy): wait for every chain still in
+     * flight to complete, then free per-queue state. Once it returns, no
+     * completion may touch the device (the device may be freed next), so
+     * completions still in flight include their tail: a kick of the
+     * worker, for one. Optional. */
     void (*queue_quiesce)(struct virtio_pci *vp, unsigned queue);
     /* State dump: the device's own view of a queue (requests in flight),
      * one short phrase. Must not block for long. Optional. */
@@ -241,7 +244,9 @@ bool virtio_pci_queue_running(struct virtio_pci *vp, unsigned queue);
 /* Returns a chain (push to the used ring) and interrupts the driver if it
  * asked for it. Any thread. */
 void virtio_pci_complete(struct virtio_pci *vp, unsigned queue, uint16_t head, uint32_t len);
-/* Wakes the queue's worker (e.g. when request slots free up). Any thread. */
+/* Wakes the queue's worker (e.g. when request slots free up). Any thread;
+ * takes no lock (an eventfd write), so a device model may call it under
+ * its own locks. */
 void virtio_pci_kick(struct virtio_pci *vp, unsigned queue);
 /* Device error: DEVICE_NEEDS_RESET + configuration interrupt; processing
  * stops until the driver resets the device. Any thread, no lock held. */

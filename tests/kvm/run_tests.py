@@ -607,6 +607,50 @@ def acpi_s5_powers_off_with_exit_on_halt():
         vm.cleanup()
 
 
+@test
+def reset_with_pm_block_moved_under_a_virtio_bar_keeps_s5():
+    """Reset is two-phase. The guest moves the PIIX4 PM block (PMBA) to
+    0x6000 and puts virtio-blk's legacy I/O BAR at 0xB000, the PM block's
+    power-on base, then resets through 0xCF9. Every device drops its decodes
+    before any power-on decode is claimed, so after the reboot the PM block
+    is back at 0xB000 and S5 powers off (with a single pass the PM function,
+    reset before the virtio function, found the BAR still there)."""
+    extra = ('[block_dev.m]\ntype = "mem-async"\nsize = 16777216\n'
+             '[dev.vblk]\ndriver = "pci-virtio-block"\nblock_dev = "m"\npci-path = "0.4.0"\n')
+    vm = VM(cpus=1, memory=64, extra=extra, extra_main="exit_on_halt = 42")
+    try:
+        c = vm.boot(1, 64)
+        c.line("pmmove")
+        c.expect("testguest: pmmove pm 0x6000 virtio 0:4 bar0 0xb000, resetting")
+        c.expect("testguest: boot 2")
+        c.expect("testguest: ready")
+        c.line("cpus=1 mem=64")
+        c.expect("testguest: echo?")
+        c.line("again")
+        c.expect("testguest: irq?")
+        c.send("Z")
+        c.expect("testguest: PASS")
+        c.line("s5")
+        try:
+            code = vm.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+            try:
+                c.expect("testguest: s5 returned", timeout=5)  # for the report below
+            except Failure:
+                pass
+        out = vm.output()
+        check(code == 42, "exit code %s, want exit_on_halt 42 (S5 lost after the reset); "
+              "guest said:\n%s\nlog:\n%s" % (code, c.transcript.decode(errors="replace")[-600:],
+                                               out[-2000:]))
+        check("S5" in out, "power-off not logged")
+        check("overlaps" not in out, "a decode was refused at reset:\n" + out[-2000:])
+        check("AddressSanitizer" not in out and "runtime error" not in out,
+              "sanitizer report:\n" + out[-3000:])
+    finally:
+        vm.cleanup()
+
+
 # --- instance name: take-over and stale records ---
 
 @test

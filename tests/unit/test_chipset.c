@@ -1,6 +1,7 @@
 /* The PC chipset functions on a real PCI bus: i440FX, PIIX3 PIRQ routing,
- * PIIX4 PM (timer, SCI, power button, S5, relocation), reset ports, and a
- * hostile sweep over every register they expose. */
+ * PIIX4 PM (timer, SCI, power button, S5, relocation), reset ports, the
+ * machine's two-pass device reset, and a hostile sweep over every register
+ * they expose. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "core/bus.h"
+#include "core/machine.h"
 #include "devices/i440fx.h"
 #include "devices/pc_layout.h"
 #include "devices/piix3.h"
@@ -573,6 +575,62 @@ static void test_hostile_sweep(void **state)
     assert_int_equal(cfg_read(PC_PIIX3_DEVFN, 0x60, 4), 0x80808080);
 }
 
+static uint64_t iodev_read(void *opaque, uint64_t offset, unsigned size)
+{
+    return 0x5a;
+}
+
+static void iodev_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+}
+
+static const struct io_ops iodev_io_ops = {.read = iodev_read, .write = iodev_write};
+
+static void iodev_reset(struct device *dev)
+{
+    pci_device_reset(container_of(dev, struct pci_device, dev));
+}
+
+static const struct device_ops iodev_device_ops = {
+    .drop_decodes = pci_device_drop_decodes,
+    .reset = iodev_reset,
+};
+
+/* The guest moved the PM block away and put an I/O BAR at its power-on
+ * base. The PM function comes first in the inventory (as in the VMM, where
+ * the platform is added before [dev.*]), yet after machine_reset_devices the
+ * PM block is back at 0xB000: every device dropped its decodes before any
+ * claimed its power-on ones. */
+static void test_two_pass_reset_frees_power_on_base(void **state)
+{
+    static struct machine m;
+    static struct pci_device iodev;
+    memset(&m, 0, sizeof(m));
+    m.vm_fd = -1;
+    static const struct pci_ids ids = {.vendor_id = 0x1af4, .device_id = 0x1001};
+    pci_device_init(&iodev, "iodev", &iodev_device_ops, &ids, NULL);
+    assert_int_equal(pci_register_bar(&iodev, 0, PCI_BAR_IO, false, 256, &iodev_io_ops, NULL), 0);
+    assert_int_equal(pci_bus_add(&pcibus, &iodev, PCI_DEVFN(4, 0)), 0);
+    struct device *devs[] = {&hb.pci.dev, &isa.pci.dev, &pm.pci.dev, &rp.dev, &iodev.dev};
+    for (size_t i = 0; i < sizeof(devs) / sizeof(devs[0]); i++)
+        assert_int_equal(machine_add_device(&m, devs[i]), 0);
+
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4, 0x6001);
+    cfg_write(PCI_DEVFN(4, 0), PCI_BASE_ADDRESS_0, 4, PM);
+    cfg_write(PCI_DEVFN(4, 0), PCI_COMMAND, 2, PCI_COMMAND_IO);
+    assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0x5a); /* the BAR */
+
+    machine_reset_devices(&m);
+    assert_int_equal(cfg_read(PCI_DEVFN(4, 0), PCI_BASE_ADDRESS_0, 4), PCI_BAR_SPACE_IO);
+    assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4), 0xb001);
+    assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0); /* the PM timer again */
+    pm_write(PC_PM1_CNT_OFFSET, 2, (PC_SLP_TYP_S5 << 10) | PC_PM1_CNT_SLP_EN);
+    assert_int_equal(plat.power_offs, 1);
+    pci_device_destroy(&iodev);
+}
+
 struct racer {
     unsigned id;
     uint64_t seed;
@@ -651,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pm_block_relocation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_ports, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_returns_power_on_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_pass_reset_frees_power_on_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
     };

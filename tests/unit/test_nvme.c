@@ -1293,6 +1293,68 @@ static void test_delete_sq_with_io_in_flight(void **state)
     assert_ok(&e);
 }
 
+static void *release_held_thread(void *arg)
+{
+    release_held();
+    return NULL;
+}
+
+/* A completion that wakes the worker its SQ starved is in flight until the
+ * wake-up is done: were the count dropped first, a teardown waiting for the
+ * SQ to go idle could free the controller under the kick. The test holds
+ * work_lock (which the kick takes), so the first completion stops in its
+ * kick; the SQ must not look idler meanwhile. */
+static void test_completion_kick_counts_as_in_flight(void **state)
+{
+    /* An SQ of 2 has a pool of 2: the third command starves the worker. */
+    bring_up(2, 16);
+    uint64_t buf = galloc(3);
+    struct nvme_sq *sq = &ctrl->sqs[1];
+    fbe.hold = true;
+    for (unsigned i = 0; i < 3; i++) {
+        submit(&ioq, rw_cmd(NVME_CMD_READ, i, 1, buf + (uint64_t)i * PAGE, 0));
+        for (int t = 0; t < 5000 && held_count() < (i < 2 ? i + 1 : 2); t++)
+            usleep(1000);
+    }
+    bool starved = false;
+    for (int t = 0; t < 5000 && !starved; t++) {
+        pthread_mutex_lock(&sq->lock);
+        starved = sq->starved;
+        pthread_mutex_unlock(&sq->lock);
+        if (!starved)
+            usleep(1000);
+    }
+    assert_true(starved);
+    assert_int_equal(held_count(), 2);
+
+    pthread_mutex_lock(&ctrl->work_lock);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, release_held_thread, NULL), 0);
+    for (int i = 0; i < 5000 && !cqe_ready(&ioq); i++)
+        usleep(1000);
+    bool posted = cqe_ready(&ioq);
+    /* The first completion is posted; watch its release for 100 ms. */
+    unsigned low = 2;
+    for (int i = 0; i < 1000; i++) {
+        if (pthread_mutex_trylock(&sq->lock) == 0) {
+            if (sq->inflight < low)
+                low = sq->inflight;
+            pthread_mutex_unlock(&sq->lock);
+        }
+        usleep(100);
+    }
+    pthread_mutex_unlock(&ctrl->work_lock);
+    pthread_join(t, NULL);
+    assert_true(posted);
+    assert_int_equal(low, 2);
+    /* All three complete once the worker runs again. */
+    struct cqe e;
+    for (int i = 0; i < 3; i++) {
+        assert_true(wait_cqe(&ioq, &e, true));
+        assert_ok(&e);
+    }
+}
+
 static void test_bus_master_off(void **state)
 {
     bring_up(16, 16);
@@ -1470,6 +1532,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reset_with_io_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_with_io_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_sq_with_io_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_completion_kick_counts_as_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bus_master_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_device_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fuzz_commands, setup, teardown),

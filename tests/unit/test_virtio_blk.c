@@ -2,8 +2,9 @@
  * completions from another thread): configuration and features, read,
  * write, flush, GET_ID, discard, write-zeroes, error statuses, read-only
  * and 4 KiB disks, several queues with requests in flight, reset draining
- * in-flight requests, a hostile guest exhausting the request pool, and a
- * broken device leaving its neighbour alone. */
+ * in-flight requests, a hostile guest exhausting the request pool, a
+ * destroy waiting for a completion's tail (the wake-up of a starved worker),
+ * and a broken device leaving its neighbour alone. */
 #include <errno.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -261,8 +262,10 @@ static void tdev_create(struct tdev *t, const struct opts *o)
 
 static void tdev_destroy(struct tdev *t)
 {
-    struct pci_device *pdev = virtio_blk_pci(t->blk);
-    pdev->dev.ops->destroy(&pdev->dev);
+    if (t->blk) { /* NULL: the test destroyed the device itself */
+        struct pci_device *pdev = virtio_blk_pci(t->blk);
+        pdev->dev.ops->destroy(&pdev->dev);
+    }
     pthread_mutex_destroy(&t->fb.lock);
     free(t->fb.disk);
 }
@@ -895,6 +898,123 @@ static void test_hostile_pool_exhaustion(void **state)
     assert_false(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 }
 
+/* A completion held at its tail (request back in the pool, starved worker
+ * not yet woken) from before the destroy starts until it has returned, or
+ * for 300 ms after it started (a destroy that waits for the completion, as
+ * it must, returns only after that). Waiting for the start, not a fixed
+ * time, keeps the test right on a loaded machine. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool entered, destroying, destroyed, left;
+} tail = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false, false, false};
+
+static void deadline_in(struct timespec *until, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, until);
+    until->tv_sec += ms / 1000;
+    until->tv_nsec += (ms % 1000) * 1000000L;
+    if (until->tv_nsec >= 1000000000) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000;
+    }
+}
+
+static void hold_completion_tail(void)
+{
+    struct timespec until;
+    pthread_mutex_lock(&tail.lock);
+    tail.entered = true;
+    pthread_cond_broadcast(&tail.cond);
+    deadline_in(&until, 30000); /* a bound for a broken test only */
+    while (!tail.destroying)
+        if (pthread_cond_timedwait(&tail.cond, &tail.lock, &until) == ETIMEDOUT)
+            break;
+    deadline_in(&until, 300);
+    while (!tail.destroyed)
+        if (pthread_cond_timedwait(&tail.cond, &tail.lock, &until) == ETIMEDOUT)
+            break;
+    tail.left = true;
+    pthread_mutex_unlock(&tail.lock);
+}
+
+/* Completes whatever reaches the fake back end until the device is gone:
+ * should the worker get to submit again before the destroy stops it, that
+ * request completes too, and the destroy does not wait for it forever. */
+static void *complete_now(void *arg)
+{
+    for (;;) {
+        fake_complete_all(arg);
+        pthread_mutex_lock(&tail.lock);
+        bool done = tail.destroyed;
+        pthread_mutex_unlock(&tail.lock);
+        if (done)
+            return NULL;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static bool worker_starved(struct tdev *t)
+{
+    char buf[128];
+    for (int i = 0; i < 8000; i++) {
+        t->vp->ops->queue_describe(t->vp, 0, buf, sizeof(buf));
+        if (strstr(buf, "waiting for a free request"))
+            return true;
+        struct timespec ts = {0, 250000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+/* No completion may touch the device once its queues have quiesced: the
+ * destroy waits for a completion until it has woken the starved worker.
+ * (Were the wake-up outside the in-flight count, the held completion would
+ * kick a freed device: ASan reports a heap-use-after-free.) */
+static void test_destroy_waits_for_completion_tail(void **state)
+{
+    /* Queue size 1 and an indirect chain: one request fills the pool, the
+     * next chain starves the worker, so the completion must wake it. */
+    struct ring *r = &dev.rings[0];
+    r->size = 1;
+    bring_up(&dev, STD_FEATURES | F_INDIRECT, 1);
+    uint64_t table = dev.scratch + 0x1000, h = hdr_gpa(&dev, 0);
+    put32(h, VIRTIO_BLK_T_IN);
+    put64(h + 8, 0);
+    set_desc_at(table, 0, h, 16, VIRTQ_DESC_F_NEXT, 1);
+    set_desc_at(table, 1, dev.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+    set_desc_at(table, 2, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
+    set_desc_at(r->desc, 0, table, 48, VIRTQ_DESC_F_INDIRECT, 0);
+    avail_add(r, 0);
+    notify(&dev, 0);
+    assert_true(wait_pending(&dev.fb, 1));
+    avail_add(r, 0);
+    notify(&dev, 0);
+    assert_true(worker_starved(&dev));
+
+    virtio_blk_wake_hook = hold_completion_tail;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, complete_now, &dev.fb), 0);
+    pthread_mutex_lock(&tail.lock);
+    while (!tail.entered)
+        pthread_cond_wait(&tail.cond, &tail.lock);
+    tail.destroying = true;
+    pthread_cond_broadcast(&tail.cond);
+    pthread_mutex_unlock(&tail.lock);
+    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    pdev->dev.ops->destroy(&pdev->dev);
+    dev.blk = NULL;
+    pthread_mutex_lock(&tail.lock);
+    bool waited = tail.left;
+    tail.destroyed = true;
+    pthread_cond_broadcast(&tail.cond);
+    pthread_mutex_unlock(&tail.lock);
+    pthread_join(t, NULL);
+    virtio_blk_wake_hook = NULL;
+    assert_true(waited);
+}
+
 static void test_broken_device_isolated(void **state)
 {
     struct tdev other;
@@ -960,6 +1080,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_async_multiqueue, setup_async, teardown),
         cmocka_unit_test_setup_teardown(test_reset_drains_in_flight, setup_async, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_pool_exhaustion, setup_async, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_waits_for_completion_tail, setup_async,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_broken_device_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
     };
