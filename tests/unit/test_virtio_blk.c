@@ -865,13 +865,11 @@ static void test_reset_drains_in_flight(void **state)
     assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0);
 }
 
-static void test_hostile_pool_exhaustion(void **state)
+/* Queue 0 up with indirect descriptors, and descriptor 0 an indirect
+ * chain reading sector 0: one descriptor per request, posted as often as
+ * a test likes. */
+static void bring_up_indirect_read(struct ring *r)
 {
-    /* Queue of 4 and indirect chains: one descriptor per request. A
-     * hostile driver keeps posting the same head while it is in flight;
-     * the device never has more than 4 requests out. */
-    struct ring *r = &dev.rings[0];
-    r->size = 4;
     bring_up(&dev, STD_FEATURES | F_INDIRECT, 1);
     uint64_t table = dev.scratch + 0x1000, h = hdr_gpa(&dev, 0);
     put32(h, VIRTIO_BLK_T_IN);
@@ -880,6 +878,16 @@ static void test_hostile_pool_exhaustion(void **state)
     set_desc_at(table, 1, dev.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
     set_desc_at(table, 2, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
     set_desc_at(r->desc, 0, table, 48, VIRTQ_DESC_F_INDIRECT, 0);
+}
+
+static void test_hostile_pool_exhaustion(void **state)
+{
+    /* Queue of 4 and indirect chains: one descriptor per request. A
+     * hostile driver keeps posting the same head while it is in flight;
+     * the device never has more than 4 requests out. */
+    struct ring *r = &dev.rings[0];
+    r->size = 4;
+    bring_up_indirect_read(r);
     for (unsigned i = 0; i < 4; i++)
         avail_add(r, 0);
     notify(&dev, 0);
@@ -978,14 +986,7 @@ static void test_destroy_waits_for_completion_tail(void **state)
      * next chain starves the worker, so the completion must wake it. */
     struct ring *r = &dev.rings[0];
     r->size = 1;
-    bring_up(&dev, STD_FEATURES | F_INDIRECT, 1);
-    uint64_t table = dev.scratch + 0x1000, h = hdr_gpa(&dev, 0);
-    put32(h, VIRTIO_BLK_T_IN);
-    put64(h + 8, 0);
-    set_desc_at(table, 0, h, 16, VIRTQ_DESC_F_NEXT, 1);
-    set_desc_at(table, 1, dev.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
-    set_desc_at(table, 2, h + 0x20, 1, VIRTQ_DESC_F_WRITE, 0);
-    set_desc_at(r->desc, 0, table, 48, VIRTQ_DESC_F_INDIRECT, 0);
+    bring_up_indirect_read(r);
     avail_add(r, 0);
     notify(&dev, 0);
     assert_true(wait_pending(&dev.fb, 1));
