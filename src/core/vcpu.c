@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -553,6 +554,16 @@ void vcpu_join(struct vcpu *v)
     bool running = v->thread_running;
     v->thread_running = false;
     pthread_mutex_unlock(&v->kick_lock);
-    if (running)
-        pthread_join(v->thread, NULL);
+    if (!running)
+        return;
+    /* A kicked vCPU leaves KVM_RUN at once; one that does not is stuck in
+     * the kernel (a broken nested hypervisor), which is worth saying. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 2;
+    if (pthread_timedjoin_np(v->thread, NULL, &deadline) == 0)
+        return;
+    log_error("vCPU %u: still in KVM_RUN 2 s after its kick (stuck in the host kernel?); waiting",
+              v->id);
+    pthread_join(v->thread, NULL);
 }

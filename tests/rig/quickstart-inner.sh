@@ -21,7 +21,9 @@
 #   vmm-hang  the guest powered off but the VMM did not exit within 15 s
 #   rig-fault a stall whose state dump shows a vCPU in a state no guest can
 #             reach (VCPU-STATE-CORRUPT: cr3 outside guest RAM; in the rig,
-#             vCPU 0 of a fresh VM was seen holding L1's rip, rsp and cr3)
+#             vCPU 0 of a fresh VM was seen holding L1's rip, rsp and cr3),
+#             or a VMM that stays in the kernel after SIGKILL (L1's KVM is
+#             stuck: the run ends there, RIG-FAULT, exit 125)
 # On every result but pass the VMM's view is printed before it is stopped:
 # for ours the state dump it logs on SIGUSR1 (every vCPU's registers, mode,
 # pending interrupts, LAPIC, last exits; the interrupt controllers; every
@@ -111,7 +113,7 @@ run_one() { # vmm round
     check_vmm() {
         echo "quickstart: $vmmname: $result after $(( $(now) - t0 )) s"
         vmm_alive $vmm_pid && show_vmm_state $vmmname $vmm_pid > state.txt
-        vmm_alive $vmm_pid && vmm_stop $vmm_pid
+        vmm_alive $vmm_pid && { vmm_stop $vmm_pid || l1_stuck=1; }
     }
     [ -n "$result" ] && check_vmm
     wait $tty_pid
@@ -149,7 +151,12 @@ run_one() { # vmm round
             echo "quickstart: nested hypervisor under the VMM lost the guest's state; a rig fault"
         fi
     fi
-    wait $vmm_pid 2>/dev/null
+    if [ -n "$l1_stuck" ]; then
+        result=rig-fault
+        fault="l1-kernel-stuck: the VMM stays in the kernel after SIGKILL"
+    else
+        wait $vmm_pid 2>/dev/null
+    fi
     if [ $vmmname = ours ]; then
         echo "== the VMM's log:"
         cat vmm.log
@@ -159,9 +166,13 @@ run_one() { # vmm round
     echo "QS-RESULT vmm=$vmmname round=$round result=$result secs=$(( $(now) - t0 ))"
     [ $result = pass ] || failures=$((failures + 1))
     cd "$TOP_DIR"
+    if [ -n "$l1_stuck" ]; then # this L1 cannot run another VM
+        echo "RIG-FAULT $fault"
+        exit 125
+    fi
 }
 
-fault=
+fault= l1_stuck=
 r=1
 while [ $r -le $ROUNDS ]; do
     # interleaved, and who goes first alternates between rounds

@@ -23,13 +23,26 @@ vmm_wait_gone() {
 }
 
 # vmm_stop PID: SIGTERM, then SIGKILL after 5 s; reaps it if it is our child.
+# A process still there 10 s after SIGKILL is stuck in the kernel (in the
+# rig: L1's KVM): its threads' kernel stacks are printed, with a
+# "RIG-FAULT l1-kernel-stuck" line, and vmm_stop fails (never waits on it).
 vmm_stop() {
     kill -TERM "$1" 2>/dev/null
-    vmm_wait_gone "$1" 5 || {
+    if ! vmm_wait_gone "$1" 5; then
         echo "rig-lib: VMM $1 ignored SIGTERM for 5 s: SIGKILL"
         kill -KILL "$1" 2>/dev/null
-    }
+        if ! vmm_wait_gone "$1" 10; then
+            echo "rig-lib: VMM $1 still there 10 s after SIGKILL: stuck in the kernel"
+            for _t in /proc/"$1"/task/*; do
+                echo "== thread $(cat "$_t/comm" 2>/dev/null): $(grep '^State' "$_t/status" 2>/dev/null)"
+                cat "$_t/stack" 2>/dev/null
+            done
+            echo "RIG-FAULT l1-kernel-stuck: a VMM thread stays in the kernel after SIGKILL"
+            return 1
+        fi
+    fi
     wait "$1" 2>/dev/null
+    return 0
 }
 
 # vmm_dump PID LOG: asks our VMM for its state dump (SIGUSR1) and prints it

@@ -5,7 +5,7 @@
 # inner VMM, interleaved (who goes first alternates), in the same rig, in
 # batches of B rounds per L1 boot. Prints one line per run and a tally:
 #
-#   stall-hunt: ours: P pass, S stall, T timeout, E vmm-exit, H vmm-hang, F fail of N
+#   stall-hunt: ours: P pass, R rig-fault, S stall, G guest-error, T timeout, E vmm-exit, H vmm-hang, F fail of N
 #   stall-hunt: qemu: ...
 #
 # Usage: tests/rig/stall-hunt.sh [N] [B]   (default 20 rounds, batches of 5)
@@ -48,8 +48,8 @@ while [ $done_rounds -lt "$rounds" ]; do
 done
 for v in ours qemu; do
     awk -v v=$v '$1 == "vmm=" v { split($3, r, "="); c[r[2]]++; n++ }
-        END { printf "stall-hunt: %s: %d pass, %d stall, %d timeout, %d vmm-exit, %d vmm-hang, %d fail of %d\n",
-              v, c["pass"], c["stall"], c["timeout"], c["vmm-exit"], c["vmm-hang"], c["fail"], n }' "$log.results"
+        END { printf "stall-hunt: %s: %d pass, %d rig-fault, %d stall, %d guest-error, %d timeout, %d vmm-exit, %d vmm-hang, %d fail of %d\n",
+              v, c["pass"], c["rig-fault"], c["stall"], c["guest-error"], c["timeout"], c["vmm-exit"], c["vmm-hang"], c["fail"], n }' "$log.results"
     awk -v v=$v '$1 == "vmm=" v && $3 == "result=pass" { split($4, s, "="); print s[2] }' "$log.results" \
         | sort -n | awk -v v=$v '{ a[NR] = $1 } END { if (NR) printf "stall-hunt: %s: passing runs took min %d s, median %d s, max %d s\n", v, a[1], a[int((NR + 1) / 2)], a[NR] }'
 done
