@@ -1,48 +1,28 @@
-/* Reads the propolis-standalone TOML file into struct config. See config.h. */
+/* Reads the propolis-standalone TOML file into struct config: the parsers of
+ * every section, written with the accessors of config_access.h, the checks
+ * between sections, and the entry points of config.h. */
 #include "config/config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "common/log.h"
+#include "config/config_access.h"
 #include "config/toml.h"
 
-#define KP_MAX 320                         /* key paths in messages */
 #define CONFIG_FILE_MAX (16u << 20)        /* refuse absurdly large files */
 #define PVPANIC_PORT_TEXT "I/O port 0x505" /* for messages */
 
-struct pending_warning {
-    unsigned line, column;
-    size_t seq;
-    char *text;
-};
-
-struct parser {
-    struct config *cfg;
-    struct pending_warning *warnings;
-    size_t warning_count;
-    const char *path; /* for messages */
-    bool failed;
-    /* Values resolved once every section has been read. */
-    const struct toml_value *cpuid_profile_val;
-    const struct toml_value *boot_order_val;
-};
-
-/* The keys of one TOML table being read; keys never looked at are reported
- * as unknown when the section is closed. */
-struct section {
-    struct parser *p;
-    const struct toml_value *tbl;
-    const char *kp; /* key path of the table ("" for the root) */
-    unsigned line, column;
-    bool *used;
+/* Values of [main] that name other sections, resolved once every section has
+ * been read. */
+struct main_refs {
+    const struct toml_value *cpuid_profile;
+    const struct toml_value *boot_order;
 };
 
 static const char *const block_type_names[] = {
@@ -69,568 +49,29 @@ static const char *const cpu_binding_names[] = {
     [CPU_BINDING_UPPER_HALF] = "upper-half",
 };
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+static const char *name_of(const char *const *names, size_t count, size_t i)
+{
+    return i < count ? names[i] : "?";
+}
 
 const char *config_block_type_name(enum config_block_type type)
 {
-    return (size_t)type < COUNT(block_type_names) ? block_type_names[type] : "?";
+    return name_of(block_type_names, COUNT(block_type_names), (size_t)type);
 }
 
 const char *config_driver_name(enum config_driver driver)
 {
-    return (size_t)driver < COUNT(driver_names) ? driver_names[driver] : "?";
+    return name_of(driver_names, COUNT(driver_names), (size_t)driver);
 }
 
 const char *config_cpu_vendor_name(enum config_cpu_vendor vendor)
 {
-    return (size_t)vendor < COUNT(vendor_names) ? vendor_names[vendor] : "?";
+    return name_of(vendor_names, COUNT(vendor_names), (size_t)vendor);
 }
 
 const char *config_cpu_binding_name(enum cpu_binding binding)
 {
-    return (size_t)binding < COUNT(cpu_binding_names) ? cpu_binding_names[binding] : "?";
-}
-
-/* ---- messages ---- */
-
-struct sbuf {
-    char *p;
-    size_t n, len;
-};
-
-static void sb_putc(struct sbuf *b, char c)
-{
-    if (b->len + 1 < b->n) {
-        b->p[b->len++] = c;
-        b->p[b->len] = '\0';
-    }
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-    while (*s)
-        sb_putc(b, *s++);
-}
-
-static bool is_bare_key(const char *key, size_t len)
-{
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = key[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
-/* "prefix.key", quoting key as TOML does when it is not a bare key. */
-static void kp_join(char *out, size_t n, const char *prefix, const char *key, size_t key_len)
-{
-    struct sbuf b = {out, n, 0};
-    out[0] = '\0';
-    if (prefix && *prefix) {
-        sb_puts(&b, prefix);
-        sb_putc(&b, '.');
-    }
-    if (is_bare_key(key, key_len)) {
-        for (size_t i = 0; i < key_len; i++)
-            sb_putc(&b, key[i]);
-        return;
-    }
-    sb_putc(&b, '"');
-    for (size_t i = 0; i < key_len; i++) {
-        unsigned char c = (unsigned char)key[i];
-        if (c == '"' || c == '\\') {
-            sb_putc(&b, '\\');
-            sb_putc(&b, (char)c);
-        } else if (c < 0x20 || c == 0x7f) {
-            char esc[8];
-            snprintf(esc, sizeof(esc), "\\u%04X", c);
-            sb_puts(&b, esc);
-        } else {
-            sb_putc(&b, (char)c);
-        }
-    }
-    sb_putc(&b, '"');
-}
-
-static void kp_index(char *out, size_t n, const char *prefix, size_t index)
-{
-    struct sbuf b = {out, n, 0};
-    char num[24];
-    snprintf(num, sizeof(num), "[%zu]", index);
-    out[0] = '\0';
-    sb_puts(&b, prefix);
-    sb_puts(&b, num);
-}
-
-static void format_message(char *out, size_t n, const char *path, unsigned line, unsigned col,
-                           const char *kp, const char *msg)
-{
-    struct sbuf b = {out, n, 0};
-    out[0] = '\0';
-    sb_puts(&b, path);
-    if (line) {
-        char pos[32];
-        snprintf(pos, sizeof(pos), ":%u:%u", line, col);
-        sb_puts(&b, pos);
-    }
-    sb_puts(&b, ": ");
-    if (kp) {
-        sb_puts(&b, kp);
-        sb_puts(&b, ": ");
-    }
-    sb_puts(&b, msg);
-}
-
-static int perr(struct parser *p, unsigned line, unsigned col, const char *kp, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-/* Records the first error; returns -1. */
-static int perr(struct parser *p, unsigned line, unsigned col, const char *kp, const char *fmt, ...)
-{
-    if (p->failed)
-        return -1;
-    p->failed = true;
-    char msg[CONFIG_ERROR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    format_message(p->cfg->error, sizeof(p->cfg->error), p->path, line, col, kp, msg);
-    return -1;
-}
-
-static void pwarn(struct parser *p, unsigned line, unsigned col, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void pwarn(struct parser *p, unsigned line, unsigned col, const char *fmt, ...)
-{
-    char msg[CONFIG_ERROR_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    char full[CONFIG_ERROR_MAX];
-    format_message(full, sizeof(full), p->path, line, col, NULL, msg);
-
-    struct pending_warning *w = realloc(p->warnings, (p->warning_count + 1) * sizeof(*w));
-    if (!w)
-        return;
-    p->warnings = w;
-    w = &p->warnings[p->warning_count];
-    w->line = line;
-    w->column = col;
-    w->seq = p->warning_count;
-    if ((w->text = strdup(full)))
-        p->warning_count++;
-}
-
-static int warning_cmp(const void *a, const void *b)
-{
-    const struct pending_warning *x = a, *y = b;
-    if (x->line != y->line)
-        return x->line < y->line ? -1 : 1;
-    if (x->column != y->column)
-        return x->column < y->column ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-/* Logs the warnings in file order and hands them to cfg (success only: a
- * config that fails to load prints its one error and nothing else). */
-static void flush_warnings(struct parser *p, bool keep)
-{
-    struct config *cfg = p->cfg;
-    if (keep && p->warning_count) {
-        qsort(p->warnings, p->warning_count, sizeof(*p->warnings), warning_cmp);
-        cfg->warnings = calloc(p->warning_count, sizeof(char *));
-    }
-    for (size_t i = 0; i < p->warning_count; i++) {
-        if (keep) {
-            log_warn("%s", p->warnings[i].text);
-            if (cfg->warnings) {
-                cfg->warnings[cfg->warning_count++] = p->warnings[i].text;
-                continue;
-            }
-        }
-        free(p->warnings[i].text);
-    }
-    free(p->warnings);
-    p->warnings = NULL;
-    p->warning_count = 0;
-}
-
-static void report_v(const char *source, struct config_pos pos, const char *key_path,
-                     const char *fmt, va_list ap)
-{
-    char msg[CONFIG_ERROR_MAX];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    char full[CONFIG_ERROR_MAX];
-    format_message(full, sizeof(full), source ? source : "<config>", pos.line, pos.column, key_path,
-                   msg);
-    fprintf(stderr, "%s\n", full);
-}
-
-void config_report(const struct config *cfg, struct config_pos pos, const char *key_path,
-                   const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report_v(cfg->path, pos, key_path, fmt, ap);
-    va_end(ap);
-}
-
-void config_report_at(const char *source, struct config_pos pos, const char *key_path,
-                      const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    report_v(source, pos, key_path, fmt, ap);
-    va_end(ap);
-}
-
-/* ---- memory ---- */
-
-static char *memdup_str(struct parser *p, const char *s, size_t len)
-{
-    char *out = malloc(len + 1);
-    if (!out) {
-        perr(p, 0, 0, NULL, "out of memory");
-        return NULL;
-    }
-    memcpy(out, s, len);
-    out[len] = '\0';
-    return out;
-}
-
-static void *xcalloc(struct parser *p, size_t n, size_t size)
-{
-    void *out = calloc(n ? n : 1, size);
-    if (!out)
-        perr(p, 0, 0, NULL, "out of memory");
-    return out;
-}
-
-/* ---- typed values ---- */
-
-static const char *type_with_article(enum toml_type t)
-{
-    switch (t) {
-    case TOML_TABLE:
-        return "a table";
-    case TOML_ARRAY:
-        return "an array";
-    case TOML_STRING:
-        return "a string";
-    case TOML_INTEGER:
-        return "an integer";
-    case TOML_FLOAT:
-        return "a number";
-    case TOML_BOOL:
-        return "a boolean";
-    default:
-        return "a date/time";
-    }
-}
-
-static int expect_type_at(struct parser *p, const struct toml_value *v, const char *kp,
-                          enum toml_type type, unsigned line, unsigned col)
-{
-    if (v->type == type)
-        return 0;
-    return perr(p, line, col, kp, "expected %s, got %s", type_with_article(type),
-                toml_type_name(v->type));
-}
-
-static int expect_type(struct parser *p, const struct toml_value *v, const char *kp,
-                       enum toml_type type)
-{
-    return expect_type_at(p, v, kp, type, v->line, v->column);
-}
-
-static int check_int(struct parser *p, const struct toml_value *v, const char *kp, int64_t min,
-                     int64_t max, int64_t *out)
-{
-    if (expect_type(p, v, kp, TOML_INTEGER))
-        return -1;
-    int64_t x = v->u.integer;
-    if (x >= min && x <= max) {
-        *out = x;
-        return 0;
-    }
-    if (max == INT64_MAX && min == 0)
-        return perr(p, v->line, v->column, kp, "must not be negative, got %" PRId64, x);
-    if (max == INT64_MAX)
-        return perr(p, v->line, v->column, kp, "must be at least %" PRId64 ", got %" PRId64, min,
-                    x);
-    return perr(p, v->line, v->column, kp,
-                "must be between %" PRId64 " and %" PRId64 ", got %" PRId64, min, max, x);
-}
-
-enum str_flags {
-    STR_NONEMPTY = 1,
-    STR_NO_NUL = 2,
-};
-
-static int check_str(struct parser *p, const struct toml_value *v, const char *kp, unsigned flags)
-{
-    if (expect_type(p, v, kp, TOML_STRING))
-        return -1;
-    if ((flags & STR_NONEMPTY) && v->u.string.len == 0)
-        return perr(p, v->line, v->column, kp, "must not be empty");
-    if ((flags & STR_NO_NUL) && memchr(v->u.string.ptr, '\0', v->u.string.len))
-        return perr(p, v->line, v->column, kp, "must not contain a NUL character");
-    return 0;
-}
-
-/* ---- sections ---- */
-
-static int sec_open(struct parser *p, struct section *s, const struct toml_value *tbl,
-                    const char *kp, unsigned line, unsigned col)
-{
-    s->p = p;
-    s->tbl = tbl;
-    s->kp = kp;
-    s->line = line;
-    s->column = col;
-    s->used = xcalloc(p, tbl->u.table.count, sizeof(bool));
-    return s->used ? 0 : -1;
-}
-
-static void sec_close(struct section *s)
-{
-    if (!s->used)
-        return;
-    if (!s->p->failed) {
-        for (size_t i = 0; i < s->tbl->u.table.count; i++) {
-            if (s->used[i])
-                continue;
-            const struct toml_keyval *kv = &s->tbl->u.table.items[i];
-            char kp[KP_MAX];
-            kp_join(kp, sizeof(kp), s->kp, kv->key, kv->key_len);
-            pwarn(s->p, kv->line, kv->column, "unknown key %s ignored", kp);
-        }
-    }
-    free(s->used);
-    s->used = NULL;
-}
-
-static const struct toml_keyval *sec_find(struct section *s, const char *key)
-{
-    size_t klen = strlen(key);
-    for (size_t i = 0; i < s->tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &s->tbl->u.table.items[i];
-        if (kv->key_len == klen && memcmp(kv->key, key, klen) == 0) {
-            s->used[i] = true;
-            return kv;
-        }
-    }
-    return NULL;
-}
-
-/* Edit distance of two short strings, capped at 3. */
-static unsigned edit_distance(const char *a, size_t alen, const char *b, size_t blen)
-{
-    if (alen > 32 || blen > 32)
-        return 3;
-    unsigned row[33];
-    for (size_t j = 0; j <= blen; j++)
-        row[j] = (unsigned)j;
-    for (size_t i = 1; i <= alen; i++) {
-        unsigned diag = row[0];
-        row[0] = (unsigned)i;
-        for (size_t j = 1; j <= blen; j++) {
-            unsigned up = row[j];
-            unsigned best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[blen] < 3 ? row[blen] : 3;
-}
-
-/* An unknown key of the section that looks like a misspelt key. */
-static const struct toml_keyval *sec_near_miss(struct section *s, const char *key)
-{
-    size_t klen = strlen(key);
-    for (size_t i = 0; i < s->tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &s->tbl->u.table.items[i];
-        if (!s->used[i] && edit_distance(kv->key, kv->key_len, key, klen) <= (klen > 4 ? 2 : 1))
-            return kv;
-    }
-    return NULL;
-}
-
-/* Looks key up; fills kp with its key path. Returns 1 if present, 0 if absent
- * (an error if required), -1 on error. */
-/* Where the value of key was written, for reports made after parsing. */
-static struct config_pos sec_pos(struct section *s, const char *key)
-{
-    const struct toml_keyval *kv = sec_find(s, key);
-    return kv ? (struct config_pos){kv->value->line, kv->value->column} : (struct config_pos){0, 0};
-}
-
-static int sec_get(struct section *s, const char *key, bool required, const struct toml_value **out,
-                   char *kp)
-{
-    kp_join(kp, KP_MAX, s->kp, key, strlen(key));
-    const struct toml_keyval *kv = sec_find(s, key);
-    if (!kv) {
-        if (!required)
-            return 0;
-        const struct toml_keyval *typo = sec_near_miss(s, key);
-        if (typo)
-            perr(s->p, s->line, s->column, kp,
-                 "required key is missing (is \"%.*s\" at line %u a misspelling?)",
-                 (int)typo->key_len, typo->key, typo->line);
-        else
-            perr(s->p, s->line, s->column, kp, "required key is missing");
-        return -1;
-    }
-    *out = kv->value;
-    return 1;
-}
-
-static int sec_typed(struct section *s, const char *key, bool required, enum toml_type type,
-                     const struct toml_value **out, char *kp)
-{
-    int r = sec_get(s, key, required, out, kp);
-    if (r <= 0)
-        return r;
-    return expect_type(s->p, *out, kp, type) ? -1 : 1;
-}
-
-static int sec_int(struct section *s, const char *key, bool required, int64_t min, int64_t max,
-                   int64_t *out)
-{
-    char kp[KP_MAX];
-    const struct toml_value *v = NULL;
-    int r = sec_get(s, key, required, &v, kp);
-    if (r <= 0)
-        return r;
-    return check_int(s->p, v, kp, min, max, out) ? -1 : 1;
-}
-
-static int sec_bool(struct section *s, const char *key, bool *out)
-{
-    char kp[KP_MAX];
-    const struct toml_value *v = NULL;
-    int r = sec_typed(s, key, false, TOML_BOOL, &v, kp);
-    if (r == 1)
-        *out = v->u.boolean;
-    return r;
-}
-
-static int sec_str(struct section *s, const char *key, bool required, unsigned flags, char **out,
-                   struct config_pos *pos)
-{
-    char kp[KP_MAX];
-    const struct toml_value *v = NULL;
-    int r = sec_get(s, key, required, &v, kp);
-    if (r <= 0)
-        return r;
-    if (check_str(s->p, v, kp, flags))
-        return -1;
-    *out = memdup_str(s->p, v->u.string.ptr, v->u.string.len);
-    if (!*out)
-        return -1;
-    if (pos) {
-        pos->line = v->line;
-        pos->column = v->column;
-    }
-    return 1;
-}
-
-/* A string that must be one of names[]. */
-static int sec_enum(struct section *s, const char *key, bool required, const char *const *names,
-                    size_t count, const char *what, int *out, const struct toml_value **val)
-{
-    char kp[KP_MAX];
-    const struct toml_value *v = NULL;
-    int r = sec_get(s, key, required, &v, kp);
-    if (r <= 0)
-        return r;
-    if (val)
-        *val = v;
-    if (check_str(s->p, v, kp, 0))
-        return -1;
-    for (size_t i = 0; i < count; i++) {
-        if (v->u.string.len == strlen(names[i]) && strcmp(v->u.string.ptr, names[i]) == 0) {
-            *out = (int)i;
-            return 1;
-        }
-    }
-    char list[256];
-    struct sbuf b = {list, sizeof(list), 0};
-    list[0] = '\0';
-    for (size_t i = 0; i < count; i++) {
-        if (i)
-            sb_puts(&b, i + 1 == count ? " or " : ", ");
-        sb_puts(&b, names[i]);
-    }
-    int shown = v->u.string.len > 64 ? 64 : (int)v->u.string.len;
-    return perr(s->p, v->line, v->column, kp, "unknown %s \"%.*s\"%s (expected %s)", what, shown,
-                v->u.string.ptr, shown < (int)v->u.string.len ? "..." : "", list);
-}
-
-/* A key whose value must be a table, e.g. [block_dev] in the root. */
-static int sec_table(struct section *s, const char *key, const struct toml_keyval **out)
-{
-    const struct toml_keyval *kv = sec_find(s, key);
-    if (!kv)
-        return 0;
-    char kp[KP_MAX];
-    kp_join(kp, sizeof(kp), s->kp, key, strlen(key));
-    if (expect_type_at(s->p, kv->value, kp, TOML_TABLE, kv->line, kv->column))
-        return -1;
-    *out = kv;
-    return 1;
-}
-
-/* A named section ([block_dev.NAME] etc.): checks the name and the type. */
-static int named_section(struct parser *p, const struct toml_keyval *kv, const char *parent,
-                         char *kp)
-{
-    kp_join(kp, KP_MAX, parent, kv->key, kv->key_len);
-    if (kv->key_len == 0)
-        return perr(p, kv->line, kv->column, kp, "section name must not be empty");
-    if (memchr(kv->key, '\0', kv->key_len))
-        return perr(p, kv->line, kv->column, kp, "section name must not contain a NUL character");
-    return expect_type_at(p, kv->value, kp, TOML_TABLE, kv->line, kv->column);
-}
-
-/* Parses each [TABLE.NAME] section in file order: reserve() makes room for
- * all of them, then add() takes each one, with its copied NAME, and parses
- * it. add() counts the item first, so that config_free() finds the name
- * even when parsing fails. Returns 0, or -1 after an error. */
-static int parse_named_sections(struct parser *p, struct section *root, const char *table,
-                                int (*reserve)(struct parser *p, size_t n),
-                                int (*add)(struct parser *p, const struct toml_keyval *kv,
-                                           const char *kp, char *name))
-{
-    const struct toml_keyval *top;
-    int r = sec_table(root, table, &top);
-    if (r <= 0)
-        return r;
-    const struct toml_value *tbl = top->value;
-    if (reserve(p, tbl->u.table.count))
-        return -1;
-    for (size_t i = 0; i < tbl->u.table.count; i++) {
-        const struct toml_keyval *kv = &tbl->u.table.items[i];
-        char kp[KP_MAX];
-        char *name;
-        if (named_section(p, kv, table, kp) || !(name = memdup_str(p, kv->key, kv->key_len)))
-            return -1;
-        if (add(p, kv, kp, name))
-            return -1;
-    }
-    return 0;
+    return name_of(cpu_binding_names, COUNT(cpu_binding_names), (size_t)binding);
 }
 
 /* ---- [main] ---- */
@@ -655,7 +96,7 @@ static int check_vm_name(struct parser *p, const struct toml_value *v, const cha
     return 0;
 }
 
-static int parse_main(struct parser *p, struct section *root)
+static int parse_main(struct parser *p, struct section *root, struct main_refs *refs)
 {
     struct config_main *m = &p->cfg->main;
     const struct toml_keyval *kv;
@@ -676,7 +117,7 @@ static int parse_main(struct parser *p, struct section *root)
     int e = 0;
 
     if (sec_get(&s, "name", true, &v, kp) != 1 || check_vm_name(p, v, kp) ||
-        !(m->name = memdup_str(p, v->u.string.ptr, v->u.string.len)))
+        !(m->name = value_strdup(p, v)))
         goto out;
     if (sec_int(&s, "cpus", true, 1, CONFIG_MAX_CPUS, &n) < 0)
         goto out;
@@ -699,7 +140,7 @@ static int parse_main(struct parser *p, struct section *root)
                      NULL)) < 0)
         goto out;
     if (e == 1)
-        p->cpuid_profile_val = sec_find(&s, "cpuid_profile")->value;
+        refs->cpuid_profile = sec_find(&s, "cpuid_profile")->value;
 
     int binding = CPU_BINDING_ANY;
     if (sec_enum(&s, "cpu_binding", false, cpu_binding_names, COUNT(cpu_binding_names),
@@ -730,11 +171,11 @@ static int parse_main(struct parser *p, struct section *root)
             char ekp[KP_MAX];
             kp_index(ekp, sizeof(ekp), kp, i);
             if (check_str(p, el, ekp, STR_NONEMPTY | STR_NO_NUL) ||
-                !(m->boot_order[i] = memdup_str(p, el->u.string.ptr, el->u.string.len)))
+                !(m->boot_order[i] = value_strdup(p, el)))
                 goto out;
             m->boot_order_count = i + 1;
         }
-        p->boot_order_val = v;
+        refs->boot_order = v;
     }
 
     if ((e = sec_get(&s, "acpi_variant", false, &v, kp)) < 0)
@@ -864,8 +305,7 @@ static int parse_cloudinit_item(struct parser *p, struct section *s, const char 
     if (r < 0)
         return -1;
     if (r == 1) {
-        if (check_str(p, v, kp, 0) ||
-            !(item->data = memdup_str(p, v->u.string.ptr, v->u.string.len)))
+        if (check_str(p, v, kp, 0) || !(item->data = value_strdup(p, v)))
             return -1;
         item->len = v->u.string.len;
     }
@@ -876,7 +316,7 @@ static int parse_cloudinit_item(struct parser *p, struct section *s, const char 
         return -1;
     if (r == 1 && rp == 1) {
         char pkp[KP_MAX];
-        kp_join(pkp, sizeof(pkp), s->kp, pkey, strlen(pkey));
+        kp_key(pkp, sizeof(pkp), s->kp, pkey);
         return perr(p, pos.line, pos.column, pkp,
                     "cannot be combined with %s (line %u): give the data or a file, not both", kp,
                     v->line);
@@ -955,7 +395,7 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
     int r;
 
     if (!bd->has_block_size) {
-        kp_join(kp, sizeof(kp), s->kp, "block_size", strlen("block_size"));
+        kp_key(kp, sizeof(kp), s->kp, "block_size");
         return perr(p, s->line, s->column, kp,
                     "required key is missing (crucible needs the region's block size)");
     }
@@ -990,7 +430,7 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
         return -1;
     c->generation = (uint64_t)n;
 
-    if ((r = sec_typed(s, "upstairs_id", false, TOML_STRING, &v, kp)) < 0)
+    if ((r = sec_get(s, "upstairs_id", false, &v, kp)) < 0)
         return -1;
     if (r == 1) {
         if (check_str(p, v, kp, STR_NO_NUL))
@@ -1025,7 +465,7 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
         return -1;
     if (r == 1) {
         v = sec_find(s, "encryption_key")->value;
-        kp_join(kp, sizeof(kp), s->kp, "encryption_key", strlen("encryption_key"));
+        kp_key(kp, sizeof(kp), s->kp, "encryption_key");
         size_t len = 0;
         uint8_t key[CONFIG_CRUCIBLE_KEY_LEN + 3];
         if (config_base64_decode(v->u.string.ptr, v->u.string.len, key, sizeof(key), &len, why,
@@ -1059,8 +499,7 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
     struct section s;
     if (sec_open(p, &s, kv->value, kp, kv->line, kv->column))
         return -1;
-    char vkp[KP_MAX];
-    const struct toml_value *v = NULL, *type_val = NULL;
+    const struct toml_value *type_val = NULL;
     int64_t n = 0;
     int type, r;
 
@@ -1069,17 +508,9 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
         goto out;
     bd->type = (enum config_block_type)type;
 
-    if ((r = sec_get(&s, "block_size", false, &v, vkp)) < 0)
+    if ((r = sec_pow2(&s, "block_size", CONFIG_MIN_BLOCK_SIZE, CONFIG_MAX_BLOCK_SIZE, &n)) < 0)
         goto out;
     if (r == 1) {
-        if (check_int(p, v, vkp, 0, INT64_MAX, &n))
-            goto out;
-        if (n < CONFIG_MIN_BLOCK_SIZE || n > CONFIG_MAX_BLOCK_SIZE || (n & (n - 1))) {
-            perr(p, v->line, v->column, vkp,
-                 "must be a power of two between %d and %d, got %" PRId64, CONFIG_MIN_BLOCK_SIZE,
-                 CONFIG_MAX_BLOCK_SIZE, n);
-            goto out;
-        }
         bd->has_block_size = true;
         bd->block_size = (uint32_t)n;
     }
@@ -1109,7 +540,8 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
         break;
     case CONFIG_BLOCK_CLOUDINIT:
         if (!p->cfg->has_cloudinit) {
-            kp_join(vkp, sizeof(vkp), kp, "type", 4);
+            char vkp[KP_MAX];
+            kp_key(vkp, sizeof(vkp), kp, "type");
             perr(p, type_val->line, type_val->column, vkp,
                  "type \"cloudinit\" needs a [cloudinit] section holding the data");
         }
@@ -1158,21 +590,10 @@ static int check_ifname(struct parser *p, const struct toml_value *v, const char
 
 static int sec_queue_size(struct section *s, const char *key, unsigned def, unsigned *out)
 {
-    char kp[KP_MAX];
-    const struct toml_value *v = NULL;
-    int64_t n = 0;
-    *out = def;
-    int r = sec_get(s, key, false, &v, kp);
-    if (r <= 0)
-        return r;
-    if (check_int(s->p, v, kp, 0, INT64_MAX, &n))
-        return -1;
-    if (n < 2 || n > CONFIG_MAX_QUEUE_SIZE || (n & (n - 1)))
-        return perr(s->p, v->line, v->column, kp,
-                    "must be a power of two between 2 and %d, got %" PRId64, CONFIG_MAX_QUEUE_SIZE,
-                    n);
+    int64_t n = def;
+    int r = sec_pow2(s, key, 2, CONFIG_MAX_QUEUE_SIZE, &n);
     *out = (unsigned)n;
-    return 1;
+    return r;
 }
 
 static int parse_port_mappings(struct parser *p, struct section *s, struct config_device *d)
@@ -1208,7 +629,7 @@ static int parse_port_mappings(struct parser *p, struct section *s, struct confi
                 if (d->vsock.port_mappings[j].port == pm->port) {
                     const struct toml_value *pv = sec_find(&m, "port")->value;
                     char pkp[KP_MAX];
-                    kp_join(pkp, sizeof(pkp), ekp, "port", 4);
+                    kp_key(pkp, sizeof(pkp), ekp, "port");
                     perr(p, pv->line, pv->column, pkp,
                          "guest port %" PRIu32 " is already mapped by %s[%zu]", pm->port, kp, j);
                     break;
@@ -1248,7 +669,7 @@ static int parse_pci_path(struct parser *p, struct section *s, struct config_dev
         if (o != d && o->has_pci && o->pci.bus == d->pci.bus && o->pci.dev == d->pci.dev &&
             o->pci.func == d->pci.func) {
             char okp[KP_MAX];
-            kp_join(okp, sizeof(okp), "dev", o->name, strlen(o->name));
+            kp_key(okp, sizeof(okp), "dev", o->name);
             return perr(p, v->line, v->column, kp, "%s is already used by %s (line %u)",
                         v->u.string.ptr, okp, o->pci_pos.line);
         }
@@ -1286,7 +707,7 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
     case CONFIG_DRIVER_NVME: {
         if (sec_get(&s, "block_dev", true, &v, vkp) != 1 ||
             check_str(p, v, vkp, STR_NONEMPTY | STR_NO_NUL) ||
-            !(d->blk.block_dev = memdup_str(p, v->u.string.ptr, v->u.string.len)))
+            !(d->blk.block_dev = value_strdup(p, v)))
             goto out;
         const struct config_block_dev *bd = config_find_block_dev(cfg, d->blk.block_dev);
         if (!bd) {
@@ -1300,7 +721,7 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
     }
     case CONFIG_DRIVER_VIRTIO_VIONA:
         if (sec_get(&s, "vnic", true, &v, vkp) != 1 || check_ifname(p, v, vkp) ||
-            !(d->viona.vnic = memdup_str(p, v->u.string.ptr, v->u.string.len)))
+            !(d->viona.vnic = value_strdup(p, v)))
             goto out;
         if (sec_queue_size(&s, "rx-queue-size", CONFIG_DEFAULT_RX_QUEUE_SIZE,
                            &d->viona.rx_queue_size) < 0 ||
@@ -1342,10 +763,10 @@ static int check_devices(struct parser *p)
     for (size_t i = 0; i < cfg->device_count; i++) {
         const struct config_device *d = &cfg->devices[i];
         char kp[KP_MAX], okp[KP_MAX];
-        kp_join(kp, sizeof(kp), "dev", d->name, strlen(d->name));
+        kp_key(kp, sizeof(kp), "dev", d->name);
         if (d->driver == CONFIG_DRIVER_VIRTIO_SOCKET) {
             if (vsock) {
-                kp_join(okp, sizeof(okp), "dev", vsock->name, strlen(vsock->name));
+                kp_key(okp, sizeof(okp), "dev", vsock->name);
                 return perr(p, d->line, d->column, kp,
                             "only one pci-virtio-socket device is supported (%s is one)", okp);
             }
@@ -1353,7 +774,7 @@ static int check_devices(struct parser *p)
         }
         if (d->driver == CONFIG_DRIVER_QEMU_PVPANIC && d->pvpanic.enable_isa) {
             if (pvpanic_isa) {
-                kp_join(okp, sizeof(okp), "dev", pvpanic_isa->name, strlen(pvpanic_isa->name));
+                kp_key(okp, sizeof(okp), "dev", pvpanic_isa->name);
                 return perr(p, d->line, d->column, kp,
                             "only one qemu-pvpanic can have enable_isa (" PVPANIC_PORT_TEXT
                             " is already %s's)",
@@ -1404,25 +825,25 @@ static int parse_devices(struct parser *p, struct section *root)
 
 /* ---- references from [main] ---- */
 
-static int resolve_main(struct parser *p)
+static int resolve_main(struct parser *p, const struct main_refs *refs)
 {
     struct config *cfg = p->cfg;
     struct config_main *m = &cfg->main;
     if (m->cpuid_profile) {
-        const struct toml_value *v = p->cpuid_profile_val;
+        const struct toml_value *v = refs->cpuid_profile;
         const struct config_cpuid_profile *prof = config_find_cpuid_profile(cfg, m->cpuid_profile);
         if (!prof) {
             char ckp[KP_MAX];
-            kp_join(ckp, sizeof(ckp), "cpuid", m->cpuid_profile, strlen(m->cpuid_profile));
+            kp_key(ckp, sizeof(ckp), "cpuid", m->cpuid_profile);
             return perr(p, v->line, v->column, "main.cpuid_profile", "no [%s] section", ckp);
         }
         m->cpuid_profile_index = (size_t)(prof - cfg->cpuid_profiles);
     }
     for (size_t i = 0; i < m->boot_order_count; i++) {
-        const struct toml_value *v = p->boot_order_val->u.array.items[i];
+        const struct toml_value *v = refs->boot_order->u.array.items[i];
         char kp[KP_MAX], dkp[KP_MAX];
         kp_index(kp, sizeof(kp), "main.boot_order", i);
-        kp_join(dkp, sizeof(dkp), "dev", m->boot_order[i], strlen(m->boot_order[i]));
+        kp_key(dkp, sizeof(dkp), "dev", m->boot_order[i]);
         if (i == CONFIG_MAX_BOOT_ORDER)
             return perr(p, v->line, v->column, kp, "at most %d boot devices can be listed",
                         CONFIG_MAX_BOOT_ORDER);
@@ -1444,13 +865,15 @@ static int resolve_main(struct parser *p)
 static int parse_document(struct parser *p, const struct toml_value *doc)
 {
     struct section root;
+    struct main_refs refs = {0};
     if (sec_open(p, &root, doc, "", 0, 0))
         return -1;
     /* [cloudinit] before [block_dev] (a cloudinit disk needs it) and
      * [block_dev] before [dev] (devices name their back end). */
-    if (parse_main(p, &root) == 0 && parse_cpuid(p, &root) == 0 && parse_cloudinit(p, &root) == 0 &&
-        parse_block_devs(p, &root) == 0 && parse_devices(p, &root) == 0)
-        resolve_main(p);
+    if (parse_main(p, &root, &refs) == 0 && parse_cpuid(p, &root) == 0 &&
+        parse_cloudinit(p, &root) == 0 && parse_block_devs(p, &root) == 0 &&
+        parse_devices(p, &root) == 0)
+        resolve_main(p, &refs);
     sec_close(&root);
     return p->failed ? -1 : 0;
 }

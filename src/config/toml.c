@@ -140,8 +140,7 @@ const char *toml_type_name(enum toml_type type)
     return "unknown";
 }
 
-/* "an integer", "a table", ... for error messages. */
-static const char *type_phrase(enum toml_type type)
+const char *toml_type_phrase(enum toml_type type)
 {
     switch (type) {
     case TOML_TABLE:
@@ -306,27 +305,37 @@ static bool is_bare_key_char(int c)
            c == '-';
 }
 
-/* Appends one key part the way it could be written in TOML: bare if possible, quoted if not. */
-static void text_add_key_part(struct text *t, const char *key, size_t len)
+size_t toml_write_key(char *out, size_t capacity, const char *key, size_t len)
 {
+    if (capacity == 0)
+        return 0;
+    struct text t = {out, capacity, 0};
+    out[0] = '\0';
     bool bare = len > 0;
     for (size_t i = 0; i < len && bare; i++)
         bare = is_bare_key_char((unsigned char)key[i]);
     if (bare) {
-        text_add(t, "%.*s", (int)len, key);
-        return;
+        text_add(&t, "%.*s", (int)len, key);
+        return t.len;
     }
-    text_add(t, "\"");
+    text_add(&t, "\"");
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)key[i];
         if (c == '"' || c == '\\')
-            text_add(t, "\\%c", c);
+            text_add(&t, "\\%c", c);
         else if (c < 0x20 || c == 0x7f)
-            text_add(t, "\\u%04X", c);
+            text_add(&t, "\\u%04X", c);
         else
-            text_add(t, "%c", c);
+            text_add(&t, "%c", c);
     }
-    text_add(t, "\"");
+    text_add(&t, "\"");
+    return t.len;
+}
+
+/* Appends one key part the way it could be written in TOML. */
+static void text_add_key_part(struct text *t, const char *key, size_t len)
+{
+    t->len += toml_write_key(t->out + t->len, t->capacity - t->len, key, len);
 }
 
 /* Formats the dotted path prefix + key parts [0, upto] into `out`, truncated at 120 bytes. */
@@ -1378,7 +1387,7 @@ static struct toml_value *parse_value(struct parser *p, unsigned depth)
     if (value && !at_value_end(p)) {
         char what[40];
         fail(p, mark_here(p), "unexpected %s after %s", describe_char(p, what, sizeof(what)),
-             type_phrase(value->type));
+             toml_type_phrase(value->type));
         toml_free(value);
         return NULL;
     }
@@ -1404,8 +1413,8 @@ static struct toml_value *descend_dotted(struct parser *p, struct toml_value *ta
     struct toml_value *value = kv->value;
     if (value->type != TOML_TABLE) {
         fail(p, part->at, "cannot add keys to '%s': it is already %s (defined at %u:%u)",
-             describe_key(name, sizeof(name), prefix, key, i), type_phrase(value->type), kv->line,
-             kv->column);
+             describe_key(name, sizeof(name), prefix, key, i), toml_type_phrase(value->type),
+             kv->line, kv->column);
         return NULL;
     }
     struct node *node = node_of(value);
@@ -1532,7 +1541,7 @@ static bool parse_header(struct parser *p)
             goto out;
         } else {
             fail(p, part->at, "cannot use '%s' as a table: it is already %s (defined at %u:%u)",
-                 describe_key(name, sizeof(name), NULL, &key, i), type_phrase(value->type),
+                 describe_key(name, sizeof(name), NULL, &key, i), toml_type_phrase(value->type),
                  kv->line, kv->column);
             goto out;
         }
@@ -1587,7 +1596,7 @@ static bool parse_header(struct parser *p)
                 goto out;
             } else {
                 fail(p, last->at, "duplicate key '%s': it is already %s (defined at %u:%u)", name,
-                     type_phrase(value->type), kv->line, kv->column);
+                     toml_type_phrase(value->type), kv->line, kv->column);
                 goto out;
             }
         } else if (value->type == TOML_TABLE && node->origin == ORIGIN_IMPLICIT) {
@@ -1610,7 +1619,7 @@ static bool parse_header(struct parser *p)
             goto out;
         } else {
             fail(p, last->at, "duplicate key '%s': it is already %s (defined at %u:%u)", name,
-                 type_phrase(value->type), kv->line, kv->column);
+                 toml_type_phrase(value->type), kv->line, kv->column);
             goto out;
         }
     }

@@ -83,6 +83,14 @@ const struct toml_value *toml_array_get(const struct toml_value *array, size_t i
 /* "table", "array", "string", "integer", "float", "bool", "datetime",
  * "datetime-local", "date-local", "time-local" (the toml-test names). */
 const char *toml_type_name(enum toml_type type);
+/* "a table", "an array", "a string", "an integer", "a float", "a boolean",
+ * "an offset date-time", ... for messages. */
+const char *toml_type_phrase(enum toml_type type);
+
+/* Writes a key as it could be written in TOML: bare if possible, else quoted
+ * with escapes ("my key", "a\u0000b"). Truncates to fit out[capacity] and
+ * NUL-terminates (if capacity > 0); returns the length written. */
+size_t toml_write_key(char *out, size_t capacity, const char *key, size_t len);
 
 /* Formats a date/time value as RFC 3339 text (as toml-test expects). */
 void toml_format_datetime(const struct toml_value *value, char *buf, size_t len);
