@@ -123,50 +123,6 @@ static int check_host_resources(const struct config *cfg)
     return 0;
 }
 
-/* Features later work implements are refused by name rather than ignored. */
-static int refuse_unsupported(const struct config *cfg)
-{
-    struct config_pos main_pos = {cfg->main.line, cfg->main.column};
-    if (cfg->main.cpuid_profile) {
-        config_report(cfg, main_pos, "main.cpuid_profile", "CPUID profiles are not yet supported");
-        return -1;
-    }
-    for (size_t i = 0; i < cfg->block_dev_count; i++) {
-        const struct config_block_dev *bd = &cfg->block_devs[i];
-        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC)
-            continue;
-        char key[128];
-        snprintf(key, sizeof(key), "block_dev.%s", bd->name);
-        config_report(cfg, (struct config_pos){bd->line, bd->column}, key,
-                      "block device type \"%s\" is not yet supported",
-                      config_block_type_name(bd->type));
-        return -1;
-    }
-    for (size_t i = 0; i < cfg->device_count; i++) {
-        const struct config_device *dev = &cfg->devices[i];
-        if (dev->driver == CONFIG_DRIVER_QEMU_PVPANIC && dev->pvpanic.enable_isa && !dev->has_pci)
-            continue;
-        char key[128];
-        if (dev->driver == CONFIG_DRIVER_VIRTIO_BLOCK || dev->driver == CONFIG_DRIVER_NVME) {
-            if (dev->pci.bus == 0)
-                continue;
-            snprintf(key, sizeof(key), "dev.%s.pci-path", dev->name);
-            config_report(cfg, dev->pci_pos, key, "only PCI bus 0 is supported");
-            return -1;
-        }
-        snprintf(key, sizeof(key), "dev.%s", dev->name);
-        config_report(cfg, (struct config_pos){dev->line, dev->column}, key,
-                      "driver \"%s\" is not yet supported", config_driver_name(dev->driver));
-        return -1;
-    }
-    if (cfg->has_cloudinit) {
-        config_report(cfg, (struct config_pos){cfg->cloudinit.line, cfg->cloudinit.column},
-                      "cloudinit", "cloud-init disks are not yet supported");
-        return -1;
-    }
-    return 0;
-}
-
 static void isa_irq_set(void *opaque, bool level)
 {
     struct isa_irq_line *line = opaque;
@@ -235,7 +191,7 @@ static int build_chipset(struct vmm *vmm)
     return 0;
 }
 
-/* RTC/CMOS, HPET, PS/2 controller and the ISA pvpanic port. */
+/* RTC/CMOS, HPET and the PS/2 controller. */
 static int build_isa_devices(struct vmm *vmm)
 {
     struct machine *m = &vmm->machine;
@@ -259,16 +215,6 @@ static int build_isa_devices(struct vmm *vmm)
     if (add_pio_device(vmm, &vmm->ps2.dev, PS2_DATA_PORT, 1, &ps2_data_io_ops) < 0 ||
         !bus_register(&m->pio, PS2_CTRL_PORT, 1, &ps2_ctrl_io_ops, &vmm->ps2, "ps2"))
         return -1;
-
-    for (size_t i = 0; i < vmm->cfg.device_count; i++) {
-        const struct config_device *d = &vmm->cfg.devices[i];
-        if (d->driver != CONFIG_DRIVER_QEMU_PVPANIC || !d->pvpanic.enable_isa)
-            continue;
-        pvpanic_init(&vmm->pvpanic, d->name);
-        if (add_pio_device(vmm, &vmm->pvpanic.dev, PVPANIC_PORT, 1, &pvpanic_io_ops) < 0)
-            return -1;
-        break; /* the config allows one */
-    }
     return 0;
 }
 
@@ -306,42 +252,126 @@ static int add_pci_function(struct vmm *vmm, struct pci_device *pdev, const stru
     return pci_bus_add(&vmm->pci, pdev, PCI_DEVFN(bdf->dev, bdf->func));
 }
 
-/* The [dev.*] storage devices, in config order. */
-static int build_storage_devices(struct vmm *vmm)
+/* ---- The [dev.*] drivers: a build function each, and one table ---- */
+
+static int build_virtio_block(struct vmm *vmm, const struct config_device *d)
 {
     struct machine *m = &vmm->machine;
+    unsigned queues =
+        m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus : VIRTIO_BLK_DEFAULT_QUEUES;
+    struct virtio_blk *blk = virtio_blk_create(&(struct virtio_blk_params){
+        .name = d->name,
+        .backend = vmm->backends[d->blk.block_dev_index],
+        .num_queues = queues,
+        .mem = &m->mem,
+        .machine = m,
+        .msix_sink = msix_machine_sink(m),
+    });
+    return blk ? add_pci_function(vmm, virtio_blk_pci(blk), &d->pci) : -1;
+}
+
+static int build_nvme(struct vmm *vmm, const struct config_device *d)
+{
+    struct machine *m = &vmm->machine;
+    struct nvme_ctrl *nvme = nvme_create(&(struct nvme_params){
+        .name = d->name,
+        .backend = vmm->backends[d->blk.block_dev_index],
+        .mem = &m->mem,
+        .msix_sink = msix_machine_sink(m),
+    });
+    return nvme ? add_pci_function(vmm, nvme_pci_device(nvme), &d->pci) : -1;
+}
+
+/* The ISA pvpanic port (the config allows one pvpanic device). */
+static int build_pvpanic(struct vmm *vmm, const struct config_device *d)
+{
+    pvpanic_init(&vmm->pvpanic, d->name);
+    return add_pio_device(vmm, &vmm->pvpanic.dev, PVPANIC_PORT, 1, &pvpanic_io_ops);
+}
+
+/* One row per [dev.*] driver. A new device is its own file, its row here,
+ * and its tests. */
+struct driver {
+    enum config_driver driver;
+    /* Builds the device and adds it to the machine; NULL: the driver is
+     * refused as not yet supported. */
+    int (*build)(struct vmm *vmm, const struct config_device *d);
+    bool pci; /* a PCI function at its pci-path (else: no pci-path allowed) */
+    enum boot_device_kind boot_kind; /* in main.boot_order */
+};
+
+static const struct driver drivers[] = {
+    {CONFIG_DRIVER_VIRTIO_BLOCK, build_virtio_block, true, BOOT_DEVICE_VIRTIO_BLOCK},
+    {CONFIG_DRIVER_NVME, build_nvme, true, BOOT_DEVICE_NVME},
+    {CONFIG_DRIVER_VIRTIO_VIONA, NULL, true, BOOT_DEVICE_NIC},
+    {CONFIG_DRIVER_VIRTIO_SOCKET, NULL, true, BOOT_DEVICE_PCI},
+    {CONFIG_DRIVER_QEMU_PVPANIC, build_pvpanic, false, BOOT_DEVICE_NONE},
+};
+
+static const struct driver *driver_of(enum config_driver driver)
+{
+    static const struct driver none = {.boot_kind = BOOT_DEVICE_NONE};
+    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+        if (drivers[i].driver == driver)
+            return &drivers[i];
+    return &none;
+}
+
+static enum boot_device_kind driver_boot_kind(enum config_driver driver)
+{
+    return driver_of(driver)->boot_kind;
+}
+
+/* The [dev.*] devices, in config order. */
+static int build_configured_devices(struct vmm *vmm)
+{
     for (size_t i = 0; i < vmm->cfg.device_count; i++) {
         const struct config_device *d = &vmm->cfg.devices[i];
-        struct pci_device *pdev = NULL;
-        if (d->driver == CONFIG_DRIVER_VIRTIO_BLOCK) {
-            unsigned queues =
-                m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus : VIRTIO_BLK_DEFAULT_QUEUES;
-            struct virtio_blk *blk = virtio_blk_create(&(struct virtio_blk_params){
-                .name = d->name,
-                .backend = vmm->backends[d->blk.block_dev_index],
-                .num_queues = queues,
-                .mem = &m->mem,
-                .machine = m,
-                .msix_sink = msix_machine_sink(m),
-            });
-            if (!blk)
-                return -1;
-            pdev = virtio_blk_pci(blk);
-        } else if (d->driver == CONFIG_DRIVER_NVME) {
-            struct nvme_ctrl *nvme = nvme_create(&(struct nvme_params){
-                .name = d->name,
-                .backend = vmm->backends[d->blk.block_dev_index],
-                .mem = &m->mem,
-                .msix_sink = msix_machine_sink(m),
-            });
-            if (!nvme)
-                return -1;
-            pdev = nvme_pci_device(nvme);
-        } else {
-            continue;
-        }
-        if (add_pci_function(vmm, pdev, &d->pci) < 0)
+        if (driver_of(d->driver)->build(vmm, d) < 0)
             return -1;
+    }
+    return 0;
+}
+
+/* Features later work implements are refused by name rather than ignored. */
+static int refuse_unsupported(const struct config *cfg)
+{
+    struct config_pos main_pos = {cfg->main.line, cfg->main.column};
+    if (cfg->main.cpuid_profile) {
+        config_report(cfg, main_pos, "main.cpuid_profile", "CPUID profiles are not yet supported");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->block_dev_count; i++) {
+        const struct config_block_dev *bd = &cfg->block_devs[i];
+        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC)
+            continue;
+        char key[128];
+        snprintf(key, sizeof(key), "block_dev.%s", bd->name);
+        config_report(cfg, (struct config_pos){bd->line, bd->column}, key,
+                      "block device type \"%s\" is not yet supported",
+                      config_block_type_name(bd->type));
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->device_count; i++) {
+        const struct config_device *dev = &cfg->devices[i];
+        const struct driver *drv = driver_of(dev->driver);
+        char key[128];
+        if (!drv->build || (dev->has_pci && !drv->pci)) {
+            snprintf(key, sizeof(key), "dev.%s", dev->name);
+            config_report(cfg, (struct config_pos){dev->line, dev->column}, key,
+                          "driver \"%s\" is not yet supported", config_driver_name(dev->driver));
+            return -1;
+        }
+        if (dev->has_pci && dev->pci.bus != 0) {
+            snprintf(key, sizeof(key), "dev.%s.pci-path", dev->name);
+            config_report(cfg, dev->pci_pos, key, "only PCI bus 0 is supported");
+            return -1;
+        }
+    }
+    if (cfg->has_cloudinit) {
+        config_report(cfg, (struct config_pos){cfg->cloudinit.line, cfg->cloudinit.column},
+                      "cloudinit", "cloud-init disks are not yet supported");
+        return -1;
     }
     return 0;
 }
@@ -377,7 +407,8 @@ static int build_firmware_interface(struct vmm *vmm)
     platform_desc_set_cpuid(&desc, leaf0, leaf1, (const uint32_t(*)[4])brand);
     guest_cpuid(m, 0x80000008u, addr_sizes);
     platform_desc_set_phys_bits(&desc, addr_sizes[0] & 0xff);
-    if (platform_desc_from_config(&desc, &vmm->cfg) < 0 || fw_cfg_init(&vmm->fw_cfg, &m->mem) < 0)
+    if (platform_desc_from_config(&desc, &vmm->cfg, driver_boot_kind) < 0 ||
+        fw_cfg_init(&vmm->fw_cfg, &m->mem) < 0)
         return -1;
     if (machine_add_device(m, &vmm->fw_cfg.dev) < 0) {
         vmm->fw_cfg.dev.ops->destroy(&vmm->fw_cfg.dev);
@@ -395,7 +426,7 @@ static int build_firmware_interface(struct vmm *vmm)
 /* The fixed PC devices every VM has, then the configured ones. */
 static int build_machine(struct vmm *vmm)
 {
-    if (build_chipset(vmm) < 0 || build_isa_devices(vmm) < 0 || build_storage_devices(vmm) < 0)
+    if (build_chipset(vmm) < 0 || build_isa_devices(vmm) < 0 || build_configured_devices(vmm) < 0)
         return -1;
     static const struct {
         const char *name;

@@ -101,7 +101,8 @@ void platform_desc_set_phys_bits(struct platform_desc *d, unsigned phys_bits)
     d->pci_mmio64_size = base < top ? top - base : 0;
 }
 
-int platform_desc_from_config(struct platform_desc *d, const struct config *cfg)
+int platform_desc_from_config(struct platform_desc *d, const struct config *cfg,
+                              platform_boot_kind_fn boot_kind)
 {
     const char *version =
         cfg->main.bootrom_version ? cfg->main.bootrom_version : CONFIG_DEFAULT_BOOTROM_VERSION;
@@ -123,21 +124,8 @@ int platform_desc_from_config(struct platform_desc *d, const struct config *cfg)
     d->boot_count = 0;
     for (size_t i = 0; i < cfg->main.boot_order_count; i++) {
         const struct config_device *dev = &cfg->devices[cfg->main.boot_order_dev[i]];
-        enum boot_device_kind kind;
-        switch (dev->driver) {
-        case CONFIG_DRIVER_VIRTIO_BLOCK:
-            kind = BOOT_DEVICE_VIRTIO_BLOCK;
-            break;
-        case CONFIG_DRIVER_NVME:
-            kind = BOOT_DEVICE_NVME;
-            break;
-        case CONFIG_DRIVER_VIRTIO_VIONA:
-            kind = BOOT_DEVICE_NIC;
-            break;
-        case CONFIG_DRIVER_VIRTIO_SOCKET:
-            kind = BOOT_DEVICE_PCI;
-            break;
-        default:
+        enum boot_device_kind kind = boot_kind(dev->driver);
+        if (kind == BOOT_DEVICE_NONE) {
             log_error("main.boot_order: dev.%s (%s) cannot be a boot device", dev->name,
                       config_driver_name(dev->driver));
             return -1;

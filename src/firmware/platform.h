@@ -10,7 +10,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-struct config;
+#include "config/config.h"
+
 struct fw_cfg;
 
 #define PLATFORM_MAX_CPUS 255
@@ -26,7 +27,11 @@ enum boot_device_kind {
     BOOT_DEVICE_NVME,         /* /pci@i0cf8/pci8086,5845@D/namespace@1,0 */
     BOOT_DEVICE_NIC,          /* /pci@i0cf8/ethernet@D */
     BOOT_DEVICE_PCI,          /* /pci@i0cf8/device@D */
+    BOOT_DEVICE_NONE,         /* cannot be in main.boot_order */
 };
+
+/* The boot kind of a [dev.*] driver: the wiring's driver table answers. */
+typedef enum boot_device_kind (*platform_boot_kind_fn)(enum config_driver driver);
 
 struct platform_boot_device {
     enum boot_device_kind kind;
@@ -126,7 +131,8 @@ void platform_desc_set_phys_bits(struct platform_desc *d, unsigned phys_bits);
 /* Copies [main].bootrom_version and boot_order from the configuration, and
  * describes an ISA pvpanic (enable_isa) to ACPI. Returns 0, or -1 (logged)
  * if a boot device cannot be expressed. */
-int platform_desc_from_config(struct platform_desc *d, const struct config *cfg);
+int platform_desc_from_config(struct platform_desc *d, const struct config *cfg,
+                              platform_boot_kind_fn boot_kind);
 
 /* Raw CPUID leaf 0 (vendor), 1 and 0x80000002..4 into the SMBIOS fields. */
 void platform_desc_set_cpuid(struct platform_desc *d, const uint32_t leaf0[4],

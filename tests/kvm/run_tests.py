@@ -779,6 +779,15 @@ def bad_inputs_refused_cleanly():
          ["block_dev.d", "not yet supported"]),
         (dict(extra='[block_dev.d]\ntype = "file"\npath = "/nonexistent/disk.img"\n'),
          ["block_dev.d", "/nonexistent/disk.img"]),
+        # the driver table: drivers without a build function, PCI where a
+        # driver has only its ISA form, PCI buses other than 0
+        (dict(extra='[dev.n]\ndriver = "pci-virtio-viona"\nvnic = "t"\npci-path = "0.6.0"\n'),
+         ["config.toml:7:", "dev.n: driver \"pci-virtio-viona\" is not yet supported"]),
+        (dict(extra='[dev.p]\ndriver = "qemu-pvpanic"\npci-path = "0.7.0"\n'),
+         ["dev.p: driver \"qemu-pvpanic\" is not yet supported"]),
+        (dict(extra='[block_dev.b]\ntype = "mem-async"\nsize = 1048576\n[dev.d]\ndriver = "pci-nvme"\n'
+                    'block_dev = "b"\npci-path = "1.7.0"\n'),
+         ["dev.d.pci-path: only PCI bus 0 is supported"]),
     ]
     for kwargs, needles in cases:
         vm = VM(**kwargs)

@@ -658,6 +658,21 @@ static void test_bootorder_paths(void **state)
     assert_int_equal(bootorder_build(two, 2, &b), -1);
 }
 
+/* The wiring's driver table decides which drivers boot, and as what. */
+static enum boot_device_kind test_boot_kind(enum config_driver driver)
+{
+    switch (driver) {
+    case CONFIG_DRIVER_VIRTIO_BLOCK:
+        return BOOT_DEVICE_VIRTIO_BLOCK;
+    case CONFIG_DRIVER_NVME:
+        return BOOT_DEVICE_NVME;
+    case CONFIG_DRIVER_VIRTIO_VIONA:
+        return BOOT_DEVICE_NIC;
+    default:
+        return BOOT_DEVICE_NONE;
+    }
+}
+
 static void test_config_to_firmware(void **state)
 {
     static const char text[] = "[main]\n"
@@ -686,7 +701,7 @@ static void test_config_to_firmware(void **state)
     assert_int_equal(config_parse("t.toml", text, strlen(text), &cfg), 0);
     struct platform_desc d;
     platform_desc_defaults(&d, cfg.main.cpus, cfg.main.memory_mib << 20, 0);
-    assert_int_equal(platform_desc_from_config(&d, &cfg), 0);
+    assert_int_equal(platform_desc_from_config(&d, &cfg, test_boot_kind), 0);
     assert_string_equal(d.bootrom_version, "v9.9");
     assert_int_equal(d.boot_count, 3);
     assert_int_equal(fw_cfg_build(&env->fw, &d), 0);
@@ -713,7 +728,7 @@ static void test_config_to_firmware(void **state)
                                   "pci-path = \"0.7.0\"\n";
     assert_int_equal(config_parse("t.toml", pvpanic, strlen(pvpanic), &cfg), 0);
     platform_desc_defaults(&d, 1, 512 << 20, 0);
-    assert_int_equal(platform_desc_from_config(&d, &cfg), -1);
+    assert_int_equal(platform_desc_from_config(&d, &cfg, test_boot_kind), -1);
     config_free(&cfg);
 
     /* An ISA pvpanic gets its QEMU0001 device; the version defaults. */
@@ -727,7 +742,7 @@ static void test_config_to_firmware(void **state)
                               "enable_isa = true\n";
     assert_int_equal(config_parse("t.toml", isa, strlen(isa), &cfg), 0);
     platform_desc_defaults(&d, 1, 512 << 20, 0);
-    assert_int_equal(platform_desc_from_config(&d, &cfg), 0);
+    assert_int_equal(platform_desc_from_config(&d, &cfg, test_boot_kind), 0);
     assert_int_equal(d.pvpanic_port, 0x505);
     assert_int_equal(d.boot_count, 0);
     assert_string_equal(d.bootrom_version, CONFIG_DEFAULT_BOOTROM_VERSION);
