@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "config/config.h"
 #include "core/event_loop.h"
@@ -311,7 +312,7 @@ static const struct driver drivers[] = {
 static const struct driver *driver_of(enum config_driver driver)
 {
     static const struct driver none = {.boot_kind = BOOT_DEVICE_NONE};
-    for (size_t i = 0; i < sizeof(drivers) / sizeof(drivers[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(drivers); i++)
         if (drivers[i].driver == driver)
             return &drivers[i];
     return &none;

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
+
 #define RING_SQ_ENTRIES 128
 #define RING_CQ_ENTRIES 512
 /* Requests in flight per ring: the CQ can never overflow (one slot is the
@@ -210,7 +212,7 @@ static int ring_setup(struct uring_ring *r)
         0,
     };
     int rc = -EINVAL;
-    for (unsigned i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+    for (unsigned i = 0; i < ARRAY_LEN(flag_sets); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -224,7 +226,7 @@ static int ring_setup(struct uring_ring *r)
     static const int needed[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
                                  IORING_OP_FALLOCATE, IORING_OP_READ};
     struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
-    for (unsigned i = 0; probe && i < sizeof(needed) / sizeof(needed[0]); i++) {
+    for (unsigned i = 0; probe && i < ARRAY_LEN(needed); i++) {
         if (!io_uring_opcode_supported(probe, needed[i]))
             rc = -EOPNOTSUPP;
     }

@@ -7,6 +7,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/bytes.h"
+
 enum log_level log_threshold = LOG_INFO;
 
 static const char *const level_names[] = {"CRIT", "ERRO", "WARN", "INFO", "DEBG", "TRCE"};
@@ -21,7 +23,7 @@ bool log_parse_level(const char *name, enum log_level *out)
         {"warn", LOG_WARNING},      {"info", LOG_INFO},   {"debug", LOG_DEBUG},
         {"trace", LOG_TRACE},
     };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
         if (strcasecmp(name, names[i].name) == 0) {
             *out = names[i].level;
             return true;

@@ -56,22 +56,22 @@ static const char *name_of(const char *const *names, size_t count, size_t i)
 
 const char *config_block_type_name(enum config_block_type type)
 {
-    return name_of(block_type_names, COUNT(block_type_names), (size_t)type);
+    return name_of(block_type_names, ARRAY_LEN(block_type_names), (size_t)type);
 }
 
 const char *config_driver_name(enum config_driver driver)
 {
-    return name_of(driver_names, COUNT(driver_names), (size_t)driver);
+    return name_of(driver_names, ARRAY_LEN(driver_names), (size_t)driver);
 }
 
 const char *config_cpu_vendor_name(enum config_cpu_vendor vendor)
 {
-    return name_of(vendor_names, COUNT(vendor_names), (size_t)vendor);
+    return name_of(vendor_names, ARRAY_LEN(vendor_names), (size_t)vendor);
 }
 
 const char *config_cpu_binding_name(enum cpu_binding binding)
 {
-    return name_of(cpu_binding_names, COUNT(cpu_binding_names), (size_t)binding);
+    return name_of(cpu_binding_names, ARRAY_LEN(cpu_binding_names), (size_t)binding);
 }
 
 /* ---- [main] ---- */
@@ -143,7 +143,7 @@ static int parse_main(struct parser *p, struct section *root, struct main_refs *
         refs->cpuid_profile = sec_find(&s, "cpuid_profile")->value;
 
     int binding = CPU_BINDING_ANY;
-    if (sec_enum(&s, "cpu_binding", false, cpu_binding_names, COUNT(cpu_binding_names),
+    if (sec_enum(&s, "cpu_binding", false, cpu_binding_names, ARRAY_LEN(cpu_binding_names),
                  "cpu_binding", &binding, NULL) < 0)
         goto out;
     m->cpu_binding = (enum cpu_binding)binding;
@@ -207,8 +207,8 @@ static int parse_cpuid_profile(struct parser *p, const struct toml_keyval *kv, c
         return -1;
     const struct toml_keyval **leaf_kv = NULL;
     int vendor;
-    if (sec_enum(&s, "vendor", true, vendor_names, COUNT(vendor_names), "vendor", &vendor, NULL) <
-        0)
+    if (sec_enum(&s, "vendor", true, vendor_names, ARRAY_LEN(vendor_names), "vendor", &vendor,
+                 NULL) < 0)
         goto out;
     prof->vendor = (enum config_cpu_vendor)vendor;
 
@@ -503,7 +503,7 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
     int64_t n = 0;
     int type, r;
 
-    if (sec_enum(&s, "type", true, block_type_names, COUNT(block_type_names), "type", &type,
+    if (sec_enum(&s, "type", true, block_type_names, ARRAY_LEN(block_type_names), "type", &type,
                  &type_val) < 0)
         goto out;
     bd->type = (enum config_block_type)type;
@@ -689,8 +689,8 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
     int64_t n = 0;
     int driver, r;
 
-    if (sec_enum(&s, "driver", true, driver_names, COUNT(driver_names), "driver", &driver, NULL) <
-        0)
+    if (sec_enum(&s, "driver", true, driver_names, ARRAY_LEN(driver_names), "driver", &driver,
+                 NULL) < 0)
         goto out;
     d->driver = (enum config_driver)driver;
 

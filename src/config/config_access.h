@@ -22,11 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bytes.h"
 #include "config/config.h"
 #include "config/toml.h"
 
 #define KP_MAX 320 /* bytes of a key path in messages */
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
 struct pending_warning;
 

@@ -101,11 +101,6 @@ static const struct bus_range *find(const struct bus *bus, uint64_t addr, unsign
     return NULL;
 }
 
-static uint64_t all_ones(unsigned size)
-{
-    return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1;
-}
-
 /* Handlers run outside the lock: a handler may itself move ranges (PCI BAR
  * programming), and devices live as long as the machine. */
 static bool lookup(struct bus *bus, uint64_t addr, unsigned size, struct bus_range *out)
@@ -123,12 +118,12 @@ uint64_t bus_read(struct bus *bus, uint64_t addr, unsigned size)
     struct bus_range r;
     if (lookup(bus, addr, size, &r)) {
         if (!r.ops->read)
-            return all_ones(size);
-        return r.ops->read(r.opaque, addr - r.base, size) & all_ones(size);
+            return size_mask(size);
+        return r.ops->read(r.opaque, addr - r.base, size) & size_mask(size);
     }
     log_limited(&bus->unclaimed_log, LOG_INFO, "%s: unclaimed read of %u bytes at 0x%llx",
                 bus->name, size, (unsigned long long)addr);
-    return all_ones(size);
+    return size_mask(size);
 }
 
 void bus_write(struct bus *bus, uint64_t addr, unsigned size, uint64_t value)
@@ -136,23 +131,9 @@ void bus_write(struct bus *bus, uint64_t addr, unsigned size, uint64_t value)
     struct bus_range r;
     if (lookup(bus, addr, size, &r)) {
         if (r.ops->write)
-            r.ops->write(r.opaque, addr - r.base, size, value & all_ones(size));
+            r.ops->write(r.opaque, addr - r.base, size, value & size_mask(size));
         return;
     }
     log_limited(&bus->unclaimed_log, LOG_INFO, "%s: unclaimed write of %u bytes 0x%llx at 0x%llx",
                 bus->name, size, (unsigned long long)value, (unsigned long long)addr);
-}
-
-uint64_t bus_load_le(const uint8_t *data, unsigned size)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < size && i < 8; i++)
-        v |= (uint64_t)data[i] << (8 * i);
-    return v;
-}
-
-void bus_store_le(uint8_t *data, unsigned size, uint64_t value)
-{
-    for (unsigned i = 0; i < size && i < 8; i++)
-        data[i] = (uint8_t)(value >> (8 * i));
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 
 struct io_ops {
@@ -43,9 +44,5 @@ bool bus_unregister(struct bus *bus, uint64_t base, void *opaque);
 /* Dispatch one access of size 1, 2, 4 or 8 bytes. */
 uint64_t bus_read(struct bus *bus, uint64_t addr, unsigned size);
 void bus_write(struct bus *bus, uint64_t addr, unsigned size, uint64_t value);
-
-/* Little-endian conversions between exit data buffers and values. */
-uint64_t bus_load_le(const uint8_t *data, unsigned size);
-void bus_store_le(uint8_t *data, unsigned size, uint64_t value);
 
 #endif

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "core/vcpu.h"
 
@@ -146,10 +147,9 @@ static void bootrom_write(void *opaque, uint64_t offset, unsigned size, uint64_t
 static uint64_t bootrom_read(void *opaque, uint64_t offset, unsigned size)
 {
     struct machine *m = opaque;
-    uint64_t v = 0;
     if (offset < m->bootrom_size && size <= m->bootrom_size - offset)
-        memcpy(&v, m->bootrom + offset, size);
-    return v;
+        return le_load(m->bootrom + offset, size);
+    return 0;
 }
 
 static const struct io_ops bootrom_ops = {.read = bootrom_read, .write = bootrom_write};
@@ -422,7 +422,7 @@ static int check_kvm(struct machine *m)
         {KVM_CAP_READONLY_MEM, "read-only memory slots"}, {KVM_CAP_USER_MEMORY, "user memory"},
         {KVM_CAP_IMMEDIATE_EXIT, "immediate exit"},
     };
-    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+    for (size_t i = 0; i < ARRAY_LEN(required); i++) {
         if (ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, required[i].cap) <= 0) {
             log_error("/dev/kvm: host KVM lacks %s", required[i].name);
             return -1;

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "core/machine.h"
 
@@ -119,9 +120,9 @@ static void handle_io(struct vcpu *v)
     /* KVM bounds data_offset/count to the shared page; string I/O repeats the port. */
     for (uint32_t i = 0; i < run->io.count; i++, data += size) {
         if (run->io.direction == KVM_EXIT_IO_OUT)
-            bus_write(pio, run->io.port, size, bus_load_le(data, size));
+            bus_write(pio, run->io.port, size, le_load(data, size));
         else
-            bus_store_le(data, size, bus_read(pio, run->io.port, size));
+            le_store(data, size, bus_read(pio, run->io.port, size));
     }
 }
 
@@ -132,9 +133,9 @@ static void handle_mmio(struct vcpu *v)
     if (len == 0 || len > 8)
         return;
     if (run->mmio.is_write)
-        bus_write(&v->machine->mmio, run->mmio.phys_addr, len, bus_load_le(run->mmio.data, len));
+        bus_write(&v->machine->mmio, run->mmio.phys_addr, len, le_load(run->mmio.data, len));
     else
-        bus_store_le(run->mmio.data, len, bus_read(&v->machine->mmio, run->mmio.phys_addr, len));
+        le_store(run->mmio.data, len, bus_read(&v->machine->mmio, run->mmio.phys_addr, len));
 }
 
 static void log_internal_error(struct vcpu *v)
@@ -266,7 +267,7 @@ static const char *mp_state_name(uint32_t state)
     static const char *const names[] = {
         "runnable",   "uninitialized", "init-received", "halted",        "sipi-received", "stopped",
         "check-stop", "operating",     "load",          "ap-reset-hold", "suspended"};
-    return state < sizeof(names) / sizeof(names[0]) ? names[state] : "unknown";
+    return state < ARRAY_LEN(names) ? names[state] : "unknown";
 }
 
 static void record_exit(struct vcpu *v)
@@ -287,7 +288,7 @@ static void record_exit(struct vcpu *v)
         r->size = (uint8_t)run->mmio.len;
         r->write = run->mmio.is_write;
         if (r->write && run->mmio.len <= 8)
-            r->data = bus_load_le(run->mmio.data, run->mmio.len);
+            r->data = le_load(run->mmio.data, run->mmio.len);
     }
     atomic_store_explicit(&v->exit_count, seq + 1, memory_order_release);
 }

@@ -12,7 +12,7 @@
 #ifndef DEVICES_DEVICE_H
 #define DEVICES_DEVICE_H
 
-#include <stddef.h>
+#include "common/bytes.h" /* container_of */
 
 struct machine;
 
@@ -45,7 +45,5 @@ struct device {
     const char *name; /* e.g. "com1", "dev.block0" */
     const struct device_ops *ops;
 };
-
-#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
+
 /* QEMU's reset values of the bridge's own registers (hw/isa/piix.c). */
 static const struct {
     uint8_t offset, value;
@@ -162,7 +164,7 @@ void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
     /* I/O, memory and bus master on; DEVSEL medium (QEMU's reset values). */
     pci_set_word(&p->pci, PCI_COMMAND, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
     pci_set_word(&p->pci, PCI_STATUS, PCI_STATUS_DEVSEL_MEDIUM);
-    for (size_t i = 0; i < sizeof(power_on_registers) / sizeof(power_on_registers[0]); i++)
+    for (size_t i = 0; i < ARRAY_LEN(power_on_registers); i++)
         pci_set_byte(&p->pci, power_on_registers[i].offset, power_on_registers[i].value);
 }
 

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
 #include "devices/pc_layout.h"
 
 #define NS_PER_S 1000000000ull
@@ -122,19 +123,12 @@ static uint64_t pm_read(void *opaque, uint64_t offset, unsigned size)
     uint64_t ticks = ticks_now(pm);
     latch_timer_status(pm, ticks);
     uint32_t timer = (uint32_t)(ticks & TIMER_MASK);
-    image[PC_PM1_STS_OFFSET] = (uint8_t)pm->pm1_sts;
-    image[PC_PM1_STS_OFFSET + 1] = (uint8_t)(pm->pm1_sts >> 8);
-    image[PC_PM1_EN_OFFSET] = (uint8_t)pm->pm1_en;
-    image[PC_PM1_EN_OFFSET + 1] = (uint8_t)(pm->pm1_en >> 8);
-    image[PC_PM1_CNT_OFFSET] = (uint8_t)pm->pm1_cnt;
-    image[PC_PM1_CNT_OFFSET + 1] = (uint8_t)(pm->pm1_cnt >> 8);
-    for (unsigned i = 0; i < 4; i++)
-        image[PC_PM_TMR_OFFSET + i] = (uint8_t)(timer >> (8 * i));
+    le16_store(image + PC_PM1_STS_OFFSET, pm->pm1_sts);
+    le16_store(image + PC_PM1_EN_OFFSET, pm->pm1_en);
+    le16_store(image + PC_PM1_CNT_OFFSET, pm->pm1_cnt);
+    le32_store(image + PC_PM_TMR_OFFSET, timer);
     pthread_mutex_unlock(&pm->lock);
-    uint64_t value = 0;
-    for (unsigned i = 0; i < size; i++)
-        value |= (uint64_t)image[offset + i] << (8 * i);
-    return value;
+    return le_load(image + offset, size);
 }
 
 /* Collects the bytes of one write that fall into a 16-bit register. */

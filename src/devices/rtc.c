@@ -3,6 +3,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/bytes.h"
+
 #define NS_PER_SEC 1000000000ull
 #define RTC_TIME_BASE_HZ 32768u
 #define SECONDS_PER_DAY 86400
@@ -496,10 +498,10 @@ int rtc_init(struct rtc *r, const char *name, struct event_loop *loop, struct rt
     return 0;
 }
 
+/* The low 16 bits of value into CMOS bytes index (low) and index + 1. */
 static void store_le16(struct rtc *r, unsigned index, uint64_t value)
 {
-    r->cmos[index] = (uint8_t)value;
-    r->cmos[index + 1] = (uint8_t)(value >> 8);
+    le16_store(r->cmos + index, (uint16_t)value);
 }
 
 void rtc_set_memory_layout(struct rtc *r, uint64_t lowmem_bytes, uint64_t highmem_bytes,

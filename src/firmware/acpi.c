@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 #include "firmware/aml.h"
 #include "firmware/fw_cfg.h"
@@ -58,7 +59,7 @@ static void table_end(struct acpi_builder *b, size_t at)
     if (t->failed)
         return;
     uint32_t len = (uint32_t)(t->len - at);
-    put_le32(t->data + at + 4, len);
+    le32_store(t->data + at + 4, len);
     loader_add_checksum(b->loader, ACPI_TABLES_FILE, (uint32_t)at + 9, (uint32_t)at, len);
 }
 
@@ -68,8 +69,7 @@ static void table_pointer(struct acpi_builder *b, size_t field, unsigned size, s
     struct bytebuf *t = b->tables;
     if (t->failed || field + size > t->len)
         return;
-    for (unsigned i = 0; i < size; i++)
-        t->data[field + i] = (uint8_t)((uint64_t)target >> (8 * i));
+    le_store(t->data + field, size, target);
     loader_add_pointer(b->loader, ACPI_TABLES_FILE, ACPI_TABLES_FILE, (uint32_t)field,
                        (uint8_t)size);
 }
@@ -80,7 +80,7 @@ static void gas(uint8_t *p, uint8_t space, uint8_t bit_width, uint8_t access, ui
     p[1] = bit_width;
     p[2] = 0; /* bit offset */
     p[3] = access;
-    put_le64(p + 4, address);
+    le64_store(p + 4, address);
 }
 
 /* ---- FACS ---- */
@@ -92,7 +92,7 @@ static size_t build_facs(struct acpi_builder *b)
         return at;
     uint8_t *p = b->tables->data + at;
     memcpy(p, "FACS", 4);
-    put_le32(p + 4, ACPI_FACS_SIZE);
+    le32_store(p + 4, ACPI_FACS_SIZE);
     p[32] = 2; /* version */
     return at;
 }
@@ -382,28 +382,28 @@ static size_t build_fadt(struct acpi_builder *b, size_t facs, size_t dsdt)
     uint16_t pm1a_cnt = (uint16_t)(d->pm_base + d->pm1a_cnt_offset);
     uint16_t pm_tmr = (uint16_t)(d->pm_base + d->pm_tmr_offset);
 
-    put_le16(p + FADT_SCI_INT, d->sci_irq);
-    put_le32(p + FADT_SMI_CMD, d->smi_cmd);
+    le16_store(p + FADT_SCI_INT, d->sci_irq);
+    le32_store(p + FADT_SMI_CMD, d->smi_cmd);
     if (d->smi_cmd) {
         p[52] = d->acpi_enable;
         p[53] = d->acpi_disable;
     }
-    put_le32(p + FADT_PM1A_EVT_BLK, pm1a_evt);
-    put_le32(p + FADT_PM1A_CNT_BLK, pm1a_cnt);
-    put_le32(p + FADT_PM_TMR_BLK, pm_tmr);
+    le32_store(p + FADT_PM1A_EVT_BLK, pm1a_evt);
+    le32_store(p + FADT_PM1A_CNT_BLK, pm1a_cnt);
+    le32_store(p + FADT_PM_TMR_BLK, pm_tmr);
     p[FADT_PM1_EVT_LEN] = 4;
     p[FADT_PM1_CNT_LEN] = 2;
     p[FADT_PM_TMR_LEN] = 4;
     if (d->gpe0_base) {
-        put_le32(p + FADT_GPE0_BLK, d->gpe0_base);
+        le32_store(p + FADT_GPE0_BLK, d->gpe0_base);
         p[FADT_GPE0_BLK_LEN] = d->gpe0_len;
         gas(p + 220, GAS_SYSTEM_IO, (uint8_t)(d->gpe0_len * 8), GAS_ACCESS_BYTE, d->gpe0_base);
     }
-    put_le16(p + 96, 101);  /* P_LVL2_LAT > 100: no C2 */
-    put_le16(p + 98, 1001); /* P_LVL3_LAT > 1000: no C3 */
+    le16_store(p + 96, 101);  /* P_LVL2_LAT > 100: no C2 */
+    le16_store(p + 98, 1001); /* P_LVL3_LAT > 1000: no C3 */
     p[FADT_CENTURY] = d->rtc_century;
-    put_le16(p + FADT_IAPC_BOOT_ARCH, (uint16_t)(IAPC_LEGACY_DEVICES | IAPC_8042 |
-                                                 (d->vga_present ? 0 : IAPC_VGA_NOT_PRESENT)));
+    le16_store(p + FADT_IAPC_BOOT_ARCH, (uint16_t)(IAPC_LEGACY_DEVICES | IAPC_8042 |
+                                                   (d->vga_present ? 0 : IAPC_VGA_NOT_PRESENT)));
     uint32_t flags = FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON;
     if (d->pm_timer_32bit)
         flags |= FADT_F_TMR_VAL_EXT;
@@ -412,7 +412,7 @@ static size_t build_fadt(struct acpi_builder *b, size_t facs, size_t dsdt)
         gas(p + FADT_RESET_REG, GAS_SYSTEM_IO, 8, GAS_ACCESS_BYTE, d->reset_port);
         p[FADT_RESET_VALUE] = d->reset_value;
     }
-    put_le32(p + FADT_FLAGS, flags);
+    le32_store(p + FADT_FLAGS, flags);
     p[131] = 0; /* FADT minor version: ACPI 6.0 */
     gas(p + FADT_X_PM1A_EVT_BLK, GAS_SYSTEM_IO, 32, 0, pm1a_evt);
     gas(p + FADT_X_PM1A_CNT_BLK, GAS_SYSTEM_IO, 16, 0, pm1a_cnt);
@@ -525,8 +525,8 @@ static void build_rsdp(struct acpi_builder *b, struct bytebuf *rsdp, size_t xsdt
     memcpy(p, "RSD PTR ", 8);
     memcpy(p + 9, OEM_ID, 6);
     p[15] = 2; /* revision: ACPI 2.0+, XSDT */
-    put_le32(p + 20, ACPI_RSDP_SIZE);
-    put_le64(p + 24, xsdt);
+    le32_store(p + 20, ACPI_RSDP_SIZE);
+    le64_store(p + 24, xsdt);
     loader_allocate(b->loader, ACPI_RSDP_FILE, 16, LOADER_ZONE_FSEG);
     loader_add_pointer(b->loader, ACPI_RSDP_FILE, ACPI_TABLES_FILE, 24, 8);
     loader_add_checksum(b->loader, ACPI_RSDP_FILE, 8, 0, 20);

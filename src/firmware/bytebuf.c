@@ -56,25 +56,27 @@ void bytebuf_u8(struct bytebuf *b, uint8_t v)
     bytebuf_append(b, &v, 1);
 }
 
+/* Appends the low size bytes of v, little-endian. */
+static void append_le(struct bytebuf *b, unsigned size, uint64_t v)
+{
+    uint8_t p[8];
+    le_store(p, size, v);
+    bytebuf_append(b, p, size);
+}
+
 void bytebuf_le16(struct bytebuf *b, uint16_t v)
 {
-    uint8_t p[2];
-    put_le16(p, v);
-    bytebuf_append(b, p, sizeof(p));
+    append_le(b, 2, v);
 }
 
 void bytebuf_le32(struct bytebuf *b, uint32_t v)
 {
-    uint8_t p[4];
-    put_le32(p, v);
-    bytebuf_append(b, p, sizeof(p));
+    append_le(b, 4, v);
 }
 
 void bytebuf_le64(struct bytebuf *b, uint64_t v)
 {
-    uint8_t p[8];
-    put_le64(p, v);
-    bytebuf_append(b, p, sizeof(p));
+    append_le(b, 8, v);
 }
 
 void bytebuf_be16(struct bytebuf *b, uint16_t v)
@@ -130,24 +132,6 @@ bool bytebuf_take(struct bytebuf *b, uint8_t **data, size_t *len)
     return true;
 }
 
-void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 void put_be16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -164,27 +148,6 @@ void put_be64(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-uint16_t get_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-uint32_t get_le32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 uint16_t get_be16(const uint8_t *p)

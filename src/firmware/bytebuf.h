@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/bytes.h"
+
 #define BYTEBUF_MAX (64u * 1024 * 1024) /* far above any table we generate */
 
 struct bytebuf {
@@ -35,16 +37,11 @@ void bytebuf_align(struct bytebuf *b, size_t align);
 /* Moves the contents out: *data (malloc'd, caller frees) and *len. */
 bool bytebuf_take(struct bytebuf *b, uint8_t **data, size_t *len);
 
-/* Overwrites in place; the range must already exist. */
-void put_le16(uint8_t *p, uint16_t v);
-void put_le32(uint8_t *p, uint32_t v);
-void put_le64(uint8_t *p, uint64_t v);
+/* Big-endian, in place; the range must already exist. Little-endian
+ * values use le16_load/le16_store and friends (common/bytes.h). */
 void put_be16(uint8_t *p, uint16_t v);
 void put_be32(uint8_t *p, uint32_t v);
 void put_be64(uint8_t *p, uint64_t v);
-uint16_t get_le16(const uint8_t *p);
-uint32_t get_le32(const uint8_t *p);
-uint64_t get_le64(const uint8_t *p);
 uint16_t get_be16(const uint8_t *p);
 uint32_t get_be32(const uint8_t *p);
 uint64_t get_be64(const uint8_t *p);

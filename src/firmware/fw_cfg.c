@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "core/guest_mem.h"
 #include "firmware/bytebuf.h"
 
@@ -348,10 +349,10 @@ static void io_write(void *opaque, uint64_t offset, unsigned size, uint64_t valu
 static uint64_t dma_reg_read(void *opaque, uint64_t offset, unsigned size)
 {
     /* The register reads as "QEMU CFG" in memory order. */
-    uint64_t value = 0;
-    for (unsigned i = 0; i < size && offset + i < FW_CFG_DMA_COUNT; i++)
-        value |= (uint64_t)dma_signature[offset + i] << (8 * i);
-    return value;
+    if (offset >= FW_CFG_DMA_COUNT)
+        return 0;
+    unsigned avail = FW_CFG_DMA_COUNT - (unsigned)offset;
+    return le_load(dma_signature + offset, size < avail ? size : avail);
 }
 
 static void dma_reg_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
@@ -418,7 +419,7 @@ int fw_cfg_init(struct fw_cfg *fw, const struct guest_mem *mem)
     fw->cur_item = -1;
     pthread_mutex_init(&fw->lock, NULL);
     uint8_t id[4], empty_dir[4] = {0};
-    put_le32(id, FW_CFG_ID_TRADITIONAL | FW_CFG_ID_DMA);
+    le32_store(id, FW_CFG_ID_TRADITIONAL | FW_CFG_ID_DMA);
     if (add_item(fw, FW_CFG_SIGNATURE, NULL, "QEMU", 4, false) < 0 ||
         add_item(fw, FW_CFG_ID, NULL, id, sizeof(id), false) < 0 ||
         add_item(fw, FW_CFG_FILE_DIR, NULL, empty_dir, sizeof(empty_dir), false) < 0) {

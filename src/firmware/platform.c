@@ -231,8 +231,8 @@ int fw_cfg_build(struct fw_cfg *fw, const struct platform_desc *d)
         return -1;
     }
     uint8_t cpus[2], ram[8];
-    put_le16(cpus, (uint16_t)d->cpus);
-    put_le64(ram, d->lowmem_size + d->highmem_size);
+    le16_store(cpus, (uint16_t)d->cpus);
+    le64_store(ram, d->lowmem_size + d->highmem_size);
     if (fw_cfg_add_bytes(fw, FW_CFG_NB_CPUS, cpus, sizeof(cpus)) < 0 ||
         fw_cfg_add_bytes(fw, FW_CFG_MAX_CPUS, cpus, sizeof(cpus)) < 0 ||
         fw_cfg_add_bytes(fw, FW_CFG_RAM_SIZE, ram, sizeof(ram)) < 0)
@@ -264,7 +264,7 @@ int fw_cfg_build(struct fw_cfg *fw, const struct platform_desc *d)
     /* There is no VGA: SeaBIOS shows its screen on COM1 ("sercon"), as it
      * does under QEMU without a display. OVMF ignores the file. */
     uint8_t sercon[2];
-    put_le16(sercon, 0x3f8);
+    le16_store(sercon, 0x3f8);
     if (fw_cfg_add_file(fw, "etc/sercon-port", sercon, sizeof(sercon)) < 0)
         return -1;
 

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/log.h"
 
 /* One structure being assembled: the formatted area, then its strings. */
@@ -22,7 +23,7 @@ static void struct_begin(struct smbios_struct *s, struct bytebuf *out, uint8_t t
         return;
     out->data[s->at] = type;
     out->data[s->at + 1] = length;
-    put_le16(out->data + s->at + 2, handle);
+    le16_store(out->data + s->at + 2, handle);
 }
 
 static uint8_t *field(struct smbios_struct *s, size_t offset)
@@ -63,17 +64,17 @@ static void struct_end(struct smbios_struct *s, size_t *max_size)
 
 static void put_field16(struct smbios_struct *s, size_t offset, uint16_t v)
 {
-    put_le16(field(s, offset), v);
+    le16_store(field(s, offset), v);
 }
 
 static void put_field32(struct smbios_struct *s, size_t offset, uint32_t v)
 {
-    put_le32(field(s, offset), v);
+    le32_store(field(s, offset), v);
 }
 
 static void put_field64(struct smbios_struct *s, size_t offset, uint64_t v)
 {
-    put_le64(field(s, offset), v);
+    le64_store(field(s, offset), v);
 }
 
 /* The brand string without the padding spaces vendors put around it. */
@@ -280,7 +281,7 @@ int smbios_build(const struct platform_desc *d, struct bytebuf *tables, struct b
     p[8] = 0;
     p[9] = 0;
     p[10] = 1; /* entry point revision */
-    put_le32(p + 12, (uint32_t)tables->len);
+    le32_store(p + 12, (uint32_t)tables->len);
     /* Table address 0: the firmware places the table and fixes this up. */
     p[5] = (uint8_t)(0x100 - byte_sum(p, SMBIOS3_ANCHOR_SIZE));
     return 0;

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/bytes.h"
+
 static void put_name(uint8_t *dst, const char *name, struct bytebuf *script)
 {
     size_t len = strlen(name);
@@ -20,7 +22,7 @@ static uint8_t *new_entry(struct bytebuf *script, enum loader_command command)
     if (script->failed)
         return NULL;
     uint8_t *e = script->data + at;
-    put_le32(e, command);
+    le32_store(e, command);
     return e + 4;
 }
 
@@ -31,7 +33,7 @@ void loader_allocate(struct bytebuf *script, const char *file, uint32_t align,
     if (!p)
         return;
     put_name(p, file, script);
-    put_le32(p + LOADER_FILE_NAME_SIZE, align);
+    le32_store(p + LOADER_FILE_NAME_SIZE, align);
     p[LOADER_FILE_NAME_SIZE + 4] = (uint8_t)zone;
 }
 
@@ -43,7 +45,7 @@ void loader_add_pointer(struct bytebuf *script, const char *dest_file, const cha
         return;
     put_name(p, dest_file, script);
     put_name(p + LOADER_FILE_NAME_SIZE, src_file, script);
-    put_le32(p + 2 * LOADER_FILE_NAME_SIZE, offset);
+    le32_store(p + 2 * LOADER_FILE_NAME_SIZE, offset);
     p[2 * LOADER_FILE_NAME_SIZE + 4] = size;
 }
 
@@ -54,9 +56,9 @@ void loader_add_checksum(struct bytebuf *script, const char *file, uint32_t resu
     if (!p)
         return;
     put_name(p, file, script);
-    put_le32(p + LOADER_FILE_NAME_SIZE, result_offset);
-    put_le32(p + LOADER_FILE_NAME_SIZE + 4, start);
-    put_le32(p + LOADER_FILE_NAME_SIZE + 8, length);
+    le32_store(p + LOADER_FILE_NAME_SIZE, result_offset);
+    le32_store(p + LOADER_FILE_NAME_SIZE + 4, start);
+    le32_store(p + LOADER_FILE_NAME_SIZE + 8, length);
 }
 
 /* ---- executor ---- */
@@ -91,11 +93,11 @@ int loader_execute(const uint8_t *script, size_t len, struct loader_file *files,
     for (size_t at = 0; at < len; at += LOADER_ENTRY_SIZE) {
         const uint8_t *e = script + at;
         const uint8_t *p = e + 4;
-        uint32_t command = get_le32(e);
+        uint32_t command = le32_load(e);
         size_t index = at / LOADER_ENTRY_SIZE;
         if (command == LOADER_ALLOCATE) {
             struct loader_file *f = find_file(files, nfiles, p);
-            uint32_t align = get_le32(p + LOADER_FILE_NAME_SIZE);
+            uint32_t align = le32_load(p + LOADER_FILE_NAME_SIZE);
             if (!f)
                 return fail(why, whylen, "command %zu: allocate of an unknown file", index);
             if (f->allocated)
@@ -106,29 +108,26 @@ int loader_execute(const uint8_t *script, size_t len, struct loader_file *files,
         } else if (command == LOADER_ADD_POINTER) {
             struct loader_file *dst = find_file(files, nfiles, p);
             struct loader_file *src = find_file(files, nfiles, p + LOADER_FILE_NAME_SIZE);
-            uint32_t offset = get_le32(p + 2 * LOADER_FILE_NAME_SIZE);
+            uint32_t offset = le32_load(p + 2 * LOADER_FILE_NAME_SIZE);
             uint8_t size = p[2 * LOADER_FILE_NAME_SIZE + 4];
             if (!dst || !src || !dst->allocated || !src->allocated)
                 return fail(why, whylen, "command %zu: pointer between unallocated files", index);
             if ((size != 1 && size != 2 && size != 4 && size != 8) || dst->size < size ||
                 dst->size - size < offset)
                 return fail(why, whylen, "command %zu: bad pointer location", index);
-            uint64_t value = 0;
-            for (unsigned i = 0; i < size; i++)
-                value |= (uint64_t)dst->data[offset + i] << (8 * i);
+            uint64_t value = le_load(dst->data + offset, size);
             if (value >= src->size)
                 return fail(why, whylen, "command %zu: pointer value 0x%llx outside %s", index,
                             (unsigned long long)value, src->name);
             value += src->addr;
             if (size < 8 && (value >> (8 * size)) != 0)
                 return fail(why, whylen, "command %zu: relocated pointer does not fit", index);
-            for (unsigned i = 0; i < size; i++)
-                dst->data[offset + i] = (uint8_t)(value >> (8 * i));
+            le_store(dst->data + offset, size, value);
         } else if (command == LOADER_ADD_CHECKSUM) {
             struct loader_file *f = find_file(files, nfiles, p);
-            uint32_t result = get_le32(p + LOADER_FILE_NAME_SIZE);
-            uint32_t start = get_le32(p + LOADER_FILE_NAME_SIZE + 4);
-            uint32_t length = get_le32(p + LOADER_FILE_NAME_SIZE + 8);
+            uint32_t result = le32_load(p + LOADER_FILE_NAME_SIZE);
+            uint32_t start = le32_load(p + LOADER_FILE_NAME_SIZE + 4);
+            uint32_t length = le32_load(p + LOADER_FILE_NAME_SIZE + 8);
             if (!f || !f->allocated)
                 return fail(why, whylen, "command %zu: checksum of an unallocated file", index);
             if (f->size <= result || f->size < length || f->size - length < start)

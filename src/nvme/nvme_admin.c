@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/bytes.h"
+
 #define IDENTIFY_SIZE 4096
 #define MODEL_NUMBER "propolis-nvme"
 #define FIRMWARE_REV "1.0"
@@ -27,29 +29,11 @@ static const char *name_of(const struct nvme_ctrl *c)
     return c->pci.dev.name ? c->pci.dev.name : "nvme";
 }
 
-static void put16(uint8_t *b, unsigned off, uint16_t v)
-{
-    b[off] = (uint8_t)v;
-    b[off + 1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *b, unsigned off, uint32_t v)
-{
-    for (unsigned i = 0; i < 4; i++)
-        b[off + i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *b, unsigned off, uint64_t v)
-{
-    for (unsigned i = 0; i < 8; i++)
-        b[off + i] = (uint8_t)(v >> (8 * i));
-}
-
 /* A 128-bit little-endian counter from a 64-bit value. */
 static void put128(uint8_t *b, unsigned off, uint64_t v)
 {
-    put64(b, off, v);
-    put64(b, off + 8, 0);
+    le64_store(b + off, v);
+    le64_store(b + off + 8, 0);
 }
 
 static void put_string(uint8_t *b, unsigned off, unsigned len, const char *s)
@@ -63,40 +47,40 @@ static void put_string(uint8_t *b, unsigned off, unsigned len, const char *s)
 
 static void identify_controller(const struct nvme_ctrl *c, uint8_t *b)
 {
-    put16(b, 0, NVME_PCI_VENDOR_ID); /* VID */
-    put16(b, 2, NVME_PCI_VENDOR_ID); /* SSVID */
-    put_string(b, 4, 20, c->serial); /* SN */
+    le16_store(b, NVME_PCI_VENDOR_ID);     /* VID */
+    le16_store(b + 2, NVME_PCI_VENDOR_ID); /* SSVID */
+    put_string(b, 4, 20, c->serial);       /* SN */
     put_string(b, 24, 40, MODEL_NUMBER);
     put_string(b, 64, 8, FIRMWARE_REV);
     b[72] = 0;                                /* RAB */
     b[73] = 0x25, b[74] = 0x40, b[75] = 0xa8; /* IEEE OUI A8-40-25 (Oxide), LSB first */
     b[76] = 0;                                /* CMIC: one port, one controller */
     b[77] = NVME_MDTS;
-    put16(b, 78, 0);            /* CNTLID */
-    put32(b, 80, NVME_VERSION); /* VER */
-    put32(b, 92, 0);            /* OAES: no notices */
-    b[111] = 1;                 /* CNTRLTYPE: I/O controller */
-    put16(b, 256, 0);           /* OACS: no optional admin commands */
+    le16_store(b + 78, 0);            /* CNTLID */
+    le32_store(b + 80, NVME_VERSION); /* VER */
+    le32_store(b + 92, 0);            /* OAES: no notices */
+    b[111] = 1;                       /* CNTRLTYPE: I/O controller */
+    le16_store(b + 256, 0);           /* OACS: no optional admin commands */
     b[258] = NVME_ACL;
     b[259] = NVME_AERL;
     b[260] = 0x03; /* FRMW: one slot, read-only */
     b[261] = 0x04; /* LPA: extended Get Log Page data */
     b[262] = 0;    /* ELPE: one error log entry */
     b[263] = 0;    /* NPSS: one power state */
-    put16(b, 266, WCTEMP_KELVIN);
-    put16(b, 268, CCTEMP_KELVIN);
+    le16_store(b + 266, WCTEMP_KELVIN);
+    le16_store(b + 268, CCTEMP_KELVIN);
     b[512] = (NVME_SQES_LOG2 << 4) | NVME_SQES_LOG2; /* SQES */
     b[513] = (NVME_CQES_LOG2 << 4) | NVME_CQES_LOG2; /* CQES */
-    put32(b, 516, 1);                                /* NN */
+    le32_store(b + 516, 1);                          /* NN */
     uint16_t oncs = 0;
     if (c->can_discard)
         oncs |= 1u << 2; /* Dataset Management */
     if (c->can_write_zeroes)
         oncs |= 1u << 3; /* Write Zeroes */
-    put16(b, 520, oncs);
+    le16_store(b + 520, oncs);
     /* VWC: present, and Flush accepts NSID FFFFFFFFh. */
     b[525] = c->vwc ? 0x07 : 0x00;
-    put32(b, 536, 0); /* SGLS: PRPs only */
+    le32_store(b + 536, 0); /* SGLS: PRPs only */
     char nqn[128];
     int n =
         snprintf(nqn, sizeof(nqn), "nqn.2019-08.com.oxidecomputer:propolis-nvme:%.20s", c->serial);
@@ -104,24 +88,24 @@ static void identify_controller(const struct nvme_ctrl *c, uint8_t *b)
         nqn[--n] = '\0';
     memcpy(b + 768, nqn, (size_t)n); /* SUBNQN, NUL padded */
     /* PSD0: 25 W, entry/exit latencies QEMU reports. */
-    put16(b, 2048, 2500);
-    put32(b, 2048 + 4, 16);
-    put32(b, 2048 + 8, 4);
+    le16_store(b + 2048, 2500);
+    le32_store(b + 2048 + 4, 16);
+    le32_store(b + 2048 + 8, 4);
 }
 
 static void identify_namespace(const struct nvme_ctrl *c, uint8_t *b)
 {
-    put64(b, 0, c->nsze);                        /* NSZE */
-    put64(b, 8, c->nsze);                        /* NCAP */
-    put64(b, 16, c->nsze);                       /* NUSE */
+    le64_store(b, c->nsze);                      /* NSZE */
+    le64_store(b + 8, c->nsze);                  /* NCAP */
+    le64_store(b + 16, c->nsze);                 /* NUSE */
     b[24] = c->can_discard ? 0x01 : 0x00;        /* NSFEAT: thin provisioning (deallocation) */
     b[25] = 0;                                   /* NLBAF: one format */
     b[26] = 0;                                   /* FLBAS: format 0, no metadata */
     b[33] = 0;                                   /* DLFEAT: deallocated reads not reported */
-    put64(b, 48, c->nsze << c->lba_shift);       /* NVMCAP, low half */
+    le64_store(b + 48, c->nsze << c->lba_shift); /* NVMCAP, low half */
     b[99] = c->read_only ? 0x01 : 0x00;          /* NSATTR: write protected */
     memcpy(b + 104, c->nguid, 16);               /* NGUID */
-    put32(b, 128, (uint32_t)c->lba_shift << 16); /* LBAF0: MS 0, LBADS, RP 0 */
+    le32_store(b + 128, (uint32_t)c->lba_shift << 16); /* LBAF0: MS 0, LBADS, RP 0 */
 }
 
 static uint16_t admin_identify(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
@@ -143,7 +127,7 @@ static uint16_t admin_identify(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
         if (cmd->nsid >= 0xfffffffeu)
             return NVME_ERR(NVME_SC_INVALID_NS);
         if (cmd->nsid < 1)
-            put32(b, 0, 1);
+            le32_store(b, 1);
         break;
     case CNS_NS_DESCRIPTORS:
         if (cmd->nsid != 1)
@@ -461,7 +445,7 @@ static uint16_t get_features(struct nvme_ctrl *c, const struct nvme_sqe *cmd, ui
 static size_t log_smart(struct nvme_ctrl *c, uint8_t *b)
 {
     b[0] = 0; /* critical warning */
-    put16(b, 1, TEMPERATURE_KELVIN);
+    le16_store(b + 1, TEMPERATURE_KELVIN);
     b[3] = 100; /* available spare */
     b[4] = 10;  /* available spare threshold */
     b[5] = 0;   /* percentage used */

@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
+
 #define CONFIG_ADDRESS_PORT 0xcf8
 #define CONFIG_DATA_PORT 0xcfc
 #define CONFIG_ADDRESS_ENABLE 0x80000000u
@@ -18,11 +20,6 @@
 
 #define CAP_LIST_MAX_HOPS 64
 
-static uint64_t all_ones(unsigned size)
-{
-    return size >= 8 ? ~0ull : (1ull << (size * 8)) - 1;
-}
-
 static bool ranges_overlap(unsigned a, unsigned a_len, unsigned b, unsigned b_len)
 {
     return a < b + b_len && b < a + a_len;
@@ -35,20 +32,6 @@ static bool in_config(unsigned offset, unsigned size)
     return offset < PCIE_CONFIG_SPACE_SIZE && size <= PCIE_CONFIG_SPACE_SIZE - offset;
 }
 
-static uint32_t load_le(const uint8_t *p, unsigned size)
-{
-    uint32_t v = 0;
-    for (unsigned i = 0; i < size; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static void store_le(uint8_t *p, unsigned size, uint32_t v)
-{
-    for (unsigned i = 0; i < size; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 uint8_t pci_get_byte(const struct pci_device *pdev, unsigned offset)
 {
     return in_config(offset, 1) ? pdev->config[offset] : 0;
@@ -56,12 +39,12 @@ uint8_t pci_get_byte(const struct pci_device *pdev, unsigned offset)
 
 uint16_t pci_get_word(const struct pci_device *pdev, unsigned offset)
 {
-    return in_config(offset, 2) ? (uint16_t)load_le(pdev->config + offset, 2) : 0;
+    return in_config(offset, 2) ? le16_load(pdev->config + offset) : 0;
 }
 
 uint32_t pci_get_long(const struct pci_device *pdev, unsigned offset)
 {
-    return in_config(offset, 4) ? load_le(pdev->config + offset, 4) : 0;
+    return in_config(offset, 4) ? le32_load(pdev->config + offset) : 0;
 }
 
 void pci_set_byte(struct pci_device *pdev, unsigned offset, uint8_t value)
@@ -73,25 +56,25 @@ void pci_set_byte(struct pci_device *pdev, unsigned offset, uint8_t value)
 void pci_set_word(struct pci_device *pdev, unsigned offset, uint16_t value)
 {
     if (in_config(offset, 2))
-        store_le(pdev->config + offset, 2, value);
+        le16_store(pdev->config + offset, value);
 }
 
 void pci_set_long(struct pci_device *pdev, unsigned offset, uint32_t value)
 {
     if (in_config(offset, 4))
-        store_le(pdev->config + offset, 4, value);
+        le32_store(pdev->config + offset, value);
 }
 
 void pci_set_wmask(struct pci_device *pdev, unsigned offset, unsigned size, uint32_t mask)
 {
     if (size <= 4 && in_config(offset, size))
-        store_le(pdev->wmask + offset, size, mask);
+        le_store(pdev->wmask + offset, size, mask);
 }
 
 void pci_set_w1cmask(struct pci_device *pdev, unsigned offset, unsigned size, uint32_t mask)
 {
     if (size <= 4 && in_config(offset, size))
-        store_le(pdev->w1cmask + offset, size, mask);
+        le_store(pdev->w1cmask + offset, size, mask);
 }
 
 /* ---- Device ---- */
@@ -424,17 +407,17 @@ static unsigned config_limit(const struct pci_device *pdev)
 uint32_t pci_device_config_read(struct pci_device *pdev, unsigned offset, unsigned size)
 {
     if (!access_ok(offset, size))
-        return (uint32_t)all_ones(size > 4 ? 4 : size);
+        return (uint32_t)size_mask(size > 4 ? 4 : size);
     if (offset >= config_limit(pdev))
         return 0; /* no extended capabilities */
     pthread_mutex_lock(&pdev->lock);
-    uint32_t value = load_le(pdev->config + offset, size);
+    uint32_t value = (uint32_t)le_load(pdev->config + offset, size);
     if (ranges_overlap(offset, size, PCI_STATUS, 1) && pdev->intx_level)
         value |= (uint32_t)PCI_STATUS_INTERRUPT << (8 * (PCI_STATUS - offset));
     if (pdev->pci_ops && pdev->pci_ops->config_read)
         value = pdev->pci_ops->config_read(pdev, offset, size, value);
     pthread_mutex_unlock(&pdev->lock);
-    return value & (uint32_t)all_ones(size);
+    return value & (uint32_t)size_mask(size);
 }
 
 void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned size,
@@ -466,7 +449,7 @@ void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned 
             update_bar(pdev, i);
     }
     if (pdev->pci_ops && pdev->pci_ops->config_write)
-        pdev->pci_ops->config_write(pdev, offset, size, value & (uint32_t)all_ones(size));
+        pdev->pci_ops->config_write(pdev, offset, size, value & (uint32_t)size_mask(size));
     pthread_mutex_unlock(&pdev->lock);
 }
 
@@ -587,11 +570,11 @@ uint32_t pci_bus_config_read(struct pci_bus *bus, uint8_t bus_number, uint8_t de
                     "PCI config read of %u bytes at 0x%x (%02x:%02x.%x) crosses a dword or "
                     "has a bad size",
                     size, reg, bus_number, PCI_SLOT(devfn), PCI_FUNC(devfn));
-        return (uint32_t)all_ones(size > 4 ? 4 : size);
+        return (uint32_t)size_mask(size > 4 ? 4 : size);
     }
     struct pci_device *pdev = pci_bus_device(bus, bus_number, devfn);
     if (!pdev)
-        return (uint32_t)all_ones(size);
+        return (uint32_t)size_mask(size);
     uint32_t value = pci_device_config_read(pdev, reg, size);
     if (PCI_FUNC(devfn) == 0 && ranges_overlap(reg, size, PCI_HEADER_TYPE, 1) &&
         slot_has_other_functions(bus, devfn))
@@ -632,7 +615,7 @@ static uint64_t config_address_read(void *opaque, uint64_t offset, unsigned size
     /* Only dword accesses reach CONFADD; the rest is plain I/O nobody claims. */
     log_limited(&bus->log, LOG_DEBUG, "pio: %u-byte read at 0x%llx ignored", size,
                 (unsigned long long)(CONFIG_ADDRESS_PORT + offset));
-    return all_ones(size);
+    return size_mask(size);
 }
 
 static void config_address_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
@@ -672,7 +655,7 @@ static uint64_t config_data_read(void *opaque, uint64_t offset, unsigned size)
     uint8_t bus_number, devfn;
     unsigned reg;
     if (size > 4 || offset >= 4 || !config_target(bus, &bus_number, &devfn, &reg))
-        return all_ones(size);
+        return size_mask(size);
     return pci_bus_config_read(bus, bus_number, devfn, reg + (unsigned)offset, size);
 }
 
@@ -715,7 +698,7 @@ static uint64_t ecam_read(void *opaque, uint64_t offset, unsigned size)
         log_limited(&bus->log, LOG_WARNING,
                     "ECAM: %u-byte read at offset 0x%llx crosses a dword; reads all-ones", size,
                     (unsigned long long)offset);
-        return all_ones(size);
+        return size_mask(size);
     }
     return pci_bus_config_read(bus, bus_number, devfn, reg, size);
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/bytes.h"
 #include "common/sync.h"
 
 #define SECTOR_SIZE 512ull
@@ -56,34 +57,6 @@ struct pci_device *virtio_blk_pci(struct virtio_blk *blk)
 struct virtio_pci *virtio_blk_transport(struct virtio_blk *blk)
 {
     return &blk->vp;
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t le64(const uint8_t *p)
-{
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
-
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    put_le16(p, (uint16_t)v);
-    put_le16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    put_le32(p, (uint32_t)v);
-    put_le32(p + 4, (uint32_t)(v >> 32));
 }
 
 /* ---- Request pool ---- */
@@ -236,8 +209,8 @@ static void handle_discard_wz(struct virtio_blk *blk, struct vblk_req *r,
     }
     uint8_t seg[BLK_SEGMENT_SIZE];
     iov_to_buf(c->iov, c->nout, BLK_HEADER_SIZE, seg, sizeof(seg));
-    uint64_t sector = le64(seg);
-    uint32_t nsectors = le32(seg + 8), flags = le32(seg + 12);
+    uint64_t sector = le64_load(seg);
+    uint32_t nsectors = le32_load(seg + 8), flags = le32_load(seg + 12);
     if ((flags & ~(uint32_t)VIRTIO_BLK_WZ_F_UNMAP) || (discard && flags)) {
         log_limited(&blk->vp.dev_log, LOG_WARNING, "%s: %s with flags 0x%x; UNSUPP", blk->vp.name,
                     what, flags);
@@ -281,8 +254,8 @@ static void handle_request(struct virtio_blk *blk, struct vblk_req *r, struct vi
     }
     uint8_t hdr[BLK_HEADER_SIZE];
     iov_to_buf(c->iov, c->nout, 0, hdr, sizeof(hdr));
-    uint32_t type = le32(hdr);
-    uint64_t sector = le64(hdr + 8);
+    uint32_t type = le32_load(hdr);
+    uint64_t sector = le64_load(hdr + 8);
 
     switch (type) {
     case VIRTIO_BLK_T_IN: {
@@ -475,18 +448,18 @@ static void build_config(const struct virtio_blk *blk, unsigned num_queues, uint
 {
     memset(cfg, 0, VIRTIO_BLK_CONFIG_SIZE);
     uint32_t align_sectors = blk->block_size / SECTOR_SIZE;
-    put_le64(cfg + VIRTIO_BLK_CFG_CAPACITY, blk->size / SECTOR_SIZE);
-    put_le32(cfg + VIRTIO_BLK_CFG_SEG_MAX, VIRTIO_BLK_SEG_MAX);
-    put_le32(cfg + VIRTIO_BLK_CFG_BLK_SIZE, blk->block_size);
-    put_le16(cfg + VIRTIO_BLK_CFG_NUM_QUEUES, (uint16_t)num_queues);
+    le64_store(cfg + VIRTIO_BLK_CFG_CAPACITY, blk->size / SECTOR_SIZE);
+    le32_store(cfg + VIRTIO_BLK_CFG_SEG_MAX, VIRTIO_BLK_SEG_MAX);
+    le32_store(cfg + VIRTIO_BLK_CFG_BLK_SIZE, blk->block_size);
+    le16_store(cfg + VIRTIO_BLK_CFG_NUM_QUEUES, (uint16_t)num_queues);
     if (blk->discard) {
-        put_le32(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, VIRTIO_BLK_MAX_DISCARD_SECTORS);
-        put_le32(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 1);
-        put_le32(cfg + VIRTIO_BLK_CFG_DISCARD_ALIGN, align_sectors);
+        le32_store(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, VIRTIO_BLK_MAX_DISCARD_SECTORS);
+        le32_store(cfg + VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 1);
+        le32_store(cfg + VIRTIO_BLK_CFG_DISCARD_ALIGN, align_sectors);
     }
     if (blk->write_zeroes) {
-        put_le32(cfg + VIRTIO_BLK_CFG_MAX_WZ_SECTORS, VIRTIO_BLK_MAX_DISCARD_SECTORS);
-        put_le32(cfg + VIRTIO_BLK_CFG_MAX_WZ_SEG, 1);
+        le32_store(cfg + VIRTIO_BLK_CFG_MAX_WZ_SECTORS, VIRTIO_BLK_MAX_DISCARD_SECTORS);
+        le32_store(cfg + VIRTIO_BLK_CFG_MAX_WZ_SEG, 1);
         cfg[VIRTIO_BLK_CFG_WZ_MAY_UNMAP] = 0;
     }
 }

@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/bytes.h"
 #include "common/sync.h"
 #include "core/machine.h"
 
@@ -50,13 +51,6 @@ static const struct field legacy_fields[] = {
     {VIRTIO_LEGACY_STATUS, 1},          {VIRTIO_LEGACY_ISR, 1},
     {VIRTIO_LEGACY_CONFIG_VECTOR, 2},   {VIRTIO_LEGACY_QUEUE_VECTOR, 2},
 };
-
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-
-static uint64_t size_mask(unsigned size)
-{
-    return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
-}
 
 static struct virtio_pci_queue *selected_queue(struct virtio_pci *vp)
 {
@@ -358,11 +352,9 @@ static const struct field *field_for_write(const struct field *fields, size_t n,
 
 static void config_read_bytes(struct virtio_pci *vp, unsigned off, unsigned size, uint64_t *value)
 {
-    uint64_t v = 0;
-    for (unsigned b = 0; b < size; b++)
-        if (off + b < vp->config_size)
-            v |= (uint64_t)vp->config[off + b] << (8 * b);
-    *value = v;
+    /* Bytes past the end of the device's configuration read as zero. */
+    unsigned avail = off < vp->config_size ? vp->config_size - off : 0;
+    *value = avail ? le_load(vp->config + off, size < avail ? size : avail) : 0;
 }
 
 /* ---- Common configuration (BAR2) ---- */

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/bytes.h"
+
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "virtqueue.c assumes a little-endian host (virtio rings are little-endian)"
 #endif
@@ -61,14 +63,10 @@ static void read_desc(const uint8_t *p, struct desc *d)
     const volatile uint8_t *src = p;
     for (unsigned i = 0; i < VIRTQ_DESC_SIZE; i++)
         raw[i] = src[i];
-    uint64_t addr = 0;
-    for (unsigned i = 0; i < 8; i++)
-        addr |= (uint64_t)raw[i] << (8 * i);
-    d->addr = addr;
-    d->len = (uint32_t)raw[8] | (uint32_t)raw[9] << 8 | (uint32_t)raw[10] << 16 |
-             (uint32_t)raw[11] << 24;
-    d->flags = (uint16_t)(raw[12] | raw[13] << 8);
-    d->next = (uint16_t)(raw[14] | raw[15] << 8);
+    d->addr = le64_load(raw);
+    d->len = le32_load(raw + 8);
+    d->flags = le16_load(raw + 12);
+    d->next = le16_load(raw + 14);
 }
 
 /* ---- Sizes ---- */

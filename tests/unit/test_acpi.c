@@ -85,16 +85,16 @@ static const uint8_t *table_at(const struct placed *p, uint64_t addr)
 {
     assert_true(addr >= TABLES_ADDR && addr - TABLES_ADDR + 8 <= p->tables_len);
     const uint8_t *t = p->tables + (addr - TABLES_ADDR);
-    assert_true(addr - TABLES_ADDR + get_le32(t + 4) <= p->tables_len);
+    assert_true(addr - TABLES_ADDR + le32_load(t + 4) <= p->tables_len);
     return t;
 }
 
 static const uint8_t *find_table(const struct placed *p, const char *sig)
 {
-    const uint8_t *xsdt = table_at(p, get_le64(p->rsdp + 24));
-    uint32_t n = (get_le32(xsdt + 4) - ACPI_HEADER_SIZE) / 8;
+    const uint8_t *xsdt = table_at(p, le64_load(p->rsdp + 24));
+    uint32_t n = (le32_load(xsdt + 4) - ACPI_HEADER_SIZE) / 8;
     for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *t = table_at(p, get_le64(xsdt + ACPI_HEADER_SIZE + 8 * i));
+        const uint8_t *t = table_at(p, le64_load(xsdt + ACPI_HEADER_SIZE + 8 * i));
         if (memcmp(t, sig, 4) == 0)
             return t;
     }
@@ -325,9 +325,9 @@ static void test_resource_template(void **state)
     static const uint8_t irq20[] = {0x89, 0x06, 0x00, 0x07, 0x01, 20, 0, 0, 0};
     assert_memory_equal(r.data + 23, irq20, sizeof(irq20));
     /* Lengths are max - min + 1. */
-    assert_int_equal(get_le16(r.data + 32 + 14), 0x100);
-    assert_int_equal(get_le32(r.data + 32 + 16 + 16 + 22), 0x20000000);
-    assert_int_equal(get_le64(r.data + 32 + 16 + 16 + 26 + 38), 0xf00000000ull);
+    assert_int_equal(le16_load(r.data + 32 + 14), 0x100);
+    assert_int_equal(le32_load(r.data + 32 + 16 + 16 + 22), 0x20000000);
+    assert_int_equal(le64_load(r.data + 32 + 16 + 16 + 26 + 38), 0xf00000000ull);
 
     struct aml a;
     aml_init(&a);
@@ -354,8 +354,8 @@ static void test_resource_template(void **state)
 static void check_header(const uint8_t *t, const char *sig)
 {
     assert_memory_equal(t, sig, 4);
-    assert_true(get_le32(t + 4) >= ACPI_HEADER_SIZE);
-    assert_int_equal(byte_sum(t, get_le32(t + 4)), 0);
+    assert_true(le32_load(t + 4) >= ACPI_HEADER_SIZE);
+    assert_int_equal(byte_sum(t, le32_load(t + 4)), 0);
     assert_memory_equal(t + 10, "OXIDE ", 6);
 }
 
@@ -372,25 +372,25 @@ static void check_machine(unsigned cpus, uint64_t ram, bool hpet, bool ecam)
     /* RSDP: revision 2, both checksums, XSDT inside the tables blob. */
     assert_memory_equal(p.rsdp, "RSD PTR ", 8);
     assert_int_equal(p.rsdp[15], 2);
-    assert_int_equal(get_le32(p.rsdp + 20), ACPI_RSDP_SIZE);
+    assert_int_equal(le32_load(p.rsdp + 20), ACPI_RSDP_SIZE);
     assert_int_equal(byte_sum(p.rsdp, 20), 0);
     assert_int_equal(byte_sum(p.rsdp, ACPI_RSDP_SIZE), 0);
-    const uint8_t *xsdt = table_at(&p, get_le64(p.rsdp + 24));
+    const uint8_t *xsdt = table_at(&p, le64_load(p.rsdp + 24));
     check_header(xsdt, "XSDT");
-    unsigned entries = (get_le32(xsdt + 4) - ACPI_HEADER_SIZE) / 8;
+    unsigned entries = (le32_load(xsdt + 4) - ACPI_HEADER_SIZE) / 8;
     assert_int_equal(entries, 2 + hpet + ecam);
 
     const uint8_t *fadt = find_table(&p, "FACP");
     assert_non_null(fadt);
     check_header(fadt, "FACP");
-    assert_int_equal(get_le32(fadt + 4), ACPI_FADT_SIZE);
-    uint32_t facs_addr = get_le32(fadt + FADT_FIRMWARE_CTRL);
+    assert_int_equal(le32_load(fadt + 4), ACPI_FADT_SIZE);
+    uint32_t facs_addr = le32_load(fadt + FADT_FIRMWARE_CTRL);
     assert_int_equal(facs_addr % 64, 0);
     const uint8_t *facs = table_at(&p, facs_addr);
     assert_memory_equal(facs, "FACS", 4);
-    assert_int_equal(get_le32(facs + 4), ACPI_FACS_SIZE);
-    assert_int_equal(get_le32(fadt + FADT_DSDT), get_le64(fadt + FADT_X_DSDT));
-    const uint8_t *dsdt = table_at(&p, get_le64(fadt + FADT_X_DSDT));
+    assert_int_equal(le32_load(facs + 4), ACPI_FACS_SIZE);
+    assert_int_equal(le32_load(fadt + FADT_DSDT), le64_load(fadt + FADT_X_DSDT));
+    const uint8_t *dsdt = table_at(&p, le64_load(fadt + FADT_X_DSDT));
     check_header(dsdt, "DSDT");
     assert_int_equal(dsdt[8], 2);
 
@@ -405,12 +405,12 @@ static void check_machine(unsigned cpus, uint64_t ram, bool hpet, bool ecam)
     assert_true((mcfg != NULL) == ecam);
     if (mcfg) {
         check_header(mcfg, "MCFG");
-        assert_int_equal(get_le64(mcfg + 44), 0xe0000000ull);
+        assert_int_equal(le64_load(mcfg + 44), 0xe0000000ull);
         assert_int_equal(mcfg[54], 0);
         assert_int_equal(mcfg[55], 255);
     }
     /* The DSDT only reserves ECAM when there is one. */
-    uint32_t dsdt_len = get_le32(dsdt + 4);
+    uint32_t dsdt_len = le32_load(dsdt + 4);
     assert_true(find_bytes(dsdt, dsdt_len, "MRES", 4) == ecam);
     assert_true(find_bytes(dsdt, dsdt_len, "HPET", 4) == hpet);
     acpi_blobs_free(&p.blobs);
@@ -434,7 +434,7 @@ static void test_blob_checksums_are_zero(void **state)
     assert_int_equal(acpi_build(&d, &b), 0);
     size_t off = 0, tables = 0;
     while (off < b.tables.len) {
-        uint32_t len = get_le32(b.tables.data + off + 4);
+        uint32_t len = le32_load(b.tables.data + off + 4);
         assert_true(len > 0 && off + len <= b.tables.len);
         if (memcmp(b.tables.data + off, "FACS", 4) != 0)
             assert_int_equal(b.tables.data[off + 9], 0);
@@ -460,18 +460,18 @@ static void test_loader_script_shape(void **state)
     size_t n = b.loader.len / LOADER_ENTRY_SIZE;
     assert_int_equal(b.loader.len % LOADER_ENTRY_SIZE, 0);
     /* First: allocate the tables (HIGH, 64); later the RSDP (FSEG, 16). */
-    assert_int_equal(get_le32(s), LOADER_ALLOCATE);
+    assert_int_equal(le32_load(s), LOADER_ALLOCATE);
     assert_string_equal((const char *)s + 4, ACPI_TABLES_FILE);
-    assert_int_equal(get_le32(s + 4 + 56), 64);
+    assert_int_equal(le32_load(s + 4 + 56), 64);
     assert_int_equal(s[4 + 60], LOADER_ZONE_HIGH);
     unsigned allocs = 0, pointers = 0, checksums = 0;
     for (size_t i = 0; i < n; i++) {
         const uint8_t *e = s + i * LOADER_ENTRY_SIZE;
-        switch (get_le32(e)) {
+        switch (le32_load(e)) {
         case LOADER_ALLOCATE:
             allocs++;
             if (strcmp((const char *)e + 4, ACPI_RSDP_FILE) == 0) {
-                assert_int_equal(get_le32(e + 4 + 56), 16);
+                assert_int_equal(le32_load(e + 4 + 56), 16);
                 assert_int_equal(e[4 + 60], LOADER_ZONE_FSEG);
             }
             break;
@@ -484,7 +484,7 @@ static void test_loader_script_shape(void **state)
             checksums++;
             break;
         default:
-            fail_msg("unexpected command %u", get_le32(e));
+            fail_msg("unexpected command %u", le32_load(e));
         }
     }
     assert_int_equal(allocs, 2);
@@ -514,7 +514,7 @@ static void test_loader_executor_rejects(void **state)
     assert_int_equal(loader_execute(s.data, s.len, files, 2, why, sizeof(why)), -1);
     blob[0] = 15;
     assert_int_equal(loader_execute(s.data, s.len, files, 2, why, sizeof(why)), 0);
-    assert_int_equal(get_le32(blob), 0x2000 + 15);
+    assert_int_equal(le32_load(blob), 0x2000 + 15);
     bytebuf_free(&s);
 
     loader_allocate(&s, "a", 128, LOADER_ZONE_HIGH); /* 0x1000 is aligned... */
@@ -549,9 +549,9 @@ static void test_madt(void **state)
     struct placed p;
     assert_int_equal(place(&d, &p), 0);
     const uint8_t *m = find_table(&p, "APIC");
-    assert_int_equal(get_le32(m + 36), 0xfee00000u);
-    assert_int_equal(get_le32(m + 40), 1); /* PCAT_COMPAT */
-    const uint8_t *e = m + 44, *end = m + get_le32(m + 4);
+    assert_int_equal(le32_load(m + 36), 0xfee00000u);
+    assert_int_equal(le32_load(m + 40), 1); /* PCAT_COMPAT */
+    const uint8_t *e = m + 44, *end = m + le32_load(m + 4);
     unsigned lapics = 0, ioapics = 0, nmis = 0;
     bool irq0 = false, irq9 = false, irq10 = false;
     while (e < end) {
@@ -561,24 +561,24 @@ static void test_madt(void **state)
             assert_int_equal(e[1], 8);
             assert_int_equal(e[2], lapics); /* processor UID */
             assert_int_equal(e[3], lapics); /* APIC id */
-            assert_int_equal(get_le32(e + 4), 1);
+            assert_int_equal(le32_load(e + 4), 1);
             lapics++;
             break;
         case 1:
             assert_int_equal(e[1], 12);
-            assert_int_equal(get_le32(e + 4), 0xfec00000u);
-            assert_int_equal(get_le32(e + 8), 0);
+            assert_int_equal(le32_load(e + 4), 0xfec00000u);
+            assert_int_equal(le32_load(e + 8), 0);
             ioapics++;
             break;
         case 2:
             assert_int_equal(e[1], 10);
             if (e[3] == 0) {
-                assert_int_equal(get_le32(e + 4), 2);
-                assert_int_equal(get_le16(e + 8), 0);
+                assert_int_equal(le32_load(e + 4), 2);
+                assert_int_equal(le16_load(e + 8), 0);
                 irq0 = true;
             } else {
-                assert_int_equal(get_le32(e + 4), e[3]);
-                assert_int_equal(get_le16(e + 8), 0x000d); /* level, active high */
+                assert_int_equal(le32_load(e + 4), e[3]);
+                assert_int_equal(le16_load(e + 8), 0x000d); /* level, active high */
                 irq9 |= e[3] == 9;
                 irq10 |= e[3] == 10;
             }
@@ -608,38 +608,38 @@ static void test_fadt_fields(void **state)
     assert_int_equal(place(&d, &p), 0);
     const uint8_t *f = find_table(&p, "FACP");
     assert_int_equal(f[8], 6);
-    assert_int_equal(get_le16(f + FADT_SCI_INT), 9);
+    assert_int_equal(le16_load(f + FADT_SCI_INT), 9);
     /* QEMU's and propolis' APM protocol: write 0xf1 to 0xb2 to set SCI_EN. */
-    assert_int_equal(get_le32(f + FADT_SMI_CMD), 0xb2);
+    assert_int_equal(le32_load(f + FADT_SMI_CMD), 0xb2);
     assert_int_equal(f[52], 0xf1);
     assert_int_equal(f[53], 0xf0);
-    assert_int_equal(get_le32(f + FADT_PM1A_EVT_BLK), 0xb000);
-    assert_int_equal(get_le32(f + FADT_PM1A_CNT_BLK), 0xb004);
-    assert_int_equal(get_le32(f + FADT_PM_TMR_BLK), 0xb008);
+    assert_int_equal(le32_load(f + FADT_PM1A_EVT_BLK), 0xb000);
+    assert_int_equal(le32_load(f + FADT_PM1A_CNT_BLK), 0xb004);
+    assert_int_equal(le32_load(f + FADT_PM_TMR_BLK), 0xb008);
     assert_int_equal(f[FADT_PM1_EVT_LEN], 4);
     assert_int_equal(f[FADT_PM1_CNT_LEN], 2);
     assert_int_equal(f[FADT_PM_TMR_LEN], 4);
-    assert_int_equal(get_le32(f + FADT_GPE0_BLK), 0xafe0);
+    assert_int_equal(le32_load(f + FADT_GPE0_BLK), 0xafe0);
     assert_int_equal(f[FADT_GPE0_BLK_LEN], 4);
     assert_int_equal(f[FADT_CENTURY], 0x32);
-    assert_int_equal(get_le16(f + FADT_IAPC_BOOT_ARCH),
+    assert_int_equal(le16_load(f + FADT_IAPC_BOOT_ARCH),
                      IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_VGA_NOT_PRESENT);
     /* A 24-bit PM timer: no TMR_VAL_EXT. */
-    uint32_t flags = get_le32(f + FADT_FLAGS);
+    uint32_t flags = le32_load(f + FADT_FLAGS);
     assert_int_equal(flags,
                      FADT_F_WBINVD | FADT_F_PROC_C1 | FADT_F_SLP_BUTTON | FADT_F_RESET_REG_SUP);
     /* RESET_REG: system I/O, 8 bits, port 0xcf9, value 6. */
     assert_int_equal(f[FADT_RESET_REG], 1);
     assert_int_equal(f[FADT_RESET_REG + 1], 8);
-    assert_int_equal(get_le64(f + FADT_RESET_REG + 4), 0xcf9);
+    assert_int_equal(le64_load(f + FADT_RESET_REG + 4), 0xcf9);
     assert_int_equal(f[FADT_RESET_VALUE], 0x06);
     /* The X_ blocks repeat the legacy ones with bit widths. */
     assert_int_equal(f[FADT_X_PM1A_EVT_BLK], 1);
     assert_int_equal(f[FADT_X_PM1A_EVT_BLK + 1], 32);
-    assert_int_equal(get_le64(f + FADT_X_PM1A_EVT_BLK + 4), 0xb000);
+    assert_int_equal(le64_load(f + FADT_X_PM1A_EVT_BLK + 4), 0xb000);
     assert_int_equal(f[FADT_X_PM1A_CNT_BLK + 1], 16);
-    assert_int_equal(get_le64(f + FADT_X_PM1A_CNT_BLK + 4), 0xb004);
-    assert_int_equal(get_le64(f + FADT_X_PM_TMR_BLK + 4), 0xb008);
+    assert_int_equal(le64_load(f + FADT_X_PM1A_CNT_BLK + 4), 0xb004);
+    assert_int_equal(le64_load(f + FADT_X_PM_TMR_BLK + 4), 0xb008);
     acpi_blobs_free(&p.blobs);
 
     /* ACPI always on (SMI_CMD 0), no GPE block, a 32-bit timer, VGA. */
@@ -649,13 +649,13 @@ static void test_fadt_fields(void **state)
     d.vga_present = true;
     assert_int_equal(place(&d, &p), 0);
     f = find_table(&p, "FACP");
-    assert_int_equal(get_le32(f + FADT_SMI_CMD), 0);
+    assert_int_equal(le32_load(f + FADT_SMI_CMD), 0);
     assert_int_equal(f[52], 0);
     assert_int_equal(f[53], 0);
-    assert_int_equal(get_le32(f + FADT_GPE0_BLK), 0);
+    assert_int_equal(le32_load(f + FADT_GPE0_BLK), 0);
     assert_int_equal(f[FADT_GPE0_BLK_LEN], 0);
-    assert_true(get_le32(f + FADT_FLAGS) & FADT_F_TMR_VAL_EXT);
-    assert_int_equal(get_le16(f + FADT_IAPC_BOOT_ARCH) & IAPC_VGA_NOT_PRESENT, 0);
+    assert_true(le32_load(f + FADT_FLAGS) & FADT_F_TMR_VAL_EXT);
+    assert_int_equal(le16_load(f + FADT_IAPC_BOOT_ARCH) & IAPC_VGA_NOT_PRESENT, 0);
     acpi_blobs_free(&p.blobs);
 }
 
@@ -711,10 +711,10 @@ static void test_pci_windows(void **state)
     struct bytebuf aml;
     assert_int_equal(acpi_build_dsdt_aml(&d, &aml), 0);
     uint8_t below[8], above[8];
-    put_le32(below, 0xc0000000u);
-    put_le32(below + 4, 0xdfffffffu);
-    put_le32(above, 0xf0000000u);
-    put_le32(above + 4, 0xfebfffffu);
+    le32_store(below, 0xc0000000u);
+    le32_store(below + 4, 0xdfffffffu);
+    le32_store(above, 0xf0000000u);
+    le32_store(above + 4, 0xfebfffffu);
     assert_true(find_bytes(aml.data, aml.len, below, 8));
     assert_true(find_bytes(aml.data, aml.len, above, 8));
     bytebuf_free(&aml);
@@ -726,8 +726,8 @@ static void test_pci_windows(void **state)
     assert_int_equal(d.pci_mmio64_base + d.pci_mmio64_size, 1ull << 40);
     assert_int_equal(acpi_build_dsdt_aml(&d, &aml), 0);
     uint8_t window[16];
-    put_le64(window, 6 * GIB);
-    put_le64(window + 8, (1ull << 40) - 1);
+    le64_store(window, 6 * GIB);
+    le64_store(window + 8, (1ull << 40) - 1);
     assert_true(find_bytes(aml.data, aml.len, window, 16));
     bytebuf_free(&aml);
     platform_desc_set_phys_bits(&d, 7); /* nonsense: falls back to 36 bits */
@@ -786,7 +786,7 @@ static int iasl_check(const struct platform_desc *d, const char *label)
     assert_non_null(mkdtemp(dir));
     size_t off = 0;
     while (off < p.tables_len) {
-        uint32_t len = get_le32(p.tables + off + 4);
+        uint32_t len = le32_load(p.tables + off + 4);
         char name[16];
         snprintf(name, sizeof(name), "%c%c%c%c.dat", p.tables[off] | 0x20, p.tables[off + 1] | 0x20,
                  p.tables[off + 2] | 0x20, p.tables[off + 3] | 0x20);

@@ -121,11 +121,11 @@ static void test_guest_mem_bounds(void **state)
 static void test_le_helpers(void **state)
 {
     uint8_t d[8];
-    bus_store_le(d, 4, 0xa1b2c3d4);
+    le_store(d, 4, 0xa1b2c3d4);
     assert_int_equal(d[0], 0xd4);
     assert_int_equal(d[3], 0xa1);
-    assert_int_equal(bus_load_le(d, 4), 0xa1b2c3d4);
-    assert_int_equal(bus_load_le(d, 2), 0xc3d4);
+    assert_int_equal(le_load(d, 4), 0xa1b2c3d4);
+    assert_int_equal(le_load(d, 2), 0xc3d4);
 }
 
 int main(void)

@@ -169,7 +169,7 @@ static void test_signature_and_id(void **state)
     assert_string_equal(sig, "QEMU");
     uint8_t id[4];
     read_bytes(FW_CFG_ID, id, 4);
-    assert_int_equal(get_le32(id), FW_CFG_ID_TRADITIONAL | FW_CFG_ID_DMA);
+    assert_int_equal(le32_load(id), FW_CFG_ID_TRADITIONAL | FW_CFG_ID_DMA);
     /* The signature is selected after init (and reset), as in QEMU. */
     fw_cfg_io_ops.write(&env->fw, 0, 2, FW_CFG_SIGNATURE);
     env->fw.dev.ops->reset(&env->fw.dev);
@@ -278,11 +278,11 @@ static void test_file_directory(void **state)
     /* The legacy CPU count and RAM size items. */
     uint8_t v[8];
     read_bytes(FW_CFG_NB_CPUS, v, 2);
-    assert_int_equal(get_le16(v), 3);
+    assert_int_equal(le16_load(v), 3);
     read_bytes(FW_CFG_MAX_CPUS, v, 2);
-    assert_int_equal(get_le16(v), 3);
+    assert_int_equal(le16_load(v), 3);
     read_bytes(FW_CFG_RAM_SIZE, v, 8);
-    assert_int_equal(get_le64(v), 2 * GIB);
+    assert_int_equal(le64_load(v), 2 * GIB);
 }
 
 static void test_adding_items(void **state)
@@ -341,14 +341,14 @@ static void test_dma_read_and_skip(void **state)
     assert_int_equal(dma_select(FW_CFG_ID, FW_CFG_DMA_SKIP, 0xffffffffu, 0), 0);
     memset(env->ram + BUF, 0xaa, 4);
     assert_int_equal(dma(FW_CFG_DMA_READ, 4, BUF), 0);
-    assert_int_equal(get_le32(env->ram + BUF), 0);
+    assert_int_equal(le32_load(env->ram + BUF), 0);
     /* Select alone (no operation) succeeds and moves the data port. */
     assert_int_equal(dma_select(FW_CFG_ID, 0, 0, 0), 0);
     assert_int_equal(read_byte(), FW_CFG_ID_TRADITIONAL | FW_CFG_ID_DMA);
     /* Missing items read as zeros. */
     memset(env->ram + BUF, 0xaa, 8);
     assert_int_equal(dma_select(0x7777, FW_CFG_DMA_READ, 8, BUF), 0);
-    assert_int_equal(get_le64(env->ram + BUF), 0);
+    assert_int_equal(le64_load(env->ram + BUF), 0);
     /* A length of zero touches nothing, even at a bad address. */
     assert_int_equal(dma_select(FW_CFG_ID, FW_CFG_DMA_READ, 0, 0xfffffffffffff000ull), 0);
 
@@ -556,7 +556,7 @@ static void test_firmware_view_of_acpi(void **state)
     assert_int_equal(loader_execute(loader, loader_size, files, 2, why, sizeof(why)), 0);
     assert_int_equal(byte_sum(rsdp, rsdp_size), 0);
     for (size_t off = 0; off < tables_size;) {
-        uint32_t len = get_le32(tables + off + 4);
+        uint32_t len = le32_load(tables + off + 4);
         if (memcmp(tables + off, "FACS", 4) != 0)
             assert_int_equal(byte_sum(tables + off, len), 0);
         off += len;
@@ -569,7 +569,7 @@ static void test_firmware_view_of_acpi(void **state)
     uint8_t *anchor = dma_read_file(SMBIOS_ANCHOR_FILE, &anchor_size);
     uint8_t *smbios = dma_read_file(SMBIOS_TABLES_FILE, &smbios_size);
     assert_int_equal(anchor_size, SMBIOS3_ANCHOR_SIZE);
-    assert_int_equal(get_le32(anchor + 12), smbios_size);
+    assert_int_equal(le32_load(anchor + 12), smbios_size);
     assert_int_equal(smbios[smbios_size - 6], 127);
     free(anchor);
     free(smbios);
@@ -583,15 +583,15 @@ static void test_e820(void **state)
     assert_int_equal(e820_build(&d, &e), 0);
     assert_int_equal(e.len, 3 * E820_ENTRY_SIZE);
     /* Address order: low RAM, KVM's reserved pages, high RAM. */
-    assert_int_equal(get_le64(e.data), 0);
-    assert_int_equal(get_le64(e.data + 8), 3 * GIB);
-    assert_int_equal(get_le32(e.data + 16), E820_RAM);
-    assert_int_equal(get_le64(e.data + 20), 0xfeffc000ull);
-    assert_int_equal(get_le64(e.data + 28), 0x4000);
-    assert_int_equal(get_le32(e.data + 36), E820_RESERVED);
-    assert_int_equal(get_le64(e.data + 40), 4 * GIB);
-    assert_int_equal(get_le64(e.data + 48), 5 * GIB);
-    assert_int_equal(get_le32(e.data + 56), E820_RAM);
+    assert_int_equal(le64_load(e.data), 0);
+    assert_int_equal(le64_load(e.data + 8), 3 * GIB);
+    assert_int_equal(le32_load(e.data + 16), E820_RAM);
+    assert_int_equal(le64_load(e.data + 20), 0xfeffc000ull);
+    assert_int_equal(le64_load(e.data + 28), 0x4000);
+    assert_int_equal(le32_load(e.data + 36), E820_RESERVED);
+    assert_int_equal(le64_load(e.data + 40), 4 * GIB);
+    assert_int_equal(le64_load(e.data + 48), 5 * GIB);
+    assert_int_equal(le32_load(e.data + 56), E820_RAM);
     bytebuf_free(&e);
 
     /* No high RAM: no entry for it. Overlaps and empty ranges are refused. */
@@ -611,7 +611,7 @@ static void test_e820(void **state)
     uint32_t size;
     uint8_t *file = dma_read_file(E820_FILE, &size);
     assert_int_equal(size, 2 * E820_ENTRY_SIZE);
-    assert_int_equal(get_le64(file + 8), 2 * GIB);
+    assert_int_equal(le64_load(file + 8), 2 * GIB);
     free(file);
 }
 

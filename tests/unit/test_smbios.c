@@ -102,8 +102,8 @@ static void test_anchor(void **state)
     assert_int_equal(a.data[10], 1);
     assert_int_equal(byte_sum(a.data, a.len), 0);
     /* OVMF requires the maximum size to equal the table file's size. */
-    assert_int_equal(get_le32(a.data + 12), t.len);
-    assert_int_equal(get_le64(a.data + 16), 0);
+    assert_int_equal(le32_load(a.data + 12), t.len);
+    assert_int_equal(le64_load(a.data + 16), 0);
     bytebuf_free(&t);
     bytebuf_free(&a);
 }
@@ -121,7 +121,7 @@ static void test_structure_framing(void **state)
     for (unsigned i = 0; i < p.count; i++) {
         assert_int_equal(p.s[i][0], types[i]);
         for (unsigned j = 0; j < i; j++) /* handles are unique */
-            assert_int_not_equal(get_le16(p.s[i] + 2), get_le16(p.s[j] + 2));
+            assert_int_not_equal(le16_load(p.s[i] + 2), le16_load(p.s[j] + 2));
         /* Strings, if any, are non-empty and at most 64 bytes (EDK2's limit). */
         for (uint8_t n = 1; string_of(&p, i, n); n++)
             assert_true(strlen(string_of(&p, i, n)) <= 64);
@@ -133,7 +133,7 @@ static void test_structure_framing(void **state)
     assert_int_equal(p.s[4][1], 0x28);
     assert_int_equal(p.s[5][1], 0x1f);
     assert_int_equal(p.s[7][1], 0x0b);
-    assert_int_equal(get_le16(p.s[8] + 2), SMBIOS_HANDLE_TYPE127);
+    assert_int_equal(le16_load(p.s[8] + 2), SMBIOS_HANDLE_TYPE127);
     /* A structure without strings ends in two NULs right after it. */
     assert_int_equal(p.size[8], 6);
     bytebuf_free(&t);
@@ -158,7 +158,7 @@ static void test_values(void **state)
     assert_string_equal(string_of(&p, i, s0[5]), "v1.2.3-test");
     assert_string_equal(string_of(&p, i, s0[8]), "Bureaucracy 41, 3186 YOLD");
     assert_int_equal(s0[9], 31); /* 2 MiB = 32 x 64 KiB */
-    assert_int_equal(get_le64(s0 + 0x0a), 1u << 3);
+    assert_int_equal(le64_load(s0 + 0x0a), 1u << 3);
     assert_int_equal(s0[0x12], 0x01);
     assert_int_equal(s0[0x13], 0x18); /* UEFI, virtual machine */
 
@@ -173,30 +173,30 @@ static void test_values(void **state)
     assert_int_equal(s4[5], 3);
     assert_int_equal(s4[6], 0x6b); /* Zen: AMD family 0x19 */
     assert_string_equal(string_of(&p, i, s4[7]), "Advanced Micro Devices, Inc.");
-    assert_int_equal(get_le64(s4 + 8), 0x178bfbff00a00f11ull);
+    assert_int_equal(le64_load(s4 + 8), 0x178bfbff00a00f11ull);
     assert_string_equal(string_of(&p, i, s4[0x10]), "AMD EPYC 7713P 64-Core Processor");
     assert_int_equal(s4[0x18], 0x41);
     assert_int_equal(s4[0x23], 6);
     assert_int_equal(s4[0x24], 6);
     assert_int_equal(s4[0x25], 6);
-    assert_int_equal(get_le16(s4 + 0x26), 0x0c);
-    assert_int_equal(get_le16(s4 + 0x28), 0x6b);
-    assert_int_equal(get_le16(s4 + 0x2a), 6);
+    assert_int_equal(le16_load(s4 + 0x26), 0x0c);
+    assert_int_equal(le16_load(s4 + 0x28), 0x6b);
+    assert_int_equal(le16_load(s4 + 0x2a), 6);
 
     const uint8_t *s16 = find_type(&p, 16, &i);
-    assert_int_equal(get_le32(s16 + 7), 4 * 1024 * 1024); /* KiB */
-    assert_int_equal(get_le16(s16 + 0x0d), 1);
+    assert_int_equal(le32_load(s16 + 7), 4 * 1024 * 1024); /* KiB */
+    assert_int_equal(le16_load(s16 + 0x0d), 1);
     const uint8_t *s17 = find_type(&p, 17, &i);
-    assert_int_equal(get_le16(s17 + 4), get_le16(s16 + 2));
-    assert_int_equal(get_le16(s17 + 0x0c), 4096); /* MiB */
+    assert_int_equal(le16_load(s17 + 4), le16_load(s16 + 2));
+    assert_int_equal(le16_load(s17 + 0x0c), 4096); /* MiB */
     const uint8_t *s19 = find_type(&p, 19, &i);
-    assert_int_equal(get_le32(s19 + 4), 0);
-    assert_int_equal(get_le32(s19 + 8), 3 * 1024 * 1024 - 1);
-    assert_int_equal(get_le16(s19 + 0x0c), get_le16(s16 + 2));
+    assert_int_equal(le32_load(s19 + 4), 0);
+    assert_int_equal(le32_load(s19 + 8), 3 * 1024 * 1024 - 1);
+    assert_int_equal(le16_load(s19 + 0x0c), le16_load(s16 + 2));
     const uint8_t *s19b = p.s[i + 1];
     assert_int_equal(s19b[0], 19);
-    assert_int_equal(get_le32(s19b + 4), 4 * 1024 * 1024);
-    assert_int_equal(get_le32(s19b + 8), 5 * 1024 * 1024 - 1);
+    assert_int_equal(le32_load(s19b + 4), 4 * 1024 * 1024);
+    assert_int_equal(le32_load(s19b + 8), 5 * 1024 * 1024 - 1);
     const uint8_t *s32 = find_type(&p, 32, &i);
     assert_int_equal(s32[0x0a], 0);
     bytebuf_free(&t);
@@ -218,8 +218,8 @@ static void test_intel_and_unknown_cpus(void **state)
     const uint8_t *s4 = find_type(&p, 4, &i);
     assert_int_equal(s4[6], 0x02);
     assert_string_equal(string_of(&p, i, s4[7]), "Intel");
-    assert_int_equal(s4[0x10], 0);               /* no brand string: no version string */
-    assert_int_equal(get_le16(s4 + 0x26), 0x04); /* one core: not multi-core */
+    assert_int_equal(s4[0x10], 0);                /* no brand string: no version string */
+    assert_int_equal(le16_load(s4 + 0x26), 0x04); /* one core: not multi-core */
     bytebuf_free(&t);
     bytebuf_free(&a);
 
@@ -244,11 +244,11 @@ static void test_large_memory(void **state)
     parse(&t, &p);
     unsigned i;
     const uint8_t *s16 = find_type(&p, 16, &i);
-    assert_int_equal(get_le32(s16 + 7), 0x80000000u);
-    assert_int_equal(get_le64(s16 + 0x0f), 3072 * GIB);
+    assert_int_equal(le32_load(s16 + 7), 0x80000000u);
+    assert_int_equal(le64_load(s16 + 0x0f), 3072 * GIB);
     const uint8_t *s17 = find_type(&p, 17, &i);
-    assert_int_equal(get_le16(s17 + 0x0c), 0x7fff);
-    assert_int_equal(get_le32(s17 + 0x1c), 3072 * 1024);
+    assert_int_equal(le16_load(s17 + 0x0c), 0x7fff);
+    assert_int_equal(le32_load(s17 + 0x1c), 3072 * 1024);
     const uint8_t *s4 = find_type(&p, 4, &i);
     assert_int_equal(s4[0x23], 255);
     bytebuf_free(&t);
@@ -260,9 +260,9 @@ static void test_large_memory(void **state)
     parse(&t, &p);
     const uint8_t *s19 = p.s[6];
     assert_int_equal(s19[0], 19);
-    assert_int_equal(get_le32(s19 + 4), 0xffffffffu);
-    assert_int_equal(get_le64(s19 + 0x0f), 4 * GIB);
-    assert_int_equal(get_le64(s19 + 0x17), 4 * GIB + (8192 - 3) * GIB - 1);
+    assert_int_equal(le32_load(s19 + 4), 0xffffffffu);
+    assert_int_equal(le64_load(s19 + 0x0f), 4 * GIB);
+    assert_int_equal(le64_load(s19 + 0x17), 4 * GIB + (8192 - 3) * GIB - 1);
     bytebuf_free(&t);
     bytebuf_free(&a);
 }
