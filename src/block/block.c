@@ -2,9 +2,9 @@
  * in-flight accounting, the worker pool, iovec helpers. */
 #include "block/block_internal.h"
 #include "common/iov.h"
+#include "common/thread.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,25 +127,6 @@ void blk_tracker_drain(struct blk_tracker *t)
     pthread_mutex_unlock(&t->lock);
 }
 
-/* ---- threads ---- */
-
-int blk_thread_create(pthread_t *thread, const char *name, void *(*fn)(void *), void *arg)
-{
-    /* Back-end threads never take signals: process-directed signals go to
-     * the VMM's own threads, and vCPU kick signals are not ours. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(thread, NULL, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return -rc;
-    char comm[16];
-    snprintf(comm, sizeof(comm), "%s", name);
-    pthread_setname_np(*thread, comm);
-    return 0;
-}
-
 static void *pool_main(void *arg)
 {
     struct blk_pool *pool = arg;
@@ -187,7 +168,7 @@ int blk_pool_start(struct blk_pool *pool, unsigned nthreads, const char *prefix,
     for (unsigned i = 0; i < nthreads; i++) {
         char name[32];
         snprintf(name, sizeof(name), "%s-%u", prefix, i);
-        int rc = blk_thread_create(&pool->threads[i], name, pool_main, pool);
+        int rc = thread_start(&pool->threads[i], name, 0, pool_main, pool);
         if (rc < 0) {
             blk_pool_stop(pool);
             return rc;

@@ -116,9 +116,6 @@ void blk_pool_submit(struct blk_pool *pool, struct block_request *req);
 /* Stops and joins the workers once the queue is empty. */
 void blk_pool_stop(struct blk_pool *pool);
 
-/* Creates a thread with every signal blocked, named NAME (truncated). */
-int blk_thread_create(pthread_t *thread, const char *name, void *(*fn)(void *), void *arg);
-
 /* ---- iovec cursors ---- */
 
 /* Copies between a flat buffer and req's iovecs, starting skip bytes into

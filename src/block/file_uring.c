@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/bytes.h"
+#include "common/thread.h"
 
 #define RING_SQ_ENTRIES 128
 #define RING_CQ_ENTRIES 512
@@ -376,7 +377,7 @@ int file_uring_start(struct file_backend *fb)
         }
         char name[32];
         snprintf(name, sizeof(name), "blk-uring-%u", i);
-        rc = blk_thread_create(&r->thread, name, ring_main, r);
+        rc = thread_start(&r->thread, name, 0, ring_main, r);
         if (rc < 0)
             break;
         while (sem_wait(&r->started) != 0)

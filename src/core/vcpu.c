@@ -16,6 +16,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/thread.h"
 #include "core/machine.h"
 
 /* A real-time signal: SIGUSR1 asks for a state dump (main.c). */
@@ -521,18 +522,13 @@ int vcpu_start(struct vcpu *v)
 {
     char name[16];
     v->run->immediate_exit = 0;
+    snprintf(name, sizeof(name), "vcpu%u", v->id);
     /* Small stacks: exit handling is shallow and RSS is part of the budget. */
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    int err = pthread_create(&v->thread, &attr, vcpu_thread, v);
-    pthread_attr_destroy(&attr);
+    int err = thread_start(&v->thread, name, 256 * 1024, vcpu_thread, v);
     if (err) {
-        log_error("vCPU %u: pthread_create: %s", v->id, strerror(err));
+        log_error("vCPU %u: cannot start its thread: %s", v->id, strerror(-err));
         return -1;
     }
-    snprintf(name, sizeof(name), "vcpu%u", v->id);
-    pthread_setname_np(v->thread, name);
     pthread_mutex_lock(&v->kick_lock);
     v->thread_running = true;
     pthread_mutex_unlock(&v->kick_lock);

@@ -3,6 +3,7 @@
  * the I/O worker thread. Admin commands: nvme_admin.c; NVM commands and
  * PRPs: nvme_io.c. */
 #include "common/sync.h"
+#include "common/thread.h"
 #include "nvme/nvme_int.h"
 
 #include <errno.h>
@@ -925,9 +926,9 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params)
     pci_set_interrupt_pin(&c->pci, PCI_INTA);
     nvme_features_default(c); /* after setup_namespace: the write cache follows vwc */
 
-    int err = pthread_create(&c->worker, NULL, worker_main, c);
+    int err = thread_start(&c->worker, name, 0, worker_main, c);
     if (err) {
-        log_error("%s: cannot start the I/O worker: %s", name, strerror(err));
+        log_error("%s: cannot start the I/O worker: %s", name, strerror(-err));
         nvme_destroy(&c->pci.dev);
         return NULL;
     }

@@ -9,6 +9,7 @@
 
 #include "common/bytes.h"
 #include "common/sync.h"
+#include "common/thread.h"
 #include "core/machine.h"
 
 #define TRANSPORT_FEATURES                                                                         \
@@ -954,16 +955,15 @@ int virtio_pci_init(struct virtio_pci *vp, const struct virtio_pci_params *p)
 
     for (unsigned i = 0; i < p->num_queues; i++) {
         struct virtio_pci_queue *q = &vp->queues[i];
-        int err = pthread_create(&q->thread, NULL, queue_worker, q);
+        char thread_name[16];
+        snprintf(thread_name, sizeof(thread_name), "%.10s-q%u", name, i % 100);
+        int err = thread_start(&q->thread, thread_name, 0, queue_worker, q);
         if (err) {
-            log_error("%s: cannot start queue worker: %s", name, strerror(err));
+            log_error("%s: cannot start queue worker: %s", name, strerror(-err));
             stop_workers(vp);
             goto fail_msix;
         }
         q->thread_started = true;
-        char thread_name[16];
-        snprintf(thread_name, sizeof(thread_name), "%.10s-q%u", name, i % 100);
-        pthread_setname_np(q->thread, thread_name);
     }
     return 0;
 
