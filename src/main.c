@@ -44,12 +44,6 @@
 #define DEBUG_OUT_PATH "./debug.out"
 #define EXIT_FAILURE_CODE 1
 
-struct isa_irq_line {
-    struct machine *machine;
-    unsigned irq;
-    uint32_t source_bit;
-};
-
 struct vmm {
     struct config cfg;
     struct machine machine;
@@ -57,7 +51,6 @@ struct vmm {
     struct instance instance;
     struct console console;
     struct uart16550 com[4];
-    struct isa_irq_line com_irq[4];
     struct debug_port debug_port;
     struct post_port post_port;
     struct pci_bus pci;
@@ -69,7 +62,6 @@ struct vmm {
     struct rtc rtc;
     struct hpet hpet;
     struct ps2 ps2;
-    struct isa_irq_line ps2_kbd_irq, ps2_aux_irq;
     struct pvpanic pvpanic;
     struct fw_cfg fw_cfg;
     struct block_backend **backends; /* one per [block_dev], in config order */
@@ -124,48 +116,12 @@ static int check_host_resources(const struct config *cfg)
     return 0;
 }
 
-static void isa_irq_set(void *opaque, bool level)
-{
-    struct isa_irq_line *line = opaque;
-    machine_set_irq(line->machine, line->irq, line->source_bit, level);
-}
-
 static int add_pio_device(struct vmm *vmm, struct device *dev, uint16_t port, uint16_t len,
                           const struct io_ops *ops)
 {
     if (!bus_register(&vmm->machine.pio, port, len, ops, dev, dev->name))
         return -1;
     return machine_add_device(&vmm->machine, dev);
-}
-
-static void chipset_set_irq(void *opaque, unsigned gsi, uint32_t source_bit, bool level)
-{
-    machine_set_irq(opaque, gsi, source_bit, level);
-}
-
-static void sci_set(void *opaque, bool level)
-{
-    machine_set_irq(opaque, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI, level);
-}
-
-static void request_halt(void *opaque)
-{
-    machine_request(opaque, MACHINE_HALT);
-}
-
-static void request_reset(void *opaque)
-{
-    machine_request(opaque, MACHINE_RESET);
-}
-
-static void hpet_set_irq(void *opaque, unsigned gsi, unsigned source, bool level)
-{
-    machine_set_irq(opaque, gsi, PC_IRQ_SOURCE_HPET(source), level);
-}
-
-static void hpet_set_pit_legacy(void *opaque, bool legacy)
-{
-    machine_set_pit_hpet_legacy(opaque, legacy);
 }
 
 /* i440FX host bridge, PIIX3 ISA bridge, PIIX4 power management, reset ports. */
@@ -175,10 +131,14 @@ static int build_chipset(struct vmm *vmm)
     pci_bus_init(&vmm->pci, &m->pio, &m->mmio);
     vmm->pci_ready = true;
     i440fx_init(&vmm->host_bridge, (struct i440fx_hooks){0});
-    piix3_init(&vmm->piix3, (struct piix3_irq_sink){chipset_set_irq, m});
-    if (piix4_pm_init(&vmm->pm, (struct piix4_pm_hooks){sci_set, request_halt, m}, m->loop) < 0)
+    struct irq_bank pirq_out[PC_PIRQ_COUNT];
+    for (unsigned n = 0; n < PC_PIRQ_COUNT; n++)
+        pirq_out[n] = machine_irq_bank(m, PC_IRQ_SOURCE_PIRQ(n));
+    piix3_init(&vmm->piix3, pirq_out);
+    if (piix4_pm_init(&vmm->pm, machine_irq_line(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI),
+                      machine_request_line(m, MACHINE_HALT), m->loop) < 0)
         return -1;
-    reset_ports_init(&vmm->reset_ports, request_reset, m);
+    reset_ports_init(&vmm->reset_ports, machine_request_line(m, MACHINE_RESET));
     if (i440fx_attach(&vmm->host_bridge, &vmm->pci) < 0 ||
         piix3_attach(&vmm->piix3, &vmm->pci) < 0 || piix4_pm_attach(&vmm->pm, &vmm->pci) < 0)
         return -1;
@@ -196,23 +156,24 @@ static int build_chipset(struct vmm *vmm)
 static int build_isa_devices(struct vmm *vmm)
 {
     struct machine *m = &vmm->machine;
-    if (hpet_init(&vmm->hpet, "hpet", m->loop, HPET_ROUTE_CAP_DEFAULT,
-                  (struct hpet_callbacks){hpet_set_irq, hpet_set_pit_legacy, m}) < 0 ||
+    struct irq_bank hpet_irq[HPET_SOURCE_COUNT];
+    for (unsigned n = 0; n < HPET_SOURCE_COUNT; n++)
+        hpet_irq[n] = machine_irq_bank(m, PC_IRQ_SOURCE_HPET(n));
+    if (hpet_init(&vmm->hpet, "hpet", m->loop, HPET_ROUTE_CAP_DEFAULT, hpet_irq,
+                  machine_pit_legacy_line(m)) < 0 ||
         !bus_register(&m->mmio, HPET_MMIO_BASE, HPET_MMIO_SIZE, &hpet_io_ops, &vmm->hpet, "hpet") ||
         machine_add_device(m, &vmm->hpet.dev) < 0)
         return -1;
     /* The RTC's interrupt passes through the HPET, which owns IRQ 8 in
      * legacy replacement mode. */
-    if (rtc_init(&vmm->rtc, "rtc", m->loop, (struct rtc_irq){hpet_rtc_irq_input, &vmm->hpet}) < 0 ||
+    if (rtc_init(&vmm->rtc, "rtc", m->loop, hpet_rtc_input(&vmm->hpet)) < 0 ||
         add_pio_device(vmm, &vmm->rtc.dev, RTC_PORT_BASE, RTC_PORT_COUNT, &rtc_io_ops) < 0)
         return -1;
     rtc_set_memory_layout(&vmm->rtc, m->lowmem_size, m->highmem_size, m->spec.cpus);
 
-    vmm->ps2_kbd_irq = (struct isa_irq_line){m, PS2_KBD_IRQ, PC_IRQ_SOURCE_PS2_KBD};
-    vmm->ps2_aux_irq = (struct isa_irq_line){m, PS2_AUX_IRQ, PC_IRQ_SOURCE_PS2_AUX};
-    ps2_init(&vmm->ps2, "ps2", (struct ps2_irq){isa_irq_set, &vmm->ps2_kbd_irq},
-             (struct ps2_irq){isa_irq_set, &vmm->ps2_aux_irq},
-             (struct ps2_reset_line){request_reset, m});
+    ps2_init(&vmm->ps2, "ps2", machine_irq_line(m, PS2_KBD_IRQ, PC_IRQ_SOURCE_PS2_KBD),
+             machine_irq_line(m, PS2_AUX_IRQ, PC_IRQ_SOURCE_PS2_AUX),
+             machine_request_line(m, MACHINE_RESET));
     if (add_pio_device(vmm, &vmm->ps2.dev, PS2_DATA_PORT, 1, &ps2_data_io_ops) < 0 ||
         !bus_register(&m->pio, PS2_CTRL_PORT, 1, &ps2_ctrl_io_ops, &vmm->ps2, "ps2"))
         return -1;
@@ -440,14 +401,12 @@ static int build_machine(struct vmm *vmm)
         {"com4", 0x2e8, 3},
     };
     for (unsigned i = 0; i < 4; i++) {
-        vmm->com_irq[i] =
-            (struct isa_irq_line){&vmm->machine, com_ports[i].irq, PC_IRQ_SOURCE_COM(i)};
         /* COM1 is the console; COM2-COM4 accept and discard. */
         struct uart_backend backend = {0};
         if (i == 0)
             backend = console_uart_backend(&vmm->console);
         uart16550_init(&vmm->com[i], com_ports[i].name, backend,
-                       (struct uart_irq){isa_irq_set, &vmm->com_irq[i]});
+                       machine_irq_line(&vmm->machine, com_ports[i].irq, PC_IRQ_SOURCE_COM(i)));
         if (add_pio_device(vmm, &vmm->com[i].dev, com_ports[i].port, UART_PORT_COUNT,
                            &uart16550_io_ops) < 0)
             return -1;

@@ -741,6 +741,70 @@ void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool 
     pthread_mutex_unlock(&m->irq_lock);
 }
 
+/* ---- The machine's ends of device output lines. */
+
+static void irq_target_set(void *opaque, bool level)
+{
+    const struct machine_irq_target *t = opaque;
+    machine_set_irq(t->machine, t->gsi, t->source_bit, level);
+}
+
+static void irq_target_bank_set(void *opaque, unsigned gsi, bool level)
+{
+    const struct machine_irq_target *t = opaque;
+    machine_set_irq(t->machine, gsi, t->source_bit, level);
+}
+
+/* The slot of source_bit; two users of one bit are a wiring bug. */
+static struct machine_irq_target *irq_target(struct machine *m, unsigned gsi, uint32_t source_bit)
+{
+    if (source_bit == 0 || (source_bit & (source_bit - 1)) != 0) {
+        log_crit("interrupt source 0x%x is not one bit", source_bit);
+        abort();
+    }
+    struct machine_irq_target *t = &m->irq_targets[__builtin_ctz(source_bit)];
+    if (t->machine) {
+        log_crit("interrupt source 0x%x wired twice", source_bit);
+        abort();
+    }
+    *t = (struct machine_irq_target){m, gsi, source_bit};
+    return t;
+}
+
+struct irq_line machine_irq_line(struct machine *m, unsigned gsi, uint32_t source_bit)
+{
+    return (struct irq_line){irq_target_set, irq_target(m, gsi, source_bit)};
+}
+
+struct irq_bank machine_irq_bank(struct machine *m, uint32_t source_bit)
+{
+    return (struct irq_bank){irq_target_bank_set, irq_target(m, 0, source_bit)};
+}
+
+static void request_target_set(void *opaque, bool level)
+{
+    const struct machine_request_target *t = opaque;
+    if (level)
+        machine_request(t->machine, t->event);
+}
+
+struct irq_line machine_request_line(struct machine *m, enum machine_event event)
+{
+    struct machine_request_target *t = &m->request_targets[event];
+    *t = (struct machine_request_target){m, event};
+    return (struct irq_line){request_target_set, t};
+}
+
+static void pit_legacy_set(void *opaque, bool level)
+{
+    machine_set_pit_hpet_legacy(opaque, level);
+}
+
+struct irq_line machine_pit_legacy_line(struct machine *m)
+{
+    return (struct irq_line){pit_legacy_set, m};
+}
+
 void machine_signal_msi(struct machine *m, uint64_t address, uint32_t data)
 {
     struct kvm_msi msi = {

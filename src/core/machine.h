@@ -12,6 +12,7 @@
 #include "core/bus.h"
 #include "core/event_loop.h"
 #include "core/guest_mem.h"
+#include "core/irq_line.h"
 #include "core/timer.h"
 #include "devices/device.h"
 
@@ -88,6 +89,19 @@ struct vcpu {
     char dump_text[VCPU_DUMP_TEXT_SIZE];
 };
 
+/* What a line from machine_irq_line()/machine_irq_bank() drives, or a
+ * request line asks for; kept in the machine, the lines point here. */
+struct machine_irq_target {
+    struct machine *machine;
+    unsigned gsi; /* a bank's line names its own */
+    uint32_t source_bit;
+};
+struct machine_request_target {
+    struct machine *machine;
+    enum machine_event event;
+};
+#define MACHINE_IRQ_SOURCES 32 /* one per source bit */
+
 struct msi_route {
     bool used;
     uint64_t address;
@@ -117,6 +131,8 @@ struct machine {
     bool irq_routing_pending;             /* the VM still has KVM's default routing */
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
     struct msi_route msi_routes[MACHINE_MAX_MSI_ROUTES]; /* GSI MACHINE_MSI_GSI_BASE + index */
+    struct machine_irq_target irq_targets[MACHINE_IRQ_SOURCES];        /* by source bit number */
+    struct machine_request_target request_targets[MACHINE_FAILED + 1]; /* by event */
 
     int event_fd;            /* signalled when a vCPU asks the main thread to act */
     _Atomic int event;       /* enum machine_event */
@@ -159,6 +175,18 @@ void machine_reset_devices(struct machine *m);
 void machine_set_irq(struct machine *m, unsigned gsi, uint32_t source_bit, bool level);
 /* HPET legacy replacement takes IRQ 0 from the in-kernel PIT. */
 void machine_set_pit_hpet_legacy(struct machine *m, bool hpet_legacy);
+
+/* The machine's ends of device output lines (core/irq_line.h), valid until
+ * machine_destroy; source_bit is one bit, and each source bit is handed out
+ * once (as a line or as a bank), since the lines keep their target there.
+ * machine_irq_line: machine_set_irq(m, gsi, source_bit, level).
+ * machine_irq_bank: line n is machine_set_irq(m, n, source_bit, level).
+ * machine_request_line: asserting it is machine_request(m, event).
+ * machine_pit_legacy_line: machine_set_pit_hpet_legacy(m, level). */
+struct irq_line machine_irq_line(struct machine *m, unsigned gsi, uint32_t source_bit);
+struct irq_bank machine_irq_bank(struct machine *m, uint32_t source_bit);
+struct irq_line machine_request_line(struct machine *m, enum machine_event event);
+struct irq_line machine_pit_legacy_line(struct machine *m);
 /* MSI routes for irqfd: a GSI that delivers the message (address, data).
  * add returns the GSI or -1; the table is rebuilt in KVM on each change.
  * Devices drop their routes in their reset op (a VM reset clears them). */

@@ -55,8 +55,7 @@ static unsigned timer_gsi(const struct hpet_timer *t)
 
 static void set_line(struct hpet *h, unsigned gsi, unsigned source, bool level)
 {
-    if (h->cb.set_irq)
-        h->cb.set_irq(h->cb.opaque, gsi, source, level);
+    irq_bank_set(&h->irq[source], gsi, level);
 }
 
 /* A level-triggered comparator drives its line while its status bit is set
@@ -259,13 +258,11 @@ static void write_general_config(struct hpet *h, uint64_t value)
 
     bool was_legacy = old & HPET_CFG_LEGACY;
     if (!was_legacy && legacy_mode(h)) {
-        if (h->cb.set_pit_legacy)
-            h->cb.set_pit_legacy(h->cb.opaque, true);
+        irq_line_set(&h->pit_legacy, true);
         if (h->rtc_level)
             set_line(h, HPET_LEGACY_TIMER1_IRQ, HPET_SOURCE_RTC, false);
     } else if (was_legacy && !legacy_mode(h)) {
-        if (h->cb.set_pit_legacy)
-            h->cb.set_pit_legacy(h->cb.opaque, false);
+        irq_line_set(&h->pit_legacy, false);
         if (h->rtc_level)
             set_line(h, HPET_LEGACY_TIMER1_IRQ, HPET_SOURCE_RTC, true);
     }
@@ -421,6 +418,11 @@ void hpet_rtc_irq_input(void *opaque, bool level)
     pthread_mutex_unlock(&h->lock);
 }
 
+struct irq_line hpet_rtc_input(struct hpet *h)
+{
+    return (struct irq_line){hpet_rtc_irq_input, h};
+}
+
 uint64_t hpet_counter_value(struct hpet *h)
 {
     pthread_mutex_lock(&h->lock);
@@ -450,8 +452,8 @@ static void reset_locked(struct hpet *h)
     h->counter = 0;
     h->counter_at_enable = 0;
     h->enable_clock_ns = 0;
-    if (was_legacy && h->cb.set_pit_legacy)
-        h->cb.set_pit_legacy(h->cb.opaque, false);
+    if (was_legacy)
+        irq_line_set(&h->pit_legacy, false);
     /* The RTC lowers its output on reset too. */
     if (!was_legacy && h->rtc_level)
         set_line(h, HPET_LEGACY_TIMER1_IRQ, HPET_SOURCE_RTC, false);
@@ -480,12 +482,13 @@ static const struct device_ops hpet_device_ops = {
 };
 
 int hpet_init(struct hpet *h, const char *name, struct event_loop *loop, uint32_t route_cap,
-              struct hpet_callbacks cb)
+              const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy)
 {
     memset(h, 0, sizeof(*h));
     h->dev.name = name;
     h->dev.ops = &hpet_device_ops;
-    h->cb = cb;
+    memcpy(h->irq, irq, sizeof(h->irq));
+    h->pit_legacy = pit_legacy;
     h->route_cap = route_cap & 0x00ffffffu; /* the IOAPIC has 24 pins */
     h->clock_ns = vm_clock_ns;
     for (unsigned i = 0; i < HPET_NUM_TIMERS; i++) {

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "core/bus.h"
 #include "core/event_loop.h"
+#include "core/irq_line.h"
 #include "core/timer.h"
 #include "devices/device.h"
 
@@ -42,9 +43,9 @@
  * 16-19). QEMU's pc machine advertises only pin 2, q35 pins 2, 8 and 16-23. */
 #define HPET_ROUTE_CAP_DEFAULT 0x00f00000u
 
-/* Interrupt sources the HPET drives, for callers that keep one source bit
- * per line user: timer n is source n, the forwarded RTC output is
- * HPET_SOURCE_RTC. */
+/* Interrupt sources the HPET drives, each through its own irq_bank (line n
+ * = GSI n: an IOAPIC pin, or an ISA IRQ in legacy mode): timer n is source
+ * n, the forwarded RTC output is HPET_SOURCE_RTC. */
 #define HPET_SOURCE_RTC HPET_NUM_TIMERS
 #define HPET_SOURCE_COUNT (HPET_NUM_TIMERS + 1)
 
@@ -74,17 +75,6 @@ enum {
 #define HPET_TN_FSB_ENABLE 0x4000ull
 #define HPET_TN_FSB_CAP 0x8000ull
 
-struct hpet_callbacks {
-    /* Drive interrupt line gsi (an IOAPIC pin, or an ISA IRQ in legacy
-     * mode) for one source (0..HPET_SOURCE_COUNT-1). Called with the HPET
-     * locked; must not call back into the HPET. */
-    void (*set_irq)(void *opaque, unsigned gsi, unsigned source, bool level);
-    /* Legacy replacement turned on (true) or off: the in-kernel PIT must
-     * stop (start) driving IRQ 0. Called with the HPET locked. */
-    void (*set_pit_legacy)(void *opaque, bool legacy);
-    void *opaque;
-};
-
 struct hpet;
 
 struct hpet_timer {
@@ -103,7 +93,11 @@ struct hpet_timer {
 struct hpet {
     struct device dev;
     pthread_mutex_t lock;
-    struct hpet_callbacks cb;
+    /* Set with the HPET locked; must not call back into the HPET. */
+    struct irq_bank irq[HPET_SOURCE_COUNT];
+    /* High while legacy replacement is on: the in-kernel PIT must stop
+     * driving IRQ 0 (machine_pit_legacy_line). */
+    struct irq_line pit_legacy;
     uint32_t route_cap;
     /* Monotonic time source; vm_clock_ns unless a test substitutes one. */
     uint64_t (*clock_ns)(void);
@@ -121,14 +115,16 @@ struct hpet {
 extern const struct io_ops hpet_io_ops;
 
 /* route_cap: bit n set = comparators may be routed to IOAPIC pin n (pins
- * 24-31 are dropped). loop may be NULL (tests). Returns -1 if a timer cannot
- * be created. */
+ * 24-31 are dropped). irq: one bank per source (machine_irq_bank(m,
+ * PC_IRQ_SOURCE_HPET(n))). loop may be NULL (tests). Returns -1 if a timer
+ * cannot be created. */
 int hpet_init(struct hpet *hpet, const char *name, struct event_loop *loop, uint32_t route_cap,
-              struct hpet_callbacks cb);
+              const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy);
 
-/* The RTC's IRQ output enters here (matches struct rtc_irq's set_level with
- * opaque = the hpet): forwarded to IRQ 8 unless legacy replacement owns it. */
+/* The RTC's IRQ output enters here: forwarded to IRQ 8 unless legacy
+ * replacement owns it. hpet_rtc_input() is the line for rtc_init. */
 void hpet_rtc_irq_input(void *hpet, bool level);
+struct irq_line hpet_rtc_input(struct hpet *hpet);
 
 /* Main counter now, for tests and diagnostics. */
 uint64_t hpet_counter_value(struct hpet *hpet);

@@ -28,9 +28,7 @@ static void drive(struct piix3 *p, unsigned pirq, bool level)
     if (p->routed_irq[pirq] < 0 || p->line_driven[pirq] == level)
         return;
     p->line_driven[pirq] = level;
-    if (p->sink.set_irq)
-        p->sink.set_irq(p->sink.opaque, (unsigned)p->routed_irq[pirq], PC_IRQ_SOURCE_PIRQ(pirq),
-                        level);
+    irq_bank_set(&p->pirq_out[pirq], (unsigned)p->routed_irq[pirq], level);
 }
 
 /* The IOAPIC path: PIRQ n is also wired to GSI 16 + n, whatever its
@@ -40,8 +38,7 @@ static void drive_gsi(struct piix3 *p, unsigned pirq, bool level)
     if (p->gsi_driven[pirq] == level)
         return;
     p->gsi_driven[pirq] = level;
-    if (p->sink.set_irq)
-        p->sink.set_irq(p->sink.opaque, PC_PCI_GSI_BASE + pirq, PC_IRQ_SOURCE_PIRQ(pirq), level);
+    irq_bank_set(&p->pirq_out[pirq], PC_PCI_GSI_BASE + pirq, level);
 }
 
 static bool pirq_level(const struct piix3 *p, unsigned pirq)
@@ -142,7 +139,7 @@ static const struct device_ops piix3_device_ops = {
     .destroy = piix3_destroy,
 };
 
-void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
+void piix3_init(struct piix3 *p, const struct irq_bank pirq_out[PC_PIRQ_COUNT])
 {
     static const struct pci_ids ids = {
         .vendor_id = PCI_VENDOR_ID_INTEL,
@@ -152,7 +149,7 @@ void piix3_init(struct piix3 *p, struct piix3_irq_sink sink)
         .class_code = 0x060100,
     };
     pci_device_init(&p->pci, "piix3", &piix3_device_ops, &ids, &piix3_pci_ops);
-    p->sink = sink;
+    memcpy(p->pirq_out, pirq_out, sizeof(p->pirq_out));
     pthread_mutex_init(&p->lock, NULL);
     memset(p->pirq_sources, 0, sizeof(p->pirq_sources));
     memset(&p->log, 0, sizeof(p->log));

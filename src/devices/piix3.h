@@ -10,23 +10,17 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/irq_line.h"
 #include "devices/pc_layout.h"
 #include "pci/pci.h"
 
 #define PIIX3_DEVICE_ID 0x7000
 #define PIIX3_PIRQ_ROUTE 0x60 /* PIRQRC[A-D], one byte each */
 
-/* Drives an interrupt line: ISA IRQs 0-15 (PIC and IOAPIC) and GSIs
- * 16-19: machine_set_irq(m, irq, source_bit, level). */
-struct piix3_irq_sink {
-    void (*set_irq)(void *opaque, unsigned irq, uint32_t source_bit, bool level);
-    void *opaque;
-};
-
 struct piix3 {
     struct pci_device pci;
-    struct piix3_irq_sink sink;
-    pthread_mutex_t lock;                                       /* routing state below */
+    struct irq_bank pirq_out[PC_PIRQ_COUNT]; /* by PIRQ; line n: ISA IRQ or GSI n */
+    pthread_mutex_t lock;                    /* routing state below */
     uint64_t pirq_sources[PC_PIRQ_COUNT][PCI_DEVFN_COUNT / 64]; /* devfns asserting */
     int routed_irq[PC_PIRQ_COUNT];                              /* -1: disabled */
     bool line_driven[PC_PIRQ_COUNT];                            /* we hold routed_irq high */
@@ -34,7 +28,10 @@ struct piix3 {
     struct log_ratelimit log;
 };
 
-void piix3_init(struct piix3 *piix3, struct piix3_irq_sink sink);
+/* pirq_out[n]: what PIRQ n drives, its routed ISA IRQ (0-15, PIC and
+ * IOAPIC) and GSI PC_PCI_GSI_BASE + n, as one source:
+ * machine_irq_bank(m, PC_IRQ_SOURCE_PIRQ(n)). */
+void piix3_init(struct piix3 *piix3, const struct irq_bank pirq_out[PC_PIRQ_COUNT]);
 /* Places the bridge at 0.1.0 and makes it the bus's INTx router. */
 int piix3_attach(struct piix3 *piix3, struct pci_bus *bus);
 /* The ISA IRQ a PIRQ (0 = A) reaches now, or -1 if disabled. */

@@ -64,8 +64,7 @@ static void update_sci(struct piix4_pm *pm)
                  (pm->gpe_sts[1] & pm->gpe_en[1]);
     if (level != pm->sci_level) {
         pm->sci_level = level;
-        if (pm->hooks.set_sci)
-            pm->hooks.set_sci(pm->hooks.opaque, level);
+        irq_line_set(&pm->sci, level);
     }
     bool want_timer = (pm->pm1_en & PC_PM1_EN_TMR) && !(pm->pm1_sts & PC_PM1_STS_TMR);
     if (want_timer) {
@@ -187,8 +186,7 @@ static void pm_write(void *opaque, uint64_t offset, unsigned size, uint64_t valu
     if (sleep_type == PC_SLP_TYP_S5 || sleep_type == PC_SLP_TYP_S4) {
         log_limited(&pm->log, LOG_INFO, "piix4-pm: guest entered S%d: powering off",
                     sleep_type == PC_SLP_TYP_S5 ? 5 : 4);
-        if (pm->hooks.power_off)
-            pm->hooks.power_off(pm->hooks.opaque);
+        irq_line_pulse(&pm->power_off);
     } else if (sleep_type >= 0) {
         log_limited(&pm->log, LOG_WARNING,
                     "piix4-pm: sleep type %d requested; only S5 is supported, ignored", sleep_type);
@@ -371,7 +369,8 @@ static const struct device_ops pm_device_ops = {
     .destroy = pm_destroy,
 };
 
-int piix4_pm_init(struct piix4_pm *pm, struct piix4_pm_hooks hooks, struct event_loop *loop)
+int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
+                  struct event_loop *loop)
 {
     static const struct pci_ids ids = {
         .vendor_id = PCI_VENDOR_ID_INTEL,
@@ -382,7 +381,8 @@ int piix4_pm_init(struct piix4_pm *pm, struct piix4_pm_hooks hooks, struct event
         .revision = PIIX4_PM_REVISION,
     };
     pci_device_init(&pm->pci, "piix4-pm", &pm_device_ops, &ids, &pm_pci_ops);
-    pm->hooks = hooks;
+    pm->sci = sci;
+    pm->power_off = power_off;
     pm->now_ns = default_now;
     pm->now_opaque = NULL;
     pm->io_mapped = false;

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/irq_line.h"
 #include "core/timer.h"
 #include "pci/pci.h"
 
@@ -23,17 +24,10 @@
 #define PIIX4_PM_SMBBA 0x90
 #define PIIX4_PM_SMBHSTCFG 0xd2
 
-struct piix4_pm_hooks {
-    /* Drives the SCI line: machine_set_irq(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI, level). */
-    void (*set_sci)(void *opaque, bool level);
-    /* The guest entered S5 (or S4): machine_request(m, MACHINE_HALT). */
-    void (*power_off)(void *opaque);
-    void *opaque;
-};
-
 struct piix4_pm {
     struct pci_device pci;
-    struct piix4_pm_hooks hooks;
+    struct irq_line sci;       /* machine_irq_line(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI) */
+    struct irq_line power_off; /* pulsed on S5 (or S4): machine_request_line(m, MACHINE_HALT) */
     /* Time base of the PM timer; vm_clock_ns unless a test replaces it
      * (then reset the device to rebase). */
     uint64_t (*now_ns)(void *opaque);
@@ -62,7 +56,8 @@ extern const struct io_ops piix4_apm_io_ops; /* 2 bytes at PC_SMI_CMD_PORT */
 
 /* loop: where the timer-overflow timer runs; NULL (tests) means no timer,
  * call piix4_pm_timer_tick() instead. Returns -1 if the timer fails. */
-int piix4_pm_init(struct piix4_pm *pm, struct piix4_pm_hooks hooks, struct event_loop *loop);
+int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
+                  struct event_loop *loop);
 /* Places the function at 0.1.3, maps the PM block at its reset base and
  * claims the GPE0 and APM ports. */
 int piix4_pm_attach(struct piix4_pm *pm, struct pci_bus *bus);

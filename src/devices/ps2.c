@@ -123,8 +123,7 @@ static void set_kbd_line(struct ps2 *p, bool level)
 {
     if (level != p->kbd_irq_level) {
         p->kbd_irq_level = level;
-        if (p->kbd_irq.set_level)
-            p->kbd_irq.set_level(p->kbd_irq.opaque, level);
+        irq_line_set(&p->kbd_irq, level);
     }
 }
 
@@ -132,8 +131,7 @@ static void set_aux_line(struct ps2 *p, bool level)
 {
     if (level != p->aux_irq_level) {
         p->aux_irq_level = level;
-        if (p->aux_irq.set_level)
-            p->aux_irq.set_level(p->aux_irq.opaque, level);
+        irq_line_set(&p->aux_irq, level);
     }
 }
 
@@ -364,8 +362,7 @@ static void request_reset(struct ps2 *p, const char *how)
 {
     log_limited(&p->guest_log, LOG_INFO, "%s: guest reset through the keyboard controller (%s)",
                 p->dev.name, how);
-    if (p->reset_line.request)
-        p->reset_line.request(p->reset_line.opaque);
+    irq_line_pulse(&p->reset_line);
 }
 
 static uint8_t outport_value(const struct ps2 *p)
@@ -626,8 +623,8 @@ static const struct device_ops ps2_device_ops = {
     .destroy = ps2_destroy,
 };
 
-void ps2_init(struct ps2 *p, const char *name, struct ps2_irq kbd_irq, struct ps2_irq aux_irq,
-              struct ps2_reset_line reset_line)
+void ps2_init(struct ps2 *p, const char *name, struct irq_line kbd_irq, struct irq_line aux_irq,
+              struct irq_line reset_line)
 {
     memset(p, 0, sizeof(*p));
     p->dev.name = name;

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
+#include "core/irq_line.h"
 #include "devices/device.h"
 
 #define PS2_DATA_PORT 0x60
@@ -44,16 +45,6 @@
 #define PS2_OUT_RESET 0x01 /* 0 = hold the CPU in reset */
 #define PS2_OUT_A20 0x02
 
-struct ps2_irq {
-    void (*set_level)(void *opaque, bool level);
-    void *opaque;
-};
-
-struct ps2_reset_line {
-    void (*request)(void *opaque); /* e.g. machine_request(m, MACHINE_RESET) */
-    void *opaque;
-};
-
 struct ps2_queue {
     uint8_t bytes[PS2_QUEUE_SIZE];
     unsigned head, count;
@@ -67,8 +58,8 @@ struct ps2_ctrl_reply {
 struct ps2 {
     struct device dev;
     pthread_mutex_t lock;
-    struct ps2_irq kbd_irq, aux_irq;
-    struct ps2_reset_line reset_line;
+    struct irq_line kbd_irq, aux_irq;
+    struct irq_line reset_line; /* pulsed to reset the machine */
 
     /* Controller. */
     uint8_t ram[32]; /* ram[0] is the configuration byte */
@@ -109,8 +100,10 @@ struct ps2 {
 extern const struct io_ops ps2_data_io_ops;
 extern const struct io_ops ps2_ctrl_io_ops;
 
-void ps2_init(struct ps2 *ps2, const char *name, struct ps2_irq kbd_irq, struct ps2_irq aux_irq,
-              struct ps2_reset_line reset_line);
+/* reset_line: pulsed for each reset request (machine_request_line(m,
+ * MACHINE_RESET)). */
+void ps2_init(struct ps2 *ps2, const char *name, struct irq_line kbd_irq, struct irq_line aux_irq,
+              struct irq_line reset_line);
 
 /* Host keyboard input: one key event as scan set 2 bytes (e.g. {0xf0, 0x1c}
  * for releasing A), converted to what the guest selected. Dropped whole (and

@@ -22,8 +22,7 @@ static void cf9_write(void *opaque, uint64_t offset, unsigned size, uint64_t val
         log_limited(&rp->log, LOG_INFO, "reset control 0xcf9 <- 0x%02x: %s reset requested",
                     (unsigned)(value & 0xff),
                     (value & RESET_CONTROL_SYSTEM_RESET) ? "hard" : "soft");
-        if (rp->request_reset)
-            rp->request_reset(rp->opaque);
+        irq_line_pulse(&rp->reset_line);
         return;
     }
     atomic_store(&rp->reset_control, (uint8_t)(value & RESET_CONTROL_SYSTEM_RESET));
@@ -52,8 +51,7 @@ static void port92_write(void *opaque, uint64_t offset, unsigned size, uint64_t 
         log_limited(&rp->log, LOG_INFO, "port 0x92: A20 gate cleared; A20 stays enabled");
     if ((next & PORT92_INIT) && !(old & PORT92_INIT)) {
         log_limited(&rp->log, LOG_INFO, "port 0x92: fast reset requested");
-        if (rp->request_reset)
-            rp->request_reset(rp->opaque);
+        irq_line_pulse(&rp->reset_line);
     }
 }
 
@@ -69,12 +67,11 @@ static void reset_ports_reset(struct device *dev)
 
 static const struct device_ops reset_ports_device_ops = {.reset = reset_ports_reset};
 
-void reset_ports_init(struct reset_ports *rp, void (*request_reset)(void *opaque), void *opaque)
+void reset_ports_init(struct reset_ports *rp, struct irq_line reset_line)
 {
     memset(rp, 0, sizeof(*rp));
     rp->dev.name = "reset-ports";
     rp->dev.ops = &reset_ports_device_ops;
-    rp->request_reset = request_reset;
-    rp->opaque = opaque;
+    rp->reset_line = reset_line;
     reset_ports_reset(&rp->dev);
 }

@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
+#include "core/irq_line.h"
 #include "devices/device.h"
 
 #define RESET_CONTROL_SYSTEM_RESET 0x02 /* hard reset when bit 2 fires */
@@ -19,9 +20,8 @@
 
 struct reset_ports {
     struct device dev;
-    /* Asks the machine to reset (machine_request(m, MACHINE_RESET)). */
-    void (*request_reset)(void *opaque);
-    void *opaque;
+    /* Pulsed to ask the machine to reset (machine_request_line(m, MACHINE_RESET)). */
+    struct irq_line reset_line;
     _Atomic uint8_t reset_control; /* 0xCF9: only the reset type is kept */
     _Atomic uint8_t port92;
     struct log_ratelimit log;
@@ -31,6 +31,6 @@ struct reset_ports {
 extern const struct io_ops reset_ports_cf9_io_ops;    /* pci_bus_set_cf9_handler() */
 extern const struct io_ops reset_ports_port92_io_ops; /* pio 0x92, length 1 */
 
-void reset_ports_init(struct reset_ports *rp, void (*request_reset)(void *opaque), void *opaque);
+void reset_ports_init(struct reset_ports *rp, struct irq_line reset_line);
 
 #endif

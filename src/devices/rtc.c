@@ -206,8 +206,7 @@ static void update_irq(struct rtc *r)
     bool level = r->cmos[RTC_REG_C] & RTC_C_IRQF;
     if (level != r->irq_asserted) {
         r->irq_asserted = level;
-        if (r->irq.set_level)
-            r->irq.set_level(r->irq.opaque, level);
+        irq_line_set(&r->irq, level);
     }
 }
 
@@ -471,7 +470,7 @@ static const struct device_ops rtc_device_ops = {
     .destroy = rtc_destroy,
 };
 
-int rtc_init(struct rtc *r, const char *name, struct event_loop *loop, struct rtc_irq irq)
+int rtc_init(struct rtc *r, const char *name, struct event_loop *loop, struct irq_line irq)
 {
     memset(r, 0, sizeof(*r));
     r->dev.name = name;

@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "core/bus.h"
 #include "core/event_loop.h"
+#include "core/irq_line.h"
 #include "core/timer.h"
 #include "devices/device.h"
 
@@ -63,15 +64,10 @@ enum {
 /* Last 244 us of each second: 8 cycles of the 32.768 kHz time base. */
 #define RTC_UIP_HOLD_NS 244141ull
 
-struct rtc_irq {
-    void (*set_level)(void *opaque, bool level);
-    void *opaque;
-};
-
 struct rtc {
     struct device dev;
     pthread_mutex_t lock;
-    struct rtc_irq irq;
+    struct irq_line irq;
     /* Monotonic time source; vm_clock_ns unless a test substitutes one. */
     uint64_t (*clock_ns)(void);
 
@@ -98,7 +94,7 @@ extern const struct io_ops rtc_io_ops;
 /* Sets the clock from the host (UTC) and CMOS to power-on values. loop may
  * be NULL (tests): timers are then never delivered. Returns -1 if a timer
  * cannot be created. */
-int rtc_init(struct rtc *rtc, const char *name, struct event_loop *loop, struct rtc_irq irq);
+int rtc_init(struct rtc *rtc, const char *name, struct event_loop *loop, struct irq_line irq);
 
 /* Writes the bytes firmware reads (QEMU's pc layout): base/extended memory,
  * memory between 16 MiB and 4 GiB (0x34/0x35) and above 4 GiB (0x5b-0x5d)

@@ -36,8 +36,7 @@ static void update_irq(struct uart16550 *u)
     bool level = pending_interrupt(u) != UART_IIR_NO_INT && (u->mcr & UART_MCR_OUT2);
     if (level != u->irq_asserted) {
         u->irq_asserted = level;
-        if (u->irq.set_level)
-            u->irq.set_level(u->irq.opaque, level);
+        irq_line_set(&u->irq, level);
     }
 }
 
@@ -298,7 +297,7 @@ static const struct device_ops uart_device_ops = {
 };
 
 void uart16550_init(struct uart16550 *u, const char *name, struct uart_backend backend,
-                    struct uart_irq irq)
+                    struct irq_line irq)
 {
     memset(u, 0, sizeof(*u));
     u->dev.name = name;

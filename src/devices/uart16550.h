@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "core/bus.h"
+#include "core/irq_line.h"
 #include "devices/device.h"
 
 #define UART_FIFO_SIZE 16
@@ -24,16 +25,11 @@ struct uart_backend {
     void *opaque;
 };
 
-struct uart_irq {
-    void (*set_level)(void *opaque, bool level);
-    void *opaque;
-};
-
 struct uart16550 {
     struct device dev;
     pthread_mutex_t lock;
     struct uart_backend backend;
-    struct uart_irq irq;
+    struct irq_line irq;
 
     uint8_t ier, lcr, mcr, lsr, msr, scr, dll, dlm, fcr;
     bool thre_pending; /* THR-empty interrupt latched, cleared by IIR read or THR write */
@@ -48,7 +44,7 @@ struct uart16550 {
 extern const struct io_ops uart16550_io_ops;
 
 void uart16550_init(struct uart16550 *uart, const char *name, struct uart_backend backend,
-                    struct uart_irq irq);
+                    struct irq_line irq);
 /* Host to guest: queues up to the free FIFO space, returns bytes taken. */
 size_t uart16550_receive(struct uart16550 *uart, const uint8_t *buf, size_t len);
 /* Free receive FIFO space (bytes). */

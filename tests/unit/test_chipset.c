@@ -48,9 +48,18 @@ static struct pci_device nic, disk, multi_fn1;
 static struct irq_sink sink;
 static struct platform plat;
 
-static void sink_set_irq(void *opaque, unsigned irq, uint32_t source_bit, bool level)
+/* One per PIRQ: the bank it drives names the sink and the source bit. */
+struct pirq_tap {
+    struct irq_sink *sink;
+    uint32_t source_bit;
+};
+static struct pirq_tap pirq_taps[PC_PIRQ_COUNT];
+
+static void sink_set_irq(void *opaque, unsigned irq, bool level)
 {
-    struct irq_sink *s = opaque;
+    const struct pirq_tap *tap = opaque;
+    struct irq_sink *s = tap->sink;
+    uint32_t source_bit = tap->source_bit;
     assert_true(irq < 24);
     s->calls++;
     if (level)
@@ -66,14 +75,16 @@ static void set_sci(void *opaque, bool level)
     p->sci = level;
 }
 
-static void power_off(void *opaque)
+static void power_off(void *opaque, bool level)
 {
-    ((struct platform *)opaque)->power_offs++;
+    if (level)
+        ((struct platform *)opaque)->power_offs++;
 }
 
-static void request_reset(void *opaque)
+static void request_reset(void *opaque, bool level)
 {
-    ((struct platform *)opaque)->resets++;
+    if (level)
+        ((struct platform *)opaque)->resets++;
 }
 
 static void pam_changed(void *opaque, const uint8_t pam[I440FX_PAM_COUNT])
@@ -105,10 +116,16 @@ static int setup(void **state)
     bus_init(&mmio, "mmio");
     pci_bus_init(&pcibus, &pio, &mmio);
     i440fx_init(&hb, (struct i440fx_hooks){pam_changed, &plat});
-    piix3_init(&isa, (struct piix3_irq_sink){sink_set_irq, &sink});
-    assert_int_equal(piix4_pm_init(&pm, (struct piix4_pm_hooks){set_sci, power_off, &plat}, NULL),
+    struct irq_bank pirq_out[PC_PIRQ_COUNT];
+    for (unsigned n = 0; n < PC_PIRQ_COUNT; n++) {
+        pirq_taps[n] = (struct pirq_tap){&sink, PC_IRQ_SOURCE_PIRQ(n)};
+        pirq_out[n] = (struct irq_bank){sink_set_irq, &pirq_taps[n]};
+    }
+    piix3_init(&isa, pirq_out);
+    assert_int_equal(piix4_pm_init(&pm, (struct irq_line){set_sci, &plat},
+                                   (struct irq_line){power_off, &plat}, NULL),
                      0);
-    reset_ports_init(&rp, request_reset, &plat);
+    reset_ports_init(&rp, (struct irq_line){request_reset, &plat});
     assert_int_equal(i440fx_attach(&hb, &pcibus), 0);
     assert_int_equal(piix3_attach(&isa, &pcibus), 0);
     assert_int_equal(piix4_pm_attach(&pm, &pcibus), 0);

@@ -35,9 +35,17 @@ struct recorder {
     int pit_calls;
 };
 
-static void record_irq(void *opaque, unsigned gsi, unsigned source, bool level)
+/* One per HPET source: the bank it drives names the recorder and source. */
+struct source_tap {
+    struct recorder *rec;
+    unsigned source;
+};
+
+static void record_irq(void *opaque, unsigned gsi, bool level)
 {
-    struct recorder *r = opaque;
+    const struct source_tap *tap = opaque;
+    struct recorder *r = tap->rec;
+    unsigned source = tap->source;
     r->calls++;
     if (gsi >= IOAPIC_PINS || source >= HPET_SOURCE_COUNT) {
         r->bad_line = true;
@@ -57,13 +65,19 @@ static void record_pit(void *opaque, bool legacy)
 
 static struct hpet hpet;
 static struct recorder rec;
+static struct source_tap taps[HPET_SOURCE_COUNT];
 
 static int setup(void **state)
 {
     memset(&rec, 0, sizeof(rec));
     fake_now = 5 * NS_PER_SEC;
-    assert_int_equal(hpet_init(&hpet, "hpet", NULL, HPET_ROUTE_CAP_DEFAULT,
-                               (struct hpet_callbacks){record_irq, record_pit, &rec}),
+    struct irq_bank irq[HPET_SOURCE_COUNT];
+    for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++) {
+        taps[i] = (struct source_tap){&rec, i};
+        irq[i] = (struct irq_bank){record_irq, &taps[i]};
+    }
+    assert_int_equal(hpet_init(&hpet, "hpet", NULL, HPET_ROUTE_CAP_DEFAULT, irq,
+                               (struct irq_line){record_pit, &rec}),
                      0);
     hpet.clock_ns = fake_clock;
     return 0;
@@ -453,7 +467,7 @@ static void *hammer(void *opaque)
 
 static _Atomic int live_raises;
 
-static void count_live_irq(void *opaque, unsigned gsi, unsigned source, bool level)
+static void count_live_irq(void *opaque, unsigned gsi, bool level)
 {
     if (level && gsi == 22)
         atomic_fetch_add(&live_raises, 1);
@@ -464,8 +478,11 @@ static void test_real_timers_on_event_loop(void **state)
     struct event_loop loop;
     assert_int_equal(event_loop_init(&loop), 0);
     struct hpet live;
-    assert_int_equal(hpet_init(&live, "hpet-live", &loop, HPET_ROUTE_CAP_DEFAULT,
-                               (struct hpet_callbacks){count_live_irq, NULL, NULL}),
+    struct irq_bank live_irq[HPET_SOURCE_COUNT];
+    for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++)
+        live_irq[i] = (struct irq_bank){count_live_irq, NULL};
+    assert_int_equal(hpet_init(&live, "hpet-live", &loop, HPET_ROUTE_CAP_DEFAULT, live_irq,
+                               (struct irq_line){0}),
                      0);
     atomic_store(&live_raises, 0);
     atomic_store(&hammer_stop, false);

@@ -26,9 +26,10 @@ static void line_set(void *opaque, bool level)
 
 static int reset_requests;
 
-static void count_reset(void *opaque)
+static void count_reset(void *opaque, bool level)
 {
-    reset_requests++;
+    if (level)
+        reset_requests++;
 }
 
 static struct ps2 ps2;
@@ -39,8 +40,8 @@ static int setup(void **state)
     memset(&kbd_line, 0, sizeof(kbd_line));
     memset(&aux_line, 0, sizeof(aux_line));
     reset_requests = 0;
-    ps2_init(&ps2, "ps2", (struct ps2_irq){line_set, &kbd_line},
-             (struct ps2_irq){line_set, &aux_line}, (struct ps2_reset_line){count_reset, NULL});
+    ps2_init(&ps2, "ps2", (struct irq_line){line_set, &kbd_line},
+             (struct irq_line){line_set, &aux_line}, (struct irq_line){count_reset, NULL});
     return 0;
 }
 

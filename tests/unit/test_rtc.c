@@ -52,7 +52,7 @@ static int64_t sample_time(void)
 static int setup(void **state)
 {
     memset(&irq, 0, sizeof(irq));
-    assert_int_equal(rtc_init(&rtc, "rtc", NULL, (struct rtc_irq){probe_irq, &irq}), 0);
+    assert_int_equal(rtc_init(&rtc, "rtc", NULL, (struct irq_line){probe_irq, &irq}), 0);
     rtc.clock_ns = fake_clock;
     fake_now = 1000 * NS_PER_SEC;
     rtc_set_time(&rtc, sample_time()); /* phase 0 at fake_now */
@@ -115,7 +115,7 @@ static void test_host_time_at_start(void **state)
 {
     /* A fresh RTC on the real clock reads the host's UTC time. */
     struct rtc fresh;
-    assert_int_equal(rtc_init(&fresh, "fresh", NULL, (struct rtc_irq){0}), 0);
+    assert_int_equal(rtc_init(&fresh, "fresh", NULL, (struct irq_line){0}), 0);
     int64_t host = (int64_t)time(NULL);
     int64_t guest = rtc_get_time(&fresh);
     assert_true(guest >= host - 2 && guest <= host + 2);
@@ -500,7 +500,8 @@ static void test_real_timers_on_event_loop(void **state)
     assert_int_equal(event_loop_init(&loop), 0);
     struct rtc live;
     struct irq_probe live_irq = {0};
-    assert_int_equal(rtc_init(&live, "rtc-live", &loop, (struct rtc_irq){probe_irq, &live_irq}), 0);
+    assert_int_equal(rtc_init(&live, "rtc-live", &loop, (struct irq_line){probe_irq, &live_irq}),
+                     0);
     rtc_io_ops.write(&live, 0, 1, RTC_REG_B);
     rtc_io_ops.write(&live, 1, 1, RTC_B_24H | RTC_B_PIE);
     uint64_t start = vm_clock_ns();

@@ -49,7 +49,7 @@ static int setup(void **state)
     memset(&host, 0, sizeof(host));
     host.accept_limit = sizeof(host.sent);
     uart16550_init(&uart, "test", (struct uart_backend){fake_tx, fake_rx_space, &host},
-                   (struct uart_irq){fake_irq, &host});
+                   (struct irq_line){fake_irq, &host});
     return 0;
 }
 
