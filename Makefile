@@ -47,7 +47,16 @@ $(BUILD)/san/propolis-standalone: $(BUILD)/san/src/main.o $(SAN_OBJS)
 $(BUILD)/san/toml2json: $(BUILD)/san/tools/toml2json.o $(SAN_OBJS)
 	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS)
 
-$(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SAN_OBJS)
+# Unit tests link the shared test support (fake guest memory, a virtqueue
+# driver, a fake block back end) from tests/unit/support/.
+SUPPORT_SRCS := $(sort $(wildcard tests/unit/support/*.c))
+SUPPORT_OBJS := $(SUPPORT_SRCS:%.c=$(BUILD)/san/%.o)
+
+$(BUILD)/san/tests/unit/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_SAN) -Itests/unit -c $< -o $@
+
+$(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SUPPORT_OBJS) $(SAN_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS) -lcmocka
 

@@ -24,6 +24,8 @@
 #include "firmware/smbios.h"
 #include "firmware/table_loader.h"
 
+#include "support/fake_mem.h"
+
 #define GIB (1024ull * 1024 * 1024)
 #define RAM_SIZE (2u << 20)        /* guest RAM at 0 */
 #define HIGH_RAM_BASE (4ull << 30) /* a little RAM at 4 GiB too */
@@ -34,8 +36,7 @@
 #define BUF 0x10000 /* and DMA buffers */
 
 struct env {
-    struct guest_mem mem;
-    uint8_t *ram, *high, *rom;
+    uint8_t *ram, *high, *rom; /* regions of fake_mem */
     struct fw_cfg fw;
 };
 
@@ -44,13 +45,10 @@ static struct env *env;
 static int setup(void **state)
 {
     env = calloc(1, sizeof(*env));
-    env->ram = calloc(1, RAM_SIZE);
-    env->high = calloc(1, HIGH_RAM_SIZE);
-    env->rom = calloc(1, ROM_SIZE);
-    assert_true(guest_mem_add(&env->mem, 0, RAM_SIZE, env->ram, false));
-    assert_true(guest_mem_add(&env->mem, HIGH_RAM_BASE, HIGH_RAM_SIZE, env->high, false));
-    assert_true(guest_mem_add(&env->mem, ROM_BASE, ROM_SIZE, env->rom, true));
-    assert_int_equal(fw_cfg_init(&env->fw, &env->mem), 0);
+    env->ram = fake_mem_add(0, RAM_SIZE, false, 0);
+    env->high = fake_mem_add(HIGH_RAM_BASE, HIGH_RAM_SIZE, false, 0);
+    env->rom = fake_mem_add(ROM_BASE, ROM_SIZE, true, 0);
+    assert_int_equal(fw_cfg_init(&env->fw, &fake_mem), 0);
     log_set_level(LOG_CRITICAL); /* guest mistakes are logged; keep the output short */
     return 0;
 }
@@ -58,9 +56,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     env->fw.dev.ops->destroy(&env->fw.dev);
-    free(env->ram);
-    free(env->high);
-    free(env->rom);
+    fake_mem_free();
     free(env);
     log_set_level(LOG_INFO);
     return 0;
@@ -98,13 +94,13 @@ static void put_desc(uint64_t at, uint32_t control, uint32_t length, uint64_t ad
     put_be32(d, control);
     put_be32(d + 4, length);
     put_be64(d + 8, addr);
-    assert_true(guest_mem_write(&env->mem, at, d, sizeof(d)));
+    assert_true(guest_mem_write(&fake_mem, at, d, sizeof(d)));
 }
 
 static uint32_t desc_control(uint64_t at)
 {
     uint8_t c[4];
-    assert_true(guest_mem_read(&env->mem, at, c, sizeof(c)));
+    assert_true(guest_mem_read(&fake_mem, at, c, sizeof(c)));
     return get_be32(c);
 }
 

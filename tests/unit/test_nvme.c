@@ -20,6 +20,9 @@
 #include "nvme/nvme.h"
 #include "nvme/nvme_int.h"
 
+#include "support/fake_block.h"
+#include "support/fake_mem.h"
+
 /* ---- Fake guest memory ---- */
 
 #define RAM_SIZE (8u * 1024 * 1024)
@@ -28,8 +31,6 @@
 #define MMIO_ADDR 0xfe000000ull /* not RAM: "device registers" */
 #define PAGE 4096u
 
-static uint8_t *ram, *rom;
-static struct guest_mem mem;
 static uint64_t next_page;
 
 static uint64_t galloc(unsigned pages)
@@ -37,131 +38,23 @@ static uint64_t galloc(unsigned pages)
     uint64_t gpa = next_page;
     next_page += (uint64_t)pages * PAGE;
     assert_true(next_page <= RAM_SIZE);
-    memset(ram + gpa, 0, (size_t)pages * PAGE);
+    memset(mem_host(gpa), 0, (size_t)pages * PAGE);
     return gpa;
-}
-
-static void *hp(uint64_t gpa)
-{
-    return ram + gpa;
 }
 
 /* ---- Fake back end ---- */
 
 #define DISK_BLOCKS 4096u
 #define BLOCK 512u
-#define MAX_HELD 256
 
-struct fake_be {
-    struct block_backend be;
-    uint8_t *disk;
-    pthread_mutex_t lock;
-    bool hold;
-    struct block_request *held[MAX_HELD];
-    unsigned nheld;
-    unsigned reads, writes, flushes, discards, zeroes;
-    unsigned last_iovcnt;
-    int fail; /* injected status for reads/writes */
-};
-
-static struct fake_be fbe;
-
-static int perform(struct block_request *r)
-{
-    uint64_t size = (uint64_t)DISK_BLOCKS * BLOCK;
-    if (r->op != BLOCK_OP_FLUSH && (r->offset > size || r->len > size - r->offset))
-        return -EINVAL;
-    switch (r->op) {
-    case BLOCK_OP_READ:
-    case BLOCK_OP_WRITE: {
-        uint64_t total = 0, off = r->offset;
-        for (unsigned i = 0; i < r->iovcnt; i++) {
-            if (r->op == BLOCK_OP_READ)
-                memcpy(r->iov[i].iov_base, fbe.disk + off, r->iov[i].iov_len);
-            else
-                memcpy(fbe.disk + off, r->iov[i].iov_base, r->iov[i].iov_len);
-            off += r->iov[i].iov_len;
-            total += r->iov[i].iov_len;
-        }
-        if (total != r->len)
-            return -EINVAL;
-        if (r->op == BLOCK_OP_READ)
-            fbe.reads++;
-        else
-            fbe.writes++;
-        fbe.last_iovcnt = r->iovcnt;
-        return fbe.fail;
-    }
-    case BLOCK_OP_FLUSH:
-        fbe.flushes++;
-        return 0;
-    case BLOCK_OP_DISCARD:
-        memset(fbe.disk + r->offset, 0, r->len);
-        fbe.discards++;
-        return 0;
-    case BLOCK_OP_WRITE_ZEROES:
-        memset(fbe.disk + r->offset, 0, r->len);
-        fbe.zeroes++;
-        return 0;
-    }
-    return -EINVAL;
-}
-
-static int fake_submit(struct block_backend *be, struct block_request *r)
-{
-    pthread_mutex_lock(&fbe.lock);
-    if (fbe.hold) {
-        assert_true(fbe.nheld < MAX_HELD);
-        fbe.held[fbe.nheld++] = r;
-        pthread_mutex_unlock(&fbe.lock);
-        return 0;
-    }
-    int status = perform(r);
-    pthread_mutex_unlock(&fbe.lock);
-    r->complete(r, status);
-    return 0;
-}
-
-static void release_held(void)
-{
-    pthread_mutex_lock(&fbe.lock);
-    unsigned n = fbe.nheld;
-    struct block_request *reqs[MAX_HELD];
-    memcpy(reqs, fbe.held, n * sizeof(reqs[0]));
-    int status[MAX_HELD];
-    for (unsigned i = 0; i < n; i++)
-        status[i] = perform(reqs[i]);
-    fbe.nheld = 0;
-    fbe.hold = false;
-    pthread_mutex_unlock(&fbe.lock);
-    for (unsigned i = 0; i < n; i++)
-        reqs[i]->complete(reqs[i], status[i]);
-}
-
-static unsigned held_count(void)
-{
-    pthread_mutex_lock(&fbe.lock);
-    unsigned n = fbe.nheld;
-    pthread_mutex_unlock(&fbe.lock);
-    return n;
-}
-
-static void fake_drain(struct block_backend *be)
-{
-}
-
-static void fake_destroy(struct block_backend *be)
-{
-}
-
-static const struct block_backend_ops fake_ops = {fake_submit, fake_drain, fake_destroy};
+static struct fake_block fbe;
 
 /* Completes the held requests from another thread after a delay, while the
  * test thread sits in a register write waiting for them. */
 static void *delayed_release(void *arg)
 {
     usleep(50 * 1000);
-    release_held();
+    fake_block_release(&fbe);
     return NULL;
 }
 
@@ -205,31 +98,22 @@ static struct tq aq, ioq;
 
 static int setup_common(bool read_only, bool vwc, const char *serial)
 {
-    ram = aligned_alloc(PAGE, RAM_SIZE);
-    rom = aligned_alloc(PAGE, ROM_SIZE);
-    assert_non_null(ram);
-    assert_non_null(rom);
-    memset(ram, 0, RAM_SIZE);
-    memset(rom, 0, ROM_SIZE);
-    memset(&mem, 0, sizeof(mem));
-    assert_true(guest_mem_add(&mem, 0, RAM_SIZE, ram, false));
-    assert_true(guest_mem_add(&mem, ROM_BASE, ROM_SIZE, rom, true));
+    fake_mem_add(0, RAM_SIZE, false, 0);
+    fake_mem_add(ROM_BASE, ROM_SIZE, true, 0);
     next_page = 0x10000;
 
-    memset(&fbe, 0, sizeof(fbe));
-    fbe.disk = calloc(DISK_BLOCKS, BLOCK);
-    pthread_mutex_init(&fbe.lock, NULL);
-    fbe.be.ops = &fake_ops;
-    fbe.be.name = "disk0";
-    fbe.be.info = (struct block_info){
-        .size = (uint64_t)DISK_BLOCKS * BLOCK,
-        .block_size = BLOCK,
-        .read_only = read_only,
-        .can_discard = true,
-        .can_write_zeroes = true,
-        .volatile_cache = vwc,
-        .workers = 1,
-    };
+    /* Synchronous until a test holds requests (fbe.async); drain() leaves
+     * held requests alone, so resets wait for delayed_release(). */
+    fake_block_init(&fbe, "disk0",
+                    &(struct block_info){
+                        .size = (uint64_t)DISK_BLOCKS * BLOCK,
+                        .block_size = BLOCK,
+                        .read_only = read_only,
+                        .can_discard = true,
+                        .can_write_zeroes = true,
+                        .volatile_cache = vwc,
+                        .workers = 1,
+                    });
     atomic_store(&msi_count, 0);
     atomic_store(&intx_level, false);
     atomic_store(&intx_edges, 0);
@@ -238,7 +122,7 @@ static int setup_common(bool read_only, bool vwc, const char *serial)
         .name = "dev.nvme0",
         .serial = serial, /* NULL: the back end's name */
         .backend = &fbe.be,
-        .mem = &mem,
+        .mem = &fake_mem,
         .msix_sink = {.signal_msi = fake_signal_msi},
     };
     ctrl = nvme_create(&params);
@@ -280,7 +164,7 @@ static int setup_mem_backend(void **state)
     cfg.mem_async.workers = 4;
     mem_be = block_backend_open(&cfg);
     assert_non_null(mem_be);
-    struct nvme_params params = {.name = "dev.nvme1", .backend = mem_be, .mem = &mem};
+    struct nvme_params params = {.name = "dev.nvme1", .backend = mem_be, .mem = &fake_mem};
     ctrl = nvme_create(&params);
     assert_non_null(ctrl);
     pdev = nvme_pci_device(ctrl);
@@ -304,19 +188,13 @@ static int setup_long_serial(void **state)
 
 static int teardown(void **state)
 {
-    pthread_mutex_lock(&fbe.lock);
-    fbe.hold = false;
-    pthread_mutex_unlock(&fbe.lock);
-    if (held_count())
-        release_held();
+    fake_block_release(&fbe);
     pdev->dev.ops->destroy(&pdev->dev);
     pci_bus_destroy(&pbus);
     bus_destroy(&pio_bus);
     bus_destroy(&mmio_bus);
-    pthread_mutex_destroy(&fbe.lock);
-    free(fbe.disk);
-    free(ram);
-    free(rom);
+    fake_block_fini(&fbe);
+    fake_mem_free();
     return 0;
 }
 
@@ -376,7 +254,7 @@ static void enable_ctrl(uint32_t aq_entries)
 static uint16_t submit(struct tq *q, struct nvme_sqe sqe)
 {
     sqe.cid = q->next_cid++;
-    memcpy(hp(q->sq + (uint64_t)q->sq_tail * 64), &sqe, sizeof(sqe));
+    memcpy(mem_host(q->sq + (uint64_t)q->sq_tail * 64), &sqe, sizeof(sqe));
     q->sq_tail = (q->sq_tail + 1) % q->sq_size;
     sq_doorbell(q->qid, q->sq_tail);
     return sqe.cid;
@@ -384,8 +262,8 @@ static uint16_t submit(struct tq *q, struct nvme_sqe sqe)
 
 static bool cqe_ready(struct tq *q)
 {
-    uint32_t dw3 =
-        __atomic_load_n((uint32_t *)hp(q->cq + (uint64_t)q->cq_head * 16 + 12), __ATOMIC_ACQUIRE);
+    uint32_t dw3 = __atomic_load_n((uint32_t *)mem_host(q->cq + (uint64_t)q->cq_head * 16 + 12),
+                                   __ATOMIC_ACQUIRE);
     return ((dw3 >> 16) & 1) == (q->phase ? 1u : 0u);
 }
 
@@ -396,7 +274,7 @@ static bool wait_cqe(struct tq *q, struct cqe *out, bool ring)
         usleep(100);
     if (!cqe_ready(q))
         return false;
-    memcpy(out, hp(q->cq + (uint64_t)q->cq_head * 16), sizeof(*out));
+    memcpy(out, mem_host(q->cq + (uint64_t)q->cq_head * 16), sizeof(*out));
     q->cq_head = (q->cq_head + 1) % q->cq_size;
     if (q->cq_head == 0)
         q->phase = !q->phase;
@@ -516,7 +394,7 @@ static void test_enable_and_identify(void **state)
     uint64_t buf = galloc(1);
     struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = buf, .cdw10 = 1});
     assert_ok(&e);
-    uint8_t *id = hp(buf);
+    uint8_t *id = mem_host(buf);
     assert_int_equal(id[0] | (id[1] << 8), 0x01de);
     assert_memory_equal(id + 4, "disk0               ", 20);
     assert_int_equal(id[77], 8); /* MDTS: 1 MiB */
@@ -534,7 +412,7 @@ static void test_enable_and_identify(void **state)
     assert_int_equal(ver, 0x00010400);
 
     /* Namespace: size and LBA format. */
-    memset(hp(buf), 0xee, PAGE);
+    memset(mem_host(buf), 0xee, PAGE);
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 1, .prp1 = buf, .cdw10 = 0});
     assert_ok(&e);
     uint64_t nsze;
@@ -565,7 +443,7 @@ static void test_enable_and_identify(void **state)
     e = admin((struct nvme_sqe){
         .opcode = NVME_ADM_IDENTIFY, .prp1 = two + 0x800, .prp2 = two + PAGE, .cdw10 = 1});
     assert_ok(&e);
-    assert_memory_equal((uint8_t *)hp(two + 0x800) + 4, "disk0", 5);
+    assert_memory_equal((uint8_t *)mem_host(two + 0x800) + 4, "disk0", 5);
     /* Unknown CNS and unknown admin opcode. */
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = buf, .cdw10 = 0x55});
     assert_status(&e, 0, NVME_SC_INVALID_FIELD);
@@ -620,13 +498,13 @@ static void test_features_and_logs(void **state)
 
     /* Logs: SMART (512 bytes), error information, firmware slot, unknown. */
     uint64_t buf = galloc(1);
-    memset(hp(buf), 0xee, PAGE);
+    memset(mem_host(buf), 0xee, PAGE);
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
                                 .nsid = 0xffffffff,
                                 .prp1 = buf,
                                 .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_SMART});
     assert_ok(&e);
-    uint8_t *p = hp(buf);
+    uint8_t *p = mem_host(buf);
     assert_int_equal(p[3], 100);    /* available spare */
     assert_int_equal(p[512], 0xee); /* exactly 512 bytes written */
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
@@ -653,18 +531,18 @@ static void test_io_prp1_only(void **state)
 {
     bring_up(16, 16);
     uint64_t wbuf = galloc(1), rbuf = galloc(1);
-    fill_pattern(hp(wbuf), 1024, 1);
+    fill_pattern(mem_host(wbuf), 1024, 1);
     struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 10, 2, wbuf, 0));
     assert_ok(&e);
-    assert_memory_equal(fbe.disk + 10 * BLOCK, hp(wbuf), 1024);
+    assert_memory_equal(fbe.disk + 10 * BLOCK, mem_host(wbuf), 1024);
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 10, 2, rbuf, 0));
     assert_ok(&e);
-    assert_memory_equal(hp(rbuf), hp(wbuf), 1024);
+    assert_memory_equal(mem_host(rbuf), mem_host(wbuf), 1024);
     assert_int_equal(e.sqhd, ioq.sq_tail);
     /* PRP1 with an offset inside the page. */
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 10, 1, rbuf + 0x600, 0));
     assert_ok(&e);
-    assert_memory_equal((uint8_t *)hp(rbuf) + 0x600, hp(wbuf), 512);
+    assert_memory_equal((uint8_t *)mem_host(rbuf) + 0x600, mem_host(wbuf), 512);
 }
 
 static void test_io_prp1_prp2(void **state)
@@ -673,17 +551,17 @@ static void test_io_prp1_prp2(void **state)
     uint64_t data = galloc(4);
     /* 4 KiB starting mid-page: PRP1 covers 2 KiB, PRP2 (another page) 2 KiB. */
     uint64_t p1 = data + 0x800, p2 = data + 3 * PAGE;
-    fill_pattern(hp(p1), 0x800, 2);
-    fill_pattern(hp(p2), 0x800, 3);
+    fill_pattern(mem_host(p1), 0x800, 2);
+    fill_pattern(mem_host(p2), 0x800, 3);
     struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 100, 8, p1, p2));
     assert_ok(&e);
-    assert_memory_equal(fbe.disk + 100 * BLOCK, hp(p1), 0x800);
-    assert_memory_equal(fbe.disk + 100 * BLOCK + 0x800, hp(p2), 0x800);
+    assert_memory_equal(fbe.disk + 100 * BLOCK, mem_host(p1), 0x800);
+    assert_memory_equal(fbe.disk + 100 * BLOCK + 0x800, mem_host(p2), 0x800);
     assert_int_equal(fbe.last_iovcnt, 2);
     uint64_t r = galloc(2);
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 100, 8, r + 0x800, r + PAGE));
     assert_ok(&e);
-    assert_memory_equal(hp(r + 0x800), fbe.disk + 100 * BLOCK, 0x1000);
+    assert_memory_equal(mem_host(r + 0x800), fbe.disk + 100 * BLOCK, 0x1000);
     assert_int_equal(fbe.last_iovcnt, 1); /* contiguous pages merged */
 }
 
@@ -692,26 +570,27 @@ static void test_io_prp_list(void **state)
     bring_up(16, 16);
     /* 64 KiB over 16 scattered pages (every other page): PRP1 + list of 15. */
     uint64_t pages = galloc(32), list = galloc(1);
-    uint64_t *l = hp(list);
+    uint64_t *l = (void *)mem_host(list);
     for (unsigned i = 1; i < 16; i++)
         l[i - 1] = pages + 2ull * i * PAGE;
     for (unsigned i = 0; i < 16; i++)
-        fill_pattern(hp(pages + 2ull * i * PAGE), PAGE, 10 + i);
+        fill_pattern(mem_host(pages + 2ull * i * PAGE), PAGE, 10 + i);
     struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 256, 128, pages, list));
     assert_ok(&e);
     assert_int_equal(fbe.last_iovcnt, 16);
     for (unsigned i = 0; i < 16; i++)
-        assert_memory_equal(fbe.disk + 256 * BLOCK + i * PAGE, hp(pages + 2ull * i * PAGE), PAGE);
+        assert_memory_equal(fbe.disk + 256 * BLOCK + i * PAGE, mem_host(pages + 2ull * i * PAGE),
+                            PAGE);
 
     /* Read back through contiguous pages: one iovec. */
     uint64_t r = galloc(16), rlist = galloc(1);
-    uint64_t *rl = hp(rlist);
+    uint64_t *rl = (void *)mem_host(rlist);
     for (unsigned i = 1; i < 16; i++)
         rl[i - 1] = r + (uint64_t)i * PAGE;
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 256, 128, r, rlist));
     assert_ok(&e);
     assert_int_equal(fbe.last_iovcnt, 1);
-    assert_memory_equal(hp(r), fbe.disk + 256 * BLOCK, 16 * PAGE);
+    assert_memory_equal(mem_host(r), fbe.disk + 256 * BLOCK, 16 * PAGE);
 }
 
 static void test_io_prp_list_chained(void **state)
@@ -721,33 +600,33 @@ static void test_io_prp_list_chained(void **state)
      * then a pointer to a second list page holding the other 12. */
     uint64_t pages = galloc(16), lists = galloc(2);
     uint64_t first = lists + PAGE - 4 * 8, second = lists + PAGE;
-    uint64_t *l1 = hp(first), *l2 = hp(second);
+    uint64_t *l1 = (void *)mem_host(first), *l2 = (void *)mem_host(second);
     for (unsigned i = 0; i < 3; i++)
         l1[i] = pages + (uint64_t)(i + 1) * PAGE;
     l1[3] = second;
     for (unsigned i = 0; i < 12; i++)
         l2[i] = pages + (uint64_t)(i + 4) * PAGE;
-    fill_pattern(hp(pages), 16 * PAGE, 5);
+    fill_pattern(mem_host(pages), 16 * PAGE, 5);
     struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 128, pages, first));
     assert_ok(&e);
-    assert_memory_equal(fbe.disk, hp(pages), 16 * PAGE);
+    assert_memory_equal(fbe.disk, mem_host(pages), 16 * PAGE);
 
     /* A full 1 MiB (MDTS) transfer: PRP1 + 255 list entries in one page. */
     uint64_t big = galloc(256), blist = galloc(1);
-    uint64_t *bl = hp(blist);
+    uint64_t *bl = (void *)mem_host(blist);
     for (unsigned i = 1; i < 256; i++)
         bl[i - 1] = big + (uint64_t)i * PAGE;
-    fill_pattern(hp(big), 256 * PAGE, 9);
+    fill_pattern(mem_host(big), 256 * PAGE, 9);
     e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 1024, 2048, big, blist));
     assert_ok(&e);
-    assert_memory_equal(fbe.disk + 1024 * BLOCK, hp(big), 256 * PAGE);
+    assert_memory_equal(fbe.disk + 1024 * BLOCK, mem_host(big), 256 * PAGE);
 }
 
 static void test_io_flush_fua_dsm_write_zeroes(void **state)
 {
     bring_up(16, 16);
     uint64_t buf = galloc(2);
-    fill_pattern(hp(buf), 2 * PAGE, 4);
+    fill_pattern(mem_host(buf), 2 * PAGE, 4);
     struct cqe e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 16, buf, buf + PAGE));
     assert_ok(&e);
     assert_int_equal(fbe.flushes, 0);
@@ -768,7 +647,7 @@ static void test_io_flush_fua_dsm_write_zeroes(void **state)
 
     /* Dataset Management, deallocate two ranges. */
     uint64_t ranges = galloc(1);
-    uint32_t *r = hp(ranges);
+    uint32_t *r = (void *)mem_host(ranges);
     r[0] = 0, r[1] = 2, r[2] = 1, r[3] = 0;  /* LBA 1-2 */
     r[4] = 0, r[5] = 3, r[6] = 10, r[7] = 0; /* LBA 10-12 */
     e = run(
@@ -780,7 +659,7 @@ static void test_io_flush_fua_dsm_write_zeroes(void **state)
     static const uint8_t zero[3 * BLOCK];
     assert_memory_equal(fbe.disk + 1 * BLOCK, zero, 2 * BLOCK);
     assert_memory_equal(fbe.disk + 10 * BLOCK, zero, 3 * BLOCK);
-    assert_memory_equal(fbe.disk, hp(buf), BLOCK); /* LBA 0 untouched */
+    assert_memory_equal(fbe.disk, mem_host(buf), BLOCK); /* LBA 0 untouched */
     /* A range beyond the namespace fails the whole command, nothing done. */
     r[8] = 0, r[9] = 8, r[10] = DISK_BLOCKS - 4, r[11] = 0;
     e = run(
@@ -795,9 +674,9 @@ static void test_io_flush_fua_dsm_write_zeroes(void **state)
             (struct nvme_sqe){
                 .opcode = NVME_CMD_WRITE_ZEROES, .nsid = 1, .cdw10 = 4, .cdw12 = 2}); /* LBA 4-6 */
     assert_ok(&e);
-    assert_int_equal(fbe.zeroes, 1);
+    assert_int_equal(fbe.write_zeroes, 1);
     assert_memory_equal(fbe.disk + 4 * BLOCK, zero, 3 * BLOCK);
-    assert_memory_equal(fbe.disk + 3 * BLOCK, (uint8_t *)hp(buf) + 3 * BLOCK, BLOCK);
+    assert_memory_equal(fbe.disk + 3 * BLOCK, (uint8_t *)mem_host(buf) + 3 * BLOCK, BLOCK);
 
     /* Unknown I/O opcode; Compare is not supported. */
     e = run(&ioq, (struct nvme_sqe){.opcode = 0x05, .nsid = 1});
@@ -810,7 +689,7 @@ static void test_io_flush_fua_dsm_write_zeroes(void **state)
                                 .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_SMART});
     assert_ok(&e);
     uint64_t writes;
-    memcpy(&writes, (uint8_t *)hp(log) + 80, 8);
+    memcpy(&writes, (uint8_t *)mem_host(log) + 80, 8);
     assert_int_equal(writes, 2);
 }
 
@@ -825,9 +704,10 @@ static void test_read_only_namespace(void **state)
     assert_ok(&e);
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .nsid = 1, .prp1 = id, .cdw10 = 0});
     assert_ok(&e);
-    assert_int_equal(((uint8_t *)hp(id))[99] & 1, 1); /* NSATTR: write protected */
+    assert_int_equal(((uint8_t *)mem_host(id))[99] & 1, 1); /* NSATTR: write protected */
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
-    uint16_t oncs = (uint16_t)(((uint8_t *)hp(id))[520] | (((uint8_t *)hp(id))[521] << 8));
+    uint16_t oncs =
+        (uint16_t)(((uint8_t *)mem_host(id))[520] | (((uint8_t *)mem_host(id))[521] << 8));
     assert_int_equal(oncs & 0xc, 0);
 }
 
@@ -837,8 +717,8 @@ static void test_serial_truncated_no_cache(void **state)
     uint64_t id = galloc(1);
     struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
     assert_ok(&e);
-    assert_memory_equal((uint8_t *)hp(id) + 4, "a-block-device-name-", 20);
-    assert_int_equal(((uint8_t *)hp(id))[525], 0); /* no volatile write cache */
+    assert_memory_equal((uint8_t *)mem_host(id) + 4, "a-block-device-name-", 20);
+    assert_int_equal(((uint8_t *)mem_host(id))[525], 0); /* no volatile write cache */
     /* Without a cache, Flush completes without reaching the back end and the
      * feature is absent. */
     e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = NVME_FEAT_VOLATILE_WC});
@@ -958,7 +838,7 @@ static void test_bad_prps(void **state)
     assert_status(&e, 0, NVME_SC_PRP_OFFSET_INVALID);
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, MMIO_ADDR));
     assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
-    uint64_t *l = hp(list);
+    uint64_t *l = (void *)mem_host(list);
     l[0] = buf + PAGE;
     l[1] = buf + 2 * PAGE + 0x10;
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, list));
@@ -966,7 +846,7 @@ static void test_bad_prps(void **state)
     l[1] = 0x40000000;
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 24, buf, list));
     assert_status(&e, 0, NVME_SC_DATA_XFER_ERROR);
-    uint64_t *tail = hp(list + PAGE - 16);
+    uint64_t *tail = (void *)mem_host(list + PAGE - 16);
     tail[0] = buf + PAGE;
     tail[1] = buf + 8; /* chain pointer must be page aligned */
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 32, buf, list + PAGE - 16));
@@ -1012,12 +892,12 @@ static void test_bad_lba_and_size(void **state)
                 .opcode = NVME_CMD_WRITE_ZEROES, .nsid = 1, .cdw10 = DISK_BLOCKS - 1, .cdw12 = 1});
     assert_status(&e, 0, NVME_SC_LBA_RANGE);
     /* Back-end errors map to media errors. */
-    fbe.fail = -EIO;
+    fbe.fail_status = -EIO;
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
     assert_status(&e, NVME_SCT_MEDIA, NVME_SC_READ_ERROR);
     e = run(&ioq, rw_cmd(NVME_CMD_WRITE, 0, 1, buf, 0));
     assert_status(&e, NVME_SCT_MEDIA, NVME_SC_WRITE_FAULT);
-    fbe.fail = 0;
+    fbe.fail_status = 0;
 }
 
 static void test_bad_doorbells(void **state)
@@ -1224,12 +1104,12 @@ static void test_reset_with_io_in_flight(void **state)
 {
     bring_up(16, 16);
     uint64_t buf = galloc(8);
-    fbe.hold = true;
+    fbe.async = true;
     for (int i = 0; i < 4; i++)
         submit(&ioq, rw_cmd(NVME_CMD_READ, (uint64_t)i, 1, buf + (uint64_t)i * PAGE, 0));
-    for (int i = 0; i < 5000 && held_count() < 4; i++)
+    for (int i = 0; i < 5000 && fake_block_pending(&fbe) < 4; i++)
         usleep(1000);
-    assert_int_equal(held_count(), 4);
+    assert_int_equal(fake_block_pending(&fbe), 4);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
     wr(NVME_REG_CC, 4, 0); /* returns once the back end has finished */
@@ -1248,12 +1128,12 @@ static void test_shutdown_with_io_in_flight(void **state)
 {
     bring_up(16, 16);
     uint64_t buf = galloc(1);
-    fill_pattern(hp(buf), PAGE, 8);
-    fbe.hold = true;
+    fill_pattern(mem_host(buf), PAGE, 8);
+    fbe.async = true;
     uint16_t cid = submit(&ioq, rw_cmd(NVME_CMD_WRITE, 8, 8, buf, 0));
-    for (int i = 0; i < 5000 && held_count() < 1; i++)
+    for (int i = 0; i < 5000 && fake_block_pending(&fbe) < 1; i++)
         usleep(1000);
-    assert_int_equal(held_count(), 1);
+    assert_int_equal(fake_block_pending(&fbe), 1);
     unsigned flushes = fbe.flushes;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
@@ -1266,7 +1146,7 @@ static void test_shutdown_with_io_in_flight(void **state)
     assert_true(wait_cqe(&ioq, &e, true));
     assert_int_equal(e.cid, cid);
     assert_ok(&e);
-    assert_memory_equal(fbe.disk + 8 * BLOCK, hp(buf), PAGE);
+    assert_memory_equal(fbe.disk + 8 * BLOCK, mem_host(buf), PAGE);
     /* Then the host disables; enable works again. */
     wr(NVME_REG_CC, 4, 0);
     assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
@@ -1277,9 +1157,9 @@ static void test_delete_sq_with_io_in_flight(void **state)
 {
     bring_up(16, 16);
     uint64_t buf = galloc(1);
-    fbe.hold = true;
+    fbe.async = true;
     uint16_t cid = submit(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
-    for (int i = 0; i < 5000 && held_count() < 1; i++)
+    for (int i = 0; i < 5000 && fake_block_pending(&fbe) < 1; i++)
         usleep(1000);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, delayed_release, NULL), 0);
@@ -1295,7 +1175,7 @@ static void test_delete_sq_with_io_in_flight(void **state)
 
 static void *release_held_thread(void *arg)
 {
-    release_held();
+    fake_block_release(&fbe);
     return NULL;
 }
 
@@ -1310,10 +1190,10 @@ static void test_completion_kick_counts_as_in_flight(void **state)
     bring_up(2, 16);
     uint64_t buf = galloc(3);
     struct nvme_sq *sq = &ctrl->sqs[1];
-    fbe.hold = true;
+    fbe.async = true;
     for (unsigned i = 0; i < 3; i++) {
         submit(&ioq, rw_cmd(NVME_CMD_READ, i, 1, buf + (uint64_t)i * PAGE, 0));
-        for (int t = 0; t < 5000 && held_count() < (i < 2 ? i + 1 : 2); t++)
+        for (int t = 0; t < 5000 && fake_block_pending(&fbe) < (i < 2 ? i + 1 : 2); t++)
             usleep(1000);
     }
     bool starved = false;
@@ -1325,7 +1205,7 @@ static void test_completion_kick_counts_as_in_flight(void **state)
             usleep(1000);
     }
     assert_true(starved);
-    assert_int_equal(held_count(), 2);
+    assert_int_equal(fake_block_pending(&fbe), 2);
 
     pthread_mutex_lock(&ctrl->work_lock);
     pthread_t t;
@@ -1393,7 +1273,7 @@ static void test_fuzz_commands(void **state)
     uint64_t buf = galloc(4);
     uint64_t list = galloc(1);
     srand(12345);
-    uint64_t *l = hp(list);
+    uint64_t *l = (void *)mem_host(list);
     for (unsigned i = 0; i < 512; i++)
         l[i] = (rand() & 1) ? buf + (uint64_t)(rand() % 4) * PAGE : ((uint64_t)rand() << 12);
     for (int n = 0; n < 3000; n++) {
@@ -1453,7 +1333,7 @@ static void test_real_backend_two_queues(void **state)
     assert_ok(&e);
     /* 48 writes of 8 KiB on each queue at once, then read everything back. */
     uint64_t data = galloc(96 * 2);
-    fill_pattern(hp(data), 96 * 2 * PAGE, 21);
+    fill_pattern(mem_host(data), 96 * 2 * PAGE, 21);
     struct tq *qs[2] = {&ioq, &q2};
     for (unsigned i = 0; i < 96; i++) {
         struct tq *q = qs[i % 2];
@@ -1469,13 +1349,13 @@ static void test_real_backend_two_queues(void **state)
     for (unsigned i = 0; i < 96; i += 7) {
         e = run(&ioq, rw_cmd(NVME_CMD_READ, (uint64_t)i * 16, 16, back, back + PAGE));
         assert_ok(&e);
-        assert_memory_equal(hp(back), hp(data + (uint64_t)i * 2 * PAGE), 2 * PAGE);
+        assert_memory_equal(mem_host(back), mem_host(data + (uint64_t)i * 2 * PAGE), 2 * PAGE);
     }
     /* Flush, deallocate (reads zeroes on mem-async), write zeroes. */
     e = run(&q2, (struct nvme_sqe){.opcode = NVME_CMD_FLUSH, .nsid = 1});
     assert_ok(&e);
     uint64_t ranges = galloc(1);
-    uint32_t *r = hp(ranges);
+    uint32_t *r = (void *)mem_host(ranges);
     r[1] = 16, r[2] = 0;  /* LBA 0-15 */
     r[5] = 16, r[6] = 32; /* LBA 32-47 */
     e = run(
@@ -1488,12 +1368,12 @@ static void test_real_backend_two_queues(void **state)
     assert_ok(&e);
     static const uint8_t zero[3 * 16 * BLOCK];
     uint64_t big = galloc(6), blist = galloc(1);
-    uint64_t *bl = hp(blist);
+    uint64_t *bl = (void *)mem_host(blist);
     for (unsigned i = 1; i < 6; i++)
         bl[i - 1] = big + (uint64_t)i * PAGE;
     e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 48, big, blist));
     assert_ok(&e);
-    assert_memory_equal(hp(big), zero, sizeof(zero));
+    assert_memory_equal(mem_host(big), zero, sizeof(zero));
 
     /* Reset with writes in flight: no hang, no stray completion. */
     for (unsigned i = 0; i < 40; i++) {

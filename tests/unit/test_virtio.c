@@ -18,6 +18,10 @@
 #include "virtio/virtio_pci.h"
 #include "virtio/virtqueue.h"
 
+#include "support/fake_mem.h"
+#include "support/poll.h"
+#include "support/vring.h"
+
 /* ---- Fake guest memory: RAM at 0 (1 MiB), RAM at 2 MiB (64 KiB), a hole
  * between, a read-only "ROM" page at 3 MiB. ---- */
 
@@ -28,114 +32,13 @@
 #define ROM 0x300000ull
 #define ROM_SIZE 0x1000ull
 
-static uint8_t *ram_a, *ram_b, *rom;
-static struct guest_mem mem;
+static uint8_t *rom;
 
 static void mem_setup(void)
 {
-    ram_a = aligned_alloc(4096, RAM_A_SIZE);
-    ram_b = aligned_alloc(4096, RAM_B_SIZE);
-    rom = aligned_alloc(4096, ROM_SIZE);
-    assert_non_null(ram_a);
-    assert_non_null(ram_b);
-    assert_non_null(rom);
-    memset(ram_a, 0, RAM_A_SIZE);
-    memset(ram_b, 0, RAM_B_SIZE);
-    memset(rom, 0x5a, ROM_SIZE);
-    memset(&mem, 0, sizeof(mem));
-    assert_true(guest_mem_add(&mem, RAM_A, RAM_A_SIZE, ram_a, false));
-    assert_true(guest_mem_add(&mem, RAM_B, RAM_B_SIZE, ram_b, false));
-    assert_true(guest_mem_add(&mem, ROM, ROM_SIZE, rom, true));
-}
-
-static void mem_teardown(void)
-{
-    free(ram_a);
-    free(ram_b);
-    free(rom);
-}
-
-static uint8_t *host(uint64_t gpa)
-{
-    if (gpa < RAM_A + RAM_A_SIZE)
-        return ram_a + (gpa - RAM_A);
-    if (gpa >= RAM_B && gpa < RAM_B + RAM_B_SIZE)
-        return ram_b + (gpa - RAM_B);
-    if (gpa >= ROM && gpa < ROM + ROM_SIZE)
-        return rom + (gpa - ROM);
-    fail_msg("gpa 0x%llx not in test memory", (unsigned long long)gpa);
-    return NULL;
-}
-
-static void put16(uint64_t gpa, uint16_t v)
-{
-    __atomic_store_n((uint16_t *)(void *)host(gpa), v, __ATOMIC_SEQ_CST);
-}
-
-static uint16_t get16(uint64_t gpa)
-{
-    return __atomic_load_n((uint16_t *)(void *)host(gpa), __ATOMIC_SEQ_CST);
-}
-
-static uint32_t get32(uint64_t gpa)
-{
-    uint32_t v;
-    memcpy(&v, host(gpa), 4);
-    return v;
-}
-
-/* ---- Ring building ---- */
-
-struct ring {
-    uint64_t desc, avail, used;
-    uint16_t size;
-    uint16_t avail_idx;
-};
-
-static void set_desc_at(uint64_t table, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
-                        uint16_t next)
-{
-    uint8_t *d = host(table + 16ull * i);
-    memcpy(d, &addr, 8);
-    memcpy(d + 8, &len, 4);
-    memcpy(d + 12, &flags, 2);
-    memcpy(d + 14, &next, 2);
-}
-
-static void set_desc(struct ring *r, unsigned i, uint64_t addr, uint32_t len, uint16_t flags,
-                     uint16_t next)
-{
-    set_desc_at(r->desc, i, addr, len, flags, next);
-}
-
-static void avail_add(struct ring *r, uint16_t head)
-{
-    put16(r->avail + 4 + 2u * (r->avail_idx % r->size), head);
-    r->avail_idx++;
-    put16(r->avail + 2, r->avail_idx);
-}
-
-static uint16_t used_idx(const struct ring *r)
-{
-    return get16(r->used + 2);
-}
-
-static uint32_t used_id(const struct ring *r, unsigned i)
-{
-    return get32(r->used + 4 + 8ull * (i % r->size));
-}
-
-static uint32_t used_len(const struct ring *r, unsigned i)
-{
-    return get32(r->used + 4 + 8ull * (i % r->size) + 4);
-}
-
-static void ring_clear(struct ring *r)
-{
-    memset(host(r->desc), 0, 16ull * r->size);
-    memset(host(r->avail), 0, virtq_avail_bytes(r->size));
-    memset(host(r->used), 0, virtq_used_bytes(r->size));
-    r->avail_idx = 0;
+    fake_mem_add(RAM_A, RAM_A_SIZE, false, 0);
+    fake_mem_add(RAM_B, RAM_B_SIZE, false, 0);
+    rom = fake_mem_add(ROM, ROM_SIZE, true, 0x5a);
 }
 
 /* ======================= Walker tests ======================= */
@@ -146,7 +49,7 @@ static void ring_clear(struct ring *r)
 
 static struct virtq vq;
 static struct log_ratelimit vq_log;
-static struct ring ring = {.desc = 0x1000, .avail = 0x2000, .used = 0x3000, .size = QSIZE};
+static struct vring ring = {.desc = 0x1000, .avail = 0x2000, .used = 0x3000, .size = QSIZE};
 static struct iovec iov[64];
 
 static int walker_setup(void **state)
@@ -154,7 +57,7 @@ static int walker_setup(void **state)
     mem_setup();
     memset(&vq_log, 0, sizeof(vq_log));
     virtq_init(&vq, "walker", 3, QSIZE, &vq_log);
-    ring_clear(&ring);
+    vring_clear(&ring);
     vq.desc_gpa = ring.desc;
     vq.avail_gpa = ring.avail;
     vq.used_gpa = ring.used;
@@ -164,13 +67,13 @@ static int walker_setup(void **state)
 static int walker_teardown(void **state)
 {
     virtq_destroy(&vq);
-    mem_teardown();
+    fake_mem_free();
     return 0;
 }
 
 static void activate(uint64_t features)
 {
-    assert_true(virtq_activate(&vq, &mem, features));
+    assert_true(virtq_activate(&vq, &fake_mem, features));
 }
 
 static enum virtq_pop_result pop(struct virtq_chain *c, unsigned cap)
@@ -186,11 +89,11 @@ static void test_simple_chain(void **state)
     activate(0);
     struct virtq_chain c;
     assert_int_equal(pop(&c, 64), VIRTQ_EMPTY);
-    set_desc(&ring, 5, 0x10000, 16, VIRTQ_DESC_F_NEXT, 6);
-    set_desc(&ring, 6, 0x11000, 100, VIRTQ_DESC_F_NEXT, 2);
-    set_desc(&ring, 2, 0x12000, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 9);
-    set_desc(&ring, 9, RAM_B + 0x100, 1, VIRTQ_DESC_F_WRITE, 0);
-    avail_add(&ring, 5);
+    vring_set_desc(&ring, 5, 0x10000, 16, VIRTQ_DESC_F_NEXT, 6);
+    vring_set_desc(&ring, 6, 0x11000, 100, VIRTQ_DESC_F_NEXT, 2);
+    vring_set_desc(&ring, 2, 0x12000, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 9);
+    vring_set_desc(&ring, 9, RAM_B + 0x100, 1, VIRTQ_DESC_F_WRITE, 0);
+    vring_avail_add(&ring, 5);
     assert_true(virtq_has_available(&vq));
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_int_equal(c.head, 5);
@@ -198,25 +101,25 @@ static void test_simple_chain(void **state)
     assert_int_equal(c.nin, 2);
     assert_int_equal(c.out_bytes, 116);
     assert_int_equal(c.in_bytes, 513);
-    assert_ptr_equal(iov[0].iov_base, host(0x10000));
+    assert_ptr_equal(iov[0].iov_base, mem_host(0x10000));
     assert_int_equal(iov[1].iov_len, 100);
-    assert_ptr_equal(iov[3].iov_base, host(RAM_B + 0x100));
+    assert_ptr_equal(iov[3].iov_base, mem_host(RAM_B + 0x100));
     assert_int_equal(pop(&c, 64), VIRTQ_EMPTY);
     assert_false(virtq_has_available(&vq));
     /* Used ring: element then index; the first push always interrupts. */
     assert_true(virtq_push(&vq, 5, 513));
-    assert_int_equal(used_idx(&ring), 1);
-    assert_int_equal(used_id(&ring, 0), 5);
-    assert_int_equal(used_len(&ring, 0), 513);
+    assert_int_equal(vring_used_idx(&ring), 1);
+    assert_int_equal(vring_used_id(&ring, 0), 5);
+    assert_int_equal(vring_used_len(&ring, 0), 513);
     /* The driver may suppress interrupts with the avail flags. */
-    put16(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT);
-    avail_add(&ring, 5);
+    mem_put16(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT);
+    vring_avail_add(&ring, 5);
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_false(virtq_push(&vq, 5, 1));
-    assert_int_equal(used_idx(&ring), 2);
+    assert_int_equal(vring_used_idx(&ring), 2);
     /* Readable buffers may sit in ROM. */
-    set_desc(&ring, 0, ROM + 0x10, 32, 0, 0);
-    avail_add(&ring, 0);
+    vring_set_desc(&ring, 0, ROM + 0x10, 32, 0, 0);
+    vring_avail_add(&ring, 0);
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_ptr_equal(iov[0].iov_base, rom + 0x10);
 }
@@ -225,13 +128,13 @@ static void test_ring_wraps(void **state)
 {
     activate(0);
     struct virtq_chain c;
-    set_desc(&ring, 1, 0x10000, 8, 0, 0);
+    vring_set_desc(&ring, 1, 0x10000, 8, 0, 0);
     for (unsigned i = 0; i < 70000; i++) {
-        avail_add(&ring, 1);
+        vring_avail_add(&ring, 1);
         assert_int_equal(pop(&c, 4), VIRTQ_CHAIN);
         virtq_push(&vq, 1, 0);
     }
-    assert_int_equal(used_idx(&ring), (uint16_t)70000);
+    assert_int_equal(vring_used_idx(&ring), (uint16_t)70000);
     assert_int_equal(pop(&c, 4), VIRTQ_EMPTY);
 }
 
@@ -240,23 +143,23 @@ static void test_indirect(void **state)
     activate(F_INDIRECT);
     struct virtq_chain c;
     uint64_t table = 0x20000;
-    set_desc_at(table, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
-    set_desc_at(table, 2, 0x11000, 4096, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
-    set_desc_at(table, 1, 0x12000, 1, VIRTQ_DESC_F_WRITE, 0);
+    vring_set_desc_at(table, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
+    vring_set_desc_at(table, 2, 0x11000, 4096, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc_at(table, 1, 0x12000, 1, VIRTQ_DESC_F_WRITE, 0);
     /* A direct descriptor may lead into the indirect one. */
-    set_desc(&ring, 0, 0x13000, 8, VIRTQ_DESC_F_NEXT, 3);
-    set_desc(&ring, 3, table, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&ring, 0);
+    vring_set_desc(&ring, 0, 0x13000, 8, VIRTQ_DESC_F_NEXT, 3);
+    vring_set_desc(&ring, 3, table, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&ring, 0);
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_int_equal(c.nout, 2);
     assert_int_equal(c.nin, 2);
     assert_int_equal(c.in_bytes, 4097);
-    assert_ptr_equal(iov[1].iov_base, host(0x10000));
+    assert_ptr_equal(iov[1].iov_base, mem_host(0x10000));
     /* An unaligned table is fine. */
     uint64_t odd = 0x20101;
-    set_desc_at(odd, 0, 0x10000, 16, 0, 0);
-    set_desc(&ring, 4, odd, 16, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&ring, 4);
+    vring_set_desc_at(odd, 0, 0x10000, 16, 0, 0);
+    vring_set_desc(&ring, 4, odd, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&ring, 4);
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_int_equal(c.nout, 1);
 }
@@ -271,19 +174,19 @@ static void expect_error(uint64_t features)
 static void test_indirect_not_negotiated(void **state)
 {
     activate(0);
-    set_desc_at(0x20000, 0, 0x10000, 16, 0, 0);
-    set_desc(&ring, 0, 0x20000, 16, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&ring, 0);
+    vring_set_desc_at(0x20000, 0, 0x10000, 16, 0, 0);
+    vring_set_desc(&ring, 0, 0x20000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&ring, 0);
     expect_error(0);
 }
 
 static void test_nested_indirect(void **state)
 {
     activate(F_INDIRECT);
-    set_desc_at(0x20000, 0, 0x21000, 16, VIRTQ_DESC_F_INDIRECT, 0);
-    set_desc_at(0x21000, 0, 0x10000, 16, 0, 0);
-    set_desc(&ring, 0, 0x20000, 16, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&ring, 0);
+    vring_set_desc_at(0x20000, 0, 0x21000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_set_desc_at(0x21000, 0, 0x10000, 16, 0, 0);
+    vring_set_desc(&ring, 0, 0x20000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&ring, 0);
     expect_error(0);
 }
 
@@ -303,11 +206,11 @@ static void test_bad_indirect_tables(void **state)
         {0x20000, (VIRTQ_MAX_SIZE + 1) * 16, VIRTQ_DESC_F_INDIRECT} /* too long */
     };
     activate(F_INDIRECT);
-    set_desc_at(0x20000, 0, 0x10000, 16, 0, 0);
-    set_desc_at(0x20000, 1, 0x10000, 16, 0, 0);
+    vring_set_desc_at(0x20000, 0, 0x10000, 16, 0, 0);
+    vring_set_desc_at(0x20000, 1, 0x10000, 16, 0, 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        set_desc(&ring, 0, cases[i].addr, cases[i].len, cases[i].flags, 1);
-        avail_add(&ring, 0);
+        vring_set_desc(&ring, 0, cases[i].addr, cases[i].len, cases[i].flags, 1);
+        vring_avail_add(&ring, 0);
         expect_error(0);
     }
 }
@@ -316,19 +219,19 @@ static void test_loops(void **state)
 {
     activate(F_INDIRECT);
     /* A two-descriptor loop in the ring. */
-    set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-    set_desc(&ring, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
-    avail_add(&ring, 0);
+    vring_set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc(&ring, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
+    vring_avail_add(&ring, 0);
     expect_error(0);
     /* A self loop. */
-    set_desc(&ring, 7, 0x10000, 16, VIRTQ_DESC_F_NEXT, 7);
-    avail_add(&ring, 7);
+    vring_set_desc(&ring, 7, 0x10000, 16, VIRTQ_DESC_F_NEXT, 7);
+    vring_avail_add(&ring, 7);
     expect_error(0);
     /* A loop inside an indirect table. */
-    set_desc_at(0x20000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-    set_desc_at(0x20000, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
-    set_desc(&ring, 2, 0x20000, 32, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&ring, 2);
+    vring_set_desc_at(0x20000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc_at(0x20000, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
+    vring_set_desc(&ring, 2, 0x20000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&ring, 2);
     expect_error(0);
 }
 
@@ -338,13 +241,13 @@ static void test_chain_lengths(void **state)
     struct virtq_chain c;
     /* A chain using the whole queue is fine (with room for it). */
     for (unsigned i = 0; i < QSIZE; i++)
-        set_desc(&ring, i, 0x10000 + 0x100 * i, 16, i + 1 < QSIZE ? VIRTQ_DESC_F_NEXT : 0,
-                 (uint16_t)(i + 1));
-    avail_add(&ring, 0);
+        vring_set_desc(&ring, i, 0x10000 + 0x100 * i, 16, i + 1 < QSIZE ? VIRTQ_DESC_F_NEXT : 0,
+                       (uint16_t)(i + 1));
+    vring_avail_add(&ring, 0);
     assert_int_equal(pop(&c, 64), VIRTQ_CHAIN);
     assert_int_equal(c.nout, QSIZE);
     /* ... but not beyond the device's buffer limit. */
-    avail_add(&ring, 0);
+    vring_avail_add(&ring, 0);
     assert_int_equal(pop(&c, QSIZE - 1), VIRTQ_ERROR);
 }
 
@@ -365,9 +268,9 @@ static void test_bad_buffers(void **state)
     };
     activate(0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-        set_desc(&ring, 1, cases[i].addr, cases[i].len, cases[i].flags, 0);
-        avail_add(&ring, 0);
+        vring_set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+        vring_set_desc(&ring, 1, cases[i].addr, cases[i].len, cases[i].flags, 0);
+        vring_avail_add(&ring, 0);
         expect_error(0);
     }
 }
@@ -376,31 +279,31 @@ static void test_bad_order_and_indices(void **state)
 {
     activate(0);
     /* Readable after writable. */
-    set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
-    set_desc(&ring, 1, 0x11000, 16, 0, 0);
-    avail_add(&ring, 0);
+    vring_set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc(&ring, 1, 0x11000, 16, 0, 0);
+    vring_avail_add(&ring, 0);
     expect_error(0);
     /* next out of range. */
-    set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, QSIZE);
-    avail_add(&ring, 0);
+    vring_set_desc(&ring, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, QSIZE);
+    vring_avail_add(&ring, 0);
     expect_error(0);
     /* head out of range. */
-    avail_add(&ring, 0xffff);
+    vring_avail_add(&ring, 0xffff);
     expect_error(0);
 }
 
 static void test_avail_index_jump(void **state)
 {
     activate(0);
-    set_desc(&ring, 0, 0x10000, 16, 0, 0);
-    put16(ring.avail + 2, QSIZE + 1);
+    vring_set_desc(&ring, 0, 0x10000, 16, 0, 0);
+    mem_put16(ring.avail + 2, QSIZE + 1);
     expect_error(0);
     /* Exactly a queue's worth is fine. */
     virtq_deactivate(&vq);
     activate(0);
     for (unsigned i = 0; i < QSIZE; i++)
-        put16(ring.avail + 4 + 2 * i, 0);
-    put16(ring.avail + 2, QSIZE);
+        mem_put16(ring.avail + 4 + 2 * i, 0);
+    mem_put16(ring.avail + 2, QSIZE);
     struct virtq_chain c;
     for (unsigned i = 0; i < QSIZE; i++)
         assert_int_equal(pop(&c, 4), VIRTQ_CHAIN);
@@ -413,34 +316,34 @@ static void test_event_idx(void **state)
     struct virtq_chain c;
     uint64_t used_event = ring.avail + 4 + 2 * QSIZE;
     uint64_t avail_event = ring.used + 4 + 8 * QSIZE;
-    set_desc(&ring, 0, 0x10000, 16, 0, 0);
+    vring_set_desc(&ring, 0, 0x10000, 16, 0, 0);
     for (unsigned i = 0; i < 4; i++)
-        avail_add(&ring, 0);
+        vring_avail_add(&ring, 0);
     for (unsigned i = 0; i < 4; i++)
         assert_int_equal(pop(&c, 4), VIRTQ_CHAIN);
     /* Flags are ignored with event index. */
-    put16(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT);
-    put16(used_event, 0);
+    mem_put16(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT);
+    mem_put16(used_event, 0);
     assert_true(virtq_push(&vq, 0, 0));  /* first: always */
     assert_false(virtq_push(&vq, 0, 0)); /* used idx 2 passes event 0 only at 1 */
-    put16(used_event, 5);
+    mem_put16(used_event, 5);
     assert_false(virtq_push(&vq, 0, 0)); /* 3 */
     assert_false(virtq_push(&vq, 0, 0)); /* 4 */
-    put16(used_event, 3);
+    mem_put16(used_event, 3);
     /* new 4 (after this push 5)... the driver wants an interrupt once the
      * index passes 3: crossing happened before the last check, not now. */
     assert_false(virtq_push(&vq, 0, 0));
-    put16(used_event, 5);
-    avail_add(&ring, 0);
+    mem_put16(used_event, 5);
+    vring_avail_add(&ring, 0);
     assert_int_equal(pop(&c, 4), VIRTQ_CHAIN);
     assert_true(virtq_push(&vq, 0, 0)); /* 6 passes 5 */
 
     /* Notification enable writes avail_event = next index to consume. */
     virtq_disable_notify(&vq);
-    assert_int_equal(get16(ring.used), 0); /* flags untouched with event idx */
+    assert_int_equal(mem_get16(ring.used), 0); /* flags untouched with event idx */
     assert_false(virtq_enable_notify(&vq));
-    assert_int_equal(get16(avail_event), 5);
-    avail_add(&ring, 0);
+    assert_int_equal(mem_get16(avail_event), 5);
+    vring_avail_add(&ring, 0);
     assert_true(virtq_enable_notify(&vq));
 }
 
@@ -448,11 +351,11 @@ static void test_notify_flags(void **state)
 {
     activate(0);
     virtq_disable_notify(&vq);
-    assert_int_equal(get16(ring.used), VIRTQ_USED_F_NO_NOTIFY);
+    assert_int_equal(mem_get16(ring.used), VIRTQ_USED_F_NO_NOTIFY);
     assert_false(virtq_enable_notify(&vq));
-    assert_int_equal(get16(ring.used), 0);
-    set_desc(&ring, 0, 0x10000, 16, 0, 0);
-    avail_add(&ring, 0);
+    assert_int_equal(mem_get16(ring.used), 0);
+    vring_set_desc(&ring, 0, 0x10000, 16, 0, 0);
+    vring_avail_add(&ring, 0);
     assert_true(virtq_enable_notify(&vq));
 }
 
@@ -460,23 +363,23 @@ static void test_activation_checks(void **state)
 {
     /* Misaligned rings. */
     vq.desc_gpa = ring.desc + 8;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.desc_gpa = ring.desc;
     vq.avail_gpa = ring.avail + 1;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.avail_gpa = ring.avail;
     vq.used_gpa = ring.used + 2;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     /* Outside RAM, across the hole, in ROM (used ring must be writable). */
     vq.used_gpa = 0x180000;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.used_gpa = RAM_A_SIZE - 64;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.used_gpa = ROM;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.desc_gpa = ~0ull - 15;
     vq.used_gpa = ring.used;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.desc_gpa = ring.desc;
     /* Sizes. */
     assert_false(virtq_size_valid(&vq, 0));
@@ -486,9 +389,9 @@ static void test_activation_checks(void **state)
     assert_true(virtq_size_valid(&vq, 1));
     assert_true(virtq_size_valid(&vq, 8));
     vq.size = 6;
-    assert_false(virtq_activate(&vq, &mem, 0));
+    assert_false(virtq_activate(&vq, &fake_mem, 0));
     vq.size = 8;
-    assert_true(virtq_activate(&vq, &mem, 0));
+    assert_true(virtq_activate(&vq, &fake_mem, 0));
     /* Inactive queues pop nothing and push nothing. */
     virtq_deactivate(&vq);
     struct virtq_chain c;
@@ -666,7 +569,7 @@ static int transport_setup(void **state)
         .config = config,
         .config_size = CFG_SIZE,
         .ops = &echo_ops,
-        .mem = &mem,
+        .mem = &fake_mem,
         .machine = NULL,
         .msix_sink = {.signal_msi = fake_msi},
     };
@@ -683,25 +586,14 @@ static int transport_teardown(void **state)
     pci_bus_destroy(&pcibus);
     bus_destroy(&pio);
     bus_destroy(&mmio);
-    mem_teardown();
+    fake_mem_free();
     return 0;
-}
-
-static bool wait_for(bool (*cond)(void *), void *arg)
-{
-    for (int i = 0; i < 4000; i++) {
-        if (cond(arg))
-            return true;
-        struct timespec ts = {0, 500000};
-        nanosleep(&ts, NULL);
-    }
-    return cond(arg);
 }
 
 static bool used_reaches(void *arg)
 {
-    const struct ring *r = arg;
-    return used_idx(r) == r->avail_idx;
+    const struct vring *r = arg;
+    return vring_used_idx(r) == r->avail_idx;
 }
 
 static bool needs_reset(void *arg)
@@ -710,14 +602,14 @@ static bool needs_reset(void *arg)
 }
 
 /* Rings for the transport queues, in RAM B for queue 0 and RAM A for 1. */
-static struct ring tring[NQ] = {
+static struct vring tring[NQ] = {
     {.desc = RAM_B + 0x0000, .avail = RAM_B + 0x1000, .used = RAM_B + 0x2000, .size = 16},
     {.desc = 0x40000, .avail = 0x41000, .used = 0x42000, .size = 16},
 };
 
-static void modern_setup_queue(unsigned q, struct ring *r)
+static void modern_setup_queue(unsigned q, struct vring *r)
 {
-    ring_clear(r);
+    vring_clear(r);
     common_w(VIRTIO_COMMON_Q_SELECT, 2, q);
     common_w(VIRTIO_COMMON_Q_SIZE, 2, r->size);
     common_w(VIRTIO_COMMON_Q_DESC, 8, r->desc);
@@ -745,14 +637,14 @@ static void modern_bring_up(uint64_t features)
     assert_int_equal(status(), s | VIRTIO_STATUS_DRIVER_OK);
 }
 
-static void post_echo(struct ring *r, uint16_t d, const char *text)
+static void post_echo(struct vring *r, uint16_t d, const char *text)
 {
     size_t n = strlen(text);
     uint64_t src = r->desc + 0x800 + 0x40 * d, dst = src + 0x20;
-    memcpy(host(src), text, n);
-    set_desc(r, d, src, (uint32_t)n, VIRTQ_DESC_F_NEXT, (uint16_t)(d + 1));
-    set_desc(r, d + 1, dst, 32, VIRTQ_DESC_F_WRITE, 0);
-    avail_add(r, d);
+    memcpy(mem_host(src), text, n);
+    vring_set_desc(r, d, src, (uint32_t)n, VIRTQ_DESC_F_NEXT, (uint16_t)(d + 1));
+    vring_set_desc(r, d + 1, dst, 32, VIRTQ_DESC_F_WRITE, 0);
+    vring_avail_add(r, d);
 }
 
 static void notify_modern(unsigned q)
@@ -950,20 +842,20 @@ static void test_queue_processing_intx(void **state)
     post_echo(&tring[0], 0, "hello");
     post_echo(&tring[0], 2, "world!");
     notify_modern(0);
-    assert_true(wait_for(used_reaches, &tring[0]));
-    assert_int_equal(used_len(&tring[0], 0), 5);
-    assert_int_equal(used_id(&tring[0], 1), 2);
-    assert_memory_equal(host(tring[0].desc + 0x800 + 0x20), "hello", 5);
-    assert_memory_equal(host(tring[0].desc + 0x800 + 0x80 + 0x20), "world!", 6);
+    assert_true(poll_until(used_reaches, &tring[0]));
+    assert_int_equal(vring_used_len(&tring[0], 0), 5);
+    assert_int_equal(vring_used_id(&tring[0], 1), 2);
+    assert_memory_equal(mem_host(tring[0].desc + 0x800 + 0x20), "hello", 5);
+    assert_memory_equal(mem_host(tring[0].desc + 0x800 + 0x80 + 0x20), "world!", 6);
     /* INTx with the queue bit in ISR; reading ISR clears and deasserts. */
-    assert_true(wait_for(intx_asserted, NULL));
+    assert_true(poll_until(intx_asserted, NULL));
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_ISR, 1), VIRTIO_ISR_QUEUE);
     assert_false(intx());
     /* The other queue; its rings are in the other RAM region. */
     post_echo(&tring[1], 4, "q1");
     notify_modern(1);
-    assert_true(wait_for(used_reaches, &tring[1]));
-    assert_int_equal(used_id(&tring[1], 0), 4);
+    assert_true(poll_until(used_reaches, &tring[1]));
+    assert_int_equal(vring_used_id(&tring[1], 0), 4);
     /* Doorbells for queues that do not exist are logged and ignored. */
     bar_write(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * NQ, 2, NQ);
     bar_write(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 2, 2, 0);
@@ -987,29 +879,29 @@ static void test_notify_before_driver_ok(void **state)
     modern_setup_queue(0, &tring[0]);
     post_echo(&tring[0], 0, "early");
     common_w(VIRTIO_COMMON_STATUS, 1, 0x0f);
-    assert_true(wait_for(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[0]));
     /* Without bus mastering nothing is processed. */
     pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, 0);
     post_echo(&tring[0], 2, "nomaster");
     notify_modern(0);
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
-    assert_int_equal(used_idx(&tring[0]), 1);
+    assert_int_equal(vring_used_idx(&tring[0]), 1);
     pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
     notify_modern(0);
-    assert_true(wait_for(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[0]));
 }
 
 static void test_bad_ring_needs_reset(void **state)
 {
     modern_bring_up(F_V1);
     /* A loop: the device stops, sets NEEDS_RESET and interrupts. */
-    set_desc(&tring[0], 0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 1);
-    set_desc(&tring[0], 1, 0x10000, 8, VIRTQ_DESC_F_NEXT, 0);
-    avail_add(&tring[0], 0);
+    vring_set_desc(&tring[0], 0, 0x10000, 8, VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc(&tring[0], 1, 0x10000, 8, VIRTQ_DESC_F_NEXT, 0);
+    vring_avail_add(&tring[0], 0);
     notify_modern(0);
-    assert_true(wait_for(needs_reset, NULL));
-    assert_true(wait_for(intx_asserted, NULL));
+    assert_true(poll_until(needs_reset, NULL));
+    assert_true(poll_until(intx_asserted, NULL));
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_ISR_OFFSET, 1), VIRTIO_ISR_CONFIG);
     /* Nothing more is processed, on either queue. */
     unsigned before = __atomic_load_n(&echo.processed, __ATOMIC_SEQ_CST);
@@ -1018,18 +910,18 @@ static void test_bad_ring_needs_reset(void **state)
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
     assert_int_equal(__atomic_load_n(&echo.processed, __ATOMIC_SEQ_CST), before);
-    assert_int_equal(used_idx(&tring[1]), 0);
+    assert_int_equal(vring_used_idx(&tring[1]), 0);
     /* The driver resets and starts over; all is well again. */
     modern_bring_up(F_V1);
     assert_false(status() & VIRTIO_STATUS_NEEDS_RESET);
     post_echo(&tring[0], 0, "again");
     notify_modern(0);
-    assert_true(wait_for(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[0]));
 
     /* An available index that jumps past the queue size. */
-    put16(tring[1].avail + 2, 1000);
+    mem_put16(tring[1].avail + 2, 1000);
     notify_modern(1);
-    assert_true(wait_for(needs_reset, NULL));
+    assert_true(poll_until(needs_reset, NULL));
     common_w(VIRTIO_COMMON_STATUS, 1, 0);
 
     /* Rings outside RAM at DRIVER_OK. */
@@ -1068,7 +960,7 @@ static void test_msix_delivery(void **state)
 
     post_echo(&tring[0], 0, "msi");
     notify_modern(0);
-    assert_true(wait_for(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[0]));
     for (int i = 0; i < 1000 && msi_count() == 0; i++) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -1079,7 +971,7 @@ static void test_msix_delivery(void **state)
     /* NO_VECTOR on queue 1: no interrupt at all. */
     post_echo(&tring[1], 0, "quiet");
     notify_modern(1);
-    assert_true(wait_for(used_reaches, &tring[1]));
+    assert_true(poll_until(used_reaches, &tring[1]));
     assert_int_equal(msi_count(), 1);
     assert_false(intx());
     /* The config interrupt goes to vector 0. */
@@ -1114,9 +1006,9 @@ static void test_legacy_interface(void **state)
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_GUEST_FEATURES, 4),
                      (1u << 3) | (1u << VIRTIO_RING_F_INDIRECT_DESC));
     /* Queue 0 at page frame 0x50 (the legacy layout for TQSIZE entries). */
-    struct ring r = {.desc = 0x50000, .avail = 0x50000 + 16 * TQSIZE, .size = TQSIZE};
+    struct vring r = {.desc = 0x50000, .avail = 0x50000 + 16 * TQSIZE, .size = TQSIZE};
     r.used = (r.avail + 6 + 2 * TQSIZE + 4095) & ~4095ull;
-    ring_clear(&r);
+    vring_clear(&r);
     bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SELECT, 2, 0);
     bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_PFN, 4, 0x50);
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_PFN, 4), 0x50);
@@ -1128,16 +1020,16 @@ static void test_legacy_interface(void **state)
     bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 0x07);
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1), 0x07);
     /* An indirect chain (negotiated), notified through the legacy port. */
-    set_desc_at(0x58000, 0, 0x59000, 4, VIRTQ_DESC_F_NEXT, 1);
-    set_desc_at(0x58000, 1, 0x59100, 16, VIRTQ_DESC_F_WRITE, 0);
-    memcpy(host(0x59000), "leg!", 4);
-    set_desc(&r, 3, 0x58000, 32, VIRTQ_DESC_F_INDIRECT, 0);
-    avail_add(&r, 3);
+    vring_set_desc_at(0x58000, 0, 0x59000, 4, VIRTQ_DESC_F_NEXT, 1);
+    vring_set_desc_at(0x58000, 1, 0x59100, 16, VIRTQ_DESC_F_WRITE, 0);
+    memcpy(mem_host(0x59000), "leg!", 4);
+    vring_set_desc(&r, 3, 0x58000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+    vring_avail_add(&r, 3);
     bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 0);
-    assert_true(wait_for(used_reaches, &r));
-    assert_int_equal(used_len(&r, 0), 4);
-    assert_memory_equal(host(0x59100), "leg!", 4);
-    assert_true(wait_for(intx_asserted, NULL));
+    assert_true(poll_until(used_reaches, &r));
+    assert_int_equal(vring_used_len(&r, 0), 4);
+    assert_memory_equal(mem_host(0x59100), "leg!", 4);
+    assert_true(poll_until(intx_asserted, NULL));
     assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_ISR, 1), VIRTIO_ISR_QUEUE);
     /* Writing PFN 0 releases the queue; the reset then clears all. */
     bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SELECT, 2, 0);
@@ -1171,7 +1063,7 @@ static void test_hostile_register_sweep(void **state)
     modern_bring_up(F_V1);
     post_echo(&tring[0], 0, "alive");
     notify_modern(0);
-    assert_true(wait_for(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[0]));
 }
 
 int main(void)
