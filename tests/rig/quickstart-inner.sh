@@ -53,12 +53,9 @@ show_vmm_state() { # vmm pid
         sleep 3
         timeout 3 cat mon.out | tr -d '\r' | grep -v '^(qemu)' | head -400 > qemu-state.txt
         cat qemu-state.txt
-        # our VMM's check, on QEMU's registers: paging on, cr3 outside the 1 GiB of RAM
-        grep -o 'CR0=[0-9a-f]* CR2=[0-9a-f]* CR3=[0-9a-f]*' qemu-state.txt | while read -r c0 c2 c3; do
-            cr0=$((0x${c0#CR0=})) cr3=$((0x${c3#CR3=}))
-            [ $(((cr0 >> 31) & 1)) = 1 ] && [ $cr3 -ge 1073741824 ] &&
-                echo "vCPU ?: QEMU, $c0 $c3 [VCPU-STATE-CORRUPT: cr3 outside guest RAM]"
-        done
+        # our VMM's check, on QEMU's registers (its guest has 1 GiB)
+        qemu_state_corrupt qemu-state.txt 1073741824 &&
+            echo "QEMU: a vCPU [VCPU-STATE-CORRUPT: cr3 outside guest RAM]"
     fi
 }
 

@@ -55,11 +55,8 @@ while ! grep -q '^VMM-EXIT' /tmp/guest.log 2>/dev/null; do
         # A vCPU with paging on and cr3 outside the guest's RAM holds a state no
         # guest can reach: the nested hypervisor under QEMU lost it (the same
         # fault as tests/rig/README.md describes under our VMM).
-        ram=$(( ${REF_MEM:-512} * 1048576 ))
-        grep -o 'CR0=[0-9a-f]* CR2=[0-9a-f]* CR3=[0-9a-f]*' /tmp/regs.txt | while read -r c0 c2 c3; do
-            cr0=$((0x${c0#CR0=})) cr3=$((0x${c3#CR3=}))
-            [ $(((cr0 >> 31) & 1)) = 1 ] && [ $cr3 -ge $ram ] && echo corrupt
-        done | grep -q corrupt &&
+        . rig-lib.sh
+        qemu_state_corrupt /tmp/regs.txt $(( ${REF_MEM:-512} * 1048576 )) &&
             echo "RIG-FAULT nested-vcpu-state-corrupt: a vCPU of the guest has cr3 outside guest RAM"
         fail "guest did not finish (last line: $(grep -v '^$' /tmp/guest.log | tail -1))"
     fi

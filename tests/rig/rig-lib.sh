@@ -80,3 +80,14 @@ guest_ttyexpect() {
     ttyexpect "$_sock" "idle:${RIG_IDLE:-120}" "fail:Kernel panic - not syncing" \
         "fail:BUG: soft lockup" "fail:detected stalls on CPUs" "$@"
 }
+
+# qemu_state_corrupt REGS RAM_BYTES: true if QEMU's "info registers -a"
+# output (file REGS) shows a vCPU with paging on and cr3 outside the
+# guest's RAM_BYTES of RAM: a state no guest can reach, handed to it by the
+# nested hypervisor below (our VMM's dump marks it VCPU-STATE-CORRUPT).
+qemu_state_corrupt() {
+    grep -o 'CR0=[0-9a-f]* CR2=[0-9a-f]* CR3=[0-9a-f]*' "$1" | while read -r _c0 _c2 _c3; do
+        _cr0=$((0x${_c0#CR0=})) _cr3=$((0x${_c3#CR3=}))
+        [ $(((_cr0 >> 31) & 1)) = 1 ] && [ $_cr3 -ge "$2" ] && echo corrupt
+    done | grep -q corrupt
+}
