@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
+
 /* How a table came into existence; decides what may later extend it. */
 enum table_origin {
     ORIGIN_ROOT,
@@ -281,24 +283,6 @@ static bool fail_oom(struct parser *p)
     return fail(p, mark_here(p), "out of memory");
 }
 
-/* Bounded text builder for messages; silently truncates. */
-struct text {
-    char *out;
-    size_t capacity, len;
-};
-
-__attribute__((format(printf, 2, 3))) static void text_add(struct text *t, const char *fmt, ...)
-{
-    if (t->len + 1 >= t->capacity)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->out + t->len, t->capacity - t->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        t->len = t->len + (size_t)n < t->capacity ? t->len + (size_t)n : t->capacity - 1;
-}
-
 static bool is_bare_key_char(int c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -335,7 +319,7 @@ size_t toml_write_key(char *out, size_t capacity, const char *key, size_t len)
 /* Appends one key part the way it could be written in TOML. */
 static void text_add_key_part(struct text *t, const char *key, size_t len)
 {
-    t->len += toml_write_key(t->out + t->len, t->capacity - t->len, key, len);
+    t->len += toml_write_key(t->buf + t->len, t->cap - t->len, key, len);
 }
 
 /* Formats the dotted path prefix + key parts [0, upto] into `out`, truncated at 120 bytes. */
@@ -357,8 +341,8 @@ static const char *describe_key(char *out, size_t capacity, const struct key *pr
             text_add(&t, ".");
         text_add_key_part(&t, key->parts[i].text, key->parts[i].len);
     }
-    if (t.len + 1 >= t.capacity && t.capacity >= 4)
-        memcpy(out + t.capacity - 4, "...", 4);
+    if (t.len + 1 >= t.cap && t.cap >= 4)
+        memcpy(out + t.cap - 4, "...", 4);
     return out;
 }
 

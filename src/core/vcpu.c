@@ -4,7 +4,6 @@
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +15,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/thread.h"
 #include "core/machine.h"
 
@@ -306,24 +306,6 @@ static int describe_exit(const struct vcpu_exit_record *r, char *buf, size_t cap
                         r->write ? " value 0x" : "", (unsigned long long)(r->write ? r->data : 0));
     return snprintf(buf, cap, "#%llu %s (%u)", (unsigned long long)r->seq,
                     exit_reason_name(r->reason), r->reason);
-}
-
-/* Bounded appends to the dump text. */
-struct text {
-    char *buf;
-    size_t cap, len;
-};
-
-static void __attribute__((format(printf, 2, 3))) text_add(struct text *t, const char *fmt, ...)
-{
-    if (t->len + 1 >= t->cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->buf + t->len, t->cap - t->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        t->len = t->len + (size_t)n < t->cap ? t->len + (size_t)n : t->cap - 1;
 }
 
 static uint32_t lapic_reg(const struct kvm_lapic_state *l, unsigned offset)

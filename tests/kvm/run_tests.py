@@ -169,6 +169,18 @@ def pong_then_clean_exit(vm, c):
     return out
 
 
+def rejoin_after_reset(c, boot, cpus, mem):
+    """The guest booted again after a reset that kept RAM: its self-test
+    to the irq step, answered as VM.boot answers it."""
+    c.expect("testguest: boot %d" % boot)
+    c.expect("testguest: ready")
+    c.line("cpus=%d mem=%d" % (cpus, mem))
+    c.expect("testguest: cpus %d ok" % cpus)
+    c.expect("testguest: echo?")
+    c.line("again")
+    c.expect("testguest: irq?")
+
+
 def vm_rss_kib(vm):
     with open("/proc/%d/status" % vm.proc.pid) as f:
         return int(f.read().split("VmRSS:")[1].split()[0])
@@ -241,13 +253,7 @@ def triple_fault_resets_keeping_ram():
         c = vm.boot(2, 128)
         c.line("triple")
         c.expect("testguest: triple fault")
-        c.expect("testguest: boot 2")
-        c.expect("testguest: ready")
-        c.line("cpus=2 mem=128")
-        c.expect("testguest: cpus 2 ok")
-        c.expect("testguest: echo?")
-        c.line("again")
-        c.expect("testguest: irq?")
+        rejoin_after_reset(c, 2, 2, 128)
         c.send("Q")
         c.expect("testguest: PASS")
         check("reset" in vm.output(), "no reset logged")
@@ -625,12 +631,7 @@ def reset_with_pm_block_moved_under_a_virtio_bar_keeps_s5():
         c = vm.boot(1, 64)
         c.line("pmmove")
         c.expect("testguest: pmmove pm 0x6000 virtio 0:4 bar0 0xb000, resetting")
-        c.expect("testguest: boot 2")
-        c.expect("testguest: ready")
-        c.line("cpus=1 mem=64")
-        c.expect("testguest: echo?")
-        c.line("again")
-        c.expect("testguest: irq?")
+        rejoin_after_reset(c, 2, 1, 64)
         c.send("Z")
         c.expect("testguest: PASS")
         c.line("s5")
