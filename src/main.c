@@ -17,7 +17,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "config/config.h"
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "core/instance.h"
 #include "core/machine.h"
 #include "devices/console.h"
@@ -47,7 +47,8 @@
 struct vmm {
     struct config cfg;
     struct machine machine;
-    struct event_loop loop;
+    struct io_loop loop;
+    struct io_watch signal_watch, machine_event_watch;
     struct instance instance;
     struct console console;
     struct uart16550 com[4];
@@ -527,7 +528,7 @@ static int run(struct vmm *vmm, const char *config_path)
         log_error("%s exists and is not a socket; refusing to replace it", CONSOLE_PATH);
         return EXIT_FAILURE_CODE;
     }
-    if (setup_signals(vmm) < 0 || event_loop_init(&vmm->loop) < 0)
+    if (setup_signals(vmm) < 0 || io_loop_init(&vmm->loop, "main") < 0)
         return EXIT_FAILURE_CODE;
 
     struct machine_spec spec = {
@@ -549,14 +550,15 @@ static int run(struct vmm *vmm, const char *config_path)
     vmm->console.on_connect_opaque = vmm;
     if (console_open(&vmm->console, CONSOLE_PATH, &vmm->loop) < 0 || build_machine(vmm) < 0)
         return EXIT_FAILURE_CODE;
-    if (event_loop_watch(&vmm->loop, vmm->signal_fd, EPOLLIN, on_signal, vmm) < 0 ||
-        event_loop_watch(&vmm->loop, vmm->machine.event_fd, EPOLLIN, on_machine_event, vmm) < 0)
+    if (io_loop_watch(&vmm->loop, &vmm->signal_watch, vmm->signal_fd, EPOLLIN, on_signal, vmm) < 0 ||
+        io_loop_watch(&vmm->loop, &vmm->machine_event_watch, vmm->machine.event_fd, EPOLLIN,
+                      on_machine_event, vmm) < 0)
         return EXIT_FAILURE_CODE;
 
     log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name, spec.cpus,
              (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
     while (!vmm->done) {
-        if (event_loop_poll(&vmm->loop, -1) < 0) {
+        if (io_loop_poll(&vmm->loop, -1) < 0) {
             log_error("event loop: %s", strerror(errno));
             return EXIT_FAILURE_CODE;
         }
@@ -574,7 +576,9 @@ static void teardown(struct vmm *vmm)
         pci_bus_destroy(&vmm->pci);
     close_block_backends(vmm); /* after the devices drained their requests */
     instance_release(&vmm->instance);
-    event_loop_destroy(&vmm->loop);
+    io_loop_unwatch(&vmm->loop, &vmm->signal_watch);
+    io_loop_unwatch(&vmm->loop, &vmm->machine_event_watch);
+    io_loop_destroy(&vmm->loop);
     if (vmm->signal_fd >= 0)
         close(vmm->signal_fd);
     config_free(&vmm->cfg);
@@ -638,6 +642,9 @@ int main(int argc, char **argv)
     if (!vmm)
         return EXIT_FAILURE_CODE;
     vmm->signal_fd = -1;
+    vmm->loop.epoll_fd = -1;
+    io_watch_init(&vmm->signal_watch);
+    io_watch_init(&vmm->machine_event_watch);
     vmm->machine.kvm_fd = vmm->machine.vm_fd = vmm->machine.event_fd = -1;
     vmm->instance.fd = -1;
     vmm->console.listen_fd = vmm->console.client_fd = vmm->console.wake_fd = -1;

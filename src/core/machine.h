@@ -10,7 +10,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "core/guest_mem.h"
 #include "core/irq_line.h"
 #include "core/timer.h"
@@ -121,7 +121,7 @@ struct machine {
     uint64_t lowmem_size, highmem_size, bootrom_size;
 
     struct bus pio, mmio;
-    struct event_loop *loop; /* the main thread's loop, for device timers */
+    struct io_loop *loop; /* the main thread's loop, for device timers */
     struct vcpu *vcpus;
 
     struct device *devices[MACHINE_MAX_DEVICES];

@@ -72,14 +72,14 @@ static void arm_client(struct console *con)
         ev |= EPOLLIN | EPOLLRDHUP;
     if (con->want_output)
         ev |= EPOLLOUT;
-    event_loop_watch(con->loop, con->client_fd, ev, client_events, con);
+    io_loop_watch(con->loop, &con->client_watch, con->client_fd, ev, client_events, con);
 }
 
 static void drop_client(struct console *con)
 {
     if (con->client_fd < 0)
         return;
-    event_loop_unwatch(con->loop, con->client_fd);
+    io_loop_unwatch(con->loop, &con->client_watch);
     close(con->client_fd);
     con->client_fd = -1;
     con->want_output = false;
@@ -219,7 +219,7 @@ int console_check_path(const char *path)
     return 0;
 }
 
-int console_open(struct console *con, const char *path, struct event_loop *loop)
+int console_open(struct console *con, const char *path, struct io_loop *loop)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(addr.sun_path)) {
@@ -228,6 +228,9 @@ int console_open(struct console *con, const char *path, struct event_loop *loop)
     }
     strcpy(addr.sun_path, path);
     con->loop = loop;
+    io_watch_init(&con->listen_watch);
+    io_watch_init(&con->client_watch);
+    io_watch_init(&con->wake_watch);
     con->listen_fd = con->client_fd = con->wake_fd = -1;
     pthread_mutex_init(&con->lock, NULL);
     if (console_check_path(path) < 0) {
@@ -247,8 +250,8 @@ int console_open(struct console *con, const char *path, struct event_loop *loop)
         return -1;
     }
     con->path = strdup(path);
-    if (!con->path || event_loop_watch(loop, con->listen_fd, EPOLLIN, listen_event, con) < 0 ||
-        event_loop_watch(loop, con->wake_fd, EPOLLIN, wake_event, con) < 0)
+    if (!con->path || io_loop_watch(loop, &con->listen_watch, con->listen_fd, EPOLLIN, listen_event, con) < 0 ||
+        io_loop_watch(loop, &con->wake_watch, con->wake_fd, EPOLLIN, wake_event, con) < 0)
         return -1;
     return 0;
 }
@@ -259,10 +262,8 @@ void console_close(struct console *con)
         return; /* never opened */
     {
         drop_client(con);
-        if (con->listen_fd >= 0)
-            event_loop_unwatch(con->loop, con->listen_fd);
-        if (con->wake_fd >= 0)
-            event_loop_unwatch(con->loop, con->wake_fd);
+        io_loop_unwatch(con->loop, &con->listen_watch);
+        io_loop_unwatch(con->loop, &con->wake_watch);
     }
     if (con->listen_fd >= 0) {
         close(con->listen_fd);

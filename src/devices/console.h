@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "devices/uart16550.h"
 
 #define CONSOLE_OUT_SIZE 65536
@@ -17,7 +17,8 @@
 
 struct console {
     struct uart16550 *uart;
-    struct event_loop *loop;
+    struct io_loop *loop;
+    struct io_watch listen_watch, client_watch, wake_watch;
     char *path;
     int listen_fd;
     int client_fd;
@@ -41,7 +42,7 @@ void console_dump(struct console *con);
 /* Checks that path is absent or a stale socket; no side effects. */
 int console_check_path(const char *path);
 /* Binds the socket and registers with the loop. */
-int console_open(struct console *con, const char *path, struct event_loop *loop);
+int console_open(struct console *con, const char *path, struct io_loop *loop);
 void console_attach_uart(struct console *con, struct uart16550 *uart);
 /* Backend for the COM1 UART; opaque must be the console. */
 struct uart_backend console_uart_backend(struct console *con);

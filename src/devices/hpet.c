@@ -481,7 +481,7 @@ static const struct device_ops hpet_device_ops = {
     .destroy = hpet_destroy,
 };
 
-int hpet_init(struct hpet *h, const char *name, struct event_loop *loop, uint32_t route_cap,
+int hpet_init(struct hpet *h, const char *name, struct io_loop *loop, uint32_t route_cap,
               const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy)
 {
     memset(h, 0, sizeof(*h));

@@ -18,7 +18,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "core/irq_line.h"
 #include "core/timer.h"
 #include "devices/device.h"
@@ -118,7 +118,7 @@ extern const struct io_ops hpet_io_ops;
  * 24-31 are dropped). irq: one bank per source (machine_irq_bank(m,
  * PC_IRQ_SOURCE_HPET(n))). loop may be NULL (tests). Returns -1 if a timer
  * cannot be created. */
-int hpet_init(struct hpet *hpet, const char *name, struct event_loop *loop, uint32_t route_cap,
+int hpet_init(struct hpet *hpet, const char *name, struct io_loop *loop, uint32_t route_cap,
               const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy);
 
 /* The RTC's IRQ output enters here: forwarded to IRQ 8 unless legacy

@@ -370,7 +370,7 @@ static const struct device_ops pm_device_ops = {
 };
 
 int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
-                  struct event_loop *loop)
+                  struct io_loop *loop)
 {
     static const struct pci_ids ids = {
         .vendor_id = PCI_VENDOR_ID_INTEL,

@@ -57,7 +57,7 @@ extern const struct io_ops piix4_apm_io_ops; /* 2 bytes at PC_SMI_CMD_PORT */
 /* loop: where the timer-overflow timer runs; NULL (tests) means no timer,
  * call piix4_pm_timer_tick() instead. Returns -1 if the timer fails. */
 int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
-                  struct event_loop *loop);
+                  struct io_loop *loop);
 /* Places the function at 0.1.3, maps the PM block at its reset base and
  * claims the GPE0 and APM ports. */
 int piix4_pm_attach(struct piix4_pm *pm, struct pci_bus *bus);

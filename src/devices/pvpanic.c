@@ -54,8 +54,22 @@ static void pvpanic_destroy(struct device *dev)
     pthread_mutex_destroy(&pv->lock);
 }
 
+/* The counts: they describe the VM's run, which a restore continues. */
+static int pvpanic_state(struct device *dev, struct snap *s)
+{
+    struct pvpanic *pv = container_of(dev, struct pvpanic, dev);
+    pthread_mutex_lock(&pv->lock);
+    snap_u64(s, "panics", &pv->panics);
+    snap_u64(s, "crash_loads", &pv->crash_loads);
+    pthread_mutex_unlock(&pv->lock);
+    return snap_error(s);
+}
+
 static const struct device_ops pvpanic_device_ops = {
     .reset = pvpanic_reset,
+    .state = pvpanic_state,
+    .kind = "pvpanic",
+    .state_version = 1,
     .destroy = pvpanic_destroy,
 };
 

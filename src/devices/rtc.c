@@ -470,7 +470,7 @@ static const struct device_ops rtc_device_ops = {
     .destroy = rtc_destroy,
 };
 
-int rtc_init(struct rtc *r, const char *name, struct event_loop *loop, struct irq_line irq)
+int rtc_init(struct rtc *r, const char *name, struct io_loop *loop, struct irq_line irq)
 {
     memset(r, 0, sizeof(*r));
     r->dev.name = name;

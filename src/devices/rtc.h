@@ -15,7 +15,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "core/irq_line.h"
 #include "core/timer.h"
 #include "devices/device.h"
@@ -94,7 +94,7 @@ extern const struct io_ops rtc_io_ops;
 /* Sets the clock from the host (UTC) and CMOS to power-on values. loop may
  * be NULL (tests): timers are then never delivered. Returns -1 if a timer
  * cannot be created. */
-int rtc_init(struct rtc *rtc, const char *name, struct event_loop *loop, struct irq_line irq);
+int rtc_init(struct rtc *rtc, const char *name, struct io_loop *loop, struct irq_line irq);
 
 /* Writes the bytes firmware reads (QEMU's pc layout): base/extended memory,
  * memory between 16 MiB and 4 GiB (0x34/0x35) and above 4 GiB (0x5b-0x5d)

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "devices/hpet.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -475,8 +475,8 @@ static void count_live_irq(void *opaque, unsigned gsi, bool level)
 
 static void test_real_timers_on_event_loop(void **state)
 {
-    struct event_loop loop;
-    assert_int_equal(event_loop_init(&loop), 0);
+    struct io_loop loop;
+    assert_int_equal(io_loop_init(&loop, "test"), 0);
     struct hpet live;
     struct irq_bank live_irq[HPET_SOURCE_COUNT];
     for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++)
@@ -498,7 +498,7 @@ static void test_real_timers_on_event_loop(void **state)
 
     uint64_t start = vm_clock_ns();
     while (atomic_load(&live_raises) < 20 && vm_clock_ns() - start < 10 * NS_PER_SEC)
-        event_loop_poll(&loop, 100);
+        io_loop_poll(&loop, 100);
     uint64_t elapsed = vm_clock_ns() - start;
     int raises = atomic_load(&live_raises);
     assert_true(raises >= 20);
@@ -515,7 +515,7 @@ static void test_real_timers_on_event_loop(void **state)
     atomic_store(&hammer_stop, true);
     pthread_join(thread, NULL);
     live.dev.ops->destroy(&live.dev);
-    event_loop_destroy(&loop);
+    io_loop_destroy(&loop);
 }
 
 int main(void)

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "devices/pvpanic.h"
+#include "support/state.h"
 
 static struct pvpanic pv;
 static uint8_t events_seen;
@@ -116,6 +117,19 @@ static void test_hostile_accesses(void **state)
     assert_int_equal(pvpanic_crash_loaded_count(&pv), crashes);
 }
 
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    pvpanic_io_ops.write(&pv, 0, 1, PVPANIC_PANICKED);
+    pvpanic_io_ops.write(&pv, 0, 1, PVPANIC_PANICKED | PVPANIC_CRASH_LOADED);
+    struct pvpanic restored;
+    pvpanic_init(&restored, "pvpanic");
+    assert_state_roundtrip(&pv.dev, &restored.dev);
+    assert_int_equal(pvpanic_panic_count(&restored), 2);
+    assert_int_equal(pvpanic_crash_loaded_count(&restored), 1);
+    assert_state_refusals(&pv.dev, &restored.dev);
+    restored.dev.ops->destroy(&restored.dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -124,6 +138,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ignored_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_panic_storm_is_rate_limited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

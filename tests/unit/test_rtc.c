@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "core/event_loop.h"
+#include "core/io_loop.h"
 #include "devices/rtc.h"
 
 #define NS_PER_SEC 1000000000ull
@@ -496,8 +496,8 @@ static void test_hostile_accesses(void **state)
  * about 1024 Hz and an update-ended interrupt within a couple of seconds. */
 static void test_real_timers_on_event_loop(void **state)
 {
-    struct event_loop loop;
-    assert_int_equal(event_loop_init(&loop), 0);
+    struct io_loop loop;
+    assert_int_equal(io_loop_init(&loop, "test"), 0);
     struct rtc live;
     struct irq_probe live_irq = {0};
     assert_int_equal(rtc_init(&live, "rtc-live", &loop, (struct irq_line){probe_irq, &live_irq}),
@@ -506,7 +506,7 @@ static void test_real_timers_on_event_loop(void **state)
     rtc_io_ops.write(&live, 1, 1, RTC_B_24H | RTC_B_PIE);
     uint64_t start = vm_clock_ns();
     while (live_irq.raises < 20 && vm_clock_ns() - start < 10 * NS_PER_SEC) {
-        event_loop_poll(&loop, 100);
+        io_loop_poll(&loop, 100);
         rtc_io_ops.write(&live, 0, 1, RTC_REG_C); /* acknowledge, as a driver does */
         (void)rtc_io_ops.read(&live, 1, 1);
     }
@@ -519,14 +519,14 @@ static void test_real_timers_on_event_loop(void **state)
     uint8_t flags = 0;
     start = vm_clock_ns();
     while (!(flags & RTC_C_UF) && vm_clock_ns() - start < 5 * NS_PER_SEC) {
-        event_loop_poll(&loop, 100);
+        io_loop_poll(&loop, 100);
         rtc_io_ops.write(&live, 0, 1, RTC_REG_C);
         flags |= (uint8_t)rtc_io_ops.read(&live, 1, 1);
     }
     assert_true(flags & RTC_C_UF);
     assert_true(flags & RTC_C_IRQF);
     live.dev.ops->destroy(&live.dev);
-    event_loop_destroy(&loop);
+    io_loop_destroy(&loop);
 }
 
 int main(void)
