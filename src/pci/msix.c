@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "common/snap.h"
 #include "core/machine.h"
 #include "pci/pci.h"
 
@@ -241,6 +242,63 @@ void msix_destroy(struct msix *x)
     free(x->vec);
     x->vec = NULL;
     pthread_mutex_destroy(&x->lock);
+}
+
+int msix_state(struct msix *x, struct snap *s)
+{
+    uint32_t nvec = x->nvec;
+    snap_u32(s, "vectors", &nvec);
+    if (!snap_check(s, nvec == x->nvec, "vectors", "not this function's vector count"))
+        return -1;
+    uint32_t *table = calloc(4 * (size_t)x->nvec, sizeof(uint32_t));
+    uint8_t *pending = calloc(x->nvec, 1);
+    if (!table || !pending) {
+        free(table);
+        free(pending);
+        snap_fail(s, "table", "out of memory");
+        return -1;
+    }
+    pthread_mutex_lock(&x->lock);
+    bool enabled = x->enabled, function_masked = x->function_masked;
+    for (unsigned i = 0; i < x->nvec; i++) {
+        const struct msix_vector *v = &x->vec[i];
+        uint32_t *entry = table + 4 * i;
+        entry[0] = v->addr_lo;
+        entry[1] = v->addr_hi;
+        entry[2] = v->data;
+        entry[3] = v->ctrl;
+        pending[i] = v->pending;
+    }
+    snap_bool(s, "enabled", &enabled);
+    snap_bool(s, "function_masked", &function_masked);
+    snap_u32_array(s, "table", table, 4 * (size_t)x->nvec);
+    snap_bytes(s, "pending", pending, x->nvec);
+    for (unsigned i = 0; snap_loading(s) && !snap_error(s) && i < x->nvec; i++) {
+        const uint32_t *entry = table + 4 * i;
+        snap_check(s, (entry[0] & 3) == 0 && (entry[3] & ~MSIX_ENTRY_CTRL_MASKBIT) == 0 &&
+                          pending[i] <= 1,
+                   "table", "a vector has reserved bits set");
+    }
+    if (snap_loading(s) && !snap_error(s)) {
+        /* Routes are made again on first delivery. */
+        for (unsigned i = 0; i < x->nvec; i++) {
+            struct msix_vector *v = &x->vec[i];
+            const uint32_t *entry = table + 4 * i;
+            release_route_locked(x, v);
+            v->addr_lo = entry[0];
+            v->addr_hi = entry[1];
+            v->data = entry[2];
+            v->ctrl = entry[3];
+            v->pending = pending[i];
+        }
+        x->enabled = enabled;
+        x->function_masked = function_masked;
+        atomic_store(&x->enabled_hint, enabled);
+    }
+    pthread_mutex_unlock(&x->lock);
+    free(table);
+    free(pending);
+    return snap_error(s);
 }
 
 /* ---- Table and PBA ---- */

@@ -104,6 +104,14 @@ void msix_destroy(struct msix *x);
  * pci_device_reset, which clears the enable and function-mask bits. */
 void msix_reset(struct msix *x);
 
+/* Saves or loads the vector table, pending bits and the enable and
+ * function-mask state (the caller wraps it in snap_enter(s, "msix") and
+ * loads the function's config space first). A load refuses another vector
+ * count and reserved bits; MSI routes are made again on first delivery,
+ * and pending vectors stay pending until the guest unmasks them. */
+struct snap;
+int msix_state(struct msix *x, struct snap *s);
+
 /* Table/PBA access at offset within the BAR. Returns false (value untouched)
  * if offset is outside both. Accesses are 4 or 8 bytes, naturally aligned;
  * others read 0 / are dropped (logged). */

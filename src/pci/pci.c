@@ -477,6 +477,51 @@ void pci_device_reset(struct pci_device *pdev)
     pthread_mutex_unlock(&pdev->lock);
 }
 
+/* The identity bytes: a state whose differ was saved from another device. */
+static const struct {
+    unsigned offset, size;
+} identity_fields[] = {
+    {PCI_VENDOR_ID, 4}, {PCI_REVISION_ID, 4},        {PCI_HEADER_TYPE, 1},
+    {PCI_SUBSYSTEM_VENDOR_ID, 4}, {PCI_INTERRUPT_PIN, 1},
+};
+
+int pci_device_state(struct pci_device *pdev, struct snap *s)
+{
+    unsigned limit = config_limit(pdev);
+    pthread_mutex_lock(&pdev->lock);
+    if (!snap_loading(s)) {
+        snap_bytes(s, "config", pdev->config, limit);
+        snap_bool(s, "intx_level", &pdev->intx_level);
+        pthread_mutex_unlock(&pdev->lock);
+        return snap_error(s);
+    }
+    uint8_t config[PCIE_CONFIG_SPACE_SIZE];
+    bool intx_level = false;
+    snap_bytes(s, "config", config, limit);
+    snap_bool(s, "intx_level", &intx_level);
+    for (unsigned i = 0; i < ARRAY_LEN(identity_fields) && !snap_error(s); i++) {
+        unsigned at = identity_fields[i].offset, size = identity_fields[i].size;
+        if (memcmp(config + at, pdev->power_on_config + at, size) != 0)
+            snap_fail(s, "config",
+                      "identity bytes 0x%02x-0x%02x differ from this device's (saved from "
+                      "another device?)",
+                      at, at + size - 1);
+    }
+    if (snap_error(s)) {
+        pthread_mutex_unlock(&pdev->lock);
+        return -1;
+    }
+    for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+        unmap_bar(pdev, i);
+    memcpy(pdev->config, config, limit);
+    atomic_store(&pdev->command, pci_get_word(pdev, PCI_COMMAND));
+    update_all_bars(pdev);
+    pdev->intx_level = intx_level;
+    update_intx(pdev);
+    pthread_mutex_unlock(&pdev->lock);
+    return 0;
+}
+
 /* ---- Bus ---- */
 
 void pci_bus_init(struct pci_bus *bus, struct bus *pio, struct bus *mmio)

@@ -176,6 +176,13 @@ void pci_device_reset(struct pci_device *pdev);
  * it (or call it from their own drop_decodes). */
 void pci_device_drop_decodes(struct device *dev);
 
+/* Saves or loads the function's config space and INTx level (the caller
+ * wraps it in snap_enter(s, "pci")). A load refuses a config space whose
+ * identity (IDs, class, header type, pin) is not this function's, then
+ * maps the BARs the loaded config decodes and drives INTx as saved. Takes
+ * the function's lock. */
+int pci_device_state(struct pci_device *pdev, struct snap *s);
+
 /* Declares BAR index (0-5; MEM64 uses index and index+1). Size: a power of
  * two, I/O 4 B-256 B, memory 16 B-2 GiB (32-bit) or more (64-bit). The range
  * reaches ops/opaque while decoded. Returns 0, or -1 (logged) on bad input. */
