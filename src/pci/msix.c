@@ -275,9 +275,9 @@ int msix_state(struct msix *x, struct snap *s)
     snap_bytes(s, "pending", pending, x->nvec);
     for (unsigned i = 0; snap_loading(s) && !snap_error(s) && i < x->nvec; i++) {
         const uint32_t *entry = table + 4 * i;
-        snap_check(s, (entry[0] & 3) == 0 && (entry[3] & ~MSIX_ENTRY_CTRL_MASKBIT) == 0 &&
-                          pending[i] <= 1,
+        snap_check(s, (entry[0] & 3) == 0 && (entry[3] & ~MSIX_ENTRY_CTRL_MASKBIT) == 0,
                    "table", "a vector has reserved bits set");
+        snap_check(s, pending[i] <= 1, "pending", "a pending bit is not 0 or 1");
     }
     if (snap_loading(s) && !snap_error(s)) {
         /* Routes are made again on first delivery. */

@@ -11,6 +11,7 @@
 
 #include "pci/msix.h"
 #include "pci/pci.h"
+#include "support/state.h"
 
 #define NVEC 4
 #define TABLE_OFF 0x0
@@ -104,19 +105,39 @@ static void hook_config_write(struct pci_device *pdev, unsigned offset, unsigned
 
 static const struct pci_device_ops test_ops = {.config_write = hook_config_write};
 
-static void dev_init(bool irqfd)
+static int test_dev_state(struct device *d, struct snap *s)
+{
+    struct test_dev *t = container_of(d, struct test_dev, pci.dev);
+    snap_enter(s, "pci");
+    pci_device_state(&t->pci, s);
+    snap_leave(s);
+    snap_enter(s, "msix");
+    msix_state(&t->msix, s);
+    snap_leave(s);
+    return snap_error(s);
+}
+
+static const struct device_ops test_dev_ops = {
+    .state = test_dev_state, .kind = "msix-test", .state_version = 1};
+
+static void test_dev_build(struct test_dev *d, struct fake_sink *fs, bool irqfd)
 {
     static const struct pci_ids ids = {.vendor_id = 0x1234, .device_id = 0x5678};
-    memset(&sink, 0, sizeof(sink));
-    pci_device_init(&dev.pci, "msix-test", NULL, &ids, &test_ops);
-    struct msix_sink s = {.signal_msi = sink_signal, .opaque = &sink};
+    memset(fs, 0, sizeof(*fs));
+    pci_device_init(&d->pci, "msix-test", &test_dev_ops, &ids, &test_ops);
+    struct msix_sink s = {.signal_msi = sink_signal, .opaque = fs};
     if (irqfd) {
         s.route_add = sink_route_add;
         s.route_update = sink_route_update;
         s.route_remove = sink_route_remove;
         s.irqfd = sink_irqfd;
     }
-    assert_int_equal(msix_init(&dev.msix, &dev.pci, NVEC, 1, TABLE_OFF, PBA_OFF, s), 0);
+    assert_int_equal(msix_init(&d->msix, &d->pci, NVEC, 1, TABLE_OFF, PBA_OFF, s), 0);
+}
+
+static void dev_init(bool irqfd)
+{
+    test_dev_build(&dev, &sink, irqfd);
 }
 
 static int setup_direct(void **state)
@@ -384,6 +405,43 @@ static void test_bad_layouts(void **state)
     pci_device_destroy(&pdev);
 }
 
+/* The table, pending bits and enable state survive a state round trip;
+ * routes are made again on the restored function at first delivery. */
+static void test_state_round_trip(void **state)
+{
+    program(0, 0xfee00000, 0x30, false);
+    program(2, 0xfee01000, 0x32, true);
+    control(MSIX_CONTROL_ENABLE);
+    assert_true(msix_notify(&dev.msix, 0));
+    assert_true(msix_notify(&dev.msix, 2)); /* masked: pending */
+    assert_int_equal(sink.adds, 1);
+
+    static struct test_dev restored;
+    static struct fake_sink restored_sink;
+    test_dev_build(&restored, &restored_sink, true);
+    assert_state_roundtrip(&dev.pci.dev, &restored.pci.dev);
+    assert_true(msix_enabled(&restored.msix));
+    assert_true(msix_is_pending(&restored.msix, 2));
+    assert_int_equal(msix_bar_io_ops.read(&restored.msix, 2 * 16 + 8, 4), 0x32);
+    assert_int_equal(restored_sink.adds, 0);
+    /* Unmasking delivers the pending vector through a new route. */
+    msix_bar_io_ops.write(&restored.msix, 2 * 16 + 12, 4, 0);
+    assert_false(msix_is_pending(&restored.msix, 2));
+    assert_int_equal(restored_sink.adds, 1);
+    assert_int_equal(restored_sink.routes[0].data, 0x32);
+    assert_true(msix_notify(&restored.msix, 0));
+    assert_int_equal(restored_sink.adds, 2);
+    assert_int_equal(restored_sink.routes[1].addr, 0xfee00000);
+
+    assert_state_refusals(&dev.pci.dev, &restored.pci.dev);
+    uint32_t vectors = NVEC + 1;
+    assert_state_field_refused(&dev.pci.dev, &restored.pci.dev, "msix.vectors", &vectors, 4);
+    uint8_t pending[NVEC] = {0, 0, 2, 0};
+    assert_state_field_refused(&dev.pci.dev, &restored.pci.dev, "msix.pending", pending, NVEC);
+    msix_destroy(&restored.msix);
+    pci_device_destroy(&restored.pci);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +453,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_irqfd_path, setup_irqfd, teardown),
         cmocka_unit_test_setup_teardown(test_route_failure_falls_back, setup_irqfd, teardown),
         cmocka_unit_test(test_bad_layouts),
+        cmocka_unit_test_setup_teardown(test_state_round_trip, setup_irqfd, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 
 #include "core/bus.h"
 #include "pci/pci.h"
+#include "support/state.h"
 
 #define ECAM_BASE_TEST 0xe0000000ull
 #define ECAM_SIZE_TEST 0x10000000ull
@@ -86,6 +87,17 @@ static void hook_bar_mapped(struct pci_device *pdev, unsigned bar, bool mapped, 
 static const struct pci_device_ops test_pci_ops = {.config_write = hook_write,
                                                    .bar_mapped = hook_bar_mapped};
 
+static int test_dev_state(struct device *dev, struct snap *s)
+{
+    snap_enter(s, "pci");
+    pci_device_state(container_of(dev, struct pci_device, dev), s);
+    snap_leave(s);
+    return snap_error(s);
+}
+
+static const struct device_ops test_dev_ops = {
+    .state = test_dev_state, .kind = "test-pci", .state_version = 1};
+
 static void test_dev_init(struct test_dev *d, const char *name, uint16_t device_id)
 {
     static const struct pci_ids base_ids = {.vendor_id = 0x1234,
@@ -96,7 +108,7 @@ static void test_dev_init(struct test_dev *d, const char *name, uint16_t device_
     struct pci_ids ids = base_ids;
     ids.device_id = device_id;
     memset(d, 0, sizeof(*d));
-    pci_device_init(&d->pci, name, NULL, &ids, &test_pci_ops);
+    pci_device_init(&d->pci, name, &test_dev_ops, &ids, &test_pci_ops);
     assert_int_equal(pci_register_bar(&d->pci, 0, PCI_BAR_IO, false, 32, &region_ops, &d->io), 0);
     assert_int_equal(
         pci_register_bar(&d->pci, 1, PCI_BAR_MEM32, false, 0x1000, &region_ops, &d->mem32), 0);
@@ -434,6 +446,44 @@ static void test_intx_and_disable(void **state)
     assert_int_equal(intx_count, 4);
 }
 
+/* A function's state brings back its decodes and INTx after a reset; a
+ * state from another function (other IDs) is refused. */
+static void test_state_restores_decodes_and_intx(void **state)
+{
+    uint8_t devfn = PCI_DEVFN(TEST_SLOT, 0);
+    program_bars(devfn, 0xc000, 0xc0000000, 0x800000000ull);
+    cfg_write(devfn, PCI_COMMAND, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+    cfg_write(devfn, PCI_INTERRUPT_LINE, 1, 11);
+    pci_set_irq(&dev_a.pci, true);
+    struct snap_buf saved = {0};
+    state_save(&dev_a.pci.dev, &saved);
+
+    pci_device_reset(&dev_a.pci);
+    assert_int_equal(bus_read(&pio, 0xc004, 2), 0xffff);
+    assert_false(intx_log[intx_count - 1].level);
+    char err[512] = "";
+    assert_int_equal(state_load(&dev_a.pci.dev, saved.data, saved.len, err, sizeof(err)), 0);
+    assert_int_equal(bus_read(&pio, 0xc004, 2), 0x5a5a);
+    assert_int_equal(bus_read(&mmio, 0x800000010ull, 4), 0x5a5a5a5a);
+    assert_int_equal(cfg_read(devfn, PCI_INTERRUPT_LINE, 1), 11);
+    assert_true(pci_bus_master_enabled(&dev_a.pci));
+    assert_true(intx_log[intx_count - 1].level);
+    assert_true(cfg_read(devfn, PCI_STATUS, 2) & PCI_STATUS_INTERRUPT);
+    assert_state_roundtrip(&dev_a.pci.dev, &dev_a.pci.dev);
+
+    /* dev-b has another device ID: dev-a's config is not its own. */
+    assert_int_equal(state_load(&dev_b.pci.dev, saved.data, saved.len, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "'pci.config'"));
+    assert_non_null(strstr(err, "identity"));
+    /* A load validates everything before it changes anything: dev-a can
+     * refuse its own corrupted states and stay as it was. */
+    assert_state_refusals(&dev_a.pci.dev, &dev_a.pci.dev);
+    uint8_t two = 2;
+    assert_state_field_refused(&dev_a.pci.dev, &dev_a.pci.dev, "pci.intx_level", &two, 1);
+    assert_int_equal(bus_read(&pio, 0xc004, 2), 0x5a5a);
+    snap_buf_free(&saved);
+}
+
 static void test_capabilities(void **state)
 {
     struct test_dev d;
@@ -589,6 +639,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_overlapping_bars_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_intx_and_disable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_restores_decodes_and_intx, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_restores_power_on_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_registrations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_sweep, setup, teardown),

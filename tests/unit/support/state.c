@@ -63,15 +63,18 @@ static struct layout layout_of(const uint8_t *data)
     return l;
 }
 
-static void expect_refused(struct device *victim, const uint8_t *data, size_t len,
-                           const char *what, const char *must_name)
+/* The error must name the device the state belongs to (the record's
+ * name: a machine matches records to devices by it). */
+static void expect_refused(struct device *victim, const char *owner, const uint8_t *data,
+                           size_t len, const char *what, const char *must_name)
 {
     char err[512] = "";
     int rc = state_load(victim, data, len, err, sizeof(err));
     if (rc == 0)
         fail_msg("%s: state %s was accepted", victim->name, what);
-    if (!strstr(err, victim->name))
-        fail_msg("%s: error for state %s does not name the device: %s", victim->name, what, err);
+    if (!strstr(err, owner))
+        fail_msg("%s: error for state %s does not name the device %s: %s", victim->name, what,
+                 owner, err);
     if (must_name && !strstr(err, must_name))
         fail_msg("%s: error for state %s does not name '%s': %s", victim->name, what, must_name,
                  err);
@@ -88,33 +91,33 @@ void assert_state_refusals(struct device *from, struct device *victim)
     /* Cut short: the whole record, then the body with a consistent length. */
     for (size_t cut = l.body_at; cut < b.len; cut++) {
         memcpy(copy, b.data, cut);
-        expect_refused(victim, copy, cut, "cut short", NULL);
+        expect_refused(victim, from->name, copy, cut, "cut short", NULL);
         le32_store(copy + l.body_len_at, (uint32_t)(cut - l.body_at));
-        expect_refused(victim, copy, cut, "with its last fields missing", NULL);
+        expect_refused(victim, from->name, copy, cut, "with its last fields missing", NULL);
     }
 
     memcpy(copy, b.data, b.len);
     le32_store(copy + l.version_at, from->ops->state_version + 1);
-    expect_refused(victim, copy, b.len, "from a newer version", NULL);
+    expect_refused(victim, from->name, copy, b.len, "from a newer version", NULL);
     le32_store(copy + l.version_at, 0);
-    expect_refused(victim, copy, b.len, "of version 0", NULL);
+    expect_refused(victim, from->name, copy, b.len, "of version 0", NULL);
 
     memcpy(copy, b.data, b.len);
     copy[l.kind_at + 1] ^= 0x20; /* the kind's first letter, case flipped */
-    expect_refused(victim, copy, b.len, "of another kind", NULL);
+    expect_refused(victim, from->name, copy, b.len, "of another kind", NULL);
 
     /* An unknown field after the last one. */
     memcpy(copy, b.data, b.len);
     static const uint8_t extra[] = {5, 'b', 'o', 'g', 'u', 's', 1, 0, 0, 0, 7};
     memcpy(copy + b.len, extra, sizeof(extra));
     le32_store(copy + l.body_len_at, (uint32_t)(b.len - l.body_at + sizeof(extra)));
-    expect_refused(victim, copy, b.len + sizeof(extra), "with an extra field", "bogus");
+    expect_refused(victim, from->name, copy, b.len + sizeof(extra), "with an extra field", "bogus");
 
     /* The first field renamed. */
     if (b.len > l.body_at + 1) {
         memcpy(copy, b.data, b.len);
         copy[l.body_at + 1] ^= 0x20;
-        expect_refused(victim, copy, b.len, "with a field renamed", NULL);
+        expect_refused(victim, from->name, copy, b.len, "with a field renamed", NULL);
     }
     free(copy);
     snap_buf_free(&b);
@@ -145,6 +148,6 @@ void assert_state_field_refused(struct device *from, struct device *victim, cons
     }
     if (!found)
         fail_msg("%s: no field %s in its state", from->name, field);
-    expect_refused(victim, b.data, b.len, field, field);
+    expect_refused(victim, from->name, b.data, b.len, field, field);
     snap_buf_free(&b);
 }

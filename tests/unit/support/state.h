@@ -20,7 +20,8 @@ void assert_state_roundtrip(struct device *from, struct device *to);
 
 /* Checks that from's state is refused by victim, with an error naming the
  * device, when: cut short at every length; saved at the next version;
- * of another kind; with an unknown field appended; with a field renamed.
+ * of another kind; with an unknown field appended; with a field renamed
+ * (the error names from's device, as records are matched by name).
  * victim is left in no defined state (destroy it afterwards). */
 void assert_state_refusals(struct device *from, struct device *victim);
 
