@@ -98,3 +98,60 @@ int cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
+
+const char *const vmm_kind_names[NKINDS] = {"ours", "before", "qemu"};
+
+int run_order(int run, const bool present[NKINDS], enum vmm_kind order[NKINDS])
+{
+    enum vmm_kind list[NKINDS];
+    int n = 0;
+    for (int k = 0; k < NKINDS; k++)
+        if (present[k])
+            list[n++] = (enum vmm_kind)k;
+    if (n == 0)
+        return 0;
+    /* Rotating puts each contestant in each position once every n runs.
+     * With an odd n rotation alone always has the same one follow each
+     * other one, so every second block of n runs rotates the reversed list:
+     * what one VM leaves behind (page cache, CPU clocks) then precedes each
+     * contestant equally often too. With two, this is plain alternation. */
+    bool reversed = n % 2 == 1 && (run / n) % 2 == 1;
+    for (int i = 0; i < n; i++) {
+        int at = (i + run) % n;
+        order[i] = list[reversed ? n - 1 - at : at];
+    }
+    return n;
+}
+
+void print_command(const char *prefix, const char *const *argv)
+{
+    fputs(prefix, stdout);
+    for (int i = 0; argv[i]; i++) {
+        const char *a = argv[i];
+        bool plain = a[0] != 0 && strspn(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                            "0123456789_-+=.,:/@%") == strlen(a);
+        fputs(i ? " " : "", stdout);
+        if (plain) {
+            fputs(a, stdout);
+            continue;
+        }
+        putchar('\'');
+        for (; *a; a++) {
+            if (*a == '\'')
+                fputs("'\\''", stdout); /* close, escaped quote, reopen */
+            else
+                putchar(*a);
+        }
+        putchar('\'');
+    }
+    putchar('\n');
+}
+
+void print_indented(const char *indent, const char *text)
+{
+    while (*text) {
+        size_t n = strcspn(text, "\n");
+        printf("%s%.*s\n", n ? indent : "", (int)n, text);
+        text += n + (text[n] == '\n');
+    }
+}

@@ -30,4 +30,18 @@ void console_say(struct console *c, const char *text);
 
 int cmp_double(const void *a, const void *b);
 
+/* The contestants: our VMM, optionally our VMM built from an earlier
+ * revision (--vmm-before), and QEMU. */
+enum vmm_kind { OURS, BEFORE, QEMU, NKINDS };
+extern const char *const vmm_kind_names[NKINDS];
+
+/* The order in which run number `run` (from 0) measures the contestants
+ * marked in present[]; returns how many it wrote to order[]. */
+int run_order(int run, const bool present[NKINDS], enum vmm_kind order[NKINDS]);
+
+/* Prints prefix, then argv as a shell command line one can paste. */
+void print_command(const char *prefix, const char *const *argv);
+/* Prints text line by line, each line after indent. */
+void print_indented(const char *indent, const char *text);
+
 #endif

@@ -1,10 +1,15 @@
-/* Start-up and memory benchmark: ours against QEMU on the same test guest.
+/* Start-up and memory benchmark: ours against QEMU on the same test guest,
+ * and optionally against our VMM built from an earlier revision (--vmm-before,
+ * see bench/build-before.sh), all in one invocation.
  *
  * For each run it measures the time from exec to the guest's first
  * instruction (the guest's first act is writing 'S' to the debug port, which
  * both VMMs send to a FIFO we read), then drives the guest through its
  * self-test and reads the VMM's memory overhead: process RSS minus the RSS
- * of the guest-RAM mappings. Prints figures and ratios; never fails on time. */
+ * of the guest-RAM mappings. Runs are interleaved, the contestants' order
+ * rotating from run to run, so that a change in the host's load during the
+ * benchmark weighs on all alike. Prints the exact commands, figures and
+ * ratios; never fails on time. */
 #include <errno.h>
 
 #include "bench_util.h"
@@ -29,7 +34,7 @@
 #define MAX_RUNS 101
 
 struct options {
-    const char *vmm, *guest, *qemu;
+    const char *vmm, *vmm_before, *guest, *qemu;
     int runs;
     unsigned cpus, memory_mib;
 };
@@ -66,13 +71,49 @@ static void read_rss(pid_t pid, uint64_t guest_bytes, double *total_kib, double 
     fclose(f);
 }
 
-enum vmm_kind { OURS, QEMU };
+/* One contestant's exact command line, run in a directory of its own that
+ * holds config.toml (ours and before), the console socket ttya and the
+ * debug-port FIFO debug.out. */
+struct command {
+    char cpus[16], mem[16];
+    const char *argv[32];
+};
+
+static void build_command(struct command *c, enum vmm_kind kind, const struct options *o)
+{
+    snprintf(c->cpus, sizeof(c->cpus), "%u", o->cpus);
+    snprintf(c->mem, sizeof(c->mem), "%u", o->memory_mib);
+    const char *qemu[] = {o->qemu,       "-M",
+                          "pc",          "-enable-kvm",
+                          "-nodefaults", "-no-user-config",
+                          "-display",    "none",
+                          "-m",          c->mem,
+                          "-smp",        c->cpus,
+                          "-bios",       o->guest,
+                          "-serial",     "unix:ttya,server=on,wait=on",
+                          "-chardev",    "file,id=dbg,path=debug.out",
+                          "-device",     "isa-debugcon,iobase=0x402,chardev=dbg",
+                          NULL};
+    const char *vmm[] = {kind == OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
+    const char **from = kind == QEMU ? qemu : vmm;
+    size_t n = 0;
+    while (from[n] && n + 1 < sizeof(c->argv) / sizeof(c->argv[0])) {
+        c->argv[n] = from[n];
+        n++;
+    }
+    c->argv[n] = NULL;
+}
+
+static void config_text(char *out, size_t cap, const struct options *o)
+{
+    snprintf(out, cap, "[main]\nname = \"bench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n",
+             (int)getpid(), o->cpus, o->guest, o->memory_mib);
+}
 
 static pid_t launch(enum vmm_kind kind, const struct options *o, const char *dir)
 {
-    char cpus[16], mem[16];
-    snprintf(cpus, sizeof(cpus), "%u", o->cpus);
-    snprintf(mem, sizeof(mem), "%u", o->memory_mib);
+    struct command c;
+    build_command(&c, kind, o);
     pid_t pid = fork();
     if (pid != 0)
         return pid;
@@ -81,14 +122,7 @@ static pid_t launch(enum vmm_kind kind, const struct options *o, const char *dir
     int null = open("/dev/null", O_WRONLY);
     dup2(null, 1);
     dup2(null, 2);
-    if (kind == OURS) {
-        execl(o->vmm, o->vmm, "config.toml", (char *)NULL);
-    } else {
-        execlp(o->qemu, o->qemu, "-M", "pc", "-enable-kvm", "-nodefaults", "-no-user-config",
-               "-display", "none", "-m", mem, "-smp", cpus, "-bios", o->guest, "-serial",
-               "unix:ttya,server=on,wait=on", "-chardev", "file,id=dbg,path=debug.out", "-device",
-               "isa-debugcon,iobase=0x402,chardev=dbg", (char *)NULL);
-    }
+    execvp(c.argv[0], (char *const *)c.argv);
     _exit(127);
 }
 
@@ -97,11 +131,13 @@ static bool run_once(enum vmm_kind kind, const struct options *o, struct sample 
     char dir[] = "/tmp/pst-bench-XXXXXX";
     if (!mkdtemp(dir))
         die("mkdtemp: %s", strerror(errno));
-    char path[600];
+    char path[600], config[PATH_MAX + 256];
     snprintf(path, sizeof(path), "%s/config.toml", dir);
     FILE *cfg = fopen(path, "w");
-    fprintf(cfg, "[main]\nname = \"bench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n",
-            (int)getpid(), o->cpus, o->guest, o->memory_mib);
+    if (!cfg)
+        die("%s: %s", path, strerror(errno));
+    config_text(config, sizeof(config), o);
+    fputs(config, cfg);
     fclose(cfg);
     snprintf(path, sizeof(path), "%s/debug.out", dir);
     if (mkfifo(path, 0600) < 0)
@@ -169,49 +205,102 @@ struct summary {
     double startup_med, startup_min, startup_max, overhead_med, rss_med;
 };
 
-static struct summary measure(enum vmm_kind kind, const struct options *o)
+/* Every run measures each contestant once, in an order that rotates. */
+static void measure(const struct options *o, const bool present[NKINDS], struct summary sum[NKINDS])
 {
-    static struct sample samples[MAX_RUNS];
-    double startup[MAX_RUNS], overhead[MAX_RUNS], rss[MAX_RUNS];
-    struct summary sum = {0};
-    int n = 0;
+    static double startup[NKINDS][MAX_RUNS], overhead[NKINDS][MAX_RUNS], rss[NKINDS][MAX_RUNS];
+    int n[NKINDS] = {0};
     for (int i = 0; i < o->runs; i++) {
-        if (!run_once(kind, o, &samples[n])) {
-            fprintf(stderr, "bench: %s run %d did not complete\n", kind == OURS ? "ours" : "qemu",
-                    i);
-            continue;
+        enum vmm_kind order[NKINDS];
+        int count = run_order(i, present, order);
+        for (int j = 0; j < count; j++) {
+            enum vmm_kind k = order[j];
+            struct sample s;
+            if (!run_once(k, o, &s)) {
+                fprintf(stderr, "bench: %s run %d did not complete\n", vmm_kind_names[k], i);
+                continue;
+            }
+            startup[k][n[k]] = s.startup_ms;
+            overhead[k][n[k]] = s.overhead_kib;
+            rss[k][n[k]] = s.rss_kib;
+            n[k]++;
         }
-        startup[n] = samples[n].startup_ms;
-        overhead[n] = samples[n].overhead_kib;
-        rss[n] = samples[n].rss_kib;
-        n++;
     }
-    if (n == 0)
-        return sum;
-    sum.ok = true;
-    sum.startup_med = median(startup, n);
-    sum.startup_min = startup[0];
-    sum.startup_max = startup[n - 1];
-    sum.overhead_med = median(overhead, n);
-    sum.rss_med = median(rss, n);
-    return sum;
+    for (int k = 0; k < NKINDS; k++) {
+        sum[k] = (struct summary){.ok = n[k] > 0};
+        if (!sum[k].ok)
+            continue;
+        sum[k].startup_med = median(startup[k], n[k]); /* sorts them */
+        sum[k].startup_min = startup[k][0];
+        sum[k].startup_max = startup[k][n[k] - 1];
+        sum[k].overhead_med = median(overhead[k], n[k]);
+        sum[k].rss_med = median(rss[k], n[k]);
+    }
+}
+
+/* One table row: each contestant's figure ("-" if none), then, when
+ * ratio_decimals >= 0, ours over each other one and the target. */
+static void print_row(const char *label, const double v[NKINDS], const struct summary sum[NKINDS],
+                      const bool present[NKINDS], int decimals, int ratio_decimals,
+                      const char *target)
+{
+    printf("%-28s", label);
+    for (int k = 0; k < NKINDS; k++) {
+        if (!present[k])
+            continue;
+        if (sum[k].ok)
+            printf(" %12.*f", decimals, v[k]);
+        else
+            printf(" %12s", "-");
+    }
+    bool any = false;
+    for (int k = BEFORE; ratio_decimals >= 0 && k < NKINDS; k++) {
+        if (!present[k] || !sum[OURS].ok || !sum[k].ok || v[k] <= 0)
+            continue;
+        printf("%sours/%s %.*f", any ? ", " : "   ratio ", vmm_kind_names[k], ratio_decimals,
+               v[OURS] / v[k]);
+        any = true;
+    }
+    if (any && target)
+        printf(" %s", target);
+    printf("\n");
+}
+
+static void print_commands(const struct options *o, const bool present[NKINDS])
+{
+    printf("commands (each run in a fresh directory: console socket ttya, debug FIFO "
+           "debug.out):\n");
+    for (int k = 0; k < NKINDS; k++) {
+        if (!present[k])
+            continue;
+        struct command c;
+        char prefix[32];
+        build_command(&c, (enum vmm_kind)k, o);
+        snprintf(prefix, sizeof(prefix), "  %-7s ", vmm_kind_names[k]);
+        print_command(prefix, c.argv);
+    }
+    char config[PATH_MAX + 256];
+    config_text(config, sizeof(config), o);
+    printf("  config.toml (%s):\n", present[BEFORE] ? "ours and before" : "ours");
+    print_indented("    ", config);
 }
 
 int main(int argc, char **argv)
 {
     struct options o = {.qemu = "qemu-system-x86_64", .runs = 21, .cpus = 2, .memory_mib = 256};
     static const struct option opts[] = {
-        {"vmm", required_argument, NULL, 'v'},
-        {"guest", required_argument, NULL, 'g'},
-        {"qemu", required_argument, NULL, 'q'},
-        {"runs", required_argument, NULL, 'n'},
-        {NULL, 0, NULL, 0},
+        {"vmm", required_argument, NULL, 'v'},   {"vmm-before", required_argument, NULL, 'b'},
+        {"guest", required_argument, NULL, 'g'}, {"qemu", required_argument, NULL, 'q'},
+        {"runs", required_argument, NULL, 'n'},  {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'v':
             o.vmm = optarg;
+            break;
+        case 'b':
+            o.vmm_before = optarg;
             break;
         case 'g':
             o.guest = optarg;
@@ -226,35 +315,59 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    static char vmm_path[PATH_MAX], guest_path[PATH_MAX];
+    static char vmm_path[PATH_MAX], before_path[PATH_MAX], guest_path[PATH_MAX];
     if (o.vmm && realpath(o.vmm, vmm_path))
         o.vmm = vmm_path;
+    if (o.vmm_before && realpath(o.vmm_before, before_path))
+        o.vmm_before = before_path;
     if (o.guest && realpath(o.guest, guest_path))
         o.guest = guest_path;
     if (!o.vmm || !o.guest || o.runs < 1 || o.runs > MAX_RUNS) {
-        fprintf(stderr, "usage: startup --vmm BIN --guest ROM [--qemu BIN] [--runs N<=101]\n");
+        fprintf(stderr, "usage: startup --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
+                        "[--runs N<=101]\n");
         return 2;
     }
+    if (access(o.vmm, X_OK) != 0 || (o.vmm_before && access(o.vmm_before, X_OK) != 0))
+        die("%s: not an executable", access(o.vmm, X_OK) != 0 ? o.vmm : o.vmm_before);
     signal(SIGPIPE, SIG_IGN);
-    printf("start-up and memory: %u vCPUs, %u MiB, %d runs each, test guest %s\n", o.cpus,
-           o.memory_mib, o.runs, o.guest);
-    struct summary ours = measure(OURS, &o);
-    struct summary qemu = measure(QEMU, &o);
-    printf("%-28s %12s %12s\n", "", "ours", "qemu");
-    if (!ours.ok)
-        printf("ours: no run completed\n");
-    if (!qemu.ok)
-        printf("qemu: no run completed (is qemu-system-x86 installed and /dev/kvm usable?)\n");
-    if (!ours.ok || !qemu.ok)
-        return 0;
-    printf("%-28s %12.2f %12.2f   ratio ours/qemu %.2f (target <= 5 ms)\n",
-           "exec->first insn median ms", ours.startup_med, qemu.startup_med,
-           ours.startup_med / qemu.startup_med);
-    printf("%-28s %5.2f..%-6.2f %5.2f..%-6.2f\n", "exec->first insn min..max", ours.startup_min,
-           ours.startup_max, qemu.startup_min, qemu.startup_max);
-    printf("%-28s %12.0f %12.0f   ratio ours/qemu %.3f (target <= 2048 KiB)\n",
-           "VMM overhead KiB (median)", ours.overhead_med, qemu.overhead_med,
-           ours.overhead_med / qemu.overhead_med);
-    printf("%-28s %12.0f %12.0f\n", "process RSS KiB (median)", ours.rss_med, qemu.rss_med);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    const bool present[NKINDS] = {[OURS] = true, [BEFORE] = o.vmm_before != NULL, [QEMU] = true};
+    printf("start-up and memory: %u vCPUs, %u MiB, %d runs each, %s interleaved in rotating "
+           "order, test guest %s\n",
+           o.cpus, o.memory_mib, o.runs,
+           present[BEFORE] ? "ours, before and qemu" : "ours and qemu", o.guest);
+    print_commands(&o, present);
+    struct summary sum[NKINDS];
+    measure(&o, present, sum);
+
+    printf("%-28s", "");
+    for (int k = 0; k < NKINDS; k++)
+        if (present[k])
+            printf(" %12s", vmm_kind_names[k]);
+    printf("\n");
+    for (int k = 0; k < NKINDS; k++)
+        if (present[k] && !sum[k].ok)
+            printf("%s: no run completed%s\n", vmm_kind_names[k],
+                   k == QEMU ? " (is qemu-system-x86 installed and /dev/kvm usable?)" : "");
+    double v[NKINDS];
+    for (int k = 0; k < NKINDS; k++)
+        v[k] = sum[k].startup_med;
+    print_row("exec->first insn median ms", v, sum, present, 2, 2, "(target <= 5 ms)");
+    printf("%-28s", "exec->first insn min..max");
+    for (int k = 0; k < NKINDS; k++) {
+        if (!present[k])
+            continue;
+        if (sum[k].ok)
+            printf(" %5.2f..%-6.2f", sum[k].startup_min, sum[k].startup_max);
+        else
+            printf(" %12s", "-");
+    }
+    printf("\n");
+    for (int k = 0; k < NKINDS; k++)
+        v[k] = sum[k].overhead_med;
+    print_row("VMM overhead KiB (median)", v, sum, present, 0, 3, "(target <= 2048 KiB)");
+    for (int k = 0; k < NKINDS; k++)
+        v[k] = sum[k].rss_med;
+    print_row("process RSS KiB (median)", v, sum, present, 0, -1, NULL);
     return 0;
 }

@@ -1,6 +1,8 @@
 /* Storage benchmark: our virtio-blk and NVMe against QEMU's virtio-blk-pci
- * and nvme, on the same test guest and the same page-cached file, in the
- * same invocation; and the host's own sequential throughput on that file.
+ * and nvme (and optionally against our VMM built from an earlier revision,
+ * --vmm-before, see bench/build-before.sh), on the same test guest and the
+ * same page-cached file, in the same invocation; and the host's own
+ * sequential throughput on that file.
  *
  * The guest's `bench` command (guest/storage_bench.c) drives the device
  * with a polling driver at CPL3: 4 KiB random reads and writes at queue
@@ -11,11 +13,13 @@
  * Host "dd": one thread, 1 MiB pread/pwrite at queue depth 1 over the same
  * file (what `dd bs=1M` does), for the same time.
  *
- * Runs alternate ours/QEMU (order swapped every run); the table shows the
- * median over runs with min..max, ratios ours/QEMU, and sequential figures
- * against the host. Prints figures; never fails on them.
+ * Every run measures each contestant once, the order rotating from run to
+ * run so that each takes each position (bench_util's run_order); the table
+ * shows the median over runs with min..max, ratios ours/before and
+ * ours/QEMU, and sequential figures against the host. Prints the exact
+ * commands and configs, and figures; never fails on them.
  *
- *   storage --vmm BIN --guest ROM [--qemu BIN] [--runs N] [--ms MS]
+ *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
@@ -45,7 +49,6 @@
 #define NDEVS 2
 #define MIB (1024ull * 1024ull)
 
-enum vmm_kind { OURS, QEMU };
 enum dev_kind { VIRTIO_BLK, NVME };
 
 static const char *const dev_names[NDEVS] = {"virtio-blk", "nvme"};
@@ -54,7 +57,7 @@ static const char *const test_names[NTESTS] = {"randread4k", "randwrite4k", "seq
 static const bool test_seq[NTESTS] = {false, false, true, true};
 
 struct options {
-    const char *vmm, *guest, *qemu, *dir, *extra;
+    const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra;
     int runs;
     unsigned ms, size_mib, cpus, mem_mib;
     bool dev_on[NDEVS];
@@ -67,7 +70,7 @@ struct cell {
     char note[160]; /* the last failure or data problem seen */
 };
 
-static struct cell cells[NDEVS][2][NTESTS];
+static struct cell cells[NDEVS][NKINDS][NTESTS];
 static char file_path[PATH_MAX];
 
 static uint64_t tag(uint64_t block)
@@ -151,12 +154,60 @@ static double host_seq(const struct options *o, bool write)
 
 /* ---- One VM run ---- */
 
+/* One contestant's exact command line, run in a directory of its own that
+ * holds config.toml (ours and before) and the console socket ttya. */
+struct command {
+    char mem[16], cpus[16], drive[PATH_MAX + 64];
+    const char *argv[32];
+};
+
+static void build_command(struct command *c, enum vmm_kind kind, enum dev_kind dev,
+                          const struct options *o)
+{
+    snprintf(c->mem, sizeof(c->mem), "%u", o->mem_mib);
+    snprintf(c->cpus, sizeof(c->cpus), "%u", o->cpus);
+    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,cache=writeback",
+             file_path);
+    /* mdts=8: 1 MiB per command, as our controller (QEMU's default is 512 KiB). */
+    const char *device = dev == VIRTIO_BLK ? "virtio-blk-pci,drive=d,addr=4"
+                                           : "nvme,drive=d,serial=bench,addr=4,mdts=8";
+    const char *qemu[] = {o->qemu,       "-M",
+                          "pc",          "-enable-kvm",
+                          "-nodefaults", "-no-user-config",
+                          "-display",    "none",
+                          "-m",          c->mem,
+                          "-smp",        c->cpus,
+                          "-bios",       o->guest,
+                          "-serial",     "unix:ttya,server=on,wait=on",
+                          "-drive",      c->drive,
+                          "-device",     device,
+                          NULL};
+    const char *vmm[] = {kind == OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
+    const char **from = kind == QEMU ? qemu : vmm;
+    size_t n = 0;
+    while (from[n] && n + 1 < sizeof(c->argv) / sizeof(c->argv[0])) {
+        c->argv[n] = from[n];
+        n++;
+    }
+    c->argv[n] = NULL;
+}
+
+/* Our config.toml (ours and before alike). */
+static void config_text(char *out, size_t cap, enum dev_kind dev, const struct options *o)
+{
+    snprintf(out, cap,
+             "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
+             "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s\n"
+             "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
+             (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
+             getenv("BENCH_BLOCK_DEV_EXTRA") ? getenv("BENCH_BLOCK_DEV_EXTRA") : "",
+             dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
+}
+
 static pid_t launch(enum vmm_kind kind, enum dev_kind dev, const struct options *o, const char *dir)
 {
-    char mem[16], cpus[16], drive[PATH_MAX + 64];
-    snprintf(mem, sizeof(mem), "%u", o->mem_mib);
-    snprintf(cpus, sizeof(cpus), "%u", o->cpus);
-    snprintf(drive, sizeof(drive), "file=%s,if=none,id=d,format=raw,cache=writeback", file_path);
+    struct command c;
+    build_command(&c, kind, dev, o);
     pid_t pid = fork();
     if (pid != 0)
         return pid;
@@ -165,17 +216,31 @@ static pid_t launch(enum vmm_kind kind, enum dev_kind dev, const struct options 
     int log = open("vmm.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(log, 1);
     dup2(log, 2);
-    if (kind == OURS) {
-        execl(o->vmm, o->vmm, "config.toml", (char *)NULL);
-    } else {
-        /* mdts=8: 1 MiB per command, as our controller (QEMU's default is 512 KiB). */
-        const char *device = dev == VIRTIO_BLK ? "virtio-blk-pci,drive=d,addr=4"
-                                               : "nvme,drive=d,serial=bench,addr=4,mdts=8";
-        execlp(o->qemu, o->qemu, "-M", "pc", "-enable-kvm", "-nodefaults", "-no-user-config",
-               "-display", "none", "-m", mem, "-smp", cpus, "-bios", o->guest, "-serial",
-               "unix:ttya,server=on,wait=on", "-drive", drive, "-device", device, (char *)NULL);
-    }
+    execvp(c.argv[0], (char *const *)c.argv);
     _exit(127);
+}
+
+static void print_commands(const struct options *o, const bool present[NKINDS])
+{
+    printf("commands (each run in a fresh directory: console socket ttya):\n");
+    for (int d = 0; d < NDEVS; d++) {
+        if (!o->dev_on[d])
+            continue;
+        for (int k = 0; k < NKINDS; k++) {
+            if (!present[k])
+                continue;
+            struct command c;
+            char prefix[48];
+            build_command(&c, (enum vmm_kind)k, (enum dev_kind)d, o);
+            snprintf(prefix, sizeof(prefix), "  %s %-7s ", dev_names[d], vmm_kind_names[k]);
+            print_command(prefix, c.argv);
+        }
+        char config[2 * PATH_MAX + 512];
+        config_text(config, sizeof(config), (enum dev_kind)d, o);
+        printf("  %s config.toml (%s):\n", dev_names[d],
+               present[BEFORE] ? "ours and before" : "ours");
+        print_indented("    ", config);
+    }
 }
 
 static void note(struct cell *c, const char *fmt, ...)
@@ -233,24 +298,20 @@ static void record(struct cell *row, const char *line, const char *dev, const ch
 
 static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *o, int run)
 {
-    const char *who = kind == OURS ? "ours" : "qemu";
+    const char *who = vmm_kind_names[kind];
     struct cell *row = cells[dev][kind];
     char dir[] = "/tmp/pst-sbench-XXXXXX";
     if (!mkdtemp(dir))
         die("mkdtemp: %s", strerror(errno));
     char path[PATH_MAX + 64];
-    if (kind == OURS) {
+    if (kind != QEMU) {
+        static char config[2 * PATH_MAX + 512];
         snprintf(path, sizeof(path), "%s/config.toml", dir);
         FILE *cfg = fopen(path, "w");
         if (!cfg)
             die("%s: %s", path, strerror(errno));
-        fprintf(cfg,
-                "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
-                "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s\n"
-                "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
-                (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
-                getenv("BENCH_BLOCK_DEV_EXTRA") ? getenv("BENCH_BLOCK_DEV_EXTRA") : "",
-                dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
+        config_text(config, sizeof(config), dev, o);
+        fputs(config, cfg);
         fclose(cfg);
     }
     uint64_t t0 = now_ns();
@@ -384,17 +445,26 @@ int main(int argc, char **argv)
                         .mem_mib = 512,
                         .dev_on = {true, true}};
     static const struct option opts[] = {
-        {"vmm", required_argument, NULL, 'v'},   {"guest", required_argument, NULL, 'g'},
-        {"qemu", required_argument, NULL, 'q'},  {"runs", required_argument, NULL, 'n'},
-        {"ms", required_argument, NULL, 'm'},    {"size-mib", required_argument, NULL, 's'},
-        {"dir", required_argument, NULL, 'd'},   {"devices", required_argument, NULL, 'D'},
-        {"extra", required_argument, NULL, 'x'}, {NULL, 0, NULL, 0},
+        {"vmm", required_argument, NULL, 'v'},
+        {"vmm-before", required_argument, NULL, 'b'},
+        {"guest", required_argument, NULL, 'g'},
+        {"qemu", required_argument, NULL, 'q'},
+        {"runs", required_argument, NULL, 'n'},
+        {"ms", required_argument, NULL, 'm'},
+        {"size-mib", required_argument, NULL, 's'},
+        {"dir", required_argument, NULL, 'd'},
+        {"devices", required_argument, NULL, 'D'},
+        {"extra", required_argument, NULL, 'x'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'v':
             o.vmm = optarg;
+            break;
+        case 'b':
+            o.vmm_before = optarg;
             break;
         case 'g':
             o.guest = optarg;
@@ -425,29 +495,38 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    static char vmm_path[PATH_MAX], guest_path[PATH_MAX];
+    static char vmm_path[PATH_MAX], before_path[PATH_MAX], guest_path[PATH_MAX];
     if (o.vmm && realpath(o.vmm, vmm_path))
         o.vmm = vmm_path;
+    if (o.vmm_before && realpath(o.vmm_before, before_path))
+        o.vmm_before = before_path;
     if (o.guest && realpath(o.guest, guest_path))
         o.guest = guest_path;
     if (!o.vmm || !o.guest || o.runs < 1 || o.runs > MAX_RUNS || o.ms < 100 || o.ms > 60000 ||
         o.size_mib < 64 || (!o.dev_on[0] && !o.dev_on[1])) {
         fprintf(stderr,
-                "usage: storage --vmm BIN --guest ROM [--qemu BIN] [--runs N<=%d] "
+                "usage: storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
+                "[--runs N<=%d] "
                 "[--ms 100..60000] [--size-mib N>=64] [--dir DIR] "
                 "[--devices virtio-blk,nvme] [--extra \"KEY=VALUE ...\"]\n",
                 MAX_RUNS);
         return 2;
     }
+    if (access(o.vmm, X_OK) != 0 || (o.vmm_before && access(o.vmm_before, X_OK) != 0))
+        die("%s: not an executable", access(o.vmm, X_OK) != 0 ? o.vmm : o.vmm_before);
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    const bool present[NKINDS] = {[OURS] = true, [BEFORE] = o.vmm_before != NULL, [QEMU] = true};
 
     create_file(&o);
     printf("storage: %u MiB page-cached file in %s; guest: %u vCPU, %u MiB, polling driver at "
-           "CPL3; %u ms per test (after 200 ms warm-up), %d runs, ours and QEMU alternating\n",
-           o.size_mib, o.dir, o.cpus, o.mem_mib, o.ms, o.runs);
+           "CPL3; %u ms per test (after 200 ms warm-up), %d runs, %s\n",
+           o.size_mib, o.dir, o.cpus, o.mem_mib, o.ms, o.runs,
+           present[BEFORE] ? "ours, before and QEMU in rotating order"
+                           : "ours and QEMU alternating");
     printf("  random: 4 KiB, queue depth 32; sequential: 1 MiB, queue depth 8%s%s\n",
            o.extra ? "; guest options: " : "", o.extra ? o.extra : "");
+    print_commands(&o, present);
     print_load("before");
 
     double dd[2][MAX_RUNS];
@@ -457,9 +536,10 @@ int main(int argc, char **argv)
         for (int d = 0; d < NDEVS; d++) {
             if (!o.dev_on[d])
                 continue;
-            enum vmm_kind first = r % 2 ? QEMU : OURS;
-            run_vm(first, (enum dev_kind)d, &o, r + 1);
-            run_vm(first == OURS ? QEMU : OURS, (enum dev_kind)d, &o, r + 1);
+            enum vmm_kind order[NKINDS];
+            int count = run_order(r, present, order);
+            for (int i = 0; i < count; i++)
+                run_vm(order[i], (enum dev_kind)d, &o, r + 1);
         }
         printf("  run %d done\n", r + 1);
     }
@@ -470,26 +550,49 @@ int main(int argc, char **argv)
         memcpy(ddc[w].v, dd[w], sizeof(double) * (size_t)o.runs);
     }
 
-    printf("\n%-24s %-26s %-26s %-8s %s\n", "median (min..max)", "ours", "qemu", "ours/qemu",
-           "vs host dd (ours, qemu)");
+    printf("\n%-30s", "median (min..max)");
+    for (int k = 0; k < NKINDS; k++)
+        if (present[k])
+            printf(" %-26s", vmm_kind_names[k]);
+    if (present[BEFORE])
+        printf(" %-11s", "ours/before");
+    printf(" %-9s vs host dd (ours%s, qemu)\n", "ours/qemu", present[BEFORE] ? ", before" : "");
     for (int d = 0; d < NDEVS; d++) {
         if (!o.dev_on[d])
             continue;
         for (int t = 0; t < NTESTS; t++) {
-            char label[64], a[64], b[64], ratio[16] = "-", vsdd[48] = "", po[16], pq[16];
+            char label[64], text[64];
             snprintf(label, sizeof(label), "%s %s %s", dev_names[d], test_names[t],
                      test_seq[t] ? "MiB/s" : "IOPS");
-            struct cell *co = &cells[d][OURS][t], *cq = &cells[d][QEMU][t];
-            fmt_cell(a, sizeof(a), co);
-            fmt_cell(b, sizeof(b), cq);
-            double mo, mq, md, lo, hi;
-            bool ho = summarize(co, &mo, &lo, &hi), hq = summarize(cq, &mq, &lo, &hi);
-            if (ho && hq && mq > 0)
-                snprintf(ratio, sizeof(ratio), "%.2f", mo / mq);
-            if (test_seq[t] && summarize(&ddc[t == 3], &md, &lo, &hi) && md > 0)
-                snprintf(vsdd, sizeof(vsdd), "%s, %s", ho ? pct(po, sizeof(po), mo / md) : "-",
-                         hq ? pct(pq, sizeof(pq), mq / md) : "-");
-            printf("%-30s %-26s %-26s %-9s %s\n", label, a, b, ratio, vsdd);
+            printf("%-30s", label);
+            double med[NKINDS], md, lo, hi;
+            bool have[NKINDS];
+            for (int k = 0; k < NKINDS; k++) {
+                have[k] = present[k] && summarize(&cells[d][k][t], &med[k], &lo, &hi);
+                if (!present[k])
+                    continue;
+                fmt_cell(text, sizeof(text), &cells[d][k][t]);
+                printf(" %-26s", text);
+            }
+            for (int k = BEFORE; k < NKINDS; k++) {
+                if (!present[k])
+                    continue;
+                snprintf(text, sizeof(text), "-");
+                if (have[OURS] && have[k] && med[k] > 0)
+                    snprintf(text, sizeof(text), "%.2f", med[OURS] / med[k]);
+                printf(" %-*s", k == BEFORE ? 11 : 9, text);
+            }
+            if (test_seq[t] && summarize(&ddc[t == 3], &md, &lo, &hi) && md > 0) {
+                printf(" ");
+                const char *sep = "";
+                for (int k = 0; k < NKINDS; k++) {
+                    if (!present[k])
+                        continue;
+                    printf("%s%s", sep, have[k] ? pct(text, sizeof(text), med[k] / md) : "-");
+                    sep = ", ";
+                }
+            }
+            printf("\n");
         }
     }
     char a[64], b[64];
@@ -500,7 +603,7 @@ int main(int argc, char **argv)
     printf("targets: ours >= qemu on every line; sequential >= 70%% of host dd\n");
     bool notes = false;
     for (int d = 0; d < NDEVS; d++)
-        for (int k = 0; k < 2; k++)
+        for (int k = 0; k < NKINDS; k++)
             for (int t = 0; t < NTESTS; t++)
                 if (cells[d][k][t].note[0]) {
                     if (!notes)
