@@ -17,6 +17,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "core/kvm_state.h"
 #include "core/vcpu.h"
 
 /* Same placement QEMU uses: just below a 16 MiB bootrom, clear of the APICs. */
@@ -470,6 +471,7 @@ int machine_create(struct machine *m, const struct machine_spec *spec)
     m->spec = *spec;
     m->kvm_fd = m->vm_fd = m->event_fd = -1;
     m->halt_probe.fd = -1;
+    vm_clock_init(&m->clock);
     pthread_mutex_init(&m->irq_lock, NULL);
     bus_init(&m->pio, "pio");
     bus_init(&m->mmio, "mmio");
@@ -490,6 +492,7 @@ int machine_create(struct machine *m, const struct machine_spec *spec)
         goto fail;
     if (vcpu_setup_signals() < 0 || create_vm(m) < 0)
         goto fail;
+    kvm_state_init(m);
     return 0;
 fail:
     machine_destroy(m);
@@ -536,10 +539,23 @@ static void halt_probe_tick(void *opaque)
     }
 }
 
-int machine_start(struct machine *m)
+/* Installs the routing table if the VM still has KVM's default one. */
+static int apply_pending_irq_routing(struct machine *m)
+{
+    int r = 0;
+    pthread_mutex_lock(&m->irq_lock);
+    if (m->irq_routing_pending) {
+        r = apply_irq_routing(m);
+        m->irq_routing_pending = false;
+    }
+    pthread_mutex_unlock(&m->irq_lock);
+    return r;
+}
+
+/* Starts every vCPU's thread; each runs from the vCPU's current state. */
+static int run_vcpus(struct machine *m)
 {
     atomic_store(&m->stop_vcpus, false);
-    atomic_store(&m->event, MACHINE_RUNNING);
     for (unsigned i = 0; i < m->spec.cpus; i++) {
         atomic_store(&m->vcpus[i].probe_requested, false);
         atomic_store(&m->vcpus[i].halted_irqs_off, false);
@@ -548,15 +564,9 @@ int machine_start(struct machine *m)
             return -1;
         }
     }
-    if (m->irq_routing_pending) {
-        pthread_mutex_lock(&m->irq_lock);
-        int r = apply_irq_routing(m);
-        m->irq_routing_pending = false;
-        pthread_mutex_unlock(&m->irq_lock);
-        if (r < 0) {
-            machine_stop(m);
-            return -1;
-        }
+    if (apply_pending_irq_routing(m) < 0) {
+        machine_stop(m);
+        return -1;
     }
     m->halt_probe_hits = 0;
     if (m->loop && m->halt_probe.fd < 0 &&
@@ -564,6 +574,12 @@ int machine_start(struct machine *m)
         return -1;
     vm_timer_arm(&m->halt_probe, HALT_PROBE_PERIOD_NS, HALT_PROBE_PERIOD_NS);
     return 0;
+}
+
+int machine_start(struct machine *m)
+{
+    atomic_store(&m->event, MACHINE_RUNNING);
+    return run_vcpus(m);
 }
 
 void machine_set_pit_hpet_legacy(struct machine *m, bool hpet_legacy)
@@ -600,6 +616,279 @@ void machine_stop(struct machine *m)
         vcpu_kick(&m->vcpus[i]);
     for (unsigned i = 0; i < m->spec.cpus; i++)
         vcpu_join(&m->vcpus[i]);
+}
+
+/* ---- Pause, resume and state ---- */
+
+/* Runs the vCPUs again after a pause: kvmclock first, so the guest does
+ * not see the time the machine spent paused. With a reset or halt under
+ * way they stay stopped for the main loop. */
+static int continue_vcpus(struct machine *m)
+{
+    if (atomic_load(&m->event) != MACHINE_RUNNING)
+        return 0;
+    if (kvm_state_thaw(m) < 0)
+        return -1;
+    return run_vcpus(m);
+}
+
+int machine_pause(struct machine *m, char *err, size_t err_size)
+{
+    if (m->paused) {
+        snprintf(err, err_size, "the machine is already paused");
+        return -1;
+    }
+    machine_stop(m);
+    if (atomic_load(&m->event) != MACHINE_RUNNING) {
+        snprintf(err, err_size, "the machine is resetting or halting; not paused");
+        return -1;
+    }
+    m->paused_vm_clock_ns = vm_clock_now(&m->clock);
+    if (kvm_state_freeze(m, err, err_size) < 0) {
+        run_vcpus(m);
+        return -1;
+    }
+    /* Reverse order: a device is paused before those it was built on. */
+    for (unsigned i = m->device_count; i-- > 0;) {
+        struct device *d = m->devices[i];
+        if (device_pause(d) == 0)
+            continue;
+        snprintf(err, err_size, "%s: cannot pause (its I/O could not be parked)", d->name);
+        for (unsigned j = i + 1; j < m->device_count; j++)
+            device_resume(m->devices[j]);
+        continue_vcpus(m);
+        return -1;
+    }
+    m->paused = true;
+    log_debug("machine paused");
+    return 0;
+}
+
+int machine_resume(struct machine *m)
+{
+    if (!m->paused)
+        return 0;
+    /* Device timers continue from the time the pause found. */
+    vm_clock_set(&m->clock, m->paused_vm_clock_ns);
+    for (unsigned i = 0; i < m->device_count; i++)
+        device_resume(m->devices[i]);
+    m->paused = false;
+    log_debug("machine resumed");
+    return continue_vcpus(m);
+}
+
+static struct device *device_named(struct machine *m, const char *name, unsigned *index)
+{
+    for (unsigned i = 0; i < m->device_count; i++)
+        if (strcmp(m->devices[i]->name, name) == 0) {
+            if (index)
+                *index = i;
+            return m->devices[i];
+        }
+    return NULL;
+}
+
+/* The "machine" record: the shape a state fits. Loading compares, it
+ * changes nothing. */
+static int machine_header_fields(void *opaque, struct snap *s)
+{
+    struct machine *m = opaque;
+    uint32_t cpus = m->spec.cpus, device_count = m->device_count;
+    uint64_t memory = m->spec.memory_bytes, bootrom = m->bootrom_size;
+    snap_u32(s, "cpus", &cpus);
+    if (snap_loading(s) && cpus != m->spec.cpus)
+        snap_fail(s, "cpus", "the state is of %u vCPUs, this machine has %u", cpus, m->spec.cpus);
+    snap_u64(s, "memory_bytes", &memory);
+    if (snap_loading(s) && memory != m->spec.memory_bytes)
+        snap_fail(
+            s, "memory_bytes", "the state is of %llu MiB of memory, this machine has %llu MiB",
+            (unsigned long long)(memory / MIB), (unsigned long long)(m->spec.memory_bytes / MIB));
+    snap_u64(s, "bootrom_size", &bootrom);
+    if (snap_loading(s) && bootrom != m->bootrom_size)
+        snap_fail(s, "bootrom_size", "the state is of a %llu-byte bootrom, this machine's has %llu",
+                  (unsigned long long)bootrom, (unsigned long long)m->bootrom_size);
+    snap_u32(s, "device_count", &device_count);
+    if (snap_loading(s) && device_count != m->device_count)
+        snap_fail(s, "device_count", "the state has %u devices, this machine %u", device_count,
+                  m->device_count);
+    bool listed[MACHINE_MAX_DEVICES] = {false};
+    for (unsigned i = 0; i < device_count && !s->failed; i++) {
+        char name[SNAP_NAME_MAX + 1] = "";
+        size_t len = 0;
+        if (!snap_loading(s)) {
+            len = strnlen(m->devices[i]->name, SNAP_NAME_MAX);
+            memcpy(name, m->devices[i]->name, len);
+        }
+        snap_enter(s, "device%u", i);
+        snap_var_bytes(s, "name", name, &len, SNAP_NAME_MAX);
+        name[len] = '\0';
+        unsigned index = 0;
+        if (snap_loading(s) && !s->failed) {
+            if (memchr(name, '\0', len))
+                snap_fail(s, "name", "contains a NUL byte");
+            else if (!device_named(m, name, &index))
+                snap_fail(s, "name", "the state has a device '%s', this machine none of that name",
+                          name);
+            else if (listed[index])
+                snap_fail(s, "name", "device '%s' is listed twice", name);
+            else
+                listed[index] = true;
+        }
+        snap_leave(s);
+    }
+    return snap_error(s);
+}
+
+int machine_save_state(struct machine *m, struct snap_buf *out, char *err, size_t err_size)
+{
+    if (!m->paused) {
+        snprintf(err, err_size, "machine state: the machine is not paused");
+        return -1;
+    }
+    size_t start = out->len;
+    int r = snap_save_record(out, "machine", MACHINE_STATE_KIND, MACHINE_STATE_VERSION,
+                             machine_header_fields, m, err, err_size);
+    if (r == 0)
+        r = kvm_vm_state_save(m, out, err, err_size);
+    for (unsigned i = 0; r == 0 && i < m->spec.cpus; i++)
+        r = kvm_vcpu_state_save(&m->vcpus[i], out, err, err_size);
+    for (unsigned i = 0; r == 0 && i < m->device_count; i++)
+        r = device_save_state(m->devices[i], out, err, err_size);
+    if (r < 0 && !out->failed)
+        out->len = start;
+    return r;
+}
+
+/* The next record, which must exist and be called `name`. */
+static int expect_record(const uint8_t *data, size_t len, size_t *pos, const char *name,
+                         struct snap_record *rec, char *err, size_t err_size)
+{
+    int r = snap_next_record(data, len, pos, rec, err, err_size);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        snprintf(err, err_size, "machine state: ends before the record of %s", name);
+        return -1;
+    }
+    if (strcmp(rec->name, name) != 0) {
+        snprintf(err, err_size, "machine state: expected the record of %s, found '%s'", name,
+                 rec->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every record of a state, read and checked. */
+struct machine_state_load {
+    struct kvm_vm_state *vm;
+    struct kvm_vcpu_state **vcpus;
+    struct snap_record *devices; /* by inventory index */
+};
+
+static void free_state_load(struct machine *m, struct machine_state_load *l)
+{
+    kvm_vm_state_free(l->vm);
+    for (unsigned i = 0; l->vcpus && i < m->spec.cpus; i++)
+        kvm_vcpu_state_free(l->vcpus[i]);
+    free(l->vcpus);
+    free(l->devices);
+}
+
+static int check_state(struct machine *m, const uint8_t *data, size_t len,
+                       struct machine_state_load *l, char *err, size_t err_size)
+{
+    size_t pos = 0;
+    struct snap_record rec;
+    if (expect_record(data, len, &pos, "machine", &rec, err, err_size) < 0 ||
+        snap_load_record(&rec, MACHINE_STATE_KIND, MACHINE_STATE_VERSION, machine_header_fields, m,
+                         err, err_size) < 0)
+        return -1;
+    if (expect_record(data, len, &pos, KVM_VM_STATE_NAME, &rec, err, err_size) < 0)
+        return -1;
+    l->vm = kvm_vm_state_parse(m, &rec, err, err_size);
+    if (!l->vm)
+        return -1;
+    l->vcpus = calloc(m->spec.cpus, sizeof(*l->vcpus));
+    l->devices = calloc(MACHINE_MAX_DEVICES, sizeof(*l->devices));
+    if (!l->vcpus || !l->devices) {
+        snprintf(err, err_size, "machine state: out of memory");
+        return -1;
+    }
+    for (unsigned i = 0; i < m->spec.cpus; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "cpu%u", i);
+        if (expect_record(data, len, &pos, name, &rec, err, err_size) < 0)
+            return -1;
+        l->vcpus[i] = kvm_vcpu_state_parse(&m->vcpus[i], &rec, err, err_size);
+        if (!l->vcpus[i])
+            return -1;
+    }
+    bool found[MACHINE_MAX_DEVICES] = {false};
+    int r;
+    while ((r = snap_next_record(data, len, &pos, &rec, err, err_size)) == 1) {
+        unsigned i = 0;
+        struct device *d = device_named(m, rec.name, &i);
+        if (!d) {
+            snprintf(err, err_size, "%s (%s): this machine has no device of that name", rec.name,
+                     rec.kind);
+            return -1;
+        }
+        if (found[i]) {
+            snprintf(err, err_size, "%s: the state has two records of it", rec.name);
+            return -1;
+        }
+        if (!d->ops->kind || strcmp(rec.kind, d->ops->kind) != 0) {
+            snprintf(err, err_size, "%s: state is for a %s, this device is a %s", rec.name,
+                     rec.kind, d->ops->kind ? d->ops->kind : "device without state");
+            return -1;
+        }
+        if (rec.version == 0 || rec.version > d->ops->state_version) {
+            snprintf(err, err_size, "%s (%s): state version %u is not one this VMM reads (1 to %u)",
+                     rec.name, rec.kind, rec.version, d->ops->state_version);
+            return -1;
+        }
+        found[i] = true;
+        l->devices[i] = rec;
+    }
+    if (r < 0)
+        return -1;
+    for (unsigned i = 0; i < m->device_count; i++)
+        if (!found[i]) {
+            snprintf(err, err_size, "%s: the state has no record of this device",
+                     m->devices[i]->name);
+            return -1;
+        }
+    return 0;
+}
+
+int machine_load_state(struct machine *m, const uint8_t *data, size_t len, char *err,
+                       size_t err_size)
+{
+    if (!m->paused) {
+        snprintf(err, err_size, "machine state: the machine is not paused");
+        return -1;
+    }
+    struct machine_state_load l = {0};
+    int r = check_state(m, data, len, &l, err, err_size);
+    /* Nothing has changed so far; from here a failure leaves the machine
+     * half loaded. The wired routes first, so lines reach the chips they
+     * will reach when the vCPUs run. */
+    if (r == 0 && apply_pending_irq_routing(m) < 0) {
+        snprintf(err, err_size, "machine state: cannot install the interrupt routing");
+        r = -1;
+    }
+    if (r == 0)
+        r = kvm_vm_state_apply(m, l.vm, err, err_size);
+    for (unsigned i = 0; r == 0 && i < m->spec.cpus; i++)
+        r = kvm_vcpu_state_apply(&m->vcpus[i], l.vcpus[i], err, err_size);
+    if (r == 0 && kvm_state_thaw(m) < 0) {
+        snprintf(err, err_size, "%s: kvmclock: KVM_SET_CLOCK refused it", KVM_VM_STATE_NAME);
+        r = -1;
+    }
+    for (unsigned i = 0; r == 0 && i < m->device_count; i++)
+        r = device_load_state(m->devices[i], &l.devices[i], err, err_size);
+    free_state_load(m, &l);
+    return r;
 }
 
 /* ---- State dump ---- */

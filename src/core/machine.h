@@ -13,6 +13,7 @@
 #include "core/io_loop.h"
 #include "core/guest_mem.h"
 #include "core/irq_line.h"
+#include "core/kvm_state.h"
 #include "core/timer.h"
 #include "devices/device.h"
 
@@ -76,6 +77,7 @@ struct vcpu {
     bool kick_lock_ready;
     bool thread_running;
     int host_cpu;                 /* -1: unpinned */
+    uint64_t paused_tsc;          /* the TSC when the machine paused (core/kvm_state.h) */
     _Atomic bool probe_requested; /* report whether halted with interrupts off */
     _Atomic bool halted_irqs_off; /* result of the last probe */
 
@@ -121,7 +123,8 @@ struct machine {
     uint64_t lowmem_size, highmem_size, bootrom_size;
 
     struct bus pio, mmio;
-    struct io_loop *loop; /* the main thread's loop, for device timers */
+    struct io_loop *loop;  /* the main thread's loop, for device timers */
+    struct vm_clock clock; /* the devices' one time base (a restore sets it) */
     struct vcpu *vcpus;
 
     struct device *devices[MACHINE_MAX_DEVICES];
@@ -141,6 +144,12 @@ struct machine {
     struct log_ratelimit reset_log; /* a guest can reset in a loop */
     struct vm_timer halt_probe;     /* all vCPUs in hlt with IF=0 halts the VM */
     unsigned halt_probe_hits;
+
+    /* Pause and state (machine_pause): the machine's time as the pause
+     * found it, which a resume continues from and a state holds. */
+    bool paused;
+    uint64_t paused_kvmclock_ns, paused_vm_clock_ns;
+    struct kvm_state_host kvm_host;
 };
 
 /* Validates the spec against the host and builds the VM; on failure logs one
@@ -168,6 +177,41 @@ int machine_reset(struct machine *m);
 /* The device part of machine_reset, with every vCPU stopped: drop_decodes
  * on every device, then reset on every device (see devices/device.h). */
 void machine_reset_devices(struct machine *m);
+
+/* Pause, resume and state, on the main thread (like machine_stop).
+ *
+ * machine_pause stops every vCPU out of KVM_RUN (an exit it was handling
+ * completes first, so the registers are consistent), records the
+ * machine's time, then pauses every device in reverse inventory order.
+ * It fails (err says why) if the machine is already paused, if a reset or
+ * halt is under way (the vCPUs then stay stopped for the main loop to act
+ * on it), or if a device cannot pause; what it paused then runs again.
+ * machine_resume resumes the devices in inventory order and lets the vCPUs
+ * continue where they were: kvmclock and the devices' clock go on from
+ * the moment of the pause. A machine that never ran can be paused, loaded
+ * and resumed: it then starts from the loaded state. */
+int machine_pause(struct machine *m, char *err, size_t err_size);
+int machine_resume(struct machine *m);
+
+#define MACHINE_STATE_KIND "machine"
+#define MACHINE_STATE_VERSION 1
+
+/* Paused only. Appends the machine's state to out: a "machine" record
+ * (vCPU count, memory and bootrom sizes, the devices' names), the
+ * "kvm-vm" record, one "kvm-vcpu" record per vCPU ("cpu<N>"), then each
+ * device's record in inventory order. Guest memory is not part of it.
+ * Returns 0, or -1 with the reason in err (out is left as it was). */
+int machine_save_state(struct machine *m, struct snap_buf *out, char *err, size_t err_size);
+/* Paused only. Loads a state saved from a machine of the same shape and
+ * devices: the records are all read and checked before anything changes
+ * (a device's fields are checked by its own load, after the core state's),
+ * so a state of another shape, with a device this machine lacks, without a
+ * device it has, of another kind, cut short, corrupt or newer is refused
+ * (err names the record and field). Returns 0 or -1; after a failure once
+ * applying began (KVM or a device refusing a value) the machine is in no
+ * defined state and must be reset or destroyed. */
+int machine_load_state(struct machine *m, const uint8_t *data, size_t len, char *err,
+                       size_t err_size);
 
 /* Drives interrupt line gsi (0-15: ISA IRQs to PIC and IOAPIC; 16-23:
  * IOAPIC only), shared by several sources (source_bit: one bit per source);

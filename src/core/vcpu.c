@@ -464,6 +464,35 @@ void vcpu_describe_unanswered(struct vcpu *v, char *buf, size_t cap)
         describe_exit(&v->exits[(count - 1) % VCPU_EXIT_HISTORY], buf + n, cap - (size_t)n);
 }
 
+/* An I/O or MMIO exit completes (the read value lands in the register,
+ * rip moves on) only at the next KVM_RUN. With immediate_exit set, that
+ * call finishes it and returns before the guest runs another instruction,
+ * so a stopped vCPU's registers are consistent for saving. String I/O can
+ * need more exits to finish; they are handled like any other. */
+#define COMPLETE_EXIT_ROUNDS 4096
+
+static void complete_pending_exit(struct vcpu *v)
+{
+    for (unsigned round = 0; round < COMPLETE_EXIT_ROUNDS; round++) {
+        v->run->immediate_exit = 1;
+        int r = ioctl(v->fd, KVM_RUN, 0);
+        v->run->immediate_exit = 0;
+        if (r < 0) {
+            if (errno != EINTR && errno != EAGAIN)
+                log_error("vCPU %u: KVM_RUN completing its last exit: %s", v->id, strerror(errno));
+            return;
+        }
+        record_exit(v);
+        atomic_store_explicit(&v->in_handler, true, memory_order_relaxed);
+        bool keep_running = handle_exit(v);
+        atomic_store_explicit(&v->in_handler, false, memory_order_relaxed);
+        if (!keep_running)
+            return;
+    }
+    log_warn("vCPU %u: string I/O still unfinished after %u exits; stopped within it", v->id,
+             COMPLETE_EXIT_ROUNDS);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vcpu *v = arg;
@@ -475,6 +504,7 @@ static void *vcpu_thread(void *arg)
     sigemptyset(&kick);
     sigaddset(&kick, SIG_KICK);
     pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
+    bool asked_to_stop = true;
     while (!atomic_load(&m->stop_vcpus)) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
             if (errno == EINTR || errno == EAGAIN) {
@@ -486,15 +516,23 @@ static void *vcpu_thread(void *arg)
             }
             log_error("vCPU %u: KVM_RUN: %s", v->id, strerror(errno));
             machine_request(m, MACHINE_FAILED);
+            asked_to_stop = false;
             break;
         }
         record_exit(v);
         atomic_store_explicit(&v->in_handler, true, memory_order_relaxed);
         bool keep_running = handle_exit(v);
         atomic_store_explicit(&v->in_handler, false, memory_order_relaxed);
-        if (!keep_running)
+        if (!keep_running) {
+            asked_to_stop = false;
             break;
+        }
     }
+    /* Stopped for a pause (not a reset or halt, which discard the state):
+     * finish the last exit. Kicks that arrive now only set immediate_exit,
+     * which the completion sets anyway. */
+    if (asked_to_stop && atomic_load(&m->event) == MACHINE_RUNNING)
+        complete_pending_exit(v);
     pthread_sigmask(SIG_BLOCK, &kick, NULL);
     current_run = NULL;
     return NULL;
