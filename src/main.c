@@ -136,7 +136,7 @@ static int build_chipset(struct vmm *vmm)
     for (unsigned n = 0; n < PC_PIRQ_COUNT; n++)
         pirq_out[n] = machine_irq_bank(m, PC_IRQ_SOURCE_PIRQ(n));
     piix3_init(&vmm->piix3, pirq_out);
-    if (piix4_pm_init(&vmm->pm, machine_irq_line(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI),
+    if (piix4_pm_init(&vmm->pm, &m->clock, machine_irq_line(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI),
                       machine_request_line(m, MACHINE_HALT), m->loop) < 0)
         return -1;
     reset_ports_init(&vmm->reset_ports, machine_request_line(m, MACHINE_RESET));
@@ -160,14 +160,14 @@ static int build_isa_devices(struct vmm *vmm)
     struct irq_bank hpet_irq[HPET_SOURCE_COUNT];
     for (unsigned n = 0; n < HPET_SOURCE_COUNT; n++)
         hpet_irq[n] = machine_irq_bank(m, PC_IRQ_SOURCE_HPET(n));
-    if (hpet_init(&vmm->hpet, "hpet", m->loop, HPET_ROUTE_CAP_DEFAULT, hpet_irq,
+    if (hpet_init(&vmm->hpet, "hpet", &m->clock, m->loop, HPET_ROUTE_CAP_DEFAULT, hpet_irq,
                   machine_pit_legacy_line(m)) < 0 ||
         !bus_register(&m->mmio, HPET_MMIO_BASE, HPET_MMIO_SIZE, &hpet_io_ops, &vmm->hpet, "hpet") ||
         machine_add_device(m, &vmm->hpet.dev) < 0)
         return -1;
     /* The RTC's interrupt passes through the HPET, which owns IRQ 8 in
      * legacy replacement mode. */
-    if (rtc_init(&vmm->rtc, "rtc", m->loop, hpet_rtc_input(&vmm->hpet)) < 0 ||
+    if (rtc_init(&vmm->rtc, "rtc", &m->clock, m->loop, hpet_rtc_input(&vmm->hpet)) < 0 ||
         add_pio_device(vmm, &vmm->rtc.dev, RTC_PORT_BASE, RTC_PORT_COUNT, &rtc_io_ops) < 0)
         return -1;
     rtc_set_memory_layout(&vmm->rtc, m->lowmem_size, m->highmem_size, m->spec.cpus);

@@ -45,7 +45,25 @@ static void debug_destroy(struct device *dev)
     dp->fd = -1;
 }
 
-static const struct device_ops debug_device_ops = {.destroy = debug_destroy};
+/* How much of the output cap the guest has used: the cap bounds a VM's
+ * whole run, restores included. */
+static int debug_state(struct device *dev, struct snap *s)
+{
+    struct debug_port *dp = container_of(dev, struct debug_port, dev);
+    uint64_t written = atomic_load(&dp->written);
+    snap_u64(s, "written", &written);
+    if (snap_loading(s) && !snap_error(s) &&
+        snap_check(s, written <= dp->max_bytes + 1, "written", "beyond the output cap"))
+        atomic_store(&dp->written, written);
+    return snap_error(s);
+}
+
+static const struct device_ops debug_device_ops = {
+    .state = debug_state,
+    .kind = "debug-port",
+    .state_version = 1,
+    .destroy = debug_destroy,
+};
 
 int debug_port_init(struct debug_port *dp, const char *path)
 {
@@ -82,7 +100,23 @@ static void post_reset(struct device *dev)
     atomic_store(&pp->last_code, 0);
 }
 
-static const struct device_ops post_device_ops = {.reset = post_reset};
+/* The last POST code, which reads back. */
+static int post_state(struct device *dev, struct snap *s)
+{
+    struct post_port *pp = container_of(dev, struct post_port, dev);
+    uint8_t code = atomic_load(&pp->last_code);
+    snap_u8(s, "last_code", &code);
+    if (snap_loading(s) && !snap_error(s))
+        atomic_store(&pp->last_code, code);
+    return snap_error(s);
+}
+
+static const struct device_ops post_device_ops = {
+    .reset = post_reset,
+    .state = post_state,
+    .kind = "post-port",
+    .state_version = 1,
+};
 
 void post_port_init(struct post_port *pp)
 {

@@ -34,7 +34,7 @@ static uint64_t counter_now(struct hpet *h)
 {
     if (!hpet_enabled(h))
         return h->counter;
-    return h->counter_at_enable + (h->clock_ns() - h->enable_clock_ns) / HPET_TICK_NS;
+    return h->counter_at_enable + (vm_clock_now(h->clock) - h->enable_clock_ns) / HPET_TICK_NS;
 }
 
 static uint64_t ticks_to_ns(uint64_t ticks)
@@ -114,9 +114,23 @@ static uint64_t ticks_until(const struct hpet_timer *t, uint64_t counter)
 static void arm(struct hpet_timer *t, uint64_t now, uint64_t delay_ns)
 {
     t->deadline_ns = delay_ns >= NOT_ARMED - now ? NOT_ARMED - 1 : now + delay_ns;
+    if (t->hpet->paused)
+        return; /* resume arms it */
     /* Far deadlines are reached by re-checking; never arm 0 (disarms). */
     uint64_t sleep = delay_ns < HPET_MAX_TIMER_SLEEP_NS ? delay_ns : HPET_MAX_TIMER_SLEEP_NS;
     vm_timer_arm(&t->timer, sleep ? sleep : 1, 0);
+}
+
+/* Arms the host timer for the deadline already recorded (resume, load): a
+ * deadline that passed meanwhile fires at once. */
+static void rearm(struct hpet_timer *t, uint64_t now)
+{
+    if (t->deadline_ns == NOT_ARMED || t->hpet->paused) {
+        vm_timer_disarm(&t->timer);
+        return;
+    }
+    uint64_t left = t->deadline_ns > now ? t->deadline_ns - now : 1;
+    vm_timer_arm(&t->timer, left < HPET_MAX_TIMER_SLEEP_NS ? left : HPET_MAX_TIMER_SLEEP_NS, 0);
 }
 
 static void disarm(struct hpet_timer *t)
@@ -135,7 +149,7 @@ static void schedule(struct hpet_timer *t)
         disarm(t);
         return;
     }
-    uint64_t now = h->clock_ns();
+    uint64_t now = vm_clock_now(h->clock);
     uint64_t counter = counter_now(h);
     uint64_t ticks = ticks_until(t, counter);
     t->wrap_pending = false;
@@ -178,11 +192,14 @@ static void timer_expired(void *opaque)
     struct hpet_timer *t = opaque;
     struct hpet *h = t->hpet;
     pthread_mutex_lock(&h->lock);
-    if (t->deadline_ns == NOT_ARMED || !hpet_enabled(h) || !(t->config & HPET_TN_INT_ENABLE)) {
+    /* Paused: a tick already on its way is left to resume, which re-arms
+     * for the same deadline. */
+    if (h->paused || t->deadline_ns == NOT_ARMED || !hpet_enabled(h) ||
+        !(t->config & HPET_TN_INT_ENABLE)) {
         pthread_mutex_unlock(&h->lock);
         return;
     }
-    uint64_t now = h->clock_ns();
+    uint64_t now = vm_clock_now(h->clock);
     if (now < t->deadline_ns) { /* an intermediate wake-up of a far deadline */
         uint64_t left = t->deadline_ns - now;
         vm_timer_arm(&t->timer, left < HPET_MAX_TIMER_SLEEP_NS ? left : HPET_MAX_TIMER_SLEEP_NS, 0);
@@ -238,7 +255,7 @@ static uint64_t read_register(struct hpet *h, uint64_t reg)
 static void write_general_config(struct hpet *h, uint64_t value)
 {
     uint64_t old = h->config;
-    uint64_t now = h->clock_ns();
+    uint64_t now = vm_clock_now(h->clock);
     uint64_t counter = counter_now(h);
     h->config = value & (HPET_CFG_ENABLE | HPET_CFG_LEGACY);
 
@@ -476,13 +493,116 @@ static void hpet_destroy(struct device *dev)
     pthread_mutex_destroy(&h->lock);
 }
 
+/* Pause: every comparator's host timer stops; the deadlines (clock times)
+ * stay, and resume arms them again, at once for one that passed. */
+static int hpet_pause(struct device *dev)
+{
+    struct hpet *h = container_of(dev, struct hpet, dev);
+    pthread_mutex_lock(&h->lock);
+    h->paused = true;
+    for (unsigned i = 0; i < HPET_NUM_TIMERS; i++)
+        vm_timer_disarm(&h->timers[i].timer);
+    pthread_mutex_unlock(&h->lock);
+    return 0;
+}
+
+static void hpet_resume(struct device *dev)
+{
+    struct hpet *h = container_of(dev, struct hpet, dev);
+    pthread_mutex_lock(&h->lock);
+    h->paused = false;
+    uint64_t now = vm_clock_now(h->clock);
+    for (unsigned i = 0; i < HPET_NUM_TIMERS; i++)
+        rearm(&h->timers[i], now);
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* A comparator's configuration as the guest can leave it: the fixed
+ * capability bits, writable bits only, and a route the capability allows
+ * (or 0, the power-on route). */
+static bool timer_config_valid(const struct hpet *h, uint64_t config)
+{
+    uint64_t fixed = HPET_TN_PERIODIC_CAP | HPET_TN_SIZE_CAP | ((uint64_t)h->route_cap << 32);
+    unsigned route = (unsigned)((config & HPET_TN_ROUTE_MASK) >> HPET_TN_ROUTE_SHIFT);
+    return (config & ~TIMER_CONFIG_WRITABLE) == fixed &&
+           (route == 0 || (h->route_cap & (1u << route)));
+}
+
+static void timer_state(struct hpet *h, struct hpet_timer *t, struct snap *s)
+{
+    snap_enter(s, "timer%u", t->index);
+    snap_u64(s, "config", &t->config);
+    snap_u64(s, "comparator", &t->comparator);
+    snap_u64(s, "period", &t->period);
+    snap_u64(s, "fsb_route", &t->fsb_route);
+    snap_bool(s, "wrap_pending", &t->wrap_pending);
+    snap_u64(s, "deadline_ns", &t->deadline_ns);
+    if (snap_loading(s) && !snap_error(s)) {
+        bool narrow = t->config & HPET_TN_32BIT;
+        bool armed = t->deadline_ns != NOT_ARMED;
+        snap_check(s, timer_config_valid(h, t->config), "config",
+                   "bits or a route this comparator does not have");
+        snap_check(s, !narrow || t->comparator <= UINT32_MAX, "comparator",
+                   "above 32 bits in 32-bit mode");
+        snap_check(s, t->period <= (narrow ? 0x7fffffffull : (uint64_t)INT64_MAX), "period",
+                   "too large for the comparator's width");
+        snap_check(s, !t->wrap_pending || armed, "wrap_pending", "set on a disarmed comparator");
+        snap_check(s, !armed || (hpet_enabled(h) && (t->config & HPET_TN_INT_ENABLE)),
+                   "deadline_ns", "armed while the comparator or the HPET is disabled");
+    }
+    snap_leave(s);
+}
+
+/* The registers, the counter's base and each comparator's deadline, all
+ * as clock times: a restore sets the machine clock to the saved time, so
+ * the counter and the comparators continue (loaded into a paused HPET,
+ * nothing is armed until resume). The interrupt lines are not saved:
+ * level comparators and legacy mode drive them again from the loaded
+ * registers; the forwarded RTC level is the RTC's, which its load drives. */
+static int hpet_state(struct device *dev, struct snap *s)
+{
+    struct hpet *h = container_of(dev, struct hpet, dev);
+    pthread_mutex_lock(&h->lock);
+    bool was_legacy = legacy_mode(h);
+    snap_u64(s, "config", &h->config);
+    snap_u64(s, "int_status", &h->int_status);
+    snap_u64(s, "counter", &h->counter);
+    snap_u64(s, "counter_at_enable", &h->counter_at_enable);
+    snap_u64(s, "enable_clock_ns", &h->enable_clock_ns);
+    if (snap_loading(s) && !snap_error(s)) {
+        snap_check(s, !(h->config & ~(HPET_CFG_ENABLE | HPET_CFG_LEGACY)), "config",
+                   "reserved bits set");
+        snap_check(s, !(h->int_status & ~((1ull << HPET_NUM_TIMERS) - 1)), "int_status",
+                   "bits of comparators this HPET does not have");
+    }
+    for (unsigned i = 0; i < HPET_NUM_TIMERS; i++)
+        timer_state(h, &h->timers[i], s);
+    if (snap_loading(s) && !snap_error(s)) {
+        irq_line_set(&h->pit_legacy, legacy_mode(h));
+        if (h->rtc_level && was_legacy != legacy_mode(h))
+            set_line(h, HPET_LEGACY_TIMER1_IRQ, HPET_SOURCE_RTC, !legacy_mode(h));
+        uint64_t now = vm_clock_now(h->clock);
+        for (unsigned i = 0; i < HPET_NUM_TIMERS; i++)
+            rearm(&h->timers[i], now);
+        update_all_levels(h);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return snap_error(s);
+}
+
 static const struct device_ops hpet_device_ops = {
     .reset = hpet_reset,
+    .pause = hpet_pause,
+    .resume = hpet_resume,
+    .state = hpet_state,
+    .kind = "hpet",
+    .state_version = 1,
     .destroy = hpet_destroy,
 };
 
-int hpet_init(struct hpet *h, const char *name, struct io_loop *loop, uint32_t route_cap,
-              const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy)
+int hpet_init(struct hpet *h, const char *name, const struct vm_clock *clock, struct io_loop *loop,
+              uint32_t route_cap, const struct irq_bank irq[HPET_SOURCE_COUNT],
+              struct irq_line pit_legacy)
 {
     memset(h, 0, sizeof(*h));
     h->dev.name = name;
@@ -490,7 +610,7 @@ int hpet_init(struct hpet *h, const char *name, struct io_loop *loop, uint32_t r
     memcpy(h->irq, irq, sizeof(h->irq));
     h->pit_legacy = pit_legacy;
     h->route_cap = route_cap & 0x00ffffffu; /* the IOAPIC has 24 pins */
-    h->clock_ns = vm_clock_ns;
+    h->clock = clock;
     for (unsigned i = 0; i < HPET_NUM_TIMERS; i++) {
         struct hpet_timer *t = &h->timers[i];
         t->hpet = h;

@@ -5,7 +5,7 @@
  * legacy replacement (timer 0 -> ISA IRQ 0, timer 1 -> IRQ 8, the PIT and the
  * RTC disconnected). No FSB (MSI) delivery.
  *
- * The counter is derived from the host's monotonic clock; comparators run on
+ * The counter is derived from the machine's clock; comparators run on
  * vm_timers (main thread). A periodic comparator never wakes the host more
  * often than every HPET_MIN_PERIOD_NS: shorter periods are coalesced (the
  * comparator skips the periods that passed, one interrupt per wake-up). */
@@ -99,8 +99,8 @@ struct hpet {
      * driving IRQ 0 (machine_pit_legacy_line). */
     struct irq_line pit_legacy;
     uint32_t route_cap;
-    /* Monotonic time source; vm_clock_ns unless a test substitutes one. */
-    uint64_t (*clock_ns)(void);
+    const struct vm_clock *clock; /* the machine's; times below are read from it */
+    bool paused;                  /* comparators' timers disarmed until resume */
 
     uint64_t config;
     uint64_t int_status;
@@ -114,11 +114,12 @@ struct hpet {
 
 extern const struct io_ops hpet_io_ops;
 
-/* route_cap: bit n set = comparators may be routed to IOAPIC pin n (pins
- * 24-31 are dropped). irq: one bank per source (machine_irq_bank(m,
- * PC_IRQ_SOURCE_HPET(n))). loop may be NULL (tests). Returns -1 if a timer
- * cannot be created. */
-int hpet_init(struct hpet *hpet, const char *name, struct io_loop *loop, uint32_t route_cap,
+/* clock: the machine's time base (kept). route_cap: bit n set = comparators
+ * may be routed to IOAPIC pin n (pins 24-31 are dropped). irq: one bank per
+ * source (machine_irq_bank(m, PC_IRQ_SOURCE_HPET(n))). loop may be NULL
+ * (tests). Returns -1 if a timer cannot be created. */
+int hpet_init(struct hpet *hpet, const char *name, const struct vm_clock *clock,
+              struct io_loop *loop, uint32_t route_cap,
               const struct irq_bank irq[HPET_SOURCE_COUNT], struct irq_line pit_legacy);
 
 /* The RTC's IRQ output enters here: forwarded to IRQ 8 unless legacy

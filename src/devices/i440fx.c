@@ -39,9 +39,50 @@ static void i440fx_destroy(struct device *dev)
     pci_device_destroy(&hb->pci);
 }
 
+/* What 0xCF8 keeps (CONFADD: enable, bus, devfn, dword register). */
+#define CONFIG_ADDRESS_BITS 0x80fffffcu
+
+/* Config space (PAM, SMRAM) and the bus's configuration address latch,
+ * which this bridge owns: a guest saved between its 0xCF8 and 0xCFC
+ * accesses continues with the function it selected. */
+static int i440fx_state(struct device *dev, struct snap *s)
+{
+    struct i440fx *hb = container_of(dev, struct i440fx, pci.dev);
+    struct pci_bus *bus = hb->pci.bus;
+    snap_enter(s, "pci");
+    pci_device_state(&hb->pci, s);
+    snap_leave(s);
+    uint32_t config_address = 0;
+    if (bus && !snap_loading(s)) {
+        pthread_mutex_lock(&bus->lock);
+        config_address = bus->config_address;
+        pthread_mutex_unlock(&bus->lock);
+    }
+    snap_u32(s, "config_address", &config_address);
+    if (!snap_loading(s) || snap_error(s))
+        return snap_error(s);
+    if (!snap_check(s, !(config_address & ~CONFIG_ADDRESS_BITS), "config_address",
+                    "bits CONFADD does not keep"))
+        return -1;
+    if (bus) {
+        pthread_mutex_lock(&bus->lock);
+        bus->config_address = config_address;
+        pthread_mutex_unlock(&bus->lock);
+    }
+    if (hb->hooks.pam_changed) {
+        pthread_mutex_lock(&hb->pci.lock);
+        hb->hooks.pam_changed(hb->hooks.opaque, &hb->pci.config[I440FX_PAM0]);
+        pthread_mutex_unlock(&hb->pci.lock);
+    }
+    return 0;
+}
+
 static const struct device_ops i440fx_device_ops = {
     .drop_decodes = pci_device_drop_decodes,
     .reset = i440fx_reset,
+    .state = i440fx_state,
+    .kind = "i440fx",
+    .state_version = 1,
     .destroy = i440fx_destroy,
 };
 

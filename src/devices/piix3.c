@@ -133,9 +133,70 @@ static void piix3_destroy(struct device *dev)
     pthread_mutex_destroy(&p->lock);
 }
 
+/* What INTx function devfn asserts now, as the router last heard it. */
+static bool function_asserts(struct pci_bus *bus, uint8_t devfn, unsigned *pin)
+{
+    struct pci_device *pdev = pci_bus_device(bus, 0, devfn);
+    if (!pdev)
+        return false;
+    pthread_mutex_lock(&pdev->lock);
+    bool asserted = pdev->intx_asserted;
+    *pin = pdev->config[PCI_INTERRUPT_PIN] - 1u;
+    pthread_mutex_unlock(&pdev->lock);
+    return asserted;
+}
+
+/* The routing registers live in config space, so the state is the PCI
+ * function's. The router's view of who asserts which PIRQ is not saved:
+ * it is what the functions on the bus assert, which their own loads put
+ * back (pci_device_state drives INTx as saved). A function reports only
+ * changes of its asserted level, and the router keeps one bit per devfn,
+ * so nothing is counted twice. On load the PIIX3 therefore takes the
+ * sources from the functions as they stand: those loaded before it are
+ * already at their saved level, those loaded after report their change
+ * through set_intx as at run time. Either order ends with the routes and
+ * levels the saved machine had; the machine loads in inventory order,
+ * where the chipset comes before the [dev.*] functions. */
+static int piix3_state(struct device *dev, struct snap *s)
+{
+    struct piix3 *p = container_of(dev, struct piix3, pci.dev);
+    snap_enter(s, "pci");
+    pci_device_state(&p->pci, s);
+    snap_leave(s);
+    if (!snap_loading(s) || snap_error(s))
+        return snap_error(s);
+    uint64_t sources[PC_PIRQ_COUNT][PCI_DEVFN_COUNT / 64] = {{0}};
+    for (unsigned devfn = 0; p->pci.bus && devfn < PCI_DEVFN_COUNT; devfn++) {
+        unsigned pin;
+        if (function_asserts(p->pci.bus, (uint8_t)devfn, &pin))
+            sources[pc_pirq_for(PCI_SLOT(devfn), pin & 3)][devfn / 64] |= 1ull << (devfn % 64);
+    }
+    uint8_t routes[PC_PIRQ_COUNT];
+    pthread_mutex_lock(&p->pci.lock);
+    memcpy(routes, &p->pci.config[PIIX3_PIRQ_ROUTE], sizeof(routes));
+    pthread_mutex_unlock(&p->pci.lock);
+    pthread_mutex_lock(&p->lock);
+    memcpy(p->pirq_sources, sources, sizeof(sources));
+    for (unsigned pirq = 0; pirq < PC_PIRQ_COUNT; pirq++) {
+        int irq = decode_route(routes[pirq]);
+        if (irq != p->routed_irq[pirq]) {
+            drive(p, pirq, false);
+            p->routed_irq[pirq] = irq;
+        }
+        bool level = pirq_level(p, pirq);
+        drive(p, pirq, level);
+        drive_gsi(p, pirq, level);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return 0;
+}
+
 static const struct device_ops piix3_device_ops = {
     .drop_decodes = pci_device_drop_decodes,
     .reset = piix3_reset,
+    .state = piix3_state,
+    .kind = "piix3",
+    .state_version = 1,
     .destroy = piix3_destroy,
 };
 

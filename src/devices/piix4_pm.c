@@ -20,11 +20,6 @@
 #define PMBA_IO_SPACE 0x01
 #define PMBA_ADDRESS_MASK 0xffc0u
 
-static uint64_t default_now(void *opaque)
-{
-    return vm_clock_ns();
-}
-
 static uint64_t ns_to_ticks(uint64_t ns)
 {
     return ns / NS_PER_S * PC_PM_TIMER_HZ + ns % NS_PER_S * PC_PM_TIMER_HZ / NS_PER_S;
@@ -39,7 +34,7 @@ static uint64_t ticks_to_ns_ceil(uint64_t ticks)
 
 static uint64_t ticks_now(struct piix4_pm *pm)
 {
-    uint64_t now = pm->now_ns(pm->now_opaque);
+    uint64_t now = vm_clock_now(pm->clock);
     return ns_to_ticks(now >= pm->clock_base_ns ? now - pm->clock_base_ns : 0);
 }
 
@@ -66,7 +61,8 @@ static void update_sci(struct piix4_pm *pm)
         pm->sci_level = level;
         irq_line_set(&pm->sci, level);
     }
-    bool want_timer = (pm->pm1_en & PC_PM1_EN_TMR) && !(pm->pm1_sts & PC_PM1_STS_TMR);
+    bool want_timer =
+        !pm->paused && (pm->pm1_en & PC_PM1_EN_TMR) && !(pm->pm1_sts & PC_PM1_STS_TMR);
     if (want_timer) {
         uint64_t delay = ticks_to_ns_ceil(pm->overflow_tick - ticks);
         vm_timer_arm(&pm->overflow_timer, delay ? delay : 1, 0);
@@ -89,7 +85,11 @@ void piix4_pm_timer_tick(struct piix4_pm *pm)
 
 static void overflow_timer_fired(void *opaque)
 {
-    piix4_pm_timer_tick(opaque);
+    struct piix4_pm *pm = opaque;
+    pthread_mutex_lock(&pm->lock);
+    if (!pm->paused) /* a tick already on its way is left to resume */
+        update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
 }
 
 void piix4_pm_press_power_button(struct piix4_pm *pm)
@@ -323,7 +323,7 @@ static const struct pci_device_ops pm_pci_ops = {.config_write = pm_config_write
 static void reset_registers(struct piix4_pm *pm)
 {
     pthread_mutex_lock(&pm->lock);
-    pm->clock_base_ns = pm->now_ns(pm->now_opaque);
+    pm->clock_base_ns = vm_clock_now(pm->clock);
     pm->overflow_tick = next_overflow(0);
     pm->pm1_sts = pm->pm1_en = pm->pm1_cnt = 0;
     memset(pm->gpe_sts, 0, sizeof(pm->gpe_sts));
@@ -363,14 +363,110 @@ static void pm_destroy(struct device *dev)
     pthread_mutex_destroy(&pm->lock);
 }
 
+/* Pause: the overflow timer stops. Its deadline is overflow_tick on the
+ * clock-based count, so resume simply re-evaluates. */
+static int pm_pause(struct device *dev)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    pthread_mutex_lock(&pm->lock);
+    pm->paused = true;
+    vm_timer_disarm(&pm->overflow_timer);
+    pthread_mutex_unlock(&pm->lock);
+    return 0;
+}
+
+static void pm_resume(struct device *dev)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    pthread_mutex_lock(&pm->lock);
+    pm->paused = false;
+    update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+}
+
+/* Re-establishes the PM block's decode after a load: where the loaded
+ * config puts it if the saved device had it mapped, nowhere otherwise (a
+ * guest may have placed it over another range, which left it unmapped).
+ * Loading into a machine whose guest placed ranges elsewhere needs every
+ * device's decodes dropped first (as reset does); a refusal here is then a
+ * state whose ranges collide, never a silently lost PM block. PCI lock
+ * held. */
+static void load_pm_block(struct piix4_pm *pm, bool mapped, struct snap *s)
+{
+    struct pci_device *pdev = &pm->pci;
+    struct bus *pio = pdev->bus ? pdev->bus->pio : NULL;
+    uint16_t base = (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
+    bool enabled = (pci_get_byte(pdev, PIIX4_PM_PMREGMISC) & PIIX4_PM_PMREGMISC_PMIOSE) && base;
+    unmap_pm_block(pm);
+    if (!mapped)
+        return;
+    if (!snap_check(s, enabled, "io_mapped", "set, but the loaded PMBA/PMREGMISC decode nothing"))
+        return;
+    if (!pio || !pci_range_unclaimed(pio, base, PC_PM_BLOCK_LEN) ||
+        !bus_register(pio, base, PC_PM_BLOCK_LEN, &piix4_pm_io_ops, pm, "piix4-pm")) {
+        snap_fail(s, "io_mapped", "the PM block at 0x%04x overlaps another range", base);
+        return;
+    }
+    pm->io_mapped = true;
+    pm->io_base = base;
+}
+
+/* Config space (PMBA, PMREGMISC), the PM1, GPE0 and APM registers, the PM
+ * timer's base and next overflow (clock time and ticks: a restore sets the
+ * machine clock to the saved time, so the count continues) and whether the
+ * PM block was decoded. The SCI level follows from the registers and is
+ * driven again; loaded into a paused function, the overflow timer waits
+ * for resume. */
+static int pm_state(struct device *dev, struct snap *s)
+{
+    struct piix4_pm *pm = container_of(dev, struct piix4_pm, pci.dev);
+    snap_enter(s, "pci");
+    pci_device_state(&pm->pci, s);
+    snap_leave(s);
+    pthread_mutex_lock(&pm->pci.lock);
+    bool mapped = pm->io_mapped;
+    snap_bool(s, "io_mapped", &mapped);
+    pthread_mutex_lock(&pm->lock);
+    snap_u64(s, "clock_base_ns", &pm->clock_base_ns);
+    snap_u64(s, "overflow_tick", &pm->overflow_tick);
+    snap_u16(s, "pm1_sts", &pm->pm1_sts);
+    snap_u16(s, "pm1_en", &pm->pm1_en);
+    snap_u16(s, "pm1_cnt", &pm->pm1_cnt);
+    snap_bytes(s, "gpe_sts", pm->gpe_sts, sizeof(pm->gpe_sts));
+    snap_bytes(s, "gpe_en", pm->gpe_en, sizeof(pm->gpe_en));
+    snap_u8(s, "apm_cnt", &pm->apm_cnt);
+    snap_u8(s, "apm_sts", &pm->apm_sts);
+    if (snap_loading(s) && !snap_error(s)) {
+        snap_check(s, !(pm->pm1_sts & ~PM1_STS_W1C), "pm1_sts", "bits this block does not have");
+        snap_check(s, !(pm->pm1_en & ~PM1_EN_WRITABLE), "pm1_en", "bits this block does not have");
+        snap_check(s, !(pm->pm1_cnt & ~PM1_CNT_WRITABLE), "pm1_cnt",
+                   "bits this block does not keep");
+        /* A toggle of bit 23 of the count: a non-zero multiple of 2^23. */
+        snap_check(s, pm->overflow_tick && !(pm->overflow_tick & (TIMER_HALF_PERIOD - 1)),
+                   "overflow_tick", "not a toggle of bit 23 of the count");
+    }
+    if (snap_loading(s) && !snap_error(s))
+        update_sci(pm);
+    pthread_mutex_unlock(&pm->lock);
+    if (snap_loading(s) && !snap_error(s))
+        load_pm_block(pm, mapped, s);
+    pthread_mutex_unlock(&pm->pci.lock);
+    return snap_error(s);
+}
+
 static const struct device_ops pm_device_ops = {
     .drop_decodes = pm_drop_decodes,
     .reset = pm_reset,
+    .pause = pm_pause,
+    .resume = pm_resume,
+    .state = pm_state,
+    .kind = "piix4-pm",
+    .state_version = 1,
     .destroy = pm_destroy,
 };
 
-int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
-                  struct io_loop *loop)
+int piix4_pm_init(struct piix4_pm *pm, const struct vm_clock *clock, struct irq_line sci,
+                  struct irq_line power_off, struct io_loop *loop)
 {
     static const struct pci_ids ids = {
         .vendor_id = PCI_VENDOR_ID_INTEL,
@@ -383,8 +479,8 @@ int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line powe
     pci_device_init(&pm->pci, "piix4-pm", &pm_device_ops, &ids, &pm_pci_ops);
     pm->sci = sci;
     pm->power_off = power_off;
-    pm->now_ns = default_now;
-    pm->now_opaque = NULL;
+    pm->clock = clock;
+    pm->paused = false;
     pm->io_mapped = false;
     pm->io_base = 0;
     pm->sci_level = false;

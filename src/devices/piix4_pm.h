@@ -28,10 +28,9 @@ struct piix4_pm {
     struct pci_device pci;
     struct irq_line sci;       /* machine_irq_line(m, PC_SCI_IRQ, PC_IRQ_SOURCE_SCI) */
     struct irq_line power_off; /* pulsed on S5 (or S4): machine_request_line(m, MACHINE_HALT) */
-    /* Time base of the PM timer; vm_clock_ns unless a test replaces it
-     * (then reset the device to rebase). */
-    uint64_t (*now_ns)(void *opaque);
-    void *now_opaque;
+    /* Time base of the PM timer: the machine's clock (a test may point it
+     * elsewhere, then reset the device to rebase). */
+    const struct vm_clock *clock;
     struct vm_timer overflow_timer; /* fd -1 without an event loop */
 
     pthread_mutex_t lock; /* registers below; taken inside the PCI lock */
@@ -41,6 +40,7 @@ struct piix4_pm {
     uint8_t gpe_sts[2], gpe_en[2];
     uint8_t apm_cnt, apm_sts;
     bool sci_level;
+    bool paused; /* overflow timer disarmed until resume */
 
     /* PM block placement; changed under the PCI lock. */
     bool io_mapped;
@@ -54,10 +54,11 @@ extern const struct io_ops piix4_pm_io_ops;  /* PC_PM_BLOCK_LEN bytes at PMBA */
 extern const struct io_ops piix4_gpe_io_ops; /* PC_GPE0_LEN bytes at PC_GPE0_BASE */
 extern const struct io_ops piix4_apm_io_ops; /* 2 bytes at PC_SMI_CMD_PORT */
 
-/* loop: where the timer-overflow timer runs; NULL (tests) means no timer,
- * call piix4_pm_timer_tick() instead. Returns -1 if the timer fails. */
-int piix4_pm_init(struct piix4_pm *pm, struct irq_line sci, struct irq_line power_off,
-                  struct io_loop *loop);
+/* clock: the machine's time base (kept). loop: where the timer-overflow
+ * timer runs; NULL (tests) means no timer, call piix4_pm_timer_tick()
+ * instead. Returns -1 if the timer fails. */
+int piix4_pm_init(struct piix4_pm *pm, const struct vm_clock *clock, struct irq_line sci,
+                  struct irq_line power_off, struct io_loop *loop);
 /* Places the function at 0.1.3, maps the PM block at its reset base and
  * claims the GPE0 and APM ports. */
 int piix4_pm_attach(struct piix4_pm *pm, struct pci_bus *bus);

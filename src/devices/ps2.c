@@ -618,8 +618,122 @@ static void ps2_destroy(struct device *dev)
     pthread_mutex_destroy(&p->lock);
 }
 
+/* A device queue, oldest byte first. */
+static void queue_state(struct snap *s, const char *name, struct ps2_queue *q)
+{
+    snap_enter(s, "%s", name);
+    uint8_t bytes[PS2_QUEUE_SIZE] = {0};
+    uint8_t count = (uint8_t)q->count;
+    for (unsigned i = 0; i < q->count; i++)
+        bytes[i] = q->bytes[(q->head + i) % PS2_QUEUE_SIZE];
+    snap_u8(s, "count", &count);
+    snap_bytes(s, "bytes", bytes, sizeof(bytes));
+    if (snap_loading(s) && !snap_error(s) &&
+        snap_check(s, count <= PS2_QUEUE_SIZE, "count", "more than the queue holds")) {
+        memcpy(q->bytes, bytes, sizeof(bytes));
+        q->head = 0;
+        q->count = count;
+    }
+    snap_leave(s);
+}
+
+static bool controller_command_pending_valid(uint8_t command)
+{
+    return command == 0 || (command >= 0x60 && command <= 0x7f) ||
+           (command >= 0xd1 && command <= 0xd4);
+}
+
+/* Controller, keyboard and mouse registers with their queues. The IRQ
+ * lines follow from the output buffer and are driven again on load. */
+static int ps2_state(struct device *dev, struct snap *s)
+{
+    struct ps2 *p = container_of(dev, struct ps2, dev);
+    pthread_mutex_lock(&p->lock);
+    snap_enter(s, "ctrl");
+    snap_bytes(s, "ram", p->ram, sizeof(p->ram));
+    snap_u8(s, "outport", &p->outport);
+    snap_u8(s, "pending_command", &p->pending_command);
+    snap_bool(s, "last_write_was_command", &p->last_write_was_command);
+    snap_bool(s, "obf", &p->obf);
+    snap_u8(s, "obuf", &p->obuf);
+    snap_bool(s, "obuf_aux", &p->obuf_aux);
+    snap_bool(s, "translate_release", &p->translate_release);
+    uint8_t reply_count = (uint8_t)p->ctrl_count;
+    uint8_t reply_values[PS2_CTRL_QUEUE_SIZE] = {0}, reply_aux[PS2_CTRL_QUEUE_SIZE] = {0};
+    for (unsigned i = 0; i < p->ctrl_count; i++) {
+        const struct ps2_ctrl_reply *r = &p->ctrl_replies[(p->ctrl_head + i) % PS2_CTRL_QUEUE_SIZE];
+        reply_values[i] = r->value;
+        reply_aux[i] = r->aux;
+    }
+    snap_u8(s, "reply_count", &reply_count);
+    snap_bytes(s, "reply_values", reply_values, sizeof(reply_values));
+    snap_bytes(s, "reply_aux", reply_aux, sizeof(reply_aux));
+    if (snap_loading(s) && !snap_error(s)) {
+        snap_check(s, controller_command_pending_valid(p->pending_command), "pending_command",
+                   "not a command that takes a data byte");
+        snap_check(s, reply_count <= PS2_CTRL_QUEUE_SIZE, "reply_count",
+                   "more than the reply queue holds");
+        for (unsigned i = 0; i < PS2_CTRL_QUEUE_SIZE; i++)
+            snap_check(s, reply_aux[i] <= 1, "reply_aux", "not 0 or 1");
+        if (!snap_error(s)) {
+            for (unsigned i = 0; i < PS2_CTRL_QUEUE_SIZE; i++)
+                p->ctrl_replies[i] = (struct ps2_ctrl_reply){reply_values[i], reply_aux[i] != 0};
+            p->ctrl_head = 0;
+            p->ctrl_count = reply_count;
+        }
+    }
+    snap_leave(s);
+
+    snap_enter(s, "kbd");
+    queue_state(s, "queue", &p->kbd_queue);
+    snap_u8(s, "pending_command", &p->kbd_pending_command);
+    snap_u8(s, "scan_set", &p->kbd_scan_set);
+    snap_bool(s, "scanning", &p->kbd_scanning);
+    snap_u8(s, "leds", &p->kbd_leds);
+    snap_u8(s, "typematic", &p->kbd_typematic);
+    snap_u8(s, "last_sent", &p->kbd_last_sent);
+    if (snap_loading(s) && !snap_error(s)) {
+        uint8_t c = p->kbd_pending_command;
+        snap_check(s, c == 0 || c == 0xed || c == 0xf0 || c == 0xf3, "pending_command",
+                   "not a keyboard command that takes a parameter");
+        snap_check(s, p->kbd_scan_set == 1 || p->kbd_scan_set == 2, "scan_set",
+                   "not scan set 1 or 2");
+        snap_check(s, p->kbd_leds <= 7, "leds", "bits beyond the three LEDs");
+        snap_check(s, p->kbd_typematic <= 0x7f, "typematic", "bit 7 set");
+    }
+    snap_leave(s);
+
+    snap_enter(s, "aux");
+    queue_state(s, "queue", &p->aux_queue);
+    snap_u8(s, "pending_command", &p->aux_pending_command);
+    snap_u8(s, "status", &p->mouse_status);
+    snap_u8(s, "resolution", &p->mouse_resolution);
+    snap_u8(s, "sample_rate", &p->mouse_sample_rate);
+    snap_bool(s, "wrap", &p->mouse_wrap);
+    snap_u8(s, "last_sent", &p->aux_last_sent);
+    if (snap_loading(s) && !snap_error(s)) {
+        uint8_t c = p->aux_pending_command;
+        snap_check(s, c == 0 || c == 0xe8 || c == 0xf3, "pending_command",
+                   "not a mouse command that takes a parameter");
+        snap_check(s,
+                   !(p->mouse_status &
+                     ~(MOUSE_STATUS_REMOTE | MOUSE_STATUS_ENABLED | MOUSE_STATUS_SCALE21)),
+                   "status", "bits the mouse does not report");
+        snap_check(s, p->mouse_resolution <= 3, "resolution", "not 0 to 3");
+    }
+    snap_leave(s);
+
+    if (snap_loading(s) && !snap_error(s))
+        update_output(p);
+    pthread_mutex_unlock(&p->lock);
+    return snap_error(s);
+}
+
 static const struct device_ops ps2_device_ops = {
     .reset = ps2_reset,
+    .state = ps2_state,
+    .kind = "ps2",
+    .state_version = 1,
     .destroy = ps2_destroy,
 };
 

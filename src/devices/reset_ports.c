@@ -65,7 +65,33 @@ static void reset_ports_reset(struct device *dev)
     atomic_store(&rp->port92, PORT92_A20);
 }
 
-static const struct device_ops reset_ports_device_ops = {.reset = reset_ports_reset};
+/* The reset type kept at 0xCF9 and port 0x92. Loading sets them without
+ * acting: a saved INIT bit is a reset already requested. */
+static int reset_ports_state(struct device *dev, struct snap *s)
+{
+    struct reset_ports *rp = container_of(dev, struct reset_ports, dev);
+    uint8_t reset_control = atomic_load(&rp->reset_control), port92 = atomic_load(&rp->port92);
+    snap_u8(s, "reset_control", &reset_control);
+    snap_u8(s, "port92", &port92);
+    if (!snap_loading(s) || snap_error(s))
+        return snap_error(s);
+    snap_check(s, !(reset_control & ~RESET_CONTROL_SYSTEM_RESET), "reset_control",
+               "bits 0xCF9 does not keep");
+    snap_check(s, !(port92 & ~(PORT92_INIT | PORT92_A20)), "port92",
+               "bits port 0x92 does not keep");
+    if (snap_error(s))
+        return -1;
+    atomic_store(&rp->reset_control, reset_control);
+    atomic_store(&rp->port92, port92);
+    return 0;
+}
+
+static const struct device_ops reset_ports_device_ops = {
+    .reset = reset_ports_reset,
+    .state = reset_ports_state,
+    .kind = "reset-ports",
+    .state_version = 1,
+};
 
 void reset_ports_init(struct reset_ports *rp, struct irq_line reset_line)
 {

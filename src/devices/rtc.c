@@ -161,9 +161,14 @@ static int64_t read_time_regs(const struct rtc *r)
 
 /* ---- The clock. */
 
+static uint64_t clock_now(const struct rtc *r)
+{
+    return vm_clock_now(r->clock);
+}
+
 static void guest_now(struct rtc *r, int64_t *seconds, uint64_t *subsecond_ns)
 {
-    uint64_t elapsed = r->clock_ns() - r->base_clock_ns + r->base_phase_ns;
+    uint64_t elapsed = clock_now(r) - r->base_clock_ns + r->base_phase_ns;
     *seconds = r->base_seconds + (int64_t)(elapsed / NS_PER_SEC);
     *subsecond_ns = elapsed % NS_PER_SEC;
 }
@@ -171,7 +176,7 @@ static void guest_now(struct rtc *r, int64_t *seconds, uint64_t *subsecond_ns)
 static void rebase(struct rtc *r, int64_t seconds, uint64_t phase_ns)
 {
     r->base_seconds = seconds;
-    r->base_clock_ns = r->clock_ns();
+    r->base_clock_ns = clock_now(r);
     r->base_phase_ns = phase_ns % NS_PER_SEC;
 }
 
@@ -231,22 +236,35 @@ static uint64_t periodic_period_ns(const struct rtc *r)
     return (uint64_t)cycles * NS_PER_SEC / RTC_TIME_BASE_HZ;
 }
 
+/* Arms the periodic timer for its deadline; nothing runs while paused. */
+static void arm_periodic_timer(struct rtc *r)
+{
+    if (r->paused || !r->periodic_ns) {
+        vm_timer_disarm(&r->periodic_timer);
+        return;
+    }
+    uint64_t now = clock_now(r);
+    uint64_t delay = r->periodic_deadline_ns > now ? r->periodic_deadline_ns - now : 1;
+    /* The next tick is never more than a period away (a loaded deadline is
+     * only checked once the clock is known). */
+    vm_timer_arm(&r->periodic_timer, delay < r->periodic_ns ? delay : r->periodic_ns,
+                 r->periodic_ns);
+}
+
 static void update_periodic_timer(struct rtc *r)
 {
     uint64_t period = periodic_period_ns(r);
     if (period == r->periodic_ns)
         return;
     r->periodic_ns = period;
-    if (period)
-        vm_timer_arm(&r->periodic_timer, period, period);
-    else
-        vm_timer_disarm(&r->periodic_timer);
+    r->periodic_deadline_ns = period ? clock_now(r) + period : 0;
+    arm_periodic_timer(r);
 }
 
 /* The update timer fires at each boundary of the guest's second. */
 static void arm_update_timer(struct rtc *r)
 {
-    if (!clock_running(r)) {
+    if (r->paused || !clock_running(r)) {
         vm_timer_disarm(&r->update_timer);
         return;
     }
@@ -272,7 +290,8 @@ static void update_tick(void *opaque)
 {
     struct rtc *r = opaque;
     pthread_mutex_lock(&r->lock);
-    if (clock_running(r)) {
+    /* Paused: a tick already on its way is left to resume, which re-arms. */
+    if (!r->paused && clock_running(r)) {
         refresh_time_regs(r);
         raise_flags(r, (uint8_t)(RTC_C_UF | (alarm_matches(r) ? RTC_C_AF : 0)));
         arm_update_timer(r);
@@ -284,8 +303,17 @@ static void periodic_tick(void *opaque)
 {
     struct rtc *r = opaque;
     pthread_mutex_lock(&r->lock);
-    if (r->periodic_ns)
+    if (!r->paused && r->periodic_ns) {
+        /* The next deadline is the first one after now (the timerfd folds
+         * missed periods into one tick). */
+        uint64_t now = clock_now(r);
+        if (now >= r->periodic_deadline_ns)
+            r->periodic_deadline_ns +=
+                ((now - r->periodic_deadline_ns) / r->periodic_ns + 1) * r->periodic_ns;
+        else if (r->periodic_deadline_ns - now > r->periodic_ns)
+            r->periodic_deadline_ns = now + r->periodic_ns;
         raise_flags(r, RTC_C_PF);
+    }
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -465,18 +493,82 @@ static void rtc_destroy(struct device *dev)
     pthread_mutex_destroy(&r->lock);
 }
 
+/* Pause: both timers stop; the periodic deadline and the guest clock's base
+ * (clock times) stay, so resume continues where pause left off. */
+static int rtc_pause(struct device *dev)
+{
+    struct rtc *r = container_of(dev, struct rtc, dev);
+    pthread_mutex_lock(&r->lock);
+    r->paused = true;
+    vm_timer_disarm(&r->periodic_timer);
+    vm_timer_disarm(&r->update_timer);
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+static void rtc_resume(struct device *dev)
+{
+    struct rtc *r = container_of(dev, struct rtc, dev);
+    pthread_mutex_lock(&r->lock);
+    r->paused = false;
+    arm_periodic_timer(r);
+    arm_update_timer(r);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* CMOS (time registers as last rendered; while the clock runs the base
+ * below is the time), the index latch, the guest clock's base and the next
+ * periodic tick. Times are the machine clock's: a restore sets that clock
+ * to the saved time (before the devices resume), so the guest clock and
+ * the periodic phase continue. The update timer follows from the base.
+ * Loaded into a paused RTC, nothing is armed until resume. */
+static int rtc_state(struct device *dev, struct snap *s)
+{
+    struct rtc *r = container_of(dev, struct rtc, dev);
+    pthread_mutex_lock(&r->lock);
+    snap_bytes(s, "cmos", r->cmos, sizeof(r->cmos));
+    snap_u8(s, "index", &r->index);
+    snap_bool(s, "nmi_masked", &r->nmi_masked);
+    snap_i64(s, "base_seconds", &r->base_seconds);
+    snap_u64(s, "base_clock_ns", &r->base_clock_ns);
+    snap_u64(s, "base_phase_ns", &r->base_phase_ns);
+    snap_u64(s, "periodic_deadline_ns", &r->periodic_deadline_ns);
+    if (snap_loading(s) && !snap_error(s)) {
+        uint64_t period = periodic_period_ns(r);
+        snap_check(s, r->index < RTC_CMOS_SIZE, "index", "beyond the 128 CMOS bytes");
+        snap_check(s, r->base_phase_ns < NS_PER_SEC, "base_phase_ns", "not below one second");
+        snap_check(s, (period == 0) == (r->periodic_deadline_ns == 0), "periodic_deadline_ns",
+                   period ? "missing while the periodic interrupt is on"
+                          : "set while the periodic interrupt is off");
+        if (!snap_error(s)) {
+            r->periodic_ns = period;
+            arm_periodic_timer(r);
+            arm_update_timer(r);
+            update_irq(r);
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return snap_error(s);
+}
+
 static const struct device_ops rtc_device_ops = {
     .reset = rtc_reset,
+    .pause = rtc_pause,
+    .resume = rtc_resume,
+    .state = rtc_state,
+    .kind = "rtc",
+    .state_version = 1,
     .destroy = rtc_destroy,
 };
 
-int rtc_init(struct rtc *r, const char *name, struct io_loop *loop, struct irq_line irq)
+int rtc_init(struct rtc *r, const char *name, const struct vm_clock *clock, struct io_loop *loop,
+             struct irq_line irq)
 {
     memset(r, 0, sizeof(*r));
     r->dev.name = name;
     r->dev.ops = &rtc_device_ops;
     r->irq = irq;
-    r->clock_ns = vm_clock_ns;
+    r->clock = clock;
     r->periodic_timer.fd = r->update_timer.fd = -1;
     if (vm_timer_init(&r->periodic_timer, loop, periodic_tick, r) < 0)
         return -1;

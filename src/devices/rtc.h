@@ -68,15 +68,14 @@ struct rtc {
     struct device dev;
     pthread_mutex_t lock;
     struct irq_line irq;
-    /* Monotonic time source; vm_clock_ns unless a test substitutes one. */
-    uint64_t (*clock_ns)(void);
+    const struct vm_clock *clock; /* the machine's; times below are read from it */
 
     uint8_t cmos[RTC_CMOS_SIZE];
     uint8_t index;
     bool nmi_masked; /* bit 7 of the last index write; KVM NMIs are not gated by it */
     bool irq_asserted;
 
-    /* Guest time = base_seconds + (clock_ns() - base_clock_ns + base_phase_ns) / 1e9
+    /* Guest time = base_seconds + (now - base_clock_ns + base_phase_ns) / 1e9
      * while the clock runs; while stopped (SET or divider held) the time
      * registers in cmos[] are the time. */
     int64_t base_seconds;
@@ -86,15 +85,19 @@ struct rtc {
     struct vm_timer periodic_timer; /* rate from register A, when PIE */
     struct vm_timer update_timer;   /* each second boundary, while running */
     uint64_t periodic_ns;           /* armed period, 0 = off */
+    uint64_t periodic_deadline_ns;  /* next periodic tick (clock time); 0 while off */
+    bool paused;                    /* timers disarmed until resume */
     struct log_ratelimit bad_access_log;
 };
 
 extern const struct io_ops rtc_io_ops;
 
-/* Sets the clock from the host (UTC) and CMOS to power-on values. loop may
- * be NULL (tests): timers are then never delivered. Returns -1 if a timer
- * cannot be created. */
-int rtc_init(struct rtc *rtc, const char *name, struct io_loop *loop, struct irq_line irq);
+/* Sets the clock from the host (UTC) and CMOS to power-on values. clock is
+ * the machine's time base (kept, must outlive the device). loop may be NULL
+ * (tests): timers are then never delivered. Returns -1 if a timer cannot be
+ * created. */
+int rtc_init(struct rtc *rtc, const char *name, const struct vm_clock *clock, struct io_loop *loop,
+             struct irq_line irq);
 
 /* Writes the bytes firmware reads (QEMU's pc layout): base/extended memory,
  * memory between 16 MiB and 4 GiB (0x34/0x35) and above 4 GiB (0x5b-0x5d)

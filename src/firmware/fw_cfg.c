@@ -405,8 +405,93 @@ static void fw_cfg_destroy(struct device *dev)
     pthread_mutex_destroy(&fw->lock);
 }
 
+/* FNV-1a over what names the items: selectors, file names, sizes and
+ * which are writable (not the contents, which the host may render
+ * differently, e.g. its CPU's model in SMBIOS). */
+static uint64_t layout_hash(const struct fw_cfg *fw)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (unsigned i = 0; i < fw->item_count; i++) {
+        const struct fw_cfg_item *item = &fw->items[i];
+        uint8_t fixed[7];
+        le16_store(fixed, item->selector);
+        le32_store(fixed + 2, item->size);
+        fixed[6] = item->writable;
+        for (size_t b = 0; b < sizeof(fixed); b++)
+            h = (h ^ fixed[b]) * 0x100000001b3ull;
+        for (const char *c = item->is_file ? item->name : "";; c++) {
+            h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
+            if (!*c)
+                break;
+        }
+    }
+    return h;
+}
+
+/* Only what the guest changes: the selection and offset, the DMA address
+ * register's high half (the low half starts a transfer, which completes
+ * within the write: no DMA is ever in flight), the writable files and the
+ * framebuffer mode adopted from them. The items are rebuilt from the
+ * config; their count and a hash of their layout refuse a state from a
+ * different item set, where the selection would mean something else. */
+static int fw_cfg_state(struct device *dev, struct snap *s)
+{
+    struct fw_cfg *fw = container_of(dev, struct fw_cfg, dev);
+    pthread_mutex_lock(&fw->lock);
+    uint32_t item_count = fw->item_count;
+    uint64_t layout = layout_hash(fw);
+    snap_u32(s, "item_count", &item_count);
+    snap_u64(s, "layout", &layout);
+    if (snap_loading(s) && !snap_error(s)) {
+        snap_check(s, item_count == fw->item_count, "item_count",
+                   "not this device's number of items (saved from another configuration?)");
+        snap_check(s, layout == layout_hash(fw), "layout",
+                   "the items differ from this device's (saved from another configuration?)");
+    }
+    uint16_t selector = fw->cur_selector;
+    uint32_t offset = fw->cur_offset, dma_addr_high = fw->dma_addr_high;
+    snap_u16(s, "selector", &selector);
+    snap_u32(s, "offset", &offset);
+    snap_u32(s, "dma_addr_high", &dma_addr_high);
+    if (snap_loading(s) && !snap_error(s)) {
+        int index = find_selector(fw, selector);
+        uint32_t size = index >= 0 ? fw->items[index].size : 0;
+        if (snap_check(s, offset <= size, "offset", "beyond the end of the selected item")) {
+            fw->cur_selector = selector;
+            fw->cur_item = index;
+            fw->cur_offset = offset;
+            fw->dma_addr_high = dma_addr_high;
+        }
+    }
+    snap_enter(s, "writable");
+    for (unsigned i = 0; i < fw->item_count; i++)
+        if (fw->items[i].writable)
+            snap_bytes(s, fw->items[i].name, fw->items[i].data, fw->items[i].size);
+    snap_leave(s);
+    /* The adopted mode, encoded as the guest writes it; checked again on
+     * load against this machine's RAM. */
+    uint8_t mode[RAMFB_CFG_SIZE] = {0};
+    if (fw->ramfb_valid)
+        ramfb_encode(&fw->ramfb, mode);
+    snap_bool(s, "ramfb_valid", &fw->ramfb_valid);
+    snap_bytes(s, "ramfb_mode", mode, sizeof(mode));
+    if (snap_loading(s) && !snap_error(s)) {
+        struct ramfb_mode parsed = {0};
+        const char *why = fw->ramfb_valid ? ramfb_parse(mode, fw->mem, &parsed) : NULL;
+        if (why)
+            snap_fail(s, "ramfb_mode", "%s", why);
+        else
+            fw->ramfb = parsed;
+    }
+    pthread_mutex_unlock(&fw->lock);
+    return snap_error(s);
+}
+
 static const struct device_ops fw_cfg_device_ops = {
     .reset = fw_cfg_reset,
+    .state = fw_cfg_state,
+    .kind = "fw_cfg",
+    .state_version = 1,
     .destroy = fw_cfg_destroy,
 };
 

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -20,6 +21,7 @@
 #include "devices/piix4_pm.h"
 #include "devices/reset_ports.h"
 #include "pci/pci.h"
+#include "support/state.h"
 
 #define PM PC_PM_BASE_DEFAULT
 
@@ -99,38 +101,94 @@ static uint64_t fake_now(void *opaque)
     return ((struct platform *)opaque)->fake_ns;
 }
 
+/* The machine's clock: CLOCK_MONOTONIC, or plat's fake time. */
+static struct vm_clock mono_clock;
+static struct vm_clock fake_clock = {.source = fake_now, .opaque = &plat};
+
+/* A plain PCI function whose state is its config space and INTx. */
+static int endpoint_state(struct device *dev, struct snap *s)
+{
+    snap_enter(s, "pci");
+    pci_device_state(container_of(dev, struct pci_device, dev), s);
+    snap_leave(s);
+    return snap_error(s);
+}
+
+static const struct device_ops endpoint_ops = {
+    .state = endpoint_state,
+    .kind = "test-endpoint",
+    .state_version = 1,
+};
+
+static void add_endpoint_on(struct pci_bus *bus, struct pci_device *pdev, const char *name,
+                            uint8_t devfn, enum pci_intx_pin pin)
+{
+    static const struct pci_ids ids = {.vendor_id = 0x1af4, .device_id = 0x1000};
+    pci_device_init(pdev, name, &endpoint_ops, &ids, NULL);
+    pci_set_interrupt_pin(pdev, pin);
+    assert_int_equal(pci_bus_add(bus, pdev, devfn), 0);
+}
+
 static void add_endpoint(struct pci_device *pdev, const char *name, uint8_t devfn,
                          enum pci_intx_pin pin)
 {
-    static const struct pci_ids ids = {.vendor_id = 0x1af4, .device_id = 0x1000};
-    pci_device_init(pdev, name, NULL, &ids, NULL);
-    pci_set_interrupt_pin(pdev, pin);
-    assert_int_equal(pci_bus_add(&pcibus, pdev, devfn), 0);
+    add_endpoint_on(&pcibus, pdev, name, devfn, pin);
+}
+
+/* One chipset as the VMM wires it, on its own buses, sink and platform. */
+struct chipset {
+    struct bus *pio, *mmio;
+    struct pci_bus *pcibus;
+    struct i440fx *hb;
+    struct piix3 *isa;
+    struct piix4_pm *pm;
+    struct reset_ports *rp;
+    struct irq_sink *sink;
+    struct platform *plat;
+    struct pirq_tap *taps; /* PC_PIRQ_COUNT */
+    const struct vm_clock *clock;
+};
+
+static void build_chipset(const struct chipset *c)
+{
+    memset(c->sink, 0, sizeof(*c->sink));
+    memset(c->plat, 0, sizeof(*c->plat));
+    bus_init(c->pio, "pio");
+    bus_init(c->mmio, "mmio");
+    pci_bus_init(c->pcibus, c->pio, c->mmio);
+    i440fx_init(c->hb, (struct i440fx_hooks){pam_changed, c->plat});
+    struct irq_bank pirq_out[PC_PIRQ_COUNT];
+    for (unsigned n = 0; n < PC_PIRQ_COUNT; n++) {
+        c->taps[n] = (struct pirq_tap){c->sink, PC_IRQ_SOURCE_PIRQ(n)};
+        pirq_out[n] = (struct irq_bank){sink_set_irq, &c->taps[n]};
+    }
+    piix3_init(c->isa, pirq_out);
+    assert_int_equal(piix4_pm_init(c->pm, c->clock, (struct irq_line){set_sci, c->plat},
+                                   (struct irq_line){power_off, c->plat}, NULL),
+                     0);
+    reset_ports_init(c->rp, (struct irq_line){request_reset, c->plat});
+    assert_int_equal(i440fx_attach(c->hb, c->pcibus), 0);
+    assert_int_equal(piix3_attach(c->isa, c->pcibus), 0);
+    assert_int_equal(piix4_pm_attach(c->pm, c->pcibus), 0);
+    pci_bus_set_cf9_handler(c->pcibus, &reset_ports_cf9_io_ops, c->rp);
+    assert_true(bus_register(c->pio, PC_FAST_A20_PORT, 1, &reset_ports_port92_io_ops, c->rp, "92"));
+}
+
+static void destroy_chipset(const struct chipset *c)
+{
+    c->pm->pci.dev.ops->destroy(&c->pm->pci.dev);
+    c->isa->pci.dev.ops->destroy(&c->isa->pci.dev);
+    c->hb->pci.dev.ops->destroy(&c->hb->pci.dev);
+    pci_bus_destroy(c->pcibus);
+    bus_destroy(c->pio);
+    bus_destroy(c->mmio);
 }
 
 static int setup(void **state)
 {
-    memset(&sink, 0, sizeof(sink));
-    memset(&plat, 0, sizeof(plat));
-    bus_init(&pio, "pio");
-    bus_init(&mmio, "mmio");
-    pci_bus_init(&pcibus, &pio, &mmio);
-    i440fx_init(&hb, (struct i440fx_hooks){pam_changed, &plat});
-    struct irq_bank pirq_out[PC_PIRQ_COUNT];
-    for (unsigned n = 0; n < PC_PIRQ_COUNT; n++) {
-        pirq_taps[n] = (struct pirq_tap){&sink, PC_IRQ_SOURCE_PIRQ(n)};
-        pirq_out[n] = (struct irq_bank){sink_set_irq, &pirq_taps[n]};
-    }
-    piix3_init(&isa, pirq_out);
-    assert_int_equal(piix4_pm_init(&pm, (struct irq_line){set_sci, &plat},
-                                   (struct irq_line){power_off, &plat}, NULL),
-                     0);
-    reset_ports_init(&rp, (struct irq_line){request_reset, &plat});
-    assert_int_equal(i440fx_attach(&hb, &pcibus), 0);
-    assert_int_equal(piix3_attach(&isa, &pcibus), 0);
-    assert_int_equal(piix4_pm_attach(&pm, &pcibus), 0);
-    pci_bus_set_cf9_handler(&pcibus, &reset_ports_cf9_io_ops, &rp);
-    assert_true(bus_register(&pio, PC_FAST_A20_PORT, 1, &reset_ports_port92_io_ops, &rp, "92"));
+    vm_clock_init(&mono_clock);
+    build_chipset(&(struct chipset){&pio, &mmio, &pcibus, &hb, &isa, &pm, &rp, &sink, &plat,
+                                    pirq_taps, &mono_clock});
     add_endpoint(&nic, "nic", PCI_DEVFN(2, 0), PCI_INTA);
     add_endpoint(&disk, "disk", PCI_DEVFN(6, 0), PCI_INTA);
     add_endpoint(&multi_fn1, "fn1", PCI_DEVFN(6, 1), PCI_INTB);
@@ -142,12 +200,8 @@ static int teardown(void **state)
     pci_device_destroy(&nic);
     pci_device_destroy(&disk);
     pci_device_destroy(&multi_fn1);
-    pm.pci.dev.ops->destroy(&pm.pci.dev);
-    isa.pci.dev.ops->destroy(&isa.pci.dev);
-    hb.pci.dev.ops->destroy(&hb.pci.dev);
-    pci_bus_destroy(&pcibus);
-    bus_destroy(&pio);
-    bus_destroy(&mmio);
+    destroy_chipset(&(struct chipset){&pio, &mmio, &pcibus, &hb, &isa, &pm, &rp, &sink, &plat,
+                                      pirq_taps, &mono_clock});
     return 0;
 }
 
@@ -341,8 +395,7 @@ static void test_pm_timer_frequency(void **state)
 
 static void test_pm_timer_overflow_with_fake_clock(void **state)
 {
-    pm.now_ns = fake_now;
-    pm.now_opaque = &plat;
+    pm.clock = &fake_clock;
     plat.fake_ns = 1000;
     pm.pci.dev.ops->reset(&pm.pci.dev);
     assert_int_equal(piix4_pm_timer_value(&pm), 0);
@@ -648,6 +701,219 @@ static void test_two_pass_reset_frees_power_on_base(void **state)
     pci_device_destroy(&iodev);
 }
 
+/* The restore target: a second chipset with the same endpoints, on another
+ * host's clock, which the restore sets to the saved machine's time. */
+static struct bus pio_b, mmio_b;
+static struct pci_bus pcibus_b;
+static struct i440fx hb_b;
+static struct piix3 isa_b;
+static struct piix4_pm pm_b;
+static struct reset_ports rp_b;
+static struct pci_device nic_b, disk_b, multi_fn1_b;
+static struct irq_sink sink_b;
+static struct platform plat_b;
+static struct pirq_tap pirq_taps_b[PC_PIRQ_COUNT];
+static uint64_t other_host_now;
+
+static uint64_t other_host_source(void *opaque)
+{
+    return other_host_now;
+}
+
+static struct vm_clock other_clock = {.source = other_host_source};
+
+static const struct chipset chipset_b = {&pio_b,  &mmio_b,     &pcibus_b,   &hb_b,
+                                         &isa_b,  &pm_b,       &rp_b,       &sink_b,
+                                         &plat_b, pirq_taps_b, &other_clock};
+
+static void build_target(void)
+{
+    other_host_now = 42 * 1000000000ull;
+    other_clock.offset_ns = 0;
+    build_chipset(&chipset_b);
+    add_endpoint_on(&pcibus_b, &nic_b, "nic", PCI_DEVFN(2, 0), PCI_INTA);
+    add_endpoint_on(&pcibus_b, &disk_b, "disk", PCI_DEVFN(6, 0), PCI_INTA);
+    add_endpoint_on(&pcibus_b, &multi_fn1_b, "fn1", PCI_DEVFN(6, 1), PCI_INTB);
+    vm_clock_set(&other_clock, vm_clock_now(&fake_clock));
+}
+
+static void destroy_target(void)
+{
+    pci_device_destroy(&nic_b);
+    pci_device_destroy(&disk_b);
+    pci_device_destroy(&multi_fn1_b);
+    destroy_chipset(&chipset_b);
+}
+
+static void load_into(struct device *from, struct device *to)
+{
+    struct snap_buf b = {0};
+    char err[512] = "";
+    state_save(from, &b);
+    if (state_load(to, b.data, b.len, err, sizeof(err)) != 0)
+        fail_msg("loading %s: %s", from->name, err);
+    snap_buf_free(&b);
+}
+
+/* A chipset the guest has programmed: PAM and SMRAM set, CONFADD latched
+ * on the PM function's PMBA, PIRQ routes set with two functions asserting
+ * INTx, the PM block moved to 0x6000 with the power button pending, SCI
+ * up, ACPI enabled, the PM timer overflow interrupt enabled, reset ports
+ * written. */
+static void program_chipset(void)
+{
+    pm.clock = &fake_clock;
+    plat.fake_ns = 5000000000ull;
+    pm.pci.dev.ops->reset(&pm.pci.dev);
+    cfg_write(PC_I440FX_DEVFN, 0x58, 4, 0x33333300);
+    cfg_write(PC_I440FX_DEVFN, I440FX_SMRAM, 1, 0x4a);
+    cfg_write(PC_PIIX3_DEVFN, 0x60, 4, 0x0b0b0a0a);
+    pci_set_irq(&nic, true);       /* PIRQB: IRQ 10, GSI 17 */
+    pci_set_irq(&multi_fn1, true); /* PIRQC: IRQ 11, GSI 18 */
+    cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4, 0x6001);
+    bus_write(&pio, 0x6000 + PC_PM1_EN_OFFSET, 2, PC_PM1_EN_PWRBTN | PC_PM1_EN_TMR);
+    piix4_pm_press_power_button(&pm);
+    bus_write(&pio, PC_SMI_CMD_PORT, 1, PC_ACPI_ENABLE);
+    bus_write(&pio, PC_GPE0_BASE + 2, 1, 0x04);
+    bus_write(&pio, 0xcf9, 1, 0x02);
+    bus_write(&pio, 0x92, 1, PORT92_A20 | PORT92_INIT);
+    plat.fake_ns += 1000000000ull;
+    bus_write(&pio, 0xcf8, 4, 0x80000000u | (uint32_t)PC_PIIX4_PM_DEVFN << 8 | PIIX4_PM_PMBA);
+    assert_true(plat.sci);
+}
+
+/* Every chipset function saved and loaded into the target in inventory
+ * order (chipset, then the endpoints): the target reads and behaves the
+ * same, its interrupt lines are the source's, and a function dropping INTx
+ * leaves nothing asserted (no level counted twice). */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    program_chipset();
+    build_target();
+    assert_state_roundtrip(&hb.pci.dev, &hb_b.pci.dev);
+    assert_state_roundtrip(&isa.pci.dev, &isa_b.pci.dev);
+    assert_state_roundtrip(&pm.pci.dev, &pm_b.pci.dev);
+    assert_state_roundtrip(&rp.dev, &rp_b.dev);
+    assert_state_roundtrip(&nic.dev, &nic_b.dev);
+    assert_state_roundtrip(&disk.dev, &disk_b.dev);
+    assert_state_roundtrip(&multi_fn1.dev, &multi_fn1_b.dev);
+
+    assert_memory_equal(sink_b.sources, sink.sources, sizeof(sink.sources));
+    assert_int_equal(sink_b.sources[10], PC_IRQ_SOURCE_PIRQ(1));
+    assert_int_equal(sink_b.sources[18], PC_IRQ_SOURCE_PIRQ(2));
+    assert_true(plat_b.sci);
+    assert_int_equal(plat_b.pam[0], 0x33);
+    /* The latched CONFADD still selects PMBA. */
+    assert_int_equal(bus_read(&pio_b, 0xcf8, 4),
+                     0x80000000u | (uint32_t)PC_PIIX4_PM_DEVFN << 8 | PIIX4_PM_PMBA);
+    assert_int_equal(bus_read(&pio_b, 0xcfc, 4), 0x6001);
+    assert_int_equal(pci_bus_config_read(&pcibus_b, 0, PC_I440FX_DEVFN, I440FX_SMRAM, 1), 0x4a);
+    /* The PM block is at 0x6000 only, with the registers the guest left. */
+    assert_int_equal(bus_read(&pio_b, PM + PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    assert_int_equal(bus_read(&pio_b, 0x6000 + PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_PWRBTN,
+                     PC_PM1_STS_PWRBTN);
+    assert_int_equal(bus_read(&pio_b, 0x6000 + PC_PM1_CNT_OFFSET, 2), PC_PM1_CNT_SCI_EN);
+    assert_int_equal(bus_read(&pio_b, PC_GPE0_BASE, 4), 0x00040000);
+    assert_int_equal(piix4_pm_timer_value(&pm_b), piix4_pm_timer_value(&pm));
+    assert_int_equal(bus_read(&pio_b, 0x92, 1), PORT92_A20 | PORT92_INIT);
+    assert_int_equal(bus_read(&pio_b, 0xcf9, 1), 0x02);
+    /* The PM timer's bit 23 toggles when it would have on the source. */
+    uint64_t to_overflow =
+        (0x800000ull * 1000000000ull + PC_PM_TIMER_HZ - 1) / PC_PM_TIMER_HZ - 1000000000ull;
+    bus_write(&pio_b, 0x6000 + PC_PM1_STS_OFFSET, 2, PC_PM1_STS_PWRBTN);
+    other_host_now += to_overflow - 1000;
+    piix4_pm_timer_tick(&pm_b);
+    assert_false(plat_b.sci);
+    other_host_now += 1000;
+    piix4_pm_timer_tick(&pm_b);
+    assert_true(plat_b.sci);
+    assert_true(bus_read(&pio_b, 0x6000 + PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_TMR);
+    /* Dropping INTx clears the lines: each level was counted once. */
+    pci_set_irq(&nic_b, false);
+    pci_set_irq(&multi_fn1_b, false);
+    for (unsigned irq = 0; irq < 24; irq++)
+        assert_int_equal(sink_b.sources[irq], 0);
+
+    assert_state_refusals(&hb.pci.dev, &hb_b.pci.dev);
+    assert_state_refusals(&isa.pci.dev, &isa_b.pci.dev);
+    assert_state_refusals(&pm.pci.dev, &pm_b.pci.dev);
+    assert_state_refusals(&rp.dev, &rp_b.dev);
+    const uint32_t bad_address = 0x80000001u;
+    assert_state_field_refused(&hb.pci.dev, &hb_b.pci.dev, "config_address", &bad_address, 4);
+    uint8_t other_identity[PCI_CONFIG_SPACE_SIZE];
+    memcpy(other_identity, isa.pci.config, sizeof(other_identity));
+    other_identity[PCI_DEVICE_ID] ^= 1;
+    assert_state_field_refused(&isa.pci.dev, &isa_b.pci.dev, "pci.config", other_identity,
+                               sizeof(other_identity));
+    const uint16_t bad_en = 0x8000;
+    const uint64_t bad_tick = 5;
+    assert_state_field_refused(&pm.pci.dev, &pm_b.pci.dev, "pm1_en", &bad_en, 2);
+    assert_state_field_refused(&pm.pci.dev, &pm_b.pci.dev, "overflow_tick", &bad_tick, 8);
+    const uint8_t bad_port92 = 0x04;
+    assert_state_field_refused(&rp.dev, &rp_b.dev, "port92", &bad_port92, 1);
+    assert_state_field_refused(&rp.dev, &rp_b.dev, "reset_control", &bad_port92, 1);
+    destroy_target();
+}
+
+/* Load order: the endpoints before the PIIX3 ends the same way, and a PM
+ * block whose saved place is taken is refused, naming the field. */
+static void test_state_load_order_and_pm_overlap(void **state)
+{
+    program_chipset();
+    build_target();
+    load_into(&nic.dev, &nic_b.dev);
+    load_into(&multi_fn1.dev, &multi_fn1_b.dev);
+    load_into(&hb.pci.dev, &hb_b.pci.dev);
+    load_into(&isa.pci.dev, &isa_b.pci.dev);
+    assert_memory_equal(sink_b.sources, sink.sources, sizeof(sink.sources));
+    static const struct io_ops no_ops = {0};
+    assert_true(bus_register(&pio_b, 0x6010, 4, &no_ops, &sink_b, "squatter"));
+    struct snap_buf b = {0};
+    char err[512] = "";
+    state_save(&pm.pci.dev, &b);
+    assert_int_not_equal(state_load(&pm_b.pci.dev, b.data, b.len, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "piix4-pm"));
+    assert_non_null(strstr(err, "io_mapped"));
+    snap_buf_free(&b);
+    destroy_target();
+}
+
+static bool timer_armed(const struct vm_timer *t)
+{
+    struct itimerspec spec;
+    assert_int_equal(timerfd_gettime(t->fd, &spec), 0);
+    return spec.it_value.tv_sec || spec.it_value.tv_nsec;
+}
+
+/* A PM function with its overflow timer on an event loop: pause disarms
+ * it and a tick already on its way changes nothing; resume re-evaluates
+ * from the clock-based count (the toggle passed while paused: TMR_STS and
+ * the SCI now). */
+static void test_pm_pause_and_resume(void **state)
+{
+    struct io_loop loop;
+    assert_int_equal(io_loop_init(&loop, "test"), 0);
+    struct platform p = {.fake_ns = 1000};
+    struct vm_clock clock = {.source = fake_now, .opaque = &p};
+    struct piix4_pm live;
+    assert_int_equal(piix4_pm_init(&live, &clock, (struct irq_line){set_sci, &p},
+                                   (struct irq_line){power_off, &p}, &loop),
+                     0);
+    piix4_pm_io_ops.write(&live, PC_PM1_EN_OFFSET, 2, PC_PM1_EN_TMR);
+    assert_true(timer_armed(&live.overflow_timer));
+    assert_int_equal(live.pci.dev.ops->pause(&live.pci.dev), 0);
+    assert_false(timer_armed(&live.overflow_timer));
+    p.fake_ns += 3000000000ull; /* past the first toggle of bit 23 */
+    live.overflow_timer.fn(live.overflow_timer.opaque);
+    assert_false(p.sci);
+    assert_false(timer_armed(&live.overflow_timer));
+    live.pci.dev.ops->resume(&live.pci.dev);
+    assert_true(p.sci);
+    assert_true(piix4_pm_io_ops.read(&live, PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_TMR);
+    live.pci.dev.ops->destroy(&live.pci.dev);
+    io_loop_destroy(&loop);
+}
+
 struct racer {
     unsigned id;
     uint64_t seed;
@@ -729,6 +995,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_pass_reset_frees_power_on_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_load_order_and_pm_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pm_pause_and_resume, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

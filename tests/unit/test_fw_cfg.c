@@ -25,6 +25,7 @@
 #include "firmware/table_loader.h"
 
 #include "support/fake_mem.h"
+#include "support/state.h"
 
 #define GIB (1024ull * 1024 * 1024)
 #define RAM_SIZE (2u << 20)        /* guest RAM at 0 */
@@ -148,12 +149,17 @@ static uint8_t *dma_read_file(const char *name, uint32_t *size)
     return copy;
 }
 
-static void build_default(unsigned cpus, uint64_t ram)
+static void build_into(struct fw_cfg *fw, unsigned cpus, uint64_t ram)
 {
     struct platform_desc d;
     uint64_t low = ram < 3 * GIB ? ram : 3 * GIB;
     platform_desc_defaults(&d, cpus, low, ram - low);
-    assert_int_equal(fw_cfg_build(&env->fw, &d), 0);
+    assert_int_equal(fw_cfg_build(fw, &d), 0);
+}
+
+static void build_default(unsigned cpus, uint64_t ram)
+{
+    build_into(&env->fw, cpus, ram);
 }
 
 /* ---- the basics ---- */
@@ -526,6 +532,83 @@ static void test_ramfb(void **state)
         assert_int_equal(env->ram[BUF + i], 0);
 }
 
+/* ---- state ---- */
+
+/* A guest mid-way through reconfiguring ramfb: one mode adopted, half of
+ * the next written (ramfb selected at offset 14), and the high half of a
+ * DMA descriptor address (in RAM above 4 GiB) written. A fresh fw_cfg built
+ * from the same config takes the state; the guest finishes the transfer
+ * there and the new mode is adopted. A state from another configuration's
+ * item set is refused. */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    build_default(2, GIB);
+    uint16_t key;
+    uint32_t size;
+    assert_true(find_file("etc/ramfb", &key, &size));
+    struct ramfb_mode good = {.addr = 0x40000,
+                              .fourcc = RAMFB_FOURCC_XRGB8888,
+                              .width = 320,
+                              .height = 200,
+                              .stride = 320 * 4};
+    write_ramfb(key, &good, 0);
+    struct ramfb_mode second = {.addr = HIGH_RAM_BASE,
+                                .fourcc = RAMFB_FOURCC_XRGB8888,
+                                .width = 16,
+                                .height = 16,
+                                .stride = 0};
+    ramfb_encode(&second, env->ram + BUF);
+    assert_int_equal(dma_select(key, FW_CFG_DMA_WRITE, 14, BUF), 0);
+    const uint64_t desc = HIGH_RAM_BASE + 0x100;
+    fw_cfg_dma_ops.write(&env->fw, 0, 4, __builtin_bswap32((uint32_t)(desc >> 32)));
+
+    struct fw_cfg b;
+    assert_int_equal(fw_cfg_init(&b, &fake_mem), 0);
+    build_into(&b, 2, GIB);
+    assert_state_roundtrip(&env->fw.dev, &b.dev);
+    struct ramfb_mode got;
+    assert_true(fw_cfg_ramfb_mode(&b, &got));
+    assert_int_equal(got.addr, 0x40000);
+    assert_int_equal(got.width, 320);
+    /* The low half starts the transfer the saved guest had begun. */
+    uint8_t d[16];
+    put_be32(d, FW_CFG_DMA_WRITE);
+    put_be32(d + 4, 14);
+    put_be64(d + 8, BUF + 14);
+    assert_true(guest_mem_write(&fake_mem, desc, d, sizeof(d)));
+    fw_cfg_dma_ops.write(&b, 4, 4, __builtin_bswap32((uint32_t)desc));
+    assert_int_equal(desc_control(desc), 0);
+    assert_true(fw_cfg_ramfb_mode(&b, &got));
+    assert_int_equal(got.addr, HIGH_RAM_BASE);
+    assert_int_equal(got.stride, 64);
+
+    assert_state_refusals(&env->fw.dev, &b.dev);
+    const uint32_t far = 1000, more_items = env->fw.item_count + 1;
+    const uint64_t other_layout = 0x1234;
+    uint8_t bad_mode[RAMFB_CFG_SIZE];
+    struct ramfb_mode off_ram = good;
+    off_ram.addr = RAM_SIZE - 1000; /* runs off the end of RAM */
+    ramfb_encode(&off_ram, bad_mode);
+    assert_state_field_refused(&env->fw.dev, &b.dev, "offset", &far, 4);
+    assert_state_field_refused(&env->fw.dev, &b.dev, "item_count", &more_items, 4);
+    assert_state_field_refused(&env->fw.dev, &b.dev, "layout", &other_layout, 8);
+    assert_state_field_refused(&env->fw.dev, &b.dev, "ramfb_mode", bad_mode, sizeof(bad_mode));
+    b.dev.ops->destroy(&b.dev);
+
+    /* Another configuration: other table sizes. */
+    struct fw_cfg other;
+    assert_int_equal(fw_cfg_init(&other, &fake_mem), 0);
+    build_into(&other, 4, 2 * GIB);
+    struct snap_buf saved = {0};
+    char err[512] = "";
+    state_save(&env->fw.dev, &saved);
+    assert_int_not_equal(state_load(&other.dev, saved.data, saved.len, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "fw_cfg"));
+    assert_true(strstr(err, "layout") || strstr(err, "item_count"));
+    snap_buf_free(&saved);
+    other.dev.ops->destroy(&other.dev);
+}
+
 /* ---- what firmware gets ---- */
 
 static void test_firmware_view_of_acpi(void **state)
@@ -824,6 +907,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dma_bad_descriptors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dma_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ramfb, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_firmware_view_of_acpi, setup, teardown),
         cmocka_unit_test_setup_teardown(test_e820, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bootorder_paths, setup, teardown),

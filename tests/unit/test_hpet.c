@@ -9,11 +9,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "core/io_loop.h"
 #include "devices/hpet.h"
+#include "support/state.h"
 
 #define NS_PER_SEC 1000000000ull
 #define NOT_ARMED UINT64_MAX
@@ -21,10 +25,14 @@
 
 static uint64_t fake_now;
 
-static uint64_t fake_clock(void)
+static uint64_t fake_source(void *opaque)
 {
     return fake_now;
 }
+
+/* The machine's clock, on a fake source; real_clock on CLOCK_MONOTONIC. */
+static struct vm_clock fake_clock = {.source = fake_source};
+static struct vm_clock real_clock;
 
 struct recorder {
     bool level[IOAPIC_PINS][HPET_SOURCE_COUNT];
@@ -76,10 +84,10 @@ static int setup(void **state)
         taps[i] = (struct source_tap){&rec, i};
         irq[i] = (struct irq_bank){record_irq, &taps[i]};
     }
-    assert_int_equal(hpet_init(&hpet, "hpet", NULL, HPET_ROUTE_CAP_DEFAULT, irq,
+    vm_clock_init(&real_clock);
+    assert_int_equal(hpet_init(&hpet, "hpet", &fake_clock, NULL, HPET_ROUTE_CAP_DEFAULT, irq,
                                (struct irq_line){record_pit, &rec}),
                      0);
-    hpet.clock_ns = fake_clock;
     return 0;
 }
 
@@ -450,6 +458,168 @@ static void test_hostile_accesses(void **state)
     assert_int_equal(rd64(HPET_REG_COUNTER), 100000);
 }
 
+static bool timer_armed(const struct vm_timer *t)
+{
+    struct itimerspec spec;
+    assert_int_equal(timerfd_gettime(t->fd, &spec), 0);
+    return spec.it_value.tv_sec || spec.it_value.tv_nsec;
+}
+
+/* The restored machine's clock: another host's monotonic time, which the
+ * restore moves (vm_clock_set) to the saved machine's time. */
+static uint64_t other_host_now;
+
+static uint64_t other_host_source(void *opaque)
+{
+    return other_host_now;
+}
+
+/* An HPET in legacy replacement with a periodic comparator (IRQ 8, 1 s),
+ * a 32-bit one-shot comparator pending (IRQ 0) and a level comparator
+ * holding IOAPIC pin 20. A fresh HPET on another host's clock, set to the
+ * saved time, takes the state: the same counter and registers, the PIT
+ * disconnected and pin 20 held again, the comparators due when the saved
+ * ones were and firing there. */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    enable_hpet(HPET_CFG_LEGACY);
+    uint64_t start = rd64(HPET_REG_COUNTER);
+    wr64(timer_reg(1, HPET_TIMER_CONFIG),
+         HPET_TN_INT_ENABLE | HPET_TN_PERIODIC | HPET_TN_VAL_SET | route(21));
+    wr64(timer_reg(1, HPET_TIMER_COMPARATOR), start + 100000000);
+    wr64(timer_reg(1, HPET_TIMER_COMPARATOR), 100000000);
+    wr64(timer_reg(0, HPET_TIMER_CONFIG), HPET_TN_INT_ENABLE | HPET_TN_32BIT | route(22));
+    wr32(timer_reg(0, HPET_TIMER_COMPARATOR), (uint32_t)start + 500000000);
+    wr64(timer_reg(2, HPET_TIMER_CONFIG), HPET_TN_INT_ENABLE | HPET_TN_LEVEL | route(20));
+    wr64(timer_reg(2, HPET_TIMER_COMPARATOR), start + 100);
+    fake_now += 1000;
+    expire(2);
+    assert_true(rec.level[20][2]);
+    fake_now += 300000000; /* 0.3 s in */
+
+    struct vm_clock other = {.source = other_host_source};
+    other_host_now = 99 * NS_PER_SEC;
+    struct recorder rec_b = {0};
+    struct source_tap taps_b[HPET_SOURCE_COUNT];
+    struct irq_bank irq_b[HPET_SOURCE_COUNT];
+    for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++) {
+        taps_b[i] = (struct source_tap){&rec_b, i};
+        irq_b[i] = (struct irq_bank){record_irq, &taps_b[i]};
+    }
+    struct hpet b;
+    assert_int_equal(hpet_init(&b, "hpet", &other, NULL, HPET_ROUTE_CAP_DEFAULT, irq_b,
+                               (struct irq_line){record_pit, &rec_b}),
+                     0);
+    vm_clock_set(&other, vm_clock_now(&fake_clock));
+    assert_state_roundtrip(&hpet.dev, &b.dev);
+    assert_true(rec_b.pit_legacy);
+    assert_true(rec_b.level[20][2]);
+    assert_int_equal(hpet_counter_value(&b), hpet_counter_value(&hpet));
+    assert_int_equal(hpet_io_ops.read(&b, HPET_REG_INT_STATUS, 8), 1u << 2);
+    assert_int_equal(hpet_io_ops.read(&b, HPET_REG_CONFIG, 8), HPET_CFG_ENABLE | HPET_CFG_LEGACY);
+    for (unsigned n = 0; n < HPET_NUM_TIMERS; n++) {
+        assert_int_equal(b.timers[n].deadline_ns, hpet.timers[n].deadline_ns);
+        assert_int_equal(hpet_io_ops.read(&b, timer_reg(n, HPET_TIMER_COMPARATOR), 8),
+                         rd64(timer_reg(n, HPET_TIMER_COMPARATOR)));
+    }
+    assert_true(timer_armed(&b.timers[0].timer));
+    assert_true(timer_armed(&b.timers[1].timer));
+    assert_false(timer_armed(&b.timers[2].timer)); /* one-shot, fired */
+
+    /* The periodic comparator fires on IRQ 8 at its deadline, then the
+     * one-shot on IRQ 0. */
+    other_host_now += hpet.timers[1].deadline_ns - fake_now;
+    b.timers[1].timer.fn(b.timers[1].timer.opaque);
+    assert_int_equal(rec_b.raises[HPET_LEGACY_TIMER1_IRQ], 1);
+    assert_int_equal(hpet_io_ops.read(&b, timer_reg(1, HPET_TIMER_COMPARATOR), 8),
+                     start + 200000000);
+    other_host_now += 4000000000ull;
+    b.timers[0].timer.fn(b.timers[0].timer.opaque);
+    assert_int_equal(rec_b.raises[HPET_LEGACY_TIMER0_IRQ], 1);
+    assert_false(rec_b.bad_line);
+
+    assert_state_refusals(&hpet.dev, &b.dev);
+    const uint64_t bad_config = 0x4, bad_status = 0x8, wide = 1ull << 32;
+    const uint64_t fsb = rd64(timer_reg(2, HPET_TIMER_CONFIG)) | HPET_TN_FSB_ENABLE;
+    const uint64_t bad_route = (rd64(timer_reg(2, HPET_TIMER_CONFIG)) & ~HPET_TN_ROUTE_MASK) |
+                               route(5); /* not in the capability */
+    assert_state_field_refused(&hpet.dev, &b.dev, "config", &bad_config, 8);
+    assert_state_field_refused(&hpet.dev, &b.dev, "int_status", &bad_status, 8);
+    assert_state_field_refused(&hpet.dev, &b.dev, "timer0.comparator", &wide, 8);
+    assert_state_field_refused(&hpet.dev, &b.dev, "timer2.config", &fsb, 8);
+    assert_state_field_refused(&hpet.dev, &b.dev, "timer2.config", &bad_route, 8);
+    b.dev.ops->destroy(&b.dev);
+}
+
+/* The restore's order: the target is paused, loads the state while its
+ * clock still reads another host's time, then the clock is set to the
+ * saved time and the target resumes: the comparator is armed only then,
+ * due when the saved one was, and the counter reads as the saved one. */
+static void test_state_loads_into_paused_hpet(void **state)
+{
+    enable_hpet(0);
+    wr64(timer_reg(2, HPET_TIMER_CONFIG), HPET_TN_INT_ENABLE | route(20));
+    wr64(timer_reg(2, HPET_TIMER_COMPARATOR), rd64(HPET_REG_COUNTER) + 100000000); /* 1 s */
+    fake_now += 400000000;
+    struct vm_clock other = {.source = other_host_source};
+    other_host_now = 3 * NS_PER_SEC;
+    struct recorder rec_b = {0};
+    struct source_tap taps_b[HPET_SOURCE_COUNT];
+    struct irq_bank irq_b[HPET_SOURCE_COUNT];
+    for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++) {
+        taps_b[i] = (struct source_tap){&rec_b, i};
+        irq_b[i] = (struct irq_bank){record_irq, &taps_b[i]};
+    }
+    struct hpet b;
+    assert_int_equal(hpet_init(&b, "hpet", &other, NULL, HPET_ROUTE_CAP_DEFAULT, irq_b,
+                               (struct irq_line){record_pit, &rec_b}),
+                     0);
+    assert_int_equal(b.dev.ops->pause(&b.dev), 0);
+    struct snap_buf saved = {0};
+    char err[512] = "";
+    state_save(&hpet.dev, &saved);
+    assert_int_equal(state_load(&b.dev, saved.data, saved.len, err, sizeof(err)), 0);
+    snap_buf_free(&saved);
+    assert_false(timer_armed(&b.timers[2].timer));
+    vm_clock_set(&other, vm_clock_now(&fake_clock));
+    b.dev.ops->resume(&b.dev);
+    assert_true(timer_armed(&b.timers[2].timer));
+    struct itimerspec spec;
+    assert_int_equal(timerfd_gettime(b.timers[2].timer.fd, &spec), 0);
+    uint64_t left = (uint64_t)spec.it_value.tv_sec * NS_PER_SEC + (uint64_t)spec.it_value.tv_nsec;
+    assert_true(left <= 600000000 && left > 300000000);
+    assert_int_equal(hpet_counter_value(&b), hpet_counter_value(&hpet));
+    other_host_now += 600000000;
+    b.timers[2].timer.fn(b.timers[2].timer.opaque);
+    assert_int_equal(rec_b.raises[20], 1);
+    b.dev.ops->destroy(&b.dev);
+}
+
+/* Pause disarms every comparator's timer and ignores ticks already on
+ * their way; resume arms them for their deadlines (at once if passed). */
+static void test_pause_and_resume(void **state)
+{
+    enable_hpet(0);
+    wr64(timer_reg(2, HPET_TIMER_CONFIG), HPET_TN_INT_ENABLE | route(20));
+    wr64(timer_reg(2, HPET_TIMER_COMPARATOR), rd64(HPET_REG_COUNTER) + 100000000); /* 1 s */
+    uint64_t deadline = hpet.timers[2].deadline_ns;
+    assert_true(timer_armed(&hpet.timers[2].timer));
+    assert_int_equal(hpet.dev.ops->pause(&hpet.dev), 0);
+    assert_false(timer_armed(&hpet.timers[2].timer));
+    fake_now += 2 * NS_PER_SEC;
+    expire(2);
+    assert_int_equal(rec.raises[20], 0);
+    assert_int_equal(hpet.timers[2].deadline_ns, deadline);
+    hpet.dev.ops->resume(&hpet.dev);
+    uint64_t expirations = 0;
+    struct timespec ten_us = {0, 10000};
+    nanosleep(&ten_us, NULL);
+    assert_int_equal(read(hpet.timers[2].timer.fd, &expirations, sizeof(expirations)),
+                     sizeof(expirations)); /* due at once */
+    expire(2);
+    assert_int_equal(rec.raises[20], 1);
+}
+
 /* The real thing: timerfds on an event loop and the host clock, with another
  * thread hammering registers the way a vCPU would. Margins are generous. */
 static _Atomic bool hammer_stop;
@@ -481,8 +651,8 @@ static void test_real_timers_on_event_loop(void **state)
     struct irq_bank live_irq[HPET_SOURCE_COUNT];
     for (unsigned i = 0; i < HPET_SOURCE_COUNT; i++)
         live_irq[i] = (struct irq_bank){count_live_irq, NULL};
-    assert_int_equal(hpet_init(&live, "hpet-live", &loop, HPET_ROUTE_CAP_DEFAULT, live_irq,
-                               (struct irq_line){0}),
+    assert_int_equal(hpet_init(&live, "hpet-live", &real_clock, &loop, HPET_ROUTE_CAP_DEFAULT,
+                               live_irq, (struct irq_line){0}),
                      0);
     atomic_store(&live_raises, 0);
     atomic_store(&hammer_stop, false);
@@ -534,6 +704,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_access_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_loads_into_paused_hpet, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
         cmocka_unit_test(test_real_timers_on_event_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "devices/ps2.h"
+#include "support/state.h"
 
 struct line {
     bool level;
@@ -437,6 +438,62 @@ static void test_hostile_accesses(void **state)
     EXPECT(false, 0xfa, 0xaa);
 }
 
+/* A controller mid-conversation: translation on, keyboard LEDs set and a
+ * typematic command waiting for its parameter, the mouse enabled and its
+ * status reply queued behind the keyboard's acks, a byte in the output
+ * buffer with IRQ 1 up. A fresh controller takes the state and the guest
+ * reads on: the same bytes in the same order, the same lines, and the
+ * waiting command takes the next byte. */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    command(0x60);
+    data_out(PS2_CFG_KBD_INT | PS2_CFG_AUX_INT | PS2_CFG_SYS | PS2_CFG_TRANSLATE);
+    data_out(0xed);
+    data_out(0x05);
+    data_out(0xf3); /* typematic: parameter pending */
+    command(0xd4);
+    data_out(0xf4);
+    command(0xd4);
+    data_out(0xe9);
+    assert_true(kbd_line.level);
+
+    struct line kbd_b = {0}, aux_b = {0};
+    struct ps2 b;
+    ps2_init(&b, "ps2", (struct irq_line){line_set, &kbd_b}, (struct irq_line){line_set, &aux_b},
+             (struct irq_line){count_reset, NULL});
+    assert_state_roundtrip(&ps2.dev, &b.dev);
+    assert_true(kbd_b.level);
+    assert_false(aux_b.level);
+    const uint8_t kbd_bytes[] = {0xfa, 0xfa, 0xfa};
+    const uint8_t aux_bytes[] = {0xfa, 0xfa, 0x20, 0x02, 100};
+    for (size_t i = 0; i < sizeof(kbd_bytes); i++) {
+        uint8_t st = (uint8_t)ps2_ctrl_io_ops.read(&b, 0, 1);
+        assert_int_equal(st & (PS2_STATUS_OBF | PS2_STATUS_AUX | PS2_STATUS_SYS),
+                         PS2_STATUS_OBF | PS2_STATUS_SYS);
+        assert_int_equal(ps2_data_io_ops.read(&b, 0, 1), kbd_bytes[i]);
+    }
+    assert_true(aux_b.level);
+    for (size_t i = 0; i < sizeof(aux_bytes); i++) {
+        assert_true(ps2_ctrl_io_ops.read(&b, 0, 1) & PS2_STATUS_AUX);
+        assert_int_equal(ps2_data_io_ops.read(&b, 0, 1), aux_bytes[i]);
+    }
+    assert_false(aux_b.level);
+    assert_int_equal(kbd_b.raises, 3);
+    ps2_data_io_ops.write(&b, 0, 1, 0x20); /* the typematic parameter */
+    assert_int_equal(b.kbd_typematic, 0x20);
+    assert_int_equal(ps2_data_io_ops.read(&b, 0, 1), 0xfa);
+
+    assert_state_refusals(&ps2.dev, &b.dev);
+    const uint8_t too_many = PS2_QUEUE_SIZE + 1, bad_command = 0x12, bad_set = 3, five = 5;
+    assert_state_field_refused(&ps2.dev, &b.dev, "kbd.queue.count", &too_many, 1);
+    assert_state_field_refused(&ps2.dev, &b.dev, "aux.queue.count", &too_many, 1);
+    assert_state_field_refused(&ps2.dev, &b.dev, "ctrl.reply_count", &five, 1);
+    assert_state_field_refused(&ps2.dev, &b.dev, "ctrl.pending_command", &bad_command, 1);
+    assert_state_field_refused(&ps2.dev, &b.dev, "kbd.pending_command", &bad_command, 1);
+    assert_state_field_refused(&ps2.dev, &b.dev, "kbd.scan_set", &bad_set, 1);
+    b.dev.ops->destroy(&b.dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +512,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

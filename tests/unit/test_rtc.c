@@ -8,20 +8,26 @@
 #include <string.h>
 #include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "core/io_loop.h"
 #include "devices/rtc.h"
+#include "support/state.h"
 
 #define NS_PER_SEC 1000000000ull
 
 static uint64_t fake_now;
 
-static uint64_t fake_clock(void)
+static uint64_t fake_source(void *opaque)
 {
     return fake_now;
 }
+
+/* The machine's clock, on a fake source; real_clock on CLOCK_MONOTONIC. */
+static struct vm_clock fake_clock = {.source = fake_source};
+static struct vm_clock real_clock;
 
 struct irq_probe {
     bool level;
@@ -52,9 +58,10 @@ static int64_t sample_time(void)
 static int setup(void **state)
 {
     memset(&irq, 0, sizeof(irq));
-    assert_int_equal(rtc_init(&rtc, "rtc", NULL, (struct irq_line){probe_irq, &irq}), 0);
-    rtc.clock_ns = fake_clock;
+    vm_clock_init(&real_clock);
     fake_now = 1000 * NS_PER_SEC;
+    assert_int_equal(rtc_init(&rtc, "rtc", &fake_clock, NULL, (struct irq_line){probe_irq, &irq}),
+                     0);
     rtc_set_time(&rtc, sample_time()); /* phase 0 at fake_now */
     return 0;
 }
@@ -115,7 +122,7 @@ static void test_host_time_at_start(void **state)
 {
     /* A fresh RTC on the real clock reads the host's UTC time. */
     struct rtc fresh;
-    assert_int_equal(rtc_init(&fresh, "fresh", NULL, (struct irq_line){0}), 0);
+    assert_int_equal(rtc_init(&fresh, "fresh", &real_clock, NULL, (struct irq_line){0}), 0);
     int64_t host = (int64_t)time(NULL);
     int64_t guest = rtc_get_time(&fresh);
     assert_true(guest >= host - 2 && guest <= host + 2);
@@ -492,6 +499,142 @@ static void test_hostile_accesses(void **state)
     assert_false(irq.level);
 }
 
+static uint64_t armed_value_ns(const struct vm_timer *t)
+{
+    struct itimerspec spec;
+    assert_int_equal(timerfd_gettime(t->fd, &spec), 0);
+    return (uint64_t)spec.it_value.tv_sec * NS_PER_SEC + (uint64_t)spec.it_value.tv_nsec;
+}
+
+/* The restored machine's clock: another host's monotonic time, which the
+ * restore moves (vm_clock_set) to the saved machine's time. */
+static uint64_t other_host_now;
+
+static uint64_t other_host_source(void *opaque)
+{
+    return other_host_now;
+}
+
+static uint8_t port_read(struct rtc *r, unsigned index)
+{
+    rtc_io_ops.write(r, 0, 1, index);
+    return (uint8_t)rtc_io_ops.read(r, 1, 1);
+}
+
+/* An RTC with a periodic interrupt running (2 Hz, one tick pending and
+ * IRQ 8 up), update interrupts on, NVRAM written, the index latch and NMI
+ * mask set. A fresh RTC on another host's clock, set to the saved time,
+ * takes the state: the same time, registers and NVRAM, IRQ 8 up, and the
+ * periodic timer due when the saved one was; its ticks interrupt again. */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    const uint64_t period = 500000000; /* rate 15: slow enough to inspect the timerfd */
+    cmos_write(0x40, 0xab);
+    cmos_write(RTC_REG_A, 0x2f);
+    cmos_write(RTC_REG_B, RTC_B_24H | RTC_B_PIE | RTC_B_UIE);
+    fake_now += period;
+    run_periodic_tick();
+    assert_true(irq.level);
+    fake_now += 300000000;                     /* part way to the next tick */
+    rtc_io_ops.write(&rtc, 0, 1, 0x80 | 0x40); /* NMI masked, index 0x40 */
+    uint64_t deadline = rtc.periodic_deadline_ns;
+    assert_int_equal(deadline, 1000 * NS_PER_SEC + 2 * period);
+
+    struct vm_clock other = {.source = other_host_source};
+    other_host_now = 7 * NS_PER_SEC;
+    struct irq_probe irq_b = {0};
+    struct rtc b;
+    assert_int_equal(rtc_init(&b, "rtc", &other, NULL, (struct irq_line){probe_irq, &irq_b}), 0);
+    vm_clock_set(&other, vm_clock_now(&fake_clock));
+    assert_state_roundtrip(&rtc.dev, &b.dev);
+    assert_true(irq_b.level);
+    assert_true(rtc_nmi_masked(&b));
+    assert_int_equal(rtc_io_ops.read(&b, 1, 1), 0xab); /* the index latch survived */
+    assert_int_equal(rtc_get_time(&b), rtc_get_time(&rtc));
+    assert_int_equal(b.periodic_ns, period);
+    assert_true(timer_armed(&b.periodic_timer));
+    assert_int_equal(armed_interval_ns(&b.periodic_timer), period);
+    uint64_t left = armed_value_ns(&b.periodic_timer);
+    assert_true(left <= deadline - fake_now && left > (deadline - fake_now) / 2);
+    assert_true(timer_armed(&b.update_timer));
+    /* Time moves on both hosts alike; B's reading is A's. */
+    fake_now += 3 * NS_PER_SEC;
+    other_host_now += 3 * NS_PER_SEC;
+    assert_int_equal(port_read(&b, RTC_SECONDS), port_read(&rtc, RTC_SECONDS));
+    assert_int_equal(port_read(&b, RTC_REG_C), RTC_C_IRQF | RTC_C_PF);
+    assert_false(irq_b.level);
+    b.periodic_timer.fn(b.periodic_timer.opaque);
+    assert_true(irq_b.level);
+    assert_int_equal(irq_b.raises, 2);
+
+    assert_state_refusals(&rtc.dev, &b.dev);
+    const uint8_t bad_index = 0x80;
+    const uint64_t bad_phase = NS_PER_SEC, no_deadline = 0;
+    assert_state_field_refused(&rtc.dev, &b.dev, "index", &bad_index, 1);
+    assert_state_field_refused(&rtc.dev, &b.dev, "base_phase_ns", &bad_phase, 8);
+    assert_state_field_refused(&rtc.dev, &b.dev, "periodic_deadline_ns", &no_deadline, 8);
+    b.dev.ops->destroy(&b.dev);
+}
+
+/* The restore's order: the target is paused, loads the state while its
+ * clock still reads another host's time, then the clock is set to the
+ * saved time and the target resumes. Nothing is armed before resume;
+ * after it, the periodic tick is due when the saved one was. */
+static void test_state_loads_into_paused_rtc(void **state)
+{
+    cmos_write(RTC_REG_A, 0x2f); /* 2 Hz */
+    cmos_write(RTC_REG_B, RTC_B_24H | RTC_B_PIE);
+    fake_now += 300000000;
+    uint64_t left_on_a = rtc.periodic_deadline_ns - fake_now;
+    struct vm_clock other = {.source = other_host_source};
+    other_host_now = 3 * NS_PER_SEC;
+    struct irq_probe irq_b = {0};
+    struct rtc b;
+    assert_int_equal(rtc_init(&b, "rtc", &other, NULL, (struct irq_line){probe_irq, &irq_b}), 0);
+    assert_int_equal(b.dev.ops->pause(&b.dev), 0);
+    struct snap_buf saved = {0};
+    char err[512] = "";
+    state_save(&rtc.dev, &saved);
+    assert_int_equal(state_load(&b.dev, saved.data, saved.len, err, sizeof(err)), 0);
+    snap_buf_free(&saved);
+    assert_false(timer_armed(&b.periodic_timer));
+    assert_false(timer_armed(&b.update_timer));
+    vm_clock_set(&other, vm_clock_now(&fake_clock));
+    b.dev.ops->resume(&b.dev);
+    assert_true(timer_armed(&b.periodic_timer));
+    assert_true(timer_armed(&b.update_timer));
+    uint64_t left = armed_value_ns(&b.periodic_timer);
+    assert_true(left <= left_on_a && left > left_on_a / 2);
+    assert_int_equal(rtc_get_time(&b), rtc_get_time(&rtc));
+    b.dev.ops->destroy(&b.dev);
+}
+
+/* Pause stops both timers and ticks already on their way; resume arms
+ * them again, a periodic deadline that passed meanwhile at once. */
+static void test_pause_and_resume(void **state)
+{
+    cmos_write(RTC_REG_B, RTC_B_24H | RTC_B_PIE);
+    assert_int_equal(rtc.dev.ops->pause(&rtc.dev), 0);
+    assert_false(timer_armed(&rtc.periodic_timer));
+    assert_false(timer_armed(&rtc.update_timer));
+    fake_now += NS_PER_SEC;
+    run_periodic_tick();
+    run_update_tick();
+    assert_false(irq.level);
+    assert_false(timer_armed(&rtc.periodic_timer));
+    assert_int_equal(cmos_read(RTC_REG_C), 0);
+    rtc.dev.ops->resume(&rtc.dev);
+    assert_true(timer_armed(&rtc.periodic_timer));
+    uint64_t expirations = 0;
+    struct timespec ten_us = {0, 10000};
+    nanosleep(&ten_us, NULL);
+    assert_int_equal(read(rtc.periodic_timer.fd, &expirations, sizeof(expirations)),
+                     sizeof(expirations)); /* due at once */
+    assert_true(timer_armed(&rtc.update_timer));
+    run_periodic_tick();
+    assert_true(irq.level);
+}
+
 /* Real timerfds on an event loop with the host clock: periodic interrupts at
  * about 1024 Hz and an update-ended interrupt within a couple of seconds. */
 static void test_real_timers_on_event_loop(void **state)
@@ -500,8 +643,9 @@ static void test_real_timers_on_event_loop(void **state)
     assert_int_equal(io_loop_init(&loop, "test"), 0);
     struct rtc live;
     struct irq_probe live_irq = {0};
-    assert_int_equal(rtc_init(&live, "rtc-live", &loop, (struct irq_line){probe_irq, &live_irq}),
-                     0);
+    assert_int_equal(
+        rtc_init(&live, "rtc-live", &real_clock, &loop, (struct irq_line){probe_irq, &live_irq}),
+        0);
     rtc_io_ops.write(&live, 0, 1, RTC_REG_B);
     rtc_io_ops.write(&live, 1, 1, RTC_B_24H | RTC_B_PIE);
     uint64_t start = vm_clock_ns();
@@ -557,6 +701,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nmi_mask_bit_and_word_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_loads_into_paused_rtc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_and_resume, setup, teardown),
         cmocka_unit_test(test_real_timers_on_event_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "devices/uart16550.h"
+#include "support/state.h"
 
 struct fake_host {
     uint8_t sent[256];
@@ -233,6 +234,66 @@ static void test_reset_restores_power_on(void **state)
     assert_false(host.irq);
 }
 
+/* A UART mid-conversation: FIFOs on, divisor set, bytes waiting in both
+ * directions (the host refusing output), the receive timeout interrupt up.
+ * A fresh UART on a host in the same condition takes the state and carries
+ * on: same registers, same bytes in order, the line raised, and the held
+ * output goes out once its host accepts. */
+static void test_state_roundtrip_and_refusals(void **state)
+{
+    wr(UART_LCR, UART_LCR_DLAB);
+    wr(UART_RBR_THR, 0x01);
+    wr(UART_IER, 0x00);
+    wr(UART_LCR, 0x03);
+    wr(UART_IIR_FCR, UART_FCR_ENABLE | 0x80); /* trigger level 8 */
+    wr(UART_IER, UART_IER_RDI | UART_IER_THRI);
+    wr(UART_MCR, UART_MCR_DTR | UART_MCR_RTS | UART_MCR_OUT2);
+    wr(UART_SCR, 0x5a);
+    host.accept_limit = 0;
+    wr(UART_RBR_THR, 'x');
+    wr(UART_RBR_THR, 'y');
+    wr(UART_RBR_THR, 'z');
+    const uint8_t in[5] = {'h', 'e', 'l', 'l', 'o'};
+    assert_int_equal(uart16550_receive(&uart, in, sizeof(in)), 5);
+    assert_true(host.irq);
+
+    struct fake_host host_b = {.accept_limit = 0};
+    struct uart16550 b;
+    uart16550_init(&b, "test", (struct uart_backend){fake_tx, fake_rx_space, &host_b},
+                   (struct irq_line){fake_irq, &host_b});
+    assert_state_roundtrip(&uart.dev, &b.dev);
+    assert_true(host_b.irq);
+    assert_int_equal(host_b.irq_edges, 1);
+    assert_int_equal(uart16550_io_ops.read(&b, UART_IIR_FCR, 1),
+                     UART_IIR_TIMEOUT | UART_IIR_FIFO_ON);
+    assert_int_equal(uart16550_io_ops.read(&b, UART_LCR, 1), 0x03);
+    assert_int_equal(uart16550_io_ops.read(&b, UART_SCR, 1), 0x5a);
+    assert_int_equal(uart16550_io_ops.read(&b, UART_LSR, 1), UART_LSR_DR);
+    for (unsigned i = 0; i < sizeof(in); i++)
+        assert_int_equal(uart16550_io_ops.read(&b, UART_RBR_THR, 1), in[i]);
+    assert_false(host_b.irq);
+    host_b.accept_limit = sizeof(host_b.sent);
+    uart16550_tx_ready(&b);
+    assert_int_equal(host_b.sent_len, 3);
+    assert_memory_equal(host_b.sent, "xyz", 3);
+    assert_true(host_b.irq); /* THR empty again, THRI enabled */
+    uart16550_io_ops.write(&b, UART_LCR, 1, UART_LCR_DLAB);
+    assert_int_equal(uart16550_io_ops.read(&b, UART_RBR_THR, 1), 0x01);
+
+    assert_state_refusals(&uart.dev, &b.dev);
+    const uint8_t too_many = UART_FIFO_SIZE + 1, bad_fcr = UART_FCR_CLEAR_RX, bad_ier = 0x10;
+    assert_state_field_refused(&uart.dev, &b.dev, "rx_count", &too_many, 1);
+    assert_state_field_refused(&uart.dev, &b.dev, "tx_count", &too_many, 1);
+    assert_state_field_refused(&uart.dev, &b.dev, "fcr", &bad_fcr, 1);
+    assert_state_field_refused(&uart.dev, &b.dev, "ier", &bad_ier, 1);
+    /* Without FIFOs the receiver holds one byte. */
+    wr(UART_IIR_FCR, 0);
+    assert_int_equal(uart16550_receive(&uart, in, 1), 1);
+    const uint8_t two = 2;
+    assert_state_field_refused(&uart.dev, &b.dev, "rx_count", &two, 1);
+    b.dev.ops->destroy(&b.dev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +310,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fcr_clears_and_iir_reports_fifo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_restores_power_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
