@@ -241,6 +241,7 @@ static int build_nvme(struct vmm *vmm, const struct config_device *d)
         .backend = vmm->backends[d->blk.block_dev_index],
         .mem = &m->mem,
         .msix_sink = msix_machine_sink(m),
+        .clock = &m->clock,
     });
     return nvme ? add_pci_function(vmm, nvme_pci_device(nvme), &d->pci) : -1;
 }

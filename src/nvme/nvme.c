@@ -3,21 +3,15 @@
  * the I/O worker thread. Admin commands: nvme_admin.c; NVM commands and
  * PRPs: nvme_io.c. */
 #include "common/sync.h"
-#include "common/thread.h"
 #include "nvme/nvme_int.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-uint64_t nvme_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 static const char *name_of(const struct nvme_ctrl *c)
 {
@@ -232,11 +226,26 @@ static void wait_sq_idle(struct nvme_sq *sq)
 
 /* ---- Worker ---- */
 
+/* Wakes the worker unless it is awake already: in its callback (it looks
+ * at pending again before it goes idle) or with a wake-up not yet read.
+ * work_lock held. */
+static void wake_worker_locked(struct nvme_ctrl *c)
+{
+    if (c->worker_busy || c->kick_posted)
+        return;
+    uint64_t one = 1;
+    if (write(c->kick_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_limited(&c->io_log, LOG_ERROR, "%s: waking the I/O worker: %s", name_of(c),
+                    strerror(errno));
+    else
+        c->kick_posted = true;
+}
+
 void nvme_kick(struct nvme_ctrl *c, unsigned qid)
 {
     pthread_mutex_lock(&c->work_lock);
     c->pending |= 1u << qid;
-    pthread_cond_signal(&c->work_cond);
+    wake_worker_locked(c);
     pthread_mutex_unlock(&c->work_lock);
 }
 
@@ -245,23 +254,25 @@ void nvme_queue_followup(struct nvme_ctrl *c, struct nvme_req *req)
     pthread_mutex_lock(&c->work_lock);
     req->next = c->followups;
     c->followups = req;
-    pthread_cond_signal(&c->work_cond);
+    wake_worker_locked(c);
     pthread_mutex_unlock(&c->work_lock);
 }
 
-static void *worker_main(void *opaque)
+/* The worker's loop callback: runs follow-ups and the SQs with doorbell
+ * activity until there is none left, then goes idle. A paused controller
+ * takes no command (nvme_io_process_sq), so the callback ends and the loop
+ * can park. */
+static void worker_kicked(void *opaque, uint32_t events)
 {
     struct nvme_ctrl *c = opaque;
+    uint64_t count;
+    if (read(c->kick_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+        log_limited(&c->io_log, LOG_ERROR, "%s: I/O worker wake-up: %s", name_of(c),
+                    strerror(errno));
     pthread_mutex_lock(&c->work_lock);
-    for (;;) {
-        while (!c->stop && !c->pending && !c->followups) {
-            c->worker_busy = false;
-            pthread_cond_broadcast(&c->idle_cond);
-            pthread_cond_wait(&c->work_cond, &c->work_lock);
-        }
-        if (c->stop)
-            break;
-        c->worker_busy = true;
+    c->kick_posted = false;
+    c->worker_busy = true;
+    while (c->pending || c->followups) {
         uint32_t mask = c->pending;
         c->pending = 0;
         struct nvme_req *followups = c->followups;
@@ -284,14 +295,14 @@ static void *worker_main(void *opaque)
     c->worker_busy = false;
     pthread_cond_broadcast(&c->idle_cond);
     pthread_mutex_unlock(&c->work_lock);
-    return NULL;
 }
 
 void nvme_wait_idle(struct nvme_ctrl *c)
 {
     for (;;) {
         pthread_mutex_lock(&c->work_lock);
-        while (c->worker_started && !c->stop && (c->worker_busy || c->pending || c->followups))
+        /* A parked loop runs nothing: what it has pending waits for resume. */
+        while (c->loop_started && !c->loop_paused && (c->worker_busy || c->pending || c->followups))
             pthread_cond_wait(&c->idle_cond, &c->work_lock);
         pthread_mutex_unlock(&c->work_lock);
         bool busy = false;
@@ -761,11 +772,12 @@ static void nvme_dump(struct device *dev)
     uint32_t pending = c->pending;
     bool busy = c->worker_busy;
     pthread_mutex_unlock(&c->work_lock);
-    log_info("%s: cc 0x%x csts 0x%x intms 0x%x, %s, %u AERs outstanding, %u events queued, "
+    log_info("%s: cc 0x%x csts 0x%x intms 0x%x, %s%s, %u AERs outstanding, %u events queued, "
              "worker %s, SQs with doorbell activity 0x%x, INTx pending 0x%x, msix %s",
              name, c->cc, c->csts, atomic_load(&c->intms),
-             atomic_load(&c->io_stopped) ? "I/O stopped" : "I/O running", c->aer_count,
-             c->event_count, busy ? "busy" : "idle", pending, atomic_load(&c->intx_pending),
+             atomic_load(&c->io_stopped) ? "I/O stopped" : "I/O running",
+             atomic_load(&c->paused) ? " (paused)" : "", c->aer_count, c->event_count,
+             busy ? "busy" : "idle", pending, atomic_load(&c->intx_pending),
              msix_enabled(&c->msix) ? "on" : "off");
     for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
         struct nvme_sq *sq = &c->sqs[qid];
@@ -797,23 +809,29 @@ static void nvme_dump(struct device *dev)
 static void nvme_destroy(struct device *dev)
 {
     struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    /* The reset waits for requests in flight, whose follow-ups the worker
+     * runs: a parked worker is let go (paused, it takes no command). */
+    pthread_mutex_lock(&c->work_lock);
+    bool parked = c->loop_paused;
+    c->loop_paused = false;
+    pthread_mutex_unlock(&c->work_lock);
+    if (parked)
+        io_loop_resume(&c->loop);
     pthread_mutex_lock(&c->lock);
     controller_reset_locked(c);
     pthread_mutex_unlock(&c->lock);
-    if (c->worker_started) {
-        pthread_mutex_lock(&c->work_lock);
-        c->stop = true;
-        pthread_cond_signal(&c->work_cond);
-        pthread_mutex_unlock(&c->work_lock);
-        pthread_join(c->worker, NULL);
-    }
+    /* The loop's thread ends, then the watch can go. */
+    io_loop_stop(&c->loop);
+    io_loop_unwatch(&c->loop, &c->kick_watch);
+    if (c->kick_fd >= 0)
+        close(c->kick_fd);
+    io_loop_destroy(&c->loop);
     msix_destroy(&c->msix);
     for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
         pthread_mutex_destroy(&c->sqs[qid].lock);
         pthread_cond_destroy(&c->sqs[qid].idle);
         pthread_mutex_destroy(&c->cqs[qid].lock);
     }
-    pthread_cond_destroy(&c->work_cond);
     pthread_cond_destroy(&c->idle_cond);
     pthread_mutex_destroy(&c->work_lock);
     pthread_mutex_destroy(&c->lock);
@@ -821,10 +839,352 @@ static void nvme_destroy(struct device *dev)
     free(c);
 }
 
+/* ---- Pause, resume and state ---- */
+
+static int nvme_pause(struct device *dev)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    pthread_mutex_lock(&c->work_lock);
+    bool parked = c->loop_paused;
+    pthread_mutex_unlock(&c->work_lock);
+    if (parked)
+        return 0;
+    /* No new command from any SQ; what is at the back end completes and is
+     * posted (follow-ups such as a FUA write's flush still run), then the
+     * worker parks with whatever doorbells come meanwhile left pending. */
+    atomic_store(&c->paused, true);
+    nvme_wait_idle(c);
+    io_loop_pause(&c->loop);
+    pthread_mutex_lock(&c->work_lock);
+    c->loop_paused = true;
+    pthread_mutex_unlock(&c->work_lock);
+    return 0;
+}
+
+static void nvme_resume(struct device *dev)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    atomic_store(&c->paused, false);
+    pthread_mutex_lock(&c->work_lock);
+    bool parked = c->loop_paused;
+    c->loop_paused = false;
+    pthread_mutex_unlock(&c->work_lock);
+    if (parked)
+        io_loop_resume(&c->loop);
+    /* Every doorbell again: tails written while paused, or entries a
+     * restored SQ holds that were never fetched. */
+    pthread_mutex_lock(&c->work_lock);
+    c->pending |= ((1u << NVME_NUM_QUEUES) - 1) & ~1u;
+    wake_worker_locked(c);
+    pthread_mutex_unlock(&c->work_lock);
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->enabled))
+        nvme_admin_process(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* One queue as saved. SQs use cqid and active, CQs phase, ien and iv. */
+struct queue_image {
+    uint64_t base;
+    uint32_t size, head, tail;
+    uint16_t cqid, iv;
+    bool active, phase, ien;
+};
+
+struct ctrl_image {
+    uint64_t nsze;
+    uint32_t lba_size;
+    uint32_t cc, csts, aqa, intms;
+    uint64_t asq, acq;
+    struct nvme_admin_image admin;
+    uint64_t read_bytes, write_bytes, read_cmds, write_cmds, power_on_base_ns;
+    uint32_t cq_mask, sq_mask; /* bit per queue that exists */
+    struct queue_image cqs[NVME_NUM_QUEUES], sqs[NVME_NUM_QUEUES];
+};
+
+static void capture(struct nvme_ctrl *c, struct ctrl_image *im)
+{
+    memset(im, 0, sizeof(*im));
+    im->nsze = c->nsze;
+    im->lba_size = c->lba_size;
+    im->cc = c->cc;
+    im->csts = c->csts;
+    im->aqa = c->aqa;
+    im->intms = atomic_load(&c->intms);
+    im->asq = c->asq;
+    im->acq = c->acq;
+    im->read_bytes = atomic_load(&c->read_bytes);
+    im->write_bytes = atomic_load(&c->write_bytes);
+    im->read_cmds = atomic_load(&c->read_cmds);
+    im->write_cmds = atomic_load(&c->write_cmds);
+    im->power_on_base_ns = c->created_ns;
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        struct nvme_cq *cq = &c->cqs[qid];
+        pthread_mutex_lock(&cq->lock);
+        if (cq->active) {
+            im->cq_mask |= 1u << qid;
+            im->cqs[qid] = (struct queue_image){.base = cq->base,
+                                                .size = cq->size,
+                                                .head = cq->head,
+                                                .tail = cq->tail,
+                                                .phase = cq->phase,
+                                                .ien = cq->ien,
+                                                .iv = cq->iv};
+        }
+        pthread_mutex_unlock(&cq->lock);
+        struct nvme_sq *sq = &c->sqs[qid];
+        pthread_mutex_lock(&sq->lock);
+        /* A fatal status leaves its SQs in place, inactive. */
+        if (sq->size) {
+            im->sq_mask |= 1u << qid;
+            im->sqs[qid] = (struct queue_image){.base = sq->base,
+                                                .size = sq->size,
+                                                .head = sq->head,
+                                                .tail = sq->tail,
+                                                .cqid = sq->cqid,
+                                                .active = sq->active};
+        }
+        pthread_mutex_unlock(&sq->lock);
+    }
+}
+
+/* The queue fields both kinds share: where it is, how big, its indexes. */
+static void queue_common_state(struct snap *s, struct queue_image *q, unsigned qid,
+                               unsigned entry_size)
+{
+    /* Admin queues take AQA's sizes, I/O queues CAP.MQES's. */
+    uint32_t max = qid == 0 ? NVME_AQA_ASQS(0xfff) + 1 : NVME_MQES + 1;
+    snap_u64(s, "base", &q->base);
+    snap_check(s, (q->base & (NVME_PAGE_SIZE - 1)) == 0, "base", "not page aligned");
+    snap_u32(s, "size", &q->size);
+    if (snap_loading(s) && (q->size < 2 || q->size > max))
+        snap_fail(s, "size", "%u entries, not 2 to %u", q->size, max);
+    snap_check(s, q->base <= UINT64_MAX - (uint64_t)q->size * entry_size, "base",
+               "the queue runs past the end of the address space");
+    snap_u32(s, "head", &q->head);
+    if (snap_loading(s) && q->head >= q->size)
+        snap_fail(s, "head", "%u, beyond the queue's %u entries", q->head, q->size);
+    snap_u32(s, "tail", &q->tail);
+    if (snap_loading(s) && q->tail >= q->size)
+        snap_fail(s, "tail", "%u, beyond the queue's %u entries", q->tail, q->size);
+}
+
+/* Which queues exist: ids within what Number of Queues granted, none
+ * unless the controller is enabled, the admin queue whenever it is. */
+static void queue_mask_state(struct snap *s, const char *name, uint32_t *mask, unsigned granted,
+                             const struct ctrl_image *im)
+{
+    snap_u32(s, name, mask);
+    if (!snap_loading(s) || snap_error(s))
+        return;
+    uint32_t m = *mask;
+    if (m >> NVME_NUM_QUEUES)
+        snap_fail(s, name, "queue ids beyond %u (0x%x)", NVME_NUM_QUEUES - 1, m);
+    for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++)
+        if ((m & (1u << qid)) && qid > granted)
+            snap_fail(s, name, "queue %u beyond the %u granted (Number of Queues)", qid, granted);
+    if (m && !(im->cc & NVME_CC_EN))
+        snap_fail(s, name, "queues exist while CC.EN is clear");
+    if (m && !(m & 1u))
+        snap_fail(s, name, "I/O queues without the admin queue");
+    if ((im->csts & NVME_CSTS_RDY) && !(im->csts & NVME_CSTS_CFS) && !(m & 1u))
+        snap_fail(s, name, "the controller is ready without an admin queue");
+}
+
+static void queues_state(struct nvme_ctrl *c, struct snap *s, struct ctrl_image *im)
+{
+    queue_mask_state(s, "cqs", &im->cq_mask, im->admin.ncqa, im);
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES && !snap_error(s); qid++) {
+        if (!(im->cq_mask & (1u << qid)))
+            continue;
+        struct queue_image *q = &im->cqs[qid];
+        snap_enter(s, "cq%u", qid);
+        queue_common_state(s, q, qid, NVME_CQE_SIZE);
+        snap_bool(s, "phase", &q->phase);
+        snap_bool(s, "ien", &q->ien);
+        snap_u16(s, "iv", &q->iv);
+        if (snap_loading(s) && q->iv >= c->msix.nvec)
+            snap_fail(s, "iv", "vector %u, beyond the %u MSI-X vectors", q->iv, c->msix.nvec);
+        snap_check(s, qid != 0 || (q->ien && q->iv == 0), "iv",
+                   "the admin CQ interrupts on vector 0");
+        snap_leave(s);
+    }
+    queue_mask_state(s, "sqs", &im->sq_mask, im->admin.nsqa, im);
+    snap_check(s, (im->sq_mask & 1u) == (im->cq_mask & 1u), "sqs",
+               "an admin SQ without the admin CQ, or the reverse");
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES && !snap_error(s); qid++) {
+        if (!(im->sq_mask & (1u << qid)))
+            continue;
+        struct queue_image *q = &im->sqs[qid];
+        snap_enter(s, "sq%u", qid);
+        queue_common_state(s, q, qid, NVME_SQE_SIZE);
+        snap_u16(s, "cqid", &q->cqid);
+        if (snap_loading(s) && (qid == 0) != (q->cqid == 0))
+            snap_fail(s, "cqid", "CQ %u for SQ %u: only the admin queues pair with queue 0",
+                      q->cqid, qid);
+        else if (snap_loading(s) &&
+                 (q->cqid >= NVME_NUM_QUEUES || !(im->cq_mask & (1u << q->cqid))))
+            snap_fail(s, "cqid", "CQ %u does not exist", q->cqid);
+        snap_bool(s, "active", &q->active);
+        /* Only a fatal status stops an SQ and leaves it in place. */
+        snap_check(s, q->active || (im->csts & NVME_CSTS_CFS), "active",
+                   "a stopped SQ without controller fatal status");
+        snap_leave(s);
+    }
+}
+
+/* Puts a checked image in place: the controller is reset first, so the
+ * queues the device had are gone (nothing is in flight: paused or
+ * disabled). ctrl->lock held. Returns false if a request pool cannot be
+ * allocated. */
+static bool restore(struct nvme_ctrl *c, const struct ctrl_image *im, struct snap *s)
+{
+    controller_reset_locked(c);
+    c->cc = im->cc;
+    c->csts = im->csts;
+    c->aqa = im->aqa;
+    atomic_store(&c->intms, im->intms);
+    c->asq = im->asq;
+    c->acq = im->acq;
+    nvme_admin_restore(c, &im->admin);
+    atomic_store(&c->read_bytes, im->read_bytes);
+    atomic_store(&c->write_bytes, im->write_bytes);
+    atomic_store(&c->read_cmds, im->read_cmds);
+    atomic_store(&c->write_cmds, im->write_cmds);
+    c->created_ns = im->power_on_base_ns;
+    c->io_queues = 0;
+    uint32_t intx_pending = 0;
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        if (!(im->cq_mask & (1u << qid)))
+            continue;
+        const struct queue_image *q = &im->cqs[qid];
+        struct nvme_cq *cq = &c->cqs[qid];
+        nvme_cq_init(cq, (uint16_t)qid, q->base, q->size, q->ien, q->iv);
+        pthread_mutex_lock(&cq->lock);
+        cq->head = q->head;
+        cq->tail = q->tail;
+        cq->phase = q->phase;
+        pthread_mutex_unlock(&cq->lock);
+        if (q->ien && q->head != q->tail)
+            intx_pending |= 1u << qid;
+        if (qid)
+            c->io_queues++;
+    }
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        if (!(im->sq_mask & (1u << qid)))
+            continue;
+        const struct queue_image *q = &im->sqs[qid];
+        struct nvme_sq *sq = &c->sqs[qid];
+        if (qid && !nvme_sq_alloc_reqs(c, sq, q->size)) {
+            snap_fail(s, "sqs", "no memory for the requests of SQ %u", qid);
+            return false;
+        }
+        nvme_sq_init(sq, (uint16_t)qid, q->cqid, q->base, q->size);
+        pthread_mutex_lock(&sq->lock);
+        sq->head = q->head;
+        sq->tail = q->tail;
+        atomic_store(&sq->sqhd, q->head);
+        sq->active = q->active;
+        pthread_mutex_unlock(&sq->lock);
+        if (qid) {
+            c->cqs[q->cqid].sq_refs++;
+            c->io_queues++;
+        }
+    }
+    atomic_store(&c->intx_pending, intx_pending);
+    atomic_store(&c->io_stopped, (c->csts & NVME_CSTS_SHST_MASK) != 0);
+    atomic_store(&c->enabled, (c->csts & (NVME_CSTS_RDY | NVME_CSTS_CFS)) == NVME_CSTS_RDY);
+    nvme_update_intx(c);
+    return true;
+}
+
+static int nvme_state(struct device *dev, struct snap *s)
+{
+    struct nvme_ctrl *c = container_of(dev, struct nvme_ctrl, pci.dev);
+    /* Queues, doorbells and completions stand still only while paused
+     * (or with no queue at all); the vCPUs are stopped then, so nothing
+     * moves CC.EN under this check. */
+    pthread_mutex_lock(&c->lock);
+    bool still = atomic_load(&c->paused) || !(c->cc & NVME_CC_EN);
+    pthread_mutex_unlock(&c->lock);
+    if (!still) {
+        snap_fail(s, "cc", "the controller is enabled and not paused");
+        return -1;
+    }
+    /* The function's own locks, outside the controller's (a load maps
+     * BARs on the buses). */
+    snap_enter(s, "pci");
+    pci_device_state(&c->pci, s);
+    snap_leave(s);
+    snap_enter(s, "msix");
+    msix_state(&c->msix, s);
+    snap_leave(s);
+
+    pthread_mutex_lock(&c->lock);
+    struct ctrl_image im;
+    if (!snap_loading(s))
+        capture(c, &im);
+    else
+        memset(&im, 0, sizeof(im));
+
+    /* The namespace comes from the configuration; a state for another
+     * disk geometry is refused. */
+    snap_u64(s, "nsze", &im.nsze);
+    if (snap_loading(s) && im.nsze != c->nsze)
+        snap_fail(s, "nsze", "%llu blocks; this namespace has %llu", (unsigned long long)im.nsze,
+                  (unsigned long long)c->nsze);
+    snap_u32(s, "lba_size", &im.lba_size);
+    if (snap_loading(s) && im.lba_size != c->lba_size)
+        snap_fail(s, "lba_size", "%u bytes; this namespace's blocks have %u", im.lba_size,
+                  c->lba_size);
+
+    snap_u32(s, "cc", &im.cc);
+    snap_check(s, (im.cc & ~NVME_CC_WRITABLE) == 0, "cc", "reserved bits set");
+    snap_u32(s, "csts", &im.csts);
+    snap_check(s, (im.csts & ~(NVME_CSTS_RDY | NVME_CSTS_CFS | NVME_CSTS_SHST_MASK)) == 0, "csts",
+               "reserved bits set");
+    uint32_t shst = im.csts & NVME_CSTS_SHST_MASK;
+    snap_check(s, shst == 0 || shst == NVME_CSTS_SHST_COMPLETE, "csts",
+               "a shutdown status this controller never reports");
+    snap_check(s, !(im.csts & NVME_CSTS_RDY) || (im.cc & NVME_CC_EN), "csts",
+               "ready while CC.EN is clear");
+    snap_u32(s, "aqa", &im.aqa);
+    snap_check(s, (im.aqa & ~NVME_AQA_WRITABLE) == 0, "aqa", "reserved bits set");
+    snap_u64(s, "asq", &im.asq);
+    snap_check(s, (im.asq & 0xfff) == 0, "asq", "not page aligned");
+    snap_u64(s, "acq", &im.acq);
+    snap_check(s, (im.acq & 0xfff) == 0, "acq", "not page aligned");
+    snap_u32(s, "intms", &im.intms);
+
+    nvme_admin_state(c, s, &im.admin);
+
+    /* SMART: the counters, and the clock reading power-on hours count from. */
+    snap_u64(s, "read_bytes", &im.read_bytes);
+    snap_u64(s, "write_bytes", &im.write_bytes);
+    snap_u64(s, "read_cmds", &im.read_cmds);
+    snap_u64(s, "write_cmds", &im.write_cmds);
+    snap_u64(s, "power_on_base_ns", &im.power_on_base_ns);
+
+    queues_state(c, s, &im);
+
+    bool loaded = snap_loading(s) && !snap_error(s) && restore(c, &im, s);
+    pthread_mutex_unlock(&c->lock);
+    /* A loaded controller is where the saved one was: paused, until the
+     * machine resumes it (which looks at every doorbell). */
+    if (loaded)
+        nvme_pause(dev);
+    return snap_error(s);
+}
+
 static const struct device_ops nvme_device_ops = {
     .drop_decodes = pci_device_drop_decodes,
     .reset = nvme_reset,
     .dump = nvme_dump,
+    .pause = nvme_pause,
+    .resume = nvme_resume,
+    .state = nvme_state,
+    .kind = "nvme",
+    .state_version = 1,
     .destroy = nvme_destroy,
 };
 
@@ -879,6 +1239,25 @@ static bool setup_namespace(struct nvme_ctrl *c, struct block_backend *be)
     return true;
 }
 
+/* The worker: an io_loop on its own thread, named after the device. */
+static int start_worker(struct nvme_ctrl *c, const char *name)
+{
+    c->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->kick_fd < 0) {
+        log_error("%s: eventfd: %s", name, strerror(errno));
+        return -1;
+    }
+    if (io_loop_watch(&c->loop, &c->kick_watch, c->kick_fd, EPOLLIN, worker_kicked, c) < 0)
+        return -1;
+    int err = io_loop_start(&c->loop);
+    if (err) {
+        log_error("%s: cannot start the I/O worker: %s", name, strerror(-err));
+        return -1;
+    }
+    c->loop_started = true;
+    return 0;
+}
+
 struct nvme_ctrl *nvme_create(const struct nvme_params *params)
 {
     const char *name = params->name ? params->name : "nvme";
@@ -889,6 +1268,13 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params)
         log_error("%s: out of memory", name);
         return NULL;
     }
+    /* First, so that every later failure can go through nvme_destroy. */
+    if (io_loop_init(&c->loop, name) < 0) {
+        free(c);
+        return NULL;
+    }
+    io_watch_init(&c->kick_watch);
+    c->kick_fd = -1;
     static const struct pci_ids ids = {
         .vendor_id = NVME_PCI_VENDOR_ID,
         .device_id = NVME_PCI_DEVICE_ID,
@@ -899,10 +1285,11 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params)
     pci_device_init(&c->pci, name, &nvme_device_ops, &ids, &nvme_pci_ops);
     c->mem = params->mem;
     c->be = be;
+    vm_clock_init(&c->own_clock);
+    c->clock = params->clock ? params->clock : &c->own_clock;
     set_identity(c, serial ? serial : "");
     pthread_mutex_init(&c->lock, NULL);
     pthread_mutex_init(&c->work_lock, NULL);
-    pthread_cond_init(&c->work_cond, NULL);
     pthread_cond_init(&c->idle_cond, NULL);
     for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
         pthread_mutex_init(&c->sqs[qid].lock, NULL);
@@ -912,7 +1299,7 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params)
         c->cqs[qid].qid = (uint16_t)qid;
     }
     c->nsqa = c->ncqa = NVME_MAX_IO_QUEUES;
-    c->created_ns = nvme_now_ns();
+    c->created_ns = vm_clock_now(c->clock);
 
     if (!setup_namespace(c, be) ||
         pci_register_bar(&c->pci, 0, PCI_BAR_MEM64, false, NVME_BAR0_SIZE, &nvme_bar0_ops, c) < 0 ||
@@ -926,13 +1313,10 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params)
     pci_set_interrupt_pin(&c->pci, PCI_INTA);
     nvme_features_default(c); /* after setup_namespace: the write cache follows vwc */
 
-    int err = thread_start(&c->worker, name, 0, worker_main, c);
-    if (err) {
-        log_error("%s: cannot start the I/O worker: %s", name, strerror(-err));
+    if (start_worker(c, name) < 0) {
         nvme_destroy(&c->pci.dev);
         return NULL;
     }
-    c->worker_started = true;
     log_debug("%s: NVMe controller, serial \"%s\", %llu blocks of %u bytes%s", name, c->serial,
               (unsigned long long)c->nsze, c->lba_size, c->read_only ? ", read-only" : "");
     return c;

@@ -7,9 +7,17 @@
  * table and PBA. INTx pin A as the fallback.
  *
  * Admin commands run on the vCPU thread that rings the admin doorbell; I/O
- * submission queues are drained by one worker thread per controller and the
- * requests complete on back-end threads. Every guest address (queues, PRPs,
- * PRP lists, data) goes through guest_mem. */
+ * submission queues are drained by one worker per controller (an io_loop on
+ * its own thread) and the requests complete on back-end threads. Every
+ * guest address (queues, PRPs, PRP lists, data) goes through guest_mem.
+ *
+ * Lifecycle: pause stops taking commands from the SQs, waits for every
+ * request at the back end to complete and be posted, then parks the
+ * worker; resume restarts it and looks at every doorbell again. The state
+ * (kind "nvme") holds the PCI function, MSI-X, the controller registers,
+ * every queue with its doorbell values, features, asynchronous events and
+ * the SMART counters; it is saved and loaded only while the controller is
+ * paused or disabled, and a loaded controller stays paused until resume. */
 #ifndef NVME_NVME_H
 #define NVME_NVME_H
 
@@ -18,6 +26,7 @@
 
 #include "block/block.h"
 #include "core/guest_mem.h"
+#include "core/timer.h"
 #include "pci/msix.h"
 #include "pci/pci.h"
 
@@ -33,6 +42,9 @@ struct nvme_params {
     struct block_backend *backend; /* namespace 1; must outlive the controller */
     const struct guest_mem *mem;
     struct msix_sink msix_sink; /* msix_machine_sink(machine) on a real VM; a fake in tests */
+    /* The machine's clock (power-on hours); NULL: CLOCK_MONOTONIC. Must
+     * outlive the controller. */
+    const struct vm_clock *clock;
 };
 
 /* Creates a controller with one namespace on params->backend. The serial
@@ -48,7 +60,8 @@ struct nvme_ctrl *nvme_create(const struct nvme_params *params);
 struct pci_device *nvme_pci_device(struct nvme_ctrl *ctrl);
 
 /* Waits until the I/O worker has nothing queued and no request is in flight
- * (tests, pause). */
+ * (tests, pause). While the worker is paused, what it has queued stays
+ * queued and only the requests in flight are waited for. */
 void nvme_wait_idle(struct nvme_ctrl *ctrl);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/bytes.h"
+#include "common/snap.h"
 
 #define IDENTIFY_SIZE 4096
 #define MODEL_NUMBER "propolis-nvme"
@@ -455,8 +456,11 @@ static size_t log_smart(struct nvme_ctrl *c, uint8_t *b)
     put128(b, 48, (wr / 512 + 999) / 1000);
     put128(b, 64, atomic_load(&c->read_cmds));
     put128(b, 80, atomic_load(&c->write_cmds));
-    put128(b, 112, 1);                                                  /* power cycles */
-    put128(b, 128, (nvme_now_ns() - c->created_ns) / 3600000000000ull); /* power-on hours */
+    put128(b, 112, 1); /* power cycles */
+    /* A restored base may be ahead of a clock without the saved offset. */
+    uint64_t now = vm_clock_now(c->clock);
+    uint64_t on_ns = now > c->created_ns ? now - c->created_ns : 0;
+    put128(b, 128, on_ns / 3600000000000ull); /* power-on hours */
     put128(b, 176, c->error_count);
     return 512;
 }
@@ -510,7 +514,8 @@ static uint16_t admin_get_log_page(struct nvme_ctrl *c, const struct nvme_sqe *c
  * it stays queued and the admin CQ head doorbell retries. */
 static void deliver_events(struct nvme_ctrl *c)
 {
-    while (c->aer_count > 0 && c->event_count > 0) {
+    /* A paused controller posts nothing; resume delivers. */
+    while (c->aer_count > 0 && c->event_count > 0 && !atomic_load(&c->paused)) {
         if (!nvme_cq_reserve(c, &c->cqs[0], 0))
             return;
         struct nvme_event ev = c->events[0];
@@ -600,6 +605,8 @@ void nvme_admin_process(struct nvme_ctrl *c)
 {
     struct nvme_sq *sq = &c->sqs[0];
     struct nvme_cq *cq = &c->cqs[0];
+    if (atomic_load(&c->paused))
+        return; /* the tail is kept; resume runs the queue */
     if (atomic_load(&c->enabled))
         deliver_events(c); /* events that waited for a CQ slot */
     while (atomic_load(&c->enabled) && sq->active && sq->head != sq->tail) {
@@ -627,4 +634,95 @@ void nvme_admin_process(struct nvme_ctrl *c)
         if (post)
             nvme_cq_post(c, cq, 0, sq->head, cmd.cid, status, dw0);
     }
+}
+
+/* ---- State ---- */
+
+static void features_state(struct nvme_ctrl *c, struct snap *s, struct nvme_features *f,
+                           bool *write_cache)
+{
+    snap_enter(s, "feat");
+    snap_u32(s, "arbitration", &f->arbitration);
+    snap_u32(s, "power_mgmt", &f->power_mgmt);
+    snap_check(s, (f->power_mgmt & ~0xe0u) == 0, "power_mgmt",
+               "not power state 0 or reserved bits set");
+    snap_u16(s, "temp_over", &f->temp_over);
+    snap_u16(s, "temp_under", &f->temp_under);
+    snap_u32(s, "error_recovery", &f->error_recovery);
+    snap_check(s, f->error_recovery <= 0xffff, "error_recovery", "DULBE or reserved bits set");
+    snap_u32(s, "irq_coalesce", &f->irq_coalesce);
+    snap_check(s, f->irq_coalesce <= 0xffff, "irq_coalesce", "reserved bits set");
+    snap_u32(s, "write_atomic", &f->write_atomic);
+    snap_check(s, f->write_atomic <= 1, "write_atomic", "reserved bits set");
+    snap_u32(s, "async_event_cfg", &f->async_event_cfg);
+    snap_u32_array(s, "irq_config", f->irq_config, NVME_MSIX_VECTORS);
+    for (unsigned iv = 0; iv < NVME_MSIX_VECTORS && snap_loading(s) && !snap_error(s); iv++)
+        if ((f->irq_config[iv] & 0xffff) != iv || f->irq_config[iv] > 0x1ffff)
+            snap_fail(s, "irq_config", "entry %u (0x%x) is not vector %u's configuration", iv,
+                      f->irq_config[iv], iv);
+    snap_bool(s, "volatile_wc", write_cache);
+    snap_check(s, !*write_cache || c->vwc, "volatile_wc",
+               "write cache enabled but this namespace has no volatile write cache");
+    snap_leave(s);
+}
+
+void nvme_admin_state(struct nvme_ctrl *c, struct snap *s, struct nvme_admin_image *im)
+{
+    if (!snap_loading(s)) {
+        memset(im, 0, sizeof(*im));
+        im->nsqa = c->nsqa;
+        im->ncqa = c->ncqa;
+        im->feat = c->feat;
+        im->write_cache = atomic_load(&c->write_cache);
+        im->aer_count = c->aer_count;
+        memcpy(im->aer_cids, c->aer_cids, sizeof(im->aer_cids));
+        im->event_count = c->event_count;
+        memcpy(im->events, c->events, sizeof(im->events));
+        im->error_events_masked = c->error_events_masked;
+        im->error_count = c->error_count;
+    }
+    /* Number of Queues as granted. */
+    snap_u16(s, "nsqa", &im->nsqa);
+    if (snap_loading(s) && (im->nsqa < 1 || im->nsqa > NVME_MAX_IO_QUEUES))
+        snap_fail(s, "nsqa", "%u submission queues, not 1 to %u", im->nsqa, NVME_MAX_IO_QUEUES);
+    snap_u16(s, "ncqa", &im->ncqa);
+    if (snap_loading(s) && (im->ncqa < 1 || im->ncqa > NVME_MAX_IO_QUEUES))
+        snap_fail(s, "ncqa", "%u completion queues, not 1 to %u", im->ncqa, NVME_MAX_IO_QUEUES);
+    features_state(c, s, &im->feat, &im->write_cache);
+
+    /* Outstanding Asynchronous Event Requests (their command ids) and the
+     * events waiting for one. */
+    snap_u32(s, "aer_count", &im->aer_count);
+    if (!snap_check(s, im->aer_count <= NVME_AERL + 1, "aer_count", "beyond the AER limit"))
+        return;
+    snap_u16_array(s, "aer_cids", im->aer_cids, im->aer_count);
+    snap_u32(s, "event_count", &im->event_count);
+    if (!snap_check(s, im->event_count <= NVME_MAX_EVENTS, "event_count",
+                    "more events than the controller queues"))
+        return;
+    for (unsigned i = 0; i < im->event_count; i++) {
+        struct nvme_event *ev = &im->events[i];
+        snap_enter(s, "event%u", i);
+        snap_u8(s, "type", &ev->type);
+        snap_check(s, ev->type <= 7, "type", "not an asynchronous event type");
+        snap_u8(s, "info", &ev->info);
+        snap_u8(s, "log_page", &ev->log_page);
+        snap_leave(s);
+    }
+    snap_bool(s, "error_events_masked", &im->error_events_masked);
+    snap_u64(s, "error_count", &im->error_count);
+}
+
+void nvme_admin_restore(struct nvme_ctrl *c, const struct nvme_admin_image *im)
+{
+    c->nsqa = im->nsqa;
+    c->ncqa = im->ncqa;
+    c->feat = im->feat;
+    atomic_store(&c->write_cache, im->write_cache);
+    c->aer_count = im->aer_count;
+    memcpy(c->aer_cids, im->aer_cids, sizeof(c->aer_cids));
+    c->event_count = im->event_count;
+    memcpy(c->events, im->events, sizeof(c->events));
+    c->error_events_masked = im->error_events_masked;
+    c->error_count = im->error_count;
 }

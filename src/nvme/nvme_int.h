@@ -13,7 +13,10 @@
  *   cq->lock     one completion queue: head (doorbell), tail, phase, slots
  *                reserved by fetched commands.
  *   pci.lock     (the PCI function's) INTx level computation.
- *   ctrl->work_lock  the worker's pending set and follow-up list.
+ *   ctrl->work_lock  the worker's pending set, follow-up list and wake-up.
+ * The worker is an io_loop (core/io_loop.h) on a thread of its own, woken
+ * through kick_fd (an eventfd) only when it is idle and not already woken,
+ * so a doorbell costs at most one write(2), as the condvar's wake-up did.
  * A command is fetched from its SQ only after a slot of its CQ is reserved,
  * so a completion always has room: the CQ never overflows and completions
  * never wait; a full CQ stops the fetching until its head doorbell moves. */
@@ -29,6 +32,8 @@
 #include "block/block.h"
 #include "common/log.h"
 #include "core/guest_mem.h"
+#include "core/io_loop.h"
+#include "core/timer.h"
 #include "nvme/nvme.h"
 #include "pci/msix.h"
 #include "pci/pci.h"
@@ -287,6 +292,8 @@ struct nvme_ctrl {
     struct msix msix;
     const struct guest_mem *mem;
     struct block_backend *be;
+    const struct vm_clock *clock; /* params->clock, or own_clock */
+    struct vm_clock own_clock;
 
     /* Namespace 1, fixed at creation. */
     uint64_t nsze; /* logical blocks */
@@ -316,16 +323,23 @@ struct nvme_ctrl {
     struct nvme_sq sqs[NVME_NUM_QUEUES];
     struct nvme_cq cqs[NVME_NUM_QUEUES];
 
-    /* I/O worker. */
-    pthread_t worker;
-    bool worker_started;
+    /* I/O worker: an io_loop watching kick_fd. */
+    struct io_loop loop;
+    struct io_watch kick_watch;
+    int kick_fd;
+    bool loop_started;
     pthread_mutex_t work_lock;
-    pthread_cond_t work_cond;
-    pthread_cond_t idle_cond;
-    uint32_t pending; /* bit per SQ with doorbell activity */
+    pthread_cond_t idle_cond; /* broadcast when the worker goes idle */
+    uint32_t pending;         /* bit per SQ with doorbell activity */
     struct nvme_req *followups;
-    bool worker_busy;
-    bool stop;
+    bool worker_busy; /* in its callback, will look at pending again */
+    bool kick_posted; /* kick_fd written, not yet read by the worker */
+
+    /* Pause (device_ops.pause): no command is taken from any SQ while set;
+     * requests already at the back end still complete. loop_paused: the
+     * worker's loop is parked (io_loop_pause). */
+    _Atomic bool paused;
+    bool loop_paused;
 
     /* INTx: bit per CQ holding entries the host has not consumed. The level
      * is computed and driven under the PCI function's lock. */
@@ -333,7 +347,7 @@ struct nvme_ctrl {
 
     /* SMART counters. */
     _Atomic uint64_t read_bytes, write_bytes, read_cmds, write_cmds;
-    uint64_t created_ns;
+    uint64_t created_ns; /* on clock: the base of the power-on hours */
 
     struct log_ratelimit db_log, io_log, admin_log, reg_log;
 };
@@ -369,9 +383,30 @@ void nvme_cq_init(struct nvme_cq *cq, uint16_t qid, uint64_t base, uint32_t size
 void nvme_cq_teardown(struct nvme_ctrl *c, struct nvme_cq *cq);
 /* Recomputes the INTx level (pin A) from the CQs and INTMS. */
 void nvme_update_intx(struct nvme_ctrl *c);
-uint64_t nvme_now_ns(void);
 
 /* ---- nvme_admin.c ---- */
+
+/* The admin side of the controller's state (Number of Queues, the other
+ * features, asynchronous events), staged so that a load changes nothing
+ * until every field has been read and checked. */
+struct nvme_admin_image {
+    uint16_t nsqa, ncqa;
+    struct nvme_features feat;
+    bool write_cache;
+    uint32_t aer_count;
+    uint16_t aer_cids[NVME_AERL + 1];
+    uint32_t event_count;
+    struct nvme_event events[NVME_MAX_EVENTS];
+    bool error_events_masked;
+    uint64_t error_count;
+};
+
+struct snap;
+/* Saves (from the controller, into im) or loads (into im, each field
+ * checked) the admin state. ctrl->lock held. */
+void nvme_admin_state(struct nvme_ctrl *c, struct snap *s, struct nvme_admin_image *im);
+/* Puts a loaded image in place. ctrl->lock held. */
+void nvme_admin_restore(struct nvme_ctrl *c, const struct nvme_admin_image *im);
 
 /* Runs the admin SQ up to its tail. ctrl->lock held. */
 void nvme_admin_process(struct nvme_ctrl *c);

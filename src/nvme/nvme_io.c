@@ -447,7 +447,7 @@ bool nvme_io_process_sq(struct nvme_ctrl *c, struct nvme_sq *sq)
     for (unsigned n = 0; n < NVME_FETCH_BATCH; n++) {
         pthread_mutex_lock(&sq->lock);
         if (!sq->active || sq->head == sq->tail || atomic_load(&c->io_stopped) ||
-            !atomic_load(&c->enabled)) {
+            !atomic_load(&c->enabled) || atomic_load(&c->paused)) {
             pthread_mutex_unlock(&sq->lock);
             return false;
         }

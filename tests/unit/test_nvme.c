@@ -1,7 +1,7 @@
 /* NVMe controller: registers, admin commands, I/O with PRPs and PRP lists,
- * interrupts, and a hostile guest. Fake guest memory (a malloc'ed buffer), a
- * fake back end (synchronous, or holding requests to test reset and
- * shutdown with I/O in flight) and the BAR io_ops; no KVM. */
+ * interrupts, a hostile guest, pause and resume, and saved state. Fake guest memory (a malloc'ed
+ * buffer), a fake back end (synchronous, or holding requests to test reset and shutdown with I/O in
+ * flight) and the BAR io_ops; no KVM. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -22,6 +22,8 @@
 
 #include "support/fake_block.h"
 #include "support/fake_mem.h"
+#include "support/poll.h"
+#include "support/state.h"
 
 /* ---- Fake guest memory ---- */
 
@@ -84,6 +86,8 @@ static struct nvme_ctrl *ctrl;
 static struct pci_device *pdev;
 static struct bus pio_bus, mmio_bus;
 static struct pci_bus pbus;
+/* Controllers rebuilt from the same configuration (state tests). */
+static struct pci_bus twin_bus;
 
 struct tq {
     uint16_t qid;
@@ -134,7 +138,30 @@ static int setup_common(bool read_only, bool vwc, const char *serial)
     pci_bus_set_intx_router(&pbus, (struct pci_intx_router){fake_set_intx, NULL});
     assert_int_equal(pci_bus_add(&pbus, pdev, PCI_DEVFN(4, 0)), 0);
     pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    pci_bus_init(&twin_bus, &pio_bus, &mmio_bus);
+    pci_bus_set_intx_router(&twin_bus, (struct pci_intx_router){fake_set_intx, NULL});
     return 0;
+}
+
+/* Another controller built as setup_common() built the first one. */
+static struct nvme_ctrl *make_twin(unsigned slot)
+{
+    struct nvme_params params = {
+        .name = "dev.nvme0",
+        .backend = &fbe.be,
+        .mem = &fake_mem,
+        .msix_sink = {.signal_msi = fake_signal_msi},
+    };
+    struct nvme_ctrl *twin = nvme_create(&params);
+    assert_non_null(twin);
+    assert_int_equal(pci_bus_add(&twin_bus, nvme_pci_device(twin), PCI_DEVFN(slot, 0)), 0);
+    return twin;
+}
+
+static void destroy_ctrl(struct nvme_ctrl *c)
+{
+    struct pci_device *p = nvme_pci_device(c);
+    p->dev.ops->destroy(&p->dev);
 }
 
 static int setup(void **state)
@@ -191,6 +218,7 @@ static int teardown(void **state)
     fake_block_release(&fbe);
     pdev->dev.ops->destroy(&pdev->dev);
     pci_bus_destroy(&pbus);
+    pci_bus_destroy(&twin_bus);
     bus_destroy(&pio_bus);
     bus_destroy(&mmio_bus);
     fake_block_fini(&fbe);
@@ -1385,6 +1413,337 @@ static void test_real_backend_two_queues(void **state)
     nvme_wait_idle(ctrl);
 }
 
+/* ---- Pause, resume and state ---- */
+
+static _Atomic bool pause_returned;
+
+static void *pause_thread(void *arg)
+{
+    assert_int_equal(device_pause(&pdev->dev), 0);
+    atomic_store(&pause_returned, true);
+    return NULL;
+}
+
+/* Pause waits for every request at the back end, follow-ups included, and
+ * posts its completion; while paused no doorbell is acted on; resume runs
+ * what was rung meanwhile. */
+static void test_pause_waits_for_io_in_flight(void **state)
+{
+    bring_up(16, 16);
+    uint64_t buf = galloc(4);
+    fill_pattern(mem_host(buf), PAGE, 6);
+    fbe.async = true;
+    /* The FUA write first: the back end completes newest first, so the
+     * reads finish before it and its flush comes last. */
+    struct nvme_sqe fua = rw_cmd(NVME_CMD_WRITE, 64, 8, buf, 0);
+    fua.cdw12 |= NVME_RW_FUA;
+    uint16_t write_cid = submit(&ioq, fua);
+    assert_true(fake_block_wait_pending(&fbe, 1));
+    for (unsigned i = 0; i < 3; i++)
+        submit(&ioq, rw_cmd(NVME_CMD_READ, i, 1, buf + (uint64_t)(i + 1) * PAGE, 0));
+    assert_true(fake_block_wait_pending(&fbe, 4));
+    unsigned flushes = fbe.flushes;
+
+    atomic_store(&pause_returned, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, pause_thread, NULL), 0);
+    usleep(100 * 1000);
+    assert_false(atomic_load(&pause_returned));
+    fake_block_complete_n(&fbe, 3); /* the reads */
+    usleep(50 * 1000);
+    assert_false(atomic_load(&pause_returned));
+    fake_block_complete_n(&fbe, 1); /* the write: its flush follows */
+    assert_true(fake_block_wait_pending(&fbe, 1));
+    usleep(50 * 1000);
+    assert_false(atomic_load(&pause_returned));
+    fake_block_complete_n(&fbe, 1);
+    pthread_join(t, NULL);
+    assert_true(atomic_load(&pause_returned));
+    assert_int_equal(fbe.flushes, flushes + 1);
+
+    /* All four were posted before pause returned (CQ head not rung: that
+     * is a doorbell too). */
+    struct cqe e;
+    for (unsigned i = 0; i < 4; i++) {
+        assert_true(cqe_ready(&ioq));
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_ok(&e);
+        if (i == 3)
+            assert_int_equal(e.cid, write_cid);
+    }
+    assert_false(cqe_ready(&ioq));
+    assert_memory_equal(fbe.disk + 64 * BLOCK, mem_host(buf), PAGE);
+
+    /* Paused: an I/O and an admin doorbell are not acted on. */
+    unsigned reads = fbe.reads;
+    uint16_t io_cid = submit(&ioq, rw_cmd(NVME_CMD_READ, 64, 8, buf + PAGE, 0));
+    uint16_t admin_cid =
+        submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = galloc(1), .cdw10 = 1});
+    usleep(100 * 1000);
+    assert_int_equal(fake_block_pending(&fbe), 0);
+    assert_int_equal(fbe.reads, reads);
+    assert_false(cqe_ready(&ioq));
+    assert_false(cqe_ready(&aq));
+    /* A second pause is a no-op; resume runs both. */
+    assert_int_equal(device_pause(&pdev->dev), 0);
+    device_resume(&pdev->dev);
+    cq_doorbell(1, ioq.cq_head);
+    assert_true(fake_block_wait_pending(&fbe, 1));
+    fake_block_release(&fbe);
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_int_equal(e.cid, io_cid);
+    assert_ok(&e);
+    assert_memory_equal(mem_host(buf + PAGE), mem_host(buf), PAGE);
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, admin_cid);
+    assert_ok(&e);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+}
+
+static bool pause_done(void *arg)
+{
+    return atomic_load(&pause_returned);
+}
+
+/* With every request of an SQ at the back end and more entries waiting,
+ * pause takes none of them as the in-flight ones complete; resume does. */
+static void test_pause_takes_no_new_command(void **state)
+{
+    bring_up(256, 256);
+    uint64_t buf = galloc(1);
+    fbe.async = true;
+    const unsigned extra = 2, total = NVME_SQ_MAX_INFLIGHT + extra;
+    for (unsigned i = 0; i < total; i++)
+        submit(&ioq, rw_cmd(NVME_CMD_READ, i, 1, buf, 0));
+    assert_true(fake_block_wait_pending(&fbe, NVME_SQ_MAX_INFLIGHT));
+    usleep(20 * 1000);
+    assert_int_equal(fake_block_pending(&fbe), NVME_SQ_MAX_INFLIGHT); /* the pool is used up */
+
+    atomic_store(&pause_returned, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, pause_thread, NULL), 0);
+    usleep(50 * 1000);
+    assert_false(atomic_load(&pause_returned));
+    fake_block_complete_n(&fbe, NVME_SQ_MAX_INFLIGHT);
+    bool returned = poll_until(pause_done, NULL);
+    if (!returned)
+        fake_block_release(&fbe); /* let the pause end before failing */
+    pthread_join(t, NULL);
+    assert_true(returned);
+    assert_int_equal(fake_block_pending(&fbe), 0);
+    assert_int_equal(fbe.reads, NVME_SQ_MAX_INFLIGHT);
+    struct cqe e;
+    for (unsigned i = 0; i < NVME_SQ_MAX_INFLIGHT; i++) {
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_ok(&e);
+    }
+    assert_false(cqe_ready(&ioq));
+
+    device_resume(&pdev->dev);
+    cq_doorbell(1, ioq.cq_head);
+    assert_true(fake_block_wait_pending(&fbe, extra));
+    fake_block_release(&fbe);
+    for (unsigned i = 0; i < extra; i++) {
+        assert_true(wait_cqe(&ioq, &e, true));
+        assert_ok(&e);
+    }
+    assert_int_equal(fbe.reads, total);
+}
+
+static struct cqe set_feature(uint8_t fid, uint32_t value)
+{
+    return admin((struct nvme_sqe){.opcode = NVME_ADM_SET_FEATURES, .cdw10 = fid, .cdw11 = value});
+}
+
+static uint32_t get_feature(uint8_t fid)
+{
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_FEATURES, .cdw10 = fid});
+    assert_ok(&e);
+    return e.dw0;
+}
+
+/* Saves a running controller: refused, the error says why. */
+static void assert_save_refused_while_running(void)
+{
+    struct snap_buf b = {0};
+    char err[512] = "";
+    assert_int_equal(device_save_state(&pdev->dev, &b, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "dev.nvme0"));
+    assert_non_null(strstr(err, "not paused"));
+    snap_buf_free(&b);
+}
+
+/* Queues (one pair on MSI-X vector 3, one polled), features, I/O done, an
+ * outstanding AER and an SQ tail rung while paused: the state is the same
+ * after a load, and the rebuilt controller carries on where the first
+ * stopped. */
+static void test_state_roundtrip_and_restored_io(void **state)
+{
+    unsigned cap = pci_find_capability(pdev, PCI_CAP_ID_MSIX);
+    msix_program(0, 0x40);
+    msix_program(3, 0x43);
+    pci_device_config_write(pdev, cap + MSIX_CAP_CONTROL, 2, MSIX_CONTROL_ENABLE);
+    enable_ctrl(32);
+    struct cqe e = set_feature(NVME_FEAT_NUM_QUEUES, (2u << 16) | 2);
+    assert_ok(&e);
+    e = set_feature(NVME_FEAT_IRQ_COALESCE, 0x0a05);
+    assert_ok(&e);
+    e = set_feature(NVME_FEAT_ARBITRATION, 0x03020107);
+    assert_ok(&e);
+    e = set_feature(NVME_FEAT_VOLATILE_WC, 0);
+    assert_ok(&e);
+    ioq = (struct tq){.qid = 1, .sq_size = 16, .cq_size = 16, .phase = true};
+    ioq.sq = galloc(1);
+    ioq.cq = galloc(1);
+    e = create_cq(1, 16, ioq.cq, true, 3);
+    assert_ok(&e);
+    e = create_sq(1, 16, ioq.sq, 1);
+    assert_ok(&e);
+    struct tq q2 = {.qid = 2, .sq_size = 8, .cq_size = 8, .phase = true};
+    q2.sq = galloc(1);
+    q2.cq = galloc(1);
+    e = create_cq(2, 8, q2.cq, false, 0);
+    assert_ok(&e);
+    e = create_sq(2, 8, q2.sq, 2);
+    assert_ok(&e);
+
+    /* I/O on both, enough to wrap the small queue's phase. */
+    uint64_t data = galloc(2), back = galloc(2);
+    fill_pattern(mem_host(data), 2 * PAGE, 17);
+    for (unsigned i = 0; i < 14; i++) {
+        e = run(i % 2 ? &q2 : &ioq,
+                rw_cmd(NVME_CMD_WRITE, (uint64_t)i * 16, 16, data, data + PAGE));
+        assert_ok(&e);
+    }
+    e = run(&q2, rw_cmd(NVME_CMD_READ, 16, 16, back, back + PAGE));
+    assert_ok(&e);
+    assert_memory_equal(mem_host(back), mem_host(data), 2 * PAGE);
+    assert_int_equal(q2.cq_head, 0); /* wrapped: the phase flipped */
+    assert_false(q2.phase);
+    uint16_t aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    assert_save_refused_while_running();
+
+    /* Paused, a read is rung on queue 1 and not fetched. */
+    assert_int_equal(device_pause(&pdev->dev), 0);
+    memset(mem_host(back), 0, 2 * PAGE);
+    uint16_t rung_cid = submit(&ioq, rw_cmd(NVME_CMD_READ, 32, 16, back, back + PAGE));
+    usleep(20 * 1000);
+    assert_false(cqe_ready(&ioq));
+
+    struct nvme_ctrl *twin = make_twin(4);
+    assert_state_roundtrip(&pdev->dev, &nvme_pci_device(twin)->dev);
+
+    /* The first controller goes; the rebuilt one takes over. */
+    destroy_ctrl(ctrl);
+    ctrl = twin;
+    pdev = nvme_pci_device(twin);
+    assert_int_equal(rd(NVME_REG_CSTS, 4) & (NVME_CSTS_RDY | NVME_CSTS_CFS), NVME_CSTS_RDY);
+    assert_int_equal(rd(NVME_REG_AQA, 4), (31u << 16) | 31);
+    unsigned msis = atomic_load(&msi_count);
+    device_resume(&pdev->dev);
+    /* The read rung before the save runs on the restored queue. */
+    assert_true(wait_cqe(&ioq, &e, true));
+    assert_int_equal(e.cid, rung_cid);
+    assert_ok(&e);
+    assert_memory_equal(mem_host(back), mem_host(data), 2 * PAGE);
+    nvme_wait_idle(ctrl);
+    assert_int_equal(atomic_load(&msi_count), msis + 1);
+    assert_int_equal(atomic_load(&msi_last_data), 0x43);
+    /* New commands on both restored queues, phases and ids continuing. */
+    fill_pattern(mem_host(data), 2 * PAGE, 18);
+    e = run(&q2, rw_cmd(NVME_CMD_WRITE, 200, 16, data, data + PAGE));
+    assert_ok(&e);
+    assert_memory_equal(fbe.disk + 200 * BLOCK, mem_host(data), 2 * PAGE);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 200, 16, back, back + PAGE));
+    assert_ok(&e);
+    assert_memory_equal(mem_host(back), mem_host(data), 2 * PAGE);
+    /* Features as set; the write cache stayed off (writes are flushed). */
+    assert_int_equal(get_feature(NVME_FEAT_NUM_QUEUES), (2u << 16) | 2);
+    assert_int_equal(get_feature(NVME_FEAT_IRQ_COALESCE), 0x0a05);
+    assert_int_equal(get_feature(NVME_FEAT_ARBITRATION), 0x03020107);
+    assert_int_equal(get_feature(NVME_FEAT_VOLATILE_WC), 0);
+    /* SMART: the write count came along (14 + 1). */
+    uint64_t log = galloc(1);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                .prp1 = log,
+                                .cdw10 = ((512u / 4 - 1) << 16) | NVME_LOG_SMART});
+    assert_ok(&e);
+    uint64_t writes;
+    memcpy(&writes, (uint8_t *)mem_host(log) + 80, 8);
+    assert_int_equal(writes, 15);
+    /* The outstanding AER completes on the restored controller. */
+    wr(0x1000 + 8 * 100, 4, 3);
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, aer_cid);
+    assert_int_equal(e.dw0 & 0x7, NVME_AER_TYPE_ERROR);
+}
+
+static void test_state_refusals(void **state)
+{
+    enable_ctrl(32);
+    struct cqe e = set_feature(NVME_FEAT_NUM_QUEUES, (1u << 16) | 1); /* two of each */
+    assert_ok(&e);
+    ioq = (struct tq){.qid = 1, .sq_size = 16, .cq_size = 16, .phase = true};
+    ioq.sq = galloc(1);
+    ioq.cq = galloc(1);
+    e = create_cq(1, 16, ioq.cq, true, 0);
+    assert_ok(&e);
+    e = create_sq(1, 16, ioq.sq, 1);
+    assert_ok(&e);
+    uint64_t buf = galloc(1);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+    wr(0x1000 + 8 * 100, 4, 3); /* an error event, queued: no AER to take it */
+    assert_save_refused_while_running();
+    assert_int_equal(device_pause(&pdev->dev), 0);
+
+    struct nvme_ctrl *twin = make_twin(7);
+    assert_state_roundtrip(&pdev->dev, &nvme_pci_device(twin)->dev);
+    destroy_ctrl(twin);
+    struct nvme_ctrl *victim = make_twin(5);
+    assert_state_refusals(&pdev->dev, &nvme_pci_device(victim)->dev);
+    destroy_ctrl(victim);
+
+    victim = make_twin(6);
+    struct device *from = &pdev->dev, *to = &nvme_pci_device(victim)->dev;
+    uint32_t v32 = NVME_MQES + 2; /* beyond CAP.MQES */
+    assert_state_field_refused(from, to, "sq1.size", &v32, sizeof(v32));
+    v32 = 1;
+    assert_state_field_refused(from, to, "cq1.size", &v32, sizeof(v32));
+    v32 = 16; /* the queue has 16 entries: 0 to 15 */
+    assert_state_field_refused(from, to, "sq1.head", &v32, sizeof(v32));
+    assert_state_field_refused(from, to, "cq1.tail", &v32, sizeof(v32));
+    uint16_t v16 = NVME_MSIX_VECTORS;
+    assert_state_field_refused(from, to, "cq1.iv", &v16, sizeof(v16));
+    v16 = 2; /* CQ 2 was never created */
+    assert_state_field_refused(from, to, "sq1.cqid", &v16, sizeof(v16));
+    v32 = 0x3u | (1u << 3); /* CQ 3: beyond the two granted */
+    assert_state_field_refused(from, to, "cqs", &v32, sizeof(v32));
+    v16 = 17;
+    assert_state_field_refused(from, to, "nsqa", &v16, sizeof(v16));
+    uint64_t v64 = 0x1234;
+    assert_state_field_refused(from, to, "cq1.base", &v64, sizeof(v64));
+    v64 = DISK_BLOCKS * 2ull;
+    assert_state_field_refused(from, to, "nsze", &v64, sizeof(v64));
+    v32 = 7;
+    assert_state_field_refused(from, to, "aer_count", &v32, sizeof(v32));
+    v32 = NVME_CC_EN | (1u << 31);
+    assert_state_field_refused(from, to, "cc", &v32, sizeof(v32));
+    uint8_t v8 = 9; /* not an event type */
+    assert_state_field_refused(from, to, "event0.type", &v8, sizeof(v8));
+    destroy_ctrl(victim);
+
+    /* The saved controller carries on after resume; its queued event goes
+     * to the next AER. */
+    device_resume(&pdev->dev);
+    e = run(&ioq, rw_cmd(NVME_CMD_READ, 1, 1, buf, 0));
+    assert_ok(&e);
+    e = admin((struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    assert_int_equal(e.dw0 & 0x7, NVME_AER_TYPE_ERROR);
+    assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_REGISTER);
+}
+
 int main(void)
 {
     log_set_level(getenv("NVME_TEST_LOG") ? LOG_DEBUG : LOG_CRITICAL);
@@ -1418,6 +1777,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fuzz_commands, setup, teardown),
         cmocka_unit_test_setup_teardown(test_real_backend_two_queues, setup_mem_backend,
                                         teardown_mem_backend),
+        cmocka_unit_test_setup_teardown(test_pause_waits_for_io_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_takes_no_new_command, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_and_restored_io, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
