@@ -39,6 +39,7 @@
 #include "pci/msix.h"
 #include "pci/pci.h"
 #include "virtio/virtio_blk.h"
+#include "virtio/virtio_pci.h"
 
 #define CONSOLE_PATH "./ttya"
 #define DEBUG_OUT_PATH "./debug.out"
@@ -222,15 +223,18 @@ static int build_virtio_block(struct vmm *vmm, const struct config_device *d)
     struct machine *m = &vmm->machine;
     unsigned queues =
         m->spec.cpus < VIRTIO_BLK_DEFAULT_QUEUES ? m->spec.cpus : VIRTIO_BLK_DEFAULT_QUEUES;
-    struct virtio_blk *blk = virtio_blk_create(&(struct virtio_blk_params){
+    struct virtio_device *blk = virtio_blk_create(&(struct virtio_blk_params){
         .name = d->name,
         .backend = vmm->backends[d->blk.block_dev_index],
         .num_queues = queues,
         .mem = &m->mem,
-        .machine = m,
-        .msix_sink = msix_machine_sink(m),
     });
-    return blk ? add_pci_function(vmm, virtio_blk_pci(blk), &d->pci) : -1;
+    struct virtio_pci *vp = blk ? virtio_pci_create(blk, &(struct virtio_pci_params){
+                                      .machine = m,
+                                      .msix_sink = msix_machine_sink(m),
+                                  })
+                                : NULL;
+    return vp ? add_pci_function(vmm, &vp->pci, &d->pci) : -1;
 }
 
 static int build_nvme(struct vmm *vmm, const struct config_device *d)

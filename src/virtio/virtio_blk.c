@@ -35,7 +35,7 @@ struct vblk_queue {
 };
 
 struct virtio_blk {
-    struct virtio_pci vp;
+    struct virtio_device vdev;
     struct block_backend *be;
     char serial[VIRTIO_BLK_ID_BYTES];
     uint64_t size; /* bytes */
@@ -44,19 +44,9 @@ struct virtio_blk {
     struct vblk_queue queues[VIRTIO_BLK_MAX_QUEUES];
 };
 
-static struct virtio_blk *blk_of(struct virtio_pci *vp)
+static struct virtio_blk *blk_of(struct virtio_device *vdev)
 {
-    return container_of(vp, struct virtio_blk, vp);
-}
-
-struct pci_device *virtio_blk_pci(struct virtio_blk *blk)
-{
-    return &blk->vp.pci;
-}
-
-struct virtio_pci *virtio_blk_transport(struct virtio_blk *blk)
-{
-    return &blk->vp;
+    return container_of(vdev, struct virtio_blk, vdev);
 }
 
 /* ---- Request pool ---- */
@@ -92,7 +82,7 @@ static void req_put(struct virtio_blk *blk, unsigned queue, struct vblk_req *r)
         bq->starved = false;
         if (virtio_blk_wake_hook)
             virtio_blk_wake_hook();
-        virtio_pci_kick(&blk->vp, queue);
+        virtio_queue_kick(&blk->vdev, queue);
     }
     if (--bq->inflight == 0)
         pthread_cond_broadcast(&bq->idle);
@@ -107,7 +97,7 @@ static void req_finish(struct vblk_req *r, uint8_t status)
     unsigned queue = r->queue;
     if (r->status)
         __atomic_store_n(r->status, status, __ATOMIC_RELAXED);
-    virtio_pci_complete(&blk->vp, queue, r->head, r->used_len);
+    virtio_queue_complete(&blk->vdev, queue, r->head, r->used_len);
     req_put(blk, queue, r);
 }
 
@@ -120,8 +110,8 @@ static void req_complete(struct block_request *breq, int status)
     else if (status < 0)
         code = VIRTIO_BLK_S_IOERR;
     if (status < 0)
-        log_limited(&r->blk->vp.dev_log, LOG_WARNING,
-                    "%s: request (op %d, offset 0x%llx, %llu bytes) failed: %s", r->blk->vp.name,
+        log_limited(&r->blk->vdev.dev_log, LOG_WARNING,
+                    "%s: request (op %d, offset 0x%llx, %llu bytes) failed: %s", r->blk->vdev.name,
                     (int)breq->op, (unsigned long long)breq->offset, (unsigned long long)breq->len,
                     strerror(-status));
     req_finish(r, code);
@@ -153,10 +143,10 @@ static bool range_ok(struct virtio_blk *blk, uint64_t sector, uint64_t len, cons
     bool ok = sector <= sectors && len <= blk->size - sector * SECTOR_SIZE &&
               (sector * SECTOR_SIZE) % blk->block_size == 0 && len % blk->block_size == 0;
     if (!ok)
-        log_limited(&blk->vp.dev_log, LOG_WARNING,
+        log_limited(&blk->vdev.dev_log, LOG_WARNING,
                     "%s: %s at sector %llu, %llu bytes: outside the disk (%llu sectors) or not "
                     "aligned to %u bytes; IOERR",
-                    blk->vp.name, what, (unsigned long long)sector, (unsigned long long)len,
+                    blk->vdev.name, what, (unsigned long long)sector, (unsigned long long)len,
                     (unsigned long long)sectors, blk->block_size);
     return ok;
 }
@@ -201,9 +191,9 @@ static void handle_discard_wz(struct virtio_blk *blk, struct vblk_req *r,
     }
     uint64_t bytes = c->out_bytes - BLK_HEADER_SIZE;
     if (bytes == 0 || bytes % BLK_SEGMENT_SIZE || bytes / BLK_SEGMENT_SIZE > 1) {
-        log_limited(&blk->vp.dev_log, LOG_WARNING,
+        log_limited(&blk->vdev.dev_log, LOG_WARNING,
                     "%s: %s with %llu bytes of segments (one 16-byte segment allowed); UNSUPP",
-                    blk->vp.name, what, (unsigned long long)bytes);
+                    blk->vdev.name, what, (unsigned long long)bytes);
         req_finish(r, VIRTIO_BLK_S_UNSUPP);
         return;
     }
@@ -212,8 +202,8 @@ static void handle_discard_wz(struct virtio_blk *blk, struct vblk_req *r,
     uint64_t sector = le64_load(seg);
     uint32_t nsectors = le32_load(seg + 8), flags = le32_load(seg + 12);
     if ((flags & ~(uint32_t)VIRTIO_BLK_WZ_F_UNMAP) || (discard && flags)) {
-        log_limited(&blk->vp.dev_log, LOG_WARNING, "%s: %s with flags 0x%x; UNSUPP", blk->vp.name,
-                    what, flags);
+        log_limited(&blk->vdev.dev_log, LOG_WARNING, "%s: %s with flags 0x%x; UNSUPP",
+                    blk->vdev.name, what, flags);
         req_finish(r, VIRTIO_BLK_S_UNSUPP);
         return;
     }
@@ -236,9 +226,9 @@ static void handle_request(struct virtio_blk *blk, struct vblk_req *r, struct vi
     r->status = NULL;
     r->used_len = c->in_bytes > UINT32_MAX ? UINT32_MAX : (uint32_t)c->in_bytes;
     if (c->nin == 0) {
-        log_limited(&blk->vp.dev_log, LOG_WARNING,
+        log_limited(&blk->vdev.dev_log, LOG_WARNING,
                     "%s: request without a writable status byte; returned unanswered",
-                    blk->vp.name);
+                    blk->vdev.name);
         r->used_len = 0;
         req_finish(r, 0);
         return;
@@ -246,8 +236,8 @@ static void handle_request(struct virtio_blk *blk, struct vblk_req *r, struct vi
     struct iovec *last = &c->iov[c->nout + c->nin - 1];
     r->status = (uint8_t *)last->iov_base + last->iov_len - 1;
     if (c->out_bytes < BLK_HEADER_SIZE) {
-        log_limited(&blk->vp.dev_log, LOG_WARNING,
-                    "%s: request header of %llu bytes (16 needed); IOERR", blk->vp.name,
+        log_limited(&blk->vdev.dev_log, LOG_WARNING,
+                    "%s: request header of %llu bytes (16 needed); IOERR", blk->vdev.name,
                     (unsigned long long)c->out_bytes);
         req_finish(r, VIRTIO_BLK_S_IOERR);
         return;
@@ -277,8 +267,8 @@ static void handle_request(struct virtio_blk *blk, struct vblk_req *r, struct vi
         struct iovec *iov = iov_skip(c->iov, &cnt, BLK_HEADER_SIZE);
         uint64_t len = c->out_bytes - BLK_HEADER_SIZE;
         if (blk->read_only) {
-            log_limited(&blk->vp.dev_log, LOG_WARNING, "%s: write to a read-only disk; IOERR",
-                        blk->vp.name);
+            log_limited(&blk->vdev.dev_log, LOG_WARNING, "%s: write to a read-only disk; IOERR",
+                        blk->vdev.name);
             req_finish(r, VIRTIO_BLK_S_IOERR);
         } else if (!range_ok(blk, sector, len, "write")) {
             req_finish(r, VIRTIO_BLK_S_IOERR);
@@ -304,23 +294,23 @@ static void handle_request(struct virtio_blk *blk, struct vblk_req *r, struct vi
         handle_discard_wz(blk, r, c, type);
         return;
     default:
-        log_limited(&blk->vp.dev_log, LOG_DEBUG, "%s: unsupported request type %u; UNSUPP",
-                    blk->vp.name, type);
+        log_limited(&blk->vdev.dev_log, LOG_DEBUG, "%s: unsupported request type %u; UNSUPP",
+                    blk->vdev.name, type);
         req_finish(r, VIRTIO_BLK_S_UNSUPP);
         return;
     }
 }
 
-/* ---- Transport ops ---- */
+/* ---- Device ops ---- */
 
-static int blk_queue_activate(struct virtio_pci *vp, unsigned queue)
+static int blk_activate(struct virtio_device *vdev, unsigned queue)
 {
-    struct virtio_blk *blk = blk_of(vp);
+    struct virtio_blk *blk = blk_of(vdev);
     struct vblk_queue *bq = &blk->queues[queue];
-    unsigned n = vp->queues[queue].vq.size;
+    unsigned n = virtio_queue_ring(vdev, queue)->size;
     struct vblk_req *pool = calloc(n, sizeof(*pool));
     if (!pool) {
-        log_error("%s: out of memory for queue %u", vp->name, queue);
+        log_error("%s: out of memory for queue %u", vdev->name, queue);
         return -1;
     }
     pthread_mutex_lock(&bq->lock);
@@ -338,16 +328,28 @@ static int blk_queue_activate(struct virtio_pci *vp, unsigned queue)
     return 0;
 }
 
-static void blk_queue_quiesce(struct virtio_pci *vp, unsigned queue)
+/* Waits for this queue's requests only: draining the whole back end would
+ * also wait for the other queues, which the guest can keep busy for as
+ * long as it likes while a reset holds the device lock. */
+static void wait_idle(struct vblk_queue *bq)
 {
-    struct virtio_blk *blk = blk_of(vp);
-    struct vblk_queue *bq = &blk->queues[queue];
-    /* Wait for this queue's requests only: draining the whole back end
-     * would also wait for the other queues, which the guest can keep busy
-     * for as long as it likes while this reset holds the device lock. */
-    pthread_mutex_lock(&bq->lock);
     while (bq->inflight > 0)
         pthread_cond_wait(&bq->idle, &bq->lock);
+}
+
+static void blk_drain(struct virtio_device *vdev, unsigned queue)
+{
+    struct vblk_queue *bq = &blk_of(vdev)->queues[queue];
+    pthread_mutex_lock(&bq->lock);
+    wait_idle(bq);
+    pthread_mutex_unlock(&bq->lock);
+}
+
+static void blk_quiesce(struct virtio_device *vdev, unsigned queue)
+{
+    struct vblk_queue *bq = &blk_of(vdev)->queues[queue];
+    pthread_mutex_lock(&bq->lock);
+    wait_idle(bq);
     free(bq->pool);
     bq->pool = NULL;
     bq->free = NULL;
@@ -355,15 +357,15 @@ static void blk_queue_quiesce(struct virtio_pci *vp, unsigned queue)
     pthread_mutex_unlock(&bq->lock);
 }
 
-static void blk_queue_process(struct virtio_pci *vp, unsigned queue)
+static void blk_queue_notify(struct virtio_device *vdev, unsigned queue)
 {
-    struct virtio_blk *blk = blk_of(vp);
+    struct virtio_blk *blk = blk_of(vdev);
     struct vblk_queue *bq = &blk->queues[queue];
-    struct virtq *vq = &vp->queues[queue].vq;
+    struct virtq *vq = virtio_queue_ring(vdev, queue);
     for (;;) {
         virtq_disable_notify(vq);
         for (;;) {
-            if (!virtio_pci_queue_running(vp, queue))
+            if (!virtio_queue_running(vdev, queue))
                 return;
             struct vblk_req *r = req_get(bq);
             if (!r)
@@ -374,7 +376,7 @@ static void blk_queue_process(struct virtio_pci *vp, unsigned queue)
                 r->status = NULL;
                 req_put(blk, queue, r);
                 if (res == VIRTQ_ERROR) {
-                    virtio_pci_set_needs_reset(vp, "malformed virtqueue (see above)");
+                    virtio_device_needs_reset(vdev, "malformed virtqueue (see above)");
                     return;
                 }
                 break;
@@ -386,9 +388,9 @@ static void blk_queue_process(struct virtio_pci *vp, unsigned queue)
     }
 }
 
-static void blk_queue_describe(struct virtio_pci *vp, unsigned queue, char *buf, size_t cap)
+static void blk_describe_queue(struct virtio_device *vdev, unsigned queue, char *buf, size_t cap)
 {
-    struct vblk_queue *q = &blk_of(vp)->queues[queue];
+    struct vblk_queue *q = &blk_of(vdev)->queues[queue];
     if (!mutex_lock_within(&q->lock, 100)) {
         snprintf(buf, cap, "requests: lock busy");
         return;
@@ -398,32 +400,27 @@ static void blk_queue_describe(struct virtio_pci *vp, unsigned queue, char *buf,
     pthread_mutex_unlock(&q->lock);
 }
 
-static const struct virtio_pci_device_ops blk_virtio_ops = {
-    .queue_activate = blk_queue_activate,
-    .queue_process = blk_queue_process,
-    .queue_quiesce = blk_queue_quiesce,
-    .queue_describe = blk_queue_describe,
-};
-
-/* ---- Device lifecycle ---- */
-
-static void blk_reset(struct device *dev)
+/* The configuration is the disk's geometry and limits, which the guest
+ * cannot write (no CONFIG_WCE): a state is refused for another disk. The
+ * requests in flight are none (the device drained before the save). */
+static int blk_state(struct virtio_device *vdev, struct snap *s)
 {
-    struct virtio_pci *vp = container_of(dev, struct virtio_pci, pci.dev);
-    virtio_pci_reset(vp);
+    uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
+    pthread_mutex_lock(&vdev->config_lock);
+    memcpy(config, vdev->config, sizeof(config));
+    pthread_mutex_unlock(&vdev->config_lock);
+    uint8_t saved[VIRTIO_BLK_CONFIG_SIZE];
+    memcpy(saved, config, sizeof(saved));
+    snap_bytes(s, "config", saved, sizeof(saved));
+    if (snap_loading(s))
+        snap_check(s, memcmp(saved, config, sizeof(config)) == 0, "config",
+                   "another disk (capacity, block size, queues or limits differ)");
+    return snap_error(s);
 }
 
-static int blk_vm_attached(struct device *dev, struct machine *m)
+static void blk_destroy(struct virtio_device *vdev)
 {
-    struct virtio_pci *vp = container_of(dev, struct virtio_pci, pci.dev);
-    return virtio_pci_vm_attached(vp, m);
-}
-
-static void blk_destroy(struct device *dev)
-{
-    struct virtio_pci *vp = container_of(dev, struct virtio_pci, pci.dev);
-    struct virtio_blk *blk = blk_of(vp);
-    virtio_pci_destroy(vp);
+    struct virtio_blk *blk = blk_of(vdev);
     for (unsigned i = 0; i < VIRTIO_BLK_MAX_QUEUES; i++) {
         pthread_mutex_destroy(&blk->queues[i].lock);
         pthread_cond_destroy(&blk->queues[i].idle);
@@ -431,18 +428,18 @@ static void blk_destroy(struct device *dev)
     free(blk);
 }
 
-static void blk_dump(struct device *dev)
-{
-    virtio_pci_dump(container_of(dev, struct virtio_pci, pci.dev));
-}
-
-static const struct device_ops blk_device_ops = {
-    .drop_decodes = pci_device_drop_decodes,
-    .reset = blk_reset,
-    .dump = blk_dump,
-    .vm_attached = blk_vm_attached,
+static const struct virtio_device_ops blk_ops = {
+    .kind = "blk",
+    .activate = blk_activate,
+    .queue_notify = blk_queue_notify,
+    .drain = blk_drain,
+    .quiesce = blk_quiesce,
+    .state = blk_state,
+    .describe_queue = blk_describe_queue,
     .destroy = blk_destroy,
 };
+
+/* ---- Setup ---- */
 
 static void build_config(const struct virtio_blk *blk, unsigned num_queues, uint8_t *cfg)
 {
@@ -464,7 +461,7 @@ static void build_config(const struct virtio_blk *blk, unsigned num_queues, uint
     }
 }
 
-struct virtio_blk *virtio_blk_create(const struct virtio_blk_params *p)
+struct virtio_device *virtio_blk_create(const struct virtio_blk_params *p)
 {
     const char *name = p->name ? p->name : "virtio-blk";
     struct block_backend *be = p->backend;
@@ -489,10 +486,6 @@ struct virtio_blk *virtio_blk_create(const struct virtio_blk_params *p)
     const char *serial = be->name ? be->name : "";
     size_t serial_len = strnlen(serial, VIRTIO_BLK_ID_BYTES);
     memcpy(blk->serial, serial, serial_len);
-    for (unsigned i = 0; i < VIRTIO_BLK_MAX_QUEUES; i++) {
-        pthread_mutex_init(&blk->queues[i].lock, NULL);
-        pthread_cond_init(&blk->queues[i].idle, NULL);
-    }
 
     uint64_t features = (1ull << VIRTIO_BLK_F_SEG_MAX) | (1ull << VIRTIO_BLK_F_BLK_SIZE) |
                         (1ull << VIRTIO_BLK_F_FLUSH);
@@ -504,31 +497,25 @@ struct virtio_blk *virtio_blk_create(const struct virtio_blk_params *p)
         features |= 1ull << VIRTIO_BLK_F_DISCARD;
     if (blk->write_zeroes)
         features |= 1ull << VIRTIO_BLK_F_WRITE_ZEROES;
-    uint8_t config[VIRTIO_BLK_CONFIG_SIZE];
-    build_config(blk, nq, config);
 
-    struct virtio_pci_params vpp = {
+    struct virtio_device_params vdp = {
         .name = name,
         .device_type = VIRTIO_ID_BLOCK,
-        .class_code = CLASS_STORAGE_SCSI,
         .num_queues = nq,
         .queue_size = VIRTIO_BLK_QUEUE_SIZE,
         .features = features,
-        .config = config,
-        .config_size = sizeof(config),
-        .ops = &blk_virtio_ops,
+        .config_size = VIRTIO_BLK_CONFIG_SIZE,
+        .ops = &blk_ops,
         .mem = p->mem,
-        .machine = p->machine,
-        .msix_sink = p->msix_sink,
     };
-    if (virtio_pci_init(&blk->vp, &vpp) < 0) {
-        for (unsigned i = 0; i < VIRTIO_BLK_MAX_QUEUES; i++) {
-            pthread_mutex_destroy(&blk->queues[i].lock);
-            pthread_cond_destroy(&blk->queues[i].idle);
-        }
+    if (virtio_device_init(&blk->vdev, &vdp) < 0) {
         free(blk);
         return NULL;
     }
-    blk->vp.pci.dev.ops = &blk_device_ops;
-    return blk;
+    for (unsigned i = 0; i < VIRTIO_BLK_MAX_QUEUES; i++) {
+        pthread_mutex_init(&blk->queues[i].lock, NULL);
+        pthread_cond_init(&blk->queues[i].idle, NULL);
+    }
+    build_config(blk, nq, blk->vdev.config);
+    return &blk->vdev;
 }

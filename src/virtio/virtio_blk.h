@@ -1,5 +1,7 @@
-/* pci-virtio-block: a virtio block device (transitional PCI ID 1af4:1001,
- * subsystem 1af4:0002, class 0x010000) over a struct block_backend.
+/* pci-virtio-block: a virtio block device (type 2; on PCI, transitional ID
+ * 1af4:1001, subsystem 1af4:0002, class 0x010000) over a struct
+ * block_backend. It implements the virtio core's device ops only
+ * (virtio.h); the transport wraps it (virtio_pci_create).
  *
  * Offered features: SEG_MAX (126), BLK_SIZE (the back end's block size),
  * FLUSH, RO (a read-only back end), DISCARD and WRITE_ZEROES (if the back
@@ -11,14 +13,19 @@
  * a write to a read-only disk with IOERR. The status byte is written last,
  * just before the chain goes back on the used ring.
  *
- * Each queue's worker thread parses requests and submits them to the back
- * end; completions arrive on back-end threads, and touch the device only
+ * Each queue's I/O loop (one thread per queue) parses requests and submits
+ * them to the back end; completions arrive on back-end threads, and touch the device only
  * while counted in flight (waking a starved worker included), so nothing
  * reaches a device whose queues have quiesced. A queue keeps at most
  * queue-size requests in flight (a fixed pool allocated when the queue
  * starts): beyond that it waits for completions, so a hostile guest cannot
  * make the VMM allocate. Skip-flush is the back end's business: flushes are
- * always passed down.
+ * always passed down. Pause waits for every request in flight to complete
+ * into the used ring.
+ *
+ * State (under "blk."): the configuration, which the guest cannot write;
+ * a state from another disk (capacity, block size, queues, limits) is
+ * refused.
  *
  * The device does not own the back end: destroy back ends after the
  * machine (which destroys its devices, draining their requests). */
@@ -28,7 +35,7 @@
 #include <stdint.h>
 
 #include "block/block.h"
-#include "virtio/virtio_pci.h"
+#include "virtio/virtio.h"
 
 #define VIRTIO_BLK_DEFAULT_QUEUES 4
 #define VIRTIO_BLK_QUEUE_SIZE 256
@@ -81,18 +88,12 @@ struct virtio_blk_params {
     struct block_backend *backend; /* GET_ID serial = backend->name */
     unsigned num_queues;           /* 0: VIRTIO_BLK_DEFAULT_QUEUES; at most 16 */
     const struct guest_mem *mem;
-    struct machine *machine;    /* NULL in unit tests (no ioeventfds) */
-    struct msix_sink msix_sink; /* msix_machine_sink(machine) on a real VM */
 };
 
-struct virtio_blk;
-
-/* Builds the device; the caller adds virtio_blk_pci(blk) to the PCI bus and
- * &virtio_blk_pci(blk)->dev to the machine (which then owns it: its destroy
- * op frees it). Returns NULL (logged) on error. */
-struct virtio_blk *virtio_blk_create(const struct virtio_blk_params *params);
-struct pci_device *virtio_blk_pci(struct virtio_blk *blk);
-struct virtio_pci *virtio_blk_transport(struct virtio_blk *blk);
+/* Builds the device; the caller hands it to a transport
+ * (virtio_pci_create), which owns it from then on. Returns NULL (logged)
+ * on error. */
+struct virtio_device *virtio_blk_create(const struct virtio_blk_params *params);
 
 /* Test seam, NULL in the VMM: when set, a completion that found its
  * queue's worker starved calls it after its request is back in the pool

@@ -193,6 +193,17 @@ bool virtq_activate(struct virtq *vq, const struct guest_mem *mem, uint64_t feat
     return true;
 }
 
+void virtq_restore(struct virtq *vq, uint16_t last_avail, uint16_t used_idx,
+                   uint16_t signalled_used, bool signalled_valid)
+{
+    pthread_mutex_lock(&vq->used_lock);
+    vq->last_avail = last_avail;
+    vq->used_idx = used_idx;
+    vq->signalled_used = signalled_used;
+    vq->signalled_valid = signalled_valid;
+    pthread_mutex_unlock(&vq->used_lock);
+}
+
 /* ---- The walker ---- */
 
 #define fail(vq, ...)                                                                              \

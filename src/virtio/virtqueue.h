@@ -104,6 +104,10 @@ bool virtq_size_valid(const struct virtq *vq, uint64_t size);
  * false (logged) if a ring is misaligned or not wholly in guest RAM. */
 bool virtq_activate(struct virtq *vq, const struct guest_mem *mem, uint64_t features);
 void virtq_deactivate(struct virtq *vq);
+/* After virtq_activate, for a state load: the ring positions as saved
+ * (caller validated them against the size). */
+void virtq_restore(struct virtq *vq, uint16_t last_avail, uint16_t used_idx,
+                   uint16_t signalled_used, bool signalled_valid);
 
 /* Takes the next available chain (popper thread). */
 enum virtq_pop_result virtq_pop(struct virtq *vq, struct virtq_chain *chain);

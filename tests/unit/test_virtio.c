@@ -14,12 +14,14 @@
 #include <cmocka.h>
 
 #include "core/bus.h"
+#include "devices/device.h"
 #include "pci/pci.h"
 #include "virtio/virtio_pci.h"
 #include "virtio/virtqueue.h"
 
 #include "support/fake_mem.h"
 #include "support/poll.h"
+#include "support/state.h"
 #include "support/vring.h"
 
 /* ---- Fake guest memory: RAM at 0 (1 MiB), RAM at 2 MiB (64 KiB), a hole
@@ -432,9 +434,16 @@ static void test_iov_helpers(void **state)
 #define DEV_TYPE 4 /* entropy: transitional id 0x1005 */
 #define CFG_SIZE 8
 
+/* The echo device: what a queue's chain reads comes back in its writable
+ * buffers. Its first CFG_WRITABLE configuration bytes are the driver's to
+ * write. */
+#define CFG_WRITABLE 4
+
 struct echo {
-    struct virtio_pci vp;
+    struct virtio_device vdev;
+    struct virtio_pci *vp;
     unsigned processed;
+    unsigned config_writes;
 };
 
 static struct bus pio, mmio;
@@ -484,20 +493,20 @@ static uint32_t msi_data(void)
 }
 
 /* Copies readable bytes into the writable ones. */
-static void echo_process(struct virtio_pci *vp, unsigned queue)
+static void echo_process(struct virtio_device *vdev, unsigned queue)
 {
-    struct echo *e = container_of(vp, struct echo, vp);
-    struct virtq *q = &vp->queues[queue].vq;
+    struct echo *e = container_of(vdev, struct echo, vdev);
+    struct virtq *q = virtio_queue_ring(vdev, queue);
     struct iovec v[16];
     for (;;) {
         virtq_disable_notify(q);
         for (;;) {
-            if (!virtio_pci_queue_running(vp, queue))
+            if (!virtio_queue_running(vdev, queue))
                 return;
             struct virtq_chain c = {.iov = v, .iov_cap = 16};
             enum virtq_pop_result r = virtq_pop(q, &c);
             if (r == VIRTQ_ERROR) {
-                virtio_pci_set_needs_reset(vp, "bad ring");
+                virtio_device_needs_reset(vdev, "bad ring");
                 return;
             }
             if (r == VIRTQ_EMPTY)
@@ -506,24 +515,43 @@ static void echo_process(struct virtio_pci *vp, unsigned queue)
             size_t n = iov_to_buf(v, c.nout, 0, buf, sizeof(buf));
             n = iov_from_buf(v + c.nout, c.nin, 0, buf, n);
             __atomic_fetch_add(&e->processed, 1, __ATOMIC_SEQ_CST);
-            virtio_pci_complete(vp, queue, c.head, (uint32_t)n);
+            virtio_queue_complete(vdev, queue, c.head, (uint32_t)n);
         }
         if (!virtq_enable_notify(q))
             return;
     }
 }
 
-static const struct virtio_pci_device_ops echo_ops = {.queue_process = echo_process};
+static void echo_write_config(struct virtio_device *vdev, unsigned offset, unsigned size,
+                              uint64_t value)
+{
+    struct echo *e = container_of(vdev, struct echo, vdev);
+    e->config_writes++;
+    for (unsigned i = 0; i < size && offset + i < CFG_WRITABLE; i++)
+        vdev->config[offset + i] = (uint8_t)(value >> (8 * i));
+}
+
+/* The echo device is static: nothing to free. */
+static void echo_destroy(struct virtio_device *vdev)
+{
+}
+
+static const struct virtio_device_ops echo_ops = {
+    .kind = "echo",
+    .queue_notify = echo_process,
+    .write_config = echo_write_config,
+    .destroy = echo_destroy,
+};
 
 static uint64_t bar_read(unsigned bar, uint64_t off, unsigned size)
 {
-    const struct pci_bar *b = &echo.vp.pci.bars[bar];
+    const struct pci_bar *b = &echo.vp->pci.bars[bar];
     return b->ops->read(b->opaque, off, size);
 }
 
 static void bar_write(unsigned bar, uint64_t off, unsigned size, uint64_t v)
 {
-    const struct pci_bar *b = &echo.vp.pci.bars[bar];
+    const struct pci_bar *b = &echo.vp->pci.bars[bar];
     b->ops->write(b->opaque, off, size, v);
 }
 
@@ -544,7 +572,7 @@ static uint8_t status(void)
 
 static uint32_t cfg32(unsigned off)
 {
-    return pci_device_config_read(&echo.vp.pci, off, 4);
+    return pci_device_config_read(&echo.vp->pci, off, 4);
 }
 
 static int transport_setup(void **state)
@@ -559,30 +587,33 @@ static int transport_setup(void **state)
     memset(&msi, 0, sizeof(msi));
     memset(&echo, 0, sizeof(echo));
     static const uint8_t config[CFG_SIZE] = {0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88};
-    struct virtio_pci_params p = {
+    struct virtio_device_params p = {
         .name = "echo0",
         .device_type = DEV_TYPE,
-        .class_code = 0xff0000,
         .num_queues = NQ,
         .queue_size = TQSIZE,
         .features = 1ull << 3,
-        .config = config,
         .config_size = CFG_SIZE,
         .ops = &echo_ops,
         .mem = &fake_mem,
-        .machine = NULL,
-        .msix_sink = {.signal_msi = fake_msi},
     };
-    assert_int_equal(virtio_pci_init(&echo.vp, &p), 0);
-    assert_int_equal(pci_bus_add(&pcibus, &echo.vp.pci, PCI_DEVFN(4, 0)), 0);
+    assert_int_equal(virtio_device_init(&echo.vdev, &p), 0);
+    memcpy(echo.vdev.config, config, CFG_SIZE);
+    echo.vp = virtio_pci_create(&echo.vdev, &(struct virtio_pci_params){
+                                                .class_code = 0xff0000,
+                                                .machine = NULL,
+                                                .msix_sink = {.signal_msi = fake_msi},
+                                            });
+    assert_non_null(echo.vp);
+    assert_int_equal(pci_bus_add(&pcibus, &echo.vp->pci, PCI_DEVFN(4, 0)), 0);
     /* Bus mastering, as firmware/drivers enable it. */
-    pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    pci_device_config_write(&echo.vp->pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
     return 0;
 }
 
 static int transport_teardown(void **state)
 {
-    virtio_pci_destroy(&echo.vp);
+    virtio_pci_destroy(echo.vp);
     pci_bus_destroy(&pcibus);
     bus_destroy(&pio);
     bus_destroy(&mmio);
@@ -659,38 +690,38 @@ static void test_ids_and_capabilities(void **state)
     assert_int_equal(cfg32(PCI_VENDOR_ID), 0x10051af4);
     assert_int_equal(cfg32(PCI_SUBSYSTEM_VENDOR_ID), (uint32_t)DEV_TYPE << 16 | 0x1af4);
     assert_int_equal(cfg32(PCI_REVISION_ID), 0xff000000); /* class ff0000, revision 0 */
-    assert_int_equal(pci_device_config_read(&echo.vp.pci, PCI_INTERRUPT_PIN, 1), 1);
+    assert_int_equal(pci_device_config_read(&echo.vp->pci, PCI_INTERRUPT_PIN, 1), 1);
     /* BARs: I/O, memory, memory. */
     assert_int_equal(cfg32(PCI_BASE_ADDRESS_0) & 1, 1);
-    pci_device_config_write(&echo.vp.pci, PCI_BASE_ADDRESS_0 + 8, 4, 0xffffffff);
+    pci_device_config_write(&echo.vp->pci, PCI_BASE_ADDRESS_0 + 8, 4, 0xffffffff);
     assert_int_equal(cfg32(PCI_BASE_ADDRESS_0 + 8), (uint32_t) ~(VIRTIO_PCI_MODERN_BAR_SIZE - 1));
     /* Walk the capability list. */
-    unsigned seen_types = 0, cap = pci_device_config_read(&echo.vp.pci, PCI_CAPABILITY_LIST, 1);
+    unsigned seen_types = 0, cap = pci_device_config_read(&echo.vp->pci, PCI_CAPABILITY_LIST, 1);
     bool msix = false;
     for (unsigned hops = 0; cap && hops < 16; hops++) {
-        uint8_t id = pci_get_byte(&echo.vp.pci, cap);
+        uint8_t id = pci_get_byte(&echo.vp->pci, cap);
         if (id == PCI_CAP_ID_MSIX) {
             msix = true;
-            assert_int_equal(pci_get_word(&echo.vp.pci, cap + 2), NQ); /* NQ + 1 vectors */
-            assert_int_equal(pci_get_long(&echo.vp.pci, cap + 4), VIRTIO_PCI_BAR_MSIX);
+            assert_int_equal(pci_get_word(&echo.vp->pci, cap + 2), NQ); /* NQ + 1 vectors */
+            assert_int_equal(pci_get_long(&echo.vp->pci, cap + 4), VIRTIO_PCI_BAR_MSIX);
         } else {
             assert_int_equal(id, PCI_CAP_ID_VNDR);
-            uint8_t type = pci_get_byte(&echo.vp.pci, cap + 3);
+            uint8_t type = pci_get_byte(&echo.vp->pci, cap + 3);
             seen_types |= 1u << type;
-            uint32_t off = pci_get_long(&echo.vp.pci, cap + 8);
-            uint32_t len = pci_get_long(&echo.vp.pci, cap + 12);
+            uint32_t off = pci_get_long(&echo.vp->pci, cap + 8);
+            uint32_t len = pci_get_long(&echo.vp->pci, cap + 12);
             if (type != VIRTIO_PCI_CAP_PCI_CFG)
-                assert_int_equal(pci_get_byte(&echo.vp.pci, cap + 4), VIRTIO_PCI_BAR_MODERN);
+                assert_int_equal(pci_get_byte(&echo.vp->pci, cap + 4), VIRTIO_PCI_BAR_MODERN);
             switch (type) {
             case VIRTIO_PCI_CAP_COMMON_CFG:
                 assert_int_equal(off, 0);
                 assert_int_equal(len, 0x3c);
                 break;
             case VIRTIO_PCI_CAP_NOTIFY_CFG:
-                assert_int_equal(pci_get_byte(&echo.vp.pci, cap + 2), 20);
+                assert_int_equal(pci_get_byte(&echo.vp->pci, cap + 2), 20);
                 assert_int_equal(off, VIRTIO_PCI_NOTIFY_OFFSET);
                 assert_int_equal(len, 4 * NQ);
-                assert_int_equal(pci_get_long(&echo.vp.pci, cap + 16), 4);
+                assert_int_equal(pci_get_long(&echo.vp->pci, cap + 16), 4);
                 break;
             case VIRTIO_PCI_CAP_ISR_CFG:
                 assert_int_equal(off, VIRTIO_PCI_ISR_OFFSET);
@@ -703,7 +734,7 @@ static void test_ids_and_capabilities(void **state)
                 break;
             }
         }
-        cap = pci_get_byte(&echo.vp.pci, cap + 1);
+        cap = pci_get_byte(&echo.vp->pci, cap + 1);
     }
     assert_true(msix);
     assert_int_equal(seen_types, 0x3e);
@@ -747,7 +778,7 @@ static void test_feature_negotiation(void **state)
     common_w(VIRTIO_COMMON_GF, 4, 1u << 3);
     common_w(VIRTIO_COMMON_STATUS, 1, 0x0b);
     assert_int_equal(status(), 0x0b);
-    assert_int_equal(virtio_pci_features(&echo.vp), F_V1 | (1u << 3));
+    assert_int_equal(virtio_features(&echo.vdev), F_V1 | (1u << 3));
     /* Changing features after FEATURES_OK is ignored. */
     common_w(VIRTIO_COMMON_GF, 4, (1u << 3) | (1u << VIRTIO_RING_F_EVENT_IDX));
     assert_int_equal(common_r(VIRTIO_COMMON_GF, 4), 1u << 3);
@@ -881,13 +912,13 @@ static void test_notify_before_driver_ok(void **state)
     common_w(VIRTIO_COMMON_STATUS, 1, 0x0f);
     assert_true(poll_until(used_reaches, &tring[0]));
     /* Without bus mastering nothing is processed. */
-    pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, 0);
+    pci_device_config_write(&echo.vp->pci, PCI_COMMAND, 2, 0);
     post_echo(&tring[0], 2, "nomaster");
     notify_modern(0);
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
     assert_int_equal(vring_used_idx(&tring[0]), 1);
-    pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    pci_device_config_write(&echo.vp->pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
     notify_modern(0);
     assert_true(poll_until(used_reaches, &tring[0]));
 }
@@ -939,9 +970,9 @@ static void test_bad_ring_needs_reset(void **state)
 
 static void test_msix_delivery(void **state)
 {
-    unsigned cap = echo.vp.msix.cap;
+    unsigned cap = echo.vp->msix.cap;
     /* MSI-X on: program vectors 0 (config) and 1 (queue 0). */
-    pci_device_config_write(&echo.vp.pci, cap + 2, 2, MSIX_CONTROL_ENABLE);
+    pci_device_config_write(&echo.vp->pci, cap + 2, 2, MSIX_CONTROL_ENABLE);
     for (unsigned v = 0; v < 2; v++) {
         bar_write(VIRTIO_PCI_BAR_MSIX, v * 16, 4, 0xfee00000);
         bar_write(VIRTIO_PCI_BAR_MSIX, v * 16 + 8, 4, 0x40 + v);
@@ -985,11 +1016,11 @@ static void test_msix_delivery(void **state)
     /* Virtio reset: vectors back to NO_VECTOR, MSI-X left alone. */
     common_w(VIRTIO_COMMON_STATUS, 1, 0);
     assert_int_equal(common_r(VIRTIO_COMMON_MSIX, 2), VIRTIO_MSI_NO_VECTOR);
-    assert_true(msix_enabled(&echo.vp.msix));
+    assert_true(msix_enabled(&echo.vp->msix));
     /* Device reset: MSI-X off, PCI state back to power-on. */
-    virtio_pci_reset(&echo.vp);
-    assert_false(msix_enabled(&echo.vp.msix));
-    assert_int_equal(pci_device_config_read(&echo.vp.pci, PCI_COMMAND, 2), 0);
+    virtio_pci_reset(echo.vp);
+    assert_false(msix_enabled(&echo.vp->msix));
+    assert_int_equal(pci_device_config_read(&echo.vp->pci, PCI_COMMAND, 2), 0);
 }
 
 static void test_legacy_interface(void **state)
@@ -1047,7 +1078,7 @@ static void test_hostile_register_sweep(void **state)
     static const unsigned sizes[] = {1, 2, 4, 8};
     static const uint64_t junk[] = {0, ~0ull, 0x8000000000000001ull, 0x1234};
     for (unsigned bar = 0; bar < 3; bar++) {
-        uint64_t len = echo.vp.pci.bars[bar].size;
+        uint64_t len = echo.vp->pci.bars[bar].size;
         for (uint64_t off = 0; off < len; off += (off < 0x80 || bar != 2) ? 1 : 0x3f7) {
             for (unsigned s = 0; s < 4; s++) {
                 if (off + sizes[s] > len)
@@ -1058,12 +1089,215 @@ static void test_hostile_register_sweep(void **state)
             }
         }
     }
-    virtio_pci_reset(&echo.vp);
-    pci_device_config_write(&echo.vp.pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    virtio_pci_reset(echo.vp);
+    pci_device_config_write(&echo.vp->pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
     modern_bring_up(F_V1);
     post_echo(&tring[0], 0, "alive");
     notify_modern(0);
     assert_true(poll_until(used_reaches, &tring[0]));
+}
+
+static uint8_t generation(void)
+{
+    return (uint8_t)common_r(VIRTIO_COMMON_CFGGENERATION, 1);
+}
+
+/* A device changing its configuration: the generation moves, the new bytes
+ * read back, and the driver gets a configuration interrupt - on MSI-X, the
+ * config vector. */
+static void test_config_change_msix(void **state)
+{
+    unsigned cap = echo.vp->msix.cap;
+    pci_device_config_write(&echo.vp->pci, cap + 2, 2, MSIX_CONTROL_ENABLE);
+    bar_write(VIRTIO_PCI_BAR_MSIX, 0, 4, 0xfee00000);
+    bar_write(VIRTIO_PCI_BAR_MSIX, 8, 4, 0x51);
+    bar_write(VIRTIO_PCI_BAR_MSIX, 12, 4, 0);
+    modern_bring_up(F_V1);
+    common_w(VIRTIO_COMMON_MSIX, 2, 0);
+    uint8_t before = generation();
+    assert_int_equal(before, 0);
+    static const uint8_t link[2] = {0xab, 0xcd};
+    virtio_config_update(&echo.vdev, 6, link, sizeof(link));
+    assert_int_equal(generation(), (uint8_t)(before + 1));
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + 4, 4), 0xcdab6655);
+    assert_int_equal(msi_count(), 1);
+    assert_int_equal(msi_data(), 0x51);
+    assert_false(intx());
+    /* A change without new bytes (the device wrote them itself) too. */
+    virtio_config_changed(&echo.vdev);
+    assert_int_equal(generation(), (uint8_t)(before + 2));
+    assert_int_equal(msi_count(), 2);
+    /* Config vector NO_VECTOR: the generation moves, no interrupt. */
+    common_w(VIRTIO_COMMON_MSIX, 2, VIRTIO_MSI_NO_VECTOR);
+    virtio_config_changed(&echo.vdev);
+    assert_int_equal(generation(), (uint8_t)(before + 3));
+    assert_int_equal(msi_count(), 2);
+    /* The status does not change, and the queues keep working. */
+    assert_int_equal(status(), 0x0f);
+    post_echo(&tring[0], 0, "still");
+    notify_modern(0);
+    assert_true(poll_until(used_reaches, &tring[0]));
+    /* A reset does not move the generation back (drivers compare it). */
+    common_w(VIRTIO_COMMON_STATUS, 1, 0);
+    assert_int_equal(generation(), (uint8_t)(before + 3));
+}
+
+/* Without MSI-X: ISR bit 1 and INTx, cleared by reading the ISR. */
+static void test_config_change_intx(void **state)
+{
+    modern_bring_up(F_V1);
+    assert_false(intx());
+    virtio_config_changed(&echo.vdev);
+    assert_int_equal(generation(), 1);
+    assert_true(intx());
+    assert_int_equal(intx_edges, 1);
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_ISR_OFFSET, 1), VIRTIO_ISR_CONFIG);
+    assert_false(intx());
+    /* The legacy ISR register shows the same bit. */
+    virtio_config_changed(&echo.vdev);
+    assert_true(intx());
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_ISR, 1), VIRTIO_ISR_CONFIG);
+    assert_false(intx());
+    assert_int_equal(generation(), 2);
+}
+
+/* Driver writes of the configuration reach the device's write_config op,
+ * through either interface; bytes the device keeps read-only stay. */
+static void test_config_write_reaches_device(void **state)
+{
+    bar_write(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + 0, 2, 0xbeef);
+    assert_int_equal(echo.config_writes, 1);
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET, 4), 0x4433beef);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX + 2, 1, 0x99);
+    assert_int_equal(echo.config_writes, 2);
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET, 4), 0x4499beef);
+    bar_write(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + 4, 4, 0);
+    assert_int_equal(echo.config_writes, 3);
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + 4, 4), 0x88776655);
+    /* Driver writes are not configuration changes. */
+    assert_int_equal(generation(), 0);
+    assert_false(intx());
+}
+
+/* The device reports an error itself: NEEDS_RESET, a configuration
+ * interrupt, no more processing on any queue, until the driver resets. */
+static void test_device_needs_reset(void **state)
+{
+    modern_bring_up(F_V1);
+    virtio_device_needs_reset(&echo.vdev, "the back end failed");
+    assert_int_equal(status(), 0x4f);
+    assert_true(intx());
+    assert_int_equal(bar_read(VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_ISR_OFFSET, 1), VIRTIO_ISR_CONFIG);
+    /* A second report does not interrupt again. */
+    virtio_device_needs_reset(&echo.vdev, "again");
+    assert_false(intx());
+    unsigned before = __atomic_load_n(&echo.processed, __ATOMIC_SEQ_CST);
+    post_echo(&tring[0], 0, "dropped");
+    notify_modern(0);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(__atomic_load_n(&echo.processed, __ATOMIC_SEQ_CST), before);
+    assert_int_equal(vring_used_idx(&tring[0]), 0);
+    /* The driver's own writes cannot clear the bit; a reset does. */
+    common_w(VIRTIO_COMMON_STATUS, 1, 0x0f);
+    assert_int_equal(status(), 0x4f);
+    modern_bring_up(F_V1);
+    assert_int_equal(status(), 0x0f);
+    post_echo(&tring[0], 0, "again");
+    notify_modern(0);
+    assert_true(poll_until(used_reaches, &tring[0]));
+}
+
+/* Pause parks the queues' loops: a notification while paused is not
+ * processed until resume. */
+static void test_pause_resume(void **state)
+{
+    struct device *dev = &echo.vp->pci.dev;
+    modern_bring_up(F_V1);
+    post_echo(&tring[0], 0, "one");
+    notify_modern(0);
+    assert_true(poll_until(used_reaches, &tring[0]));
+    assert_int_equal(device_pause(dev), 0);
+    post_echo(&tring[0], 2, "two");
+    notify_modern(0);
+    post_echo(&tring[1], 0, "three");
+    notify_modern(1);
+    struct timespec ts = {0, 30000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(vring_used_idx(&tring[0]), 1);
+    assert_int_equal(vring_used_idx(&tring[1]), 0);
+    assert_int_equal(__atomic_load_n(&echo.processed, __ATOMIC_SEQ_CST), 1);
+    device_resume(dev);
+    assert_true(poll_until(used_reaches, &tring[0]));
+    assert_true(poll_until(used_reaches, &tring[1]));
+    assert_memory_equal(mem_host(tring[0].desc + 0x800 + 0x80 + 0x20), "two", 3);
+}
+
+/* A second echo device on the same bus (slot 5), for state loads. */
+static struct echo twin;
+
+static void twin_create(void)
+{
+    memset(&twin, 0, sizeof(twin));
+    struct virtio_device_params p = {
+        .name = "echo0", /* records are matched by name */
+        .device_type = DEV_TYPE,
+        .num_queues = NQ,
+        .queue_size = TQSIZE,
+        .features = 1ull << 3,
+        .config_size = CFG_SIZE,
+        .ops = &echo_ops,
+        .mem = &fake_mem,
+    };
+    assert_int_equal(virtio_device_init(&twin.vdev, &p), 0);
+    twin.vp = virtio_pci_create(&twin.vdev, &(struct virtio_pci_params){
+                                                .class_code = 0xff0000,
+                                                .msix_sink = {.signal_msi = fake_msi},
+                                            });
+    assert_non_null(twin.vp);
+    assert_int_equal(pci_bus_add(&pcibus, &twin.vp->pci, PCI_DEVFN(5, 0)), 0);
+}
+
+/* A legacy driver's device with a pending ISR and a moved configuration
+ * generation: the twin loaded from its state reads the same registers and
+ * serves the next chain of the restored ring. */
+static void test_state_roundtrip_legacy(void **state)
+{
+    struct vring r = {.desc = 0x50000, .avail = 0x50000 + 16 * TQSIZE, .size = TQSIZE};
+    r.used = (r.avail + 6 + 2 * TQSIZE + 4095) & ~4095ull;
+    vring_clear(&r);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 0x03);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_GUEST_FEATURES, 4, 1u << 3);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_PFN, 4, 0x50);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 0x07);
+    post_echo(&r, 0, "before");
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 0);
+    assert_true(poll_until(used_reaches, &r));
+    virtio_config_changed(&echo.vdev);
+    virtio_config_changed(&echo.vdev);
+    bar_write(VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SELECT, 2, 1);
+    assert_int_equal(device_pause(&echo.vp->pci.dev), 0);
+
+    twin_create();
+    assert_int_equal(device_pause(&twin.vp->pci.dev), 0);
+    assert_string_equal(twin.vp->pci.dev.ops->kind, "virtio-pci-echo");
+    assert_state_roundtrip(&echo.vp->pci.dev, &twin.vp->pci.dev);
+    const struct pci_bar *legacy = &twin.vp->pci.bars[VIRTIO_PCI_BAR_LEGACY];
+    assert_int_equal(legacy->ops->read(legacy->opaque, VIRTIO_LEGACY_STATUS, 1), 0x07);
+    assert_int_equal(legacy->ops->read(legacy->opaque, VIRTIO_LEGACY_QUEUE_SELECT, 2), 1);
+    assert_int_equal(legacy->ops->read(legacy->opaque, VIRTIO_LEGACY_GUEST_FEATURES, 4), 1u << 3);
+    assert_int_equal(virtio_config_generation(&twin.vdev), 2);
+    assert_int_equal(legacy->ops->read(legacy->opaque, VIRTIO_LEGACY_ISR, 1),
+                     VIRTIO_ISR_QUEUE | VIRTIO_ISR_CONFIG);
+    device_resume(&twin.vp->pci.dev);
+    post_echo(&r, 2, "after");
+    legacy->ops->write(legacy->opaque, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 0);
+    assert_true(poll_until(used_reaches, &r));
+    assert_int_equal(vring_used_id(&r, 1), 2);
+    assert_int_equal(__atomic_load_n(&twin.processed, __ATOMIC_SEQ_CST), 1);
+    assert_memory_equal(mem_host(r.desc + 0x800 + 0x80 + 0x20), "after", 5);
+    device_resume(&echo.vp->pci.dev);
+    virtio_pci_destroy(twin.vp);
 }
 
 int main(void)
@@ -1102,6 +1336,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_msix_delivery, transport_setup, transport_teardown),
         cmocka_unit_test_setup_teardown(test_legacy_interface, transport_setup, transport_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_register_sweep, transport_setup,
+                                        transport_teardown),
+        cmocka_unit_test_setup_teardown(test_config_change_msix, transport_setup,
+                                        transport_teardown),
+        cmocka_unit_test_setup_teardown(test_config_change_intx, transport_setup,
+                                        transport_teardown),
+        cmocka_unit_test_setup_teardown(test_config_write_reaches_device, transport_setup,
+                                        transport_teardown),
+        cmocka_unit_test_setup_teardown(test_device_needs_reset, transport_setup,
+                                        transport_teardown),
+        cmocka_unit_test_setup_teardown(test_pause_resume, transport_setup, transport_teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_legacy, transport_setup,
                                         transport_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

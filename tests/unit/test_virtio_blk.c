@@ -19,11 +19,14 @@
 #include <cmocka.h>
 
 #include "core/bus.h"
+#include "devices/device.h"
 #include "pci/pci.h"
 #include "virtio/virtio_blk.h"
+#include "virtio/virtio_pci.h"
 
 #include "support/fake_block.h"
 #include "support/fake_mem.h"
+#include "support/state.h"
 #include "support/vring.h"
 
 /* ---- Guest memory: 4 MiB of RAM at 0. ---- */
@@ -34,7 +37,7 @@
 
 struct tdev {
     struct fake_block fb;
-    struct virtio_blk *blk;
+    struct virtio_device *vdev;
     struct virtio_pci *vp;
     struct vring rings[2];
     uint64_t scratch; /* request headers and statuses */
@@ -85,14 +88,16 @@ static void tdev_create(struct tdev *t, const struct opts *o)
         .backend = &t->fb.be,
         .num_queues = o->queues,
         .mem = &fake_mem,
-        .machine = NULL,
-        .msix_sink = {.signal_msi = fake_msi},
     };
-    t->blk = virtio_blk_create(&p);
-    assert_non_null(t->blk);
-    t->vp = virtio_blk_transport(t->blk);
-    assert_int_equal(pci_bus_add(&pcibus, virtio_blk_pci(t->blk), PCI_DEVFN(o->slot, 0)), 0);
-    pci_device_config_write(virtio_blk_pci(t->blk), PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    t->vdev = virtio_blk_create(&p);
+    assert_non_null(t->vdev);
+    t->vp = virtio_pci_create(t->vdev, &(struct virtio_pci_params){
+                                           .machine = NULL,
+                                           .msix_sink = {.signal_msi = fake_msi},
+                                       });
+    assert_non_null(t->vp);
+    assert_int_equal(pci_bus_add(&pcibus, &t->vp->pci, PCI_DEVFN(o->slot, 0)), 0);
+    pci_device_config_write(&t->vp->pci, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
     for (unsigned q = 0; q < 2; q++) {
         uint64_t b = o->base + q * 0x10000;
         t->rings[q] =
@@ -104,8 +109,8 @@ static void tdev_create(struct tdev *t, const struct opts *o)
 
 static void tdev_destroy(struct tdev *t)
 {
-    if (t->blk) { /* NULL: the test destroyed the device itself */
-        struct pci_device *pdev = virtio_blk_pci(t->blk);
+    if (t->vp) { /* NULL: the test destroyed the device itself */
+        struct pci_device *pdev = &t->vp->pci;
         pdev->dev.ops->destroy(&pdev->dev);
     }
     fake_block_fini(&t->fb);
@@ -279,7 +284,7 @@ static int teardown(void **state)
 
 static void test_identity_config_features(void **state)
 {
-    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    struct pci_device *pdev = &dev.vp->pci;
     assert_int_equal(pci_device_config_read(pdev, PCI_VENDOR_ID, 4), 0x10011af4);
     assert_int_equal(pci_device_config_read(pdev, PCI_SUBSYSTEM_VENDOR_ID, 4), 0x00021af4);
     assert_int_equal(pci_device_config_read(pdev, PCI_REVISION_ID, 4), 0x01000000);
@@ -561,7 +566,7 @@ static void test_async_multiqueue(void **state)
 {
     bring_up(&dev, STD_FEATURES | (1ull << VIRTIO_RING_F_EVENT_IDX) | F_BLK(VIRTIO_BLK_F_MQ), 2);
     /* MSI-X with one vector per queue. */
-    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    struct pci_device *pdev = &dev.vp->pci;
     pci_device_config_write(pdev, dev.vp->msix.cap + 2, 2, MSIX_CONTROL_ENABLE);
     for (unsigned v = 0; v < 3; v++) {
         bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
@@ -637,7 +642,7 @@ static void test_reset_drains_in_flight(void **state)
     post(&dev, 0, 0, 0, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
     notify(&dev, 0);
     assert_true(fake_block_wait_pending(&dev.fb, 1));
-    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    struct pci_device *pdev = &dev.vp->pci;
     assert_int_equal(pthread_create(&t, NULL, complete_later, &dev.fb), 0);
     pdev->dev.ops->reset(&pdev->dev);
     assert_int_equal(fake_block_pending(&dev.fb), 0);
@@ -747,7 +752,7 @@ static bool worker_starved(struct tdev *t)
 {
     char buf[128];
     for (int i = 0; i < 8000; i++) {
-        t->vp->ops->queue_describe(t->vp, 0, buf, sizeof(buf));
+        t->vdev->ops->describe_queue(t->vdev, 0, buf, sizeof(buf));
         if (strstr(buf, "waiting for a free request"))
             return true;
         struct timespec ts = {0, 250000};
@@ -783,9 +788,9 @@ static void test_destroy_waits_for_completion_tail(void **state)
     tail.destroying = true;
     pthread_cond_broadcast(&tail.cond);
     pthread_mutex_unlock(&tail.lock);
-    struct pci_device *pdev = virtio_blk_pci(dev.blk);
+    struct pci_device *pdev = &dev.vp->pci;
     pdev->dev.ops->destroy(&pdev->dev);
-    dev.blk = NULL;
+    dev.vp = NULL;
     pthread_mutex_lock(&tail.lock);
     bool waited = tail.left;
     tail.destroyed = true;
@@ -847,6 +852,174 @@ static void test_bad_parameters(void **state)
     fake_block_fini(&fb);
 }
 
+/* Pause with requests in flight at a slow back end: pause returns once
+ * each of them has completed into the used ring; a notification while
+ * paused is not processed; resume picks it up. */
+static void test_pause_waits_for_in_flight(void **state)
+{
+    struct device *d = &dev.vp->pci.dev;
+    bring_up(&dev, STD_FEATURES, 1);
+    for (unsigned i = 0; i < 4; i++)
+        post(&dev, 0, (uint16_t)(3 * i), i, VIRTIO_BLK_T_IN, i, dev.data + 0x1000ull * i, 512,
+             true);
+    notify(&dev, 0);
+    assert_true(fake_block_wait_pending(&dev.fb, 4));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, complete_later, &dev.fb), 0);
+    assert_int_equal(device_pause(d), 0);
+    /* Everything completed before pause returned, statuses and all. */
+    assert_int_equal(fake_block_pending(&dev.fb), 0);
+    assert_int_equal(vring_used_idx(&dev.rings[0]), 4);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(status_of(&dev, i), VIRTIO_BLK_S_OK);
+    pthread_join(t, NULL);
+    /* Paused: a new request waits. */
+    post(&dev, 0, 12, 4, VIRTIO_BLK_T_IN, 4, dev.data + 0x4000, 512, true);
+    notify(&dev, 0);
+    struct timespec ts = {0, 30000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(fake_block_pending(&dev.fb), 0);
+    assert_int_equal(dev.fb.reads, 4);
+    assert_int_equal(vring_used_idx(&dev.rings[0]), 4);
+    /* Nothing guest-visible changed. */
+    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    device_resume(d);
+    assert_true(fake_block_wait_pending(&dev.fb, 1));
+    fake_block_complete_all(&dev.fb);
+    assert_true(vring_wait_used(&dev.rings[0], 5));
+    assert_int_equal(status_of(&dev, 4), VIRTIO_BLK_S_OK);
+    /* Pause on an idle device, and again after a reset. */
+    assert_int_equal(device_pause(d), 0);
+    device_resume(d);
+    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 0);
+    assert_int_equal(device_pause(d), 0);
+    device_resume(d);
+}
+
+/* dev with both queues up on MSI-X (vectors 1 and 2, config 0) and some
+ * completed I/O on each, then paused; `other` a second device of the same
+ * disk geometry, paused too (as a machine is before a load). */
+static void active_device_and_twin(struct tdev *other)
+{
+    bring_up(&dev, STD_FEATURES | (1ull << VIRTIO_RING_F_EVENT_IDX) | F_BLK(VIRTIO_BLK_F_MQ), 2);
+    pci_device_config_write(&dev.vp->pci, dev.vp->msix.cap + 2, 2, MSIX_CONTROL_ENABLE);
+    for (unsigned v = 0; v < 3; v++) {
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
+        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
+    }
+    common_w(&dev, VIRTIO_COMMON_MSIX, 2, 0);
+    for (unsigned q = 0; q < 2; q++) {
+        common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, q);
+        common_w(&dev, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
+    }
+    memset(dev.fb.disk, 0x3c, 4096);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_OUT, 8, dev.data, 512, false), VIRTIO_BLK_S_OK);
+    assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 0, dev.data, 512, true), VIRTIO_BLK_S_OK);
+    post(&dev, 1, 0, 8, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    notify(&dev, 1);
+    assert_true(vring_wait_used(&dev.rings[1], 1));
+    assert_int_equal(device_pause(&dev.vp->pci.dev), 0);
+
+    struct opts o = {.size = 1 << 20, .block_size = 512, .queues = 2, .slot = 6, .base = 0x100000};
+    tdev_create(other, &o);
+    assert_int_equal(device_pause(&other->vp->pci.dev), 0);
+}
+
+/* The state of a device with active queues and completed I/O loads into a
+ * twin and saves back byte for byte; the twin then serves a new request
+ * on the restored ring, with its interrupt on the restored vector. */
+static void test_state_roundtrip_active_queues(void **state)
+{
+    struct tdev other;
+    active_device_and_twin(&other);
+    assert_string_equal(dev.vp->pci.dev.ops->kind, "virtio-pci-blk");
+    assert_int_equal(dev.vp->pci.dev.ops->state_version, 1);
+    assert_state_roundtrip(&dev.vp->pci.dev, &other.vp->pci.dev);
+    assert_int_equal(common_r(&other, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    assert_int_equal(common_r(&other, VIRTIO_COMMON_MSIX, 2), 0);
+    common_w(&other, VIRTIO_COMMON_Q_SELECT, 2, 1);
+    assert_int_equal(common_r(&other, VIRTIO_COMMON_Q_MSIX, 2), 2);
+    assert_true(msix_enabled(&other.vp->msix));
+
+    device_resume(&other.vp->pci.dev);
+    struct vring *r = &dev.rings[0]; /* the ring now driven by `other` */
+    memset(other.fb.disk + 5 * 512, 0x6e, 512);
+    unsigned msis = __atomic_load_n(&msi_count, __ATOMIC_SEQ_CST);
+    /* Event index: the driver asks for an interrupt once used.idx passes
+     * 2, which takes the restored record of the last interrupt (at 2). */
+    vring_set_used_event(r, 2);
+    post(&dev, 0, 6, 3, VIRTIO_BLK_T_IN, 5, dev.data + 0x3000, 512, true);
+    notify(&other, 0);
+    assert_true(vring_wait_used(r, 3));
+    assert_int_equal(vring_used_id(r, 2), 6);
+    assert_int_equal(vring_used_len(r, 2), 513);
+    assert_int_equal(status_of(&dev, 3), VIRTIO_BLK_S_OK);
+    assert_int_equal(*mem_host(dev.data + 0x3000), 0x6e);
+    assert_int_equal(other.fb.reads, 1);
+    assert_int_equal(dev.fb.reads, 1); /* the paused original did nothing */
+    for (int i = 0; i < 2000 && __atomic_load_n(&msi_count, __ATOMIC_SEQ_CST) == msis; i++) {
+        struct timespec ts = {0, 500000};
+        nanosleep(&ts, NULL);
+    }
+    assert_true(__atomic_load_n(&msi_count, __ATOMIC_SEQ_CST) > msis);
+    /* The second queue carries on from its restored index too. */
+    post(&dev, 1, 3, 9, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false);
+    notify(&other, 1);
+    assert_true(vring_wait_used(&dev.rings[1], 2));
+    assert_int_equal(other.fb.flushes, 1);
+    device_resume(&dev.vp->pci.dev);
+    tdev_destroy(&other);
+}
+
+static void test_state_refusals(void **state)
+{
+    struct tdev other;
+    active_device_and_twin(&other);
+    assert_state_refusals(&dev.vp->pci.dev, &other.vp->pci.dev);
+
+    uint16_t size = 3;
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.q0.size", &size,
+                               sizeof(size));
+    uint16_t vector = 3; /* two queues: vectors 0..2 */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "transport.q1.vector", &vector,
+                               sizeof(vector));
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "transport.config_vector",
+                               &vector, sizeof(vector));
+    uint64_t features = STD_FEATURES | F_BLK(VIRTIO_BLK_F_RO); /* RO is not offered */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.driver_features",
+                               &features, sizeof(features));
+    uint8_t status = 0x4f; /* NEEDS_RESET is no driver bit */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.status", &status,
+                               sizeof(status));
+    status = 0x0d; /* DRIVER_OK and FEATURES_OK without DRIVER */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.status", &status,
+                               sizeof(status));
+    uint16_t idx = 7; /* chains in flight that no device holds */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.q0.last_avail_idx",
+                               &idx, sizeof(idx));
+    uint64_t outside = 0x10000000; /* rings outside guest RAM */
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "virtio.q1.desc", &outside,
+                               sizeof(outside));
+    uint8_t isr = 0x80;
+    assert_state_field_refused(&dev.vp->pci.dev, &other.vp->pci.dev, "transport.isr", &isr,
+                               sizeof(isr));
+    tdev_destroy(&other);
+
+    /* Another disk: refused by the device's own field. */
+    struct tdev bigger;
+    struct opts o = {.size = 2 << 20, .block_size = 512, .queues = 2, .slot = 7, .base = 0x100000};
+    tdev_create(&bigger, &o);
+    struct snap_buf b = {0};
+    char err[512] = "";
+    state_save(&dev.vp->pci.dev, &b);
+    assert_int_not_equal(state_load(&bigger.vp->pci.dev, b.data, b.len, err, sizeof(err)), 0);
+    assert_non_null(strstr(err, "blk.config"));
+    snap_buf_free(&b);
+    device_resume(&dev.vp->pci.dev);
+    tdev_destroy(&bigger);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -865,6 +1038,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_broken_device_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_waits_for_in_flight, setup_async, teardown),
+        cmocka_unit_test_setup_teardown(test_state_roundtrip_active_queues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,6 +38,11 @@ void vring_avail_add(struct vring *r, uint16_t head)
     mem_put16(r->avail + 2, r->avail_idx);
 }
 
+void vring_set_used_event(struct vring *r, uint16_t idx)
+{
+    mem_put16(r->avail + 4 + 2u * r->size, idx);
+}
+
 uint16_t vring_used_idx(const struct vring *r)
 {
     return mem_get16(r->used + 2);

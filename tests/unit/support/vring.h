@@ -29,6 +29,10 @@ void vring_set_desc(struct vring *r, unsigned i, uint64_t addr, uint32_t len, ui
 /* Posts the chain starting at `head`: the avail entry, then the index. */
 void vring_avail_add(struct vring *r, uint16_t head);
 
+/* Event index (VIRTIO_RING_F_EVENT_IDX): the driver wants an interrupt once
+ * the used index passes `idx` (the avail ring's used_event field). */
+void vring_set_used_event(struct vring *r, uint16_t idx);
+
 /* The used ring as the device left it: its index, and entry i's id and
  * length (i taken modulo the ring size). */
 uint16_t vring_used_idx(const struct vring *r);
