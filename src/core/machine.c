@@ -505,6 +505,11 @@ int machine_add_device(struct machine *m, struct device *dev)
         log_error("too many devices");
         return -1;
     }
+    /* Every device in the inventory can be paused, saved and restored. */
+    if (!dev->ops || !dev->ops->state || !dev->ops->kind || dev->ops->state_version == 0) {
+        log_error("%s: device has no saved state (kind, version, state function)", dev->name);
+        return -1;
+    }
     m->devices[m->device_count++] = dev;
     if (m->vm_fd >= 0 && dev->ops->vm_attached)
         return dev->ops->vm_attached(dev, m);

@@ -661,9 +661,20 @@ static void iodev_reset(struct device *dev)
     pci_device_reset(container_of(dev, struct pci_device, dev));
 }
 
+static int iodev_state(struct device *dev, struct snap *s)
+{
+    snap_enter(s, "pci");
+    pci_device_state(container_of(dev, struct pci_device, dev), s);
+    snap_leave(s);
+    return snap_error(s);
+}
+
 static const struct device_ops iodev_device_ops = {
     .drop_decodes = pci_device_drop_decodes,
     .reset = iodev_reset,
+    .state = iodev_state,
+    .kind = "test-iodev",
+    .state_version = 1,
 };
 
 /* The guest moved the PM block away and put an I/O BAR at its power-on
