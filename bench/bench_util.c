@@ -155,3 +155,13 @@ void print_indented(const char *indent, const char *text)
         text += n + (text[n] == '\n');
     }
 }
+
+void copy_argv(const char **out, size_t cap, const char *const *from)
+{
+    size_t n = 0;
+    while (from[n] && n + 1 < cap) {
+        out[n] = from[n];
+        n++;
+    }
+    out[n] = NULL;
+}

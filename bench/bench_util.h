@@ -41,6 +41,10 @@ int run_order(int run, const bool present[NKINDS], enum vmm_kind order[NKINDS]);
 
 /* Prints prefix, then argv as a shell command line one can paste. */
 void print_command(const char *prefix, const char *const *argv);
+/* Copies a NULL-terminated argv into out (cap entries, NULL-terminated,
+ * cut short if longer). */
+#define ARGV_MAX 32
+void copy_argv(const char **out, size_t cap, const char *const *from);
 /* Prints text line by line, each line after indent. */
 void print_indented(const char *indent, const char *text);
 

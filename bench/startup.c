@@ -76,7 +76,7 @@ static void read_rss(pid_t pid, uint64_t guest_bytes, double *total_kib, double 
  * debug-port FIFO debug.out. */
 struct command {
     char cpus[16], mem[16];
-    const char *argv[32];
+    const char *argv[ARGV_MAX];
 };
 
 static void build_command(struct command *c, enum vmm_kind kind, const struct options *o)
@@ -95,13 +95,7 @@ static void build_command(struct command *c, enum vmm_kind kind, const struct op
                           "-device",     "isa-debugcon,iobase=0x402,chardev=dbg",
                           NULL};
     const char *vmm[] = {kind == OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
-    const char **from = kind == QEMU ? qemu : vmm;
-    size_t n = 0;
-    while (from[n] && n + 1 < sizeof(c->argv) / sizeof(c->argv[0])) {
-        c->argv[n] = from[n];
-        n++;
-    }
-    c->argv[n] = NULL;
+    copy_argv(c->argv, ARGV_MAX, kind == QEMU ? qemu : vmm);
 }
 
 static void config_text(char *out, size_t cap, const struct options *o)

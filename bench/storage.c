@@ -158,7 +158,7 @@ static double host_seq(const struct options *o, bool write)
  * holds config.toml (ours and before) and the console socket ttya. */
 struct command {
     char mem[16], cpus[16], drive[PATH_MAX + 64];
-    const char *argv[32];
+    const char *argv[ARGV_MAX];
 };
 
 static void build_command(struct command *c, enum vmm_kind kind, enum dev_kind dev,
@@ -183,13 +183,7 @@ static void build_command(struct command *c, enum vmm_kind kind, enum dev_kind d
                           "-device",     device,
                           NULL};
     const char *vmm[] = {kind == OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
-    const char **from = kind == QEMU ? qemu : vmm;
-    size_t n = 0;
-    while (from[n] && n + 1 < sizeof(c->argv) / sizeof(c->argv[0])) {
-        c->argv[n] = from[n];
-        n++;
-    }
-    c->argv[n] = NULL;
+    copy_argv(c->argv, ARGV_MAX, kind == QEMU ? qemu : vmm);
 }
 
 /* Our config.toml (ours and before alike). */
