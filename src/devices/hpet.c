@@ -2,6 +2,9 @@
 
 #include <string.h>
 
+#include "common/bytes.h"
+#include "common/regmap.h"
+
 #define TIMER_CONFIG_WRITABLE                                                                      \
     (HPET_TN_LEVEL | HPET_TN_INT_ENABLE | HPET_TN_PERIODIC | HPET_TN_VAL_SET | HPET_TN_32BIT |     \
      HPET_TN_ROUTE_MASK)
@@ -23,11 +26,6 @@ static bool hpet_enabled(const struct hpet *h)
 static bool legacy_mode(const struct hpet *h)
 {
     return h->config & HPET_CFG_LEGACY;
-}
-
-static uint64_t merge(uint64_t old, uint64_t value, uint64_t mask)
-{
-    return (old & ~mask) | (value & mask);
 }
 
 static uint64_t counter_now(struct hpet *h)
@@ -226,30 +224,80 @@ static void timer_expired(void *opaque)
 
 /* ---- Registers. */
 
-static uint64_t read_register(struct hpet *h, uint64_t reg)
+/* Register ids: the general registers, then per comparator its index in
+ * the high byte and which of its three registers in the low one. */
+enum {
+    REG_CAPABILITIES,
+    REG_CONFIG,
+    REG_INT_STATUS,
+    REG_COUNTER,
+    REG_TIMER_CONFIG,
+    REG_TIMER_COMPARATOR,
+    REG_TIMER_FSB_ROUTE,
+};
+#define TIMER_REG_ID(index, reg) (((uint32_t)(index) << 8) | (reg))
+
+/* Comparator n's register which (CONFIG, COMPARATOR, FSB_ROUTE). */
+#define TIMER_REG(n, which)                                                                        \
+    {                                                                                              \
+        HPET_REG_TIMER0 + (n)*HPET_TIMER_STRIDE + HPET_TIMER_##which, 8,                           \
+            TIMER_REG_ID(n, REG_TIMER_##which)                                                     \
+    }
+
+/* Every register is 64 bits; the gaps are reserved (read 0, writes logged). */
+static const struct reg_def hpet_regs[] = {
+    {HPET_REG_CAPABILITIES, 8, REG_CAPABILITIES},
+    {HPET_REG_CONFIG, 8, REG_CONFIG},
+    {HPET_REG_INT_STATUS, 8, REG_INT_STATUS},
+    {HPET_REG_COUNTER, 8, REG_COUNTER},
+    TIMER_REG(0, CONFIG),
+    TIMER_REG(0, COMPARATOR),
+    TIMER_REG(0, FSB_ROUTE),
+    TIMER_REG(1, CONFIG),
+    TIMER_REG(1, COMPARATOR),
+    TIMER_REG(1, FSB_ROUTE),
+    TIMER_REG(2, CONFIG),
+    TIMER_REG(2, COMPARATOR),
+    TIMER_REG(2, FSB_ROUTE),
+};
+_Static_assert(ARRAY_LEN(hpet_regs) == 4 + 3 * HPET_NUM_TIMERS,
+               "three TIMER_REG lines per comparator");
+_Static_assert(HPET_REG_TIMER0 + HPET_NUM_TIMERS * HPET_TIMER_STRIDE <= HPET_MMIO_SIZE,
+               "comparators fit the MMIO window");
+static const struct regmap hpet_map = {hpet_regs, ARRAY_LEN(hpet_regs)};
+
+static unsigned reg_kind(uint32_t id)
 {
-    switch (reg) {
-    case HPET_REG_CAPABILITIES:
+    return id & 0xffu;
+}
+
+/* The comparator a per-timer id names (the table only has valid ones). */
+static struct hpet_timer *reg_timer(struct hpet *h, uint32_t id)
+{
+    return &h->timers[(id >> 8) % HPET_NUM_TIMERS];
+}
+
+static uint64_t read_register(void *opaque, uint32_t id)
+{
+    struct hpet *h = opaque;
+    const struct hpet_timer *t = reg_timer(h, id);
+    switch (reg_kind(id)) {
+    case REG_CAPABILITIES:
         return capabilities();
-    case HPET_REG_CONFIG:
+    case REG_CONFIG:
         return h->config;
-    case HPET_REG_INT_STATUS:
+    case REG_INT_STATUS:
         return h->int_status;
-    case HPET_REG_COUNTER:
+    case REG_COUNTER:
         return counter_now(h);
+    case REG_TIMER_CONFIG:
+        return t->config;
+    case REG_TIMER_COMPARATOR:
+        return t->comparator;
+    case REG_TIMER_FSB_ROUTE:
+        return t->fsb_route;
     }
-    if (reg >= HPET_REG_TIMER0 && reg < HPET_REG_TIMER0 + HPET_NUM_TIMERS * HPET_TIMER_STRIDE) {
-        const struct hpet_timer *t = &h->timers[(reg - HPET_REG_TIMER0) / HPET_TIMER_STRIDE];
-        switch ((reg - HPET_REG_TIMER0) % HPET_TIMER_STRIDE) {
-        case HPET_TIMER_CONFIG:
-            return t->config;
-        case HPET_TIMER_COMPARATOR:
-            return t->comparator;
-        case HPET_TIMER_FSB_ROUTE:
-            return t->fsb_route;
-        }
-    }
-    return 0; /* reserved */
+    return 0;
 }
 
 static void write_general_config(struct hpet *h, uint64_t value)
@@ -289,7 +337,7 @@ static void write_general_config(struct hpet *h, uint64_t value)
 static void write_timer_config(struct hpet *h, struct hpet_timer *t, uint64_t value, uint64_t mask)
 {
     uint64_t old = t->config;
-    uint64_t requested = merge(old, value, mask);
+    uint64_t requested = reg_merge(old, value, mask);
     uint64_t config = (old & ~TIMER_CONFIG_WRITABLE) | (requested & TIMER_CONFIG_WRITABLE);
     unsigned route = (unsigned)((config & HPET_TN_ROUTE_MASK) >> HPET_TN_ROUTE_SHIFT);
     if (((config ^ old) & HPET_TN_ROUTE_MASK) && !(h->route_cap & (1u << route))) {
@@ -329,9 +377,9 @@ static void write_timer_comparator(struct hpet *h, struct hpet_timer *t, uint64_
             return; /* the high half does not exist in 32-bit mode */
     }
     if (!(t->config & HPET_TN_PERIODIC) || (t->config & HPET_TN_VAL_SET))
-        t->comparator = merge(t->comparator, value, mask);
+        t->comparator = reg_merge(t->comparator, value, mask);
     if (t->config & HPET_TN_PERIODIC)
-        t->period = merge(t->period, value, mask) & (narrow ? 0x7fffffffull : INT64_MAX);
+        t->period = reg_merge(t->period, value, mask) & (narrow ? 0x7fffffffull : INT64_MAX);
     t->config &= ~HPET_TN_VAL_SET;
     if (narrow)
         t->comparator = (uint32_t)t->comparator;
@@ -339,47 +387,44 @@ static void write_timer_comparator(struct hpet *h, struct hpet_timer *t, uint64_
         schedule(t);
 }
 
-static void write_register(struct hpet *h, uint64_t reg, uint64_t value, uint64_t mask)
+static void write_register(void *opaque, uint32_t id, uint64_t value, uint64_t mask)
 {
-    switch (reg) {
-    case HPET_REG_CAPABILITIES:
+    struct hpet *h = opaque;
+    struct hpet_timer *t = reg_timer(h, id);
+    switch (reg_kind(id)) {
+    case REG_CAPABILITIES:
         return; /* read-only */
-    case HPET_REG_CONFIG:
-        write_general_config(h, merge(h->config, value, mask));
+    case REG_CONFIG:
+        write_general_config(h, reg_merge(h->config, value, mask));
         return;
-    case HPET_REG_INT_STATUS:
+    case REG_INT_STATUS:
         /* Write 1 to clear a level-triggered comparator's status. */
         h->int_status &= ~(value & mask);
         update_all_levels(h);
         return;
-    case HPET_REG_COUNTER:
+    case REG_COUNTER:
         if (hpet_enabled(h)) {
             log_limited(&h->bad_access_log, LOG_WARNING,
                         "%s: main counter written while running; ignored", h->dev.name);
             return;
         }
-        h->counter = merge(h->counter, value, mask);
+        h->counter = reg_merge(h->counter, value, mask);
+        return;
+    case REG_TIMER_CONFIG:
+        write_timer_config(h, t, value, mask);
+        return;
+    case REG_TIMER_COMPARATOR:
+        write_timer_comparator(h, t, value, mask);
+        return;
+    case REG_TIMER_FSB_ROUTE:
+        t->fsb_route = reg_merge(t->fsb_route, value, mask); /* kept, unused */
         return;
     }
-    if (reg >= HPET_REG_TIMER0 && reg < HPET_REG_TIMER0 + HPET_NUM_TIMERS * HPET_TIMER_STRIDE) {
-        struct hpet_timer *t = &h->timers[(reg - HPET_REG_TIMER0) / HPET_TIMER_STRIDE];
-        switch ((reg - HPET_REG_TIMER0) % HPET_TIMER_STRIDE) {
-        case HPET_TIMER_CONFIG:
-            write_timer_config(h, t, value, mask);
-            return;
-        case HPET_TIMER_COMPARATOR:
-            write_timer_comparator(h, t, value, mask);
-            return;
-        case HPET_TIMER_FSB_ROUTE:
-            t->fsb_route = merge(t->fsb_route, value, mask); /* kept, unused */
-            return;
-        }
-    }
-    log_limited(&h->bad_access_log, LOG_WARNING, "%s: write to reserved register 0x%llx ignored",
-                h->dev.name, (unsigned long long)reg);
 }
 
-/* Registers are 64 bits wide; aligned 4- and 8-byte accesses reach them. */
+/* Registers are 64 bits wide; aligned 4- and 8-byte accesses reach them
+ * (so an access never spans two registers); others are refused before the
+ * map is consulted. */
 static bool valid_access(uint64_t offset, unsigned size)
 {
     return (size == 4 || size == 8) && offset % size == 0 && offset < HPET_MMIO_SIZE &&
@@ -394,12 +439,11 @@ static uint64_t hpet_read(void *opaque, uint64_t offset, unsigned size)
                     h->dev.name, size, (unsigned long long)offset);
         return 0;
     }
+    uint64_t value;
     pthread_mutex_lock(&h->lock);
-    uint64_t value = read_register(h, offset & ~7ull);
+    regmap_read(&hpet_map, offset, size, read_register, h, &value); /* reserved: 0 */
     pthread_mutex_unlock(&h->lock);
-    if (size == 8)
-        return value;
-    return (uint32_t)(value >> ((offset & 4) * 8));
+    return value;
 }
 
 static void hpet_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
@@ -410,15 +454,13 @@ static void hpet_write(void *opaque, uint64_t offset, unsigned size, uint64_t va
                     h->dev.name, size, (unsigned long long)offset);
         return;
     }
-    uint64_t mask = ~0ull;
-    if (size == 4) {
-        unsigned shift = (unsigned)(offset & 4) * 8;
-        mask = 0xffffffffull << shift;
-        value = (value & 0xffffffffull) << shift;
-    }
     pthread_mutex_lock(&h->lock);
-    write_register(h, offset & ~7ull, value, mask);
+    bool mapped = regmap_write(&hpet_map, offset, size, value, write_register, h);
     pthread_mutex_unlock(&h->lock);
+    if (!mapped)
+        log_limited(&h->bad_access_log, LOG_WARNING,
+                    "%s: write to reserved register 0x%llx ignored", h->dev.name,
+                    (unsigned long long)(offset & ~7ull));
 }
 
 const struct io_ops hpet_io_ops = {.read = hpet_read, .write = hpet_write};

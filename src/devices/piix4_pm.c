@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/bytes.h"
+#include "common/regmap.h"
 #include "devices/pc_layout.h"
 
 #define NS_PER_S 1000000000ull
@@ -15,7 +16,6 @@
 #define PM1_EN_WRITABLE (PC_PM1_EN_TMR | PC_PM1_EN_GBL | PC_PM1_EN_PWRBTN | PC_PM1_EN_RTC)
 #define PM1_CNT_BM_RLD (1u << 1)
 #define PM1_CNT_WRITABLE (PC_PM1_CNT_SCI_EN | PM1_CNT_BM_RLD | PC_PM1_CNT_SLP_TYP_MASK)
-#define PM_REGS_END 0x0c /* registers beyond read as 0 */
 
 #define PMBA_IO_SPACE 0x01
 #define PMBA_ADDRESS_MASK 0xffc0u
@@ -110,41 +110,88 @@ void piix4_pm_raise_gpe(struct piix4_pm *pm, unsigned bit)
     pthread_mutex_unlock(&pm->lock);
 }
 
-/* ---- PM block: any size at any offset, byte lanes assembled per register ---- */
+/* ---- PM block: any size at any offset, decoded by a register map ---- */
+
+enum { PM_REG_STS, PM_REG_EN, PM_REG_CNT, PM_REG_TMR };
+
+/* Bytes no register covers (0x06-0x07, 0x0c-0x3f) read as 0. */
+static const struct reg_def pm_regs[] = {
+    {PC_PM1_STS_OFFSET, 2, PM_REG_STS},
+    {PC_PM1_EN_OFFSET, 2, PM_REG_EN},
+    {PC_PM1_CNT_OFFSET, 2, PM_REG_CNT},
+    {PC_PM_TMR_OFFSET, PC_PM_TMR_LEN, PM_REG_TMR},
+};
+static const struct regmap pm_map = {pm_regs, ARRAY_LEN(pm_regs)};
+
+/* One guest access: the count is sampled once, so TMR_STS is latched once
+ * and a read spanning PM1_STS and PM_TMR sees both at the same instant. */
+struct pm_access {
+    struct piix4_pm *pm;
+    uint64_t ticks;
+    bool ignored;   /* a write reached the read-only timer */
+    int sleep_type; /* SLP_EN written: the requested SLP_TYP, else -1 */
+};
+
+static uint64_t pm_reg_read(void *opaque, uint32_t id)
+{
+    const struct pm_access *access = opaque;
+    const struct piix4_pm *pm = access->pm;
+    switch (id) {
+    case PM_REG_STS:
+        return pm->pm1_sts;
+    case PM_REG_EN:
+        return pm->pm1_en;
+    case PM_REG_CNT:
+        return pm->pm1_cnt;
+    case PM_REG_TMR:
+        return access->ticks & TIMER_MASK;
+    }
+    return 0;
+}
 
 static uint64_t pm_read(void *opaque, uint64_t offset, unsigned size)
 {
     struct piix4_pm *pm = opaque;
     if (size > 8 || offset >= PC_PM_BLOCK_LEN)
         return ~0ull;
-    uint8_t image[PC_PM_BLOCK_LEN + 8] = {0};
+    struct pm_access access = {.pm = pm};
+    uint64_t value;
     pthread_mutex_lock(&pm->lock);
-    uint64_t ticks = ticks_now(pm);
-    latch_timer_status(pm, ticks);
-    uint32_t timer = (uint32_t)(ticks & TIMER_MASK);
-    le16_store(image + PC_PM1_STS_OFFSET, pm->pm1_sts);
-    le16_store(image + PC_PM1_EN_OFFSET, pm->pm1_en);
-    le16_store(image + PC_PM1_CNT_OFFSET, pm->pm1_cnt);
-    le32_store(image + PC_PM_TMR_OFFSET, timer);
+    access.ticks = ticks_now(pm);
+    latch_timer_status(pm, access.ticks);
+    regmap_read(&pm_map, offset, size, pm_reg_read, &access, &value);
     pthread_mutex_unlock(&pm->lock);
-    return le_load(image + offset, size);
+    return value;
 }
 
-/* Collects the bytes of one write that fall into a 16-bit register. */
-struct reg16_write {
-    uint16_t value, mask;
-};
-
-static void collect(struct reg16_write *w, unsigned reg, uint64_t offset, unsigned size,
-                    uint64_t value)
+/* mask: the bytes the guest wrote; only those act (a byte write to one
+ * lane leaves the other lane's W1C bits, enables and SLP_EN alone). */
+static void pm_reg_write(void *opaque, uint32_t id, uint64_t value, uint64_t mask)
 {
-    for (unsigned lane = 0; lane < 2; lane++) {
-        unsigned at = reg + lane;
-        if (at >= offset && at < offset + size) {
-            uint8_t byte = (uint8_t)(value >> (8 * (at - offset)));
-            w->value |= (uint16_t)(byte << (8 * lane));
-            w->mask |= (uint16_t)(0xff << (8 * lane));
-        }
+    struct pm_access *access = opaque;
+    struct piix4_pm *pm = access->pm;
+    switch (id) {
+    case PM_REG_STS: {
+        latch_timer_status(pm, access->ticks);
+        uint16_t clear = (uint16_t)(value & mask & PM1_STS_W1C);
+        if (clear & pm->pm1_sts & PC_PM1_STS_TMR)
+            pm->overflow_tick = next_overflow(access->ticks);
+        pm->pm1_sts &= (uint16_t)~clear;
+        return;
+    }
+    case PM_REG_EN:
+        pm->pm1_en = (uint16_t)((pm->pm1_en & ~mask) | (value & mask & PM1_EN_WRITABLE));
+        return;
+    case PM_REG_CNT: {
+        uint16_t next = (uint16_t)reg_merge(pm->pm1_cnt, value, mask);
+        pm->pm1_cnt = next & PM1_CNT_WRITABLE; /* SLP_EN and GBL_RLS are write-only */
+        if (value & mask & PC_PM1_CNT_SLP_EN)
+            access->sleep_type = (next & PC_PM1_CNT_SLP_TYP_MASK) >> PC_PM1_CNT_SLP_TYP_SHIFT;
+        return;
+    }
+    case PM_REG_TMR:
+        access->ignored = true; /* read-only */
+        return;
     }
 }
 
@@ -153,34 +200,15 @@ static void pm_write(void *opaque, uint64_t offset, unsigned size, uint64_t valu
     struct piix4_pm *pm = opaque;
     if (size > 8 || offset >= PC_PM_BLOCK_LEN)
         return;
-    struct reg16_write sts = {0}, en = {0}, cnt = {0};
-    collect(&sts, PC_PM1_STS_OFFSET, offset, size, value);
-    collect(&en, PC_PM1_EN_OFFSET, offset, size, value);
-    collect(&cnt, PC_PM1_CNT_OFFSET, offset, size, value);
-    bool other = offset + size > PC_PM1_CNT_OFFSET + 2; /* reserved, timer (read-only) */
-    int sleep_type = -1;
-
+    struct pm_access access = {.pm = pm, .sleep_type = -1};
     pthread_mutex_lock(&pm->lock);
-    if (sts.mask) {
-        uint64_t ticks = ticks_now(pm);
-        latch_timer_status(pm, ticks);
-        uint16_t clear = sts.value & sts.mask & PM1_STS_W1C;
-        if (clear & pm->pm1_sts & PC_PM1_STS_TMR)
-            pm->overflow_tick = next_overflow(ticks);
-        pm->pm1_sts &= (uint16_t)~clear;
-    }
-    if (en.mask)
-        pm->pm1_en = (uint16_t)((pm->pm1_en & ~en.mask) | (en.value & en.mask & PM1_EN_WRITABLE));
-    if (cnt.mask) {
-        uint16_t next = (uint16_t)((pm->pm1_cnt & ~cnt.mask) | (cnt.value & cnt.mask));
-        pm->pm1_cnt = next & PM1_CNT_WRITABLE; /* SLP_EN and GBL_RLS are write-only */
-        if (cnt.value & cnt.mask & PC_PM1_CNT_SLP_EN)
-            sleep_type = (next & PC_PM1_CNT_SLP_TYP_MASK) >> PC_PM1_CNT_SLP_TYP_SHIFT;
-    }
+    access.ticks = ticks_now(pm);
+    bool mapped = regmap_write(&pm_map, offset, size, value, pm_reg_write, &access);
     update_sci(pm);
     pthread_mutex_unlock(&pm->lock);
 
-    if (other)
+    int sleep_type = access.sleep_type;
+    if (!mapped || access.ignored)
         log_limited(&pm->log, LOG_DEBUG, "piix4-pm: %u-byte write 0x%llx at +0x%llx: ignored part",
                     size, (unsigned long long)value, (unsigned long long)offset);
     if (sleep_type == PC_SLP_TYP_S5 || sleep_type == PC_SLP_TYP_S4) {
@@ -195,38 +223,61 @@ static void pm_write(void *opaque, uint64_t offset, unsigned size, uint64_t valu
 
 const struct io_ops piix4_pm_io_ops = {.read = pm_read, .write = pm_write};
 
-/* ---- GPE0: status bytes then enable bytes, byte by byte as in QEMU ---- */
+/* Bytes past a block read as all ones, as an undecoded port would. The
+ * bus never sends an access that runs past a range; a direct caller may. */
+static uint64_t beyond_block_ones(uint64_t value, uint64_t offset, unsigned size, uint64_t len)
+{
+    for (unsigned i = 0; i < size; i++) {
+        if (offset + i >= len)
+            value |= 0xffull << (8 * i);
+    }
+    return value;
+}
+
+/* ---- GPE0: status bytes then enable bytes, each its own register as in QEMU ---- */
+
+enum { GPE_REG_STS0, GPE_REG_STS1, GPE_REG_EN0, GPE_REG_EN1 };
+
+static const struct reg_def gpe_regs[] = {
+    {0, 1, GPE_REG_STS0},
+    {1, 1, GPE_REG_STS1},
+    {2, 1, GPE_REG_EN0},
+    {3, 1, GPE_REG_EN1},
+};
+_Static_assert(PC_GPE0_LEN == 4, "two status and two enable bytes");
+static const struct regmap gpe_map = {gpe_regs, ARRAY_LEN(gpe_regs)};
+
+static uint64_t gpe_reg_read(void *opaque, uint32_t id)
+{
+    const struct piix4_pm *pm = opaque;
+    return id <= GPE_REG_STS1 ? pm->gpe_sts[id - GPE_REG_STS0] : pm->gpe_en[id - GPE_REG_EN0];
+}
+
+static void gpe_reg_write(void *opaque, uint32_t id, uint64_t value, uint64_t mask)
+{
+    struct piix4_pm *pm = opaque;
+    if (id <= GPE_REG_STS1)
+        pm->gpe_sts[id - GPE_REG_STS0] &= (uint8_t)~value; /* W1C */
+    else
+        pm->gpe_en[id - GPE_REG_EN0] = (uint8_t)value;
+}
 
 static uint64_t gpe_read(void *opaque, uint64_t offset, unsigned size)
 {
     struct piix4_pm *pm = opaque;
-    uint64_t value = 0;
+    size = size < 8 ? size : 8;
+    uint64_t value;
     pthread_mutex_lock(&pm->lock);
-    for (unsigned i = 0; i < size && i < 8; i++) {
-        uint64_t at = offset + i;
-        uint8_t byte = 0xff;
-        if (at < 2)
-            byte = pm->gpe_sts[at];
-        else if (at < PC_GPE0_LEN)
-            byte = pm->gpe_en[at - 2];
-        value |= (uint64_t)byte << (8 * i);
-    }
+    regmap_read(&gpe_map, offset, size, gpe_reg_read, pm, &value);
     pthread_mutex_unlock(&pm->lock);
-    return value;
+    return beyond_block_ones(value, offset, size, PC_GPE0_LEN);
 }
 
 static void gpe_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
     struct piix4_pm *pm = opaque;
     pthread_mutex_lock(&pm->lock);
-    for (unsigned i = 0; i < size && i < 8; i++) {
-        uint64_t at = offset + i;
-        uint8_t byte = (uint8_t)(value >> (8 * i));
-        if (at < 2)
-            pm->gpe_sts[at] &= (uint8_t)~byte;
-        else if (at < PC_GPE0_LEN)
-            pm->gpe_en[at - 2] = byte;
-    }
+    regmap_write(&gpe_map, offset, size < 8 ? size : 8, value, gpe_reg_write, pm);
     update_sci(pm);
     pthread_mutex_unlock(&pm->lock);
 }
@@ -235,41 +286,54 @@ const struct io_ops piix4_gpe_io_ops = {.read = gpe_read, .write = gpe_write};
 
 /* ---- APM control (0xB2) and status (0xB3) ---- */
 
+enum { APM_REG_CNT, APM_REG_STS };
+
+static const struct reg_def apm_regs[] = {
+    {0, 1, APM_REG_CNT},
+    {1, 1, APM_REG_STS},
+};
+static const struct regmap apm_map = {apm_regs, ARRAY_LEN(apm_regs)};
+
+static uint64_t apm_reg_read(void *opaque, uint32_t id)
+{
+    const struct piix4_pm *pm = opaque;
+    return id == APM_REG_CNT ? pm->apm_cnt : pm->apm_sts;
+}
+
+static void apm_reg_write(void *opaque, uint32_t id, uint64_t value, uint64_t mask)
+{
+    struct piix4_pm *pm = opaque;
+    uint8_t byte = (uint8_t)value;
+    if (id == APM_REG_STS) {
+        pm->apm_sts = byte;
+        return;
+    }
+    pm->apm_cnt = byte;
+    /* ACPI 3.0 4.7.2.5: the OS hands SCI_EN over through SMI_CMD. */
+    if (byte == PC_ACPI_ENABLE)
+        pm->pm1_cnt |= PC_PM1_CNT_SCI_EN;
+    else if (byte == PC_ACPI_DISABLE)
+        pm->pm1_cnt &= (uint16_t)~PC_PM1_CNT_SCI_EN;
+    else
+        log_limited(&pm->log, LOG_DEBUG, "piix4-pm: SMI command 0x%02x ignored (no SMM)", byte);
+}
+
 static uint64_t apm_read(void *opaque, uint64_t offset, unsigned size)
 {
     struct piix4_pm *pm = opaque;
-    uint64_t value = 0;
+    size = size < 8 ? size : 8;
+    uint64_t value;
     pthread_mutex_lock(&pm->lock);
-    for (unsigned i = 0; i < size && i < 8; i++) {
-        uint64_t at = offset + i;
-        uint8_t byte = at == 0 ? pm->apm_cnt : at == 1 ? pm->apm_sts : 0xff;
-        value |= (uint64_t)byte << (8 * i);
-    }
+    regmap_read(&apm_map, offset, size, apm_reg_read, pm, &value);
     pthread_mutex_unlock(&pm->lock);
-    return value;
+    return beyond_block_ones(value, offset, size, ARRAY_LEN(apm_regs));
 }
 
 static void apm_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
     struct piix4_pm *pm = opaque;
     pthread_mutex_lock(&pm->lock);
-    for (unsigned i = 0; i < size && i < 8; i++) {
-        uint64_t at = offset + i;
-        uint8_t byte = (uint8_t)(value >> (8 * i));
-        if (at == 1) {
-            pm->apm_sts = byte;
-        } else if (at == 0) {
-            pm->apm_cnt = byte;
-            /* ACPI 3.0 4.7.2.5: the OS hands SCI_EN over through SMI_CMD. */
-            if (byte == PC_ACPI_ENABLE)
-                pm->pm1_cnt |= PC_PM1_CNT_SCI_EN;
-            else if (byte == PC_ACPI_DISABLE)
-                pm->pm1_cnt &= (uint16_t)~PC_PM1_CNT_SCI_EN;
-            else
-                log_limited(&pm->log, LOG_DEBUG, "piix4-pm: SMI command 0x%02x ignored (no SMM)",
-                            byte);
-        }
-    }
+    regmap_write(&apm_map, offset, size < 8 ? size : 8, value, apm_reg_write, pm);
     pthread_mutex_unlock(&pm->lock);
 }
 

@@ -466,6 +466,60 @@ static void test_s5_powers_off(void **state)
     assert_int_equal(plat.power_offs, 2);
 }
 
+/* Accesses that span registers: each register takes only its own bytes,
+ * reads see every register at one instant, reserved bytes read 0. */
+static void test_pm_accesses_spanning_registers(void **state)
+{
+    pm.clock = &fake_clock;
+    plat.fake_ns = 1000;
+    pm.pci.dev.ops->reset(&pm.pci.dev);
+    uint16_t s5 = PC_SLP_TYP_S5 << PC_PM1_CNT_SLP_TYP_SHIFT;
+
+    /* PM1_EN and PM1_CNT in one 4-byte write; SLP_TYP alone sleeps nowhere. */
+    pm_write(PC_PM1_EN_OFFSET, 4, PC_PM1_EN_PWRBTN | (uint32_t)(PC_PM1_CNT_SCI_EN | s5) << 16);
+    assert_int_equal(pm_read(PC_PM1_EN_OFFSET, 2), PC_PM1_EN_PWRBTN);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2), PC_PM1_CNT_SCI_EN | s5);
+    assert_int_equal(pm_read(PC_PM1_EN_OFFSET, 4),
+                     PC_PM1_EN_PWRBTN | (uint32_t)(PC_PM1_CNT_SCI_EN | s5) << 16);
+    assert_int_equal(plat.power_offs, 0);
+
+    /* PM1_STS's high byte (W1C) and PM1_EN's low byte in one 2-byte write. */
+    piix4_pm_press_power_button(&pm);
+    assert_true(plat.sci);
+    pm_write(PC_PM1_STS_OFFSET + 1, 2, (PC_PM1_STS_PWRBTN >> 8) | PC_PM1_EN_TMR << 8);
+    assert_false(plat.sci);
+    assert_int_equal(pm_read(PC_PM1_STS_OFFSET, 2) & PC_PM1_STS_PWRBTN, 0);
+    assert_int_equal(pm_read(PC_PM1_EN_OFFSET, 2), PC_PM1_EN_PWRBTN | PC_PM1_EN_TMR);
+
+    /* 8 bytes from 0: PM1_STS, PM1_EN, PM1_CNT, then reserved zeros. */
+    uint64_t head = bus_read(&pio, PM + PC_PM1_STS_OFFSET, 8);
+    assert_int_equal(head & 0xffff, pm_read(PC_PM1_STS_OFFSET, 2));
+    assert_int_equal((head >> 16) & 0xffff, PC_PM1_EN_PWRBTN | PC_PM1_EN_TMR);
+    assert_int_equal((head >> 32) & 0xffff, PC_PM1_CNT_SCI_EN | s5);
+    assert_int_equal(head >> 48, 0);
+    /* 8 bytes from PM1_CNT: PM1_CNT, reserved zeros, the count now. */
+    plat.fake_ns += 1000000000ull;
+    uint64_t tail = bus_read(&pio, PM + PC_PM1_CNT_OFFSET, 8);
+    assert_int_equal(tail & 0xffffffff, PC_PM1_CNT_SCI_EN | s5);
+    assert_int_equal(tail >> 32, PC_PM_TIMER_HZ & 0xffffff);
+    assert_int_equal(tail >> 32, piix4_pm_timer_value(&pm));
+
+    /* Reserved bytes and the read-only timer ignore a write over them. */
+    pm_write(PC_PM1_CNT_OFFSET + 2, 4, ~0u);
+    assert_int_equal(bus_read(&pio, PM + PC_PM1_CNT_OFFSET, 8), tail);
+    assert_int_equal(plat.power_offs, 0);
+
+    /* SLP_EN in the third byte of a write starting at PM1_EN's high byte:
+     * PM1_EN's high lane cleared, PM1_CNT written whole, S5 entered. */
+    pm_write(PC_PM1_EN_OFFSET + 1, 4, (uint32_t)(PC_PM1_CNT_SLP_EN | s5) << 8);
+    assert_int_equal(plat.power_offs, 1);
+    assert_int_equal(pm_read(PC_PM1_EN_OFFSET, 2), PC_PM1_EN_TMR);
+    assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2), s5); /* SLP_EN reads 0; SCI_EN written 0 */
+    /* A byte write to PM1_CNT's low lane leaves SLP_EN (high lane) unwritten. */
+    pm_write(PC_PM1_CNT_OFFSET, 1, 0xff);
+    assert_int_equal(plat.power_offs, 1);
+}
+
 static void test_smi_command_toggles_sci_en(void **state)
 {
     assert_int_equal(pm_read(PC_PM1_CNT_OFFSET, 2) & PC_PM1_CNT_SCI_EN, 0);
@@ -998,6 +1052,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pm_timer_overflow_with_fake_clock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_power_button_raises_sci, setup, teardown),
         cmocka_unit_test_setup_teardown(test_s5_powers_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pm_accesses_spanning_registers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_smi_command_toggles_sci_en, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gpe_block, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pm_block_relocation, setup, teardown),

@@ -378,6 +378,48 @@ static void test_bad_access_sizes(void **state)
     assert_int_equal(rd32(HPET_REG_CONFIG + 4), 0);
 }
 
+/* 64-bit registers in halves: a 4-byte write changes its half only and a
+ * 4-byte read returns its half; a byte access, even to a comparator's top
+ * byte, is refused; reserved slots (also the one inside a comparator's
+ * block) read 0 and keep nothing. */
+static void test_register_halves_and_reserved(void **state)
+{
+    uint64_t comparator = timer_reg(1, HPET_TIMER_COMPARATOR);
+    wr64(comparator, 0x1122334455667788ull);
+    assert_int_equal(rd32(comparator), 0x55667788);
+    assert_int_equal(rd32(comparator + 4), 0x11223344);
+    wr32(comparator + 4, 0xaabbccdd);
+    assert_int_equal(rd64(comparator), 0xaabbccdd55667788ull);
+    wr32(comparator, 0x01020304);
+    assert_int_equal(rd64(comparator), 0xaabbccdd01020304ull);
+    assert_int_equal(hpet_io_ops.read(&hpet, comparator + 7, 1), 0);
+    hpet_io_ops.write(&hpet, comparator + 7, 1, 0xff);
+    assert_int_equal(rd64(comparator), 0xaabbccdd01020304ull);
+
+    /* The halted counter takes either half; the config's high half is empty. */
+    wr32(HPET_REG_COUNTER + 4, 0x12345678);
+    assert_int_equal(rd64(HPET_REG_COUNTER), 0x1234567800000000ull);
+    wr32(HPET_REG_COUNTER, 0x9abcdef0);
+    assert_int_equal(rd64(HPET_REG_COUNTER), 0x123456789abcdef0ull);
+    wr32(HPET_REG_CONFIG + 4, 0xffffffff);
+    assert_int_equal(rd64(HPET_REG_CONFIG), 0);
+    /* A timer config's high half is the read-only routing capability. */
+    wr32(timer_reg(1, HPET_TIMER_CONFIG) + 4, 0);
+    assert_int_equal(rd32(timer_reg(1, HPET_TIMER_CONFIG) + 4), HPET_ROUTE_CAP_DEFAULT);
+
+    uint64_t gap = timer_reg(0, HPET_TIMER_FSB_ROUTE) + 8;
+    wr64(gap, ~0ull);
+    wr32(gap + 4, ~0u);
+    assert_int_equal(rd64(gap), 0);
+    assert_int_equal(rd64(timer_reg(0, HPET_TIMER_FSB_ROUTE)), 0);
+    assert_int_equal(rd64(timer_reg(1, HPET_TIMER_CONFIG)) & ~(uint64_t)UINT32_MAX,
+                     (uint64_t)HPET_ROUTE_CAP_DEFAULT << 32);
+    wr64(0x030, ~0ull);
+    assert_int_equal(rd64(0x030), 0);
+    assert_int_equal(rd64(HPET_REG_INT_STATUS), 0);
+    assert_int_equal(rd64(HPET_REG_CONFIG), 0);
+}
+
 static void test_reset(void **state)
 {
     hpet_rtc_irq_input(&hpet, true);
@@ -702,6 +744,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_32bit_mode_and_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_capability_and_fsb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_access_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_register_halves_and_reserved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_accesses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_roundtrip_and_refusals, setup, teardown),
