@@ -2,6 +2,8 @@
  * reset and shutdown, queue bookkeeping, completion posting, interrupts and
  * the I/O worker thread. Admin commands: nvme_admin.c; NVM commands and
  * PRPs: nvme_io.c. */
+#include "common/bytes.h"
+#include "common/regmap.h"
 #include "common/sync.h"
 #include "nvme/nvme_int.h"
 
@@ -493,13 +495,26 @@ static uint64_t cap_value(void)
            NVME_CAP_CSS_NVM; /* DSTRD 0, MPSMIN = MPSMAX = 0 (4 KiB) */
 }
 
-static uint32_t reg_read32_locked(struct nvme_ctrl *c, uint64_t offset)
+/* The controller registers below the doorbells; ids are offsets. NSSR is
+ * absent (CAP.NSSRS is 0), and so are CMB and PMR: those offsets, like the
+ * reserved ones, read as zero and drop writes. */
+static const struct reg_def ctrl_regs[] = {
+    {NVME_REG_CAP, 8, NVME_REG_CAP},     {NVME_REG_VS, 4, NVME_REG_VS},
+    {NVME_REG_INTMS, 4, NVME_REG_INTMS}, {NVME_REG_INTMC, 4, NVME_REG_INTMC},
+    {NVME_REG_CC, 4, NVME_REG_CC},       {NVME_REG_CSTS, 4, NVME_REG_CSTS},
+    {NVME_REG_AQA, 4, NVME_REG_AQA},     {NVME_REG_ASQ, 8, NVME_REG_ASQ},
+    {NVME_REG_ACQ, 8, NVME_REG_ACQ},
+};
+
+static const struct regmap ctrl_map = {ctrl_regs, ARRAY_LEN(ctrl_regs)};
+
+/* Called with c->lock held (through regmap_read). */
+static uint64_t reg_read_locked(void *opaque, uint32_t id)
 {
-    switch (offset) {
+    struct nvme_ctrl *c = opaque;
+    switch (id) {
     case NVME_REG_CAP:
-        return (uint32_t)cap_value();
-    case NVME_REG_CAP + 4:
-        return (uint32_t)(cap_value() >> 32);
+        return cap_value();
     case NVME_REG_VS:
         return NVME_VERSION;
     case NVME_REG_INTMS:
@@ -512,52 +527,45 @@ static uint32_t reg_read32_locked(struct nvme_ctrl *c, uint64_t offset)
     case NVME_REG_AQA:
         return c->aqa;
     case NVME_REG_ASQ:
-        return (uint32_t)c->asq;
-    case NVME_REG_ASQ + 4:
-        return (uint32_t)(c->asq >> 32);
+        return c->asq;
     case NVME_REG_ACQ:
-        return (uint32_t)c->acq;
-    case NVME_REG_ACQ + 4:
-        return (uint32_t)(c->acq >> 32);
+        return c->acq;
     default:
-        return 0; /* reserved, NSSR, CMB/PMR (absent), doorbells */
+        return 0;
     }
 }
 
-static void reg_write32_locked(struct nvme_ctrl *c, uint64_t offset, uint32_t value)
+/* Called with c->lock held (through regmap_write). bar0_write lets only
+ * aligned dwords and qwords through, so mask is a whole register or one
+ * dword half of ASQ/ACQ; the queue bases keep bits 11:0 clear. */
+static void reg_write_locked(void *opaque, uint32_t id, uint64_t value, uint64_t mask)
 {
-    switch (offset) {
-    case NVME_REG_INTMS:
-        atomic_fetch_or(&c->intms, value);
+    struct nvme_ctrl *c = opaque;
+    switch (id) {
+    case NVME_REG_INTMS: /* write 1 to set: bytes not written are 0 */
+        atomic_fetch_or(&c->intms, (uint32_t)(value & mask));
         nvme_update_intx(c);
         break;
-    case NVME_REG_INTMC:
-        atomic_fetch_and(&c->intms, ~value);
+    case NVME_REG_INTMC: /* write 1 to clear */
+        atomic_fetch_and(&c->intms, ~(uint32_t)(value & mask));
         nvme_update_intx(c);
         break;
     case NVME_REG_CC:
-        cc_write_locked(c, value);
+        cc_write_locked(c, (uint32_t)reg_merge(c->cc, value, mask));
         break;
     case NVME_REG_AQA:
-        c->aqa = value & NVME_AQA_WRITABLE;
+        c->aqa = (uint32_t)reg_merge(c->aqa, value, mask) & NVME_AQA_WRITABLE;
         break;
     case NVME_REG_ASQ:
-        c->asq = (c->asq & ~0xffffffffull) | (value & ~0xfffu);
-        break;
-    case NVME_REG_ASQ + 4:
-        c->asq = (c->asq & 0xffffffffull) | ((uint64_t)value << 32);
+        c->asq = reg_merge(c->asq, value & ~0xfffull, mask);
         break;
     case NVME_REG_ACQ:
-        c->acq = (c->acq & ~0xffffffffull) | (value & ~0xfffu);
-        break;
-    case NVME_REG_ACQ + 4:
-        c->acq = (c->acq & 0xffffffffull) | ((uint64_t)value << 32);
+        c->acq = reg_merge(c->acq, value & ~0xfffull, mask);
         break;
     default:
-        /* Read-only or reserved (CAP, VS, CSTS, NSSR without NSSRS, CMBMSC
-         * which Linux writes on 1.4 controllers): ignored. */
-        log_trace("%s: write 0x%x to register 0x%llx ignored", name_of(c), value,
-                  (unsigned long long)offset);
+        /* Read-only: CAP, VS, CSTS. */
+        log_trace("%s: write 0x%llx to read-only register 0x%x ignored", name_of(c),
+                  (unsigned long long)(value & mask), id);
         break;
     }
 }
@@ -692,13 +700,9 @@ static uint64_t bar0_read(void *opaque, uint64_t offset, unsigned size)
     struct nvme_ctrl *c = opaque;
     if (offset >= NVME_REG_DBS)
         return 0; /* doorbells read as zero */
-    uint64_t value = 0;
+    uint64_t value;
     pthread_mutex_lock(&c->lock);
-    for (unsigned i = 0; i < size; i++) {
-        uint64_t byte_off = offset + i;
-        uint32_t dword = reg_read32_locked(c, byte_off & ~3ull);
-        value |= (uint64_t)((dword >> (8 * (byte_off & 3))) & 0xff) << (8 * i);
-    }
+    regmap_read(&ctrl_map, offset, size, reg_read_locked, c, &value); /* gaps read as zero */
     pthread_mutex_unlock(&c->lock);
     return value;
 }
@@ -717,10 +721,12 @@ static void bar0_write(void *opaque, uint64_t offset, unsigned size, uint64_t va
         return;
     }
     pthread_mutex_lock(&c->lock);
-    reg_write32_locked(c, offset, (uint32_t)value);
-    if (size == 8)
-        reg_write32_locked(c, offset + 4, (uint32_t)(value >> 32));
+    /* A qword over two dword registers writes both, the lower first. */
+    bool all_registers = regmap_write(&ctrl_map, offset, size, value, reg_write_locked, c);
     pthread_mutex_unlock(&c->lock);
+    if (!all_registers) /* Linux writes CMBMSC on 1.4 controllers */
+        log_trace("%s: %u-byte write 0x%llx at 0x%llx: bytes outside any register ignored",
+                  name_of(c), size, (unsigned long long)value, (unsigned long long)offset);
 }
 
 static const struct io_ops nvme_bar0_ops = {

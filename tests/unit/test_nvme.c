@@ -416,6 +416,67 @@ static void test_registers_power_on(void **state)
     assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
 }
 
+/* Any size at any offset reads the bytes the registers hold (zero where
+ * none is); writes take aligned dwords and qwords only, a qword over two
+ * registers writes both and a dword writes half of ASQ/ACQ. */
+static void test_register_access_sizes(void **state)
+{
+    uint64_t cap = rd(NVME_REG_CAP, 8);
+    for (unsigned i = 0; i < 8; i++)
+        assert_int_equal(rd(NVME_REG_CAP + i, 1), (cap >> (8 * i)) & 0xff);
+    assert_int_equal(rd(NVME_REG_CAP + 2, 2), (cap >> 16) & 0xffff);
+    assert_int_equal(rd(NVME_REG_CAP + 7, 2), (cap >> 56) | ((NVME_VERSION & 0xff) << 8));
+    assert_int_equal(rd(NVME_REG_VS + 1, 1), (NVME_VERSION >> 8) & 0xff);
+    const uint32_t cc = (6u << 16) | (4u << 20), cc_other = (6u << 16) | (5u << 20);
+    wr(NVME_REG_CC, 4, cc);
+    assert_int_equal(rd(NVME_REG_CC + 2, 4), cc >> 16); /* then two reserved bytes */
+    assert_int_equal(rd(NVME_REG_CC, 8), cc);
+    /* Reserved, NSSR (absent), CMBLOC/CMBSZ (absent), the last dword. */
+    assert_int_equal(rd(0x18, 4), 0);
+    assert_int_equal(rd(NVME_REG_NSSR, 4), 0);
+    assert_int_equal(rd(0x38, 8), 0);
+    assert_int_equal(rd(NVME_REG_DBS - 4, 4), 0);
+    assert_int_equal(rd(NVME_REG_DBS - 4, 8), 0);
+
+    /* ASQ: a qword write, then the upper and lower dword halves. */
+    wr(NVME_REG_ASQ, 8, 0x1122334455667fffull);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0x1122334455667000ull);
+    wr(NVME_REG_ASQ + 4, 4, 0xaabbccdd);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0xaabbccdd55667000ull);
+    assert_int_equal(rd(NVME_REG_ASQ + 4, 4), 0xaabbccdd);
+    assert_int_equal(rd(NVME_REG_ASQ + 5, 1), 0xcc);
+    wr(NVME_REG_ASQ, 4, 0x12345678);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0xaabbccdd12345000ull);
+    assert_int_equal(rd(NVME_REG_ACQ, 8), 0);
+    wr(NVME_REG_ACQ + 4, 4, 0x7);
+    assert_int_equal(rd(NVME_REG_ACQ, 8), 0x700000000ull);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0xaabbccdd12345000ull);
+    /* Other sizes and misaligned writes are dropped. */
+    wr(NVME_REG_ASQ, 2, 0);
+    wr(NVME_REG_ASQ + 2, 4, 0);
+    wr(NVME_REG_ASQ + 4, 8, 0);
+    wr(NVME_REG_ASQ + 7, 1, 0);
+    assert_int_equal(rd(NVME_REG_ASQ, 8), 0xaabbccdd12345000ull);
+
+    /* Qwords over two dword registers reach both, in order. */
+    wr(NVME_REG_NSSR, 8, (0x000f0007ull << 32) | 0x4e564d65); /* NSSR ignored, AQA */
+    assert_int_equal(rd(NVME_REG_AQA, 4), 0x000f0007);
+    assert_int_equal(rd(NVME_REG_NSSR, 4), 0);
+    wr(NVME_REG_VS, 8, 1ull << 32); /* VS read-only, INTMS sets bit 0 */
+    assert_int_equal(rd(NVME_REG_INTMS, 4), 1);
+    assert_int_equal(rd(NVME_REG_INTMC, 4), 1);
+    assert_int_equal(rd(NVME_REG_VS, 4), NVME_VERSION);
+    wr(NVME_REG_INTMC, 8, (uint64_t)cc_other << 32 | 1); /* INTMC, then CC */
+    assert_int_equal(rd(NVME_REG_INTMS, 4), 0);
+    assert_int_equal(rd(NVME_REG_CC, 4), cc_other);
+    wr(0x18, 8, 0xffffffffffffffffull); /* reserved, then CSTS (read-only) */
+    assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+    /* CAP and VS are read-only. */
+    wr(NVME_REG_CAP, 8, 0);
+    wr(NVME_REG_CAP + 4, 4, 0);
+    assert_int_equal(rd(NVME_REG_CAP, 8), cap);
+}
+
 static void test_enable_and_identify(void **state)
 {
     enable_ctrl(32);
@@ -1749,6 +1810,7 @@ int main(void)
     log_set_level(getenv("NVME_TEST_LOG") ? LOG_DEBUG : LOG_CRITICAL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registers_power_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_register_access_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enable_and_identify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_features_and_logs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_io_prp1_only, setup, teardown),
