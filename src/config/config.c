@@ -588,6 +588,36 @@ static int check_ifname(struct parser *p, const struct toml_value *v, const char
     return 0;
 }
 
+/* "52:54:00:12:34:56": six pairs of hex digits; unicast and not all zero,
+ * as the guest will use it as its own address. */
+static int check_mac(struct parser *p, const struct toml_value *v, const char *kp, uint8_t out[6])
+{
+    if (check_str(p, v, kp, STR_NONEMPTY | STR_NO_NUL))
+        return -1;
+    const char *s = v->u.string.ptr;
+    unsigned bytes[6];
+    char tail;
+    if (v->u.string.len != 17 ||
+        sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &bytes[0], &bytes[1], &bytes[2], &bytes[3],
+               &bytes[4], &bytes[5], &tail) != 6 ||
+        strspn(s, "0123456789abcdefABCDEF:") != 17)
+        return perr(p, v->line, v->column, kp,
+                    "\"%s\" is not a MAC address (six pairs of hex digits separated by ':')", s);
+    for (unsigned i = 0; i < 6; i++)
+        if (s[3 * i + 2] != (i == 5 ? '\0' : ':'))
+            return perr(p, v->line, v->column, kp,
+                        "\"%s\" is not a MAC address (six pairs of hex digits separated by ':')",
+                        s);
+    if (bytes[0] & 1)
+        return perr(p, v->line, v->column, kp,
+                    "%s is a multicast address; a NIC needs a unicast one", s);
+    if ((bytes[0] | bytes[1] | bytes[2] | bytes[3] | bytes[4] | bytes[5]) == 0)
+        return perr(p, v->line, v->column, kp, "the all-zero address is not a NIC's address");
+    for (unsigned i = 0; i < 6; i++)
+        out[i] = (uint8_t)bytes[i];
+    return 0;
+}
+
 static int sec_queue_size(struct section *s, const char *key, unsigned def, unsigned *out)
 {
     int64_t n = def;
@@ -737,6 +767,10 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
             d->viona.has_tx_header_pad = true;
             d->viona.tx_header_pad = (uint16_t)n;
         }
+        if ((r = sec_get(&s, "mac", false, &v, vkp)) < 0 ||
+            (r == 1 && check_mac(p, v, vkp, d->viona.mac) < 0))
+            goto out;
+        d->viona.has_mac = r == 1;
         break;
     case CONFIG_DRIVER_VIRTIO_SOCKET:
         /* CIDs 0-2 are reserved, the upper 32 bits must be zero and

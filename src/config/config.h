@@ -190,6 +190,10 @@ struct config_device {
             bool tx_copy_data;
             bool has_tx_header_pad;
             uint16_t tx_header_pad;
+            /* `mac` (our extension): a unicast, non-zero address; without
+             * it the wiring derives a stable one from the names. */
+            bool has_mac;
+            uint8_t mac[6];
         } viona;
         struct {
             uint64_t guest_cid; /* 3..=0xfffffffe */

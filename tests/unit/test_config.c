@@ -170,6 +170,7 @@ static void test_readme_example(void **state)
     assert_int_equal(d->viona.tx_queue_size, 256);
     assert_false(d->viona.has_tx_copy_data);
     assert_false(d->viona.has_tx_header_pad);
+    assert_false(d->viona.has_mac);
     assert_ptr_equal(config_find_device(&cfg, "net0"), d);
 
     assert_int_equal(cfg.cpuid_profile_count, 0);
@@ -375,6 +376,9 @@ static void test_full(void **state)
     assert_true(d->viona.has_tx_copy_data && d->viona.tx_copy_data);
     assert_true(d->viona.has_tx_header_pad);
     assert_int_equal(d->viona.tx_header_pad, 64);
+    assert_true(d->viona.has_mac);
+    static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0x0e};
+    assert_memory_equal(d->viona.mac, mac, 6);
 
     d = config_find_device(&cfg, "vsock0");
     assert_int_equal(d->driver, CONFIG_DRIVER_VIRTIO_SOCKET);
@@ -698,6 +702,28 @@ static void test_device_errors(void **state)
          "(\"a-very-long-name0\")"},
         {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"a/b\"\n",
          "t.toml:9:8: dev.n.vnic: \"a/b\" is not a valid interface name"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = \"52:54:00:12:34\"\n",
+         "t.toml:10:7: dev.n.mac: \"52:54:00:12:34\" is not a MAC address (six pairs of hex "
+         "digits separated by ':')"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = \"52-54-00-12-34-56\"\n",
+         "t.toml:10:7: dev.n.mac: \"52-54-00-12-34-56\" is not a MAC address (six pairs of hex "
+         "digits separated by ':')"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = \"52:54:00:12:34:5g\"\n",
+         "t.toml:10:7: dev.n.mac: \"52:54:00:12:34:5g\" is not a MAC address (six pairs of hex "
+         "digits separated by ':')"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = \"01:00:5e:00:00:01\"\n",
+         "t.toml:10:7: dev.n.mac: 01:00:5e:00:00:01 is a multicast address; a NIC needs a "
+         "unicast one"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = \"00:00:00:00:00:00\"\n",
+         "t.toml:10:7: dev.n.mac: the all-zero address is not a NIC's address"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "mac = 5\n",
+         "t.toml:10:7: dev.n.mac: expected a string, got integer"},
         {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
               "rx-queue-size = 1000\n",
          "t.toml:10:17: dev.n.rx-queue-size: must be a power of two between 2 and 32768, got "
