@@ -135,13 +135,10 @@ void virtio_config_changed(struct virtio_device *vdev)
 
 /* ---- Queue loops ---- */
 
-static void queue_kicked(void *opaque, uint32_t events)
+static bool queue_process(struct virtio_queue *q)
 {
-    struct virtio_queue *q = opaque;
     struct virtio_device *vdev = q->vdev;
-    uint64_t count;
-    if (read(q->kick_fd, &count, sizeof(count)) < 0)
-        return; /* EAGAIN: another read took it */
+    bool processed = false;
     pthread_mutex_lock(&q->proc_lock);
     if (!virtio_queue_running(vdev, q->index)) {
         log_limited(&vdev->log, LOG_WARNING,
@@ -154,8 +151,55 @@ static void queue_kicked(void *opaque, uint32_t events)
                     q->index);
     } else {
         vdev->ops->queue_notify(vdev, q->index);
+        processed = true;
     }
     pthread_mutex_unlock(&q->proc_lock);
+    return processed;
+}
+
+static void queue_kicked(void *opaque, uint32_t events)
+{
+    struct virtio_queue *q = opaque;
+    uint64_t count;
+    if (read(q->kick_fd, &count, sizeof(count)) < 0)
+        return; /* EAGAIN: another read took it */
+    queue_process(q);
+}
+
+bool virtio_queue_process(struct virtio_device *vdev, unsigned queue)
+{
+    return queue < vdev->num_queues && queue_process(&vdev->queues[queue]);
+}
+
+struct io_loop *virtio_queue_loop(struct virtio_device *vdev, unsigned queue)
+{
+    return &vdev->queues[queue].loop;
+}
+
+void virtio_queue_interrupt(struct virtio_device *vdev, unsigned queue)
+{
+    if (queue < vdev->num_queues)
+        queue_interrupt(vdev, queue);
+}
+
+void virtio_queue_unpop(struct virtio_device *vdev, unsigned queue, uint16_t n)
+{
+    if (queue < vdev->num_queues)
+        vdev->queues[queue].vq.last_avail -= n;
+}
+
+int virtio_queue_set_max_size(struct virtio_device *vdev, unsigned queue, uint16_t size)
+{
+    if (queue >= vdev->num_queues || vdev->transport || size == 0 || (size & (size - 1)) ||
+        size > vdev->queues[queue].vq.max_size) {
+        log_error("%s: queue %u: maximum size %u refused (a power of two up to %u, before attach)",
+                  vdev->name, queue, size,
+                  queue < vdev->num_queues ? vdev->queues[queue].vq.max_size : 0);
+        return -1;
+    }
+    vdev->queues[queue].vq.max_size = size;
+    vdev->queues[queue].vq.size = size;
+    return 0;
 }
 
 /* ---- Queue activation ---- */

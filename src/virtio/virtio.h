@@ -211,6 +211,29 @@ void virtio_queue_complete(struct virtio_device *vdev, unsigned queue, uint16_t 
 void virtio_queue_kick(struct virtio_device *vdev, unsigned queue);
 /* The queue's ring (for virtq_pop and friends). */
 struct virtq *virtio_queue_ring(struct virtio_device *vdev, unsigned queue);
+/* Batched completion: a device that returns many chains with virtq_push
+ * (ORing what each push returned) raises the queue's interrupt once, with
+ * this, if any push asked for one. Any thread. */
+void virtio_queue_interrupt(struct virtio_device *vdev, unsigned queue);
+/* Gives back the last n chains virtq_pop returned and the device did not
+ * complete (they are popped again next time, in the same order): for a
+ * device that pops buffers before it knows how many it needs. Queue
+ * processing only. */
+void virtio_queue_unpop(struct virtio_device *vdev, unsigned queue, uint16_t n);
+/* The queue's I/O loop, for a device watching a descriptor of its own
+ * there (a TAP on its receive queue). Such a watch's callback runs on the
+ * loop's thread and processes the queue only through
+ * virtio_queue_process. */
+struct io_loop *virtio_queue_loop(struct virtio_device *vdev, unsigned queue);
+/* On the queue's loop thread: what a kick does (queue_notify under the
+ * queue's processing lock) without the eventfd. Returns false, not having
+ * called queue_notify, when the queue is not running or bus mastering is
+ * off (the caller stops watching until the next kick). */
+bool virtio_queue_process(struct virtio_device *vdev, unsigned queue);
+/* Before virtio_device_attach: queue `queue` offers at most size entries
+ * (a power of two up to the params' queue_size), for devices whose queues
+ * differ. Returns 0, or -1 (logged). */
+int virtio_queue_set_max_size(struct virtio_device *vdev, unsigned queue, uint16_t size);
 /* Device error: DEVICE_NEEDS_RESET + configuration interrupt; processing
  * stops until the driver resets the device. Any thread, no lock held. */
 void virtio_device_needs_reset(struct virtio_device *vdev, const char *why);
