@@ -15,6 +15,7 @@
 #include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
+#include "pci.h"
 #include "storage_bench.h"
 
 /* ------------------------------------------------------------------ */
@@ -1146,6 +1147,24 @@ static __attribute__((noreturn)) void command_loop(void)
             pmmove();
         } else if (streq(line, "ping")) {
             say("pong");
+        } else if (streq(line, "lspci")) {
+            /* Bus 0, function 0 of every slot: "pci 05 1af4:1000 class 020000". */
+            for (unsigned dev = 0; dev < 32; dev++) {
+                uint32_t id = pci_cfg_read(0, dev, 0);
+                if (id == 0xFFFFFFFFu)
+                    continue;
+                line_start();
+                put_str("pci ");
+                put_hex(dev, 2);
+                put_str(" ");
+                put_hex(id & 0xFFFF, 4);
+                put_str(":");
+                put_hex(id >> 16, 4);
+                put_str(" class ");
+                put_hex(pci_cfg_read(0, dev, 8) >> 8, 6);
+                line_end();
+            }
+            say("lspci done");
         } else if (line[0] == 's' && line[1] == 'p' && line[2] == 'e' && line[3] == 'w' &&
                    line[4] == ' ') {
             /* Bulk output, for console tests: "spew N" prints N lines. */

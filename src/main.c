@@ -3,7 +3,9 @@
  * client connects. The whole machine is wired in build_machine() below. */
 #include <errno.h>
 #include <getopt.h>
+#include <linux/if_tun.h>
 #include <linux/kvm.h>
+#include <linux/virtio_net.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +40,23 @@
 #include "nvme/nvme.h"
 #include "pci/msix.h"
 #include "pci/pci.h"
+#include "net/mac.h"
+#include "net/tap.h"
 #include "virtio/virtio_blk.h"
+#include "virtio/virtio_net.h"
 #include "virtio/virtio_pci.h"
 
 #define CONSOLE_PATH "./ttya"
 #define DEBUG_OUT_PATH "./debug.out"
 #define EXIT_FAILURE_CODE 1
+
+/* A NIC's back end: its TAP, and the device its carrier is reported to. */
+struct nic {
+    struct tap tap;
+    bool open;
+    struct virtio_device *vdev;
+    struct io_watch link_watch;
+};
 
 struct vmm {
     struct config cfg;
@@ -67,6 +80,7 @@ struct vmm {
     struct pvpanic pvpanic;
     struct fw_cfg fw_cfg;
     struct block_backend **backends; /* one per [block_dev], in config order */
+    struct nic *nics;                /* one per [dev.*] (used by NICs), in config order */
     int signal_fd;
     bool started;
     bool halting;
@@ -206,6 +220,101 @@ static void close_block_backends(struct vmm *vmm)
     vmm->backends = NULL;
 }
 
+/* The TAP of every NIC, before anything is built: a `vnic` that cannot be
+ * had is a config error at its key. */
+static int open_net_backends(struct vmm *vmm)
+{
+    size_t n = vmm->cfg.device_count;
+    vmm->nics = calloc(n ? n : 1, sizeof(*vmm->nics));
+    if (!vmm->nics)
+        return -1;
+    unsigned pairs =
+        vmm->cfg.main.cpus < VIRTIO_NET_MAX_PAIRS ? vmm->cfg.main.cpus : VIRTIO_NET_MAX_PAIRS;
+    for (size_t i = 0; i < n; i++) {
+        const struct config_device *d = &vmm->cfg.devices[i];
+        struct nic *nic = &vmm->nics[i];
+        io_watch_init(&nic->link_watch);
+        if (d->driver != CONFIG_DRIVER_VIRTIO_VIONA)
+            continue;
+        char err[256], key[128];
+        int rc = tap_open(d->viona.vnic, pairs, &nic->tap, err, sizeof(err));
+        if (rc < 0 && pairs > 1) {
+            /* A TAP made without multi_queue still serves one queue pair. */
+            char multi_err[256];
+            snprintf(multi_err, sizeof(multi_err), "%s", err);
+            rc = tap_open(d->viona.vnic, 1, &nic->tap, err, sizeof(err));
+            if (rc == 0)
+                log_info("dev.%s: %s; using one queue pair", d->name, multi_err);
+        }
+        if (rc < 0) {
+            snprintf(key, sizeof(key), "dev.%s.vnic", d->name);
+            config_report(&vmm->cfg, d->viona.vnic_pos, key, "%s", err);
+            return -1;
+        }
+        nic->open = true;
+        log_info("dev.%s: %s TAP %s (%u queue pair%s)", d->name,
+                 nic->tap.created ? "created" : "opened existing", nic->tap.name, nic->tap.queues,
+                 nic->tap.queues == 1 ? "" : "s");
+    }
+    return 0;
+}
+
+static void close_net_backends(struct vmm *vmm)
+{
+    for (size_t i = 0; vmm->nics && i < vmm->cfg.device_count; i++) {
+        io_loop_unwatch(&vmm->loop, &vmm->nics[i].link_watch);
+        if (vmm->nics[i].open)
+            tap_close(&vmm->nics[i].tap);
+    }
+    free(vmm->nics);
+    vmm->nics = NULL;
+}
+
+static int nic_set_vnet_hdr_len(void *opaque, unsigned len)
+{
+    struct nic *nic = opaque;
+    return tap_set_vnet_hdr_len(&nic->tap, len);
+}
+
+/* What the guest takes on receive is what the TAP may hand us. */
+static int nic_set_offloads(void *opaque, uint64_t features)
+{
+    struct nic *nic = opaque;
+    unsigned flags = 0;
+    if (features & (1ull << VIRTIO_NET_F_GUEST_CSUM)) {
+        flags |= TUN_F_CSUM;
+        if (features & (1ull << VIRTIO_NET_F_GUEST_TSO4))
+            flags |= TUN_F_TSO4;
+        if (features & (1ull << VIRTIO_NET_F_GUEST_TSO6))
+            flags |= TUN_F_TSO6;
+        if ((flags & (TUN_F_TSO4 | TUN_F_TSO6)) && (features & (1ull << VIRTIO_NET_F_GUEST_ECN)))
+            flags |= TUN_F_TSO_ECN;
+    }
+    return tap_set_offload(&nic->tap, flags);
+}
+
+static int nic_enable_queue_pairs(void *opaque, unsigned pairs)
+{
+    struct nic *nic = opaque;
+    return tap_enable_queues(&nic->tap, pairs);
+}
+
+static const struct virtio_net_backend_ops nic_backend_ops = {
+    .set_vnet_hdr_len = nic_set_vnet_hdr_len,
+    .set_offloads = nic_set_offloads,
+    .enable_queue_pairs = nic_enable_queue_pairs,
+};
+
+/* The TAP's carrier is the guest's link status. */
+static void nic_link_event(void *opaque, uint32_t events)
+{
+    struct nic *nic = opaque;
+    if (tap_link_event(&nic->tap)) {
+        log_info("%s: link %s", nic->tap.name, nic->tap.link_up ? "up" : "down");
+        virtio_net_set_link(nic->vdev, nic->tap.link_up);
+    }
+}
+
 /* Hands a PCI function to the machine (which then owns it) and the bus. */
 static int add_pci_function(struct vmm *vmm, struct pci_device *pdev, const struct config_bdf *bdf)
 {
@@ -229,12 +338,58 @@ static int build_virtio_block(struct vmm *vmm, const struct config_device *d)
         .num_queues = queues,
         .mem = &m->mem,
     });
-    struct virtio_pci *vp = blk ? virtio_pci_create(blk, &(struct virtio_pci_params){
-                                      .machine = m,
-                                      .msix_sink = msix_machine_sink(m),
-                                  })
+    struct virtio_pci *vp = blk ? virtio_pci_create(blk,
+                                                    &(struct virtio_pci_params){
+                                                        .machine = m,
+                                                        .msix_sink = msix_machine_sink(m),
+                                                    })
                                 : NULL;
     return vp ? add_pci_function(vmm, &vp->pci, &d->pci) : -1;
+}
+
+static int build_virtio_net(struct vmm *vmm, const struct config_device *d)
+{
+    struct machine *m = &vmm->machine;
+    struct nic *nic = &vmm->nics[d - vmm->cfg.devices];
+    struct virtio_net_params params = {
+        .name = d->name,
+        .max_queue_pairs = nic->tap.queues,
+        .fds = nic->tap.queue_fds,
+        .rx_queue_size = (uint16_t)d->viona.rx_queue_size,
+        .tx_queue_size = (uint16_t)d->viona.tx_queue_size,
+        .backend = &nic_backend_ops,
+        .backend_opaque = nic,
+        .mem = &m->mem,
+    };
+    if (d->viona.has_mac)
+        memcpy(params.mac, d->viona.mac, sizeof(params.mac));
+    else
+        net_derive_mac(vmm->cfg.main.name, d->name, params.mac);
+    nic->vdev = virtio_net_create(&params);
+    if (!nic->vdev)
+        return -1;
+    virtio_net_set_link(nic->vdev, tap_carrier(&nic->tap));
+    struct virtio_pci *vp = virtio_pci_create(nic->vdev, &(struct virtio_pci_params){
+                                                             .machine = m,
+                                                             .msix_sink = msix_machine_sink(m),
+                                                         });
+    if (!vp || add_pci_function(vmm, &vp->pci, &d->pci) < 0)
+        return -1;
+    if (io_loop_watch(&vmm->loop, &nic->link_watch, nic->tap.link_fd, EPOLLIN, nic_link_event,
+                      nic) < 0)
+        return -1;
+    /* viona's knobs for loaning guest pages and leaving header room: a
+     * TAP write always copies, and the kernel sizes its own headroom. */
+    if (d->viona.has_tx_copy_data || d->viona.has_tx_header_pad)
+        log_info("dev.%s: tx_copy_data and tx_header_pad have no effect on Linux (a TAP write "
+                 "copies the frame; the kernel reserves its own headroom)",
+                 d->name);
+    const uint8_t *mac = params.mac;
+    log_info("dev.%s: virtio-net on TAP %s, MAC %02x:%02x:%02x:%02x:%02x:%02x%s, userspace data "
+             "path (vhost-net is not built yet)",
+             d->name, nic->tap.name, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+             d->viona.has_mac ? "" : " (derived)");
+    return 0;
 }
 
 static int build_nvme(struct vmm *vmm, const struct config_device *d)
@@ -271,7 +426,7 @@ struct driver {
 static const struct driver drivers[] = {
     {CONFIG_DRIVER_VIRTIO_BLOCK, build_virtio_block, true, BOOT_DEVICE_VIRTIO_BLOCK},
     {CONFIG_DRIVER_NVME, build_nvme, true, BOOT_DEVICE_NVME},
-    {CONFIG_DRIVER_VIRTIO_VIONA, NULL, true, BOOT_DEVICE_NIC},
+    {CONFIG_DRIVER_VIRTIO_VIONA, build_virtio_net, true, BOOT_DEVICE_NIC},
     {CONFIG_DRIVER_VIRTIO_SOCKET, NULL, true, BOOT_DEVICE_PCI},
     {CONFIG_DRIVER_QEMU_PVPANIC, build_pvpanic, false, BOOT_DEVICE_NONE},
 };
@@ -546,7 +701,7 @@ static int run(struct vmm *vmm, const char *config_path)
     if (machine_create(&vmm->machine, &spec) < 0)
         return EXIT_FAILURE_CODE;
     vmm->machine.loop = &vmm->loop;
-    if (open_block_backends(vmm) < 0)
+    if (open_block_backends(vmm) < 0 || open_net_backends(vmm) < 0)
         return EXIT_FAILURE_CODE;
     /* Only now, with the VM known to be buildable, touch shared state. */
     if (instance_acquire(&vmm->instance, vmm->cfg.main.name) < 0)
@@ -555,7 +710,8 @@ static int run(struct vmm *vmm, const char *config_path)
     vmm->console.on_connect_opaque = vmm;
     if (console_open(&vmm->console, CONSOLE_PATH, &vmm->loop) < 0 || build_machine(vmm) < 0)
         return EXIT_FAILURE_CODE;
-    if (io_loop_watch(&vmm->loop, &vmm->signal_watch, vmm->signal_fd, EPOLLIN, on_signal, vmm) < 0 ||
+    if (io_loop_watch(&vmm->loop, &vmm->signal_watch, vmm->signal_fd, EPOLLIN, on_signal, vmm) <
+            0 ||
         io_loop_watch(&vmm->loop, &vmm->machine_event_watch, vmm->machine.event_fd, EPOLLIN,
                       on_machine_event, vmm) < 0)
         return EXIT_FAILURE_CODE;
@@ -580,6 +736,7 @@ static void teardown(struct vmm *vmm)
     if (vmm->pci_ready)
         pci_bus_destroy(&vmm->pci);
     close_block_backends(vmm); /* after the devices drained their requests */
+    close_net_backends(vmm);
     instance_release(&vmm->instance);
     io_loop_unwatch(&vmm->loop, &vmm->signal_watch);
     io_loop_unwatch(&vmm->loop, &vmm->machine_event_watch);

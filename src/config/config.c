@@ -753,6 +753,7 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
         if (sec_get(&s, "vnic", true, &v, vkp) != 1 || check_ifname(p, v, vkp) ||
             !(d->viona.vnic = value_strdup(p, v)))
             goto out;
+        d->viona.vnic_pos = (struct config_pos){v->line, v->column};
         if (sec_queue_size(&s, "rx-queue-size", CONFIG_DEFAULT_RX_QUEUE_SIZE,
                            &d->viona.rx_queue_size) < 0 ||
             sec_queue_size(&s, "tx-queue-size", CONFIG_DEFAULT_TX_QUEUE_SIZE,

@@ -194,6 +194,7 @@ struct config_device {
              * it the wiring derives a stable one from the names. */
             bool has_mac;
             uint8_t mac[6];
+            struct config_pos vnic_pos; /* for errors about the interface */
         } viona;
         struct {
             uint64_t guest_cid; /* 3..=0xfffffffe */

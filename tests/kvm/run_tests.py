@@ -93,7 +93,7 @@ class VM:
 
     def __init__(self, name="kvmtest", cpus=2, memory=256, extra_main="", extra="",
                  bootrom=None, workdir=None, runtime_dir=None, env=None, args=None,
-                 config_text=None):
+                 config_text=None, prefix=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="pst-")
         self.runtime_dir = runtime_dir or os.path.join(self.dir, "run")
         os.makedirs(self.runtime_dir, exist_ok=True)
@@ -110,7 +110,9 @@ class VM:
         if env:
             e.update(env)
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([VMM] + (args or []) + [self.config], cwd=self.dir,
+        # prefix: e.g. ["unshare", "--net"], which execs the VMM in place.
+        self.proc = subprocess.Popen((prefix or []) + [VMM] + (args or []) + [self.config],
+                                     cwd=self.dir,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=e)
         self.cons = None
 
@@ -424,6 +426,45 @@ def storage_devices_attached_and_swept():
         c.line("sweep 11")
         c.expect("testguest: sweep done", timeout=120)
         pong_then_clean_exit(vm, c)
+    finally:
+        vm.cleanup()
+
+
+NIC = ('[dev.net0]\ndriver = "pci-virtio-viona"\nvnic = "%s"\npci-path = "0.5.0"\n')
+
+
+@test
+def nic_on_a_tap_in_a_private_namespace():
+    """The spec's NIC section, with the VMM in a network namespace of its
+    own (never the host's): it creates the TAP, the guest finds a
+    virtio-net function at 0:5.0, and survives a register sweep."""
+    vm = VM(cpus=2, memory=128, extra=NIC % "pst-tap0", prefix=["unshare", "--net"])
+    try:
+        c = vm.boot(2, 128)
+        c.line("lspci")
+        line = c.expect("testguest: pci 05 ")
+        check(" 1af4:1000 class 020000" in line, "NIC function: " + line)
+        c.expect("testguest: lspci done")
+        c.line("sweep 13")
+        c.expect("testguest: sweep done", timeout=120)
+        pong_then_clean_exit(vm, c)
+        out = vm.output()
+        check("created TAP pst-tap0" in out, "no TAP creation logged:\n" + out[-2000:])
+        check("userspace data path" in out, "data path not logged:\n" + out[-2000:])
+    finally:
+        vm.cleanup()
+
+
+@test
+def nic_vnic_that_is_not_a_tap_is_refused():
+    vm = VM(extra=NIC % "lo", prefix=["unshare", "--net"])
+    try:
+        code = vm.wait()
+        out = vm.output()
+        check(code != 0, "exit code %s" % code)
+        check("config.toml:9:8: dev.net0.vnic: " in out and "not a TAP" in out,
+              "refusal:\n" + out[-2000:])
+        check(not os.path.exists(os.path.join(vm.dir, "ttya")), "console socket left behind")
     finally:
         vm.cleanup()
 
@@ -782,8 +823,8 @@ def bad_inputs_refused_cleanly():
          ["block_dev.d", "/nonexistent/disk.img"]),
         # the driver table: drivers without a build function, PCI where a
         # driver has only its ISA form, PCI buses other than 0
-        (dict(extra='[dev.n]\ndriver = "pci-virtio-viona"\nvnic = "t"\npci-path = "0.6.0"\n'),
-         ["config.toml:7:", "dev.n: driver \"pci-virtio-viona\" is not yet supported"]),
+        (dict(extra='[dev.v]\ndriver = "pci-virtio-socket"\nguest_cid = 16\npci-path = "0.6.0"\n'),
+         ["config.toml:7:", "dev.v: driver \"pci-virtio-socket\" is not yet supported"]),
         (dict(extra='[dev.p]\ndriver = "qemu-pvpanic"\npci-path = "0.7.0"\n'),
          ["dev.p: driver \"qemu-pvpanic\" is not yet supported"]),
         (dict(extra='[block_dev.b]\ntype = "mem-async"\nsize = 1048576\n[dev.d]\ndriver = "pci-nvme"\n'
