@@ -160,6 +160,8 @@ static void log_internal_error(struct vcpu *v)
 }
 
 /* Returns false when the vCPU must stop running. */
+static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap);
+
 static bool handle_exit(struct vcpu *v)
 {
     struct machine *m = v->machine;
@@ -176,6 +178,15 @@ static bool handle_exit(struct vcpu *v)
         return true;
     case KVM_EXIT_SHUTDOWN:
         log_limited(&m->reset_log, LOG_INFO, "vCPU %u: triple fault, resetting the VM", v->id);
+        /* KVM has put the vCPU back to its reset state by now; the exits
+         * before the shutdown are what tells what the guest was doing. */
+        {
+            char where[VCPU_DUMP_TEXT_SIZE];
+            describe_vcpu_to(v, where, sizeof(where));
+            log_limited(&m->reset_log, LOG_INFO,
+                        "vCPU %u after the triple fault (registers as KVM reset them):\n%s", v->id,
+                        where);
+        }
         machine_request(m, MACHINE_RESET);
         return false;
     case KVM_EXIT_HLT:
@@ -345,9 +356,9 @@ static const char *cpu_mode(const struct kvm_sregs *s, uint64_t rflags)
 
 /* Fills v->dump_text; on the vCPU's own thread (KVM serialises vCPU ioctls
  * with KVM_RUN), or on the main thread while no vCPU thread runs. */
-static void describe_vcpu(struct vcpu *v)
+static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap)
 {
-    struct text t = {v->dump_text, sizeof(v->dump_text), 0};
+    struct text t = {buf, cap, 0};
     struct kvm_regs r;
     struct kvm_sregs s;
     struct kvm_mp_state mp;
@@ -356,7 +367,7 @@ static void describe_vcpu(struct vcpu *v)
     memset(&r, 0, sizeof(r));
     memset(&s, 0, sizeof(s));
     memset(&ev, 0, sizeof(ev));
-    v->dump_text[0] = '\0';
+    buf[0] = '\0';
     if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
         text_add(&t, "vCPU %u: cannot read registers: %s", v->id, strerror(errno));
         return;
@@ -415,6 +426,11 @@ static void describe_vcpu(struct vcpu *v)
     }
     if (!n)
         text_add(&t, " none");
+}
+
+static void describe_vcpu(struct vcpu *v)
+{
+    describe_vcpu_to(v, v->dump_text, sizeof(v->dump_text));
 }
 
 /* Answers a dump request on the vCPU thread. */
