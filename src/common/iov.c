@@ -27,3 +27,17 @@ size_t iov_copy(const struct iovec *iov, unsigned cnt, size_t skip, void *buf, s
     }
     return done;
 }
+
+struct iovec *iov_skip(struct iovec *iov, unsigned *cnt, size_t skip)
+{
+    while (*cnt && skip >= iov->iov_len) {
+        skip -= iov->iov_len;
+        iov++;
+        (*cnt)--;
+    }
+    if (*cnt && skip) {
+        iov->iov_base = (uint8_t *)iov->iov_base + skip;
+        iov->iov_len -= skip;
+    }
+    return iov;
+}

@@ -24,4 +24,9 @@ static inline size_t iov_from_buf(const struct iovec *iov, unsigned cnt, size_t 
     return iov_copy(iov, cnt, skip, (void *)buf, len, true);
 }
 
+/* Drops the first `skip` bytes of iov[0..*cnt), in place (the first
+ * remaining element is shortened). Returns the new first element; *cnt
+ * counts what is left. */
+struct iovec *iov_skip(struct iovec *iov, unsigned *cnt, size_t skip);
+
 #endif

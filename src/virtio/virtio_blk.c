@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/bytes.h"
+#include "common/iov.h"
 #include "common/sync.h"
 
 #define SECTOR_SIZE 512ull
@@ -149,22 +150,6 @@ static bool range_ok(struct virtio_blk *blk, uint64_t sector, uint64_t len, cons
                     blk->vdev.name, what, (unsigned long long)sector, (unsigned long long)len,
                     (unsigned long long)sectors, blk->block_size);
     return ok;
-}
-
-/* Drops the first `skip` bytes of iov[0..*cnt), in place. Returns the new
- * first element. */
-static struct iovec *iov_skip(struct iovec *iov, unsigned *cnt, size_t skip)
-{
-    while (*cnt && skip >= iov->iov_len) {
-        skip -= iov->iov_len;
-        iov++;
-        (*cnt)--;
-    }
-    if (*cnt && skip) {
-        iov->iov_base = (uint8_t *)iov->iov_base + skip;
-        iov->iov_len -= skip;
-    }
-    return iov;
 }
 
 /* Drops the last byte of iov[0..*cnt) (the status byte), in place. */

@@ -15,6 +15,7 @@
 #include <linux/virtio_net.h>
 
 #include "common/bytes.h"
+#include "common/iov.h"
 
 #define F(bit) (1ull << (bit))
 #define ETH_ADDR_LEN 6
@@ -399,20 +400,6 @@ static const char *tx_header_refusal(const uint8_t *h, uint64_t frame_len, uint6
     if (hdr_len_field > frame_len)
         return "hdr_len beyond the frame";
     return NULL;
-}
-
-static struct iovec *iov_skip(struct iovec *iov, unsigned *cnt, size_t skip)
-{
-    while (*cnt && skip >= iov->iov_len) {
-        skip -= iov->iov_len;
-        iov++;
-        (*cnt)--;
-    }
-    if (*cnt && skip) {
-        iov->iov_base = (uint8_t *)iov->iov_base + skip;
-        iov->iov_len -= skip;
-    }
-    return iov;
 }
 
 static void tx_drop(struct virtio_net *net, struct vnet_pair *p, const struct virtq_chain *c,

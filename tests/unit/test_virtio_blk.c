@@ -27,6 +27,7 @@
 #include "support/fake_block.h"
 #include "support/fake_mem.h"
 #include "support/state.h"
+#include "support/vp_regs.h"
 #include "support/vring.h"
 
 /* ---- Guest memory: 4 MiB of RAM at 0. ---- */
@@ -116,70 +117,43 @@ static void tdev_destroy(struct tdev *t)
     fake_block_fini(&t->fb);
 }
 
-static uint64_t bar_read(struct tdev *t, unsigned bar, uint64_t off, unsigned size)
-{
-    const struct pci_bar *b = &t->vp->pci.bars[bar];
-    return b->ops->read(b->opaque, off, size);
-}
-
-static void bar_write(struct tdev *t, unsigned bar, uint64_t off, unsigned size, uint64_t v)
-{
-    const struct pci_bar *b = &t->vp->pci.bars[bar];
-    b->ops->write(b->opaque, off, size, v);
-}
-
-static void common_w(struct tdev *t, unsigned off, unsigned size, uint64_t v)
-{
-    bar_write(t, VIRTIO_PCI_BAR_MODERN, off, size, v);
-}
-
-static uint64_t common_r(struct tdev *t, unsigned off, unsigned size)
-{
-    return bar_read(t, VIRTIO_PCI_BAR_MODERN, off, size);
-}
-
-static uint64_t cfg_r(struct tdev *t, unsigned off, unsigned size)
-{
-    return bar_read(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + off, size);
-}
-
 static uint64_t device_features(struct tdev *t)
 {
-    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 0);
-    uint64_t lo = common_r(t, VIRTIO_COMMON_DF, 4);
-    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 1);
-    return lo | common_r(t, VIRTIO_COMMON_DF, 4) << 32;
+    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 0);
+    uint64_t lo = vp_common_read(t->vp, VIRTIO_COMMON_DF, 4);
+    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 1);
+    return lo | vp_common_read(t->vp, VIRTIO_COMMON_DF, 4) << 32;
 }
 
 /* Drives the modern interface to DRIVER_OK with `features` and nq queues. */
 static void bring_up(struct tdev *t, uint64_t features, unsigned nq)
 {
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 1);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 3);
-    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 0);
-    common_w(t, VIRTIO_COMMON_GF, 4, (uint32_t)features);
-    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 1);
-    common_w(t, VIRTIO_COMMON_GF, 4, features >> 32);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0b);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 1);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 3);
+    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 0);
+    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, (uint32_t)features);
+    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 1);
+    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, features >> 32);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0b);
     for (unsigned q = 0; q < nq; q++) {
         struct vring *r = &t->rings[q];
         vring_clear(r);
-        common_w(t, VIRTIO_COMMON_Q_SELECT, 2, q);
-        common_w(t, VIRTIO_COMMON_Q_SIZE, 2, r->size);
-        common_w(t, VIRTIO_COMMON_Q_DESC, 8, r->desc);
-        common_w(t, VIRTIO_COMMON_Q_AVAIL, 8, r->avail);
-        common_w(t, VIRTIO_COMMON_Q_USED, 8, r->used);
-        common_w(t, VIRTIO_COMMON_Q_ENABLE, 2, 1);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_SELECT, 2, q);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_SIZE, 2, r->size);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_DESC, 8, r->desc);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_AVAIL, 8, r->avail);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_USED, 8, r->used);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_ENABLE, 2, 1);
     }
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0f);
-    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0f);
+    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
 }
 
 static void notify(struct tdev *t, unsigned q)
 {
-    bar_write(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * q, 2, q);
+    vp_bar_write(t->vp, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * q, 2, q);
 }
 
 /* Request slot s: header at scratch + 0x40 s, status at + 0x20. */
@@ -288,29 +262,31 @@ static void test_identity_config_features(void **state)
     assert_int_equal(pci_device_config_read(pdev, PCI_VENDOR_ID, 4), 0x10011af4);
     assert_int_equal(pci_device_config_read(pdev, PCI_SUBSYSTEM_VENDOR_ID, 4), 0x00021af4);
     assert_int_equal(pci_device_config_read(pdev, PCI_REVISION_ID, 4), 0x01000000);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_SIZE_MAX, 4), 0);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_SEG_MAX, 4), VIRTIO_BLK_SEG_MAX);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_BLK_SIZE, 4), 512);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_NUM_QUEUES, 2), 2);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, 4),
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_SIZE_MAX, 4), 0);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_SEG_MAX, 4), VIRTIO_BLK_SEG_MAX);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_BLK_SIZE, 4), 512);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_NUM_QUEUES, 2), 2);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_MAX_DISCARD_SECTORS, 4),
                      VIRTIO_BLK_MAX_DISCARD_SECTORS);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 1);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 1);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_MAX_WZ_SEG, 4), 1);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CFG_WZ_MAY_UNMAP, 1), 0);
-    assert_int_equal(cfg_r(&dev, VIRTIO_BLK_CONFIG_SIZE, 4), 0); /* past the end */
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 1);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 1);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_MAX_WZ_SEG, 4), 1);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CFG_WZ_MAY_UNMAP, 1), 0);
+    assert_int_equal(vp_device_config_read(dev.vp, VIRTIO_BLK_CONFIG_SIZE, 4),
+                     0); /* past the end */
     /* The legacy window carries the same configuration. */
-    assert_int_equal(bar_read(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX, 4), 2048);
+    assert_int_equal(vp_bar_read(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX, 4),
+                     2048);
     uint64_t f = device_features(&dev);
     assert_int_equal(f & STD_FEATURES, STD_FEATURES);
     assert_true(f & F_BLK(VIRTIO_BLK_F_MQ));
     assert_false(f & F_BLK(VIRTIO_BLK_F_RO));
     assert_true(f & F_INDIRECT);
     assert_true(f & (1ull << VIRTIO_RING_F_EVENT_IDX));
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_NUMQ, 2), 2);
-    common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, 0);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_Q_SIZE, 2), VIRTIO_BLK_QUEUE_SIZE);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_NUMQ, 2), 2);
+    vp_common_write(dev.vp, VIRTIO_COMMON_Q_SELECT, 2, 0);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_Q_SIZE, 2), VIRTIO_BLK_QUEUE_SIZE);
 }
 
 static void test_write_then_read(void **state)
@@ -482,7 +458,7 @@ static void test_error_statuses(void **state)
     assert_int_equal(run(&dev, VIRTIO_BLK_T_FLUSH, 0, 0, 0, false), VIRTIO_BLK_S_UNSUPP);
     dev.fb.fail_status = 0;
     /* None of this broke the device. */
-    assert_false(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_false(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
     assert_int_equal(run(&dev, VIRTIO_BLK_T_IN, 0, d, 512, true), VIRTIO_BLK_S_OK);
 }
 
@@ -502,16 +478,16 @@ static void test_read_only(void **state)
     assert_false(f & F_BLK(VIRTIO_BLK_F_DISCARD));
     assert_false(f & F_BLK(VIRTIO_BLK_F_WRITE_ZEROES));
     assert_false(f & F_BLK(VIRTIO_BLK_F_MQ));
-    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 0);
+    assert_int_equal(vp_device_config_read(t.vp, VIRTIO_BLK_CFG_MAX_DISCARD_SEG, 4), 0);
     /* Asking for a feature that is not offered: FEATURES_OK refused. */
-    common_w(&t, VIRTIO_COMMON_STATUS, 1, 1);
-    common_w(&t, VIRTIO_COMMON_STATUS, 1, 3);
-    common_w(&t, VIRTIO_COMMON_GFSELECT, 4, 0);
-    common_w(&t, VIRTIO_COMMON_GF, 4, 1u << VIRTIO_BLK_F_DISCARD);
-    common_w(&t, VIRTIO_COMMON_GFSELECT, 4, 1);
-    common_w(&t, VIRTIO_COMMON_GF, 4, 1);
-    common_w(&t, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(common_r(&t, VIRTIO_COMMON_STATUS, 1), 0x03);
+    vp_common_write(t.vp, VIRTIO_COMMON_STATUS, 1, 1);
+    vp_common_write(t.vp, VIRTIO_COMMON_STATUS, 1, 3);
+    vp_common_write(t.vp, VIRTIO_COMMON_GFSELECT, 4, 0);
+    vp_common_write(t.vp, VIRTIO_COMMON_GF, 4, 1u << VIRTIO_BLK_F_DISCARD);
+    vp_common_write(t.vp, VIRTIO_COMMON_GFSELECT, 4, 1);
+    vp_common_write(t.vp, VIRTIO_COMMON_GF, 4, 1);
+    vp_common_write(t.vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(vp_common_read(t.vp, VIRTIO_COMMON_STATUS, 1), 0x03);
     bring_up(&t, F_V1 | F_BLK(VIRTIO_BLK_F_RO), 1);
     memset(t.fb.disk, 0x42, 512);
     assert_int_equal(run(&t, VIRTIO_BLK_T_OUT, 0, t.data, 512, false), VIRTIO_BLK_S_IOERR);
@@ -533,9 +509,9 @@ static void test_4k_blocks(void **state)
     struct tdev t;
     struct opts o = {.size = 1 << 20, .block_size = 4096, .queues = 1, .slot = 6, .base = 0x100000};
     tdev_create(&t, &o);
-    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_BLK_SIZE, 4), 4096);
-    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
-    assert_int_equal(cfg_r(&t, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 8);
+    assert_int_equal(vp_device_config_read(t.vp, VIRTIO_BLK_CFG_BLK_SIZE, 4), 4096);
+    assert_int_equal(vp_device_config_read(t.vp, VIRTIO_BLK_CFG_CAPACITY, 8), 2048);
+    assert_int_equal(vp_device_config_read(t.vp, VIRTIO_BLK_CFG_DISCARD_ALIGN, 4), 8);
     bring_up(&t, STD_FEATURES, 1);
     assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 1, t.data, 4096, true), VIRTIO_BLK_S_IOERR);
     assert_int_equal(run(&t, VIRTIO_BLK_T_IN, 0, t.data, 512, true), VIRTIO_BLK_S_IOERR);
@@ -569,13 +545,13 @@ static void test_async_multiqueue(void **state)
     struct pci_device *pdev = &dev.vp->pci;
     pci_device_config_write(pdev, dev.vp->msix.cap + 2, 2, MSIX_CONTROL_ENABLE);
     for (unsigned v = 0; v < 3; v++) {
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
     }
     for (unsigned q = 0; q < 2; q++) {
-        common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, q);
-        common_w(&dev, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
+        vp_common_write(dev.vp, VIRTIO_COMMON_Q_SELECT, 2, q);
+        vp_common_write(dev.vp, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
     }
     /* Five reads on each queue (three descriptors each), all in flight. */
     for (unsigned q = 0; q < 2; q++) {
@@ -629,10 +605,10 @@ static void test_reset_drains_in_flight(void **state)
      * back end completes the requests a little later, on its own). */
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, complete_later, &dev.fb), 0);
-    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 0);
+    vp_common_write(dev.vp, VIRTIO_COMMON_STATUS, 1, 0);
     assert_int_equal(fake_block_pending(&dev.fb), 0);
     pthread_join(t, NULL);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0);
     /* Everything completed before the reset finished. */
     assert_int_equal(vring_used_idx(&dev.rings[0]), 4);
     for (unsigned i = 0; i < 4; i++)
@@ -647,7 +623,7 @@ static void test_reset_drains_in_flight(void **state)
     pdev->dev.ops->reset(&pdev->dev);
     assert_int_equal(fake_block_pending(&dev.fb), 0);
     pthread_join(t, NULL);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0);
 }
 
 /* Queue 0 up with indirect descriptors, and descriptor 0 an indirect
@@ -688,7 +664,7 @@ static void test_hostile_pool_exhaustion(void **state)
     fake_block_complete_n(&dev.fb, 4);
     assert_true(vring_wait_used(r, 8));
     assert_int_equal(dev.fb.max_pending, 4);
-    assert_false(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_false(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 }
 
 /* A completion held at its tail (request back in the pool, starved worker
@@ -818,12 +794,12 @@ static void test_broken_device_isolated(void **state)
     vring_avail_add(r, 0);
     notify(&dev, 0);
     for (int i = 0; i < 4000; i++) {
-        if (common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET)
+        if (vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET)
             break;
         struct timespec ts = {0, 500000};
         nanosleep(&ts, NULL);
     }
-    assert_true(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_true(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
     assert_int_equal(vring_used_idx(r), 0);
     /* Device B carries on. */
     memset(other.fb.disk, 0x5c, 512);
@@ -882,7 +858,7 @@ static void test_pause_waits_for_in_flight(void **state)
     assert_int_equal(dev.fb.reads, 4);
     assert_int_equal(vring_used_idx(&dev.rings[0]), 4);
     /* Nothing guest-visible changed. */
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
     device_resume(d);
     assert_true(fake_block_wait_pending(&dev.fb, 1));
     fake_block_complete_all(&dev.fb);
@@ -891,7 +867,7 @@ static void test_pause_waits_for_in_flight(void **state)
     /* Pause on an idle device, and again after a reset. */
     assert_int_equal(device_pause(d), 0);
     device_resume(d);
-    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 0);
+    vp_common_write(dev.vp, VIRTIO_COMMON_STATUS, 1, 0);
     assert_int_equal(device_pause(d), 0);
     device_resume(d);
 }
@@ -904,14 +880,14 @@ static void active_device_and_twin(struct tdev *other)
     bring_up(&dev, STD_FEATURES | (1ull << VIRTIO_RING_F_EVENT_IDX) | F_BLK(VIRTIO_BLK_F_MQ), 2);
     pci_device_config_write(&dev.vp->pci, dev.vp->msix.cap + 2, 2, MSIX_CONTROL_ENABLE);
     for (unsigned v = 0; v < 3; v++) {
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
-        bar_write(&dev, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v, 4, 0xfee00000);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v + 8, 4, 0x30 + v);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_MSIX, 16 * v + 12, 4, 0);
     }
-    common_w(&dev, VIRTIO_COMMON_MSIX, 2, 0);
+    vp_common_write(dev.vp, VIRTIO_COMMON_MSIX, 2, 0);
     for (unsigned q = 0; q < 2; q++) {
-        common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, q);
-        common_w(&dev, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
+        vp_common_write(dev.vp, VIRTIO_COMMON_Q_SELECT, 2, q);
+        vp_common_write(dev.vp, VIRTIO_COMMON_Q_MSIX, 2, q + 1);
     }
     memset(dev.fb.disk, 0x3c, 4096);
     assert_int_equal(run(&dev, VIRTIO_BLK_T_OUT, 8, dev.data, 512, false), VIRTIO_BLK_S_OK);
@@ -936,10 +912,10 @@ static void test_state_roundtrip_active_queues(void **state)
     assert_string_equal(dev.vp->pci.dev.ops->kind, "virtio-pci-blk");
     assert_int_equal(dev.vp->pci.dev.ops->state_version, 1);
     assert_state_roundtrip(&dev.vp->pci.dev, &other.vp->pci.dev);
-    assert_int_equal(common_r(&other, VIRTIO_COMMON_STATUS, 1), 0x0f);
-    assert_int_equal(common_r(&other, VIRTIO_COMMON_MSIX, 2), 0);
-    common_w(&other, VIRTIO_COMMON_Q_SELECT, 2, 1);
-    assert_int_equal(common_r(&other, VIRTIO_COMMON_Q_MSIX, 2), 2);
+    assert_int_equal(vp_common_read(other.vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    assert_int_equal(vp_common_read(other.vp, VIRTIO_COMMON_MSIX, 2), 0);
+    vp_common_write(other.vp, VIRTIO_COMMON_Q_SELECT, 2, 1);
+    assert_int_equal(vp_common_read(other.vp, VIRTIO_COMMON_Q_MSIX, 2), 2);
     assert_true(msix_enabled(&other.vp->msix));
 
     device_resume(&other.vp->pci.dev);

@@ -31,6 +31,7 @@
 #include "support/fake_mem.h"
 #include "support/poll.h"
 #include "support/state.h"
+#include "support/vp_regs.h"
 #include "support/vring.h"
 
 #define RAM_SIZE 0x400000ull
@@ -151,78 +152,51 @@ static void tdev_destroy(struct tdev *t)
     }
 }
 
-static uint64_t bar_read(struct tdev *t, unsigned bar, uint64_t off, unsigned size)
-{
-    const struct pci_bar *b = &t->vp->pci.bars[bar];
-    return b->ops->read(b->opaque, off, size);
-}
-
-static void bar_write(struct tdev *t, unsigned bar, uint64_t off, unsigned size, uint64_t v)
-{
-    const struct pci_bar *b = &t->vp->pci.bars[bar];
-    b->ops->write(b->opaque, off, size, v);
-}
-
-static void common_w(struct tdev *t, unsigned off, unsigned size, uint64_t v)
-{
-    bar_write(t, VIRTIO_PCI_BAR_MODERN, off, size, v);
-}
-
-static uint64_t common_r(struct tdev *t, unsigned off, unsigned size)
-{
-    return bar_read(t, VIRTIO_PCI_BAR_MODERN, off, size);
-}
-
-static uint64_t cfg_r(struct tdev *t, unsigned off, unsigned size)
-{
-    return bar_read(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_DEVICE_OFFSET + off, size);
-}
-
 static uint8_t isr_read(struct tdev *t)
 {
-    return (uint8_t)bar_read(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_ISR_OFFSET, 1);
+    return (uint8_t)vp_bar_read(t->vp, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_ISR_OFFSET, 1);
 }
 
 static uint64_t device_features(struct tdev *t)
 {
-    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 0);
-    uint64_t lo = common_r(t, VIRTIO_COMMON_DF, 4);
-    common_w(t, VIRTIO_COMMON_DFSELECT, 4, 1);
-    return lo | common_r(t, VIRTIO_COMMON_DF, 4) << 32;
+    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 0);
+    uint64_t lo = vp_common_read(t->vp, VIRTIO_COMMON_DF, 4);
+    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 1);
+    return lo | vp_common_read(t->vp, VIRTIO_COMMON_DF, 4) << 32;
 }
 
 /* The modern interface to DRIVER_OK with `features` and every queue. */
 static void bring_up(struct tdev *t, uint64_t features)
 {
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 1);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 3);
-    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 0);
-    common_w(t, VIRTIO_COMMON_GF, 4, (uint32_t)features);
-    common_w(t, VIRTIO_COMMON_GFSELECT, 4, 1);
-    common_w(t, VIRTIO_COMMON_GF, 4, features >> 32);
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0b);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 1);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 3);
+    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 0);
+    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, (uint32_t)features);
+    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 1);
+    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, features >> 32);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0b);
     for (unsigned q = 0; q < NQ; q++) {
         struct vring *r = &t->rings[q];
         vring_clear(r);
         t->next_desc[q] = 0;
-        common_w(t, VIRTIO_COMMON_Q_SELECT, 2, q);
-        common_w(t, VIRTIO_COMMON_Q_SIZE, 2, r->size);
-        common_w(t, VIRTIO_COMMON_Q_DESC, 8, r->desc);
-        common_w(t, VIRTIO_COMMON_Q_AVAIL, 8, r->avail);
-        common_w(t, VIRTIO_COMMON_Q_USED, 8, r->used);
-        common_w(t, VIRTIO_COMMON_Q_ENABLE, 2, 1);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_SELECT, 2, q);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_SIZE, 2, r->size);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_DESC, 8, r->desc);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_AVAIL, 8, r->avail);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_USED, 8, r->used);
+        vp_common_write(t->vp, VIRTIO_COMMON_Q_ENABLE, 2, 1);
     }
-    common_w(t, VIRTIO_COMMON_STATUS, 1, 0x0f);
-    assert_int_equal(common_r(t, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0f);
+    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
     t->next_buf = 0x200000;
     t->rx_put = t->rx_get = 0;
 }
 
 static void notify(struct tdev *t, unsigned q)
 {
-    bar_write(t, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * q, 2, q);
+    vp_bar_write(t->vp, VIRTIO_PCI_BAR_MODERN, VIRTIO_PCI_NOTIFY_OFFSET + 4 * q, 2, q);
 }
 
 static uint64_t alloc_buf(struct tdev *t, uint64_t len)
@@ -336,12 +310,15 @@ static void test_identity_config_features(void **state)
     assert_int_equal(pci_device_config_read(pdev, PCI_VENDOR_ID, 4), 0x10001af4);
     assert_int_equal(pci_device_config_read(pdev, PCI_SUBSYSTEM_VENDOR_ID, 4), 0x00011af4);
     for (unsigned i = 0; i < 6; i++)
-        assert_int_equal(cfg_r(&dev, i, 1), own_mac[i]);
-    assert_int_equal(cfg_r(&dev, offsetof(struct virtio_net_config, status), 2),
+        assert_int_equal(vp_device_config_read(dev.vp, i, 1), own_mac[i]);
+    assert_int_equal(vp_device_config_read(dev.vp, offsetof(struct virtio_net_config, status), 2),
                      VIRTIO_NET_S_LINK_UP);
-    assert_int_equal(cfg_r(&dev, offsetof(struct virtio_net_config, max_virtqueue_pairs), 2), 2);
-    assert_int_equal(cfg_r(&dev, offsetof(struct virtio_net_config, mtu), 2), 0); /* past the end */
-    assert_int_equal(bar_read(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX, 1),
+    assert_int_equal(
+        vp_device_config_read(dev.vp, offsetof(struct virtio_net_config, max_virtqueue_pairs), 2),
+        2);
+    assert_int_equal(vp_device_config_read(dev.vp, offsetof(struct virtio_net_config, mtu), 2),
+                     0); /* past the end */
+    assert_int_equal(vp_bar_read(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX, 1),
                      own_mac[0]);
     uint64_t f = device_features(&dev);
     uint64_t want = MRG_FEATURES | F(VIRTIO_NET_F_HOST_ECN) | F(VIRTIO_NET_F_GUEST_TSO6) |
@@ -350,20 +327,20 @@ static void test_identity_config_features(void **state)
     assert_int_equal(f & want, want);
     assert_false(f & F(VIRTIO_NET_F_GUEST_UFO));
     assert_false(f & F(VIRTIO_NET_F_CTRL_VLAN));
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_NUMQ, 2), NQ);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_NUMQ, 2), NQ);
     uint16_t sizes[NQ] = {512, 256, 512, 256, VIRTIO_NET_CTRL_QUEUE_SIZE};
     for (unsigned q = 0; q < NQ; q++) {
-        common_w(&dev, VIRTIO_COMMON_Q_SELECT, 2, q);
-        assert_int_equal(common_r(&dev, VIRTIO_COMMON_Q_SIZE, 2), sizes[q]);
+        vp_common_write(dev.vp, VIRTIO_COMMON_Q_SELECT, 2, q);
+        assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_Q_SIZE, 2), sizes[q]);
     }
     /* Dependencies: guest TSO without GUEST_CSUM is refused. */
-    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 3);
-    common_w(&dev, VIRTIO_COMMON_GFSELECT, 4, 0);
-    common_w(&dev, VIRTIO_COMMON_GF, 4, (uint32_t)F(VIRTIO_NET_F_GUEST_TSO4));
-    common_w(&dev, VIRTIO_COMMON_GFSELECT, 4, 1);
-    common_w(&dev, VIRTIO_COMMON_GF, 4, 1); /* VERSION_1 */
-    common_w(&dev, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0x03);
+    vp_common_write(dev.vp, VIRTIO_COMMON_STATUS, 1, 3);
+    vp_common_write(dev.vp, VIRTIO_COMMON_GFSELECT, 4, 0);
+    vp_common_write(dev.vp, VIRTIO_COMMON_GF, 4, (uint32_t)F(VIRTIO_NET_F_GUEST_TSO4));
+    vp_common_write(dev.vp, VIRTIO_COMMON_GFSELECT, 4, 1);
+    vp_common_write(dev.vp, VIRTIO_COMMON_GF, 4, 1); /* VERSION_1 */
+    vp_common_write(dev.vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0x03);
 }
 
 static void test_tx_frames(void **state)
@@ -633,7 +610,7 @@ static void test_control_queue(void **state)
     notify(&dev, 4);
     assert_true(vring_wait_used(r, r->avail_idx));
     assert_int_equal(vring_used_len(r, (uint16_t)(r->avail_idx - 1)), 0);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
 
     /* Filtering: promiscuous at first. */
     static const uint8_t dsts[5][6] = {
@@ -660,14 +637,14 @@ static void test_control_queue(void **state)
     /* A new address: frames to it pass, the old one is filtered. */
     uint8_t addr[8] = {
         VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, 0x02, 0x99, 0x99, 0x99, 0x99, 0x99};
-    uint32_t gen = (uint32_t)common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1);
+    uint32_t gen = (uint32_t)vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1);
     assert_int_equal(ctrl(&dev, 4, addr, 8), VIRTIO_NET_OK);
-    assert_int_equal(cfg_r(&dev, 1, 1), 0x99);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1), gen);
+    assert_int_equal(vp_device_config_read(dev.vp, 1, 1), 0x99);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1), gen);
     assert_int_equal(deliveries(&dev, dsts, 1), 0x01);
     /* A reset restores the MAC and promiscuous mode. */
     bring_up(&dev, BASE_FEATURES);
-    assert_int_equal(cfg_r(&dev, 1, 1), own_mac[1]);
+    assert_int_equal(vp_device_config_read(dev.vp, 1, 1), own_mac[1]);
     assert_int_equal(be_pairs, 1);
     assert_int_equal(deliveries(&dev, dsts, 5), 0x1f);
 }
@@ -677,39 +654,40 @@ static void test_link_status(void **state)
     bring_up(&dev, BASE_FEATURES);
     (void)isr_read(&dev);
     unsigned status_off = offsetof(struct virtio_net_config, status);
-    uint8_t gen = (uint8_t)common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1);
+    uint8_t gen = (uint8_t)vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1);
     virtio_net_set_link(dev.vdev, false);
-    assert_int_equal(cfg_r(&dev, status_off, 2), 0);
-    assert_int_not_equal(common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1), gen);
+    assert_int_equal(vp_device_config_read(dev.vp, status_off, 2), 0);
+    assert_int_not_equal(vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1), gen);
     assert_true(isr_read(&dev) & 2);
-    gen = (uint8_t)common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1);
+    gen = (uint8_t)vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1);
     virtio_net_set_link(dev.vdev, false); /* no change: nothing */
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1), gen);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1), gen);
     assert_false(isr_read(&dev) & 2);
     virtio_net_set_link(dev.vdev, true);
-    assert_int_equal(cfg_r(&dev, status_off, 2), VIRTIO_NET_S_LINK_UP);
-    assert_int_not_equal(common_r(&dev, VIRTIO_COMMON_CFGGENERATION, 1), gen);
+    assert_int_equal(vp_device_config_read(dev.vp, status_off, 2), VIRTIO_NET_S_LINK_UP);
+    assert_int_not_equal(vp_common_read(dev.vp, VIRTIO_COMMON_CFGGENERATION, 1), gen);
     assert_true(isr_read(&dev) & 2);
     /* The link state survives a driver reset. */
     virtio_net_set_link(dev.vdev, false);
     bring_up(&dev, BASE_FEATURES);
-    assert_int_equal(cfg_r(&dev, status_off, 2), 0);
+    assert_int_equal(vp_device_config_read(dev.vp, status_off, 2), 0);
 }
 
 /* A legacy driver: no VERSION_1, no MRG_RXBUF, so 10-byte headers. */
 static void test_legacy_header(void **state)
 {
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 0);
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 3);
-    uint32_t offer = (uint32_t)bar_read(&dev, VIRTIO_PCI_BAR_LEGACY, 0, 4);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 0);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 3);
+    uint32_t offer = (uint32_t)vp_bar_read(dev.vp, VIRTIO_PCI_BAR_LEGACY, 0, 4);
     assert_true(offer & F(VIRTIO_NET_F_MAC));
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_GUEST_FEATURES, 4,
-              F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_CSUM));
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_GUEST_FEATURES, 4,
+                 F(VIRTIO_NET_F_MAC) | F(VIRTIO_NET_F_CSUM));
     /* Legacy rings: queue size fixed at the maximum, one page frame each. */
     uint64_t ring_gpa[2] = {0x100000, 0x180000};
     for (unsigned q = 0; q < 2; q++) {
-        bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SELECT, 2, q);
-        uint16_t n = (uint16_t)bar_read(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SIZE, 2);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SELECT, 2, q);
+        uint16_t n =
+            (uint16_t)vp_bar_read(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_SIZE, 2);
         dev.rings[q] =
             (struct vring){.desc = ring_gpa[q],
                            .avail = ring_gpa[q] + 16ull * n,
@@ -717,12 +695,12 @@ static void test_legacy_header(void **state)
                            .size = n};
         vring_clear(&dev.rings[q]);
         dev.next_desc[q] = 0;
-        bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_PFN, 4, ring_gpa[q] >> 12);
+        vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_PFN, 4, ring_gpa[q] >> 12);
     }
     /* The legacy driver sets its MAC through the configuration. */
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX + 5, 1, 0x56);
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 7);
-    assert_int_equal(cfg_r(&dev, 5, 1), 0x56);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_CONFIG_NOMSIX + 5, 1, 0x56);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_STATUS, 1, 7);
+    assert_int_equal(vp_device_config_read(dev.vp, 5, 1), 0x56);
     assert_int_equal(be_hdr_len, 10);
     dev.next_buf = 0x200000;
     uint8_t f[128];
@@ -730,13 +708,13 @@ static void test_legacy_header(void **state)
     for (unsigned i = 10; i < sizeof(f); i++)
         f[i] = (uint8_t)i;
     post_tx(&dev, 1, f, sizeof(f), 2);
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 1);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 1);
     assert_true(vring_wait_used(&dev.rings[1], 1));
     uint8_t got[256];
     assert_int_equal(recv(dev.peer[0], got, sizeof(got), MSG_DONTWAIT), sizeof(f));
     assert_memory_equal(got, f, sizeof(f));
     uint64_t b = post_rx(&dev, 0, 512);
-    bar_write(&dev, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 0);
+    vp_bar_write(dev.vp, VIRTIO_PCI_BAR_LEGACY, VIRTIO_LEGACY_QUEUE_NOTIFY, 2, 0);
     send_frame(&dev, 0, f, sizeof(f));
     assert_true(vring_wait_used(&dev.rings[0], 1));
     assert_int_equal(vring_used_len(&dev.rings[0], 0), sizeof(f));
@@ -774,7 +752,7 @@ static void test_hostile_tx_and_chains(void **state)
     assert_memory_equal(got, f, len);
     assert_int_equal(recv(dev.peer[0], got, sizeof(got), MSG_DONTWAIT), -1);
     assert_int_equal(stats_of(&dev).tx_dropped, 6);
-    assert_int_equal(common_r(&dev, VIRTIO_COMMON_STATUS, 1), 0x0f);
+    assert_int_equal(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1), 0x0f);
 
     /* A descriptor loop on TX: NEEDS_RESET. */
     uint16_t a = alloc_desc(&dev, 1), b = alloc_desc(&dev, 1);
@@ -782,9 +760,9 @@ static void test_hostile_tx_and_chains(void **state)
     vring_set_desc(r, b, 0x200000, 64, VIRTQ_DESC_F_NEXT, a);
     vring_avail_add(r, a);
     notify(&dev, 1);
-    for (int i = 0; i < 2000 && !(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & 0x40); i++)
+    for (int i = 0; i < 2000 && !(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & 0x40); i++)
         sleep_ms(1);
-    assert_true(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_true(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 
     /* An RX buffer the device may not write: NEEDS_RESET too. */
     bring_up(&dev, BASE_FEATURES);
@@ -793,9 +771,9 @@ static void test_hostile_tx_and_chains(void **state)
     vring_avail_add(&dev.rings[0], d);
     notify(&dev, 0);
     send_frame(&dev, 0, f, len);
-    for (int i = 0; i < 2000 && !(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & 0x40); i++)
+    for (int i = 0; i < 2000 && !(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & 0x40); i++)
         sleep_ms(1);
-    assert_true(common_r(&dev, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
+    assert_true(vp_common_read(dev.vp, VIRTIO_COMMON_STATUS, 1) & VIRTIO_STATUS_NEEDS_RESET);
 
     /* After a reset frames pass both ways (the waiting frame included). */
     bring_up(&dev, MRG_FEATURES);
@@ -847,7 +825,8 @@ static void test_state_roundtrip(void **state)
     assert_state_roundtrip(&dev.vp->pci.dev, &other.vp->pci.dev);
     assert_int_equal(be_pairs, 2); /* the twin's back end was told */
     assert_true(be_pairs_calls > calls);
-    assert_int_equal(cfg_r(&other, offsetof(struct virtio_net_config, status), 2), 0);
+    assert_int_equal(vp_device_config_read(other.vp, offsetof(struct virtio_net_config, status), 2),
+                     0);
     /* The twin carries on from the restored rings and filter: the posted
      * buffer takes a frame from the twin's socket, a filtered one does not. */
     device_resume(&other.vp->pci.dev);
