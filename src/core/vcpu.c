@@ -160,7 +160,7 @@ static void log_internal_error(struct vcpu *v)
 }
 
 /* Returns false when the vCPU must stop running. */
-static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap);
+static void add_exit_history(struct text *t, struct vcpu *v);
 
 static bool handle_exit(struct vcpu *v)
 {
@@ -178,14 +178,13 @@ static bool handle_exit(struct vcpu *v)
         return true;
     case KVM_EXIT_SHUTDOWN:
         log_limited(&m->reset_log, LOG_INFO, "vCPU %u: triple fault, resetting the VM", v->id);
-        /* KVM has put the vCPU back to its reset state by now; the exits
-         * before the shutdown are what tells what the guest was doing. */
+        /* KVM has put the vCPU back to its reset state by now: only the
+         * exits before the shutdown tell what the guest was doing. */
         {
-            char where[VCPU_DUMP_TEXT_SIZE];
-            describe_vcpu_to(v, where, sizeof(where));
-            log_limited(&m->reset_log, LOG_INFO,
-                        "vCPU %u after the triple fault (registers as KVM reset them):\n%s", v->id,
-                        where);
+            char history[1024];
+            struct text t = {history, sizeof(history), 0};
+            add_exit_history(&t, v);
+            log_limited(&m->reset_log, LOG_INFO, "%s", history);
         }
         machine_request(m, MACHINE_RESET);
         return false;
@@ -354,11 +353,26 @@ static const char *cpu_mode(const struct kvm_sregs *s, uint64_t rflags)
     return s->cs.db ? "protected 32-bit" : "protected 16-bit";
 }
 
+/* "vCPU N:   last exits (newest first): ..." from the vCPU's history. */
+static void add_exit_history(struct text *t, struct vcpu *v)
+{
+    uint64_t count = atomic_load(&v->exit_count);
+    unsigned n = count < VCPU_EXIT_HISTORY ? (unsigned)count : VCPU_EXIT_HISTORY;
+    text_add(t, "vCPU %u:   last exits (newest first):", v->id);
+    for (unsigned i = 0; i < n; i++) {
+        char one[96];
+        describe_exit(&v->exits[(count - 1 - i) % VCPU_EXIT_HISTORY], one, sizeof(one));
+        text_add(t, "%s %s", i ? ";" : "", one);
+    }
+    if (!n)
+        text_add(t, " none");
+}
+
 /* Fills v->dump_text; on the vCPU's own thread (KVM serialises vCPU ioctls
  * with KVM_RUN), or on the main thread while no vCPU thread runs. */
-static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap)
+static void describe_vcpu(struct vcpu *v)
 {
-    struct text t = {buf, cap, 0};
+    struct text t = {v->dump_text, sizeof(v->dump_text), 0};
     struct kvm_regs r;
     struct kvm_sregs s;
     struct kvm_mp_state mp;
@@ -367,7 +381,7 @@ static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap)
     memset(&r, 0, sizeof(r));
     memset(&s, 0, sizeof(s));
     memset(&ev, 0, sizeof(ev));
-    buf[0] = '\0';
+    v->dump_text[0] = '\0';
     if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0) {
         text_add(&t, "vCPU %u: cannot read registers: %s", v->id, strerror(errno));
         return;
@@ -416,21 +430,7 @@ static void describe_vcpu_to(struct vcpu *v, char *buf, size_t cap)
         add_vectors(&t, "tmr", &lapic, 0x180);
         text_add(&t, "\n");
     }
-    uint64_t count = atomic_load(&v->exit_count);
-    unsigned n = count < VCPU_EXIT_HISTORY ? (unsigned)count : VCPU_EXIT_HISTORY;
-    text_add(&t, "vCPU %u:   last exits (newest first):", v->id);
-    for (unsigned i = 0; i < n; i++) {
-        char one[96];
-        describe_exit(&v->exits[(count - 1 - i) % VCPU_EXIT_HISTORY], one, sizeof(one));
-        text_add(&t, "%s %s", i ? ";" : "", one);
-    }
-    if (!n)
-        text_add(&t, " none");
-}
-
-static void describe_vcpu(struct vcpu *v)
-{
-    describe_vcpu_to(v, v->dump_text, sizeof(v->dump_text));
+    add_exit_history(&t, v);
 }
 
 /* Answers a dump request on the vCPU thread. */
