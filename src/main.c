@@ -42,6 +42,7 @@
 #include "pci/pci.h"
 #include "net/mac.h"
 #include "net/tap.h"
+#include "net/vhost_net.h"
 #include "virtio/virtio_blk.h"
 #include "virtio/virtio_net.h"
 #include "virtio/virtio_pci.h"
@@ -54,6 +55,8 @@
 struct nic {
     struct tap tap;
     bool open;
+    struct vhost_net vhost[TAP_MAX_QUEUES]; /* per queue pair, when vhost_pairs > 0 */
+    unsigned vhost_pairs;
     struct virtio_device *vdev;
     struct io_watch link_watch;
 };
@@ -263,6 +266,8 @@ static void close_net_backends(struct vmm *vmm)
 {
     for (size_t i = 0; vmm->nics && i < vmm->cfg.device_count; i++) {
         io_loop_unwatch(&vmm->loop, &vmm->nics[i].link_watch);
+        for (unsigned k = 0; k < vmm->nics[i].vhost_pairs; k++)
+            vhost_net_close(&vmm->nics[i].vhost[k]);
         if (vmm->nics[i].open)
             tap_close(&vmm->nics[i].tap);
     }
@@ -304,6 +309,55 @@ static const struct virtio_net_backend_ops nic_backend_ops = {
     .set_offloads = nic_set_offloads,
     .enable_queue_pairs = nic_enable_queue_pairs,
 };
+
+static int nic_vhost_set_features(void *opaque, unsigned pair, uint64_t features)
+{
+    struct nic *nic = opaque;
+    return vhost_net_set_features(&nic->vhost[pair], features);
+}
+
+static int nic_vhost_start_ring(void *opaque, unsigned pair, unsigned ring,
+                                const struct virtio_net_ring *r)
+{
+    struct nic *nic = opaque;
+    return vhost_net_start_ring(&nic->vhost[pair], ring,
+                                &(struct vhost_net_ring){
+                                    .size = r->size,
+                                    .last_avail = r->last_avail,
+                                    .desc = r->desc,
+                                    .avail = r->avail,
+                                    .used = r->used,
+                                    .kick_fd = r->kick_fd,
+                                    .call_fd = r->call_fd,
+                                    .tap_fd = nic->tap.queue_fds[pair],
+                                });
+}
+
+static int nic_vhost_stop_ring(void *opaque, unsigned pair, unsigned ring, uint16_t *last_avail)
+{
+    struct nic *nic = opaque;
+    return vhost_net_stop_ring(&nic->vhost[pair], ring, last_avail);
+}
+
+static const struct virtio_net_vhost_ops nic_vhost_ops = {
+    .set_features = nic_vhost_set_features,
+    .start_ring = nic_vhost_start_ring,
+    .stop_ring = nic_vhost_stop_ring,
+};
+
+/* One vhost-net instance per queue pair, or none (the reason in why). */
+static bool nic_open_vhost(struct nic *nic, const struct guest_mem *mem, char *why, size_t cap)
+{
+    for (unsigned k = 0; k < nic->tap.queues; k++) {
+        if (vhost_net_open(&nic->vhost[k], mem, why, cap) < 0) {
+            while (k > 0)
+                vhost_net_close(&nic->vhost[--k]);
+            return false;
+        }
+    }
+    nic->vhost_pairs = nic->tap.queues;
+    return true;
+}
 
 /* The TAP's carrier is the guest's link status. */
 static void nic_link_event(void *opaque, uint32_t events)
@@ -361,6 +415,12 @@ static int build_virtio_net(struct vmm *vmm, const struct config_device *d)
         .backend_opaque = nic,
         .mem = &m->mem,
     };
+    char why[160] = "vhost-net = false";
+    if (d->viona.vhost_net && nic_open_vhost(nic, &m->mem, why, sizeof(why))) {
+        params.vhost = &nic_vhost_ops;
+        params.vhost_opaque = nic;
+        params.vhost_features = nic->vhost[0].features;
+    }
     if (d->viona.has_mac)
         memcpy(params.mac, d->viona.mac, sizeof(params.mac));
     else
@@ -385,10 +445,14 @@ static int build_virtio_net(struct vmm *vmm, const struct config_device *d)
                  "copies the frame; the kernel reserves its own headroom)",
                  d->name);
     const uint8_t *mac = params.mac;
-    log_info("dev.%s: virtio-net on TAP %s, MAC %02x:%02x:%02x:%02x:%02x:%02x%s, userspace data "
-             "path (vhost-net is not built yet)",
-             d->name, nic->tap.name, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
-             d->viona.has_mac ? "" : " (derived)");
+    char path[200];
+    if (params.vhost)
+        snprintf(path, sizeof(path), "vhost-net data path");
+    else
+        snprintf(path, sizeof(path), "userspace data path (%s)", why);
+    log_info("dev.%s: virtio-net on TAP %s, MAC %02x:%02x:%02x:%02x:%02x:%02x%s, %s", d->name,
+             nic->tap.name, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+             d->viona.has_mac ? "" : " (derived)", path);
     return 0;
 }
 

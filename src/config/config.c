@@ -772,6 +772,9 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
             (r == 1 && check_mac(p, v, vkp, d->viona.mac) < 0))
             goto out;
         d->viona.has_mac = r == 1;
+        d->viona.vhost_net = true;
+        if (sec_bool(&s, "vhost-net", &d->viona.vhost_net) < 0)
+            goto out;
         break;
     case CONFIG_DRIVER_VIRTIO_SOCKET:
         /* CIDs 0-2 are reserved, the upper 32 bits must be zero and

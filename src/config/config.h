@@ -194,6 +194,9 @@ struct config_device {
              * it the wiring derives a stable one from the names. */
             bool has_mac;
             uint8_t mac[6];
+            /* `vhost-net` (our extension, default true): false keeps the
+             * data path in our process even where /dev/vhost-net opens. */
+            bool vhost_net;
             struct config_pos vnic_pos; /* for errors about the interface */
         } viona;
         struct {

@@ -188,6 +188,39 @@ void virtio_queue_unpop(struct virtio_device *vdev, unsigned queue, uint16_t n)
         vdev->queues[queue].vq.last_avail -= n;
 }
 
+int virtio_queue_hand_off(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_queue *q = &vdev->queues[queue];
+    if (q->kick_watch.fd >= 0)
+        io_loop_unwatch(&q->loop, &q->kick_watch);
+    return q->kick_fd;
+}
+
+void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail)
+{
+    struct virtq *vq = &vdev->queues[queue].vq;
+    virtq_restore(vq, last_avail, le16_load(vq->used + 2), 0, false);
+}
+
+void virtio_queue_take_back(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_queue *q = &vdev->queues[queue];
+    if (q->kick_watch.fd >= 0)
+        return;
+    uint64_t count;
+    ssize_t r = read(q->kick_fd, &count, sizeof(count));
+    (void)r; /* EAGAIN: no kick pending */
+    io_loop_pause(&q->loop);
+    if (io_loop_watch(&q->loop, &q->kick_watch, q->kick_fd, EPOLLIN, queue_kicked, q) < 0)
+        log_error("%s: queue %u: its kicks are no longer watched", vdev->name, queue);
+    io_loop_resume(&q->loop);
+}
+
+bool virtio_device_paused(struct virtio_device *vdev)
+{
+    return atomic_load(&vdev->paused);
+}
+
 int virtio_queue_set_max_size(struct virtio_device *vdev, unsigned queue, uint16_t size)
 {
     if (queue >= vdev->num_queues || vdev->transport || size == 0 || (size & (size - 1)) ||
@@ -585,6 +618,7 @@ void virtio_device_pause(struct virtio_device *vdev)
 {
     /* Park the loops first, so nothing new is taken from the rings, then
      * let what the back end still has complete into the used rings. */
+    atomic_store(&vdev->paused, true);
     for (unsigned i = 0; i < vdev->num_queues; i++)
         if (vdev->queues[i].loop_started)
             io_loop_pause(&vdev->queues[i].loop);
@@ -597,6 +631,12 @@ void virtio_device_pause(struct virtio_device *vdev)
 
 void virtio_device_resume(struct virtio_device *vdev)
 {
+    pthread_mutex_lock(&vdev->lock);
+    atomic_store(&vdev->paused, false);
+    for (unsigned i = 0; i < vdev->num_queues; i++)
+        if (vdev->queues[i].activated && vdev->ops->restart)
+            vdev->ops->restart(vdev, i);
+    pthread_mutex_unlock(&vdev->lock);
     for (unsigned i = 0; i < vdev->num_queues; i++)
         if (vdev->queues[i].loop_started)
             io_loop_resume(&vdev->queues[i].loop);

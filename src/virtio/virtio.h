@@ -97,6 +97,10 @@ struct virtio_device_ops {
      * queue still in flight has completed into the used ring (per-queue
      * state is kept for resume). Optional. */
     void (*drain)(struct virtio_device *vdev, unsigned queue);
+    /* Resume, for a queue the device stopped in drain (one run by another
+     * engine: vhost): start it again. vdev->lock held, before the queue's
+     * loop resumes. Optional. */
+    void (*restart)(struct virtio_device *vdev, unsigned queue);
     /* Processing stopped (reset, destroy): wait for every request still in
      * flight to complete, then free per-queue state. Once it returns, no
      * completion may touch the device (the device may be freed next), so
@@ -180,6 +184,7 @@ struct virtio_device {
 
     unsigned num_queues;
     struct virtio_queue *queues;
+    _Atomic bool paused; /* between virtio_device_pause and virtio_device_resume */
 
     struct log_ratelimit log;     /* register-level complaints */
     struct log_ratelimit vq_log;  /* ring walker errors */
@@ -234,6 +239,20 @@ bool virtio_queue_process(struct virtio_device *vdev, unsigned queue);
  * (a power of two up to the params' queue_size), for devices whose queues
  * differ. Returns 0, or -1 (logged). */
 int virtio_queue_set_max_size(struct virtio_device *vdev, unsigned queue, uint16_t size);
+/* A queue run by another engine (vhost) from its activate op to its
+ * quiesce op; vdev->lock held (the ops that call these run under it).
+ * hand_off: the queue's loop stops watching the kick eventfd, which it
+ * returns for the engine to wait on (it stays the core's). sync: the ring
+ * positions where the engine stopped (its next available index; the used
+ * index is read from the ring); the next interrupt is decided afresh.
+ * take_back: the loop watches the kick eventfd again (kicks that came
+ * meanwhile are dropped: the queue is being stopped). */
+int virtio_queue_hand_off(struct virtio_device *vdev, unsigned queue);
+void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail);
+void virtio_queue_take_back(struct virtio_device *vdev, unsigned queue);
+/* True between virtio_device_pause and virtio_device_resume (an activate
+ * op then leaves another engine stopped until its restart op). */
+bool virtio_device_paused(struct virtio_device *vdev);
 /* Device error: DEVICE_NEEDS_RESET + configuration interrupt; processing
  * stops until the driver resets the device. Any thread, no lock held. */
 void virtio_device_needs_reset(struct virtio_device *vdev, const char *why);
@@ -283,8 +302,9 @@ void virtio_queue_enable_locked(struct virtio_device *vdev, unsigned queue, uint
 void virtio_queue_set_legacy_pfn_locked(struct virtio_device *vdev, unsigned queue, uint32_t pfn);
 
 /* Pause: parks every queue's loop, then waits for the device to drain its
- * requests in flight. Resume restarts the loops (work that arrived while
- * paused, a kick from a state load included, is picked up then). */
+ * requests in flight. Resume calls the device's restart op for the active
+ * queues and restarts the loops (work that arrived while paused, a kick
+ * from a state load included, is picked up then). */
 void virtio_device_pause(struct virtio_device *vdev);
 void virtio_device_resume(struct virtio_device *vdev);
 /* The core's state then the device's (the transport wraps it in

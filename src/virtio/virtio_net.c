@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <linux/virtio_config.h>
 #include <linux/virtio_net.h>
+#include <linux/virtio_ring.h>
 
 #include "common/bytes.h"
 #include "common/iov.h"
@@ -27,6 +30,10 @@
 #define CTRL_CHAIN_MAX_BUFS 16 /* buffers in one control command */
 #define BATCH_FRAMES 256       /* frames per wake-up before the loop looks around */
 #define CONFIG_SIZE offsetof(struct virtio_net_config, mtu)
+/* Offered features a vhost engine must run itself. */
+#define VHOST_RING_FEATURES                                                                        \
+    (F(VIRTIO_F_VERSION_1) | F(VIRTIO_F_ANY_LAYOUT) | F(VIRTIO_RING_F_INDIRECT_DESC) |             \
+     F(VIRTIO_RING_F_EVENT_IDX) | F(VIRTIO_NET_F_MRG_RXBUF))
 #define CONFIG_MAC offsetof(struct virtio_net_config, mac)
 #define CONFIG_STATUS offsetof(struct virtio_net_config, status)
 #define CONFIG_MAX_PAIRS offsetof(struct virtio_net_config, max_virtqueue_pairs)
@@ -56,11 +63,23 @@ struct rx_chain {
     uint64_t bytes;
 };
 
+/* A data queue run by vhost (vdev->lock covers it). */
+struct vhost_ring {
+    struct virtio_net *net;
+    unsigned queue;
+    int call_fd; /* the engine's interrupts, relayed on the queue's loop */
+    struct io_watch call_watch;
+    bool started; /* the engine runs the ring */
+};
+
 struct vnet_pair {
     struct virtio_net *net;
     unsigned index;
     int fd;
     bool is_socket; /* reads use recvmsg(MSG_TRUNC) to learn a truncated frame's length */
+    struct vhost_ring vhost[2]; /* [0] receive, [1] transmit */
+    bool vhost_features_valid;  /* the engine has applied vhost_features */
+    uint64_t vhost_features;
 
     /* Receive: only the RX queue's loop thread touches these. */
     struct io_watch rx_watch; /* watched while the guest has buffers posted */
@@ -81,6 +100,8 @@ struct virtio_net {
     uint8_t perm_mac[ETH_ADDR_LEN];
     const struct virtio_net_backend_ops *be;
     void *be_opaque;
+    const struct virtio_net_vhost_ops *vhost; /* NULL: the userspace data path */
+    void *vhost_opaque;
 
     pthread_mutex_t apply_lock; /* what the back end was told */
     bool applied_valid;
@@ -689,6 +710,98 @@ static int apply_features(struct virtio_net *net, uint64_t features)
     return err;
 }
 
+/* ---- vhost: the data queues in the kernel ---- */
+
+/* The data queue's engine ring, or NULL on the userspace path. */
+static struct vhost_ring *vhost_ring_of(struct virtio_net *net, unsigned queue)
+{
+    unsigned pair = 0;
+    enum queue_role role = queue_role(net, queue, &pair);
+    if (!net->vhost || (role != ROLE_RX && role != ROLE_TX))
+        return NULL;
+    return &net->pairs[pair].vhost[role == ROLE_TX];
+}
+
+/* The engine completed chains: its interrupt, through the transport. */
+static void vhost_call(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct vhost_ring *r = opaque;
+    uint64_t count;
+    if (read(r->call_fd, &count, sizeof(count)) == sizeof(count))
+        virtio_queue_interrupt(&r->net->vdev, r->queue);
+}
+
+static int vhost_start(struct virtio_net *net, struct vhost_ring *r)
+{
+    struct virtio_device *vdev = &net->vdev;
+    struct virtq *vq = virtio_queue_ring(vdev, r->queue);
+    unsigned pair = r->queue / 2, ring = r->queue % 2;
+    struct vnet_pair *p = &net->pairs[pair];
+    uint64_t features = virtio_features(vdev);
+    int err = 0;
+    if (!p->vhost_features_valid || p->vhost_features != features) {
+        err = net->vhost->set_features(net->vhost_opaque, pair, features);
+        p->vhost_features_valid = err == 0;
+        p->vhost_features = features;
+    }
+    struct virtio_net_ring desc = {
+        .size = vq->size,
+        .last_avail = vq->last_avail,
+        .desc = vq->desc,
+        .avail = vq->avail,
+        .used = vq->used,
+        .kick_fd = virtio_queue_hand_off(vdev, r->queue),
+        .call_fd = r->call_fd,
+    };
+    if (!err)
+        err = net->vhost->start_ring(net->vhost_opaque, pair, ring, &desc);
+    if (err) {
+        log_error("%s: vhost-net could not start queue %u: %s", vdev->name, r->queue,
+                  strerror(-err));
+        return -1;
+    }
+    r->started = true;
+    virtio_queue_kick(vdev, r->queue); /* chains posted before the start */
+    return 0;
+}
+
+/* The engine stops where it is; our ring positions follow it. */
+static void vhost_stop(struct virtio_net *net, struct vhost_ring *r)
+{
+    if (!r->started)
+        return;
+    uint16_t last_avail = 0;
+    int err = net->vhost->stop_ring(net->vhost_opaque, r->queue / 2, r->queue % 2, &last_avail);
+    if (err)
+        log_error("%s: vhost-net did not stop queue %u cleanly: %s", net->vdev.name, r->queue,
+                  strerror(-err));
+    virtio_queue_sync(&net->vdev, r->queue, last_avail);
+    r->started = false;
+}
+
+static int vhost_activate(struct virtio_net *net, struct vhost_ring *r)
+{
+    struct io_loop *loop = virtio_queue_loop(&net->vdev, r->queue);
+    io_loop_pause(loop);
+    int err = r->call_watch.fd >= 0
+                  ? 0
+                  : io_loop_watch(loop, &r->call_watch, r->call_fd, EPOLLIN, vhost_call, r);
+    io_loop_resume(loop);
+    if (err < 0)
+        return -1;
+    /* Paused (a state load): resume starts the engine. */
+    return virtio_device_paused(&net->vdev) ? 0 : vhost_start(net, r);
+}
+
+static void vhost_quiesce(struct virtio_net *net, struct vhost_ring *r)
+{
+    vhost_stop(net, r);
+    if (r->call_watch.fd >= 0)
+        io_loop_unwatch(virtio_queue_loop(&net->vdev, r->queue), &r->call_watch);
+    virtio_queue_take_back(&net->vdev, r->queue);
+}
+
 static int net_activate(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_net *net = net_of(vdev);
@@ -702,14 +815,37 @@ static int net_activate(struct virtio_device *vdev, unsigned queue)
         p->rx_offered = 0;
     }
     /* The back end is watched from the activation kick on. */
-    return apply_features(net, virtio_features(vdev));
+    if (apply_features(net, virtio_features(vdev)) < 0)
+        return -1;
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    return r ? vhost_activate(net, r) : 0;
+}
+
+/* Pause: the engine stops, so the saved ring positions are final. */
+static void net_drain(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_net *net = net_of(vdev);
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    if (r)
+        vhost_stop(net, r);
+}
+
+static void net_restart(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_net *net = net_of(vdev);
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    if (r && !r->started && vhost_start(net, r) < 0)
+        virtio_device_needs_reset(vdev, "vhost-net could not restart a queue");
 }
 
 static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_net *net = net_of(vdev);
     unsigned pair = 0;
-    switch (queue_role(net, queue, &pair)) {
+    enum queue_role role = queue_role(net, queue, &pair);
+    if (net->vhost && (role == ROLE_RX || role == ROLE_TX))
+        return; /* the engine's (a kick that raced the hand-off) */
+    switch (role) {
     case ROLE_RX:
         rx_process(net, &net->pairs[pair], queue);
         return;
@@ -731,6 +867,11 @@ static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
 static void net_quiesce(struct virtio_device *vdev, unsigned queue)
 {
     struct virtio_net *net = net_of(vdev);
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    if (r) {
+        vhost_quiesce(net, r);
+        return;
+    }
     if (queue % 2 || queue / 2 >= net->max_pairs)
         return;
     struct vnet_pair *p = &net->pairs[queue / 2];
@@ -759,6 +900,8 @@ static void net_reset(struct virtio_device *vdev)
     pthread_mutex_lock(&net->apply_lock);
     net->applied_valid = false;
     pthread_mutex_unlock(&net->apply_lock);
+    for (unsigned i = 0; i < net->max_pairs; i++)
+        net->pairs[i].vhost_features_valid = false;
     if (pairs_changed && net->be->enable_queue_pairs(net->be_opaque, 1) < 0)
         log_error("%s: the back end could not go back to one queue pair", vdev->name);
 }
@@ -786,6 +929,12 @@ static void net_describe_queue(struct virtio_device *vdev, unsigned queue, char 
 {
     struct virtio_net *net = net_of(vdev);
     unsigned pair = 0;
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    if (r) {
+        snprintf(buf, cap, "%s of pair %u, run by vhost-net (%s)",
+                 queue % 2 ? "transmit" : "receive", queue / 2, r->started ? "started" : "stopped");
+        return;
+    }
     switch (queue_role(net, queue, &pair)) {
     case ROLE_RX:
         snprintf(buf, cap,
@@ -880,6 +1029,10 @@ static int net_state(struct virtio_device *vdev, struct snap *s)
 static void net_destroy(struct virtio_device *vdev)
 {
     struct virtio_net *net = net_of(vdev);
+    for (unsigned i = 0; i < net->max_pairs; i++)
+        for (unsigned k = 0; k < 2; k++)
+            if (net->pairs[i].vhost[k].call_fd >= 0)
+                close(net->pairs[i].vhost[k].call_fd);
     pthread_mutex_destroy(&net->apply_lock);
     pthread_mutex_destroy(&net->filter_lock);
     pthread_mutex_destroy(&net->link_lock);
@@ -892,6 +1045,8 @@ static const struct virtio_device_ops net_ops = {
     .features_ok = net_features_ok,
     .activate = net_activate,
     .queue_notify = net_queue_notify,
+    .drain = net_drain,
+    .restart = net_restart,
     .quiesce = net_quiesce,
     .reset = net_reset,
     .write_config = net_write_config,
@@ -929,7 +1084,8 @@ struct virtio_device *virtio_net_create(const struct virtio_net_params *p)
     uint16_t txq = p->tx_queue_size ? p->tx_queue_size : VIRTIO_NET_TX_QUEUE_SIZE;
     if (!p->mem || !p->fds || pairs > VIRTIO_NET_MAX_PAIRS || !queue_size_ok(rxq) ||
         !queue_size_ok(txq) || !p->backend || !p->backend->set_vnet_hdr_len ||
-        !p->backend->set_offloads || !p->backend->enable_queue_pairs || is_multicast(p->mac)) {
+        !p->backend->set_offloads || !p->backend->enable_queue_pairs || is_multicast(p->mac) ||
+        (p->vhost && (!p->vhost->set_features || !p->vhost->start_ring || !p->vhost->stop_ring))) {
         log_error("%s: invalid virtio-net parameters (%u queue pairs, queues of %u and %u)", name,
                   pairs, rxq, txq);
         return NULL;
@@ -952,12 +1108,31 @@ struct virtio_device *virtio_net_create(const struct virtio_net_params *p)
         pa[i].index = i;
         pa[i].fd = p->fds[i];
         io_watch_init(&pa[i].rx_watch);
+        for (unsigned k = 0; k < 2; k++) {
+            pa[i].vhost[k] = (struct vhost_ring){.net = net, .queue = 2 * i + k, .call_fd = -1};
+            io_watch_init(&pa[i].vhost[k].call_watch);
+        }
+    }
+    for (unsigned i = 0; i < pairs && p->vhost; i++) {
+        for (unsigned k = 0; k < 2; k++) {
+            if ((pa[i].vhost[k].call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+                log_error("%s: eventfd: %s", name, strerror(errno));
+                for (unsigned j = 0; j < 2 * pairs; j++)
+                    if (pa[j / 2].vhost[j % 2].call_fd >= 0)
+                        close(pa[j / 2].vhost[j % 2].call_fd);
+                free(net);
+                free(pa);
+                return NULL;
+            }
+        }
     }
     net->pairs = pa;
     net->max_pairs = pairs;
     memcpy(net->perm_mac, p->mac, ETH_ADDR_LEN);
     net->be = p->backend;
     net->be_opaque = p->backend_opaque;
+    net->vhost = p->vhost;
+    net->vhost_opaque = p->vhost_opaque;
     net->active_pairs = 1;
     filter_power_on(net, &net->filter);
 
@@ -983,10 +1158,16 @@ struct virtio_device *virtio_net_create(const struct virtio_net_params *p)
         .mem = p->mem,
     };
     if (virtio_device_init(&net->vdev, &vdp) < 0) {
+        for (unsigned j = 0; j < 2 * pairs; j++)
+            if (pa[j / 2].vhost[j % 2].call_fd >= 0)
+                close(pa[j / 2].vhost[j % 2].call_fd);
         free(pa);
         free(net);
         return NULL;
     }
+    /* What the engine cannot run is not offered. */
+    if (p->vhost)
+        net->vdev.device_features &= ~(VHOST_RING_FEATURES & ~p->vhost_features);
     pthread_mutex_init(&net->apply_lock, NULL);
     pthread_mutex_init(&net->filter_lock, NULL);
     pthread_mutex_init(&net->link_lock, NULL);

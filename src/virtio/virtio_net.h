@@ -23,7 +23,15 @@
  * ANY_LAYOUT, INDIRECT_DESC and EVENT_IDX. Queues: rx0, tx0, rx1, tx1, ...
  * then the control queue (at 2 * max pairs with MQ negotiated, else at 2).
  *
- * Data path, on the core's per-queue I/O loops:
+ * Data path A, vhost (params.vhost set): each data queue, once active, is
+ * handed to the engine (its kick eventfd, the rings, an eventfd for its
+ * interrupts, which the queue's loop relays to the transport); pause and
+ * reset stop the engine and take the ring positions back, resume starts
+ * it again. The control queue, the configuration, the link and the
+ * back end's header length and offloads stay ours. RX filtering is then
+ * not applied (the engine delivers every frame the TAP hands it).
+ *
+ * Data path B, userspace, on the core's per-queue I/O loops:
  * - TX (kick): each chain is one frame, its header copied and checked
  *   (flags, GSO type against the negotiated offloads, csum_start/offset
  *   and hdr_len inside the frame), then one writev; a frame that is empty,
@@ -75,6 +83,25 @@ struct virtio_net_backend_ops {
     int (*enable_queue_pairs)(void *opaque, unsigned pairs);
 };
 
+/* The in-kernel data path (vhost-net), one instance per queue pair, run
+ * by the device from activation to quiesce; the caller wires it to the
+ * pair's back end descriptor. Each returns 0, or -errno. */
+struct virtio_net_ring {
+    unsigned size;
+    uint16_t last_avail;             /* the next chain the engine takes */
+    const void *desc, *avail, *used; /* host views of the rings */
+    int kick_fd;                     /* the driver's notifications */
+    int call_fd;                     /* the engine's interrupts (the device relays them) */
+};
+struct virtio_net_vhost_ops {
+    /* The negotiated features, before the pair's rings start. */
+    int (*set_features)(void *opaque, unsigned pair, uint64_t features);
+    /* ring: 0 receive, 1 transmit. */
+    int (*start_ring)(void *opaque, unsigned pair, unsigned ring, const struct virtio_net_ring *r);
+    /* Stops the ring and returns the next chain it would have taken. */
+    int (*stop_ring)(void *opaque, unsigned pair, unsigned ring, uint16_t *last_avail);
+};
+
 struct virtio_net_params {
     const char *name; /* the [dev.NAME] name, for messages */
     uint8_t mac[6];
@@ -84,6 +111,13 @@ struct virtio_net_params {
     uint16_t tx_queue_size;   /* 0: VIRTIO_NET_TX_QUEUE_SIZE */
     const struct virtio_net_backend_ops *backend;
     void *backend_opaque;
+    /* With vhost: the data queues are the engine's, the control queue
+     * stays ours. vhost_features: the ring features the engine runs
+     * (VERSION_1, ANY_LAYOUT, INDIRECT_DESC, EVENT_IDX, MRG_RXBUF); the
+     * others are withheld from the offer. */
+    const struct virtio_net_vhost_ops *vhost;
+    void *vhost_opaque;
+    uint64_t vhost_features;
     const struct guest_mem *mem;
 };
 

@@ -171,6 +171,7 @@ static void test_readme_example(void **state)
     assert_false(d->viona.has_tx_copy_data);
     assert_false(d->viona.has_tx_header_pad);
     assert_false(d->viona.has_mac);
+    assert_true(d->viona.vhost_net);
     assert_ptr_equal(config_find_device(&cfg, "net0"), d);
 
     assert_int_equal(cfg.cpuid_profile_count, 0);
@@ -379,6 +380,7 @@ static void test_full(void **state)
     assert_true(d->viona.has_mac);
     static const uint8_t mac[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0x0e};
     assert_memory_equal(d->viona.mac, mac, 6);
+    assert_false(d->viona.vhost_net);
 
     d = config_find_device(&cfg, "vsock0");
     assert_int_equal(d->driver, CONFIG_DRIVER_VIRTIO_SOCKET);
@@ -724,6 +726,9 @@ static void test_device_errors(void **state)
         {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
               "mac = 5\n",
          "t.toml:10:7: dev.n.mac: expected a string, got integer"},
+        {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
+              "vhost-net = \"no\"\n",
+         "t.toml:10:13: dev.n.vhost-net: expected a boolean, got string"},
         {MAIN "[dev.n]\ndriver = \"pci-virtio-viona\"\npci-path = \"0.4.0\"\nvnic = \"t\"\n"
               "rx-queue-size = 1000\n",
          "t.toml:10:17: dev.n.rx-queue-size: must be a power of two between 2 and 32768, got "

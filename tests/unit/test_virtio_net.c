@@ -80,6 +80,56 @@ static const struct virtio_net_backend_ops be_ops = {
     .enable_queue_pairs = be_enable_pairs,
 };
 
+/* ---- A fake vhost engine: records what the device asks of it ---- */
+
+struct fake_ring {
+    bool started;
+    unsigned starts, stops;
+    struct virtio_net_ring r; /* the last start */
+    uint16_t stop_at;         /* what stop_ring reports as the next chain */
+};
+
+static struct fake_ring fake_rings[2][2]; /* [pair][ring] */
+static uint64_t fake_features[2];
+static unsigned fake_feature_calls;
+
+static int fake_set_features(void *opaque, unsigned pair, uint64_t features)
+{
+    assert_true(pair < 2);
+    assert_false(fake_rings[pair][0].started || fake_rings[pair][1].started);
+    fake_features[pair] = features;
+    fake_feature_calls++;
+    return 0;
+}
+
+static int fake_start_ring(void *opaque, unsigned pair, unsigned ring,
+                           const struct virtio_net_ring *r)
+{
+    assert_true(pair < 2 && ring < 2);
+    struct fake_ring *f = &fake_rings[pair][ring];
+    assert_false(f->started);
+    f->started = true;
+    f->starts++;
+    f->r = *r;
+    return 0;
+}
+
+static int fake_stop_ring(void *opaque, unsigned pair, unsigned ring, uint16_t *last_avail)
+{
+    struct fake_ring *f = &fake_rings[pair][ring];
+    assert_true(f->started);
+    f->started = false;
+    f->stops++;
+    *last_avail = f->stop_at;
+    return 0;
+}
+
+static const struct virtio_net_vhost_ops fake_vhost_ops = {
+    .set_features = fake_set_features,
+    .start_ring = fake_start_ring,
+    .stop_ring = fake_stop_ring,
+};
+
 /* ---- Devices under test ---- */
 
 struct tdev {
@@ -106,6 +156,10 @@ static void fake_msi(void *opaque, uint64_t addr, uint32_t data)
 {
 }
 
+/* Set by a test before tdev_create: the device runs its data queues there. */
+static const struct virtio_net_vhost_ops *tdev_vhost;
+static uint64_t tdev_vhost_features;
+
 static void tdev_create(struct tdev *t, uint8_t slot)
 {
     memset(t, 0, sizeof(*t));
@@ -122,6 +176,8 @@ static void tdev_create(struct tdev *t, uint8_t slot)
         .rx_queue_size = 512,
         .tx_queue_size = 256,
         .backend = &be_ops,
+        .vhost = tdev_vhost,
+        .vhost_features = tdev_vhost_features,
         .mem = &fake_mem,
     };
     memcpy(p.mac, own_mac, 6);
@@ -288,6 +344,9 @@ static int setup(void **state)
     pci_bus_set_intx_router(&pcibus, (struct pci_intx_router){fake_router, NULL});
     be_hdr_len = be_pairs = be_pairs_calls = 0;
     be_offloads = 0;
+    tdev_vhost = NULL;
+    memset(fake_rings, 0, sizeof(fake_rings));
+    fake_feature_calls = 0;
     tdev_create(&dev, 5);
     return 0;
 }
@@ -911,6 +970,96 @@ static void test_pause_stops_receive(void **state)
     assert_memory_equal(mem_host(b) + HL, f + HL, len - HL);
 }
 
+/* With a vhost engine the data queues are the engine's from DRIVER_OK:
+ * their rings and kick eventfds are handed over, a kick no longer moves
+ * frames in our process, the engine's call eventfd raises the queue's
+ * interrupt, pause stops the engine and takes its ring positions, resume
+ * and a reset start it again from there; features it cannot run are not
+ * offered; the control queue stays ours. */
+static void test_vhost_engine(void **state)
+{
+    tdev_vhost = &fake_vhost_ops;
+    tdev_vhost_features = F_V1 | F(VIRTIO_F_ANY_LAYOUT) | F(VIRTIO_RING_F_INDIRECT_DESC) |
+                          F(VIRTIO_NET_F_MRG_RXBUF); /* no EVENT_IDX */
+    struct tdev v;
+    tdev_create(&v, 6);
+    uint64_t offer = device_features(&v);
+    assert_false(offer & F(VIRTIO_RING_F_EVENT_IDX));
+    assert_int_equal(offer & MRG_FEATURES, MRG_FEATURES);
+    assert_int_equal(fake_rings[0][0].starts, 0);
+
+    bring_up(&v, MRG_FEATURES);
+    assert_int_equal(fake_feature_calls, 2); /* once per pair */
+    assert_int_equal(fake_features[0], MRG_FEATURES);
+    for (unsigned q = 0; q < 4; q++) {
+        struct fake_ring *f = &fake_rings[q / 2][q % 2];
+        assert_true(f->started);
+        assert_int_equal(f->r.size, RING_SIZE);
+        assert_int_equal(f->r.last_avail, 0);
+        assert_ptr_equal(f->r.desc, mem_host(v.rings[q].desc));
+        assert_ptr_equal(f->r.avail, mem_host(v.rings[q].avail));
+        assert_ptr_equal(f->r.used, mem_host(v.rings[q].used));
+        assert_true(f->r.kick_fd >= 0 && f->r.call_fd >= 0);
+        assert_int_not_equal(f->r.kick_fd, f->r.call_fd);
+    }
+    assert_int_equal(be_hdr_len, HL); /* the TAP still carries the header */
+
+    /* A TX kick is the engine's: nothing reaches the back end from us, the
+     * kick eventfd is left for the engine. */
+    uint8_t f[256];
+    uint32_t len = make_frame(f, own_mac, 50, 3);
+    post_tx(&v, 1, f, len, 1);
+    notify(&v, 1);
+    uint64_t kicks = 0;
+    for (int i = 0; i < 200 && read(fake_rings[0][1].r.kick_fd, &kicks, 8) != 8; i++)
+        sleep_ms(5);
+    assert_true(kicks >= 1);
+    assert_int_equal(recv(v.peer[0], f, sizeof(f), MSG_DONTWAIT), -1);
+    assert_int_equal(stats_of(&v).tx_frames, 0);
+
+    /* The engine completes the chain and signals: the queue's interrupt. */
+    le16_store(mem_host(v.rings[1].used) + 2, 1);
+    assert_int_equal(isr_read(&v), 0);
+    uint64_t one = 1;
+    assert_int_equal(write(fake_rings[0][1].r.call_fd, &one, 8), 8);
+    uint8_t isr = 0;
+    for (int i = 0; i < 200 && !(isr = isr_read(&v)); i++)
+        sleep_ms(5);
+    assert_int_equal(isr & 1, 1);
+
+    /* The control queue is still ours. */
+    static const uint8_t promisc_off[3] = {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, 0};
+    assert_int_equal(ctrl(&v, 4, promisc_off, sizeof(promisc_off)), VIRTIO_NET_OK);
+
+    /* Pause stops the engine; the saved positions are where it stopped. */
+    fake_rings[0][1].stop_at = 1;
+    struct device *dv = &v.vp->pci.dev;
+    assert_int_equal(device_pause(dv), 0);
+    for (unsigned q = 0; q < 4; q++)
+        assert_false(fake_rings[q / 2][q % 2].started);
+    assert_int_equal(virtio_queue_ring(v.vdev, 1)->last_avail, 1);
+    assert_int_equal(virtio_queue_ring(v.vdev, 1)->used_idx, 1);
+    device_resume(dv);
+    assert_true(fake_rings[0][1].started);
+    assert_int_equal(fake_rings[0][1].starts, 2);
+    assert_int_equal(fake_rings[0][1].r.last_avail, 1);
+    assert_int_equal(fake_feature_calls, 2); /* same features: not set again */
+
+    /* A reset stops it; the next DRIVER_OK starts it from the new rings. */
+    vp_common_write(v.vp, VIRTIO_COMMON_STATUS, 1, 0);
+    for (unsigned q = 0; q < 4; q++)
+        assert_false(fake_rings[q / 2][q % 2].started);
+    fake_rings[0][1].stop_at = 0;
+    bring_up(&v, BASE_FEATURES);
+    assert_int_equal(fake_feature_calls, 4);
+    assert_int_equal(fake_features[1], BASE_FEATURES);
+    assert_true(fake_rings[1][0].started);
+    assert_int_equal(fake_rings[0][1].r.last_avail, 0);
+    tdev_destroy(&v);
+    for (unsigned q = 0; q < 4; q++)
+        assert_false(fake_rings[q / 2][q % 2].started);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -927,6 +1076,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_stops_receive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhost_engine, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
