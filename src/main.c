@@ -304,10 +304,18 @@ static int nic_enable_queue_pairs(void *opaque, unsigned pairs)
     return tap_enable_queues(&nic->tap, pairs);
 }
 
+static int nic_set_rx_filter(void *opaque, const uint8_t (*addrs)[6], unsigned count,
+                             bool all_multicast)
+{
+    struct nic *nic = opaque;
+    return tap_set_rx_filter(&nic->tap, addrs, count, all_multicast);
+}
+
 static const struct virtio_net_backend_ops nic_backend_ops = {
     .set_vnet_hdr_len = nic_set_vnet_hdr_len,
     .set_offloads = nic_set_offloads,
     .enable_queue_pairs = nic_enable_queue_pairs,
+    .set_rx_filter = nic_set_rx_filter,
 };
 
 static int nic_vhost_set_features(void *opaque, unsigned pair, uint64_t features)

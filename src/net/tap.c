@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include <linux/ethtool.h>
+#include <linux/if_ether.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -362,6 +365,24 @@ int tap_enable_queues(struct tap *tap, unsigned n)
     }
     tap->queues_enabled = n;
     return 0;
+}
+
+int tap_set_rx_filter(struct tap *tap, const uint8_t (*addrs)[6], unsigned count,
+                      bool all_multicast)
+{
+    if (tap->queues == 0 || count > UINT16_MAX)
+        return -EINVAL;
+    struct tun_filter *f = calloc(1, sizeof(*f) + (size_t)count * ETH_ALEN);
+    if (!f)
+        return -ENOMEM;
+    f->flags = all_multicast ? TUN_FLT_ALLMULTI : 0;
+    f->count = (uint16_t)count;
+    if (count)
+        memcpy(f->addr, addrs, (size_t)count * ETH_ALEN);
+    /* The filter is the interface's; queue 0 is always attached. */
+    int rc = ioctl(tap->queue_fds[0], TUNSETTXFILTER, f) < 0 ? -errno : 0;
+    free(f);
+    return rc;
 }
 
 bool tap_carrier(struct tap *tap)

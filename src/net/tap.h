@@ -19,6 +19,7 @@
 
 #include <net/if.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 /* Queue pairs a TAP carries: the virtio-net cap on queue pairs. */
@@ -79,6 +80,15 @@ int tap_set_offload(struct tap *tap, unsigned tun_f_flags);
  * attached queues only; a detached fd gets none, and the caller stops
  * watching it and writing to it. Returns 0 or -errno. */
 int tap_enable_queues(struct tap *tap, unsigned n);
+
+/* The TAP's own receive filter (TUNSETTXFILTER: what the kernel queues
+ * for us, so also for vhost-net): count addresses of 6 bytes, unicast
+ * first; count 0 turns the filter off (every frame). The kernel matches
+ * the first 8 exactly and hashes further multicast addresses; a ninth
+ * unicast address turns the filter off. all_multicast passes every
+ * multicast frame (needs count >= 1). Returns 0 or -errno. */
+int tap_set_rx_filter(struct tap *tap, const uint8_t (*addrs)[6], unsigned count,
+                      bool all_multicast);
 
 /* The link state the guest sees: the interface is administratively up
  * (IFF_UP) and operationally up (IFF_RUNNING: the TAP has carrier, i.e. a

@@ -194,6 +194,58 @@ static bool rx_accept(struct virtio_net *net, const uint8_t *dst)
     return ok;
 }
 
+/* The filter as a list for the back end (see set_rx_filter): unicast
+ * addresses first, then broadcast and multicast ones; 0 for every frame.
+ * An empty list that must still filter holds the zero address, which no
+ * frame carries. out holds at least VNET_BACKEND_FILTER_MAX entries. */
+#define VNET_BACKEND_FILTER_MAX (2 + 2 * VIRTIO_NET_MAC_TABLE_MAX)
+static unsigned backend_filter(const struct vnet_filter *f, uint8_t (*out)[ETH_ADDR_LEN],
+                               bool *all_multicast)
+{
+    static const uint8_t broadcast[ETH_ADDR_LEN] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    *all_multicast = false;
+    if (f->rx_mode[RX_PROMISC] ||
+        (!f->rx_mode[RX_NOUNI] && (f->rx_mode[RX_ALLUNI] || f->uni.overflow)))
+        return 0;
+    unsigned n = 0;
+    if (!f->rx_mode[RX_NOUNI]) {
+        memcpy(out[n++], f->mac, ETH_ADDR_LEN);
+        for (uint32_t i = 0; i < f->uni.count; i++)
+            memcpy(out[n++], f->uni.addr[i], ETH_ADDR_LEN);
+    }
+    if (!f->rx_mode[RX_NOBCAST])
+        memcpy(out[n++], broadcast, ETH_ADDR_LEN);
+    if (!f->rx_mode[RX_NOMULTI]) {
+        if (f->rx_mode[RX_ALLMULTI] || f->multi.overflow)
+            *all_multicast = true;
+        else
+            for (uint32_t i = 0; i < f->multi.count; i++)
+                memcpy(out[n++], f->multi.addr[i], ETH_ADDR_LEN);
+    }
+    if (n == 0)
+        memset(out[n++], 0, ETH_ADDR_LEN);
+    return n;
+}
+
+/* With vhost, the back end filters: tell it the filter after a change. */
+static void backend_filter_sync(struct virtio_net *net)
+{
+    if (!net->vhost || !net->be->set_rx_filter)
+        return;
+    uint8_t list[VNET_BACKEND_FILTER_MAX][ETH_ADDR_LEN];
+    bool all_multicast;
+    pthread_mutex_lock(&net->filter_lock);
+    unsigned n = backend_filter(&net->filter, list, &all_multicast);
+    pthread_mutex_unlock(&net->filter_lock);
+    if (net->be->set_rx_filter(net->be_opaque, (const uint8_t(*)[ETH_ADDR_LEN])list, n,
+                               all_multicast) < 0) {
+        log_limited(&net->vdev.dev_log, LOG_WARNING,
+                    "%s: the back end refused the RX filter; the guest gets every frame",
+                    net->vdev.name);
+        net->be->set_rx_filter(net->be_opaque, NULL, 0, false);
+    }
+}
+
 static void rx_readable(void *opaque, uint32_t events);
 
 /* Watches the back end while the guest has buffers (loop thread). */
@@ -574,6 +626,7 @@ static uint8_t ctrl_command(struct virtio_net *net, struct virtq_chain *c)
         net->filter.rx_mode[cmd] = on;
         atomic_store(&net->filtering, !net->filter.rx_mode[RX_PROMISC]);
         pthread_mutex_unlock(&net->filter_lock);
+        backend_filter_sync(net);
         return VIRTIO_NET_OK;
     }
     case VIRTIO_NET_CTRL_MAC:
@@ -589,6 +642,7 @@ static uint8_t ctrl_command(struct virtio_net *net, struct virtq_chain *c)
             net->filter.uni = uni;
             net->filter.multi = multi;
             pthread_mutex_unlock(&net->filter_lock);
+            backend_filter_sync(net);
             return VIRTIO_NET_OK;
         }
         if (cmd == VIRTIO_NET_CTRL_MAC_ADDR_SET) {
@@ -607,6 +661,7 @@ static uint8_t ctrl_command(struct virtio_net *net, struct virtq_chain *c)
             memcpy(net->filter.mac, mac, sizeof(mac));
             pthread_mutex_unlock(&net->filter_lock);
             pthread_mutex_unlock(&net->vdev.config_lock);
+            backend_filter_sync(net);
             return VIRTIO_NET_OK;
         }
         return ctrl_refuse(net, class, cmd, "unknown MAC command");
@@ -902,6 +957,7 @@ static void net_reset(struct virtio_device *vdev)
     pthread_mutex_unlock(&net->apply_lock);
     for (unsigned i = 0; i < net->max_pairs; i++)
         net->pairs[i].vhost_features_valid = false;
+    backend_filter_sync(net);
     if (pairs_changed && net->be->enable_queue_pairs(net->be_opaque, 1) < 0)
         log_error("%s: the back end could not go back to one queue pair", vdev->name);
 }
@@ -923,6 +979,7 @@ static void net_write_config(struct virtio_device *vdev, unsigned offset, unsign
     pthread_mutex_lock(&net->filter_lock);
     memcpy(net->filter.mac, vdev->config + CONFIG_MAC, ETH_ADDR_LEN);
     pthread_mutex_unlock(&net->filter_lock);
+    backend_filter_sync(net);
 }
 
 static void net_describe_queue(struct virtio_device *vdev, unsigned queue, char *buf, size_t cap)
@@ -1021,6 +1078,7 @@ static int net_state(struct virtio_device *vdev, struct snap *s)
     net->active_pairs = active;
     pthread_mutex_unlock(&net->filter_lock);
     pthread_mutex_unlock(&vdev->config_lock);
+    backend_filter_sync(net);
     if (pairs_changed && net->be->enable_queue_pairs(net->be_opaque, active) < 0)
         snap_fail(s, "active_pairs", "the back end could not enable %u pairs", active);
     return snap_error(s);

@@ -28,8 +28,8 @@
  * interrupts, which the queue's loop relays to the transport); pause and
  * reset stop the engine and take the ring positions back, resume starts
  * it again. The control queue, the configuration, the link and the
- * back end's header length and offloads stay ours. RX filtering is then
- * not applied (the engine delivers every frame the TAP hands it).
+ * back end's header length and offloads stay ours. RX filtering is the
+ * back end's then (set_rx_filter, kept in step with the control queue).
  *
  * Data path B, userspace, on the core's per-queue I/O loops:
  * - TX (kick): each chain is one frame, its header copied and checked
@@ -81,6 +81,13 @@ struct virtio_net_backend_ops {
     int (*set_vnet_hdr_len)(void *opaque, unsigned len);
     int (*set_offloads)(void *opaque, uint64_t negotiated_features);
     int (*enable_queue_pairs)(void *opaque, unsigned pairs);
+    /* With vhost (which delivers whatever the back end hands it): the
+     * driver's RX modes and MAC tables as the back end's own filter, count
+     * addresses (unicast first), count 0 for every frame, all_multicast
+     * for every multicast frame. Optional; without it, or if it fails, the
+     * guest gets every frame. */
+    int (*set_rx_filter)(void *opaque, const uint8_t (*addrs)[6], unsigned count,
+                         bool all_multicast);
 };
 
 /* The in-kernel data path (vhost-net), one instance per queue pair, run

@@ -2,8 +2,8 @@
  * namespace this test makes for itself (so it needs root, and fails rather
  * than skips without it): creating and attaching, refusals with a clear
  * error, multi-queue enable/disable, vnet header length and offloads,
- * frames both ways with a virtio_net_hdr, and the carrier with its
- * rtnetlink events. */
+ * frames both ways with a virtio_net_hdr, the TAP's own receive filter,
+ * and the carrier with its rtnetlink events. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -391,6 +391,66 @@ static void test_frames_both_ways_with_vnet_header(void **state)
     assert_int_equal(if_nametoindex("ftap0"), 0);
 }
 
+/* Whether a frame sent to dst on the interface reaches the TAP's queue
+ * (the frame's seed tells this frame from earlier ones). */
+static bool frame_reaches_queue(struct tap *tap, int pkt, const uint8_t *dst, uint8_t seed)
+{
+    uint8_t frame[FRAME_LEN], buf[2048];
+    make_frame(frame, seed);
+    memcpy(frame, dst, 6);
+    assert_int_equal(send(pkt, frame, sizeof(frame), 0), sizeof(frame));
+    /* A frame the filter drops never comes: a short wait tells. */
+    struct pollfd pfd = {.fd = tap->queue_fds[0], .events = POLLIN};
+    while (poll(&pfd, 1, 300) == 1) {
+        ssize_t n = read(tap->queue_fds[0], buf, sizeof(buf));
+        if (n == 12 + FRAME_LEN && memcmp(buf + 12, frame, FRAME_LEN) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void test_rx_filter(void **state)
+{
+    static const uint8_t own[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x42};
+    static const uint8_t other[6] = {0x02, 0x00, 0x00, 0x00, 0x00, 0x43};
+    static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t mcast[6] = {0x33, 0x33, 0x00, 0x00, 0x00, 0x01};
+    static const uint8_t mcast2[6] = {0x01, 0x00, 0x5e, 0x00, 0x00, 0x07};
+    struct tap tap;
+    char err[256] = "";
+    assert_int_equal(tap_open("flt0", 1, &tap, err, sizeof(err)), 0);
+    set_link("flt0", true);
+    assert_int_equal(tap_set_vnet_hdr_len(&tap, 12), 0);
+    int pkt = packet_socket(tap.ifindex);
+    uint8_t seed = 1;
+
+    /* No filter: everything. */
+    assert_true(frame_reaches_queue(&tap, pkt, other, seed++));
+    assert_true(frame_reaches_queue(&tap, pkt, mcast2, seed++));
+
+    /* Own address, broadcast and one multicast group. */
+    const uint8_t list[3][6] = {{0x02, 0, 0, 0, 0, 0x42},
+                                {0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+                                {0x33, 0x33, 0, 0, 0, 0x01}};
+    assert_int_equal(tap_set_rx_filter(&tap, list, 3, false), 0);
+    assert_true(frame_reaches_queue(&tap, pkt, own, seed++));
+    assert_true(frame_reaches_queue(&tap, pkt, bcast, seed++));
+    assert_true(frame_reaches_queue(&tap, pkt, mcast, seed++));
+    assert_false(frame_reaches_queue(&tap, pkt, other, seed++));
+    assert_false(frame_reaches_queue(&tap, pkt, mcast2, seed++));
+
+    /* All multicast on top. */
+    assert_int_equal(tap_set_rx_filter(&tap, list, 1, true), 0);
+    assert_true(frame_reaches_queue(&tap, pkt, mcast2, seed++));
+    assert_false(frame_reaches_queue(&tap, pkt, other, seed++));
+
+    /* Off again. */
+    assert_int_equal(tap_set_rx_filter(&tap, NULL, 0, false), 0);
+    assert_true(frame_reaches_queue(&tap, pkt, other, seed++));
+    close(pkt);
+    tap_close(&tap);
+}
+
 static int ethtool_value(struct tap *tap, uint32_t cmd)
 {
     struct ethtool_value value = {.cmd = cmd};
@@ -666,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_vnet_header_length_and_offloads),
         cmocka_unit_test(test_multi_queue_enable),
         cmocka_unit_test(test_carrier_and_link_events),
+        cmocka_unit_test(test_rx_filter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  * MRG_RXBUF (a frame over three buffers), RX with no buffers posted, the
  * control queue (MQ, RX modes, MAC table and address filtering, garbage),
  * link status with its configuration interrupt, a legacy driver's 10-byte
- * header, hostile TX frames and broken chains, and state. */
+ * header, hostile TX frames and broken chains, state, and the hand-off of
+ * the data queues to a (fake) vhost engine with the RX filter moved to the
+ * back end. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -74,10 +76,27 @@ static int be_enable_pairs(void *opaque, unsigned n)
     return 0;
 }
 
+static uint8_t be_filter[140][6];
+static unsigned be_filter_count, be_filter_calls;
+static bool be_filter_allmulti;
+
+static int be_set_rx_filter(void *opaque, const uint8_t (*addrs)[6], unsigned count,
+                            bool all_multicast)
+{
+    assert_true(count <= ARRAY_LEN(be_filter));
+    if (count)
+        memcpy(be_filter, addrs, count * 6);
+    be_filter_count = count;
+    be_filter_allmulti = all_multicast;
+    be_filter_calls++;
+    return 0;
+}
+
 static const struct virtio_net_backend_ops be_ops = {
     .set_vnet_hdr_len = be_set_hdr_len,
     .set_offloads = be_set_offloads,
     .enable_queue_pairs = be_enable_pairs,
+    .set_rx_filter = be_set_rx_filter,
 };
 
 /* ---- A fake vhost engine: records what the device asks of it ---- */
@@ -345,6 +364,8 @@ static int setup(void **state)
     be_hdr_len = be_pairs = be_pairs_calls = 0;
     be_offloads = 0;
     tdev_vhost = NULL;
+    be_filter_count = be_filter_calls = 0;
+    be_filter_allmulti = false;
     memset(fake_rings, 0, sizeof(fake_rings));
     fake_feature_calls = 0;
     tdev_create(&dev, 5);
@@ -1027,9 +1048,45 @@ static void test_vhost_engine(void **state)
         sleep_ms(5);
     assert_int_equal(isr & 1, 1);
 
-    /* The control queue is still ours. */
+    /* The control queue is still ours, and the RX filter becomes the back
+     * end's: own address and broadcast, then the MAC tables, all-multicast. */
+    assert_int_equal(be_filter_count, 0);
     static const uint8_t promisc_off[3] = {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, 0};
     assert_int_equal(ctrl(&v, 4, promisc_off, sizeof(promisc_off)), VIRTIO_NET_OK);
+    assert_int_equal(be_filter_count, 2);
+    assert_memory_equal(be_filter[0], own_mac, 6);
+    assert_memory_equal(be_filter[1], "\xff\xff\xff\xff\xff\xff", 6);
+    assert_false(be_filter_allmulti);
+    static const uint8_t tables[2 + 4 + 6 + 4 + 6] = {VIRTIO_NET_CTRL_MAC,
+                                                      VIRTIO_NET_CTRL_MAC_TABLE_SET,
+                                                      1,
+                                                      0,
+                                                      0,
+                                                      0,
+                                                      0x02,
+                                                      1,
+                                                      2,
+                                                      3,
+                                                      4,
+                                                      5,
+                                                      1,
+                                                      0,
+                                                      0,
+                                                      0,
+                                                      0x33,
+                                                      0x33,
+                                                      0,
+                                                      0,
+                                                      0,
+                                                      1};
+    assert_int_equal(ctrl(&v, 4, tables, sizeof(tables)), VIRTIO_NET_OK);
+    assert_int_equal(be_filter_count, 4);
+    assert_memory_equal(be_filter[1], "\x02\x01\x02\x03\x04\x05", 6);
+    assert_memory_equal(be_filter[3], "\x33\x33\x00\x00\x00\x01", 6);
+    static const uint8_t allmulti_on[3] = {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI, 1};
+    assert_int_equal(ctrl(&v, 4, allmulti_on, sizeof(allmulti_on)), VIRTIO_NET_OK);
+    assert_int_equal(be_filter_count, 3);
+    assert_true(be_filter_allmulti);
 
     /* Pause stops the engine; the saved positions are where it stopped. */
     fake_rings[0][1].stop_at = 1;
@@ -1045,8 +1102,10 @@ static void test_vhost_engine(void **state)
     assert_int_equal(fake_rings[0][1].r.last_avail, 1);
     assert_int_equal(fake_feature_calls, 2); /* same features: not set again */
 
-    /* A reset stops it; the next DRIVER_OK starts it from the new rings. */
+    /* A reset stops it (the filter back to every frame); the next
+     * DRIVER_OK starts it from the new rings. */
     vp_common_write(v.vp, VIRTIO_COMMON_STATUS, 1, 0);
+    assert_int_equal(be_filter_count, 0);
     for (unsigned q = 0; q < 4; q++)
         assert_false(fake_rings[q / 2][q % 2].started);
     fake_rings[0][1].stop_at = 0;
@@ -1058,6 +1117,16 @@ static void test_vhost_engine(void **state)
     tdev_destroy(&v);
     for (unsigned q = 0; q < 4; q++)
         assert_false(fake_rings[q / 2][q % 2].started);
+}
+
+/* On the userspace path the device filters itself: the back end's filter
+ * stays off. */
+static void test_userspace_path_leaves_backend_filter_alone(void **state)
+{
+    bring_up(&dev, BASE_FEATURES);
+    static const uint8_t promisc_off[3] = {VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, 0};
+    assert_int_equal(ctrl(&dev, 4, promisc_off, sizeof(promisc_off)), VIRTIO_NET_OK);
+    assert_int_equal(be_filter_calls, 0);
 }
 
 int main(void)
@@ -1077,6 +1146,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_stops_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhost_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_userspace_path_leaves_backend_filter_alone, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
