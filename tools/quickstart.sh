@@ -45,7 +45,11 @@ if [ "$mode" = rig ]; then
     echo "quickstart: running the same VM inside the nested rig (tests/rig/README.md)"
 fi
 # QS_TIMEOUT bounds the guest's run; the rig's own timeout only backs it up.
-exec tests/rig/rig.sh exec --vmm build/propolis-standalone --script tests/rig/quickstart-inner.sh \
+# Scripted directly on a host, the NIC's TAP and its address stay out of
+# the host's own network namespace.
+wrap=()
+[ "$mode" = direct ] && wrap=(unshare --net)
+exec "${wrap[@]}" tests/rig/rig.sh exec --vmm build/propolis-standalone --script tests/rig/quickstart-inner.sh \
     --bin build/ttyexpect --file "$work/quickstart.iso" --file "$work/cfg.img" \
     --file examples/quickstart.toml --file /usr/share/OVMF/OVMF_CODE.fd \
     --env "QS_IDLE=${QS_IDLE:-120}" --env "QS_TIMEOUT=${QS_TIMEOUT:-300}" --timeout 360

@@ -2,7 +2,8 @@
 # The README quickstart inside L1 (or on a host whose KVM runs real guests):
 # examples/quickstart.toml with local paths, OVMF -> GRUB -> Linux from the
 # test ISO on virtio-blk, 4 vCPUs, to the guest's shell, a few commands
-# there, power-off. Run by tools/quickstart.sh (our VMM, once) and by
+# there (one pings this side of the NIC's TAP, which the VMM creates),
+# power-off. Run by tools/quickstart.sh (our VMM, once) and by
 # tests/rig/stall-hunt.sh (our VMM and QEMU, interleaved, many rounds).
 #
 # Env: RIG_VMM, RIG_FILES (rig.sh run); QS_VMMS ("ours", or "ours qemu");
@@ -65,22 +66,31 @@ start_vmm() { # vmm: starts it in the background, sets $vmm_pid
             -e "s|/usr/share/OVMF/OVMF_CODE.fd|$F/OVMF_CODE.fd|" $F/quickstart.toml > config.toml
         [ "$round" = 1 ] && { echo "== config.toml"; cat config.toml; }
         $RIG_VMM config.toml > vmm.log 2>&1 &
+        tap=pstap0
     else
         # the same machine: 4 vCPUs, 1 GiB, OVMF_CODE as a read-only bootrom,
-        # the ISO and the config disk on virtio-blk at 00:04.0 and 00:05.0
+        # the ISO and the config disk on virtio-blk at 00:04.0 and 00:06.0,
+        # virtio-net on a TAP at 00:05.0
         mkfifo mon.in mon.out
         set -- $QEMU -machine pc,accel=kvm -cpu host -smp 4 -m 1024 -nodefaults -display none \
             -vga none -no-reboot -bios $F/OVMF_CODE.fd -L /usr/share/qemu \
             -drive file=$F/quickstart.iso,if=none,id=d0,format=raw,readonly=on \
             -device virtio-blk-pci,drive=d0,addr=4,bootindex=1 \
+            -netdev tap,id=n0,ifname=qstap0,script=no,downscript=no \
+            -device virtio-net-pci,netdev=n0,addr=5 \
             -drive file=$PWD/cfg.img,if=none,id=d1,format=raw \
-            -device virtio-blk-pci,drive=d1,addr=5 \
+            -device virtio-blk-pci,drive=d1,addr=6 \
             -chardev socket,id=con,path=ttya,server=on,wait=on -serial chardev:con \
             -monitor pipe:mon
         [ "$round" = 1 ] && echo "== $*"
         "$@" > vmm.log 2>&1 &
+        tap=qstap0
     fi
     vmm_pid=$!
+    # This side of the guest's NIC, once the TAP is there.
+    i=0
+    while ! ip link show $tap >/dev/null 2>&1 && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+    ip addr add 10.0.2.2/24 dev $tap && ip link set $tap up
 }
 
 run_one() { # vmm round
@@ -97,7 +107,9 @@ run_one() { # vmm round
     RIG_IDLE=$IDLE guest_ttyexpect ttya timeout:$TIMEOUT "expect:RIG-SHELL ready" \
         "send:\r" "expect:#" \
         "send:uname -a; cat /proc/cmdline; ls /sys/block; grep -c ^processor /proc/cpuinfo\r" \
-        "expect:#" "send:poweroff -f\r" eof > console.raw 2>ttyexpect.err &
+        "expect:#" \
+        "send:ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ping -c 3 -W 10 10.0.2.2; echo PING''-RC=\$?\r" \
+        "fail:PING-RC=1" "expect:PING-RC=0" "expect:#" "send:poweroff -f\r" eof > console.raw 2>ttyexpect.err &
     tty_pid=$!
     [ "$ROUNDS" = 1 ] && { tail -f console.raw & tail_pid=$!; }
     # ttyexpect's step timeout restarts at each step: the whole run is bounded here
