@@ -83,14 +83,21 @@ static void drain_eventfd(int fd)
         ;
 }
 
+/* Unbinds the vector's eventfd; signals of an external engine stay in it. */
+static void unbind_irqfd_locked(struct msix *x, struct msix_vector *v)
+{
+    if (!v->irqfd_assigned)
+        return;
+    x->sink.irqfd(x->sink.opaque, v->event_fd, v->gsi, false);
+    v->irqfd_assigned = false;
+    if (!v->external)
+        drain_eventfd(v->event_fd);
+}
+
 /* Releases a vector's irqfd binding and route. */
 static void release_route_locked(struct msix *x, struct msix_vector *v)
 {
-    if (v->irqfd_assigned) {
-        x->sink.irqfd(x->sink.opaque, v->event_fd, v->gsi, false);
-        v->irqfd_assigned = false;
-        drain_eventfd(v->event_fd);
-    }
+    unbind_irqfd_locked(x, v);
     if (v->gsi >= 0 && x->sink.route_remove)
         x->sink.route_remove(x->sink.opaque, v->gsi);
     v->gsi = -1;
@@ -126,7 +133,8 @@ static int irqfd_prepare_locked(struct msix *x, unsigned index)
             return -1;
     }
     if (!v->irqfd_assigned) {
-        drain_eventfd(v->event_fd);
+        if (!v->external)
+            drain_eventfd(v->event_fd);
         if (x->sink.irqfd(x->sink.opaque, v->event_fd, v->gsi, true) < 0) {
             release_route_locked(x, v);
             return -1;
@@ -151,9 +159,28 @@ static void deliver_locked(struct msix *x, unsigned index)
         x->sink.signal_msi(x->sink.opaque, vec_address(v), v->data);
 }
 
+/* An external engine's vector after the guest changed it: bound to its
+ * current message while deliverable, unbound otherwise. */
+static void external_sync_locked(struct msix *x, unsigned index)
+{
+    struct msix_vector *v = &x->vec[index];
+    if (!v->external)
+        return;
+    if (x->enabled && !vec_masked_locked(x, v)) {
+        if (irqfd_prepare_locked(x, index) < 0)
+            log_limited(&x->log, LOG_WARNING,
+                        "%s: MSI-X vector %u: no irqfd for its engine; its interrupts wait",
+                        x->name, index);
+    } else {
+        unbind_irqfd_locked(x, v);
+    }
+}
+
 /* Delivers every pending vector that is no longer masked. */
 static void flush_pending_locked(struct msix *x)
 {
+    for (unsigned i = 0; i < x->nvec; i++)
+        external_sync_locked(x, i);
     if (!x->enabled || x->function_masked)
         return;
     for (unsigned i = 0; i < x->nvec; i++) {
@@ -220,6 +247,7 @@ void msix_reset(struct msix *x)
     pthread_mutex_lock(&x->lock);
     for (unsigned i = 0; i < x->nvec; i++) {
         struct msix_vector *v = &x->vec[i];
+        v->external = false;
         release_route_locked(x, v);
         v->addr_lo = v->addr_hi = v->data = 0;
         v->ctrl = MSIX_ENTRY_CTRL_MASKBIT;
@@ -275,8 +303,8 @@ int msix_state(struct msix *x, struct snap *s)
     snap_bytes(s, "pending", pending, x->nvec);
     for (unsigned i = 0; snap_loading(s) && !snap_error(s) && i < x->nvec; i++) {
         const uint32_t *entry = table + 4 * i;
-        snap_check(s, (entry[0] & 3) == 0 && (entry[3] & ~MSIX_ENTRY_CTRL_MASKBIT) == 0,
-                   "table", "a vector has reserved bits set");
+        snap_check(s, (entry[0] & 3) == 0 && (entry[3] & ~MSIX_ENTRY_CTRL_MASKBIT) == 0, "table",
+                   "a vector has reserved bits set");
         snap_check(s, pending[i] <= 1, "pending", "a pending bit is not 0 or 1");
     }
     if (snap_loading(s) && !snap_error(s)) {
@@ -350,6 +378,7 @@ static void table_write_dword(struct msix *x, uint64_t rel, uint32_t value)
         break;
     }
     }
+    external_sync_locked(x, index);
 }
 
 static bool access_ok(struct msix *x, uint64_t offset, unsigned size, const char *what)
@@ -478,6 +507,23 @@ bool msix_notify(struct msix *x, unsigned vector)
         deliver_locked(x, vector);
     pthread_mutex_unlock(&x->lock);
     return true;
+}
+
+int msix_vector_eventfd(struct msix *x, unsigned vector)
+{
+    if (!x->vec || vector >= x->nvec || !irqfd_path(x))
+        return -1;
+    pthread_mutex_lock(&x->lock);
+    struct msix_vector *v = &x->vec[vector];
+    int fd = -1;
+    if (x->enabled && !vec_masked_locked(x, v)) {
+        fd = irqfd_prepare_locked(x, vector);
+    } else if (v->event_fd >= 0 || (v->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) >= 0) {
+        fd = v->event_fd; /* bound once the guest unmasks or enables */
+    }
+    v->external = fd >= 0;
+    pthread_mutex_unlock(&x->lock);
+    return fd;
 }
 
 bool msix_is_pending(struct msix *x, unsigned vector)

@@ -71,6 +71,7 @@ struct msix_vector {
     int gsi;             /* -1: no route */
     bool irqfd_assigned; /* event_fd bound to gsi */
     bool route_stale;    /* address/data changed since the route was made */
+    bool external;       /* another engine writes event_fd (msix_vector_eventfd) */
 };
 
 struct msix {
@@ -131,6 +132,17 @@ bool msix_enabled(struct msix *x);
  * MSI-X is disabled (the caller may use INTx). A vector out of range is
  * dropped (logged) and counts as handled. Any thread. */
 bool msix_notify(struct msix *x, unsigned vector);
+
+/* For interrupts another engine raises (vhost writes the eventfd itself):
+ * the vector's eventfd, bound by irqfd to the vector's message while the
+ * vector is deliverable. From then on the binding follows the guest: a new
+ * message moves the route at once; masking the vector or the function, or
+ * disabling MSI-X, unbinds it, and signals wait in the eventfd until the
+ * guest unmasks or enables again (KVM delivers a pending eventfd when it is
+ * bound; the PBA does not show them). A reset ends it. Returns the
+ * eventfd, or -1 (no irqfd path, vector out of range, no route or eventfd
+ * to be had): raise the vector with msix_notify instead. Any thread. */
+int msix_vector_eventfd(struct msix *x, unsigned vector);
 
 /* Test/inspection helpers. */
 bool msix_is_pending(struct msix *x, unsigned vector);

@@ -196,6 +196,13 @@ int virtio_queue_hand_off(struct virtio_device *vdev, unsigned queue)
     return q->kick_fd;
 }
 
+int virtio_queue_irqfd(struct virtio_device *vdev, unsigned queue)
+{
+    if (queue >= vdev->num_queues || !vdev->transport || !vdev->transport->queue_irqfd)
+        return -1;
+    return vdev->transport->queue_irqfd(vdev->transport_opaque, queue);
+}
+
 void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail)
 {
     struct virtq *vq = &vdev->queues[queue].vq;

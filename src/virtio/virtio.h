@@ -132,6 +132,10 @@ struct virtio_device_ops {
 struct virtio_transport_ops {
     void (*queue_interrupt)(void *opaque, unsigned queue);
     void (*config_interrupt)(void *opaque);
+    /* An eventfd whose every write raises the queue's interrupt in the
+     * guest without us (an MSI-X vector's irqfd), for an engine that
+     * signals by itself; -1 when there is none. Optional. */
+    int (*queue_irqfd)(void *opaque, unsigned queue);
     bool (*dma_enabled)(void *opaque);
 };
 
@@ -248,6 +252,9 @@ int virtio_queue_set_max_size(struct virtio_device *vdev, unsigned queue, uint16
  * take_back: the loop watches the kick eventfd again (kicks that came
  * meanwhile are dropped: the queue is being stopped). */
 int virtio_queue_hand_off(struct virtio_device *vdev, unsigned queue);
+/* The transport's eventfd for the queue's interrupt (queue_irqfd), or -1:
+ * the engine then signals an eventfd of the device's, which relays. */
+int virtio_queue_irqfd(struct virtio_device *vdev, unsigned queue);
 void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail);
 void virtio_queue_take_back(struct virtio_device *vdev, unsigned queue);
 /* True between virtio_device_pause and virtio_device_resume (an activate

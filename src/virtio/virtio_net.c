@@ -67,7 +67,7 @@ struct rx_chain {
 struct vhost_ring {
     struct virtio_net *net;
     unsigned queue;
-    int call_fd; /* the engine's interrupts, relayed on the queue's loop */
+    int call_fd; /* without an irqfd: the engine's interrupts, relayed on the queue's loop */
     struct io_watch call_watch;
     bool started; /* the engine runs the ring */
 };
@@ -807,8 +807,10 @@ static int vhost_start(struct virtio_net *net, struct vhost_ring *r)
         .avail = vq->avail,
         .used = vq->used,
         .kick_fd = virtio_queue_hand_off(vdev, r->queue),
-        .call_fd = r->call_fd,
+        .call_fd = virtio_queue_irqfd(vdev, r->queue),
     };
+    if (desc.call_fd < 0)
+        desc.call_fd = r->call_fd; /* INTx or no vector: through our relay */
     if (!err)
         err = net->vhost->start_ring(net->vhost_opaque, pair, ring, &desc);
     if (err) {

@@ -24,8 +24,9 @@
  * then the control queue (at 2 * max pairs with MQ negotiated, else at 2).
  *
  * Data path A, vhost (params.vhost set): each data queue, once active, is
- * handed to the engine (its kick eventfd, the rings, an eventfd for its
- * interrupts, which the queue's loop relays to the transport); pause and
+ * handed to the engine (its kick eventfd, the rings, and for its
+ * interrupts the queue's MSI-X irqfd from the transport, or without one
+ * an eventfd the queue's loop relays to the transport); pause and
  * reset stop the engine and take the ring positions back, resume starts
  * it again. The control queue, the configuration, the link and the
  * back end's header length and offloads stay ours. RX filtering is the
@@ -98,7 +99,7 @@ struct virtio_net_ring {
     uint16_t last_avail;             /* the next chain the engine takes */
     const void *desc, *avail, *used; /* host views of the rings */
     int kick_fd;                     /* the driver's notifications */
-    int call_fd;                     /* the engine's interrupts (the device relays them) */
+    int call_fd; /* the engine's interrupts: the MSI-X vector's irqfd, else one the device relays */
 };
 struct virtio_net_vhost_ops {
     /* The negotiated features, before the pair's rings start. */

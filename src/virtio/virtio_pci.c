@@ -96,6 +96,17 @@ static void vp_config_interrupt(void *opaque)
     signal_vector(vp, atomic_load(&vp->config_vector), VIRTIO_ISR_CONFIG);
 }
 
+/* The queue's interrupt as an eventfd another engine may write: its MSI-X
+ * vector's, when MSI-X is on and the queue has a vector. */
+static int vp_queue_irqfd(void *opaque, unsigned queue)
+{
+    struct virtio_pci *vp = opaque;
+    if (queue >= vp->vdev->num_queues || !msix_enabled(&vp->msix))
+        return -1;
+    uint16_t vector = atomic_load(&vp->queue_vectors[queue]);
+    return vector == VIRTIO_MSI_NO_VECTOR ? -1 : msix_vector_eventfd(&vp->msix, vector);
+}
+
 static bool vp_dma_enabled(void *opaque)
 {
     struct virtio_pci *vp = opaque;
@@ -105,6 +116,7 @@ static bool vp_dma_enabled(void *opaque)
 static const struct virtio_transport_ops vp_transport_ops = {
     .queue_interrupt = vp_queue_interrupt,
     .config_interrupt = vp_config_interrupt,
+    .queue_irqfd = vp_queue_irqfd,
     .dma_enabled = vp_dma_enabled,
 };
 

@@ -372,6 +372,55 @@ static void test_irqfd_path(void **state)
     assert_int_equal(eventfd_count(fd0), 1);
 }
 
+/* A vector another engine writes (vhost): bound while deliverable, its
+ * route moved as soon as the guest rewrites the message, unbound while
+ * masked or disabled with the engine's signals kept for the rebinding. */
+static void test_external_engine_vector(void **state)
+{
+    program(3, 0xfee00000, 0x41, true);
+    int fd = msix_vector_eventfd(&dev.msix, 3);
+    assert_true(fd >= 0);
+    assert_int_equal(fd, dev.msix.vec[3].event_fd);
+    assert_int_equal(sink.adds, 0); /* disabled and masked: nothing bound yet */
+    uint64_t one = 1;
+    assert_int_equal(write(fd, &one, 8), 8); /* the engine signals meanwhile */
+    control(MSIX_CONTROL_ENABLE);
+    assert_int_equal(sink.adds, 0);
+    twrite(TABLE_OFF + 3 * 16 + 12, 4, 0); /* unmask: bound, the signal kept */
+    assert_int_equal(sink.adds, 1);
+    int gsi = dev.msix.vec[3].gsi;
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, fd);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].data, 0x41);
+    assert_int_equal(eventfd_count(fd), 1);
+
+    /* The guest moves the vector (as Linux does: mask, rewrite, unmask). */
+    twrite(TABLE_OFF + 3 * 16 + 12, 4, 1);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, -1);
+    assert_int_equal(write(fd, &one, 8), 8);
+    twrite(TABLE_OFF + 3 * 16 + 8, 4, 0x42);
+    twrite(TABLE_OFF + 3 * 16 + 12, 4, 0);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].data, 0x42);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, fd);
+    assert_int_equal(eventfd_count(fd), 1);
+    /* ... or rewrites it unmasked: the route follows at once. */
+    twrite(TABLE_OFF + 3 * 16 + 8, 4, 0x43);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].data, 0x43);
+    assert_int_equal(sink.direct, 0);
+
+    /* The function mask and MSI-X off unbind it too. */
+    control(MSIX_CONTROL_ENABLE | MSIX_CONTROL_MASKALL);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, -1);
+    control(MSIX_CONTROL_ENABLE);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, fd);
+    control(0);
+    assert_int_equal(sink.routes[gsi - GSI_BASE].fd, -1);
+
+    /* A reset ends it: the vector is an ordinary one again. */
+    msix_reset(&dev.msix);
+    assert_false(dev.msix.vec[3].external);
+    assert_int_equal(msix_vector_eventfd(&dev.msix, 99), -1);
+}
+
 static void test_route_failure_falls_back(void **state)
 {
     sink.fail_add = true;
@@ -451,6 +500,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_function_mask, setup_direct, teardown),
         cmocka_unit_test_setup_teardown(test_reset, setup_direct, teardown),
         cmocka_unit_test_setup_teardown(test_irqfd_path, setup_irqfd, teardown),
+        cmocka_unit_test_setup_teardown(test_external_engine_vector, setup_irqfd, teardown),
         cmocka_unit_test_setup_teardown(test_route_failure_falls_back, setup_irqfd, teardown),
         cmocka_unit_test(test_bad_layouts),
         cmocka_unit_test_setup_teardown(test_state_round_trip, setup_irqfd, teardown),
