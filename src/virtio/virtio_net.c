@@ -1086,13 +1086,18 @@ static int net_state(struct virtio_device *vdev, struct snap *s)
     return snap_error(s);
 }
 
+static void close_call_fds(struct vnet_pair *pairs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned k = 0; k < 2; k++)
+            if (pairs[i].vhost[k].call_fd >= 0)
+                close(pairs[i].vhost[k].call_fd);
+}
+
 static void net_destroy(struct virtio_device *vdev)
 {
     struct virtio_net *net = net_of(vdev);
-    for (unsigned i = 0; i < net->max_pairs; i++)
-        for (unsigned k = 0; k < 2; k++)
-            if (net->pairs[i].vhost[k].call_fd >= 0)
-                close(net->pairs[i].vhost[k].call_fd);
+    close_call_fds(net->pairs, net->max_pairs);
     pthread_mutex_destroy(&net->apply_lock);
     pthread_mutex_destroy(&net->filter_lock);
     pthread_mutex_destroy(&net->link_lock);
@@ -1177,9 +1182,7 @@ struct virtio_device *virtio_net_create(const struct virtio_net_params *p)
         for (unsigned k = 0; k < 2; k++) {
             if ((pa[i].vhost[k].call_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
                 log_error("%s: eventfd: %s", name, strerror(errno));
-                for (unsigned j = 0; j < 2 * pairs; j++)
-                    if (pa[j / 2].vhost[j % 2].call_fd >= 0)
-                        close(pa[j / 2].vhost[j % 2].call_fd);
+                close_call_fds(pa, pairs);
                 free(net);
                 free(pa);
                 return NULL;
@@ -1218,9 +1221,7 @@ struct virtio_device *virtio_net_create(const struct virtio_net_params *p)
         .mem = p->mem,
     };
     if (virtio_device_init(&net->vdev, &vdp) < 0) {
-        for (unsigned j = 0; j < 2 * pairs; j++)
-            if (pa[j / 2].vhost[j % 2].call_fd >= 0)
-                close(pa[j / 2].vhost[j % 2].call_fd);
+        close_call_fds(pa, pairs);
         free(pa);
         free(net);
         return NULL;
