@@ -1,22 +1,31 @@
 /*
- * Hostile-guest fuzzer for the storage devices, at CPL0.
+ * Hostile-guest fuzzer for the storage devices and the NIC, at CPL0.
  *
  * Command (parsed in main.c): devfuzz SEED [rounds=N]   (N: 1..64, default 8)
- * For every virtio-blk (1af4:1001/1042) and NVMe (class 010802) function
- * on bus 0 it assigns the BARs, then, each round, drives the device the
- * way a buggy or malicious driver would: virtqueues of odd sizes at bad
- * addresses, descriptor chains that loop, overflow or point outside RAM,
- * indirect tables of bad lengths, avail indexes that jump; NVMe admin and
- * I/O queues with bad sizes and bases, random commands with bad PRPs and
- * PRP lists, doorbells for queues that do not exist, controller resets and
- * shutdowns with commands in flight; and random reads and writes of every
- * size all over the BARs. At the end it resets the devices and turns their
- * decoding off. The VMM must log the errors and keep running; what the
- * devices do is not checked here (the caller checks that the VM still
- * answers and that the devices work again after a driver resets them).
+ * For every virtio-blk (1af4:1001/1042), virtio-net (1af4:1000/1041) and
+ * NVMe (class 010802) function on bus 0 it assigns the BARs, then, each
+ * round, drives the device the way a buggy or malicious driver would:
+ * virtqueues of odd sizes at bad addresses, descriptor chains that loop,
+ * overflow or point outside RAM, indirect tables of bad lengths, avail
+ * indexes that jump; for virtio-net, random feature sets (mostly all the
+ * device offers: offloads, MRG_RXBUF, the control queue, MQ), transmit
+ * frames that are empty, shorter than an Ethernet header or over 64 KiB,
+ * with virtio-net headers of bogus flags, GSO type, gso_size, hdr_len and
+ * checksum offsets, writable transmit and readable receive buffers, the
+ * receive queue kicked with no buffers, control commands of bad classes
+ * and commands, short and long, MAC tables with huge or lying counts, and
+ * resets with frames in flight; NVMe admin and I/O queues with bad sizes
+ * and bases, random commands with bad PRPs and PRP lists, doorbells for
+ * queues that do not exist, controller resets and shutdowns with commands
+ * in flight; and random reads and writes of every size all over the BARs.
+ * At the end it resets the devices and turns their decoding off. The VMM
+ * must log the errors and keep running; what the devices do is not
+ * checked here (the caller checks that the VM still answers and that the
+ * devices work again after a driver resets them).
  *
  * Output (each line prefixed "testguest: "):
- *   devfuzz DEV at B:D ops=N      (one per device fuzzed)
+ *   devfuzz DEV at B:D ops=N      (one per device fuzzed; DEV: virtio-blk,
+ *                                 virtio-net or nvme)
  *   devfuzz done devices=N
  *
  * Memory: the devices are only ever given addresses in the scratch RAM
@@ -228,6 +237,27 @@ enum {
     VC_Q_DEVICE = 48,
 };
 
+/* Turns descriptor head into an indirect one: a table of random length
+ * whose first entry is first/first_len and the rest random, linked with
+ * mostly sane next fields; sometimes the table's address or length or the
+ * descriptor's flags are wrong. */
+static void put_indirect(struct fuzz *f, uint64_t table, uint16_t head, uint64_t first,
+                         uint32_t first_len)
+{
+    uint32_t n = 1 + (uint32_t)below(f, 40);
+    uint64_t it = scratch(f, 16ull * n, 16);
+    for (uint32_t i = 0; i < n; i++) {
+        put(it + 16ull * i, 8, i == 0 ? first : pick_addr(f, 1));
+        put(it + 16ull * i + 8, 4, i == 0 ? first_len : pick_len(f));
+        put(it + 16ull * i + 12, 2, (uint16_t)(i + 1 < n ? 1 : 2) | (one_in(f, 10) ? 4 : 0));
+        put(it + 16ull * i + 14, 2, one_in(f, 5) ? (uint16_t)rnd(f) : (uint16_t)(i + 1));
+    }
+    uint64_t d = table + 16ull * head;
+    put(d, 8, one_in(f, 6) ? pick_addr(f, 16) : it);
+    put(d + 8, 4, one_in(f, 4) ? pick_len(f) : 16 * n);
+    put(d + 12, 2, one_in(f, 6) ? 5 : 4);
+}
+
 /* One virtio-blk request: header, data, status; fields mutated now and then. */
 static uint16_t vq_put_request(struct fuzz *f, uint64_t table, uint32_t entries, uint16_t head)
 {
@@ -258,60 +288,74 @@ static uint16_t vq_put_request(struct fuzz *f, uint64_t table, uint32_t entries,
         put(d + 14, 2, next);
     }
     /* Now and then an indirect table instead: random length, random entries. */
-    if (one_in(f, 5)) {
-        uint32_t n = 1 + (uint32_t)below(f, 40);
-        uint64_t it = scratch(f, 16ull * n, 16);
-        for (uint32_t i = 0; i < n; i++) {
-            put(it + 16ull * i, 8, i == 0 ? hdr : pick_addr(f, 1));
-            put(it + 16ull * i + 8, 4, i == 0 ? 16 : pick_len(f));
-            put(it + 16ull * i + 12, 2, (uint16_t)(i + 1 < n ? 1 : 2) | (one_in(f, 10) ? 4 : 0));
-            put(it + 16ull * i + 14, 2, one_in(f, 5) ? (uint16_t)rnd(f) : (uint16_t)(i + 1));
-        }
-        uint64_t d = table + 16ull * head;
-        put(d, 8, one_in(f, 6) ? pick_addr(f, 16) : it);
-        put(d + 8, 4, one_in(f, 4) ? pick_len(f) : 16 * n);
-        put(d + 12, 2, one_in(f, 6) ? 5 : 4);
-    }
+    if (one_in(f, 5))
+        put_indirect(f, table, head, hdr, 16);
     return idx[2];
+}
+
+/* A virtqueue being set up: its rings (in scratch RAM, or bad addresses). */
+struct fuzz_vq {
+    uint64_t desc, avail, used;
+    uint32_t entries; /* descriptors we fill */
+};
+
+/* Selects queue qi and gives it a size and ring addresses: often bad ones,
+ * or (sane) a valid size of 16..256 and rings in scratch RAM, so that the
+ * device gets as far as the chains. */
+static void vq_setup(struct fuzz *f, volatile uint8_t *common, uint16_t qi, struct fuzz_vq *q,
+                     bool sane)
+{
+    mmio_write(f, common + VC_Q_SELECT, 2, qi);
+    uint32_t max = (uint32_t)mmio_read(f, common + VC_Q_SIZE, 2);
+    uint32_t size = sane ? 16u << below(f, 5) : pick_qsize(f, max ? max : 256);
+    while (sane && max && size > max)
+        size >>= 1;
+    mmio_write(f, common + VC_Q_SIZE, 2, size);
+    q->entries = size && size <= 1024 ? size : 256;
+    q->desc = !sane && one_in(f, 5) ? pick_addr(f, 16) : scratch(f, 16ull * q->entries, 16);
+    q->avail = !sane && one_in(f, 5) ? pick_addr(f, 2) : scratch(f, 6 + 2ull * q->entries, 2);
+    q->used = !sane && one_in(f, 5) ? pick_addr(f, 4) : scratch(f, 6 + 8ull * q->entries, 4);
+    mmio_write(f, common + VC_Q_DESC, 8, q->desc);
+    mmio_write(f, common + VC_Q_DRIVER, 8, q->avail);
+    mmio_write(f, common + VC_Q_DEVICE, 8, q->used);
+}
+
+/* Avail ring: heads mostly at chain starts (multiples of stride up to
+ * fill); the index jumps now and then (rarely when sane). Then the queue
+ * is enabled, mostly. */
+static void vq_publish(struct fuzz *f, volatile uint8_t *common, const struct fuzz_vq *q,
+                       uint32_t fill, uint32_t stride, bool sane)
+{
+    uint16_t n = (uint16_t)(one_in(f, sane ? 20 : 5) ? rnd(f) : below(f, fill / stride + 2));
+    put(q->avail, 2, below(f, 2));
+    put(q->avail + 2, 2, n);
+    for (uint32_t i = 0; i < q->entries && i < 64; i++)
+        put(q->avail + 4 + 2ull * i, 2,
+            one_in(f, 6) ? (uint16_t)rnd(f) : (uint16_t)(stride * below(f, fill / stride + 1)));
+    put(q->avail + 4 + 2ull * q->entries, 2, rnd(f)); /* used_event */
+    put(q->used + 2, 2, 0);
+    if (!one_in(f, 8))
+        mmio_write(f, common + VC_Q_ENABLE, 2, 1);
 }
 
 static void virtio_queue(struct fuzz *f, volatile uint8_t *common, unsigned nq)
 {
     uint16_t qi = one_in(f, 6) ? (uint16_t)rnd(f) : (uint16_t)below(f, nq);
-    mmio_write(f, common + VC_Q_SELECT, 2, qi);
-    uint32_t max = (uint32_t)mmio_read(f, common + VC_Q_SIZE, 2);
-    uint32_t size = pick_qsize(f, max ? max : 256);
-    mmio_write(f, common + VC_Q_SIZE, 2, size);
-    uint32_t entries = size && size <= 1024 ? size : 256;
-    uint64_t desc = one_in(f, 5) ? pick_addr(f, 16) : scratch(f, 16ull * entries, 16);
-    uint64_t avail = one_in(f, 5) ? pick_addr(f, 2) : scratch(f, 6 + 2ull * entries, 2);
-    uint64_t used = one_in(f, 5) ? pick_addr(f, 4) : scratch(f, 6 + 8ull * entries, 4);
-    mmio_write(f, common + VC_Q_DESC, 8, desc);
-    mmio_write(f, common + VC_Q_DRIVER, 8, avail);
-    mmio_write(f, common + VC_Q_DEVICE, 8, used);
+    struct fuzz_vq q;
+    vq_setup(f, common, qi, &q, false);
 
     /* Fill the table: requests, and some descriptors of pure noise. */
-    uint32_t fill = entries < 96 ? entries : 96;
+    uint32_t fill = q.entries < 96 ? q.entries : 96;
     for (uint32_t i = 0; i + 3 <= fill; i += 3)
-        vq_put_request(f, desc, entries, (uint16_t)i);
+        vq_put_request(f, q.desc, q.entries, (uint16_t)i);
     for (unsigned i = 0; i < 4; i++) {
-        uint64_t d = desc + 16ull * below(f, entries);
+        uint64_t d = q.desc + 16ull * below(f, q.entries);
         put(d, 8, pick_addr(f, 1));
         put(d + 8, 4, pick_len(f));
         put(d + 12, 2, rnd(f));
         put(d + 14, 2, rnd(f));
     }
-    /* Avail ring: heads mostly at request starts; the index sometimes jumps. */
-    uint16_t n = (uint16_t)(one_in(f, 5) ? rnd(f) : below(f, fill / 3 + 2));
-    put(avail, 2, below(f, 2));
-    put(avail + 2, 2, n);
-    for (uint32_t i = 0; i < entries && i < 64; i++)
-        put(avail + 4 + 2ull * i, 2,
-            one_in(f, 6) ? (uint16_t)rnd(f) : (uint16_t)(3 * below(f, fill / 3 + 1)));
-    put(avail + 4 + 2ull * entries, 2, rnd(f)); /* used_event */
-    put(used + 2, 2, 0);
-    if (!one_in(f, 8))
-        mmio_write(f, common + VC_Q_ENABLE, 2, 1);
+    vq_publish(f, common, &q, fill, 3, false);
 }
 
 static void virtio_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t *notify,
@@ -339,6 +383,222 @@ static void virtio_round(struct fuzz *f, volatile uint8_t *common, volatile uint
         if (qi * mult < 0x1000 && mult)
             mmio_write(f, notify + qi * mult, 2, one_in(f, 5) ? rnd(f) : qi);
         if (one_in(f, 3)) /* a reset racing the requests */
+            mmio_write(f, common + VC_STATUS, 1, 0);
+    }
+    for (unsigned i = 0; i < 6; i++)
+        bar_noise(f, bar_addr[i], bar_size[i], 24);
+}
+
+/* ---- virtio-net (modern interface) ---- */
+
+#define NET_F_MRG_RXBUF (1ULL << 15)
+#define NET_F_MQ (1ULL << 22)
+#define NET_F_VERSION_1 (1ULL << 32)
+
+enum net_role { NET_RX, NET_TX, NET_CTRL };
+
+/* A 16-bit header field: zero, all ones, small, plausible or random. */
+static uint16_t net_u16(struct fuzz *f)
+{
+    switch (below(f, 6)) {
+    case 0:
+        return 0;
+    case 1:
+        return 0xffff;
+    case 2:
+        return (uint16_t)rnd(f);
+    case 3:
+        return (uint16_t)below(f, 16);
+    default:
+        return (uint16_t)below(f, 1600);
+    }
+}
+
+/* A frame buffer length: mostly a normal frame, else shorter than an
+ * Ethernet header, just over 64 KiB plus headers, or half of that (two
+ * such pieces are too much); for a malformed chain (bad) also empty,
+ * absurd, or up to 1 MiB. */
+static uint32_t net_len(struct fuzz *f, bool bad)
+{
+    switch (below(f, bad ? 10 : 7)) {
+    case 0:
+        return (uint32_t)below(f, 14);
+    case 1:
+        return 65536 + 14 + 4 + (uint32_t)below(f, 3);
+    case 2:
+        return 0x8000 + (uint32_t)below(f, 0x8000);
+    case 7:
+        return 0;
+    case 8:
+        return (uint32_t)rnd(f);
+    case 9:
+        return 0x10000u << below(f, 5);
+    default:
+        return 60 + (uint32_t)below(f, 1455);
+    }
+}
+
+/* A virtio-net header at at: flags, GSO type, hdr_len, gso_size,
+ * csum_start, csum_offset and num_buffers mostly wrong somehow. */
+static void net_put_hdr(struct fuzz *f, uint64_t at)
+{
+    static const uint8_t gso[] = {0, 0, 1, 3, 4, 5, 0x81, 0x84};
+    put(at, 1, one_in(f, 3) ? rnd(f) : below(f, 2)); /* NEEDS_CSUM, DATA_VALID, ... */
+    put(at + 1, 1, one_in(f, 6) ? rnd(f) : gso[below(f, sizeof(gso))]);
+    for (unsigned o = 2; o < 12; o += 2)
+        put(at + o, 2, net_u16(f));
+}
+
+/* A control command at buf (class, command, data); returns the length of
+ * the data: MAC tables with huge or lying counts, addresses of odd
+ * lengths, RX modes and pair counts out of range, unknown classes. */
+static uint32_t net_put_ctrl(struct fuzz *f, uint64_t buf)
+{
+    static const uint8_t classes[] = {0, 0, 1, 1, 1, 2, 4, 5};
+    static const uint32_t counts[] = {0, 1, 64, 65, 0xffffffffu, 0x2aaaaaabu};
+    uint8_t cls = one_in(f, 8) ? (uint8_t)rnd(f) : classes[below(f, sizeof(classes))];
+    uint8_t cmd = one_in(f, 6) ? (uint8_t)rnd(f) : (uint8_t)below(f, 7);
+    uint32_t len;
+    put(buf, 1, cls);
+    put(buf + 1, 1, cmd);
+    if (cls == 1 && cmd == 0) { /* MAC_TABLE_SET: two tables */
+        uint64_t off = 2;
+        for (unsigned t = 0; t < 2; t++) {
+            uint32_t count = one_in(f, 3) ? (uint32_t)below(f, 80) : counts[below(f, 6)];
+            uint32_t entries = count < 80 ? count : (uint32_t)below(f, 80);
+            put(buf + off, 4, count);
+            off += 4;
+            for (uint32_t e = 0; e < entries; e++, off += 6) {
+                put(buf + off, 4, rnd(f));
+                put(buf + off + 4, 2, rnd(f));
+            }
+        }
+        len = (uint32_t)(off - 2);
+        if (one_in(f, 3)) /* a little short or long */
+            len = len + 8 - (uint32_t)below(f, 17);
+    } else {
+        put(buf + 2, 8, one_in(f, 2) ? below(f, 3) : rnd(f));
+        len = cls == 1 ? 5 + (uint32_t)below(f, 3) : (uint32_t)below(f, 4);
+    }
+    return one_in(f, 10) ? (uint32_t)rnd(f) : len;
+}
+
+/* One chain of 1..4 descriptors from head, for a queue of role: TX
+ * header and frame pieces, RX buffers, or a control command and its ack,
+ * of hostile contents and lengths. One chain in five is also malformed
+ * (loops, links out of range, flags flipped: readable RX or writable TX
+ * buffers, addresses outside RAM, empty buffers), one in ten indirect
+ * with a table of garbage: each of those stops the queue, so most chains
+ * are well formed for the device to reach the frames. */
+static void net_put_chain(struct fuzz *f, const struct fuzz_vq *q, uint16_t head,
+                          enum net_role role)
+{
+    unsigned n = 1 + (unsigned)below(f, 4);
+    bool bad = one_in(f, 5);
+    uint64_t buf = scratch(f, 0x40000, 16);
+    uint32_t ctrl_len = 0;
+    if (role == NET_TX)
+        net_put_hdr(f, buf);
+    else if (role == NET_CTRL)
+        ctrl_len = net_put_ctrl(f, buf);
+    for (unsigned k = 0; k < n; k++) {
+        uint16_t idx = (uint16_t)((head + k) % q->entries);
+        uint64_t d = q->desc + 16ull * idx;
+        bool last = k + 1 == n;
+        uint64_t addr = buf + (k == 0 ? 0 : 0x400 + 0x8000ull * (k - 1));
+        uint32_t len = net_len(f, bad);
+        uint16_t flags = last ? 0 : 1;
+        uint16_t next = (uint16_t)((idx + 1) % q->entries);
+        if (role == NET_TX && k == 0 && !one_in(f, 4))
+            len = one_in(f, 2) ? 12 : 12 + (uint32_t)below(f, 1515); /* header (and frame) */
+        if (role == NET_RX || (role == NET_CTRL && last))
+            flags |= 2;
+        if (role == NET_CTRL && last) { /* the ack byte (sometimes none, or two) */
+            addr = buf + 0x300;
+            len = one_in(f, 6) ? (uint32_t)below(f, 3) : 1;
+        } else if (role == NET_CTRL) { /* class and command, with or before the data */
+            addr = buf + (k ? 2 : 0);
+            len = k ? ctrl_len : n > 2 ? 2 : 2 + ctrl_len;
+        }
+        if (!len && !bad) /* an empty buffer is a malformed chain */
+            len = 1;
+        if (bad && one_in(f, 3))
+            addr = pick_addr(f, 1);
+        if (bad && one_in(f, 3))
+            flags ^= (uint16_t)(1u << below(f, 3)); /* NEXT, WRITE or INDIRECT flipped */
+        if (bad && one_in(f, 3))
+            next = one_in(f, 2) ? head /* a loop */ : (uint16_t)rnd(f);
+        put(d, 8, addr);
+        put(d + 8, 4, len);
+        put(d + 12, 2, flags);
+        put(d + 14, 2, next);
+    }
+    if (one_in(f, 10))
+        put_indirect(f, q->desc, head, buf, role == NET_TX ? 12 : (uint32_t)below(f, 4096));
+}
+
+/* Sets up queue qi for role with chains at every fourth descriptor. */
+static void net_queue(struct fuzz *f, volatile uint8_t *common, uint16_t qi, enum net_role role)
+{
+    struct fuzz_vq q;
+    bool sane = !one_in(f, 3);
+    vq_setup(f, common, qi, &q, sane);
+    uint32_t fill = q.entries < 96 ? q.entries : 96;
+    for (uint32_t i = 0; i + 4 <= fill; i += 4)
+        net_put_chain(f, &q, (uint16_t)i, role);
+    vq_publish(f, common, &q, fill >= 4 ? fill - 4 : 0, 4, sane);
+    if (role == NET_RX && one_in(f, 4))
+        put(q.avail + 2, 2, 0); /* RX with no buffers posted */
+}
+
+static void net_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t *notify,
+                      uint32_t mult, const uint64_t *bar_addr, const uint64_t *bar_size)
+{
+    mmio_write(f, common + VC_STATUS, 1, 0);
+    for (unsigned i = 0; i < 100 && mmio_read(f, common + VC_STATUS, 1) != 0; i++)
+        ;
+    mmio_write(f, common + VC_STATUS, 1, 1 | 2);
+    /* Features: mostly all the device offers (offloads, MRG_RXBUF, the
+     * control queue, MQ), else a random part of them, or anything. */
+    uint64_t offered = 0, want;
+    for (unsigned sel = 0; sel < 2; sel++) {
+        mmio_write(f, common + VC_DFSELECT, 4, sel);
+        offered |= mmio_read(f, common + VC_DF, 4) << (32 * sel);
+    }
+    switch (below(f, 8)) {
+    case 0:
+        want = rnd(f);
+        break;
+    case 1:
+    case 2:
+        want = (offered & rnd(f)) | NET_F_VERSION_1;
+        break;
+    default:
+        want = offered;
+        break;
+    }
+    for (unsigned sel = 0; sel < 2; sel++) {
+        mmio_write(f, common + VC_GFSELECT, 4, sel);
+        mmio_write(f, common + VC_GF, 4, want >> (32 * sel));
+    }
+    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8);
+    unsigned nq = (unsigned)mmio_read(f, common + VC_NUM_QUEUES, 2);
+    if (nq < 3 || nq > 64)
+        nq = 3;
+    uint16_t ctrl = (uint16_t)(want & NET_F_MQ ? nq - 1 : 2);
+    uint16_t pair = (uint16_t)(want & NET_F_MQ ? 2 * below(f, nq / 2) : 0);
+    if (!one_in(f, 4))
+        net_queue(f, common, pair, NET_RX);
+    if (!one_in(f, 4))
+        net_queue(f, common, pair + 1, NET_TX);
+    if (!one_in(f, 3))
+        net_queue(f, common, one_in(f, 8) ? (uint16_t)rnd(f) : ctrl, NET_CTRL);
+    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8 | 4);
+    for (unsigned k = 0; k < 8; k++) {
+        uint64_t qi = one_in(f, 8) ? below(f, 1024) : one_in(f, 3) ? ctrl : pair + below(f, 2);
+        if (qi * mult < 0x1000 && mult)
+            mmio_write(f, notify + qi * mult, 2, one_in(f, 5) ? rnd(f) : qi);
+        if (one_in(f, 8)) /* a reset with frames in flight */
             mmio_write(f, common + VC_STATUS, 1, 0);
     }
     for (unsigned i = 0; i < 6; i++)
@@ -492,19 +752,22 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
         uint32_t id = pci_cfg_read(0, dev, 0x00);
         uint32_t cls = pci_cfg_read(0, dev, 0x08) >> 8;
         bool virtio = (id & 0xffff) == 0x1af4 && ((id >> 16) == 0x1001 || (id >> 16) == 0x1042);
+        bool net = id == 0x10001af4u || id == 0x10411af4u;
         bool nvme = cls == 0x010802;
-        if (id == 0xffffffffu || (!virtio && !nvme))
+        if (id == 0xffffffffu || (!virtio && !net && !nvme))
             continue;
         uint64_t bar_addr[6], bar_size[6];
         pci_assign_bars(0, dev, bar_addr, bar_size, &next);
         f.ops = 0;
         uint32_t mult = 0;
-        volatile uint8_t *common = virtio ? pci_virtio_cap(0, dev, bar_addr, 1, 0) : 0;
-        volatile uint8_t *notify = virtio ? pci_virtio_cap(0, dev, bar_addr, 2, &mult) : 0;
+        volatile uint8_t *common = virtio || net ? pci_virtio_cap(0, dev, bar_addr, 1, 0) : 0;
+        volatile uint8_t *notify = virtio || net ? pci_virtio_cap(0, dev, bar_addr, 2, &mult) : 0;
         volatile uint8_t *regs = (volatile uint8_t *)(uintptr_t)bar_addr[0];
         for (unsigned r = 0; r < rounds; r++) {
             if (virtio && common && notify)
                 virtio_round(&f, common, notify, mult, bar_addr, bar_size);
+            else if (net && common && notify)
+                net_round(&f, common, notify, mult, bar_addr, bar_size);
             else if (nvme && regs)
                 nvme_round(&f, regs, bar_size[0]);
             if (one_in(&f, 4)) { /* memory decoding off and on under the device */
@@ -514,14 +777,14 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
             }
         }
         /* Leave the device reset and quiet. */
-        if (virtio && common)
+        if ((virtio || net) && common)
             mmio_write(&f, common + VC_STATUS, 1, 0);
         if (nvme && regs) {
             mmio_write(&f, regs + NV_CC, 4, 0);
             nvme_wait_rdy(&f, regs, false);
         }
         pci_cfg_write(0, dev, 0x04, 0x400);
-        report(virtio ? "virtio-blk" : "nvme", dev, f.ops);
+        report(virtio ? "virtio-blk" : net ? "virtio-net" : "nvme", dev, f.ops);
         devices++;
     }
     return devices;

@@ -18,24 +18,33 @@ GUEST_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-fcf-protection=none -fno-asynchronous-unwind-tables \
 	-fno-unwind-tables -fno-tree-loop-distribute-patterns -fno-jump-tables \
 	-Iguest -MMD -MP
+# The device fuzzer and the network test are compiled for size: the ROM is
+# 64 KiB (their hot paths wait on the device, not on the instructions).
+GUEST_SIZE_CFLAGS := -Os
 GUEST_ASFLAGS := -ffreestanding -fno-pic -fno-pie -Iguest -MMD -MP
 GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 	--build-id=none -z max-page-size=4096 --no-warn-rwx-segments -T guest/guest.ld
 
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
-	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o
+	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
-$(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h guest/guest.mk
+$(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h \
+		guest/net_test.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # Storage benchmark drivers (CPL3 hot path; same flags: general registers only).
-$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
+$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/mmio.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+
+# virtio-net test driver (CPL3 loops, like the storage benchmark).
+$(GUEST_OUT)/net_test.o: guest/net_test.c guest/net_test.h guest/mmio.h guest/storage_bench.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 
 # PCI helpers and the device fuzzer (CPL0).
 $(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
@@ -44,7 +53,7 @@ $(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/cpu.h guest/gue
 
 $(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
-	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 
 $(GUEST_OUT)/entry.o: guest/entry.S guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)

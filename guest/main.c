@@ -15,6 +15,7 @@
 #include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
+#include "net_test.h"
 #include "pci.h"
 #include "storage_bench.h"
 
@@ -1200,10 +1201,19 @@ static __attribute__((noreturn)) void command_loop(void)
                 uart_rx_irq(true);
                 sti();
             }
+        } else if (line[0] == 'n' && line[1] == 'e' && line[2] == 't' &&
+                   (line[3] == ' ' || line[3] == 0)) {
+            /* virtio-net test driver (net_test.c): polling at CPL3. */
+            cli();
+            net_test(line + 3, tsc_khz, say);
+            if (rx_irq_mode) {
+                uart_rx_irq(true);
+                sti();
+            }
         } else if (line[0] == 'd' && line[1] == 'e' && line[2] == 'v' && line[3] == 'f' &&
                    line[4] == 'u' && line[5] == 'z' && line[6] == 'z' &&
                    (line[7] == ' ' || line[7] == 0)) {
-            /* Hostile driver for the storage devices (device_fuzz.c). */
+            /* Hostile driver for the storage devices and the NIC (device_fuzz.c). */
             const char *p = line + 7;
             uint64_t seed = 1, rounds = 8;
             while (*p == ' ')

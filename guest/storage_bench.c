@@ -47,6 +47,7 @@
 
 #include "cpu.h"
 #include "layout.h"
+#include "mmio.h"
 #include "pci.h"
 #include "storage_bench.h"
 
@@ -54,16 +55,6 @@ void *memset(void *d, int c, size_t n);
 
 /* ------------------------------------------------------------------ */
 /* Shared by CPL0 and CPL3                                             */
-
-static inline void barrier(void)
-{
-    __asm__ volatile("" ::: "memory");
-}
-
-static inline void full_fence(void)
-{
-    __asm__ volatile("lock addl $0, (%%rsp)" ::: "memory", "cc");
-}
 
 static inline uint64_t sb_tag(uint64_t block)
 {
@@ -144,37 +135,7 @@ _Static_assert(sizeof(struct sb) <= 0x10000, "bench state too big");
 #define NV_QMAX 1024
 
 /* ------------------------------------------------------------------ */
-/* CPL3: register access, helpers                                      */
-
-static inline uint8_t r8(volatile uint8_t *b, unsigned off)
-{
-    return *(volatile uint8_t *)(b + off);
-}
-static inline uint16_t r16(volatile uint8_t *b, unsigned off)
-{
-    return *(volatile uint16_t *)(b + off);
-}
-static inline uint32_t r32(volatile uint8_t *b, unsigned off)
-{
-    return *(volatile uint32_t *)(b + off);
-}
-static inline void w8(volatile uint8_t *b, unsigned off, uint8_t v)
-{
-    *(volatile uint8_t *)(b + off) = v;
-}
-static inline void w16(volatile uint8_t *b, unsigned off, uint16_t v)
-{
-    *(volatile uint16_t *)(b + off) = v;
-}
-static inline void w32(volatile uint8_t *b, unsigned off, uint32_t v)
-{
-    *(volatile uint32_t *)(b + off) = v;
-}
-static inline void w64(volatile uint8_t *b, unsigned off, uint64_t v)
-{
-    w32(b, off, (uint32_t)v);
-    w32(b, off + 4, (uint32_t)(v >> 32));
-}
+/* CPL3: helpers                                                       */
 
 static void u_fail(struct sb *s, const char *why)
 {
@@ -867,7 +828,7 @@ struct __attribute__((packed)) sb_desc_ptr {
     uint64_t base;
 };
 
-static void cpl3_setup(void)
+void cpl3_setup(void)
 {
     if (cpl3_ready)
         return;
