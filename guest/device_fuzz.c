@@ -39,6 +39,8 @@
 
 #include "layout.h"
 #include "pci.h"
+#include "rand.h"
+#include "virtio_modern.h"
 
 #define SCRATCH_BASE 0x4000000ULL
 #define SCRATCH_END 0x8000000ULL
@@ -50,10 +52,7 @@ struct fuzz {
 
 static uint64_t rnd(struct fuzz *f)
 {
-    f->rng ^= f->rng << 13;
-    f->rng ^= f->rng >> 7;
-    f->rng ^= f->rng << 17;
-    return f->rng;
+    return xorshift64(&f->rng);
 }
 
 static uint64_t below(struct fuzz *f, uint64_t n)
@@ -222,21 +221,6 @@ static void bar_noise(struct fuzz *f, uint64_t base, uint64_t size, unsigned cou
 
 /* ---- virtio-blk (modern interface) ---- */
 
-enum {
-    VC_DFSELECT = 0,
-    VC_DF = 4,
-    VC_GFSELECT = 8,
-    VC_GF = 12,
-    VC_NUM_QUEUES = 18,
-    VC_STATUS = 20,
-    VC_Q_SELECT = 22,
-    VC_Q_SIZE = 24,
-    VC_Q_ENABLE = 28,
-    VC_Q_DESC = 32,
-    VC_Q_DRIVER = 40,
-    VC_Q_DEVICE = 48,
-};
-
 /* Turns descriptor head into an indirect one: a table of random length
  * whose first entry is first/first_len and the rest random, linked with
  * mostly sane next fields; sometimes the table's address or length or the
@@ -305,19 +289,19 @@ struct fuzz_vq {
 static void vq_setup(struct fuzz *f, volatile uint8_t *common, uint16_t qi, struct fuzz_vq *q,
                      bool sane)
 {
-    mmio_write(f, common + VC_Q_SELECT, 2, qi);
-    uint32_t max = (uint32_t)mmio_read(f, common + VC_Q_SIZE, 2);
+    mmio_write(f, common + VCOM_Q_SELECT, 2, qi);
+    uint32_t max = (uint32_t)mmio_read(f, common + VCOM_Q_SIZE, 2);
     uint32_t size = sane ? 16u << below(f, 5) : pick_qsize(f, max ? max : 256);
     while (sane && max && size > max)
         size >>= 1;
-    mmio_write(f, common + VC_Q_SIZE, 2, size);
+    mmio_write(f, common + VCOM_Q_SIZE, 2, size);
     q->entries = size && size <= 1024 ? size : 256;
     q->desc = !sane && one_in(f, 5) ? pick_addr(f, 16) : scratch(f, 16ull * q->entries, 16);
     q->avail = !sane && one_in(f, 5) ? pick_addr(f, 2) : scratch(f, 6 + 2ull * q->entries, 2);
     q->used = !sane && one_in(f, 5) ? pick_addr(f, 4) : scratch(f, 6 + 8ull * q->entries, 4);
-    mmio_write(f, common + VC_Q_DESC, 8, q->desc);
-    mmio_write(f, common + VC_Q_DRIVER, 8, q->avail);
-    mmio_write(f, common + VC_Q_DEVICE, 8, q->used);
+    mmio_write(f, common + VCOM_Q_DESC, 8, q->desc);
+    mmio_write(f, common + VCOM_Q_AVAIL, 8, q->avail);
+    mmio_write(f, common + VCOM_Q_USED, 8, q->used);
 }
 
 /* Avail ring: heads mostly at chain starts (multiples of stride up to
@@ -335,7 +319,16 @@ static void vq_publish(struct fuzz *f, volatile uint8_t *common, const struct fu
     put(q->avail + 4 + 2ull * q->entries, 2, rnd(f)); /* used_event */
     put(q->used + 2, 2, 0);
     if (!one_in(f, 8))
-        mmio_write(f, common + VC_Q_ENABLE, 2, 1);
+        mmio_write(f, common + VCOM_Q_ENABLE, 2, 1);
+}
+
+/* Resets the device (waiting a little for it), then ACKNOWLEDGE | DRIVER. */
+static void virtio_restart(struct fuzz *f, volatile uint8_t *common)
+{
+    mmio_write(f, common + VCOM_STATUS, 1, 0);
+    for (unsigned i = 0; i < 100 && mmio_read(f, common + VCOM_STATUS, 1) != 0; i++)
+        ;
+    mmio_write(f, common + VCOM_STATUS, 1, VST_ACK | VST_DRIVER);
 }
 
 static void virtio_queue(struct fuzz *f, volatile uint8_t *common, unsigned nq)
@@ -361,29 +354,28 @@ static void virtio_queue(struct fuzz *f, volatile uint8_t *common, unsigned nq)
 static void virtio_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t *notify,
                          uint32_t mult, const uint64_t *bar_addr, const uint64_t *bar_size)
 {
-    mmio_write(f, common + VC_STATUS, 1, 0);
-    for (unsigned i = 0; i < 100 && mmio_read(f, common + VC_STATUS, 1) != 0; i++)
-        ;
-    mmio_write(f, common + VC_STATUS, 1, 1 | 2);
+    virtio_restart(f, common);
     for (unsigned sel = 0; sel < 2; sel++) {
-        mmio_write(f, common + VC_DFSELECT, 4, sel);
-        uint64_t feat = mmio_read(f, common + VC_DF, 4);
-        mmio_write(f, common + VC_GFSELECT, 4, one_in(f, 8) ? rnd(f) : sel);
-        mmio_write(f, common + VC_GF, 4, one_in(f, 6) ? rnd(f) : feat & (rnd(f) | (sel ? 1 : 0)));
+        mmio_write(f, common + VCOM_DFSELECT, 4, sel);
+        uint64_t feat = mmio_read(f, common + VCOM_DF, 4);
+        mmio_write(f, common + VCOM_GFSELECT, 4, one_in(f, 8) ? rnd(f) : sel);
+        mmio_write(f, common + VCOM_GF, 4, one_in(f, 6) ? rnd(f) : feat & (rnd(f) | (sel ? 1 : 0)));
     }
-    mmio_write(f, common + VC_STATUS, 1, one_in(f, 8) ? rnd(f) : 1 | 2 | 8);
-    unsigned nq = (unsigned)mmio_read(f, common + VC_NUM_QUEUES, 2);
+    mmio_write(f, common + VCOM_STATUS, 1,
+               one_in(f, 8) ? rnd(f) : VST_ACK | VST_DRIVER | VST_FEATURES_OK);
+    unsigned nq = (unsigned)mmio_read(f, common + VCOM_NUM_QUEUES, 2);
     if (nq == 0 || nq > 64)
         nq = 1;
     for (unsigned q = 1 + (unsigned)below(f, 3); q > 0; q--)
         virtio_queue(f, common, nq);
-    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8 | 4);
+    mmio_write(f, common + VCOM_STATUS, 1,
+               one_in(f, 10) ? rnd(f) : VST_ACK | VST_DRIVER | VST_FEATURES_OK | VST_DRIVER_OK);
     for (unsigned k = 0; k < 6; k++) {
         uint64_t qi = one_in(f, 5) ? below(f, 1024) : below(f, nq);
         if (qi * mult < 0x1000 && mult)
             mmio_write(f, notify + qi * mult, 2, one_in(f, 5) ? rnd(f) : qi);
         if (one_in(f, 3)) /* a reset racing the requests */
-            mmio_write(f, common + VC_STATUS, 1, 0);
+            mmio_write(f, common + VCOM_STATUS, 1, 0);
     }
     for (unsigned i = 0; i < 6; i++)
         bar_noise(f, bar_addr[i], bar_size[i], 24);
@@ -391,9 +383,7 @@ static void virtio_round(struct fuzz *f, volatile uint8_t *common, volatile uint
 
 /* ---- virtio-net (modern interface) ---- */
 
-#define NET_F_MRG_RXBUF (1ULL << 15)
 #define NET_F_MQ (1ULL << 22)
-#define NET_F_VERSION_1 (1ULL << 32)
 
 enum net_role { NET_RX, NET_TX, NET_CTRL };
 
@@ -554,16 +544,13 @@ static void net_queue(struct fuzz *f, volatile uint8_t *common, uint16_t qi, enu
 static void net_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t *notify,
                       uint32_t mult, const uint64_t *bar_addr, const uint64_t *bar_size)
 {
-    mmio_write(f, common + VC_STATUS, 1, 0);
-    for (unsigned i = 0; i < 100 && mmio_read(f, common + VC_STATUS, 1) != 0; i++)
-        ;
-    mmio_write(f, common + VC_STATUS, 1, 1 | 2);
+    virtio_restart(f, common);
     /* Features: mostly all the device offers (offloads, MRG_RXBUF, the
      * control queue, MQ), else a random part of them, or anything. */
     uint64_t offered = 0, want;
     for (unsigned sel = 0; sel < 2; sel++) {
-        mmio_write(f, common + VC_DFSELECT, 4, sel);
-        offered |= mmio_read(f, common + VC_DF, 4) << (32 * sel);
+        mmio_write(f, common + VCOM_DFSELECT, 4, sel);
+        offered |= mmio_read(f, common + VCOM_DF, 4) << (32 * sel);
     }
     switch (below(f, 8)) {
     case 0:
@@ -571,18 +558,19 @@ static void net_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t
         break;
     case 1:
     case 2:
-        want = (offered & rnd(f)) | NET_F_VERSION_1;
+        want = (offered & rnd(f)) | VIRTIO_F_VERSION_1;
         break;
     default:
         want = offered;
         break;
     }
     for (unsigned sel = 0; sel < 2; sel++) {
-        mmio_write(f, common + VC_GFSELECT, 4, sel);
-        mmio_write(f, common + VC_GF, 4, want >> (32 * sel));
+        mmio_write(f, common + VCOM_GFSELECT, 4, sel);
+        mmio_write(f, common + VCOM_GF, 4, want >> (32 * sel));
     }
-    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8);
-    unsigned nq = (unsigned)mmio_read(f, common + VC_NUM_QUEUES, 2);
+    mmio_write(f, common + VCOM_STATUS, 1,
+               one_in(f, 10) ? rnd(f) : VST_ACK | VST_DRIVER | VST_FEATURES_OK);
+    unsigned nq = (unsigned)mmio_read(f, common + VCOM_NUM_QUEUES, 2);
     if (nq < 3 || nq > 64)
         nq = 3;
     uint16_t ctrl = (uint16_t)(want & NET_F_MQ ? nq - 1 : 2);
@@ -593,13 +581,14 @@ static void net_round(struct fuzz *f, volatile uint8_t *common, volatile uint8_t
         net_queue(f, common, pair + 1, NET_TX);
     if (!one_in(f, 3))
         net_queue(f, common, one_in(f, 8) ? (uint16_t)rnd(f) : ctrl, NET_CTRL);
-    mmio_write(f, common + VC_STATUS, 1, one_in(f, 10) ? rnd(f) : 1 | 2 | 8 | 4);
+    mmio_write(f, common + VCOM_STATUS, 1,
+               one_in(f, 10) ? rnd(f) : VST_ACK | VST_DRIVER | VST_FEATURES_OK | VST_DRIVER_OK);
     for (unsigned k = 0; k < 8; k++) {
         uint64_t qi = one_in(f, 8) ? below(f, 1024) : one_in(f, 3) ? ctrl : pair + below(f, 2);
         if (qi * mult < 0x1000 && mult)
             mmio_write(f, notify + qi * mult, 2, one_in(f, 5) ? rnd(f) : qi);
         if (one_in(f, 8)) /* a reset with frames in flight */
-            mmio_write(f, common + VC_STATUS, 1, 0);
+            mmio_write(f, common + VCOM_STATUS, 1, 0);
     }
     for (unsigned i = 0; i < 6; i++)
         bar_noise(f, bar_addr[i], bar_size[i], 24);
@@ -750,11 +739,11 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
     unsigned devices = 0;
     for (unsigned dev = 2; dev < 32; dev++) {
         uint32_t id = pci_cfg_read(0, dev, 0x00);
-        uint32_t cls = pci_cfg_read(0, dev, 0x08) >> 8;
-        bool virtio = (id & 0xffff) == 0x1af4 && ((id >> 16) == 0x1001 || (id >> 16) == 0x1042);
-        bool net = id == 0x10001af4u || id == 0x10411af4u;
-        bool nvme = cls == 0x010802;
-        if (id == 0xffffffffu || (!virtio && !net && !nvme))
+        uint32_t class_rev = pci_cfg_read(0, dev, 0x08);
+        bool virtio = pci_is_virtio_blk(id, class_rev);
+        bool net = pci_is_virtio_net(id, class_rev);
+        bool nvme = pci_is_nvme(id, class_rev);
+        if (!virtio && !net && !nvme)
             continue;
         uint64_t bar_addr[6], bar_size[6];
         pci_assign_bars(0, dev, bar_addr, bar_size, &next);
@@ -778,12 +767,12 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
         }
         /* Leave the device reset and quiet. */
         if ((virtio || net) && common)
-            mmio_write(&f, common + VC_STATUS, 1, 0);
+            mmio_write(&f, common + VCOM_STATUS, 1, 0);
         if (nvme && regs) {
             mmio_write(&f, regs + NV_CC, 4, 0);
             nvme_wait_rdy(&f, regs, false);
         }
-        pci_cfg_write(0, dev, 0x04, 0x400);
+        pci_disable(0, dev);
         report(virtio ? "virtio-blk" : net ? "virtio-net" : "nvme", dev, f.ops);
         devices++;
     }

@@ -134,12 +134,7 @@ pm32_ap:
 	.section .text, "ax"
 	.code64
 lm64_bsp:
-	mov	$SEL_DATA, %ax
-	mov	%ax, %ds
-	mov	%ax, %es
-	mov	%ax, %ss
-	mov	%ax, %fs
-	mov	%ax, %gs
+	LOAD_DATA_SEGS
 	mov	$STACK_TOP, %esp
 	/* Zero .bss (a few KiB). */
 	mov	$__bss_start, %edi
@@ -237,10 +232,10 @@ irq_common:
 	add	$8, %rsp		/* vector */
 	iretq
 
-/* CPL3 sessions (storage benchmark). user_enter(fn, arg, stack) runs
+/* CPL3 sessions (the drivers, cpl3.h). user_enter(fn, arg, stack) runs
  * fn(arg) at CPL3 on `stack` and returns fn's result. fn returns into
  * user_start's ud2; the #UD gate (user_ud_entry, installed by
- * storage_bench.c) sees a CPL3 frame and resumes after user_enter with the
+ * cpl3.c) sees a CPL3 frame and resumes after user_enter with the
  * saved callee-saved registers. A #UD at CPL0 takes the ordinary
  * exception path (exc_6). TSS.RSP0 is the kernel stack at entry, so
  * exceptions and interrupts taken at CPL3 land below everything in use. */

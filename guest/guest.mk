@@ -26,23 +26,42 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 	--build-id=none -z max-page-size=4096 --no-warn-rwx-segments -T guest/guest.ld
 
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
-	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o
+	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o \
+	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
 $(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h \
-		guest/net_test.h guest/guest.mk
+		guest/net_test.h guest/pci.h guest/cpu.h guest/rand.h guest/text.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # Storage benchmark drivers (CPL3 hot path; same flags: general registers only).
-$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/mmio.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
+$(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/mmio.h guest/pci.h \
+		guest/layout.h guest/cpu.h guest/cpl3.h guest/rand.h guest/text.h \
+		guest/virtio_modern.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # virtio-net test driver (CPL3 loops, like the storage benchmark).
-$(GUEST_OUT)/net_test.o: guest/net_test.c guest/net_test.h guest/mmio.h guest/storage_bench.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
+$(GUEST_OUT)/net_test.o: guest/net_test.c guest/net_test.h guest/mmio.h guest/pci.h guest/layout.h \
+		guest/cpu.h guest/cpl3.h guest/text.h guest/virtio_modern.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
+# What both CPL3 drivers share: the CPL3 sessions, the virtio-pci modern
+# interface (set-up only: -Os), the output lines and argument parsing.
+$(GUEST_OUT)/cpl3.o: guest/cpl3.c guest/cpl3.h guest/cpu.h guest/layout.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
+
+$(GUEST_OUT)/virtio_modern.o: guest/virtio_modern.c guest/virtio_modern.h guest/cpl3.h \
+		guest/cpu.h guest/mmio.h guest/pci.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
+$(GUEST_OUT)/text.o: guest/text.c guest/text.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 
@@ -51,7 +70,8 @@ $(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/cpu.h guest/gue
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
-$(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h guest/cpu.h guest/guest.mk
+$(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h \
+		guest/cpu.h guest/cpl3.h guest/rand.h guest/virtio_modern.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 

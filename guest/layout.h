@@ -30,13 +30,13 @@
 #define SEL_DATA 0x10
 #define SEL_CODE64 0x18
 
-/* CPL3 sessions (storage benchmark, storage_bench.c): a copy of the GDT in
- * RAM adds these, loaded only when the `bench` command first runs. */
+/* CPL3 sessions of the drivers (cpl3.c): a copy of the GDT in RAM adds
+ * these, loaded only when `bench` or `net` first runs. */
 #define SEL_UDATA 0x20 /* DPL3 data */
 #define SEL_UCODE 0x28 /* DPL3 64-bit code */
 #define SEL_TSS 0x30   /* 64-bit TSS (16-byte descriptor) */
 
-/* RAM the storage benchmark uses (only while `bench` runs; the guest needs
+/* RAM the drivers use (only while `bench` or `net` runs; the guest needs
  * at least 64 MiB then). */
 #define USER_STACK_TOP 0x210000   /* CPL3 stack, 0x200000 .. 0x20FFFF */
 #define BENCH_STATE_ADDR 0x210000 /* driver state, up to 0x21FFFF */

@@ -17,7 +17,9 @@
 #include "device_fuzz.h"
 #include "net_test.h"
 #include "pci.h"
+#include "rand.h"
 #include "storage_bench.h"
+#include "text.h"
 
 /* ------------------------------------------------------------------ */
 /* Port I/O, MSR-free helpers                                          */
@@ -298,16 +300,6 @@ static void tsc_calibrate(void)
     lapic_timer_khz = lkhz;
 }
 
-static uint64_t deadline_ms(uint64_t ms)
-{
-    return rdtsc() + ms * tsc_khz;
-}
-
-static bool expired(uint64_t deadline)
-{
-    return (int64_t)(rdtsc() - deadline) >= 0;
-}
-
 static void delay_us(uint64_t us)
 {
     uint64_t end = rdtsc() + us * tsc_khz / 1000;
@@ -546,7 +538,7 @@ static int next_byte(uint64_t deadline, bool forever)
         }
         if (inb(COM1 + UART_LSR) & LSR_DR)
             return inb(COM1 + UART_RBR);
-        if (!forever && expired(deadline))
+        if (!forever && tsc_passed(deadline))
             return -1;
         cpu_relax();
     }
@@ -557,7 +549,7 @@ static int next_byte(uint64_t deadline, bool forever)
 static int read_line(char *buf, size_t max, uint64_t timeout_ms)
 {
     bool forever = timeout_ms == 0;
-    uint64_t deadline = forever ? 0 : deadline_ms(timeout_ms);
+    uint64_t deadline = forever ? 0 : tsc_deadline(tsc_khz, timeout_ms);
     size_t len = 0;
     for (;;) {
         int c = next_byte(deadline, forever);
@@ -614,33 +606,13 @@ struct params {
     bool have_cpus, have_mem, bad;
 };
 
+/* The largest number the parameter line and the commands take (10^12 + 9;
+ * each checks its own range after). */
+#define COMMAND_NUMBER_MAX 1000000000009ULL
+
 static bool parse_u64(const char **pp, uint64_t *out)
 {
-    const char *p = *pp;
-    uint64_t v = 0;
-    if (*p < '0' || *p > '9')
-        return false;
-    while (*p >= '0' && *p <= '9') {
-        if (v > 100000000000ULL)
-            return false;
-        v = v * 10 + (uint64_t)(*p - '0');
-        p++;
-    }
-    *pp = p;
-    *out = v;
-    return true;
-}
-
-static bool key_is(const char *p, const char *key, const char **val)
-{
-    while (*key && *p == *key) {
-        p++;
-        key++;
-    }
-    if (*key || *p != '=')
-        return false;
-    *val = p + 1;
-    return true;
+    return parse_decimal(pp, COMMAND_NUMBER_MAX, out);
 }
 
 static void parse_params(const char *line, struct params *pr)
@@ -657,7 +629,7 @@ static void parse_params(const char *line, struct params *pr)
             break;
         const char *v;
         uint64_t x;
-        if (key_is(p, "cpus", &v)) {
+        if (word_is(p, "cpus=", &v)) {
             if (!parse_u64(&v, &x) || x < 1 || x > MAX_CPUS)
                 pr->bad = true;
             else {
@@ -665,7 +637,7 @@ static void parse_params(const char *line, struct params *pr)
                 pr->have_cpus = true;
             }
             p = v;
-        } else if (key_is(p, "mem", &v)) {
+        } else if (word_is(p, "mem=", &v)) {
             if (!parse_u64(&v, &x) || x < 2)
                 pr->bad = true;
             else {
@@ -673,7 +645,7 @@ static void parse_params(const char *line, struct params *pr)
                 pr->have_mem = true;
             }
             p = v;
-        } else if (key_is(p, "lowmem", &v)) {
+        } else if (word_is(p, "lowmem=", &v)) {
             if (!parse_u64(&v, &x) || x < 2 || x > 4096)
                 pr->bad = true;
             else
@@ -721,8 +693,8 @@ static void start_aps(uint64_t want)
         icr_send(0x000C4600 | TRAMP_VECTOR);
         delay_us(200);
         icr_send(0x000C4600 | TRAMP_VECTOR);
-        uint64_t dl = deadline_ms(2000);
-        while (*done < want - 1 && !expired(dl))
+        uint64_t dl = tsc_deadline(tsc_khz, 2000);
+        while (*done < want - 1 && !tsc_passed(dl))
             cpu_relax();
         /* Let stragglers beyond the expected count show up briefly. */
         delay_us(1000);
@@ -924,10 +896,7 @@ static uint64_t sweep_state;
 
 static uint64_t sweep_rand(void)
 {
-    sweep_state ^= sweep_state << 13;
-    sweep_state ^= sweep_state >> 7;
-    sweep_state ^= sweep_state << 17;
-    return sweep_state;
+    return xorshift64(&sweep_state);
 }
 
 static void port_write(uint16_t port, unsigned size, uint32_t v)
@@ -1110,6 +1079,7 @@ static __attribute__((noreturn)) void command_loop(void)
         int n = read_line(line, sizeof(line), 0);
         if (n < 0)
             continue;
+        const char *p; /* a command's arguments */
         if (streq(line, "halt")) {
             say("halting");
             uart_drain_tx();
@@ -1166,10 +1136,8 @@ static __attribute__((noreturn)) void command_loop(void)
                 line_end();
             }
             say("lspci done");
-        } else if (line[0] == 's' && line[1] == 'p' && line[2] == 'e' && line[3] == 'w' &&
-                   line[4] == ' ') {
+        } else if (word_is(line, "spew ", &p)) {
             /* Bulk output, for console tests: "spew N" prints N lines. */
-            const char *p = line + 5;
             uint64_t count = 0;
             if (!parse_u64(&p, &count))
                 count = 0;
@@ -1181,9 +1149,7 @@ static __attribute__((noreturn)) void command_loop(void)
                 line_end();
             }
             say("spew done");
-        } else if (line[0] == 's' && line[1] == 'w' && line[2] == 'e' && line[3] == 'e' &&
-                   line[4] == 'p') {
-            const char *p = line + 5;
+        } else if (word_is(line, "sweep", &p)) {
             uint64_t seed = 0;
             if (*p == ' ') {
                 p++;
@@ -1192,29 +1158,24 @@ static __attribute__((noreturn)) void command_loop(void)
             }
             sweep(seed);
             say("sweep done");
-        } else if (line[0] == 'b' && line[1] == 'e' && line[2] == 'n' && line[3] == 'c' &&
-                   line[4] == 'h' && line[5] == ' ') {
+        } else if (word_is(line, "bench ", &p)) {
             /* Storage benchmark (storage_bench.c): drivers polling at CPL3. */
             cli();
-            storage_bench(line + 6, tsc_khz, say);
+            storage_bench(p, tsc_khz, say);
             if (rx_irq_mode) {
                 uart_rx_irq(true);
                 sti();
             }
-        } else if (line[0] == 'n' && line[1] == 'e' && line[2] == 't' &&
-                   (line[3] == ' ' || line[3] == 0)) {
+        } else if (word_is(line, "net", &p) && (*p == ' ' || *p == 0)) {
             /* virtio-net test driver (net_test.c): polling at CPL3. */
             cli();
-            net_test(line + 3, tsc_khz, say);
+            net_test(p, tsc_khz, say);
             if (rx_irq_mode) {
                 uart_rx_irq(true);
                 sti();
             }
-        } else if (line[0] == 'd' && line[1] == 'e' && line[2] == 'v' && line[3] == 'f' &&
-                   line[4] == 'u' && line[5] == 'z' && line[6] == 'z' &&
-                   (line[7] == ' ' || line[7] == 0)) {
+        } else if (word_is(line, "devfuzz", &p) && (*p == ' ' || *p == 0)) {
             /* Hostile driver for the storage devices and the NIC (device_fuzz.c). */
-            const char *p = line + 7;
             uint64_t seed = 1, rounds = 8;
             while (*p == ' ')
                 p++;
@@ -1222,9 +1183,7 @@ static __attribute__((noreturn)) void command_loop(void)
                 p = "?";
             while (*p == ' ')
                 p++;
-            if (p[0] == 'r' && p[1] == 'o' && p[2] == 'u' && p[3] == 'n' && p[4] == 'd' &&
-                p[5] == 's' && p[6] == '=') {
-                p += 7;
+            if (word_is(p, "rounds=", &p)) {
                 if (!parse_u64(&p, &rounds) || rounds < 1 || rounds > 64)
                     p = "?";
             }
@@ -1242,11 +1201,9 @@ static __attribute__((noreturn)) void command_loop(void)
                 uart_rx_irq(true);
                 sti();
             }
-        } else if (line[0] == 'd' && line[1] == 'e' && line[2] == 'a' && line[3] == 'f' &&
-                   line[4] == ' ') {
+        } else if (word_is(line, "deaf ", &p)) {
             /* Stop reading COM1 for N ms (busy, RX interrupt off): the
              * console's input backs up in the VMM. */
-            const char *p = line + 5;
             uint64_t ms = 0;
             if (parse_u64(&p, &ms) && ms <= 600000) {
                 say("deaf");

@@ -1,6 +1,6 @@
 /* Register and memory-ordering helpers of the test guest's CPL3 drivers
- * (storage_bench.c, net_test.c): every device register access is one
- * volatile load or store of its width. */
+ * (storage_bench.c, net_test.c, virtio_modern.[ch]): every device register
+ * access is one volatile load or store of its width. */
 #ifndef TESTGUEST_MMIO_H
 #define TESTGUEST_MMIO_H
 

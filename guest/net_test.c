@@ -1,9 +1,9 @@
 /*
  * Network test: a minimal polling virtio-net driver (modern interface;
  * 1af4:1000 transitional or 1af4:1041) run at CPL3 like the storage
- * benchmark's drivers (storage_bench.c): PCI enumeration and the CPL3
- * plumbing run at CPL0, device set-up and the frame loops at CPL3 against
- * user-accessible RAM and BARs, polling the used rings (no interrupts).
+ * benchmark's drivers (storage_bench.c; cpl3.h says why): PCI enumeration
+ * runs at CPL0, device set-up and the frame loops at CPL3, polling the used
+ * rings (no interrupts).
  * Features: VERSION_1 and MAC required; STATUS, and MRG_RXBUF unless
  * mrg=0, taken when offered; no offloads, no EVENT_IDX, no control queue.
  * One queue pair (queues 0 and 1, at most 256 entries each); every buffer
@@ -69,11 +69,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpl3.h"
 #include "cpu.h"
 #include "layout.h"
 #include "mmio.h"
 #include "pci.h"
-#include "storage_bench.h"
+#include "text.h"
+#include "virtio_modern.h"
 
 void *memset(void *d, int c, size_t n);
 
@@ -91,64 +93,22 @@ void *memset(void *d, int c, size_t n);
 #define NT_RX_BUFS BENCH_DATA_ADDR
 #define NT_TX_BUFS (BENCH_DATA_ADDR + NT_QMAX * NT_BUF)
 #define NT_EXPECTED (BENCH_DATA_ADDR + 2 * NT_QMAX * NT_BUF) /* the frame a check wants */
+_Static_assert(NT_QMAX <= VIRTQ_MAX && VIRTQ_RINGS_SIZE <= NT_TX_RING - NT_RX_RING,
+               "a queue's rings do not fit its ring area");
 
 #define VIRTIO_NET_F_MAC (1ULL << 5)
 #define VIRTIO_NET_F_MRG_RXBUF (1ULL << 15)
 #define VIRTIO_NET_F_STATUS (1ULL << 16)
-#define VIRTIO_F_VERSION_1 (1ULL << 32)
-
-#define VCOM_DFSELECT 0x00
-#define VCOM_DF 0x04
-#define VCOM_GFSELECT 0x08
-#define VCOM_GF 0x0c
-#define VCOM_STATUS 0x14
-#define VCOM_GENERATION 0x15
-#define VCOM_Q_SELECT 0x16
-#define VCOM_Q_SIZE 0x18
-#define VCOM_Q_MSIX 0x1a
-#define VCOM_Q_ENABLE 0x1c
-#define VCOM_Q_NOFF 0x1e
-#define VCOM_Q_DESC 0x20
-#define VCOM_Q_AVAIL 0x28
-#define VCOM_Q_USED 0x30
-#define VST_ACK 1
-#define VST_DRIVER 2
-#define VST_DRIVER_OK 4
-#define VST_FEATURES_OK 8
-#define VST_NEEDS_RESET 0x40
-#define VDESC_WRITE 2
-#define VUSED_NO_NOTIFY 1
-#define VAVAIL_NO_INTERRUPT 1
 
 static const uint8_t nt_broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 static const uint8_t nt_host_mac[6] = {0x02, 0x70, 0x65, 0x65, 0x72, 0x00};
 
-struct nt_desc {
-    uint64_t addr;
-    uint32_t len;
-    uint16_t flags, next;
-};
-
-struct nt_avail {
-    uint16_t flags, idx;
-    uint16_t ring[NT_QMAX];
-};
-
-struct nt_used {
-    uint16_t flags, idx;
-    struct {
-        uint32_t id, len;
-    } ring[NT_QMAX];
-};
-
-/* One virtqueue; descriptor i always describes buffer i (slot i). */
+/* One virtqueue and its buffers; descriptor i always describes buffer i
+ * (slot i). */
 struct nt_ring {
-    volatile struct nt_desc *desc;
-    volatile struct nt_avail *avail;
-    volatile struct nt_used *used;
-    volatile uint16_t *notify;
+    struct virtq q;
     uint8_t *bufs;
-    uint16_t index, size, avail_idx, avail_pub, last_used, nfree;
+    uint16_t nfree;
     uint16_t free[NT_QMAX]; /* slots the driver holds (TX) */
     bool with_device[NT_QMAX];
 };
@@ -157,16 +117,15 @@ enum nt_mode { NT_CHECK, NT_LINK, NT_BENCH_TX, NT_BENCH_RX };
 
 /* Driver state in RAM at BENCH_STATE_ADDR (user-accessible). */
 struct nt {
+    struct cpl3_session cpl3;
+
     /* Set at CPL0. */
     enum nt_mode mode;
-    uint64_t tsc_khz;
-    volatile uint8_t *common, *notify, *devcfg;
-    uint32_t notify_mult;
+    struct virtio_modern vio;
     uint64_t count, size, seed, mrg_wanted, wait_ms, quiet_ms, timeout_ms, changes, ms, batch;
     uint64_t link_deadline; /* TSC */
 
     /* Set at CPL3. */
-    char err[80];
     uint8_t mac[6];
     bool mrg, has_status, link_up;
     uint8_t gen;
@@ -184,26 +143,6 @@ _Static_assert(sizeof(struct nt) <= 0x10000, "net state too big");
 
 /* ------------------------------------------------------------------ */
 /* CPL3                                                                */
-
-static void u_fail(struct nt *s, const char *why)
-{
-    unsigned i = 0;
-    while (why[i] && i < sizeof(s->err) - 1) {
-        s->err[i] = why[i];
-        i++;
-    }
-    s->err[i] = 0;
-}
-
-static uint64_t u_deadline(struct nt *s, uint64_t ms)
-{
-    return rdtsc() + ms * s->tsc_khz;
-}
-
-static bool u_expired(uint64_t deadline)
-{
-    return (int64_t)(rdtsc() - deadline) >= 0;
-}
 
 /* ---- the frame generator (see the header comment) ---- */
 
@@ -264,37 +203,17 @@ static void nt_frame(uint8_t *f, uint32_t seed, uint8_t dir, uint32_t index, uin
 
 /* ---- virtqueues ---- */
 
-static int nt_queue_setup(struct nt *s, struct nt_ring *r, uint16_t index, uint64_t ring,
+static int nt_queue_setup(struct nt *s, struct nt_ring *r, uint16_t index, uint64_t rings,
                           uint64_t bufs)
 {
-    volatile uint8_t *c = s->common;
-    w16(c, VCOM_Q_SELECT, index);
-    uint16_t max = r16(c, VCOM_Q_SIZE);
-    uint16_t size = NT_QMAX;
-    while (size > max)
-        size >>= 1;
-    if (size < 8) {
-        u_fail(s, "a queue holds fewer than 8 entries");
+    memset(r, 0, sizeof(*r));
+    if (!virtio_modern_queue_setup(&s->vio, &r->q, index, NT_QMAX, rings, false)) {
+        u_fail(&s->cpl3, "a queue holds fewer than 8 entries");
         return -1;
     }
-    memset((void *)(uintptr_t)ring, 0, 0x3000);
-    memset(r, 0, sizeof(*r));
-    r->desc = (volatile struct nt_desc *)(uintptr_t)ring;
-    r->avail = (volatile struct nt_avail *)(uintptr_t)(ring + 0x1000);
-    r->used = (volatile struct nt_used *)(uintptr_t)(ring + 0x2000);
     r->bufs = (uint8_t *)(uintptr_t)bufs;
-    r->index = index;
-    r->size = size;
-    for (uint16_t i = 0; i < size; i++)
-        r->free[r->nfree++] = (uint16_t)(size - 1 - i);
-    w16(c, VCOM_Q_SIZE, size);
-    w16(c, VCOM_Q_MSIX, 0xffff);
-    w64(c, VCOM_Q_DESC, ring);
-    w64(c, VCOM_Q_AVAIL, ring + 0x1000);
-    w64(c, VCOM_Q_USED, ring + 0x2000);
-    r->notify = (volatile uint16_t *)(s->notify + (uint64_t)r16(c, VCOM_Q_NOFF) * s->notify_mult);
-    r->avail->flags = VAVAIL_NO_INTERRUPT; /* we poll */
-    w16(c, VCOM_Q_ENABLE, 1);
+    for (uint16_t i = 0; i < r->q.size; i++)
+        r->free[r->nfree++] = (uint16_t)(r->q.size - 1 - i);
     return 0;
 }
 
@@ -306,48 +225,40 @@ static uint8_t *nt_buf(struct nt_ring *r, uint16_t slot)
 /* Hands a free slot's buffer to the device (published by nt_flush). */
 static void nt_post(struct nt_ring *r, uint16_t slot, uint32_t len, uint16_t flags)
 {
-    volatile struct nt_desc *d = &r->desc[slot];
+    volatile struct virtq_desc *d = &r->q.desc[slot];
     d->addr = (uint64_t)(uintptr_t)nt_buf(r, slot);
     d->len = len;
     d->flags = flags;
     d->next = 0;
     r->with_device[slot] = true;
-    r->avail->ring[r->avail_idx & (r->size - 1)] = slot;
-    r->avail_idx++;
+    virtq_add(&r->q, slot);
 }
 
 /* Publishes posted buffers; notifies unless the device said it need not. */
 static void nt_flush(struct nt *s, struct nt_ring *r)
 {
-    if (r->avail_pub == r->avail_idx)
-        return;
-    barrier();
-    r->avail->idx = r->avail_idx;
-    r->avail_pub = r->avail_idx;
-    full_fence();
-    if (!(r->used->flags & VUSED_NO_NOTIFY)) {
-        *r->notify = r->index;
+    if (virtq_publish(&r->q))
         s->kicks++;
-    }
 }
 
 /* The next used buffer: its slot, or -1 when there is none, or -2 when the
- * device broke the ring's rules (s->err says how). */
+ * device broke the ring's rules (u_fail said how). */
 static int nt_take_used(struct nt *s, struct nt_ring *r, uint32_t *len)
 {
-    uint16_t idx = r->used->idx;
-    if (idx == r->last_used)
+    struct virtq *q = &r->q;
+    uint16_t idx = q->used->idx;
+    if (idx == q->last_used)
         return -1;
-    if ((uint16_t)(idx - r->last_used) > r->size) {
-        u_fail(s, "used index ran ahead of the buffers posted");
+    if ((uint16_t)(idx - q->last_used) > q->size) {
+        u_fail(&s->cpl3, "used index ran ahead of the buffers posted");
         return -2;
     }
     barrier();
-    uint32_t id = r->used->ring[r->last_used & (r->size - 1)].id;
-    *len = r->used->ring[r->last_used & (r->size - 1)].len;
-    r->last_used++;
-    if (id >= r->size || !r->with_device[id]) {
-        u_fail(s, "used ring returned a buffer the device did not hold");
+    uint32_t id = q->used->ring[q->last_used & (q->size - 1)].id;
+    *len = q->used->ring[q->last_used & (q->size - 1)].len;
+    q->last_used++;
+    if (id >= q->size || !r->with_device[id]) {
+        u_fail(&s->cpl3, "used ring returned a buffer the device did not hold");
         return -2;
     }
     r->with_device[id] = false;
@@ -359,12 +270,12 @@ static int nt_take_used(struct nt *s, struct nt_ring *r, uint32_t *len)
 static void nt_read_config(struct nt *s)
 {
     for (unsigned tries = 0; tries < 100; tries++) {
-        uint8_t gen = r8(s->common, VCOM_GENERATION);
+        uint8_t gen = r8(s->vio.common, VCOM_GENERATION);
         for (unsigned i = 0; i < 6; i++)
-            s->mac[i] = r8(s->devcfg, i);
-        s->link_up = s->has_status ? (r16(s->devcfg, 6) & 1) != 0 : true;
+            s->mac[i] = r8(s->vio.devcfg, i);
+        s->link_up = s->has_status ? (r16(s->vio.devcfg, 6) & 1) != 0 : true;
         s->gen = gen;
-        if (r8(s->common, VCOM_GENERATION) == gen)
+        if (r8(s->vio.common, VCOM_GENERATION) == gen)
             return;
     }
 }
@@ -372,53 +283,31 @@ static void nt_read_config(struct nt *s)
 static uint64_t u_init(void *arg)
 {
     struct nt *s = arg;
-    volatile uint8_t *c = s->common;
-    w8(c, VCOM_STATUS, 0);
-    uint64_t dl = u_deadline(s, 1000);
-    while (r8(c, VCOM_STATUS) != 0)
-        if (u_expired(dl)) {
-            u_fail(s, "virtio reset did not complete");
-            return 1;
-        }
-    w8(c, VCOM_STATUS, VST_ACK);
-    w8(c, VCOM_STATUS, VST_ACK | VST_DRIVER);
-    w32(c, VCOM_DFSELECT, 0);
-    uint64_t f = r32(c, VCOM_DF);
-    w32(c, VCOM_DFSELECT, 1);
-    f |= (uint64_t)r32(c, VCOM_DF) << 32;
-    if (!(f & VIRTIO_F_VERSION_1)) {
-        u_fail(s, "device does not offer VIRTIO_F_VERSION_1");
+    uint64_t f;
+    if (!virtio_modern_begin(&s->vio, &s->cpl3, &f))
         return 1;
-    }
     if (!(f & VIRTIO_NET_F_MAC)) {
-        u_fail(s, "device does not offer VIRTIO_NET_F_MAC");
+        u_fail(&s->cpl3, "device does not offer VIRTIO_NET_F_MAC");
         return 1;
     }
     uint64_t want = VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC | (f & VIRTIO_NET_F_STATUS) |
                     (s->mrg_wanted ? f & VIRTIO_NET_F_MRG_RXBUF : 0);
     s->has_status = (want & VIRTIO_NET_F_STATUS) != 0;
     s->mrg = (want & VIRTIO_NET_F_MRG_RXBUF) != 0;
-    w32(c, VCOM_GFSELECT, 0);
-    w32(c, VCOM_GF, (uint32_t)want);
-    w32(c, VCOM_GFSELECT, 1);
-    w32(c, VCOM_GF, (uint32_t)(want >> 32));
-    w8(c, VCOM_STATUS, VST_ACK | VST_DRIVER | VST_FEATURES_OK);
-    if (!(r8(c, VCOM_STATUS) & VST_FEATURES_OK)) {
-        u_fail(s, "device refused FEATURES_OK");
+    if (!virtio_modern_accept(&s->vio, &s->cpl3, want))
         return 1;
-    }
     if (nt_queue_setup(s, &s->rx, 0, NT_RX_RING, NT_RX_BUFS) < 0 ||
         nt_queue_setup(s, &s->tx, 1, NT_TX_RING, NT_TX_BUFS) < 0)
         return 1;
-    w8(c, VCOM_STATUS, VST_ACK | VST_DRIVER | VST_FEATURES_OK | VST_DRIVER_OK);
-    if (r8(c, VCOM_STATUS) & VST_NEEDS_RESET) {
-        u_fail(s, "device needs a reset right after DRIVER_OK");
+    virtio_modern_driver_ok(&s->vio);
+    if (r8(s->vio.common, VCOM_STATUS) & VST_NEEDS_RESET) {
+        u_fail(&s->cpl3, "device needs a reset right after DRIVER_OK");
         return 1;
     }
     nt_read_config(s);
     /* Every receive buffer to the device, for good. */
     while (s->rx.nfree)
-        nt_post(&s->rx, s->rx.free[--s->rx.nfree], NT_BUF, VDESC_WRITE);
+        nt_post(&s->rx, s->rx.free[--s->rx.nfree], NT_BUF, VIRTQ_DESC_F_WRITE);
     nt_flush(s, &s->rx);
     return 0;
 }
@@ -426,10 +315,7 @@ static uint64_t u_init(void *arg)
 static uint64_t u_shutdown(void *arg)
 {
     struct nt *s = arg;
-    w8(s->common, VCOM_STATUS, 0);
-    uint64_t dl = u_deadline(s, 1000);
-    while (r8(s->common, VCOM_STATUS) != 0 && !u_expired(dl))
-        cpu_relax();
+    (void)virtio_modern_reset(&s->vio, &s->cpl3);
     return 0;
 }
 
@@ -514,23 +400,23 @@ static void nt_check_rx(struct nt *s, const uint8_t *b, uint32_t used_len)
 static uint64_t u_check(void *arg)
 {
     struct nt *s = arg;
-    uint64_t dl = u_deadline(s, s->wait_ms), quiet = u_deadline(s, s->quiet_ms);
+    uint64_t dl = u_deadline(&s->cpl3, s->wait_ms), quiet = u_deadline(&s->cpl3, s->quiet_ms);
     uint32_t queued = 0, len;
     int slot;
     /* Frames left in the TAP from before are not the host's answer: take
      * them until none came for quiet_ms, so that the TAP has room. */
-    while (!u_expired(quiet)) {
+    while (!tsc_passed(quiet)) {
         while ((slot = nt_take_used(s, &s->rx, &len)) >= 0) {
             if (nt_rx_frame(s, nt_buf(&s->rx, (uint16_t)slot), len))
                 s->rx_other++;
-            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VDESC_WRITE);
-            quiet = u_deadline(s, s->quiet_ms);
+            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VIRTQ_DESC_F_WRITE);
+            quiet = u_deadline(&s->cpl3, s->quiet_ms);
         }
         if (slot == -2)
             return 1;
         nt_flush(s, &s->rx);
-        if (u_expired(dl)) {
-            u_fail(s, "frames kept coming for wait_ms before the check began");
+        if (tsc_passed(dl)) {
+            u_fail(&s->cpl3, "frames kept coming for wait_ms before the check began");
             return 1;
         }
         cpu_relax();
@@ -556,12 +442,12 @@ static uint64_t u_check(void *arg)
             return 1;
         while ((slot = nt_take_used(s, &s->rx, &len)) >= 0) {
             nt_check_rx(s, nt_buf(&s->rx, (uint16_t)slot), len);
-            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VDESC_WRITE);
+            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VIRTQ_DESC_F_WRITE);
         }
         if (slot == -2)
             return 1;
         nt_flush(s, &s->rx);
-        if ((s->tx_done == s->count && s->rx_ok + s->rx_bad >= s->count) || u_expired(dl))
+        if ((s->tx_done == s->count && s->rx_ok + s->rx_bad >= s->count) || tsc_passed(dl))
             return 0;
         cpu_relax();
     }
@@ -578,10 +464,10 @@ static uint64_t u_link_wait(void *arg)
         nt_read_config(s);
         if (s->link_up != up || s->gen != gen)
             return 0;
-        if (u_expired(s->link_deadline))
+        if (tsc_passed(s->link_deadline))
             return 1;
-        uint64_t pause = u_deadline(s, 1);
-        while (!u_expired(pause))
+        uint64_t pause = u_deadline(&s->cpl3, 1);
+        while (!tsc_passed(pause))
             cpu_relax();
     }
 }
@@ -590,12 +476,12 @@ static uint64_t u_bench_tx(void *arg)
 {
     struct nt *s = arg;
     uint32_t len = (uint32_t)s->size, pending = 0;
-    for (uint16_t t = 0; t < s->tx.size; t++) {
+    for (uint16_t t = 0; t < s->tx.q.size; t++) {
         uint8_t *b = nt_buf(&s->tx, t);
         memset(b, 0, NT_HDR);
         nt_frame(b + NT_HDR, 1, NT_DIR_GUEST, t, len, nt_broadcast, s->mac);
     }
-    uint64_t start = rdtsc(), end = start + s->ms * s->tsc_khz, progress = start;
+    uint64_t start = rdtsc(), end = start + s->ms * s->cpl3.tsc_khz, progress = start;
     s->kicks = 0;
     for (;;) {
         uint64_t now = rdtsc();
@@ -620,12 +506,12 @@ static uint64_t u_bench_tx(void *arg)
             nt_flush(s, &s->tx);
             pending = 0;
         }
-        if (!running && s->tx.nfree == s->tx.size) {
+        if (!running && s->tx.nfree == s->tx.q.size) {
             s->tsc = now - start;
             break;
         }
-        if (now - progress > 10000 * s->tsc_khz) {
-            u_fail(s, "transmit buffers stopped coming back (10 s)");
+        if (now - progress > 10000 * s->cpl3.tsc_khz) {
+            u_fail(&s->cpl3, "transmit buffers stopped coming back (10 s)");
             return 1;
         }
     }
@@ -636,7 +522,7 @@ static uint64_t u_bench_tx(void *arg)
 static uint64_t u_bench_rx(void *arg)
 {
     struct nt *s = arg;
-    uint64_t start = rdtsc(), end = start + s->ms * s->tsc_khz;
+    uint64_t start = rdtsc(), end = start + s->ms * s->cpl3.tsc_khz;
     uint32_t pending = 0;
     s->kicks = 0;
     while ((int64_t)(rdtsc() - end) < 0) {
@@ -650,7 +536,7 @@ static uint64_t u_bench_rx(void *arg)
                 s->frames++;
                 s->bytes += len;
             }
-            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VDESC_WRITE);
+            nt_post(&s->rx, (uint16_t)slot, NT_BUF, VIRTQ_DESC_F_WRITE);
             got = true;
             if (++pending >= s->batch) {
                 nt_flush(s, &s->rx);
@@ -667,79 +553,16 @@ static uint64_t u_bench_rx(void *arg)
             cpu_relax();
     }
     nt_flush(s, &s->rx);
-    s->tsc = s->ms * s->tsc_khz;
+    s->tsc = s->ms * s->cpl3.tsc_khz;
     return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* CPL0: arguments, the device, output                                 */
 
-struct nt_line {
-    char buf[160];
-    unsigned n;
-};
-
-static void ln_str(struct nt_line *l, const char *s)
-{
-    while (*s && l->n < sizeof(l->buf) - 1)
-        l->buf[l->n++] = *s++;
-    l->buf[l->n] = 0;
-}
-
-static void ln_num(struct nt_line *l, uint64_t v, unsigned base, int digits)
-{
-    static const char hx[] = "0123456789abcdef";
-    char t[24];
-    int k = 0;
-    do {
-        t[k++] = hx[v % base];
-        v /= base;
-    } while (v || k < digits);
-    while (k && l->n < sizeof(l->buf) - 1)
-        l->buf[l->n++] = t[--k];
-    l->buf[l->n] = 0;
-}
-
-static void ln_kv(struct nt_line *l, const char *key, uint64_t v)
-{
-    ln_str(l, " ");
-    ln_str(l, key);
-    ln_str(l, "=");
-    ln_num(l, v, 10, 1);
-}
-
-static bool nt_word(const char *p, const char *w, const char **rest)
-{
-    while (*w && *p == *w) {
-        p++;
-        w++;
-    }
-    if (*w)
-        return false;
-    *rest = p;
-    return true;
-}
-
-static bool nt_num(const char **pp, uint64_t *out)
-{
-    const char *p = *pp;
-    uint64_t v = 0;
-    if (*p < '0' || *p > '9')
-        return false;
-    while (*p >= '0' && *p <= '9') {
-        if (v > 1000000000ULL)
-            return false;
-        v = v * 10 + (uint64_t)(*p - '0');
-        p++;
-    }
-    *pp = p;
-    *out = v;
-    return true;
-}
-
 static void nt_say_fail(void (*say)(const char *), const char *why)
 {
-    struct nt_line l = {.n = 0};
+    struct out_line l = {.n = 0};
     ln_str(&l, "net FAIL ");
     ln_str(&l, why);
     say(l.buf);
@@ -747,7 +570,7 @@ static void nt_say_fail(void (*say)(const char *), const char *why)
 
 static void nt_say_link(struct nt *s, void (*say)(const char *))
 {
-    struct nt_line l = {.n = 0};
+    struct out_line l = {.n = 0};
     ln_str(&l, s->link_up ? "net link up" : "net link down");
     ln_kv(&l, "gen", s->gen);
     say(l.buf);
@@ -789,33 +612,22 @@ static bool nt_parse(struct nt *s, const char *p, int *want_bus, int *want_dev)
         if (!*p)
             return true;
         const char *rest;
-        uint64_t v, d;
+        uint64_t v;
         const struct nt_key *key = NULL;
         for (unsigned i = 0; i < sizeof(nt_keys) / sizeof(nt_keys[0]) && !key; i++)
-            if (nt_word(p, nt_keys[i].name, &rest))
+            if (word_is(p, nt_keys[i].name, &rest))
                 key = &nt_keys[i];
         if (key) {
             p = rest;
-            if (!nt_num(&p, &v) || v < key->min || v > key->max)
+            if (!parse_decimal(&p, ARG_NUMBER_MAX, &v) || v < key->min || v > key->max)
                 return false;
             *nt_field(s, key) = v;
-        } else if (nt_num(&p, &v) && *p == ':') {
-            p++;
-            if (!nt_num(&p, &d) || v > 255 || d > 31)
-                return false;
-            *want_bus = (int)v;
-            *want_dev = (int)d;
-        } else {
+        } else if (!parse_pci_location(&p, want_bus, want_dev)) {
             return false;
         }
         if (*p && *p != ' ')
             return false;
     }
-}
-
-static bool nt_is_net(uint32_t id)
-{
-    return id == 0x10001af4u || id == 0x10411af4u;
 }
 
 static const char nt_usage[] = "usage: net check|link|bench tx|bench rx [BUS:DEV] [key=value...]";
@@ -827,13 +639,13 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
     enum nt_mode mode;
     while (*p == ' ')
         p++;
-    if (nt_word(p, "check", &rest))
+    if (word_is(p, "check", &rest))
         mode = NT_CHECK;
-    else if (nt_word(p, "link", &rest))
+    else if (word_is(p, "link", &rest))
         mode = NT_LINK;
-    else if (nt_word(p, "bench tx", &rest))
+    else if (word_is(p, "bench tx", &rest))
         mode = NT_BENCH_TX;
-    else if (nt_word(p, "bench rx", &rest))
+    else if (word_is(p, "bench rx", &rest))
         mode = NT_BENCH_RX;
     else {
         nt_say_fail(say, nt_usage);
@@ -846,52 +658,31 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
         return;
     }
     s->mode = mode;
-    s->tsc_khz = tsc_khz;
+    s->cpl3.tsc_khz = tsc_khz;
 
-    unsigned bus = want_bus >= 0 ? (unsigned)want_bus : 0, dev = 0;
-    uint32_t id = 0;
-    bool found = false;
-    for (unsigned d = want_dev >= 0 ? (unsigned)want_dev : 0; d < 32 && !found; d++) {
-        id = pci_cfg_read(bus, d, 0x00);
-        if (nt_is_net(id)) {
-            found = true;
-            dev = d;
-        }
-        if (want_dev >= 0)
-            break;
-    }
-    if (!found) {
+    unsigned bus, dev;
+    if (!pci_find(want_bus, want_dev, pci_is_virtio_net, &bus, &dev)) {
         nt_say_fail(say, "no virtio-net function (1af4:1000 or 1af4:1041)");
         return;
     }
-
-    /* Mask interrupt sources: the driver polls. */
-    outb(0x21, 0xff);
-    outb(0xA1, 0xff);
-    outb(0x3F8 + 1, 0x00); /* COM1 IER */
-    cpl3_setup();
+    uint32_t id = pci_cfg_read(bus, dev, 0x00);
+    cpl3_setup_polling();
     uint64_t bar_addr[6], next = BENCH_MMIO_BASE;
     pci_assign_bars(bus, dev, bar_addr, NULL, &next);
-    s->common = pci_virtio_cap(bus, dev, bar_addr, 1, 0);
-    s->notify = pci_virtio_cap(bus, dev, bar_addr, 2, &s->notify_mult);
-    s->devcfg = pci_virtio_cap(bus, dev, bar_addr, 4, 0);
+    bool mapped = virtio_modern_map(bus, dev, bar_addr, &s->vio);
 
-    struct nt_line l = {.n = 0};
+    struct out_line l = {.n = 0};
     ln_str(&l, "net device ");
-    ln_num(&l, id & 0xffff, 16, 4);
-    ln_str(&l, ":");
-    ln_num(&l, id >> 16, 16, 4);
+    ln_pci_id(&l, id);
     ln_str(&l, " at ");
-    ln_num(&l, bus, 10, 1);
-    ln_str(&l, ":");
-    ln_num(&l, dev, 10, 1);
+    ln_pci_location(&l, bus, dev);
     say(l.buf);
-    if (!s->common || !s->notify || !s->devcfg) {
+    if (!mapped) {
         nt_say_fail(say, "no modern virtio interface (capabilities)");
         goto out;
     }
     if (user_enter(u_init, s, USER_STACK_TOP) != 0) {
-        nt_say_fail(say, s->err[0] ? s->err : "driver init failed");
+        nt_say_fail(say, u_failure(&s->cpl3, "driver init failed"));
         goto out_reset;
     }
     l.n = 0;
@@ -899,14 +690,14 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
     for (unsigned i = 0; i < 6; i++) {
         if (i)
             ln_str(&l, ":");
-        ln_num(&l, s->mac[i], 16, 2);
+        ln_hex(&l, s->mac[i], 2);
     }
     say(l.buf);
     nt_say_link(s, say);
     l.n = 0;
     ln_str(&l, "net queues");
-    ln_kv(&l, "rx", s->rx.size);
-    ln_kv(&l, "tx", s->tx.size);
+    ln_kv(&l, "rx", s->rx.q.size);
+    ln_kv(&l, "tx", s->tx.q.size);
     ln_kv(&l, "mrg", s->mrg);
     say(l.buf);
 
@@ -934,7 +725,7 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
             say(l.buf);
         }
         if (!ran)
-            nt_say_fail(say, s->err[0] ? s->err : "check failed");
+            nt_say_fail(say, u_failure(&s->cpl3, "check failed"));
         else if (s->tx_done != s->count)
             nt_say_fail(say, "not every frame sent before wait_ms");
         else if (s->rx_bad)
@@ -963,7 +754,7 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
     } else {
         bool tx = mode == NT_BENCH_TX;
         if (user_enter(tx ? u_bench_tx : u_bench_rx, s, USER_STACK_TOP) != 0) {
-            nt_say_fail(say, s->err[0] ? s->err : "bench failed");
+            nt_say_fail(say, u_failure(&s->cpl3, "bench failed"));
         } else {
             l.n = 0;
             ln_str(&l, tx ? "net bench tx" : "net bench rx");
@@ -978,7 +769,5 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
 out_reset:
     user_enter(u_shutdown, s, USER_STACK_TOP);
 out:
-    /* Leave the function quiet: no decoding, no bus mastering, so a later
-     * command may place another device's BARs at the same addresses. */
-    pci_cfg_write(bus, dev, 0x04, 0x400);
+    pci_disable(bus, dev);
 }

@@ -1,8 +1,6 @@
 /* PCI helpers of the test guest (see pci.h). */
 #include "pci.h"
 
-#include <stdbool.h>
-
 #include "cpu.h"
 #include "layout.h"
 
@@ -16,6 +14,44 @@ void pci_cfg_write(unsigned bus, unsigned dev, unsigned reg, uint32_t v)
 {
     outl(0xCF8, 0x80000000u | bus << 16 | dev << 11 | (reg & 0xfc));
     outl(0xCFC, v);
+}
+
+bool pci_is_virtio_blk(uint32_t id, uint32_t class_rev)
+{
+    (void)class_rev;
+    return (id & 0xffff) == 0x1af4 && ((id >> 16) == 0x1001 || (id >> 16) == 0x1042);
+}
+
+bool pci_is_virtio_net(uint32_t id, uint32_t class_rev)
+{
+    (void)class_rev;
+    return id == 0x10001af4u || id == 0x10411af4u;
+}
+
+bool pci_is_nvme(uint32_t id, uint32_t class_rev)
+{
+    return id != 0xffffffffu && (class_rev >> 8) == 0x010802;
+}
+
+bool pci_find(int want_bus, int want_dev, bool (*match)(uint32_t id, uint32_t class_rev),
+              unsigned *bus, unsigned *dev)
+{
+    unsigned b = want_bus >= 0 ? (unsigned)want_bus : 0;
+    for (unsigned d = want_dev >= 0 ? (unsigned)want_dev : 0; d < 32; d++) {
+        if (match(pci_cfg_read(b, d, 0x00), pci_cfg_read(b, d, 0x08))) {
+            *bus = b;
+            *dev = d;
+            return true;
+        }
+        if (want_dev >= 0)
+            break;
+    }
+    return false;
+}
+
+void pci_disable(unsigned bus, unsigned dev)
+{
+    pci_cfg_write(bus, dev, 0x04, 0x400);
 }
 
 void pci_assign_bars(unsigned bus, unsigned dev, uint64_t bar_addr[6], uint64_t *bar_size,

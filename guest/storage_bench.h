@@ -11,11 +11,4 @@
  * which adds the "testguest: " prefix and the line end. */
 void storage_bench(const char *args, uint64_t tsc_khz, void (*say)(const char *line));
 
-/* Loads the GDT copy with the CPL3 segments and the TSS, installs the #UD
- * gate that ends a CPL3 session and makes 0..4 GiB user-accessible (the
- * BAR window uncached), once; then user_enter() runs code at CPL3. Also
- * used by the network test (net_test.c). */
-void cpl3_setup(void);
-extern uint64_t user_enter(uint64_t (*fn)(void *), void *arg, uint64_t stack);
-
 #endif
