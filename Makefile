@@ -89,16 +89,23 @@ $(BUILD)/bench/storage: bench/storage.c bench/bench_util.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@
 
-# make bench BENCH_BEFORE=<rev>: start-up, memory and storage also measure the
+$(BUILD)/bench/net: bench/net.c bench/bench_util.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@
+
+# make bench BENCH_BEFORE=<rev>: start-up, memory, storage and network also measure the
 # VMM built from that git revision, interleaved with ours and QEMU.
 BENCH_VMM_BEFORE = $(if $(BENCH_BEFORE),--vmm-before $(BUILD)/bench-before/propolis-standalone-$(BENCH_BEFORE))
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
-       $(BUILD)/bench/storage guest
+       $(BUILD)/bench/storage $(BUILD)/bench/net guest
 	$(if $(BENCH_BEFORE),bench/build-before.sh $(BENCH_BEFORE) $(BUILD)/bench-before)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
+	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nic
 	$(BUILD)/bench/block_backend --seconds 2
 	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
+	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	bench/rig-ovmf.sh
+	BUILD=$(BUILD) bench/rig-net.sh
 
 format:
 	clang-format -i $$(find src tools tests guest bench -name '*.[ch]')
