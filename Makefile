@@ -89,9 +89,9 @@ $(BUILD)/bench/storage: bench/storage.c bench/bench_util.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $^ -o $@
 
-$(BUILD)/bench/net: bench/net.c bench/bench_util.c
+$(BUILD)/bench/net: bench/net.c bench/bench_util.c guest/net_frame.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) $^ -o $@
+	$(CC) $(CFLAGS_RELEASE) $(filter %.c,$^) -o $@
 
 # make bench BENCH_BEFORE=<rev>: start-up, memory, storage and network also measure the
 # VMM built from that git revision, interleaved with ours and QEMU.

@@ -17,18 +17,23 @@
  *    against the generator (bad ones counted), timed on the host's
  *    CLOCK_MONOTONIC from the first frame to the last, next to the TAP's
  *    rx counters and the guest's own count.
- *  - host->guest: this program sends generator frames to the guest's MAC
- *    as fast as sendmmsg takes them (batches of 64, PACKET_QDISC_BYPASS)
- *    for the window, pausing 20 us whenever the TAP's queue is full so
- *    that the sender does not take the CPU the VMM needs to empty it; the
- *    guest counts what arrives and checks each buffer's length and
- *    virtio-net header (it does not compare payload bytes in this mode).
+ *  - host->guest: the guest first takes what waits in the TAP from the
+ *    tests before until nothing came for 100 ms, then says it is ready;
+ *    this program then sends generator frames to the guest's MAC as fast
+ *    as sendmmsg takes them (batches of 64, PACKET_QDISC_BYPASS) for the
+ *    window, pausing 20 us whenever the TAP's queue is full so that the
+ *    sender does not take the CPU the VMM needs to empty it; the guest
+ *    checks each frame byte for byte (and each buffer's length and
+ *    virtio-net header) and counts the good ones and the bad ones.
  *    The figure is the guest's count over the host's window (first send to
  *    the moment the TAP's queue is drained); the drop rate is 1 - guest
  *    count / frames offered (offered = taken by the TAP + refused because
  *    its queue was full; the TAP's tx and tx_dropped counters agree).
  *  - 60-byte frames (packets/s) and 1514-byte frames (Gbit/s of Ethernet
  *    frames without preamble and FCS), both directions.
+ *  - every test has a seed of its own (1, 2, ... in the order they run),
+ *    passed to the guest: a frame of an earlier test is bad at either end.
+ *    The frame generator is guest/net_frame.h, the guest's own.
  * Host CPU: the CPU time of every thread of the VMM process (per-thread
  * run time from /proc/PID/task/TID/schedstat, or utime+stime where that is
  * missing) from just before the test's command (guest->host) or the first
@@ -41,8 +46,8 @@
  * Every run boots each contestant once (all four tests in one boot), the
  * order rotating from run to run (bench_util's run_order); the table shows
  * the median over runs with min..max and ratios. A run with a bad frame
- * or a failure is reported and left out of the figures. Prints the exact
- * commands and configs; never fails on figures.
+ * (at either end) or a failure is reported and left out of the figures.
+ * Prints the exact commands and configs; never fails on figures.
  *
  *   net --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *       [--vhost] [--tests tx60,tx1514,rx60,rx1514] [--qemu-cpu MODEL]
@@ -83,19 +88,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../guest/net_frame.h"
+
 #define MAX_RUNS 21
 #define TAP_NAME "pstb0"
 #define GUEST_MAC "02:00:5e:70:73:01"
-#define ETHERTYPE 0x88b5
-#define DIR_GUEST 'G'
-#define DIR_HOST 'H'
-#define GEN_SEED 1
 #define TX_SLOTS 256 /* guest tx frames carry index 0..ring size - 1 */
 #define RX_POOL 1024 /* distinct host frames sent round-robin */
 #define BATCH 64     /* sendmmsg / recvmmsg batch */
 /* The guest counts this long after the host stops sending: time for the
  * TAP's queue (txqueuelen frames) to drain even on a slow (rig) CPU, so
- * that no frame of one test is left to be counted in the next one. */
+ * that the guest counts the frames the window offered. (What is left
+ * anyway the next test's guest drains, and its seed tells apart.) */
 #define RX_GUARD_MS 1000
 #define RX_DRAIN_MS 800 /* the host window ends when the TAP's queue is empty, or after this */
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -138,44 +142,16 @@ struct options {
     bool test_on[NTESTS];
 };
 
-/* ---- The frame generator (guest/net_test.c's header comment) ---- */
-
-static uint32_t mix(uint32_t x)
+/* The frames of a test, of a seed of their own (1, 2, ...): frames 0 to
+ * count - 1, each cut to size, written to frames. */
+static struct net_frames new_frames(uint8_t dir, const uint8_t *dst, const uint8_t *src,
+                                    unsigned size, uint8_t (*frames)[NET_FRAME_MAX], unsigned count)
 {
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static void put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-/* Frame `index` of direction dir, cut to len bytes (at least 24). */
-static void gen_frame(uint8_t *f, uint8_t dir, uint32_t index, uint32_t len, const uint8_t *dst,
-                      const uint8_t *src)
-{
-    memcpy(f, dst, 6);
-    memcpy(f + 6, src, 6);
-    f[12] = ETHERTYPE >> 8;
-    f[13] = ETHERTYPE & 0xff;
-    f[14] = dir;
-    f[15] = 1;
-    put16(f + 16, index);
-    put16(f + 18, index >> 16);
-    put16(f + 20, len);
-    put16(f + 22, GEN_SEED);
-    uint32_t key = mix(mix(GEN_SEED ^ ((uint32_t)dir << 24)) + index);
-    for (uint32_t o = 24, k = 0; o < len; o += 4, k++) {
-        uint32_t w = mix(key + k);
-        for (uint32_t b = 0; b < 4 && o + b < len; b++)
-            f[o + b] = (uint8_t)(w >> (8 * b));
-    }
+    static uint32_t next_seed = 1;
+    struct net_frames g = {.seed = next_seed++, .dir = dir, .dst = dst, .src = src};
+    for (unsigned i = 0; i < count; i++)
+        net_frame_fill(&g, i, size, frames[i]);
+    return g;
 }
 
 /* ---- Network namespace, TAP, counters ---- */
@@ -492,8 +468,8 @@ static void print_commands(const struct options *o, const bool present[NKINDS])
     config_text(config, sizeof(config), o);
     printf("  config.toml (%s):\n", present[BEFORE] ? "ours and before" : "ours");
     print_indented("    ", config);
-    printf("  guest commands: net bench tx 0:4 ms=%u size=60|1514 batch=32;"
-           " net bench rx 0:4 ms=%u batch=32 (host sends for %u ms)\n",
+    printf("  guest commands: net bench tx 0:4 ms=%u size=60|1514 batch=32 seed=N;"
+           " net bench rx 0:4 ms=%u batch=32 seed=N (host sends for %u ms)\n",
            o->ms, o->ms + RX_GUARD_MS, o->ms);
 }
 
@@ -523,6 +499,12 @@ static bool field(const char *line, const char *key, unsigned long long *out)
     return true;
 }
 
+/* What a frame's first differing byte says about it. */
+static const char *seed_hint(uint32_t at)
+{
+    return at == 22 || at == 23 ? " (its seed: a frame of another test)" : "";
+}
+
 /* ---- One test in a running VM ---- */
 
 struct vm {
@@ -535,23 +517,33 @@ struct vm {
     bool verbose; /* the first run prints the guest's set-up lines */
 };
 
+/* The guest's next line, without its "testguest: " prefix, in out; false
+ * at the deadline. */
+static bool next_guest_line(struct vm *vm, uint64_t deadline, char *out, size_t cap)
+{
+    while (console_next_line(&vm->con, out, cap, deadline)) {
+        const char *t = strstr(out, "testguest: ");
+        if (t) {
+            memmove(out, t + 11, strlen(t + 11) + 1);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Reads the guest's lines up to "net queues"; false (with why) on failure. */
 static bool await_queues(struct vm *vm, uint64_t deadline, char *why, size_t cap)
 {
-    char line[512];
-    while (console_next_line(&vm->con, line, sizeof(line), deadline)) {
-        const char *t = strstr(line, "testguest: ");
-        if (!t)
-            continue;
-        t += 11;
+    char t[512];
+    while (next_guest_line(vm, deadline, t, sizeof(t))) {
         if (strncmp(t, "net FAIL", 8) == 0) {
-            snprintf(why, cap, "%s", t);
+            snprintf(why, cap, "%.200s", t);
             return false;
         }
         if (vm->verbose && strncmp(t, "net ", 4) == 0)
             printf("    %s guest: %s\n", vmm_kind_names[vm->kind], t);
         if (strncmp(t, "net mac ", 8) == 0 && strcmp(t + 8, GUEST_MAC) != 0) {
-            snprintf(why, cap, "guest reports MAC %s, not %s", t + 8, GUEST_MAC);
+            snprintf(why, cap, "guest reports MAC %.40s, not %s", t + 8, GUEST_MAC);
             return false;
         }
         if (strncmp(t, "net queues ", 11) == 0)
@@ -561,23 +553,20 @@ static bool await_queues(struct vm *vm, uint64_t deadline, char *why, size_t cap
     return false;
 }
 
-/* Reads up to the guest's result line for the test. */
+/* Reads up to the guest's result line for the test; keeps the guest's
+ * line on its first bad frame in first_bad. */
 static bool await_result(struct vm *vm, const char *prefix, uint64_t deadline, char *out,
-                         size_t cap, char *why, size_t why_cap)
+                         size_t cap, char *why, size_t why_cap, char *first_bad, size_t bad_cap)
 {
-    while (console_next_line(&vm->con, out, cap, deadline)) {
-        const char *t = strstr(out, "testguest: ");
-        if (!t)
-            continue;
-        t += 11;
-        if (strncmp(t, "net FAIL", 8) == 0) {
-            snprintf(why, why_cap, "%s", t);
+    while (next_guest_line(vm, deadline, out, cap)) {
+        if (strncmp(out, "net rx first bad ", 17) == 0)
+            snprintf(first_bad, bad_cap, "%.150s", out);
+        if (strncmp(out, "net FAIL", 8) == 0) {
+            snprintf(why, why_cap, "%.200s", out);
             return false;
         }
-        if (strncmp(t, prefix, strlen(prefix)) == 0) {
-            memmove(out, t, strlen(t) + 1);
+        if (strncmp(out, prefix, strlen(prefix)) == 0)
             return true;
-        }
     }
     snprintf(why, why_cap, "no '%s' line (last: %.160s)", prefix, vm->con.last);
     return false;
@@ -618,10 +607,10 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
                                struct outcome *r)
 {
     unsigned size = test_size[t];
-    static uint8_t expected[TX_SLOTS][1514];
-    for (unsigned i = 0; i < TX_SLOTS; i++)
-        gen_frame(expected[i], DIR_GUEST, i, size, broadcast, guest_mac);
-    int fd = packet_socket(vm->ifindex, ETHERTYPE);
+    static uint8_t expected[TX_SLOTS][NET_FRAME_MAX];
+    const struct net_frames gen =
+        new_frames(NET_FRAME_GUEST, broadcast, guest_mac, size, expected, TX_SLOTS);
+    int fd = packet_socket(vm->ifindex, NET_FRAME_ETHERTYPE);
     struct tpacket_stats ps;
     socklen_t pl = sizeof(ps);
     getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &ps, &pl); /* resets them */
@@ -633,7 +622,8 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
      * is in it) so that nothing delays the first receive. */
     uint64_t cpu_t0 = now_ns();
     read_cpu(vm->pid, &r->cpu0);
-    snprintf(cmd, sizeof(cmd), "net bench tx 0:4 ms=%u size=%u batch=32\r", o->ms, size);
+    snprintf(cmd, sizeof(cmd), "net bench tx 0:4 ms=%u size=%u batch=32 seed=%u\r", o->ms, size,
+             gen.seed);
     console_say(&vm->con, cmd);
     uint64_t deadline = now_ns() + (30ull + 2ull * o->ms / 1000) * 1000000000ull;
     if (!await_queues(vm, deadline, r->why, sizeof(r->why))) {
@@ -662,9 +652,8 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
             for (int i = 0; i < n; i++) {
                 unsigned len = msgs[i].msg_len;
                 const uint8_t *f = bufs[i];
-                uint32_t index =
-                    len >= 20 ? (uint32_t)(f[16] | f[17] << 8 | f[18] << 16 | (uint32_t)f[19] << 24)
-                              : UINT32_MAX;
+                uint32_t index = len >= NET_FRAME_HEADER ? net_frame_stated_index(f) : UINT32_MAX;
+                /* Frames of the ring's slots, so a table is quicker. */
                 bool ok = len == size && index < TX_SLOTS && memcmp(f, expected[index], size) == 0;
                 bytes += len;
                 if (ok) {
@@ -672,13 +661,10 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
                     continue;
                 }
                 if (!bad) {
-                    size_t at = 0;
-                    if (index < TX_SLOTS)
-                        while (at < len && at < size && f[at] == expected[index][at])
-                            at++;
+                    uint32_t at = net_frame_diff(&gen, index, size, f, len);
                     snprintf(first_bad, sizeof(first_bad),
-                             "first bad frame: #%llu len=%u index=%u first differing byte %zu",
-                             (unsigned long long)(good + bad), len, index, at);
+                             "first bad frame: #%llu len=%u index=%u first differing byte %u%s",
+                             (unsigned long long)(good + bad), len, index, at, seed_hint(at));
                 }
                 bad++;
             }
@@ -691,20 +677,14 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
         if (poll(p, done ? 1 : 2, timeout) < 0 && errno != EINTR)
             die("poll: %s", strerror(errno));
         if (!done && (p[1].revents || vm->con.len)) {
-            /* Only whole lines: console_next_line with a deadline of now. */
             /* Whole lines only; poll said there is something to read. */
-            while (console_next_line(&vm->con, line, sizeof(line), now_ns() + 2000000ull)) {
-                const char *g = strstr(line, "testguest: ");
-                if (!g)
-                    continue;
-                g += 11;
-                if (strncmp(g, "net FAIL", 8) == 0) {
-                    snprintf(r->why, sizeof(r->why), "%s", g);
+            while (next_guest_line(vm, now_ns() + 2000000ull, line, sizeof(line))) {
+                if (strncmp(line, "net FAIL", 8) == 0) {
+                    snprintf(r->why, sizeof(r->why), "%.200s", line);
                     failed = done = true;
                     break;
                 }
-                if (strncmp(g, "net bench tx ", 13) == 0) {
-                    memmove(line, g, strlen(g) + 1);
+                if (strncmp(line, "net bench tx ", 13) == 0) {
                     done = true;
                     read_cpu(vm->pid, &r->cpu1);
                     drain_until = now_ns() + 20000000ull; /* frames still in the socket */
@@ -767,9 +747,9 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
                                struct outcome *r)
 {
     unsigned size = test_size[t];
-    static uint8_t pool[RX_POOL][1514];
-    for (unsigned i = 0; i < RX_POOL; i++)
-        gen_frame(pool[i], DIR_HOST, i, size, guest_mac, host_mac);
+    static uint8_t pool[RX_POOL][NET_FRAME_MAX];
+    const struct net_frames gen =
+        new_frames(NET_FRAME_HOST, guest_mac, host_mac, size, pool, RX_POOL);
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0); /* protocol 0: receives nothing */
     if (fd < 0)
         die("AF_PACKET socket: %s", strerror(errno));
@@ -784,7 +764,8 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
     struct link_stats l0, l1;
 
     char cmd[128], line[512];
-    snprintf(cmd, sizeof(cmd), "net bench rx 0:4 ms=%u batch=32\r", o->ms + RX_GUARD_MS);
+    snprintf(cmd, sizeof(cmd), "net bench rx 0:4 ms=%u batch=32 seed=%u\r", o->ms + RX_GUARD_MS,
+             gen.seed);
     console_say(&vm->con, cmd);
     uint64_t deadline = now_ns() + (30ull + 2ull * o->ms / 1000) * 1000000000ull;
     if (!await_queues(vm, deadline, r->why, sizeof(r->why))) {
@@ -847,7 +828,9 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
     double cpu_wall = (double)(now_ns() - t0) / 1e9;
     close(fd);
     deadline = now_ns() + (30ull + 2ull * o->ms / 1000) * 1000000000ull;
-    if (!await_result(vm, "net bench rx ", deadline, line, sizeof(line), r->why, sizeof(r->why)))
+    char first_bad[160] = "";
+    if (!await_result(vm, "net bench rx ", deadline, line, sizeof(line), r->why, sizeof(r->why),
+                      first_bad, sizeof(first_bad)))
         return;
     unsigned long long gframes = 0, gbytes = 0, gus = 0, gbad = 0, gkicks = 0;
     field(line, "frames", &gframes);
@@ -872,13 +855,13 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
     print_cpu(r, cpu_wall);
     printf("\n");
     if (gbad) {
-        snprintf(r->why, sizeof(r->why), "guest counted %llu bad buffers", gbad);
+        unsigned long long at = 0;
+        snprintf(r->why, sizeof(r->why), "guest counted %llu bad frames or buffers; %s%s", gbad,
+                 first_bad, field(first_bad, "at", &at) ? seed_hint((uint32_t)at) : "");
         return;
     }
     if (!gframes || gbytes != gframes * size) {
-        snprintf(r->why, sizeof(r->why),
-                 "guest got %llu frames, %llu bytes: not %u bytes each (frames of the "
-                 "previous test still queued?)",
+        snprintf(r->why, sizeof(r->why), "guest got %llu frames, %llu bytes: not %u bytes each",
                  gframes, gbytes, size);
         return;
     }
@@ -1154,8 +1137,8 @@ int main(int argc, char **argv)
                          : "; this host has no /dev/vhost-net, so vhost-net cannot be "
                            "measured here (see bench/rig-net.sh)");
     printf("  frames: Ethernet without preamble/FCS; Gbit/s counts frame bytes; guest->host "
-           "checked byte for byte on the host,\n  host->guest checked by the guest for length "
-           "and header only; host CPU: all VMM threads (%s)\n",
+           "checked byte for byte on the host,\n  host->guest byte for byte by the guest; a "
+           "seed per test; host CPU: all VMM threads (%s)\n",
            "per-thread run time from schedstat");
     struct utsname u;
     char qver[160] = "?", cmd[PATH_MAX + 32];

@@ -46,7 +46,7 @@ $(GUEST_OUT)/storage_bench.o: guest/storage_bench.c guest/storage_bench.h guest/
 
 # virtio-net test driver (CPL3 loops, like the storage benchmark).
 $(GUEST_OUT)/net_test.o: guest/net_test.c guest/net_test.h guest/mmio.h guest/pci.h guest/layout.h \
-		guest/cpu.h guest/cpl3.h guest/text.h guest/virtio_modern.h guest/guest.mk
+		guest/cpu.h guest/cpl3.h guest/net_frame.h guest/text.h guest/virtio_modern.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 

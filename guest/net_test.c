@@ -25,11 +25,19 @@
  *     each change of either, until timeout_ms or until `changes` changes
  *     of the link bit (0: no limit).
  *   net bench tx|rx [BUS:DEV] [ms=2000] [size=1514] [batch=32] [mrg=1]
- *     tx: frames of `size` bytes (generator frames 0, 1, ... of seed 1 cut
- *     to `size`) sent as fast as they go for ms, then drained; rx: the
- *     frames of ethertype 0x88b5 that arrive in ms counted, buffers
- *     reposted. A notify is written after `batch` new buffers (or when
- *     no more fit), unless the device set VIRTQ_USED_F_NO_NOTIFY.
+ *             [seed=1] [quiet_ms=100] [wait_ms=30000]
+ *     tx: frames of `size` bytes (generator frames 0, 1, ... of `seed`
+ *     cut to `size`) sent as fast as they go for ms, then drained.
+ *     rx: first takes the frames waiting in the TAP from before, until
+ *     none came for quiet_ms (at most wait_ms), and only then prints the
+ *     queues line (the host starts sending when it sees it); then for ms
+ *     every frame of ethertype 0x88b5 is checked byte for byte as the
+ *     frame its header says it is (index from bytes 16-19, length from
+ *     bytes 20-21, which must be the length received) of direction 'H'
+ *     and `seed` (the host gives each test a seed of its own, so a frame
+ *     of an earlier test is bad, not counted), buffers reposted. A notify
+ *     is written after `batch` new buffers (or when no more fit), unless
+ *     the device set VIRTQ_USED_F_NO_NOTIFY.
  *   BUS:DEV  PCI location (decimal); default: the first match on bus 0.
  * Output (each line prefixed "testguest: "):
  *   net device VVVV:DDDD at B:D
@@ -38,25 +46,20 @@
  *   net queues rx=N tx=N mrg=0|1
  *   net tx sent=N                   (check: frames the device gave back)
  *   net rx ok=N bad=N other=N       (check; other: ignored, see above)
- *   net rx first bad frame=I what=W at=O got=G want=W
+ *   net rx first bad frame=I what=W at=O got=G want=W   (check, bench rx)
  *   net check done | net link done changes=N
  *   net bench tx|rx frames=N bytes=N us=N bad=N kicks=N
  *   net FAIL <why>                  (instead of the done line)
- * bench rx counts frames, and bytes after the virtio-net header; bad:
- * buffers whose used length or header is wrong (tx: always 0); us: the
- * window, from the TSC.
+ * bench rx counts the good frames, and their bytes after the virtio-net
+ * header; bad: buffers whose used length or header is wrong, and frames
+ * that differ from the generator (tx: always 0; the first bad one gets
+ * its line before the result, frame I: the I-th of ethertype 0x88b5);
+ * us: the window, from the TSC.
  *
- * Frames (tests/kvm/net_peer.py has the same generator): frame I of
- * direction D ('G' = 0x47 guest to host, 'H' = 0x48 host to guest), seed S
- * and largest size M has nt_frame_len(S, D, I, M) bytes: M for I = 0, 60
- * for I = 1, else 60 + mix(S ^ D << 24 ^ I * 0x9E3779B9) % (M - 59).
- * Bytes 0-5: destination (guest: ff:ff:ff:ff:ff:ff; host: the guest's
- * MAC); 6-11: source (guest: its MAC; host: 02:70:65:65:72:00); 12-13:
- * ethertype 0x88b5; 14: D; 15: 1; 16-19: I; 20-21: the length; 22-23: S
- * & 0xffff (little-endian); from byte 24 the little-endian words mix(K),
- * mix(K + 1), ..., K = mix(mix(S ^ D << 24) + I), cut at the length. mix
- * is the 32-bit "lowbias32" hash; arithmetic is modulo 2^32. The host's
- * frames must arrive in order.
+ * Frames: net_frame.h's generator (tests/kvm/net_peer.py has the same in
+ * Python), destination ff:ff:ff:ff:ff:ff and source the guest's MAC from
+ * the guest, destination the guest's MAC and source 02:70:65:65:72:00
+ * from the host. In `net check` the host's frames must arrive in order.
  *
  * Memory: layout.h BENCH_* (the benchmark's areas; the VM needs 64 MiB):
  * state at BENCH_STATE_ADDR, rings at BENCH_QUEUE_ADDR, buffers at
@@ -73,6 +76,7 @@
 #include "cpu.h"
 #include "layout.h"
 #include "mmio.h"
+#include "net_frame.h"
 #include "pci.h"
 #include "text.h"
 #include "virtio_modern.h"
@@ -82,17 +86,11 @@ void *memset(void *d, int c, size_t n);
 #define NT_QMAX 256
 #define NT_BUF 2048
 #define NT_HDR 12 /* struct virtio_net_hdr_v1 (VERSION_1) */
-#define NT_MIN_FRAME 60
-#define NT_MAX_FRAME 1514
-#define NT_ETHERTYPE 0x88b5
-#define NT_DIR_GUEST 'G'
-#define NT_DIR_HOST 'H'
 
 #define NT_RX_RING (BENCH_QUEUE_ADDR + 0x0000) /* desc, avail, used: 4 KiB each */
 #define NT_TX_RING (BENCH_QUEUE_ADDR + 0x4000)
 #define NT_RX_BUFS BENCH_DATA_ADDR
 #define NT_TX_BUFS (BENCH_DATA_ADDR + NT_QMAX * NT_BUF)
-#define NT_EXPECTED (BENCH_DATA_ADDR + 2 * NT_QMAX * NT_BUF) /* the frame a check wants */
 _Static_assert(NT_QMAX <= VIRTQ_MAX && VIRTQ_RINGS_SIZE <= NT_TX_RING - NT_RX_RING,
                "a queue's rings do not fit its ring area");
 
@@ -127,6 +125,7 @@ struct nt {
 
     /* Set at CPL3. */
     uint8_t mac[6];
+    struct net_frames guest_frames, host_frames;
     bool mrg, has_status, link_up;
     uint8_t gen;
     struct nt_ring rx, tx;
@@ -143,63 +142,6 @@ _Static_assert(sizeof(struct nt) <= 0x10000, "net state too big");
 
 /* ------------------------------------------------------------------ */
 /* CPL3                                                                */
-
-/* ---- the frame generator (see the header comment) ---- */
-
-static uint32_t nt_mix(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7feb352du;
-    x ^= x >> 15;
-    x *= 0x846ca68bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static uint32_t nt_frame_len(uint32_t seed, uint8_t dir, uint32_t index, uint32_t max)
-{
-    if (index == 0)
-        return max;
-    if (index == 1)
-        return NT_MIN_FRAME;
-    return NT_MIN_FRAME +
-           nt_mix(seed ^ ((uint32_t)dir << 24) ^ (index * 0x9E3779B9u)) % (max - NT_MIN_FRAME + 1);
-}
-
-static void nt_put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void nt_put32(uint8_t *p, uint32_t v)
-{
-    nt_put16(p, v);
-    nt_put16(p + 2, v >> 16);
-}
-
-/* Writes frame `index` of `len` bytes (at least 24) at f. */
-static void nt_frame(uint8_t *f, uint32_t seed, uint8_t dir, uint32_t index, uint32_t len,
-                     const uint8_t *dst, const uint8_t *src)
-{
-    for (unsigned i = 0; i < 6; i++) {
-        f[i] = dst[i];
-        f[6 + i] = src[i];
-    }
-    f[12] = NT_ETHERTYPE >> 8;
-    f[13] = NT_ETHERTYPE & 0xff;
-    f[14] = dir;
-    f[15] = 1;
-    nt_put32(f + 16, index);
-    nt_put16(f + 20, len);
-    nt_put16(f + 22, seed);
-    uint32_t key = nt_mix(nt_mix(seed ^ ((uint32_t)dir << 24)) + index);
-    for (uint32_t o = 24, k = 0; o < len; o += 4, k++) {
-        uint32_t w = nt_mix(key + k);
-        for (uint32_t b = 0; b < 4 && o + b < len; b++)
-            f[o + b] = (uint8_t)(w >> (8 * b));
-    }
-}
 
 /* ---- virtqueues ---- */
 
@@ -305,6 +247,10 @@ static uint64_t u_init(void *arg)
         return 1;
     }
     nt_read_config(s);
+    s->guest_frames = (struct net_frames){
+        .seed = (uint32_t)s->seed, .dir = NET_FRAME_GUEST, .dst = nt_broadcast, .src = s->mac};
+    s->host_frames = (struct net_frames){
+        .seed = (uint32_t)s->seed, .dir = NET_FRAME_HOST, .dst = s->mac, .src = nt_host_mac};
     /* Every receive buffer to the device, for good. */
     while (s->rx.nfree)
         nt_post(&s->rx, s->rx.free[--s->rx.nfree], NT_BUF, VIRTQ_DESC_F_WRITE);
@@ -322,13 +268,13 @@ static uint64_t u_shutdown(void *arg)
 /* ---- receive ---- */
 
 /* Counts a bad receive buffer and keeps the first one's details (frame:
- * the index of the host frame a check expected). */
+ * the number of test frames before it). */
 static void nt_rx_bad(struct nt *s, const char *what, uint64_t at, uint64_t got, uint64_t want)
 {
     if (!s->bad_seen) {
         s->bad_seen = true;
         s->bad_what = what;
-        s->bad_frame = s->rx_ok + s->rx_bad;
+        s->bad_frame = s->mode == NT_CHECK ? s->rx_ok + s->rx_bad : s->frames + s->bad;
         s->bad_at = at;
         s->bad_got = got;
         s->bad_want = want;
@@ -363,9 +309,19 @@ static uint32_t nt_rx_frame(struct nt *s, const uint8_t *b, uint32_t used_len)
     return used_len - NT_HDR;
 }
 
-static bool nt_is_test_frame(const uint8_t *f)
+/* A received frame of `len` bytes against host frame `index` of
+ * want_len bytes; false (counted bad) when they differ. */
+static bool nt_frame_ok(struct nt *s, const uint8_t *f, uint32_t len, uint32_t index,
+                        uint32_t want_len)
 {
-    return f[12] == (NT_ETHERTYPE >> 8) && f[13] == (NT_ETHERTYPE & 0xff);
+    uint32_t at = net_frame_diff(&s->host_frames, index, want_len, f, len);
+    if (at == NET_FRAME_SAME)
+        return true;
+    if (at < len && at < want_len)
+        nt_rx_bad(s, "byte", at, f[at], net_frame_byte(&s->host_frames, index, want_len, at));
+    else
+        nt_rx_bad(s, "length", 0, len, want_len);
+    return false;
 }
 
 /* net check: a received buffer against the next frame the host sends. */
@@ -375,36 +331,41 @@ static void nt_check_rx(struct nt *s, const uint8_t *b, uint32_t used_len)
     if (!len)
         return;
     const uint8_t *f = b + NT_HDR;
-    if (!nt_is_test_frame(f)) {
+    if (!net_frame_is_test(f)) {
         s->rx_other++;
         return;
     }
     uint32_t index = (uint32_t)(s->rx_ok + s->rx_bad);
-    uint32_t want_len = nt_frame_len((uint32_t)s->seed, NT_DIR_HOST, index, (uint32_t)s->size);
-    uint8_t *want = (uint8_t *)(uintptr_t)NT_EXPECTED;
-    nt_frame(want, (uint32_t)s->seed, NT_DIR_HOST, index, want_len, s->mac, nt_host_mac);
-    uint32_t n = len < want_len ? len : want_len;
-    uint32_t o = 0;
-    while (o < n && f[o] == want[o])
-        o++;
-    if (o < n)
-        nt_rx_bad(s, "byte", o, f[o], want[o]);
-    else if (len != want_len)
-        nt_rx_bad(s, "length", 0, len, want_len);
-    else
+    if (nt_frame_ok(s, f, len, index, net_frame_len(&s->host_frames, index, (uint32_t)s->size)))
         s->rx_ok++;
 }
 
-/* ---- the commands' loops ---- */
-
-static uint64_t u_check(void *arg)
+/* net bench rx: a received buffer against the frame its header says it
+ * is; counts the good ones. */
+static void nt_bench_rx(struct nt *s, const uint8_t *b, uint32_t used_len)
 {
-    struct nt *s = arg;
-    uint64_t dl = u_deadline(&s->cpl3, s->wait_ms), quiet = u_deadline(&s->cpl3, s->quiet_ms);
-    uint32_t queued = 0, len;
+    uint32_t len = nt_rx_frame(s, b, used_len);
+    const uint8_t *f = b + NT_HDR;
+    if (!len || !net_frame_is_test(f))
+        return;
+    if (len < NET_FRAME_HEADER) {
+        nt_rx_bad(s, "length", 0, len, NET_FRAME_HEADER);
+        return;
+    }
+    if (nt_frame_ok(s, f, len, net_frame_stated_index(f), net_frame_stated_len(f))) {
+        s->frames++;
+        s->bytes += len;
+    }
+}
+
+/* Takes the frames waiting from before (counted as other) until none came
+ * for quiet_ms; false when they kept coming until the deadline dl, or the
+ * device broke the ring's rules (u_fail said which). */
+static bool nt_drain(struct nt *s, uint64_t dl)
+{
+    uint64_t quiet = u_deadline(&s->cpl3, s->quiet_ms);
+    uint32_t len;
     int slot;
-    /* Frames left in the TAP from before are not the host's answer: take
-     * them until none came for quiet_ms, so that the TAP has room. */
     while (!tsc_passed(quiet)) {
         while ((slot = nt_take_used(s, &s->rx, &len)) >= 0) {
             if (nt_rx_frame(s, nt_buf(&s->rx, (uint16_t)slot), len))
@@ -413,23 +374,36 @@ static uint64_t u_check(void *arg)
             quiet = u_deadline(&s->cpl3, s->quiet_ms);
         }
         if (slot == -2)
-            return 1;
+            return false;
         nt_flush(s, &s->rx);
         if (tsc_passed(dl)) {
-            u_fail(&s->cpl3, "frames kept coming for wait_ms before the check began");
-            return 1;
+            u_fail(&s->cpl3, "frames kept coming for wait_ms before the test began");
+            return false;
         }
         cpu_relax();
     }
+    return true;
+}
+
+/* ---- the commands' loops ---- */
+
+static uint64_t u_check(void *arg)
+{
+    struct nt *s = arg;
+    uint64_t dl = u_deadline(&s->cpl3, s->wait_ms);
+    uint32_t queued = 0, len;
+    int slot;
+    /* Frames left in the TAP from before are not the host's answer: take
+     * them first, so that the TAP has room. */
+    if (!nt_drain(s, dl))
+        return 1;
     for (;;) {
         while (queued < s->count && s->tx.nfree) {
             uint16_t t = s->tx.free[--s->tx.nfree];
             uint8_t *b = nt_buf(&s->tx, t);
-            uint32_t flen =
-                nt_frame_len((uint32_t)s->seed, NT_DIR_GUEST, queued, (uint32_t)s->size);
+            uint32_t flen = net_frame_len(&s->guest_frames, queued, (uint32_t)s->size);
             memset(b, 0, NT_HDR);
-            nt_frame(b + NT_HDR, (uint32_t)s->seed, NT_DIR_GUEST, queued, flen, nt_broadcast,
-                     s->mac);
+            net_frame_fill(&s->guest_frames, queued, flen, b + NT_HDR);
             nt_post(&s->tx, t, NT_HDR + flen, 0);
             queued++;
         }
@@ -479,7 +453,7 @@ static uint64_t u_bench_tx(void *arg)
     for (uint16_t t = 0; t < s->tx.q.size; t++) {
         uint8_t *b = nt_buf(&s->tx, t);
         memset(b, 0, NT_HDR);
-        nt_frame(b + NT_HDR, 1, NT_DIR_GUEST, t, len, nt_broadcast, s->mac);
+        net_frame_fill(&s->guest_frames, t, len, b + NT_HDR);
     }
     uint64_t start = rdtsc(), end = start + s->ms * s->cpl3.tsc_khz, progress = start;
     s->kicks = 0;
@@ -519,6 +493,13 @@ static uint64_t u_bench_tx(void *arg)
     return 0;
 }
 
+/* net bench rx, before the host is told to send. */
+static uint64_t u_bench_rx_drain(void *arg)
+{
+    struct nt *s = arg;
+    return nt_drain(s, u_deadline(&s->cpl3, s->wait_ms)) ? 0 : 1;
+}
+
 static uint64_t u_bench_rx(void *arg)
 {
     struct nt *s = arg;
@@ -530,12 +511,7 @@ static uint64_t u_bench_rx(void *arg)
         int slot;
         bool got = false;
         while ((slot = nt_take_used(s, &s->rx, &used_len)) >= 0) {
-            const uint8_t *b = nt_buf(&s->rx, (uint16_t)slot);
-            uint32_t len = nt_rx_frame(s, b, used_len);
-            if (len && nt_is_test_frame(b + NT_HDR)) {
-                s->frames++;
-                s->bytes += len;
-            }
+            nt_bench_rx(s, nt_buf(&s->rx, (uint16_t)slot), used_len);
             nt_post(&s->rx, (uint16_t)slot, NT_BUF, VIRTQ_DESC_F_WRITE);
             got = true;
             if (++pending >= s->batch) {
@@ -576,6 +552,21 @@ static void nt_say_link(struct nt *s, void (*say)(const char *))
     say(l.buf);
 }
 
+static void nt_say_first_bad(struct nt *s, void (*say)(const char *))
+{
+    if (!s->bad_seen)
+        return;
+    struct out_line l = {.n = 0};
+    ln_str(&l, "net rx first bad");
+    ln_kv(&l, "frame", s->bad_frame);
+    ln_str(&l, " what=");
+    ln_str(&l, s->bad_what);
+    ln_kv(&l, "at", s->bad_at);
+    ln_kv(&l, "got", s->bad_got);
+    ln_kv(&l, "want", s->bad_want);
+    say(l.buf);
+}
+
 struct nt_key {
     const char *name;
     size_t field; /* offset in struct nt */
@@ -584,7 +575,7 @@ struct nt_key {
 
 static const struct nt_key nt_keys[] = {
     {"count=", offsetof(struct nt, count), 1, 1000000, 64},
-    {"size=", offsetof(struct nt, size), NT_MIN_FRAME, NT_MAX_FRAME, NT_MAX_FRAME},
+    {"size=", offsetof(struct nt, size), NET_FRAME_MIN, NET_FRAME_MAX, NET_FRAME_MAX},
     {"seed=", offsetof(struct nt, seed), 0, 0xffffffffu, 1},
     {"mrg=", offsetof(struct nt, mrg_wanted), 0, 1, 1},
     {"wait_ms=", offsetof(struct nt, wait_ms), 1, 600000, 30000},
@@ -685,6 +676,10 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
         nt_say_fail(say, u_failure(&s->cpl3, "driver init failed"));
         goto out_reset;
     }
+    if (mode == NT_BENCH_RX && user_enter(u_bench_rx_drain, s, USER_STACK_TOP) != 0) {
+        nt_say_fail(say, u_failure(&s->cpl3, "draining failed"));
+        goto out_reset;
+    }
     l.n = 0;
     ln_str(&l, "net mac ");
     for (unsigned i = 0; i < 6; i++) {
@@ -713,17 +708,7 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
         ln_kv(&l, "bad", s->rx_bad);
         ln_kv(&l, "other", s->rx_other);
         say(l.buf);
-        if (s->bad_seen) {
-            l.n = 0;
-            ln_str(&l, "net rx first bad");
-            ln_kv(&l, "frame", s->bad_frame);
-            ln_str(&l, " what=");
-            ln_str(&l, s->bad_what);
-            ln_kv(&l, "at", s->bad_at);
-            ln_kv(&l, "got", s->bad_got);
-            ln_kv(&l, "want", s->bad_want);
-            say(l.buf);
-        }
+        nt_say_first_bad(s, say);
         if (!ran)
             nt_say_fail(say, u_failure(&s->cpl3, "check failed"));
         else if (s->tx_done != s->count)
@@ -756,6 +741,7 @@ void net_test(const char *args, uint64_t tsc_khz, void (*say)(const char *line))
         if (user_enter(tx ? u_bench_tx : u_bench_rx, s, USER_STACK_TOP) != 0) {
             nt_say_fail(say, u_failure(&s->cpl3, "bench failed"));
         } else {
+            nt_say_first_bad(s, say);
             l.n = 0;
             ln_str(&l, tx ? "net bench tx" : "net bench rx");
             ln_kv(&l, "frames", s->frames);

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The host end of the test guest's `net` command (guest/net_test.c): runs
 inside the VM's network namespace (nsenter --net=/proc/PID/ns/net) with an
-AF_PACKET socket on the TAP, and speaks the guest's frame generator.
+AF_PACKET socket on the TAP, and speaks the guest's frame generator
+(guest/net_frame.h, which the guest and bench/net.c share; this is the
+same in Python).
 
   net_peer.py check IFNAME MAC COUNT SIZE SEED
       Prints "peer ready", captures the guest's COUNT frames (in order,
@@ -13,7 +15,7 @@ AF_PACKET socket on the TAP, and speaks the guest's frame generator.
       SIGTERM; then "peer result {json}" with tx_sent.
   net_peer.py blast IFNAME MAC SIZE
       As noise, but generator frames of ethertype 0x88b5 (`net bench rx`
-      counts those) as fast as the TAP takes them.
+      checks and counts those; seed 1) as fast as the TAP takes them.
   net_peer.py count IFNAME MAC
       Prints "peer ready", counts the guest's frames of ethertype 0x88b5
       until SIGTERM, then "peer result {json}" with rx_frames.
@@ -40,7 +42,7 @@ PACKET_OUTGOING = 4
 
 
 def mix(x):
-    """lowbias32, as nt_mix in guest/net_test.c."""
+    """lowbias32, as net_frame_mix in guest/net_frame.h."""
     x ^= x >> 16
     x = (x * 0x7FEB352D) & M32
     x ^= x >> 15

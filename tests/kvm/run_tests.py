@@ -636,10 +636,33 @@ def nic_link_down_up_seen_by_guest():
         vm.cleanup()
 
 
+def bench_rx(vm, c, seed, blast=True, more=""):
+    """`net bench rx seed=SEED` with the peer blasting frames of seed 1
+    from the guest's queues line on (after its drain); returns the result
+    line's fields, the first bad line (or None) and what the peer sent."""
+    c.line("net bench rx ms=2000 batch=16 seed=%d%s" % (seed, more))
+    c.expect("testguest: net queues ", timeout=60)
+    peer = Peer(vm, "blast", "pst0", NET_MAC, 1000) if blast else None
+    try:
+        line = c.expect("testguest: net ", timeout=60)
+        first = None
+        if line.startswith("testguest: net rx first bad "):
+            first, line = line, c.expect("testguest: net ", timeout=30)
+        check(line.startswith("testguest: net bench rx "), line)
+        sent = peer.stop()["tx_sent"] if peer else 0
+    finally:
+        if peer:
+            peer.cleanup()
+    return dict(kv.split("=") for kv in line.split()[4:]), first, sent
+
+
 @test
 def nic_bench_moves_frames_both_ways():
-    """`net bench tx` and `net bench rx` (for a later host benchmark) move
-    frames without a bad buffer; the peer sees the guest's frames."""
+    """`net bench tx` and `net bench rx` (for the host benchmark) move
+    frames without a bad buffer; the peer sees the guest's frames. The
+    guest checks every frame it receives: frames of another seed are all
+    bad, and frames left in the TAP from before the command are drained,
+    not counted."""
     vm = VM(cpus=2, memory=128, extra=NET_NIC, prefix=NET_PREFIX)
     try:
         c = vm.boot(2, 128)
@@ -654,16 +677,27 @@ def nic_bench_moves_frames_both_ways():
         check(int(f["frames"]) > 0 and f["bad"] == "0" and
               int(f["bytes"]) == 1514 * int(f["frames"]), line)
         check(0 < seen <= int(f["frames"]), "peer saw %d of %s frames" % (seen, f["frames"]))
-        peer = Peer(vm, "blast", "pst0", NET_MAC, 1000)
-        try:
-            c.line("net bench rx ms=1000 batch=16")
-            line = c.expect("testguest: net bench rx ", timeout=60)
-            sent = peer.stop()["tx_sent"]
-        finally:
-            peer.cleanup()
-        f = dict(kv.split("=") for kv in line.split()[4:])
-        check(0 < int(f["frames"]) <= sent and f["bad"] == "0" and
-              int(f["bytes"]) == 1000 * int(f["frames"]), "%s (peer sent %d)" % (line, sent))
+        f, first, sent = bench_rx(vm, c, 1)
+        check(0 < int(f["frames"]) <= sent and f["bad"] == "0" and first is None and
+              int(f["bytes"]) == 1000 * int(f["frames"]), "%s (peer sent %d)" % (f, sent))
+        # Another seed: every frame is bad (first at the seed's bytes).
+        f, first, sent = bench_rx(vm, c, 2)
+        check(f["frames"] == "0" and 0 < int(f["bad"]) <= sent, "%s (peer sent %d)" % (f, sent))
+        check(first is not None and
+              first.startswith("testguest: net rx first bad frame=0 what=byte at=22 "), first)
+        # Frames queued in the TAP while no driver reads (an earlier
+        # test's) are bad when not drained (quiet_ms=0), and drained
+        # before the window by default: none counted.
+        for seed, quiet_ms in ((3, 0), (4, 100)):
+            peer = Peer(vm, "blast", "pst0", NET_MAC, 1000)
+            try:
+                time.sleep(0.5)
+                check(peer.stop()["tx_sent"] > 0, "the peer sent nothing")
+            finally:
+                peer.cleanup()
+            f, first, _ = bench_rx(vm, c, seed, blast=False, more=" quiet_ms=%d" % quiet_ms)
+            check((int(f["bad"]) > 0) == (quiet_ms == 0) and f["frames"] == "0" and
+                  (first is not None) == (quiet_ms == 0), "quiet_ms=%d: %s %s" % (quiet_ms, f, first))
         pong_then_clean_exit(vm, c)
     finally:
         vm.cleanup()
