@@ -310,10 +310,13 @@ static int describe_exit(const struct vcpu_exit_record *r, char *buf, size_t cap
         return snprintf(buf, cap, "#%llu io %s port 0x%llx size %u count %llu",
                         (unsigned long long)r->seq, r->write ? "out" : "in",
                         (unsigned long long)r->addr, r->size, (unsigned long long)r->data);
+    if (r->reason == KVM_EXIT_MMIO && r->write)
+        return snprintf(buf, cap, "#%llu mmio write 0x%llx size %u value 0x%llx",
+                        (unsigned long long)r->seq, (unsigned long long)r->addr, r->size,
+                        (unsigned long long)r->data);
     if (r->reason == KVM_EXIT_MMIO)
-        return snprintf(buf, cap, "#%llu mmio %s 0x%llx size %u%s%llx", (unsigned long long)r->seq,
-                        r->write ? "write" : "read", (unsigned long long)r->addr, r->size,
-                        r->write ? " value 0x" : "", (unsigned long long)(r->write ? r->data : 0));
+        return snprintf(buf, cap, "#%llu mmio read 0x%llx size %u", (unsigned long long)r->seq,
+                        (unsigned long long)r->addr, r->size);
     return snprintf(buf, cap, "#%llu %s (%u)", (unsigned long long)r->seq,
                     exit_reason_name(r->reason), r->reason);
 }

@@ -375,8 +375,11 @@ static enum rx_result rx_frame(struct vnet_pair *p, struct virtq *vq, unsigned h
         le16_store(nb, (uint16_t)used);
         iov_from_buf(p->rx_iov, p->rx_held[0].niov, NUM_BUFFERS_OFFSET, nb, sizeof(nb));
     }
+    uint16_t heads[RX_IOV_MAX];
     for (unsigned i = 0; i < used; i++)
-        *irq |= virtq_push(vq, p->rx_held[i].head, lens[i]);
+        heads[i] = p->rx_held[i].head;
+    /* A merged frame's buffers appear in the used ring together. */
+    *irq |= virtq_push_many(vq, heads, lens, used);
     rx_consume(p, used);
     atomic_fetch_add(&net->rx_frames, 1);
     return RX_FRAME;

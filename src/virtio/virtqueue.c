@@ -370,24 +370,31 @@ static bool need_interrupt_locked(struct virtq *vq)
     return !(load16(vq->avail + AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT);
 }
 
-bool virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+bool virtq_push_many(struct virtq *vq, const uint16_t *heads, const uint32_t *lens, unsigned n)
 {
     pthread_mutex_lock(&vq->used_lock);
-    if (!vq->active) {
+    if (!vq->active || n == 0) {
         pthread_mutex_unlock(&vq->used_lock);
         return false;
     }
-    uint16_t slot = vq->used_idx & (uint16_t)(vq->size - 1);
-    uint8_t *elem = vq->used + USED_RING + (size_t)slot * USED_ELEM_SIZE;
-    store32(elem, head);
-    store32(elem + 4, len);
-    vq->used_idx++;
-    /* Release: the element (and the data and status the device wrote into
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t slot = (uint16_t)(vq->used_idx + i) & (uint16_t)(vq->size - 1);
+        uint8_t *elem = vq->used + USED_RING + (size_t)slot * USED_ELEM_SIZE;
+        store32(elem, heads[i]);
+        store32(elem + 4, lens[i]);
+    }
+    vq->used_idx = (uint16_t)(vq->used_idx + n);
+    /* Release: the elements (and the data and status the device wrote into
      * the buffers before) are visible before the new index. */
     store16_release(vq->used + USED_IDX, vq->used_idx);
     bool notify = need_interrupt_locked(vq);
     pthread_mutex_unlock(&vq->used_lock);
     return notify;
+}
+
+bool virtq_push(struct virtq *vq, uint16_t head, uint32_t len)
+{
+    return virtq_push_many(vq, &head, &len, 1);
 }
 
 void virtq_disable_notify(struct virtq *vq)

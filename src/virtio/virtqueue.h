@@ -115,6 +115,10 @@ enum virtq_pop_result virtq_pop(struct virtq *vq, struct virtq_chain *chain);
  * buffers. Returns true if the driver wants an interrupt now (flags or
  * used_event, with the barrier the spec asks for). Any thread. */
 bool virtq_push(struct virtq *vq, uint16_t head, uint32_t len);
+/* Returns n chains at once: the driver sees the new used index only after
+ * every element is written (a merged receive frame, VIRTIO 5.1.6.4.2: its
+ * buffers are used together). Same return as virtq_push. */
+bool virtq_push_many(struct virtq *vq, const uint16_t *heads, const uint32_t *lens, unsigned n);
 
 /* Driver-to-device notification suppression (popper thread): disable while
  * draining the ring; enable returns true if more buffers arrived meanwhile

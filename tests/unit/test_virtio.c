@@ -349,6 +349,33 @@ static void test_event_idx(void **state)
     assert_true(virtq_enable_notify(&vq));
 }
 
+/* Several chains returned at once: every element written, the index
+ * moved once by all of them, one interrupt decision for the lot (event
+ * index crossing anywhere inside the batch counts). */
+static void test_push_many(void **state)
+{
+    activate(F_EVENT_IDX);
+    struct virtq_chain c;
+    uint64_t used_event = ring.avail + 4 + 2 * QSIZE;
+    for (unsigned i = 0; i < 3; i++) {
+        vring_set_desc(&ring, i, 0x10000 + i * 0x100, 16, VIRTQ_DESC_F_WRITE, 0);
+        vring_avail_add(&ring, (uint16_t)i);
+    }
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(pop(&c, 4), VIRTQ_CHAIN);
+    mem_put16(used_event, 1); /* wants an interrupt once the index passes 1 */
+    static const uint16_t heads[3] = {2, 0, 1};
+    static const uint32_t lens[3] = {16, 7, 1};
+    assert_true(virtq_push_many(&vq, heads, lens, 3));
+    assert_int_equal(vring_used_idx(&ring), 3);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_int_equal(vring_used_id(&ring, i), heads[i]);
+        assert_int_equal(vring_used_len(&ring, i), lens[i]);
+    }
+    assert_false(virtq_push_many(&vq, heads, lens, 0));
+    assert_int_equal(vring_used_idx(&ring), 3);
+}
+
 static void test_notify_flags(void **state)
 {
     activate(0);
@@ -1316,6 +1343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_order_and_indices, walker_setup, walker_teardown),
         cmocka_unit_test_setup_teardown(test_avail_index_jump, walker_setup, walker_teardown),
         cmocka_unit_test_setup_teardown(test_event_idx, walker_setup, walker_teardown),
+        cmocka_unit_test_setup_teardown(test_push_many, walker_setup, walker_teardown),
         cmocka_unit_test_setup_teardown(test_notify_flags, walker_setup, walker_teardown),
         cmocka_unit_test_setup_teardown(test_activation_checks, walker_setup, walker_teardown),
         cmocka_unit_test_setup_teardown(test_legacy_layout, walker_setup, walker_teardown),
