@@ -91,3 +91,69 @@ qemu_state_corrupt() {
         [ $(((_cr0 >> 31) & 1)) = 1 ] && [ $_cr3 -ge "$2" ] && echo corrupt
     done | grep -q corrupt
 }
+
+# l1_shutdown_trace start|show: in the rig's L1 only (elsewhere: false),
+# records KVM's SHUTDOWN exits (a guest's triple fault; AMD exit code 0x7f)
+# (from "start" on) with L1's kvm_exit tracepoint: the guest's rip and the event it was
+# delivering (intr_info: EXITINTINFO, error_code), which KVM discards when
+# it resets the vCPU, before the VMM sees the exit. "show" prints them and
+# succeeds when every one has a rig signature:
+# - the rip inside L1's own kvm or kvm_amd module, code no guest runs (the
+#   nested SVM handed the guest its host's state); or
+# - an event being delivered that a sound guest always can: a #PF with
+#   error code 0x10 (EXITINTINFO 0x80000b0e: at CPL0 the guest could not
+#   fetch the instruction at rip, and then not even reach its #PF handler),
+#   or an external interrupt (its IDT entry or stack unreachable). Seen
+#   (tests/rig/README.md) on the first instruction after one that L1's KVM
+#   intercepted and skipped (an HPET read, a PAUSE, an ioeventfd write),
+#   with vhost-net doing the NIC's DMA: the translation the emulated SVM
+#   resumed the guest with was broken.
+l1_shutdown_trace() {
+    _t=/sys/kernel/tracing
+    [ -x /rig/vmm ] || return 1
+    case $1 in
+        start)
+            [ -d $_t/events ] || mount -t tracefs nodev $_t 2>/dev/null
+            [ -d $_t/events/kvm/kvm_exit ] || { echo "rig-lib: no kvm_exit tracepoint in L1"; return 1; }
+            : > $_t/trace # from now on
+            echo 'exit_reason == 127' > $_t/events/kvm/kvm_exit/filter
+            echo 1 > $_t/events/kvm/kvm_exit/enable
+            echo 1 > $_t/tracing_on
+            ;;
+        show)
+            echo "== L1's kvm_exit records of SHUTDOWN exits:"
+            grep 'kvm_exit' $_t/trace 2>/dev/null || { echo "(none)"; return 1; }
+            _all=0
+            grep 'kvm_exit' $_t/trace | sed -n 's/.* rip 0x\([0-9a-f]*\) .* intr_info 0x\([0-9a-f]*\) error_code 0x\([0-9a-f]*\).*/\1 \2 \3/p' > /tmp/rig-shutdowns
+            while read -r _rip _ii _ec; do
+                _why=
+                _ii=$((0x$_ii))
+                [ $_ii = $((0x80000b0e)) ] && [ $((0x$_ec)) = 16 ] &&
+                    _why="a #PF of an instruction fetch at CPL0 (error code 0x10) was being delivered"
+                [ $((_ii & 0x80000700)) = $((0x80000000)) ] &&
+                    _why="external interrupt vector $((_ii & 0xff)) was being delivered"
+                _r=$((0x$_rip))
+                while read -r _m _size _x _y _z _base; do
+                    case $_m in kvm | kvm_amd) ;; *) continue ;; esac
+                    [ $_r -ge $((_base)) ] && [ $_r -lt $((_base + _size)) ] &&
+                        _why="rip inside L1's module $_m"
+                done < /proc/modules
+                echo "   rip $_rip: ${_why:-no rig signature}"
+                [ -n "$_why" ] || _all=1
+            done < /tmp/rig-shutdowns
+            return $_all
+            ;;
+    esac
+}
+
+# l1_kernel_trouble: L1's kernel log shows a soft lockup, an RCU stall or an
+# oops (a CPU of L1 that stops taking interrupts, e.g. stuck in guest mode
+# of the emulated SVM; L1's own state corrupted after a world switch).
+# A userspace VMM cannot cause these on a sound kernel and CPU: a test whose
+# guest stalled meanwhile prints "RIG-FAULT l1-lockup: <first such line>".
+# L1 only; false elsewhere.
+l1_kernel_trouble() {
+    [ -x /rig/vmm ] || return 1
+    _line=$(dmesg 2>/dev/null | grep -m1 -E 'soft lockup|detected stalls on CPUs|rcu_.*stall|BUG: |Oops|general protection fault') || return 1
+    echo "RIG-FAULT l1-lockup: ${_line#*] }"
+}

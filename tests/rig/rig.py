@@ -435,6 +435,12 @@ def boot_once(args, logdir, stream=True):
         return R("rig-fault", sig=f"l1-not-ready: no RIG-L1-READY within {args.ready_timeout} s "
                                   f"(last L1 line: {normalise(last_l1)[:80]})")
     if killed_for == "timeout":
+        # An L1 CPU that stopped taking interrupts (a soft lockup or an RCU
+        # stall of L1's own kernel) holds up whatever runs on it: no
+        # userspace VMM can cause that on a sound kernel and CPU.
+        stall = next((n for n in notes if n.startswith("l1-stall")), None)
+        if stall:
+            return R("rig-fault", sig=f"timeout after {stall}")
         return R("timeout", sig=f"script did not finish within {args.timeout} s")
     if rc is not None and rc < 0 and killed_for is None:
         return R("rig-fault", sig=f"outer-qemu-abort: killed by signal {-rc}")
