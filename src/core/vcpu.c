@@ -62,6 +62,11 @@ static int set_cpuid(struct vcpu *v)
             e->ebx = (e->ebx & 0x0000ffffu) | ((cpus > 255 ? 255 : cpus) << 16) | (v->id << 24);
             if (cpus > 1)
                 e->edx |= 1u << 28; /* HTT: the logical count field is valid */
+            /* Hypervisor present: without it Linux never looks at KVM's
+             * leaves at 0x40000000 (no kvm-clock, no PV EOI) and runs on
+             * the HPET. KVM before 6.x leaves the bit out of its
+             * supported CPUID; QEMU sets it too. */
+            e->ecx |= 1u << 31;
             break;
         case 0xb:
         case 0x1f:
