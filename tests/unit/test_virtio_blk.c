@@ -119,24 +119,13 @@ static void tdev_destroy(struct tdev *t)
 
 static uint64_t device_features(struct tdev *t)
 {
-    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 0);
-    uint64_t lo = vp_common_read(t->vp, VIRTIO_COMMON_DF, 4);
-    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 1);
-    return lo | vp_common_read(t->vp, VIRTIO_COMMON_DF, 4) << 32;
+    return vp_device_features(t->vp);
 }
 
 /* Drives the modern interface to DRIVER_OK with `features` and nq queues. */
 static void bring_up(struct tdev *t, uint64_t features, unsigned nq)
 {
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 1);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 3);
-    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 0);
-    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, (uint32_t)features);
-    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 1);
-    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, features >> 32);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0b);
+    vp_negotiate(t->vp, features);
     for (unsigned q = 0; q < nq; q++) {
         struct vring *r = &t->rings[q];
         vring_clear(r);

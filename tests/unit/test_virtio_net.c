@@ -234,24 +234,13 @@ static uint8_t isr_read(struct tdev *t)
 
 static uint64_t device_features(struct tdev *t)
 {
-    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 0);
-    uint64_t lo = vp_common_read(t->vp, VIRTIO_COMMON_DF, 4);
-    vp_common_write(t->vp, VIRTIO_COMMON_DFSELECT, 4, 1);
-    return lo | vp_common_read(t->vp, VIRTIO_COMMON_DF, 4) << 32;
+    return vp_device_features(t->vp);
 }
 
 /* The modern interface to DRIVER_OK with `features` and every queue. */
 static void bring_up(struct tdev *t, uint64_t features)
 {
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 1);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 3);
-    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 0);
-    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, (uint32_t)features);
-    vp_common_write(t->vp, VIRTIO_COMMON_GFSELECT, 4, 1);
-    vp_common_write(t->vp, VIRTIO_COMMON_GF, 4, features >> 32);
-    vp_common_write(t->vp, VIRTIO_COMMON_STATUS, 1, 0x0b);
-    assert_int_equal(vp_common_read(t->vp, VIRTIO_COMMON_STATUS, 1), 0x0b);
+    vp_negotiate(t->vp, features);
     for (unsigned q = 0; q < NQ; q++) {
         struct vring *r = &t->rings[q];
         vring_clear(r);

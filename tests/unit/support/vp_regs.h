@@ -14,5 +14,10 @@ uint64_t vp_common_read(struct virtio_pci *vp, unsigned off, unsigned size);
 void vp_common_write(struct virtio_pci *vp, unsigned off, unsigned size, uint64_t v);
 /* The device-specific configuration through the modern BAR. */
 uint64_t vp_device_config_read(struct virtio_pci *vp, unsigned off, unsigned size);
+/* The 64 bits the device offers. */
+uint64_t vp_device_features(struct virtio_pci *vp);
+/* A driver's first steps on the modern interface: reset, ACKNOWLEDGE,
+ * DRIVER, `features`, FEATURES_OK (asserted to stick). */
+void vp_negotiate(struct virtio_pci *vp, uint64_t features);
 
 #endif
