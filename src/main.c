@@ -347,10 +347,17 @@ static int nic_vhost_stop_ring(void *opaque, unsigned pair, unsigned ring, uint1
     return vhost_net_stop_ring(&nic->vhost[pair], ring, last_avail);
 }
 
+static int nic_vhost_set_call(void *opaque, unsigned pair, unsigned ring, int call_fd)
+{
+    struct nic *nic = opaque;
+    return vhost_net_set_call(&nic->vhost[pair], ring, call_fd);
+}
+
 static const struct virtio_net_vhost_ops nic_vhost_ops = {
     .set_features = nic_vhost_set_features,
     .start_ring = nic_vhost_start_ring,
     .stop_ring = nic_vhost_stop_ring,
+    .set_call = nic_vhost_set_call,
 };
 
 /* One vhost-net instance per queue pair, or none (the reason in why). */

@@ -108,6 +108,12 @@ int vhost_net_start_ring(struct vhost_net *v, unsigned ring, const struct vhost_
     return 0;
 }
 
+int vhost_net_set_call(struct vhost_net *v, unsigned ring, int call_fd)
+{
+    struct vhost_vring_file call = {.index = ring, .fd = call_fd};
+    return ioctl(v->fd, VHOST_SET_VRING_CALL, &call) < 0 ? -errno : 0;
+}
+
 int vhost_net_stop_ring(struct vhost_net *v, unsigned ring, uint16_t *last_avail)
 {
     struct vhost_vring_file unbind = {.index = ring, .fd = VHOST_FILE_UNBIND};

@@ -51,5 +51,7 @@ int vhost_net_start_ring(struct vhost_net *v, unsigned ring, const struct vhost_
 /* Stops the ring: detaches the TAP, reads back the next available index,
  * unbinds the kick and call eventfds. Returns 0 or -errno. */
 int vhost_net_stop_ring(struct vhost_net *v, unsigned ring, uint16_t *last_avail);
+/* A running ring's interrupt eventfd is now call_fd. Returns 0 or -errno. */
+int vhost_net_set_call(struct vhost_net *v, unsigned ring, int call_fd);
 
 #endif

@@ -203,6 +203,12 @@ int virtio_queue_irqfd(struct virtio_device *vdev, unsigned queue)
     return vdev->transport->queue_irqfd(vdev->transport_opaque, queue);
 }
 
+void virtio_queue_interrupt_moved_locked(struct virtio_device *vdev, unsigned queue)
+{
+    if (queue < vdev->num_queues && vdev->queues[queue].activated && vdev->ops->interrupt_moved)
+        vdev->ops->interrupt_moved(vdev, queue);
+}
+
 void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail)
 {
     struct virtq *vq = &vdev->queues[queue].vq;

@@ -107,6 +107,10 @@ struct virtio_device_ops {
      * completions still in flight include their tail: a kick of the
      * queue, for one. Optional. */
     void (*quiesce)(struct virtio_device *vdev, unsigned queue);
+    /* The driver moved an active queue's interrupt (a new MSI-X vector):
+     * a device that gave another engine virtio_queue_irqfd fetches it
+     * again. vdev->lock held. Optional. */
+    void (*interrupt_moved)(struct virtio_device *vdev, unsigned queue);
     /* Device reset (status 0 or a machine reset), queues already quiesced:
      * the device's own run-time state back to power-on. Optional. */
     void (*reset)(struct virtio_device *vdev);
@@ -256,6 +260,8 @@ int virtio_queue_hand_off(struct virtio_device *vdev, unsigned queue);
  * the engine then signals an eventfd of the device's, which relays. */
 int virtio_queue_irqfd(struct virtio_device *vdev, unsigned queue);
 void virtio_queue_sync(struct virtio_device *vdev, unsigned queue, uint16_t last_avail);
+/* Transport, vdev->lock held: the queue's interrupt vector changed. */
+void virtio_queue_interrupt_moved_locked(struct virtio_device *vdev, unsigned queue);
 void virtio_queue_take_back(struct virtio_device *vdev, unsigned queue);
 /* True between virtio_device_pause and virtio_device_resume (an activate
  * op then leaves another engine stopped until its restart op). */

@@ -790,6 +790,14 @@ static void vhost_call(void *opaque, uint32_t events)
         virtio_queue_interrupt(&r->net->vdev, r->queue);
 }
 
+/* The MSI-X vector's own eventfd, so KVM injects without us; INTx or no
+ * vector: our relay. */
+static int vhost_call_fd(struct virtio_net *net, struct vhost_ring *r)
+{
+    int fd = virtio_queue_irqfd(&net->vdev, r->queue);
+    return fd >= 0 ? fd : r->call_fd;
+}
+
 static int vhost_start(struct virtio_net *net, struct vhost_ring *r)
 {
     struct virtio_device *vdev = &net->vdev;
@@ -810,10 +818,8 @@ static int vhost_start(struct virtio_net *net, struct vhost_ring *r)
         .avail = vq->avail,
         .used = vq->used,
         .kick_fd = virtio_queue_hand_off(vdev, r->queue),
-        .call_fd = virtio_queue_irqfd(vdev, r->queue),
+        .call_fd = vhost_call_fd(net, r),
     };
-    if (desc.call_fd < 0)
-        desc.call_fd = r->call_fd; /* INTx or no vector: through our relay */
     if (!err)
         err = net->vhost->start_ring(net->vhost_opaque, pair, ring, &desc);
     if (err) {
@@ -896,6 +902,22 @@ static void net_restart(struct virtio_device *vdev, unsigned queue)
     struct vhost_ring *r = vhost_ring_of(net, queue);
     if (r && !r->started && vhost_start(net, r) < 0)
         virtio_device_needs_reset(vdev, "vhost-net could not restart a queue");
+}
+
+/* A running engine signals the queue's new vector from now on (a stopped
+ * one fetches it when it starts). */
+static void net_interrupt_moved(struct virtio_device *vdev, unsigned queue)
+{
+    struct virtio_net *net = net_of(vdev);
+    struct vhost_ring *r = vhost_ring_of(net, queue);
+    if (!r || !r->started)
+        return;
+    int err = net->vhost->set_call(net->vhost_opaque, queue / 2, queue % 2, vhost_call_fd(net, r));
+    if (err) {
+        log_error("%s: vhost-net could not move queue %u's interrupt: %s", vdev->name, queue,
+                  strerror(-err));
+        virtio_device_needs_reset(vdev, "vhost-net could not move a queue's interrupt");
+    }
 }
 
 static void net_queue_notify(struct virtio_device *vdev, unsigned queue)
@@ -1116,6 +1138,7 @@ static const struct virtio_device_ops net_ops = {
     .drain = net_drain,
     .restart = net_restart,
     .quiesce = net_quiesce,
+    .interrupt_moved = net_interrupt_moved,
     .reset = net_reset,
     .write_config = net_write_config,
     .state = net_state,

@@ -108,6 +108,9 @@ struct virtio_net_vhost_ops {
     int (*start_ring)(void *opaque, unsigned pair, unsigned ring, const struct virtio_net_ring *r);
     /* Stops the ring and returns the next chain it would have taken. */
     int (*stop_ring)(void *opaque, unsigned pair, unsigned ring, uint16_t *last_avail);
+    /* A started ring's interrupt eventfd changed (the driver moved its
+     * vector). */
+    int (*set_call)(void *opaque, unsigned pair, unsigned ring, int call_fd);
 };
 
 struct virtio_net_params {

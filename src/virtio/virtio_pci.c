@@ -40,6 +40,13 @@ uint16_t vp_msix_vector_value(struct virtio_pci *vp, uint64_t value)
     return value < vp->msix.nvec ? (uint16_t)value : VIRTIO_MSI_NO_VECTOR;
 }
 
+void vp_set_queue_vector_locked(struct virtio_pci *vp, unsigned q, uint64_t value)
+{
+    uint16_t vector = vp_msix_vector_value(vp, value);
+    if (atomic_exchange(&vp->queue_vectors[q], vector) != vector)
+        virtio_queue_interrupt_moved_locked(vp->vdev, q);
+}
+
 const struct reg_def *vp_natural_register(const struct regmap *map, unsigned offset, unsigned size)
 {
     for (size_t i = 0; i < map->count; i++) {

@@ -21,6 +21,9 @@ const struct reg_def *vp_natural_register(const struct regmap *map, unsigned off
 int vp_selected_queue(struct virtio_pci *vp);
 /* A vector the device cannot use reads back as NO_VECTOR (spec 4.1.5.1.2). */
 uint16_t vp_msix_vector_value(struct virtio_pci *vp, uint64_t value);
+/* A driver write of queue q's vector (vdev->lock held); the device hears
+ * of a change while the queue is active. */
+void vp_set_queue_vector_locked(struct virtio_pci *vp, unsigned q, uint64_t value);
 /* Reads and clears the ISR, dropping INTx. */
 uint8_t vp_isr_read_clear(struct virtio_pci *vp);
 /* A driver status write (vdev->lock held): 0 resets the device and the

@@ -103,7 +103,7 @@ static void legacy_set(void *opaque, uint32_t reg, uint64_t value, uint64_t mask
         break;
     case VIRTIO_LEGACY_QUEUE_VECTOR:
         if (q >= 0)
-            atomic_store(&vp->queue_vectors[q], vp_msix_vector_value(vp, value));
+            vp_set_queue_vector_locked(vp, (unsigned)q, value);
         break;
     default:
         log_limited(&vp->log, LOG_DEBUG, "%s: write to read-only legacy register 0x%x", vp->name,

@@ -122,7 +122,7 @@ static void common_set(void *opaque, uint32_t reg, uint64_t value, uint64_t mask
         virtio_queue_set_size_locked(vdev, q, value);
         break;
     case VIRTIO_COMMON_Q_MSIX:
-        atomic_store(&vp->queue_vectors[q], vp_msix_vector_value(vp, value));
+        vp_set_queue_vector_locked(vp, q, value);
         break;
     case VIRTIO_COMMON_Q_ENABLE:
         virtio_queue_enable_locked(vdev, q, value);

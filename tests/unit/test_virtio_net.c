@@ -143,10 +143,22 @@ static int fake_stop_ring(void *opaque, unsigned pair, unsigned ring, uint16_t *
     return 0;
 }
 
+static unsigned fake_set_calls;
+
+static int fake_set_call(void *opaque, unsigned pair, unsigned ring, int call_fd)
+{
+    struct fake_ring *f = &fake_rings[pair][ring];
+    assert_true(f->started);
+    f->r.call_fd = call_fd;
+    fake_set_calls++;
+    return 0;
+}
+
 static const struct virtio_net_vhost_ops fake_vhost_ops = {
     .set_features = fake_set_features,
     .start_ring = fake_start_ring,
     .stop_ring = fake_stop_ring,
+    .set_call = fake_set_call,
 };
 
 /* ---- Devices under test ---- */
@@ -173,6 +185,29 @@ static void fake_router(void *opaque, uint8_t devfn, unsigned pin, bool level)
 
 static void fake_msi(void *opaque, uint64_t addr, uint32_t data)
 {
+}
+
+/* An irqfd-capable sink, so MSI-X vectors have eventfds an engine can
+ * signal; routes and bindings are not followed here (test_msix does). */
+static int fake_gsis;
+
+static int fake_route_add(void *opaque, uint64_t addr, uint32_t data)
+{
+    return 100 + fake_gsis++;
+}
+
+static int fake_route_update(void *opaque, int gsi, uint64_t addr, uint32_t data)
+{
+    return 0;
+}
+
+static void fake_route_remove(void *opaque, int gsi)
+{
+}
+
+static int fake_irqfd(void *opaque, int fd, int gsi, bool assign)
+{
+    return 0;
 }
 
 /* Set by a test before tdev_create: the device runs its data queues there. */
@@ -204,7 +239,11 @@ static void tdev_create(struct tdev *t, uint8_t slot)
     assert_non_null(t->vdev);
     t->vp = virtio_pci_create(t->vdev, &(struct virtio_pci_params){
                                            .machine = NULL,
-                                           .msix_sink = {.signal_msi = fake_msi},
+                                           .msix_sink = {.route_add = fake_route_add,
+                                                         .route_update = fake_route_update,
+                                                         .route_remove = fake_route_remove,
+                                                         .irqfd = fake_irqfd,
+                                                         .signal_msi = fake_msi},
                                        });
     assert_non_null(t->vp);
     assert_int_equal(pci_bus_add(&pcibus, &t->vp->pci, PCI_DEVFN(slot, 0)), 0);
@@ -356,7 +395,7 @@ static int setup(void **state)
     be_filter_count = be_filter_calls = 0;
     be_filter_allmulti = false;
     memset(fake_rings, 0, sizeof(fake_rings));
-    fake_feature_calls = 0;
+    fake_feature_calls = fake_set_calls = 0;
     tdev_create(&dev, 5);
     return 0;
 }
@@ -1108,6 +1147,47 @@ static void test_vhost_engine(void **state)
         assert_false(fake_rings[q / 2][q % 2].started);
 }
 
+/* A driver that moves a running queue's vector: the engine signals the
+ * new vector's eventfd (KVM injects it), and our relay once the queue has
+ * no vector; a stopped engine just starts with the current one. */
+static void test_vhost_follows_moved_vector(void **state)
+{
+    tdev_vhost = &fake_vhost_ops;
+    tdev_vhost_features = F_V1 | F(VIRTIO_NET_F_MRG_RXBUF);
+    struct tdev v;
+    tdev_create(&v, 6);
+    pci_device_config_write(&v.vp->pci, v.vp->msix.cap + MSIX_CAP_CONTROL, 2, MSIX_CONTROL_ENABLE);
+    bring_up(&v, F_V1);
+    struct fake_ring *tx = &fake_rings[0][1];
+    assert_true(tx->started);
+    int relay = tx->r.call_fd; /* no vector yet: the relay */
+    assert_true(relay >= 0);
+    assert_int_equal(fake_set_calls, 0);
+
+    vp_common_write(v.vp, VIRTIO_COMMON_Q_SELECT, 2, 1);
+    vp_common_write(v.vp, VIRTIO_COMMON_Q_MSIX, 2, 2);
+    assert_int_equal(vp_common_read(v.vp, VIRTIO_COMMON_Q_MSIX, 2), 2);
+    assert_int_equal(fake_set_calls, 1);
+    assert_int_equal(tx->r.call_fd, v.vp->msix.vec[2].event_fd);
+    assert_int_not_equal(tx->r.call_fd, relay);
+    vp_common_write(v.vp, VIRTIO_COMMON_Q_MSIX, 2, 2); /* unchanged: nothing to do */
+    assert_int_equal(fake_set_calls, 1);
+
+    vp_common_write(v.vp, VIRTIO_COMMON_Q_MSIX, 2, VIRTIO_MSI_NO_VECTOR);
+    assert_int_equal(fake_set_calls, 2);
+    assert_int_equal(tx->r.call_fd, relay);
+
+    /* Moved while paused: the restart takes the vector as it is then. */
+    struct device *dv = &v.vp->pci.dev;
+    assert_int_equal(device_pause(dv), 0);
+    vp_common_write(v.vp, VIRTIO_COMMON_Q_MSIX, 2, 3);
+    assert_int_equal(fake_set_calls, 2);
+    device_resume(dv);
+    assert_true(tx->started);
+    assert_int_equal(tx->r.call_fd, v.vp->msix.vec[3].event_fd);
+    tdev_destroy(&v);
+}
+
 /* On the userspace path the device filters itself: the back end's filter
  * stays off. */
 static void test_userspace_path_leaves_backend_filter_alone(void **state)
@@ -1135,6 +1215,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_stops_receive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vhost_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vhost_follows_moved_vector, setup, teardown),
         cmocka_unit_test_setup_teardown(test_userspace_path_leaves_backend_filter_alone, setup,
                                         teardown),
     };
