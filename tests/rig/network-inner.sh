@@ -6,7 +6,9 @@
 # brings eth0 up, pings L1's end of the TAP our VMM created, moves NET_MIB
 # MiB each way over TCP (HTTP: busybox httpd and wget at both ends) with
 # md5 at both ends, reboots, and after the reboot pings and moves
-# NET_REBOOT_MIB MiB each way again; then powers off.
+# NET_REBOOT_MIB MiB each way again, reloads the virtio_net driver
+# (the device reset and brought up by a new driver instance), pings and
+# fetches NET_REBOOT_MIB MiB once more; then powers off.
 # One line per check: "NET-RESULT <path> <check> pass|fail [detail]".
 # Env: RIG_VMM, RIG_FILES (rig.sh exec); NET_PATHS ("vhost userspace"),
 # NET_MIB (64), NET_REBOOT_MIB (8).
@@ -104,6 +106,7 @@ EOF
     fetch() { echo "echo DOWN''-SUM \$(timeout 180 wget -q -O - http://$l1:8080/$1 | md5sum)"; }
     serve() { echo "mkdir -p /tmp/www && dd if=/dev/urandom of=/tmp/www/up.bin bs=1M count=$1 2>/dev/null && echo UP''-SUM \$(md5sum < /tmp/www/up.bin) && httpd -p $guest:8080 -h /tmp/www; echo UP''-READY"
     }
+    reload="rmmod virtio_net && insmod /lib/modules/rig/virtio_net.ko; echo RELOAD''-RC=\$?; sleep 1; ip link set eth0 up && ip addr add $guest/24 dev eth0 && sleep 1 && ping -c 3 -W 5 $l1 > /tmp/ping.txt; echo RELOAD''-PING-RC=\$?; echo RELOAD''-SUM \$(timeout 180 wget -q -O - http://$l1:8080/small.bin | md5sum)"
     stats="for f in rx_errors rx_length_errors rx_frame_errors rx_dropped rx_packets; do echo NET''-STAT \$f \$(cat /sys/class/net/eth0/statistics/\$f); done; echo NET''-CLOCK \$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource); grep -A1 ^Tcp: /proc/net/snmp; cat /proc/net/dev"
     # Boot, first transfers; a BdsDxe after the shell is a guest reset.
     : > console.raw
@@ -125,7 +128,8 @@ EOF
     up2=
     [ $t2 = 0 ] && up2=$(wget -q -O - http://$guest:8080/up.bin | md5sum | cut -d' ' -f1)
     t3=1
-    [ $t2 = 0 ] && guest_ttyexpect ttya timeout:120 "fail:BdsDxe" "send:$stats\r" "expect:NET-STAT rx_packets" "expect:#" \
+    [ $t2 = 0 ] && guest_ttyexpect ttya timeout:300 "fail:BdsDxe" "send:$reload\r" "expect:RELOAD-SUM" "expect:#" \
+        "send:$stats\r" "expect:NET-STAT rx_packets" "expect:#" \
         "send:poweroff -f\r" eof >> console.raw 2>>tty.err
     [ $t2 = 0 ] && t3=$?
     tr -d '\r' < console.raw > console.log
@@ -159,6 +163,10 @@ EOF
         grep -q '^NET-STAT rx_packets' $f && [ "$errs" = 0 ] && result boot$b-rx-errors pass ||
             failed boot$b-rx-errors fail "$(grep '^NET-STAT' $f | tr '\n' ' ')"
     done
+    # The driver reloaded: its reset and a new bring-up keep the network.
+    grep -q "^RELOAD-RC=0" console.log && grep -q "^RELOAD-PING-RC=0" console.log &&
+        grep -q "^RELOAD-SUM $small_sum -" console.log && result driver-reload pass "$MIB2 MiB md5 $small_sum" ||
+        failed driver-reload fail "$(grep '^RELOAD-' console.log | tr '\n' ' ')"
     grep -q 'guest reset: VM restarted' vmm.log && result reboot pass || failed reboot fail
     if grep -q 'triple fault' vmm.log; then
         failed no-triple-fault fail

@@ -4,7 +4,8 @@
 # boots OVMF -> GRUB -> Linux from the test ISO with pci-virtio-viona on a
 # TAP our VMM creates; the guest pings L1's end of the TAP and moves NET_MIB
 # (64) MiB each way over TCP with md5 at both ends, reboots, and does it
-# again with NET_REBOOT_MIB (8) MiB; once on the vhost-net data path and
+# again with NET_REBOOT_MIB (8) MiB, then after reloading its virtio_net
+# driver pings and fetches 8 MiB once more; once on the vhost-net data path and
 # once on the userspace one (rig.sh exec: in the nested rig, whose L1 has
 # /dev/vhost-net, or directly on a host whose KVM runs real guests - there
 # in a network namespace of its own). See network-inner.sh.
