@@ -488,6 +488,7 @@ static int build_nvme(struct vmm *vmm, const struct config_device *d)
 static int build_pvpanic(struct vmm *vmm, const struct config_device *d)
 {
     pvpanic_init(&vmm->pvpanic, d->name);
+    log_info("%s: QEMU pvpanic at I/O port 0x%x (ACPI QEMU0001)", d->name, PVPANIC_PORT);
     return add_pio_device(vmm, &vmm->pvpanic.dev, PVPANIC_PORT, 1, &pvpanic_io_ops);
 }
 

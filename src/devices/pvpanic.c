@@ -23,16 +23,19 @@ static void pvpanic_write(void *opaque, uint64_t offset, unsigned size, uint64_t
     }
     uint8_t events = (uint8_t)value;
     pthread_mutex_lock(&pv->lock);
-    if (events & PVPANIC_PANICKED) {
+    if (events & PVPANIC_PANICKED)
         pv->panics++;
-        log_limited(&pv->event_log, LOG_ERROR, "%s: guest panic (reported %llu times)",
-                    pv->dev.name, (unsigned long long)pv->panics);
-    }
-    if (events & PVPANIC_CRASH_LOADED) {
+    if (events & PVPANIC_CRASH_LOADED)
         pv->crash_loads++;
-        log_limited(&pv->event_log, LOG_INFO, "%s: guest panicked and loaded its crash kernel",
-                    pv->dev.name);
-    }
+    if (events & PVPANIC_EVENTS)
+        log_limited(&pv->event_log, LOG_ERROR,
+                    "%s: guest panic, event bits 0x%02x (%s%s%s); %llu panics, %llu crash kernel "
+                    "loads so far",
+                    pv->dev.name, events & PVPANIC_EVENTS,
+                    events & PVPANIC_PANICKED ? "panicked" : "",
+                    (events & PVPANIC_EVENTS) == PVPANIC_EVENTS ? ", " : "",
+                    events & PVPANIC_CRASH_LOADED ? "crash kernel loaded" : "",
+                    (unsigned long long)pv->panics, (unsigned long long)pv->crash_loads);
     if (events & ~PVPANIC_EVENTS)
         log_limited(&pv->bad_access_log, LOG_WARNING, "%s: unknown event bits 0x%02x ignored",
                     pv->dev.name, events & ~PVPANIC_EVENTS);
