@@ -546,7 +546,8 @@ static int refuse_unsupported(const struct config *cfg)
     }
     for (size_t i = 0; i < cfg->block_dev_count; i++) {
         const struct config_block_dev *bd = &cfg->block_devs[i];
-        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC)
+        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC ||
+            bd->type == CONFIG_BLOCK_CLOUDINIT)
             continue;
         char key[128];
         snprintf(key, sizeof(key), "block_dev.%s", bd->name);
@@ -570,11 +571,6 @@ static int refuse_unsupported(const struct config *cfg)
             config_report(cfg, dev->pci_pos, key, "only PCI bus 0 is supported");
             return -1;
         }
-    }
-    if (cfg->has_cloudinit) {
-        config_report(cfg, (struct config_pos){cfg->cloudinit.line, cfg->cloudinit.column},
-                      "cloudinit", "cloud-init disks are not yet supported");
-        return -1;
     }
     return 0;
 }

@@ -11,6 +11,7 @@ packages=(
     socat                                 # attaching a terminal to ./ttya
     qemu-system-x86                       # baseline VMM for benchmarks and guest checks
     seabios ovmf                          # real firmware for the tests
+    dosfstools mtools util-linux          # fsck.fat, mdir/mtype, blkid check the cloud-init disk
     clang-format
 )
 missing=()

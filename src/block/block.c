@@ -19,9 +19,10 @@ struct block_backend *block_backend_open(const struct config_block_dev *cfg)
         return block_file_open(cfg, BLOCK_FILE_ENGINE_DEFAULT);
     case CONFIG_BLOCK_MEM_ASYNC:
         return block_mem_open(cfg);
+    case CONFIG_BLOCK_CLOUDINIT:
+        return block_cloudinit_open(cfg);
     case CONFIG_BLOCK_CRUCIBLE:
     case CONFIG_BLOCK_CRUCIBLE_MEM:
-    case CONFIG_BLOCK_CLOUDINIT:
         break;
     }
     log_error("block_dev.%s: block device type \"%s\" is not yet supported", cfg->name,

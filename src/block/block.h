@@ -66,7 +66,7 @@ struct block_backend {
     struct block_info info;
 };
 
-/* Opens the back end a [block_dev.*] section describes (file, mem-async;
+/* Opens the back end a [block_dev.*] section describes (file, mem-async, cloudinit;
  * other types are refused with a clear "not yet supported" error). On
  * error logs one message naming the section and returns NULL. */
 struct block_backend *block_backend_open(const struct config_block_dev *cfg);
@@ -79,7 +79,7 @@ static inline int block_submit(struct block_backend *be, struct block_request *r
     return be->ops->submit(be, req);
 }
 
-/* What the file and mem-async back ends guarantee on top of the above:
+/* What the file, mem-async and cloudinit back ends guarantee on top of the above:
  * - submit returns 0 and never completes inline: every request, including
  *   one refused without I/O (-EINVAL for a range past the end or iovecs not
  *   summing to len, -EROFS for WRITE/DISCARD/WRITE_ZEROES on a read-only
@@ -92,7 +92,8 @@ static inline int block_submit(struct block_backend *be, struct block_request *r
  *   host crashing); with skip_flush a FLUSH completes at once. A FLUSH on a
  *   read-only disk completes at once. DISCARD punches a hole (reads return
  *   zeroes) or, where that is unsupported, does nothing and succeeds.
- * - mem-async: reads of never-written blocks return zeroes; DISCARD zeroes. */
+ * - mem-async: reads of never-written blocks return zeroes; DISCARD zeroes.
+ * - cloudinit: read-only, 512-byte blocks, the volume built at open. */
 
 static inline void block_drain(struct block_backend *be)
 {

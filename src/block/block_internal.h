@@ -1,4 +1,4 @@
-/* Pieces shared by the block back ends (file, mem-async): request checks,
+/* Pieces shared by the block back ends (file, mem-async, cloudinit): request checks,
  * in-flight accounting for drain, a worker pool, iovec cursors. Not for
  * device models: they use block.h only. Tests and the benchmark include this
  * to pick a file engine explicitly. */
@@ -154,5 +154,14 @@ const char *block_file_engine_name(const struct block_backend *be);
 void block_file_test_no_fallocate(struct block_backend *be);
 
 struct block_backend *block_mem_open(const struct config_block_dev *cfg);
+/* The mem back end serving image (size bytes, a multiple of 512) read-only
+ * with 512-byte blocks: writes, discards and write-zeroes get -EROFS. It
+ * takes image over (a malloc'ed buffer), freeing it on failure too. */
+struct block_backend *block_mem_open_image(const struct config_block_dev *cfg, uint8_t *image,
+                                           uint64_t size);
+/* type "cloudinit": reads the [cloudinit] files, builds the volume
+ * (block/cloudinit.h) and serves it with block_mem_open_image. A file that
+ * cannot be read, or too much content, is reported at its config key. */
+struct block_backend *block_cloudinit_open(const struct config_block_dev *cfg);
 
 #endif

@@ -2,7 +2,9 @@
  * MAP_NORESERVE mapping, so untouched blocks cost nothing and read back as
  * zeroes. Requests are copied by `workers` threads, so completions arrive
  * off the submitting thread as with every other back end. Nothing survives
- * the process; FLUSH completes at once. */
+ * the process; FLUSH completes at once.
+ * The same back end serves a prepared image read-only (block_mem_open_image:
+ * the cloud-init volume), from the caller's heap buffer. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@ struct mem_backend {
     struct block_backend be;
     char *name;
     uint8_t *ram;
+    bool ram_is_heap; /* an image from block_mem_open_image: free(), not munmap() */
     uint64_t size;
     size_t page_size;
     struct blk_tracker tracker;
@@ -84,7 +87,10 @@ static void mem_destroy(struct block_backend *be)
     blk_tracker_drain(&mb->tracker);
     blk_pool_stop(&mb->pool);
     blk_tracker_destroy(&mb->tracker);
-    munmap(mb->ram, mb->size);
+    if (mb->ram_is_heap)
+        free(mb->ram);
+    else
+        munmap(mb->ram, mb->size);
     free(mb->name);
     free(mb);
 }
@@ -94,6 +100,49 @@ static const struct block_backend_ops mem_ops = {
     .drain = mem_drain,
     .destroy = mem_destroy,
 };
+
+/* Starts serving ram (size bytes, a multiple of bs). On failure frees
+ * nothing of ram and returns NULL after logging. */
+static struct block_backend *mem_start(const struct config_block_dev *cfg, uint8_t *ram,
+                                       bool ram_is_heap, uint64_t size, uint32_t bs, bool read_only,
+                                       unsigned workers)
+{
+    struct mem_backend *mb = calloc(1, sizeof(*mb));
+    char *name = strdup(cfg->name);
+    if (!mb || !name) {
+        free(mb);
+        free(name);
+        log_error("block_dev.%s: out of memory", cfg->name);
+        return NULL;
+    }
+    mb->name = name;
+    mb->size = size;
+    mb->ram = ram;
+    mb->ram_is_heap = ram_is_heap;
+    long pg = sysconf(_SC_PAGESIZE);
+    mb->page_size = pg > 0 ? (size_t)pg : 4096;
+    mb->be.ops = &mem_ops;
+    mb->be.name = mb->name;
+    mb->be.info = (struct block_info){
+        .size = size,
+        .block_size = bs,
+        .read_only = read_only,
+        .can_discard = !read_only,
+        .can_write_zeroes = !read_only,
+        .volatile_cache = false,
+        .workers = workers,
+    };
+    blk_tracker_init(&mb->tracker);
+    int rc = blk_pool_start(&mb->pool, workers, "blk-mem", mem_run, mb, &mb->tracker);
+    if (rc < 0) {
+        log_error("block_dev.%s: cannot start worker threads: %s", cfg->name, strerror(-rc));
+        blk_tracker_destroy(&mb->tracker);
+        free(name);
+        free(mb);
+        return NULL;
+    }
+    return &mb->be;
+}
 
 struct block_backend *block_mem_open(const struct config_block_dev *cfg)
 {
@@ -109,50 +158,36 @@ struct block_backend *block_mem_open(const struct config_block_dev *cfg)
                   cfg->name, (unsigned long long)size, bs);
         return NULL;
     }
-    struct mem_backend *mb = calloc(1, sizeof(*mb));
-    char *name = strdup(cfg->name);
-    if (!mb || !name) {
-        free(mb);
-        free(name);
-        log_error("block_dev.%s: out of memory", cfg->name);
-        return NULL;
-    }
-    mb->name = name;
-    mb->size = size;
-    long pg = sysconf(_SC_PAGESIZE);
-    mb->page_size = pg > 0 ? (size_t)pg : 4096;
     void *ram = mmap(NULL, size, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ram == MAP_FAILED) {
         log_error("block_dev.%s: cannot map %llu bytes of memory: %s", cfg->name,
                   (unsigned long long)size, strerror(errno));
-        free(name);
-        free(mb);
         return NULL;
     }
-    mb->ram = ram;
-    mb->be.ops = &mem_ops;
-    mb->be.name = mb->name;
-    mb->be.info = (struct block_info){
-        .size = size,
-        .block_size = bs,
-        .read_only = cfg->read_only,
-        .can_discard = !cfg->read_only,
-        .can_write_zeroes = !cfg->read_only,
-        .volatile_cache = false,
-        .workers = cfg->mem_async.workers ? cfg->mem_async.workers : 1,
-    };
-    blk_tracker_init(&mb->tracker);
-    int rc = blk_pool_start(&mb->pool, mb->be.info.workers, "blk-mem", mem_run, mb, &mb->tracker);
-    if (rc < 0) {
-        log_error("block_dev.%s: cannot start worker threads: %s", cfg->name, strerror(-rc));
-        blk_tracker_destroy(&mb->tracker);
+    unsigned workers = cfg->mem_async.workers ? cfg->mem_async.workers : 1;
+    struct block_backend *be = mem_start(cfg, ram, false, size, bs, cfg->read_only, workers);
+    if (!be) {
         munmap(ram, size);
-        free(name);
-        free(mb);
         return NULL;
     }
     log_debug("block_dev.%s: mem-async, %llu bytes, block size %u, %u workers", cfg->name,
-              (unsigned long long)size, bs, mb->be.info.workers);
-    return &mb->be;
+              (unsigned long long)size, bs, workers);
+    return be;
+}
+
+struct block_backend *block_mem_open_image(const struct config_block_dev *cfg, uint8_t *image,
+                                           uint64_t size)
+{
+    if (size == 0 || size % 512 != 0) {
+        log_error("block_dev.%s: an image of %llu bytes is not a positive multiple of 512",
+                  cfg->name, (unsigned long long)size);
+        free(image);
+        return NULL;
+    }
+    /* Requests are memory copies: one worker keeps up. */
+    struct block_backend *be = mem_start(cfg, image, true, size, 512, true, 1);
+    if (!be)
+        free(image);
+    return be;
 }

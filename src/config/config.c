@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/un.h>
 
 #include "config/config_access.h"
 #include "config/toml.h"
@@ -308,12 +309,15 @@ static int parse_cloudinit_item(struct parser *p, struct section *s, const char 
         if (check_str(p, v, kp, 0) || !(item->data = value_strdup(p, v)))
             return -1;
         item->len = v->u.string.len;
+        item->pos = (struct config_pos){v->line, v->column};
     }
     snprintf(pkey, sizeof(pkey), "%s-path", key);
     struct config_pos pos;
     int rp = sec_str(s, pkey, false, STR_NONEMPTY | STR_NO_NUL, &item->path, &pos);
     if (rp < 0)
         return -1;
+    if (rp == 1)
+        item->pos = pos;
     if (r == 1 && rp == 1) {
         char pkp[KP_MAX];
         kp_key(pkp, sizeof(pkp), s->kp, pkey);
@@ -493,6 +497,32 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
     return 0;
 }
 
+/* A cloud-init disk is a read-only volume of 512-byte sectors built from
+ * [cloudinit]; a block_size or read_only saying otherwise is refused. */
+static int parse_cloudinit_dev(struct parser *p, struct section *s, struct config_block_dev *bd,
+                               const struct toml_value *type_val)
+{
+    char vkp[KP_MAX];
+    if (!p->cfg->has_cloudinit) {
+        kp_key(vkp, sizeof(vkp), s->kp, "type");
+        return perr(p, type_val->line, type_val->column, vkp,
+                    "type \"cloudinit\" needs a [cloudinit] section holding the data");
+    }
+    if (bd->has_block_size && bd->block_size != 512) {
+        struct config_pos pos = sec_pos(s, "block_size");
+        kp_key(vkp, sizeof(vkp), s->kp, "block_size");
+        return perr(p, pos.line, pos.column, vkp,
+                    "a cloudinit disk has 512-byte blocks (its FAT volume's sector size)");
+    }
+    if (bd->has_read_only && !bd->read_only) {
+        struct config_pos pos = sec_pos(s, "read_only");
+        kp_key(vkp, sizeof(vkp), s->kp, "read_only");
+        return perr(p, pos.line, pos.column, vkp, "a cloudinit disk is always read-only");
+    }
+    bd->cloudinit.data = &p->cfg->cloudinit;
+    return 0;
+}
+
 static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const char *kp,
                            struct config_block_dev *bd)
 {
@@ -539,12 +569,7 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
         sec_size(&s, bd, &bd->crucible_mem.size);
         break;
     case CONFIG_BLOCK_CLOUDINIT:
-        if (!p->cfg->has_cloudinit) {
-            char vkp[KP_MAX];
-            kp_key(vkp, sizeof(vkp), kp, "type");
-            perr(p, type_val->line, type_val->column, vkp,
-                 "type \"cloudinit\" needs a [cloudinit] section holding the data");
-        }
+        parse_cloudinit_dev(p, &s, bd, type_val);
         break;
     }
 
@@ -626,6 +651,29 @@ static int sec_queue_size(struct section *s, const char *key, unsigned def, unsi
     return r;
 }
 
+/* "unix:/path" (our extension: a UNIX stream socket), else "IP:PORT". */
+static int check_mapping_addr(struct parser *p, const struct toml_value *v, const char *kp,
+                              struct config_port_mapping *pm)
+{
+    if (v->type != TOML_STRING || v->u.string.len < 5 ||
+        strncmp(v->u.string.ptr, "unix:", 5) != 0)
+        return check_sockaddr(p, v, kp, true, &pm->addr);
+    if (check_str(p, v, kp, STR_NO_NUL))
+        return -1;
+    const char *path = v->u.string.ptr + 5;
+    if (path[0] != '/')
+        return perr(p, v->line, v->column, kp, "\"%s\": a UNIX socket path must be absolute",
+                    v->u.string.ptr);
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return perr(p, v->line, v->column, kp,
+                    "\"%s\": a UNIX socket path has at most %zu bytes", v->u.string.ptr,
+                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+    if (!(pm->unix_path = xcalloc(p, strlen(path) + 1, 1)))
+        return -1;
+    strcpy(pm->unix_path, path);
+    return 0;
+}
+
 static int parse_port_mappings(struct parser *p, struct section *s, struct config_device *d)
 {
     char kp[KP_MAX];
@@ -652,7 +700,7 @@ static int parse_port_mappings(struct parser *p, struct section *s, struct confi
         const struct toml_value *addr = NULL;
         if (sec_int(&m, "port", true, 0, UINT32_MAX, &port) == 1 &&
             sec_get(&m, "addr", true, &addr, fkp) == 1 &&
-            check_sockaddr(p, addr, fkp, true, &pm->addr) == 0) {
+            check_mapping_addr(p, addr, fkp, pm) == 0) {
             pm->port = (uint32_t)port;
             d->vsock.port_mapping_count = i + 1;
             for (size_t j = 0; j < i; j++) {
@@ -782,7 +830,17 @@ static int parse_device(struct parser *p, const struct toml_keyval *kv, const ch
         if (sec_int(&s, "guest_cid", true, 3, 0xfffffffe, &n) < 0)
             goto out;
         d->vsock.guest_cid = (uint64_t)n;
-        parse_port_mappings(p, &s, d);
+        if (parse_port_mappings(p, &s, d) < 0)
+            goto out;
+        struct config_pos pos;
+        if (sec_str(&s, "uds_path", false, STR_NONEMPTY | STR_NO_NUL, &d->vsock.uds_path, &pos) ==
+                1 &&
+            strlen(d->vsock.uds_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            char ukp[KP_MAX];
+            kp_key(ukp, sizeof(ukp), s.kp, "uds_path");
+            perr(p, pos.line, pos.column, ukp, "a UNIX socket path has at most %zu bytes",
+                 sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+        }
         break;
     case CONFIG_DRIVER_QEMU_PVPANIC:
         break;
@@ -1035,7 +1093,10 @@ static void free_device(struct config_device *d)
         free(d->viona.vnic);
         break;
     case CONFIG_DRIVER_VIRTIO_SOCKET:
+        for (size_t i = 0; i < d->vsock.port_mapping_count; i++)
+            free(d->vsock.port_mappings[i].unix_path);
         free(d->vsock.port_mappings);
+        free(d->vsock.uds_path);
         break;
     default:
         break;

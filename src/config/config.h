@@ -89,6 +89,8 @@ struct config_main {
 
 /* ---- [block_dev.NAME] ---- */
 
+struct config_cloudinit;
+
 enum config_block_type {
     CONFIG_BLOCK_FILE,
     CONFIG_BLOCK_MEM_ASYNC,
@@ -140,6 +142,11 @@ struct config_block_dev {
         struct {
             uint64_t size;
         } crucible_mem;
+        struct {
+            /* The owning config's [cloudinit] (the parser points it into the
+             * struct config it fills, which is therefore not to be moved). */
+            const struct config_cloudinit *data;
+        } cloudinit;
     };
     unsigned line, column; /* of the section header */
     const char *source;    /* the config file's name for messages (owned by config) */
@@ -165,7 +172,10 @@ struct config_bdf {
  * VsockPortMapping): port_mappings = [{ port = 605, addr = "127.0.0.1:6050" }] */
 struct config_port_mapping {
     uint32_t port;
-    struct config_sockaddr addr;
+    struct config_sockaddr addr; /* unset (len 0) with unix_path */
+    /* addr = "unix:/path" (our extension): a UNIX stream socket; NULL
+     * for an IP:PORT address. */
+    char *unix_path;
 };
 
 struct config_device {
@@ -203,6 +213,9 @@ struct config_device {
             uint64_t guest_cid; /* 3..=0xfffffffe */
             struct config_port_mapping *port_mappings;
             size_t port_mapping_count;
+            /* `uds_path` (our extension): the UNIX socket where host
+             * clients open connections into the guest; NULL: none. */
+            char *uds_path;
         } vsock;
         struct {
             bool enable_isa; /* I/O port 0x505 */
@@ -237,11 +250,13 @@ struct config_cpuid_profile {
 /* ---- [cloudinit] ---- */
 
 /* Exactly one of data (the inline string, may hold NULs) or path is set, or
- * neither when the item is absent. */
+ * neither when the item is absent. The file is read when the disk is built
+ * (block/cloudinit.c), which reports a problem with it at pos. */
 struct config_cloudinit_item {
     char *data;
     size_t len;
     char *path;
+    struct config_pos pos; /* of the value written: the -path one when path is set */
 };
 
 struct config_cloudinit {

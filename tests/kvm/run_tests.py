@@ -432,6 +432,36 @@ def storage_devices_attached_and_swept():
         vm.cleanup()
 
 
+@test
+def cloudinit_disk_on_virtio_block():
+    """A cloud-init disk (user-data inline, meta-data from a -path file) on
+    pci-virtio-block: the VM builds the FAT12 volume, the guest runs with
+    the device and its register sweep, the VMM exits clean. A meta-data
+    file that is missing is refused at its key."""
+    d = tempfile.mkdtemp(prefix="pst-")
+    with open(os.path.join(d, "meta-data"), "w") as f:
+        f.write("instance-id: kvmtest\n")
+    extra = ('[block_dev.seed]\ntype = "cloudinit"\n'
+             '[dev.vblk]\ndriver = "pci-virtio-block"\nblock_dev = "seed"\npci-path = "0.4.0"\n'
+             '[cloudinit]\nuser-data = "#cloud-config\\n"\nmeta-data-path = "meta-data"\n')
+    vm = VM(cpus=2, memory=128, extra=extra, workdir=d, args=["--log-level", "debug"])
+    try:
+        c = vm.boot(2, 128)
+        c.line("sweep 5")
+        c.expect("testguest: sweep done", timeout=120)
+        out = pong_then_clean_exit(vm, c)
+        check("block_dev.seed: cloud-init volume, FAT12, 265216 bytes" in out,
+              "no volume built:\n" + out[-3000:])
+    finally:
+        vm.cleanup()
+    vm = VM(extra=extra.replace('"meta-data"', '"missing/meta-data"'))
+    try:
+        expect_refusal(vm, "config.toml:15:18: cloudinit.meta-data-path: cannot read "
+                       "missing/meta-data: No such file or directory")
+    finally:
+        vm.cleanup()
+
+
 NIC = ('[dev.net0]\ndriver = "pci-virtio-viona"\nvnic = "%s"\npci-path = "0.5.0"\n')
 
 

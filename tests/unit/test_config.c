@@ -355,6 +355,7 @@ static void test_full(void **state)
     assert_int_equal(bd->crucible_mem.size, 1 << 20);
     bd = config_find_block_dev(&cfg, "cidata");
     assert_int_equal(bd->type, CONFIG_BLOCK_CLOUDINIT);
+    assert_ptr_equal(bd->cloudinit.data, &cfg.cloudinit); /* the disk's data */
 
     assert_int_equal(cfg.device_count, 8);
     const struct config_device *d = config_find_device(&cfg, "nvme0");
@@ -410,6 +411,13 @@ static void test_full(void **state)
     assert_null(cfg.cloudinit.meta_data.data);
     assert_string_equal(cfg.cloudinit.meta_data.path, "/srv/ci/meta-data");
     assert_string_equal(cfg.cloudinit.network_config.data, "version: 2\n");
+    /* Where each value was written, for reports when the disk is built. */
+    assert_int_equal(cfg.cloudinit.user_data.pos.line, 113);
+    assert_int_equal(cfg.cloudinit.user_data.pos.column, 13);
+    assert_int_equal(cfg.cloudinit.meta_data.pos.line, 118);
+    assert_int_equal(cfg.cloudinit.meta_data.pos.column, 18);
+    assert_int_equal(cfg.cloudinit.network_config.pos.line, 119);
+    assert_int_equal(cfg.cloudinit.network_config.pos.column, 18);
     config_free(&cfg);
 }
 
@@ -829,8 +837,29 @@ static void test_cloudinit_errors(void **state)
         {MAIN "[cloudinit]\nnetwork-config-path = \"/n\"\nnetwork-config = \"v: 2\"\n",
          "t.toml:7:23: cloudinit.network-config-path: cannot be combined with "
          "cloudinit.network-config (line 8): give the data or a file, not both"},
+        {MAIN "[cloudinit]\nuser-data = \"a\"\nmeta-data = \"b\"\nuser-data-path = \"/u\"\n",
+         "t.toml:9:18: cloudinit.user-data-path: cannot be combined with "
+         "cloudinit.user-data (line 7): give the data or a file, not both"},
+        /* the disk is a FAT volume of 512-byte sectors and read-only */
+        {MAIN "[block_dev.seed]\ntype = \"cloudinit\"\nblock_size = 4096\n[cloudinit]\n",
+         "t.toml:8:14: block_dev.seed.block_size: a cloudinit disk has 512-byte blocks (its FAT "
+         "volume's sector size)"},
+        {MAIN "[block_dev.seed]\ntype = \"cloudinit\"\nread_only = false\n[cloudinit]\n",
+         "t.toml:8:13: block_dev.seed.read_only: a cloudinit disk is always read-only"},
     };
     run_error_cases(cases, sizeof(cases) / sizeof(cases[0]));
+
+    /* What the disk is anyway may be written. */
+    struct config cfg;
+    parse_ok(MAIN "[block_dev.seed]\ntype = \"cloudinit\"\nblock_size = 512\nread_only = true\n"
+                  "[cloudinit]\nuser-data = \"u\"\n",
+             &cfg);
+    assert_ptr_equal(cfg.block_devs[0].cloudinit.data, &cfg.cloudinit);
+    assert_int_equal(cfg.cloudinit.user_data.pos.line, 11);
+    assert_int_equal(cfg.cloudinit.user_data.pos.column, 13);
+    assert_null(cfg.cloudinit.meta_data.data);
+    assert_null(cfg.cloudinit.meta_data.path);
+    config_free(&cfg);
 }
 
 static void test_error_hides_warnings(void **state)
