@@ -420,8 +420,9 @@ struct block_backend *block_cloudinit_open(const struct config_block_dev *cfg)
     }
     be = block_mem_open_image(cfg, img.bytes, img.size);
     if (be)
-        log_debug("block_dev.%s: cloud-init volume, FAT%u, %zu bytes", cfg->name, img.fat_bits,
-                  img.size);
+        log_info(
+            "block_dev.%s: cloud-init volume (NoCloud, label cidata), FAT%u, %zu bytes, read-only",
+            cfg->name, img.fat_bits, img.size);
 out:
     for (unsigned k = 0; k < CLOUDINIT_KEY_COUNT; k++)
         free(read_data[k]);

@@ -248,7 +248,7 @@ build_l1() {
 
 # -------------------------------------------------------------- guest ISO
 GUEST_MODULES=(virtio_pci virtio_blk virtio_net nvme vmw_vsock_virtio_transport pvpanic-mmio vfat
-               nls_cp437 nls_iso8859-1 nls_utf8)
+               nls_cp437 nls_ascii nls_iso8859-1 nls_utf8)
 GUEST_CMDLINE="console=ttyS0,115200 quiet loglevel=3 mitigations=off panic=-1"
 build_guest() {
     local kd=$OUT/kernel g=$OUT/guest
