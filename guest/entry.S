@@ -148,7 +148,8 @@ lm64_bsp:
 	hlt
 	jmp	2b
 
-/* AP in long mode: take a slot, record the APIC id, check in, park. */
+/* AP in long mode: take a slot, record the APIC id and the CPUID leaves
+ * the BSP listed, check in, park. */
 lm64_ap:
 	mov	$SEL_DATA, %ax
 	mov	%ax, %ds
@@ -163,6 +164,27 @@ lm64_ap:
 	mov	(%rsi), %ebx
 	shr	$24, %ebx
 	mov	%ebx, AP_IDS_ADDR(, %rax, 4)
+	/* The `cpuid` command's leaves, as this CPU sees them (layout.h). */
+	cmp	$CPUID_DUMP_CPUS, %eax
+	jae	3f
+	mov	%eax, %edi
+	shl	$CPUID_DUMP_SLOT_SHIFT, %rdi
+	add	$CPUID_DUMP_ADDR, %rdi
+	mov	CPUID_LIST_ADDR, %r8d
+	mov	$(CPUID_LIST_ADDR + 4), %esi
+5:	test	%r8d, %r8d
+	jz	3f
+	mov	(%rsi), %eax
+	mov	4(%rsi), %ecx
+	cpuid
+	mov	%eax, (%rdi)
+	mov	%ebx, 4(%rdi)
+	mov	%ecx, 8(%rdi)
+	mov	%edx, 12(%rdi)
+	add	$8, %rsi
+	add	$16, %rdi
+	dec	%r8d
+	jmp	5b
 3:	lock incl AP_DONE_ADDR
 4:	cli
 	hlt

@@ -17,6 +17,15 @@
 #define AP_IDS_ADDR 0x9100    /* u32[256]: APIC id per cpu, [0] = BSP */
 #define MAX_CPUS 255
 
+/* The `cpuid` command: the BSP lists the (leaf, subleaf) pairs it found
+ * before it starts the APs; every CPU (slot < CPUID_DUMP_CPUS) runs CPUID
+ * on each and stores {eax, ebx, ecx, edx} in its slot. */
+#define CPUID_LIST_ADDR 0xA000 /* u32 count, then u32 (leaf, subleaf) pairs */
+#define CPUID_LIST_MAX 128
+#define CPUID_DUMP_ADDR 0x80000  /* slot k at CPUID_DUMP_ADDR + (k << SHIFT) */
+#define CPUID_DUMP_SLOT_SHIFT 11 /* CPUID_LIST_MAX * 16 bytes */
+#define CPUID_DUMP_CPUS 64       /* 0x80000 .. 0x9FFFF */
+
 #define PML4_ADDR 0x10000
 #define PDPT_ADDR 0x11000
 #define PD_LOW_ADDR 0x12000  /* 4 PDs: identity map of 0..4 GiB, 2 MiB pages */

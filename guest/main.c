@@ -402,6 +402,7 @@ static volatile uint32_t rx_head, rx_tail; /* head: ISR writes; tail: main */
 static volatile bool irq_test_mode;
 static volatile int irq_test_byte; /* byte + 1; 0: none yet */
 static volatile uint32_t uart_irqs, timer_irqs;
+static volatile uint32_t pit_irqs; /* IRQ0 (count) */
 static bool rx_irq_mode;        /* command loop waits with sti;hlt */
 static volatile bool rx_paused; /* ring full: RX interrupt off, data waits in the UART */
 
@@ -458,6 +459,8 @@ void irq_dispatch(uint64_t vec)
         lapic_write(LAPIC_EOI, 0);
     } else if (vec >= VEC_PIC_BASE && vec < VEC_PIC_BASE + 16) {
         unsigned irq = (unsigned)(vec - VEC_PIC_BASE);
+        if (irq == 0)
+            pit_irqs++;
         if (irq == 7 || irq == 15) {
             /* Possibly spurious: EOI only if really in service. */
             uint16_t pic = irq == 7 ? 0x20 : 0xA0;
@@ -674,6 +677,128 @@ static void icr_send(uint32_t lo)
     }
 }
 
+static inline void cpuid_regs(uint32_t leaf, uint32_t subleaf, uint32_t r[4])
+{
+    __asm__ volatile("cpuid"
+                     : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+                     : "a"(leaf), "c"(subleaf));
+}
+
+static void cpuid_list_add(uint32_t leaf, uint32_t subleaf)
+{
+    volatile uint32_t *list = (volatile uint32_t *)(uintptr_t)CPUID_LIST_ADDR;
+    if (list[0] >= CPUID_LIST_MAX)
+        return;
+    list[1 + 2 * list[0]] = leaf;
+    list[2 + 2 * list[0]] = subleaf;
+    list[0]++;
+}
+
+/* Leaf and subleaves as the BSP sees them: 4 and 0x8000001D until the
+ * null cache, 0xB and 0x1F through the first invalid level, 7 up to its
+ * maximum subleaf, 0xD for the XCR0 components; then each range's first
+ * leaf past its maximum (the vendor's rule for absent leaves). */
+static void cpuid_list_range(uint32_t first, uint32_t max)
+{
+    uint32_t r[4];
+    for (uint32_t leaf = first; leaf <= max && leaf - first < 0x30; leaf++) {
+        if (leaf == 4 || leaf == 0x8000001D) {
+            for (uint32_t sub = 0; sub < 8; sub++) {
+                cpuid_list_add(leaf, sub);
+                cpuid_regs(leaf, sub, r);
+                if ((r[0] & 0x1F) == 0)
+                    break;
+            }
+        } else if (leaf == 0xB || leaf == 0x1F) {
+            for (uint32_t sub = 0; sub < 8; sub++) {
+                cpuid_list_add(leaf, sub);
+                cpuid_regs(leaf, sub, r);
+                if (((r[2] >> 8) & 0xFF) == 0)
+                    break;
+            }
+        } else if (leaf == 7) {
+            cpuid_regs(7, 0, r);
+            for (uint32_t sub = 0; sub <= r[0] && sub < 4; sub++)
+                cpuid_list_add(7, sub);
+        } else if (leaf == 0xD) {
+            cpuid_regs(0xD, 0, r);
+            cpuid_list_add(0xD, 0);
+            cpuid_list_add(0xD, 1);
+            for (uint32_t sub = 2; sub < 32; sub++)
+                if (r[0] & (1u << sub))
+                    cpuid_list_add(0xD, sub);
+        } else {
+            cpuid_list_add(leaf, 0);
+        }
+    }
+    cpuid_list_add(max + 1, 0);
+}
+
+/* Writes this CPU's answers for the listed leaves into slot. */
+static void cpuid_dump_self(uint32_t slot)
+{
+    volatile uint32_t *list = (volatile uint32_t *)(uintptr_t)CPUID_LIST_ADDR;
+    volatile uint32_t *out =
+        (volatile uint32_t *)(uintptr_t)(CPUID_DUMP_ADDR +
+                                         ((uint64_t)slot << CPUID_DUMP_SLOT_SHIFT));
+    for (uint32_t i = 0; i < list[0]; i++) {
+        uint32_t r[4];
+        cpuid_regs(list[1 + 2 * i], list[2 + 2 * i], r);
+        for (int k = 0; k < 4; k++)
+            out[4 * i + k] = r[k];
+    }
+}
+
+static void cpuid_plan(void)
+{
+    uint32_t r[4];
+    *(volatile uint32_t *)(uintptr_t)CPUID_LIST_ADDR = 0;
+    cpuid_regs(0, 0, r);
+    cpuid_list_range(0, r[0]);
+    cpuid_regs(0x40000000, 0, r);
+    if (r[0] >= 0x40000000 && r[0] < 0x40000100)
+        cpuid_list_range(0x40000000, r[0]);
+    cpuid_regs(0x80000000, 0, r);
+    if (r[0] >= 0x80000000 && r[0] < 0x80000100)
+        cpuid_list_range(0x80000000, r[0]);
+    cpuid_dump_self(0);
+}
+
+static uint32_t cpus_checked_in; /* set by start_aps */
+
+/* `cpuid`: "cpuid K LLLLLLLL.S EAX EBX ECX EDX" for every CPU that
+ * checked in (up to CPUID_DUMP_CPUS), as recorded at its start-up. */
+static void cpuid_command(void)
+{
+    volatile uint32_t *list = (volatile uint32_t *)(uintptr_t)CPUID_LIST_ADDR;
+    uint32_t cpus = cpus_checked_in < CPUID_DUMP_CPUS ? cpus_checked_in : CPUID_DUMP_CPUS;
+    for (uint32_t k = 0; k < cpus; k++) {
+        volatile uint32_t *regs =
+            (volatile uint32_t *)(uintptr_t)(CPUID_DUMP_ADDR +
+                                             ((uint64_t)k << CPUID_DUMP_SLOT_SHIFT));
+        for (uint32_t i = 0; i < list[0]; i++) {
+            line_start();
+            put_str("cpuid ");
+            put_dec(k);
+            put_str(" ");
+            put_hex(list[1 + 2 * i], 8);
+            put_str(".");
+            put_hex(list[2 + 2 * i], 1);
+            for (int j = 0; j < 4; j++) {
+                put_str(" ");
+                put_hex(regs[4 * i + j], 8);
+            }
+            line_end();
+        }
+    }
+    line_start();
+    put_str("cpuid done cpus ");
+    put_dec(cpus);
+    put_str(" leaves ");
+    put_dec(list[0]);
+    line_end();
+}
+
 static void start_aps(uint64_t want)
 {
     volatile uint32_t *ticket = (volatile uint32_t *)(uintptr_t)AP_TICKET_ADDR;
@@ -681,6 +806,7 @@ static void start_aps(uint64_t want)
     volatile uint32_t *ids = (volatile uint32_t *)(uintptr_t)AP_IDS_ADDR;
 
     memcpy((void *)(uintptr_t)TRAMP_ADDR, tramp_start, (size_t)(tramp_end - tramp_start));
+    cpuid_plan(); /* before the APs, which read the list */
     *ticket = 0;
     *done = 0;
     ids[0] = lapic_read(LAPIC_ID) >> 24;
@@ -702,6 +828,7 @@ static void start_aps(uint64_t want)
     }
 
     uint32_t total = got + 1;
+    cpus_checked_in = total;
     for (uint32_t k = 0; k < total && k < MAX_CPUS; k++) {
         line_start();
         put_str("cpu ");
@@ -1072,6 +1199,74 @@ static void devfuzz_report(const char *kind, unsigned dev, uint64_t ops)
     line_end();
 }
 
+static uint8_t cmos_read(uint8_t reg)
+{
+    outb(0x70, reg);
+    return inb(0x71);
+}
+
+/* count [MS]: every MS ms (default 200, counted in 10 ms LAPIC timer
+ * ticks) prints "count K ticks T pit P hpet H rtc HHMMSS tsc C" until a
+ * line arrives, then "count stopped K". PIT channel 0 runs at 100 Hz on
+ * IRQ0 and the HPET main counter is enabled: a snapshot taken in between
+ * must keep every one of them going from where it was. */
+static void count_command(const char *p)
+{
+    uint64_t ms = 200, k = 0;
+    if (*p == ' ') {
+        p++;
+        if (!parse_u64(&p, &ms) || ms < TICK_MS || ms > 60000)
+            ms = 200;
+    }
+    if (!rx_irq_mode) {
+        say("count FAIL the UART interrupt does not work");
+        return;
+    }
+    volatile uint32_t *hpet = (volatile uint32_t *)(uintptr_t)0xFED00000ULL;
+    hpet[0x10 / 4] |= 1; /* main counter on */
+    cli();
+    outb(0x43, 0x34); /* channel 0, lobyte/hibyte, mode 2: 100 Hz */
+    outb(0x40, 11932 & 0xFF);
+    outb(0x40, 11932 >> 8);
+    outb(0x21, 0xEE); /* IRQ0 and IRQ4 */
+    lapic_timer_start();
+    uint32_t next = timer_irqs + (uint32_t)(ms / TICK_MS);
+    while (rx_head == rx_tail) {
+        if ((int32_t)(timer_irqs - next) < 0) {
+            sti_hlt_cli();
+            continue;
+        }
+        next += (uint32_t)(ms / TICK_MS);
+        while (cmos_read(0x0A) & 0x80) /* update in progress */
+            cpu_relax();
+        uint32_t hms = (uint32_t)cmos_read(4) << 16 | (uint32_t)cmos_read(2) << 8 | cmos_read(0);
+        uint32_t lo = hpet[0xF0 / 4], hi = hpet[0xF4 / 4];
+        line_start();
+        put_str("count ");
+        put_dec(++k);
+        put_str(" ticks ");
+        put_dec(timer_irqs);
+        put_str(" pit ");
+        put_dec(pit_irqs);
+        put_str(" hpet ");
+        put_hex((uint64_t)hi << 32 | lo, 1);
+        put_str(" rtc ");
+        put_hex(hms, 6);
+        put_str(" tsc ");
+        put_dec(rdtsc());
+        line_end();
+    }
+    lapic_timer_stop();
+    outb(0x21, 0xEF);
+    sti();
+    char line[LINE_MAX];
+    read_line(line, sizeof(line), 1000);
+    line_start();
+    put_str("count stopped ");
+    put_dec(k);
+    line_end();
+}
+
 static __attribute__((noreturn)) void command_loop(void)
 {
     char line[LINE_MAX];
@@ -1116,8 +1311,12 @@ static __attribute__((noreturn)) void command_loop(void)
             say("cf9 returned");
         } else if (streq(line, "pmmove")) {
             pmmove();
+        } else if (word_is(line, "count", &p) && (*p == ' ' || *p == 0)) {
+            count_command(p);
         } else if (streq(line, "ping")) {
             say("pong");
+        } else if (streq(line, "cpuid")) {
+            cpuid_command();
         } else if (streq(line, "lspci")) {
             /* Bus 0, function 0 of every slot: "pci 05 1af4:1000 class 020000". */
             for (unsigned dev = 0; dev < 32; dev++) {

@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/bytes.h"
@@ -46,6 +47,7 @@
 #include "virtio/virtio_blk.h"
 #include "virtio/virtio_net.h"
 #include "virtio/virtio_pci.h"
+#include "virtio/virtio_vsock.h"
 
 #define CONSOLE_PATH "./ttya"
 #define DEBUG_OUT_PATH "./debug.out"
@@ -492,6 +494,60 @@ static int build_pvpanic(struct vmm *vmm, const struct config_device *d)
     return add_pio_device(vmm, &vmm->pvpanic.dev, PVPANIC_PORT, 1, &pvpanic_io_ops);
 }
 
+/* pci-virtio-socket: the guest's vsock connections proxied by this
+ * process to the mapped host addresses, and host clients' into the guest
+ * through uds_path. */
+static int build_virtio_socket(struct vmm *vmm, const struct config_device *d)
+{
+    size_t n = d->vsock.port_mapping_count;
+    struct virtio_vsock_mapping *maps = calloc(n + 1, sizeof(*maps));
+    char list[512] = "";
+    size_t used = 0;
+    if (!maps) {
+        log_error("dev.%s: out of memory", d->name);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct config_port_mapping *pm = &d->vsock.port_mappings[i];
+        maps[i].port = pm->port;
+        if (pm->unix_path) {
+            struct sockaddr_un *un = (struct sockaddr_un *)&maps[i].addr;
+            un->sun_family = AF_UNIX;
+            snprintf(un->sun_path, sizeof(un->sun_path), "%s", pm->unix_path);
+            maps[i].addr_len = sizeof(*un);
+        } else {
+            memcpy(&maps[i].addr, &pm->addr.u, pm->addr.len);
+            maps[i].addr_len = pm->addr.len;
+        }
+        if (used < sizeof(list))
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%u -> %s%s",
+                                     i ? ", " : "", pm->port, pm->unix_path ? "unix:" : "",
+                                     pm->unix_path ? pm->unix_path : pm->addr.text);
+    }
+    struct virtio_device *vdev = virtio_vsock_create(&(struct virtio_vsock_params){
+        .name = d->name,
+        .guest_cid = d->vsock.guest_cid,
+        .mappings = maps,
+        .mapping_count = n,
+        .uds_path = d->vsock.uds_path,
+        .mem = &vmm->machine.mem,
+    });
+    free(maps);
+    if (!vdev)
+        return -1;
+    struct virtio_pci *vp =
+        virtio_pci_create(vdev, &(struct virtio_pci_params){
+                                    .machine = &vmm->machine,
+                                    .msix_sink = msix_machine_sink(&vmm->machine),
+                                });
+    if (!vp || add_pci_function(vmm, &vp->pci, &d->pci) < 0)
+        return -1;
+    log_info("dev.%s: virtio-vsock, guest CID %llu, port mappings: %s; host connections: %s",
+             d->name, (unsigned long long)d->vsock.guest_cid, n ? list : "none",
+             d->vsock.uds_path ? d->vsock.uds_path : "none (no uds_path)");
+    return 0;
+}
+
 /* One row per [dev.*] driver. A new device is its own file, its row here,
  * and its tests. */
 struct driver {
@@ -507,7 +563,7 @@ static const struct driver drivers[] = {
     {CONFIG_DRIVER_VIRTIO_BLOCK, build_virtio_block, true, BOOT_DEVICE_VIRTIO_BLOCK},
     {CONFIG_DRIVER_NVME, build_nvme, true, BOOT_DEVICE_NVME},
     {CONFIG_DRIVER_VIRTIO_VIONA, build_virtio_net, true, BOOT_DEVICE_NIC},
-    {CONFIG_DRIVER_VIRTIO_SOCKET, NULL, true, BOOT_DEVICE_PCI},
+    {CONFIG_DRIVER_VIRTIO_SOCKET, build_virtio_socket, true, BOOT_DEVICE_PCI},
     {CONFIG_DRIVER_QEMU_PVPANIC, build_pvpanic, false, BOOT_DEVICE_NONE},
 };
 
@@ -539,11 +595,6 @@ static int build_configured_devices(struct vmm *vmm)
 /* Features later work implements are refused by name rather than ignored. */
 static int refuse_unsupported(const struct config *cfg)
 {
-    struct config_pos main_pos = {cfg->main.line, cfg->main.column};
-    if (cfg->main.cpuid_profile) {
-        config_report(cfg, main_pos, "main.cpuid_profile", "CPUID profiles are not yet supported");
-        return -1;
-    }
     for (size_t i = 0; i < cfg->block_dev_count; i++) {
         const struct config_block_dev *bd = &cfg->block_devs[i];
         if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC ||
@@ -575,20 +626,15 @@ static int refuse_unsupported(const struct config *cfg)
     return 0;
 }
 
-/* CPUID as the guest sees it (leaf, subleaf 0), for SMBIOS. */
+/* CPUID as vCPU 0 sees it (leaf, subleaf 0), for SMBIOS: the same table
+ * the vCPUs get (core/cpuid.h). */
 static void guest_cpuid(const struct machine *m, uint32_t leaf, uint32_t out[4])
 {
     memset(out, 0, 4 * sizeof(out[0]));
-    const struct kvm_cpuid2 *c = m->supported_cpuid;
-    for (unsigned i = 0; c && i < c->nent; i++) {
-        if (c->entries[i].function == leaf && c->entries[i].index == 0) {
-            out[0] = c->entries[i].eax;
-            out[1] = c->entries[i].ebx;
-            out[2] = c->entries[i].ecx;
-            out[3] = c->entries[i].edx;
-            return;
-        }
-    }
+    struct cpuid_table *t = malloc(sizeof(*t));
+    if (t && cpuid_specialize(m->cpuid, m->spec.cpus, 0, t) == 0)
+        cpuid_lookup(t, leaf, 0, out);
+    free(t);
 }
 
 /* fw_cfg with the generated ACPI tables, SMBIOS, e820, bootorder, ramfb. */
@@ -773,6 +819,8 @@ static int run(struct vmm *vmm, const char *config_path)
         .bootrom_path = vmm->cfg.main.bootrom,
         .reserve_memory = vmm->cfg.main.use_reservoir,
         .pin_upper_half = vmm->cfg.main.cpu_binding == CPU_BINDING_UPPER_HALF,
+        .cpuid_profile = config_cpuid_profile(&vmm->cfg),
+        .config_path = vmm->cfg.path,
     };
     if (machine_create(&vmm->machine, &spec) < 0)
         return EXIT_FAILURE_CODE;

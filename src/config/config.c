@@ -655,8 +655,7 @@ static int sec_queue_size(struct section *s, const char *key, unsigned def, unsi
 static int check_mapping_addr(struct parser *p, const struct toml_value *v, const char *kp,
                               struct config_port_mapping *pm)
 {
-    if (v->type != TOML_STRING || v->u.string.len < 5 ||
-        strncmp(v->u.string.ptr, "unix:", 5) != 0)
+    if (v->type != TOML_STRING || v->u.string.len < 5 || strncmp(v->u.string.ptr, "unix:", 5) != 0)
         return check_sockaddr(p, v, kp, true, &pm->addr);
     if (check_str(p, v, kp, STR_NO_NUL))
         return -1;
@@ -665,9 +664,8 @@ static int check_mapping_addr(struct parser *p, const struct toml_value *v, cons
         return perr(p, v->line, v->column, kp, "\"%s\": a UNIX socket path must be absolute",
                     v->u.string.ptr);
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
-        return perr(p, v->line, v->column, kp,
-                    "\"%s\": a UNIX socket path has at most %zu bytes", v->u.string.ptr,
-                    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+        return perr(p, v->line, v->column, kp, "\"%s\": a UNIX socket path has at most %zu bytes",
+                    v->u.string.ptr, sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
     if (!(pm->unix_path = xcalloc(p, strlen(path) + 1, 1)))
         return -1;
     strcpy(pm->unix_path, path);

@@ -191,6 +191,24 @@ static int load_supported_cpuid(struct machine *m)
     return -1;
 }
 
+/* The VM's one CPUID table, from the profile or the host; a profile this
+ * host cannot give is refused here, before anything else is built. */
+static int build_cpuid(struct machine *m)
+{
+    struct cpuid_host host = {
+        .supported = m->supported_cpuid,
+        .tsc_deadline = ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0,
+    };
+    struct cpuid_error err;
+    if (!(m->cpuid = malloc(sizeof(*m->cpuid))))
+        return -1;
+    if (cpuid_table_build(m->cpuid, &host, m->spec.cpuid_profile, &err) < 0) {
+        config_report_at(m->spec.config_path, err.pos, err.key, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 /* Registered before the irqchip exists: KVM's first slot update after
  * KVM_CREATE_IRQCHIP waits a full SRCU grace period (measured ~6 ms here),
  * while before it the same update takes ~0.2 ms. */
@@ -478,7 +496,7 @@ int machine_create(struct machine *m, const struct machine_spec *spec)
     if (check_kvm(m) < 0 || map_bootrom(m, spec->bootrom_path) < 0 || setup_memory(m) < 0)
         goto fail;
     load_legacy_bios_alias(m);
-    if (load_supported_cpuid(m) < 0)
+    if (load_supported_cpuid(m) < 0 || build_cpuid(m) < 0)
         goto fail;
     m->vcpus = calloc(spec->cpus, sizeof(*m->vcpus));
     m->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1132,6 +1150,8 @@ void machine_destroy(struct machine *m)
     m->vcpus = NULL;
     free(m->supported_cpuid);
     m->supported_cpuid = NULL;
+    free(m->cpuid);
+    m->cpuid = NULL;
     if (m->lowmem)
         munmap(m->lowmem, m->lowmem_size);
     if (m->highmem)

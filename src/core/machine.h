@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "core/bus.h"
+#include "core/cpuid.h"
 #include "core/io_loop.h"
 #include "core/guest_mem.h"
 #include "core/irq_line.h"
@@ -43,6 +44,10 @@ struct machine_spec {
     const char *bootrom_path;
     bool reserve_memory; /* [main].use_reservoir: populate and lock up front */
     bool pin_upper_half; /* [main].cpu_binding = "upper-half" */
+    /* [main].cpuid_profile's section (NULL: the host's CPUID), and the
+     * config file its errors name. */
+    const struct config_cpuid_profile *cpuid_profile;
+    const char *config_path;
 };
 
 /* What ended the run; higher values win when several arrive together. */
@@ -117,6 +122,7 @@ struct machine {
     int vm_fd;
     size_t run_size;
     struct kvm_cpuid2 *supported_cpuid;
+    struct cpuid_table *cpuid; /* the VM's CPUID (core/cpuid.h); vCPUs specialise it */
 
     struct guest_mem mem;
     uint8_t *lowmem, *highmem, *bootrom;

@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "common/thread.h"
+#include "core/cpuid.h"
 #include "core/machine.h"
 
 /* A real-time signal: SIGUSR1 asks for a state dump (main.c). */
@@ -45,38 +46,26 @@ int vcpu_setup_signals(void)
     return 0;
 }
 
-/* KVM's supported CPUID, specialised for this vCPU's APIC id and the VM size. */
+/* The VM's CPUID table (core/cpuid.h) specialised for this vCPU. */
 static int set_cpuid(struct vcpu *v)
 {
-    const struct kvm_cpuid2 *src = v->machine->supported_cpuid;
-    size_t bytes = sizeof(*src) + src->nent * sizeof(src->entries[0]);
-    struct kvm_cpuid2 *c = malloc(bytes);
-    if (!c)
-        return -1;
-    memcpy(c, src, bytes);
-    unsigned cpus = v->machine->spec.cpus;
-    for (unsigned i = 0; i < c->nent; i++) {
-        struct kvm_cpuid_entry2 *e = &c->entries[i];
-        switch (e->function) {
-        case 1:
-            e->ebx = (e->ebx & 0x0000ffffu) | ((cpus > 255 ? 255 : cpus) << 16) | (v->id << 24);
-            if (cpus > 1)
-                e->edx |= 1u << 28; /* HTT: the logical count field is valid */
-            /* Hypervisor present: without it Linux never looks at KVM's
-             * leaves at 0x40000000 (no kvm-clock, no PV EOI) and runs on
-             * the HPET. KVM before 6.x leaves the bit out of its
-             * supported CPUID; QEMU sets it too. */
-            e->ecx |= 1u << 31;
-            break;
-        case 0xb:
-        case 0x1f:
-            e->edx = v->id; /* x2APIC id */
-            break;
-        }
+    struct cpuid_table *t = malloc(sizeof(*t));
+    struct kvm_cpuid2 *c = malloc(sizeof(*c) + CPUID_MAX_ENTRIES * sizeof(c->entries[0]));
+    int r = -1;
+    if (!t || !c)
+        goto out;
+    if (cpuid_specialize(v->machine->cpuid, v->machine->spec.cpus, v->id, t) < 0) {
+        log_error("vCPU %u: CPUID table does not fit", v->id);
+        goto out;
     }
-    int r = ioctl(v->fd, KVM_SET_CPUID2, c);
+    memset(c, 0, sizeof(*c));
+    c->nent = t->count;
+    memcpy(c->entries, t->entries, t->count * sizeof(c->entries[0]));
+    r = ioctl(v->fd, KVM_SET_CPUID2, c);
     if (r < 0)
         log_error("vCPU %u: KVM_SET_CPUID2: %s", v->id, strerror(errno));
+out:
+    free(t);
     free(c);
     return r;
 }

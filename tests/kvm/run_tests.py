@@ -11,6 +11,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -450,7 +451,7 @@ def cloudinit_disk_on_virtio_block():
         c.line("sweep 5")
         c.expect("testguest: sweep done", timeout=120)
         out = pong_then_clean_exit(vm, c)
-        check("block_dev.seed: cloud-init volume, FAT12, 265216 bytes" in out,
+        check("block_dev.seed: cloud-init volume (NoCloud, label cidata), FAT12, 265216 bytes" in out,
               "no volume built:\n" + out[-3000:])
     finally:
         vm.cleanup()
@@ -458,6 +459,44 @@ def cloudinit_disk_on_virtio_block():
     try:
         expect_refusal(vm, "config.toml:15:18: cloudinit.meta-data-path: cannot read "
                        "missing/meta-data: No such file or directory")
+    finally:
+        vm.cleanup()
+
+
+@test
+def vsock_device_with_listener():
+    """pci-virtio-socket with a TCP and a UNIX port mapping and uds_path:
+    the VMM logs the device, its listener exists while it runs (a host
+    client waits unanswered while the guest has no vsock driver), the guest's
+    register sweep runs with the function present, and the socket file is
+    gone after a clean exit."""
+    d = tempfile.mkdtemp(prefix="pst-")
+    extra = ('[dev.vsock0]\ndriver = "pci-virtio-socket"\nguest_cid = 16\npci-path = "0.6.0"\n'
+             'port_mappings = [{ port = 5000, addr = "127.0.0.1:5000" },'
+             ' { port = 5001, addr = "unix:/tmp/pst-none.sock" }]\n'
+             'uds_path = "vsock.sock"\n')
+    vm = VM(cpus=2, memory=128, extra=extra, workdir=d)
+    try:
+        c = vm.boot(2, 128)
+        path = os.path.join(d, "vsock.sock")
+        check(stat.S_ISSOCK(os.lstat(path).st_mode), "no listener at " + path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1)
+        s.connect(path)
+        s.sendall(b"CONNECT 5000\n")
+        try:
+            got = s.recv(16)
+            check(False, "a host client got %r with no driver" % got)
+        except socket.timeout:
+            pass
+        s.close()
+        c.line("sweep 6")
+        c.expect("testguest: sweep done", timeout=120)
+        out = pong_then_clean_exit(vm, c)
+        check("dev.vsock0: virtio-vsock, guest CID 16, port mappings: 5000 -> 127.0.0.1:5000, "
+              "5001 -> unix:/tmp/pst-none.sock; host connections: vsock.sock" in out,
+              "no device line:\n" + out[-3000:])
+        check(not os.path.exists(path), "listener left behind")
     finally:
         vm.cleanup()
 
@@ -1124,10 +1163,12 @@ def bad_inputs_refused_cleanly():
          ["block_dev.d", "not yet supported"]),
         (dict(extra='[block_dev.d]\ntype = "file"\npath = "/nonexistent/disk.img"\n'),
          ["block_dev.d", "/nonexistent/disk.img"]),
+        # a vsock listener path that is taken by something not ours
+        (dict(extra='[dev.v]\ndriver = "pci-virtio-socket"\nguest_cid = 16\npci-path = "0.6.0"\n'
+                    'uds_path = "config.toml"\n'),
+         ["v: uds_path config.toml exists and is not a socket; refusing to replace it"]),
         # the driver table: drivers without a build function, PCI where a
         # driver has only its ISA form, PCI buses other than 0
-        (dict(extra='[dev.v]\ndriver = "pci-virtio-socket"\nguest_cid = 16\npci-path = "0.6.0"\n'),
-         ["config.toml:7:", "dev.v: driver \"pci-virtio-socket\" is not yet supported"]),
         (dict(extra='[dev.p]\ndriver = "qemu-pvpanic"\npci-path = "0.7.0"\n'),
          ["dev.p: driver \"qemu-pvpanic\" is not yet supported"]),
         (dict(extra='[block_dev.b]\ntype = "mem-async"\nsize = 1048576\n[dev.d]\ndriver = "pci-nvme"\n'
@@ -1170,6 +1211,344 @@ def bad_inputs_refused_cleanly():
             check(vm.wait() != 0, "%s accepted" % args)
         finally:
             vm.cleanup()
+
+
+# --- CPUID: a profile or the host's CPUID, as every vCPU sees it ---
+
+KVM_GET_SUPPORTED_CPUID = 0xC008AE05  # _IOWR(0xAE, 0x05, struct kvm_cpuid2)
+KVM_CHECK_EXTENSION = 0xAE03
+KVM_CAP_TSC_DEADLINE_TIMER = 72
+# kvm_pvm (the project's host) answers leaves 1 and 7 and XSAVE's (0xD)
+# feature and size registers from its own CPU, whatever KVM_SET_CPUID2 gave
+# (design/testing.md; measured by these tests).
+PVM = os.path.exists("/sys/module/kvm_pvm")
+
+
+def kvm_supported_cpuid():
+    """KVM_GET_SUPPORTED_CPUID: (function, index, indexed, [eax, ebx, ecx, edx])
+    entries, and whether KVM_CAP_TSC_DEADLINE_TIMER is there."""
+    import fcntl
+    import struct
+    fd = os.open("/dev/kvm", os.O_RDWR)
+    try:
+        n = 256
+        buf = bytearray(struct.pack("<II", n, 0) + bytes(40 * n))
+        fcntl.ioctl(fd, KVM_GET_SUPPORTED_CPUID, buf)
+        deadline = fcntl.ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0
+    finally:
+        os.close(fd)
+    out = []
+    for i in range(struct.unpack_from("<I", buf)[0]):
+        f, idx, flags, a, b, c, d = struct.unpack_from("<7I", buf, 8 + 40 * i)
+        out.append((f, idx, bool(flags & 1), [a, b, c, d]))
+    return out, deadline
+
+
+class CpuidModel:
+    """What CPUID should answer (core/cpuid.h's rules, written again here
+    as the test's own model)."""
+
+    def __init__(self, entries, amd):
+        # KVM takes the first match: indexed entries before plain ones.
+        self.entries = sorted(entries, key=lambda e: (e[0], not e[2], e[1]))
+        self.amd = amd
+
+    def find(self, f, sub):
+        for ef, idx, indexed, regs in self.entries:
+            if ef == f and (not indexed or idx == sub):
+                return list(regs)
+        return None
+
+    def lookup(self, f, sub):
+        return self.resolve(f, sub)[0]
+
+    def resolve(self, f, sub):
+        """The answer, and the leaf it comes from (the vendor's rule may
+        answer with another)."""
+        r = self.find(f, sub)
+        if r is not None:
+            return r, f
+        if 0x40000000 <= f <= 0x4fffffff:
+            head = f & 0xffffff00
+        elif f >= 0xc0000000:
+            head = 0xc0000000
+        else:
+            head = f & 0x80000000
+        h = self.find(head, 0)
+        if self.amd or (h is not None and f <= h[0]):
+            return [0, 0, 0, 0], f
+        basic = self.find(0, 0)
+        r = self.find(basic[0], sub) if basic else None
+        return (r, basic[0]) if r else ([0, 0, 0, 0], f)
+
+    def specialised(self, cpus, vcpu):
+        bits = (cpus - 1).bit_length()
+        span = 1 << bits
+        out = []
+        for f, idx, indexed, (a, b, c, d) in self.entries:
+            if f in (0xb, 0x1f):
+                continue
+            if f == 1:
+                b = (b & 0xffff) | min(cpus, 255) << 16 | (vcpu & 0xff) << 24
+                d = d | 1 << 28 if cpus > 1 else d & ~(1 << 28)
+                c |= 1 << 31
+            elif f == 4 and a & 0x1f:
+                share = 1 if (a >> 5) & 7 <= 2 else span
+                a = (a & 0x3fff) | (min(share, 4096) - 1) << 14 | (min(span, 64) - 1) << 26
+            elif f == 0x80000008:
+                c = (c & ~0xf0ff) | ((cpus - 1) & 0xff) | (bits & 0xf) << 12
+            elif f == 0x8000001d and a & 0x1f:
+                share = 1 if (a >> 5) & 7 <= 2 else cpus
+                a = (a & ~(0xfff << 14)) | (min(share, 4096) - 1) << 14
+            elif f == 0x8000001e:
+                a, b, c = vcpu, (b & ~0xffff) | (vcpu & 0xff), c & ~0x7ff
+            out.append((f, idx, indexed, [a, b, c, d]))
+        for f in (0xb, 0x1f):
+            if any(e[0] == f for e in self.entries):
+                out += [(f, 0, True, [0, 1, 0x100, vcpu]), (f, 1, True, [bits, cpus, 0x201, vcpu]),
+                        (f, 2, True, [0, 0, 2, vcpu])]
+        return CpuidModel(out, self.amd)
+
+
+def kvm_leaves(supported):
+    out = [e for e in supported if 0x40000000 <= e[0] <= 0x400000ff and e[0] != 0x40000000]
+    top = max([0x40000000] + [e[0] for e in out])
+    sig = next((e[3] for e in supported if e[0] == 0x40000000), [0, 0, 0, 0])
+    return out + [(0x40000000, 0, False, [max(sig[0], top), 0x4b4d564b, 0x564b4d56, 0x4d])]
+
+
+def uncontrolled(leaf, sub):
+    """Bits of each register the VMM's table does not decide: KVM updates
+    OSXSAVE, APIC, OSPKE and the XSAVE sizes at run time; kvm_pvm answers
+    more itself (PVM above)."""
+    m = [0, 0, 0, 0]
+    if leaf == 1:
+        m[2] |= 1 << 27
+        m[3] |= 1 << 9
+    if leaf == 7 and sub == 0:
+        m[2] |= 1 << 4
+    if leaf == 0xd and sub in (0, 1):
+        m[1] = 0xffffffff
+    if PVM:
+        if leaf == 1:
+            m[2] = m[3] = 0xffffffff
+        if leaf == 7:
+            m = [0xffffffff] * 4
+        if leaf == 0xd and sub == 0:
+            m[0] = m[2] = 0xffffffff
+        if leaf == 0xd and sub == 1:
+            m[0] = 0xffffffff
+    return m
+
+
+def cpuid_dump(vm, cpus, memory=64):
+    """Boots the guest, runs its `cpuid` command: {vcpu APIC id: {(leaf, sub): regs}}."""
+    c = vm.boot(cpus, memory)
+    c.line("cpuid")
+    c.expect("testguest: cpuid done cpus %d " % cpus, timeout=120)
+    text = c.transcript.decode()
+    apic = {}
+    dump = {}
+    for l in text.splitlines():
+        w = l.split()
+        if len(w) == 5 and w[1] == "cpu" and w[3] == "apic":
+            apic[int(w[2])] = int(w[4])
+        if len(w) == 8 and w[1] == "cpuid":
+            leaf, sub = w[3].split(".")
+            dump.setdefault(int(w[2]), {})[(int(leaf, 16), int(sub, 16))] = \
+                [int(x, 16) for x in w[4:8]]
+    check(sorted(apic.values()) == list(range(cpus)), "APIC ids %s" % apic)
+    check(sorted(dump) == list(range(cpus)), "dumps from slots %s" % sorted(dump))
+    return {apic[k]: v for k, v in dump.items()}, c
+
+
+def compare_cpuid(model, dumps, cpus, must_have):
+    bad = []
+    for vcpu, leaves in sorted(dumps.items()):
+        want_model = model.specialised(cpus, vcpu)
+        for key in must_have:
+            check(key in leaves, "vCPU %d: leaf 0x%x.%d not dumped" % ((vcpu,) + key))
+        for (leaf, sub), got in sorted(leaves.items()):
+            want, source = want_model.resolve(leaf, sub)
+            mask = uncontrolled(source, sub)
+            if any((g ^ w) & ~m for g, w, m in zip(got, want, mask)):
+                bad.append("vCPU %d leaf 0x%x.%d: got %s want %s" % (
+                    vcpu, leaf, sub, " ".join("%08x" % x for x in got),
+                    " ".join("%08x" % x for x in want)))
+    check(not bad, "CPUID differs from the model:\n" + "\n".join(bad[:40]))
+
+
+def brand_regs(text):
+    import struct
+    raw = text.encode().ljust(48, b"\0")[:48]
+    return [list(struct.unpack_from("<4I", raw, 16 * i)) for i in range(3)]
+
+
+def profile_toml(name, vendor, leaves):
+    lines = ['[cpuid.%s]' % name, 'vendor = "%s"' % vendor]
+    for key, regs in leaves:
+        lines.append('"%s" = [%s]' % (key, ", ".join("0x%x" % r for r in regs)))
+    return "\n".join(lines) + "\n"
+
+
+def profile_model(leaves, supported, amd):
+    entries = []
+    for key, regs in leaves:
+        f, _, idx = key.partition("-")
+        entries.append((int(f, 16), int(idx, 16) if idx else 0, bool(idx), list(regs)))
+    for e in entries:
+        if e[0] == 1:
+            e[3][2] |= 1 << 31
+    return CpuidModel(entries + kvm_leaves(supported), amd)
+
+
+def host_regs(supported, f, sub=0):
+    return CpuidModel(supported, False).find(f, sub) or [0, 0, 0, 0]
+
+
+def intel_profile(supported):
+    """An Intel Xeon-like profile whose features this host's KVM gives."""
+    l1 = host_regs(supported, 1)
+    l7 = host_regs(supported, 7)
+    xcr0 = host_regs(supported, 0xd)[0] & 0x7
+    e1 = host_regs(supported, 0x80000001)
+    brand = brand_regs("Intel(R) Xeon(R) CPU propolis-test @ 2.00GHz")
+    return [
+        ("0", [0xd, 0x756e6547, 0x6c65746e, 0x49656e69]),
+        ("1", [0x00050654, 0x800, l1[2] & ~(1 << 27 | 1 << 31), l1[3] & ~(1 << 28)]),
+        ("4-0", [0x121, 0x01c0003f, 0x3f, 0]),
+        ("4-1", [0x122, 0x01c0003f, 0x3f, 0]),
+        ("4-2", [0x143, 0x03c0003f, 0x3ff, 0]),
+        ("4-3", [0x163, 0x03c0003f, 0x7fff, 6]),
+        ("4-4", [0, 0, 0, 0]),
+        ("7-0", [0, l7[1], l7[2] & ~(1 << 4), l7[3]]),
+        ("b", [0, 0, 0, 0]),
+        ("d-0", [xcr0, 0x240, 0x340, 0]),
+        ("d-1", [0, 0, 0, 0]),
+        ("d-2", [0x100, 0x240, 0, 0]),
+        ("80000000", [0x80000008, 0, 0, 0]),
+        ("80000001", [0, 0, e1[2] & 0x121, e1[3] & 0x2c100800]),
+        ("80000002", brand[0]),
+        ("80000003", brand[1]),
+        ("80000004", brand[2]),
+        ("80000006", [0, 0, 0x01006040, 0]),
+        ("80000008", [0x3027, 0, 0, 0]),
+    ]
+
+
+def amd_profile(supported):
+    """An EPYC-like profile (leaf 0 and 0x80000000 without the vendor
+    string: the VMM fills it in) whose features this host's KVM gives."""
+    l1 = host_regs(supported, 1)
+    e1 = host_regs(supported, 0x80000001)
+    brand = brand_regs("AMD EPYC propolis-test Processor")
+    return [
+        ("0", [0x10, 0, 0, 0]),
+        ("1", [0x00a00f11, 0x800, l1[2] & ~(1 << 27 | 1 << 31), l1[3] & ~(1 << 28)]),
+        ("d-0", [host_regs(supported, 0xd)[0] & 0x7, 0x240, 0x340, 0]),
+        ("80000000", [0x80000020, 0, 0, 0]),
+        ("80000001", [0x00a00f11, 0, e1[2], e1[3]]),
+        ("80000002", brand[0]),
+        ("80000003", brand[1]),
+        ("80000004", brand[2]),
+        ("80000008", [0x3030, 0, 0x7001, 0]),
+        ("8000001d-0", [0x121, 0x01c0003f, 0x3f, 0]),
+        ("8000001d-1", [0x122, 0x01c0003f, 0x3f, 0]),
+        ("8000001d-2", [0x143, 0x01c0003f, 0x3ff, 2]),
+        ("8000001d-3", [0x163, 0x03c0003f, 0x7fff, 1]),
+        ("8000001d-4", [0, 0, 0, 0]),
+        ("8000001e", [0, 0x100, 0, 0]),
+    ]
+
+
+@test
+def cpuid_intel_profile_on_every_vcpu():
+    """An Intel-vendor profile on 6 vCPUs: every vCPU's CPUID is the
+    profile specialised for it (APIC ids, counts, leaf 4 sharing, 0xB),
+    KVM's leaves are there, an absent leaf past the maximum reads as the
+    highest basic leaf."""
+    supported, _ = kvm_supported_cpuid()
+    leaves = intel_profile(supported)
+    vm = VM(cpus=6, memory=64, extra_main='cpuid_profile = "xeon"',
+            extra=profile_toml("xeon", "intel", leaves))
+    try:
+        dumps, c = cpuid_dump(vm, 6)
+        model = profile_model(leaves, supported, amd=False)
+        compare_cpuid(model, dumps, 6, [(0, 0), (1, 0), (4, 3), (0xb, 1), (0xe, 0),
+                                        (0x40000000, 0), (0x80000004, 0), (0x80000009, 0)])
+        for vcpu in range(6):
+            check(dumps[vcpu][(0, 0)][1:] == [0x756e6547, 0x6c65746e, 0x49656e69],
+                  "vCPU %d: vendor is not GenuineIntel" % vcpu)
+        check(dumps[5][(0xe, 0)] == dumps[5][(0xd, 0)], "leaf 0xe is not leaf 0xd")
+        pong_then_clean_exit(vm, c)
+    finally:
+        vm.cleanup()
+
+
+@test
+def cpuid_amd_profile_on_every_vcpu():
+    """An AMD-vendor profile on 3 vCPUs: the vendor string filled into leaf
+    0 and 0x80000000, 0x8000001D/0x8000001E/0x80000008 specialised, absent
+    leaves (in range or past the maximum) read as zeros."""
+    supported, _ = kvm_supported_cpuid()
+    leaves = amd_profile(supported)
+    vm = VM(cpus=3, memory=64, extra_main='cpuid_profile = "epyc"',
+            extra=profile_toml("epyc", "amd", leaves))
+    try:
+        dumps, c = cpuid_dump(vm, 3)
+        model = profile_model(leaves, supported, amd=True)
+        amd = [0x68747541, 0x444d4163, 0x69746e65]
+        model.entries = [(f, i, x, [r[0]] + amd if f in (0, 0x80000000) else r)
+                         for f, i, x, r in model.entries]
+        compare_cpuid(model, dumps, 3, [(0, 0), (5, 0), (0x11, 0), (0x8000001d, 3),
+                                        (0x8000001e, 0), (0x80000021, 0)])
+        check(dumps[2][(0x8000001e, 0)][0] == 2, "vCPU 2's extended APIC id")
+        check(dumps[1][(0x11, 0)] == [0, 0, 0, 0], "leaf past the maximum is not zeros")
+        pong_then_clean_exit(vm, c)
+    finally:
+        vm.cleanup()
+
+
+@test
+def cpuid_without_profile_is_kvms_supported():
+    """No profile: KVM's supported CPUID (QEMU's -cpu host minus what KVM
+    cannot give) plus TSC-deadline where the cap says so, specialised per
+    vCPU, on 2 vCPUs."""
+    supported, deadline = kvm_supported_cpuid()
+    entries = [(f, i, x, list(r)) for f, i, x, r in supported]
+    for e in entries:
+        if e[0] == 1:
+            e[3][2] |= 1 << 31 | (1 << 24 if deadline else 0)
+    amd = host_regs(supported, 0)[1] in (0x68747541, 0x6f677948)
+    model = CpuidModel([e for e in entries if not 0x40000000 <= e[0] <= 0x400000ff] +
+                       kvm_leaves(supported), amd)
+    vm = VM(cpus=2, memory=64)
+    try:
+        dumps, c = cpuid_dump(vm, 2)
+        compare_cpuid(model, dumps, 2, [(0, 0), (1, 0), (0x40000001, 0), (0x80000000, 0)])
+        pong_then_clean_exit(vm, c)
+    finally:
+        vm.cleanup()
+
+
+@test
+def cpuid_profile_beyond_the_host_refused():
+    """A profile feature bit this host's KVM lacks: refused at start with
+    the file:line, leaf, subleaf, register and bit; nothing runs."""
+    supported, _ = kvm_supported_cpuid()
+    ebx = host_regs(supported, 7)[1]
+    bit = next(b for b in range(32) if not ebx & 1 << b)
+    extra = profile_toml("p", "intel", [("1", [0x50654, 0, 0, 0]), ("7-0", [0, 1 << bit, 0, 0])])
+    vm = VM(cpus=1, memory=64, extra_main='cpuid_profile = "p"', extra=extra)
+    try:
+        # [main] is 6 lines with the profile's name, then a blank line,
+        # [cpuid.p], vendor, "1", "7-0" on line 10.
+        expect_refusal(vm, "config.toml:10:1: cpuid.p.7-0: leaf 0x7 subleaf 0 EBX bit %d "
+                           "(requested by the profile) is not available from this host's KVM"
+                       % bit)
+        check("starting VM" not in vm.output(), "the VM ran")
+    finally:
+        vm.cleanup()
 
 
 def main():

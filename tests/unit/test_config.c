@@ -771,6 +771,25 @@ static void test_device_errors(void **state)
          "t.toml:14:8: dev.v.port_mappings[1].port: guest port 605 is already mapped by "
          "dev.v.port_mappings[0]"},
         {MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
+              "port_mappings = [{ port = 1, addr = \"unix:relative.sock\" }]\n",
+         "t.toml:10:37: dev.v.port_mappings[0].addr: \"unix:relative.sock\": a UNIX socket path "
+         "must be absolute"},
+        {MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
+              "port_mappings = [{ port = 1, addr = \"unix:/"
+              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+              "aaaaaaa"
+              "aaaaaaaaaaaaaaaaaa\" }]\n",
+         "t.toml:10:37: dev.v.port_mappings[0].addr: \"unix:/"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aa"
+         "aaaaaaaaaaaaaaaaaa\": a UNIX socket path has at most 107 bytes"},
+        {MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
+              "uds_path = \"\"\n",
+         "t.toml:10:12: dev.v.uds_path: must not be empty"},
+        {MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
+              "uds_path = 5\n",
+         "t.toml:10:12: dev.v.uds_path: expected a string, got integer"},
+        {MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
               "[dev.w]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.5.0\"\nguest_cid = 4\n",
          "t.toml:10:6: dev.w: only one pci-virtio-socket device is supported (dev.v is one)"},
         {MAIN "[dev.p]\ndriver = \"qemu-pvpanic\"\n",
@@ -783,6 +802,30 @@ static void test_device_errors(void **state)
          "already dev.p's)"},
     };
     run_error_cases(cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* The vsock keys of ours: a UNIX address in a port mapping, and uds_path. */
+static void test_vsock_unix_keys(void **state)
+{
+    (void)state;
+    struct config cfg;
+    parse_ok(MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n"
+                  "port_mappings = [{ port = 1, addr = \"unix:/run/svc.sock\" },"
+                  " { port = 2, addr = \"127.0.0.1:7\" }]\n"
+                  "uds_path = \"/run/vm/vsock.sock\"\n",
+             &cfg);
+    const struct config_device *d = config_find_device(&cfg, "v");
+    assert_int_equal(d->vsock.port_mapping_count, 2);
+    assert_string_equal(d->vsock.port_mappings[0].unix_path, "/run/svc.sock");
+    assert_int_equal(d->vsock.port_mappings[0].addr.len, 0);
+    assert_null(d->vsock.port_mappings[1].unix_path);
+    assert_sockaddr4(&d->vsock.port_mappings[1].addr, "127.0.0.1", 7);
+    assert_string_equal(d->vsock.uds_path, "/run/vm/vsock.sock");
+    config_free(&cfg);
+    parse_ok(MAIN "[dev.v]\ndriver = \"pci-virtio-socket\"\npci-path = \"0.4.0\"\nguest_cid = 3\n",
+             &cfg);
+    assert_null(config_find_device(&cfg, "v")->vsock.uds_path);
+    config_free(&cfg);
 }
 
 #define PROF MAIN "[cpuid.p]\nvendor = \"intel\"\n"
@@ -1215,6 +1258,7 @@ int main(void)
         cmocka_unit_test(test_cpuid_key),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_vsock_unix_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
