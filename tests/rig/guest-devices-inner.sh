@@ -96,6 +96,7 @@ vsock_run() {
     result() { echo "DEV-RESULT vsock $*"; }
     failed() { result "$@"; rc=1; }
     mib=${VSOCK_MIB:-64}
+    ip link set lo up # L1's init leaves loopback down; the mappings go to 127.0.0.1
     mkdir -p "$WORK/vsock" && cd "$WORK/vsock" || return 1
     cp "$F/shell-cfg.img" cfg.img
     dd if=/dev/urandom of=down.bin bs=1M count=$mib 2>/dev/null

@@ -27,6 +27,6 @@ tests/rig/rig.sh mkcfg "$work/cloudinit-cfg.img" \
 exec tests/rig/rig.sh exec --vmm "$VMM" --script tests/rig/guest-devices-inner.sh \
     --bin "$BUILD/ttyexpect" --file "$B/guest/test.iso" --file "$work/pvpanic-cfg.img" \
     --file "$work/shell-cfg.img" --file "$work/cloudinit-cfg.img" --bin "$B/rig-vsock" \
-    --file /usr/share/OVMF/OVMF_CODE.fd --env "DEV_TESTS=${DEV_TESTS:-pvpanic cloudinit}" \
+    --file /usr/share/OVMF/OVMF_CODE.fd --env "DEV_TESTS=${DEV_TESTS:-pvpanic cloudinit vsock}" \
     --env "VSOCK_MIB=${VSOCK_MIB:-64}" \
     --timeout 900 "$@"
