@@ -402,7 +402,8 @@ static volatile uint32_t rx_head, rx_tail; /* head: ISR writes; tail: main */
 static volatile bool irq_test_mode;
 static volatile int irq_test_byte; /* byte + 1; 0: none yet */
 static volatile uint32_t uart_irqs, timer_irqs;
-static volatile uint32_t pit_irqs; /* IRQ0 (count) */
+/* IRQ 0 interrupts, for the count command. */
+static volatile uint32_t pit_irqs;
 static bool rx_irq_mode;        /* command loop waits with sti;hlt */
 static volatile bool rx_paused; /* ring full: RX interrupt off, data waits in the UART */
 

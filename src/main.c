@@ -41,6 +41,7 @@
 #include "nvme/nvme.h"
 #include "pci/msix.h"
 #include "pci/pci.h"
+#include "snapshot/snapshot.h"
 #include "net/mac.h"
 #include "net/tap.h"
 #include "net/vhost_net.h"
@@ -87,6 +88,9 @@ struct vmm {
     struct block_backend **backends; /* one per [block_dev], in config order */
     struct nic *nics;                /* one per [dev.*] (used by NICs), in config order */
     int signal_fd;
+    bool snapshot_on_sigint;  /* -s */
+    struct snapshot *restore; /* -r: the snapshot the machine is loaded from */
+    bool restored;            /* loaded and paused: a console client resumes it */
     bool started;
     bool halting;
     bool done;
@@ -716,12 +720,42 @@ static void on_console_connect(void *opaque)
     struct vmm *vmm = opaque;
     if (vmm->started || vmm->halting)
         return;
+    if (vmm->restored) {
+        char err[512];
+        log_info("resuming VM %s from its snapshot", vmm->cfg.main.name);
+        if (snapshot_catch_up(&vmm->machine, snapshot_saved_realtime_ns(vmm->restore), err,
+                              sizeof(err)) < 0 ||
+            machine_resume(&vmm->machine) < 0) {
+            log_error("snapshot: cannot resume: %s", err);
+            finish(vmm, EXIT_FAILURE_CODE);
+            return;
+        }
+        vmm->started = true;
+        return;
+    }
     log_info("starting VM %s", vmm->cfg.main.name);
     if (machine_start(&vmm->machine) < 0) {
         finish(vmm, EXIT_FAILURE_CODE);
         return;
     }
     vmm->started = true;
+}
+
+/* -s and Ctrl-C: pause, write NAME-<unix-ms>.tar, exit as a halt does. */
+static void save_snapshot(struct vmm *vmm)
+{
+    char err[512], path[512];
+    log_info("received SIGINT: pausing VM %s to save a snapshot", vmm->cfg.main.name);
+    if (machine_pause(&vmm->machine, err, sizeof(err)) < 0 ||
+        snapshot_save(&vmm->machine, &vmm->cfg, vmm->backends, path, sizeof(path), err,
+                      sizeof(err)) < 0) {
+        log_error("snapshot not saved: %s", err);
+        finish(vmm, EXIT_FAILURE_CODE);
+        return;
+    }
+    log_info("VM halted after its snapshot: exiting with exit_on_halt = %d",
+             vmm->cfg.main.exit_on_halt);
+    finish(vmm, vmm->cfg.main.exit_on_halt);
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -740,6 +774,10 @@ static void on_signal(void *opaque, uint32_t events)
     if (vmm->halting)
         return; /* a second Ctrl-C while the first is handled */
     vmm->halting = true;
+    if (si.ssi_signo == SIGINT && vmm->snapshot_on_sigint && vmm->started) {
+        save_snapshot(vmm);
+        return;
+    }
     log_info("received %s: halting the VM", strsignal((int)si.ssi_signo));
     if (vmm->started)
         machine_request(&vmm->machine, MACHINE_HALT);
@@ -802,8 +840,19 @@ static int setup_signals(struct vmm *vmm)
 
 static int run(struct vmm *vmm, const char *config_path)
 {
-    if (config_load(config_path, &vmm->cfg) < 0)
+    if (vmm->restore) {
+        /* The config the snapshot was taken with; its paths as they were. */
+        size_t len;
+        const char *text = snapshot_config_text(vmm->restore, &len);
+        char where[600];
+        snprintf(where, sizeof(where), "%s:config.toml", config_path);
+        if (config_parse(where, text, len, &vmm->cfg) < 0) {
+            log_error("snapshot %s: member config.toml: %s", config_path, vmm->cfg.error);
+            return EXIT_FAILURE_CODE;
+        }
+    } else if (config_load(config_path, &vmm->cfg) < 0) {
         return EXIT_FAILURE_CODE;
+    }
     if (refuse_unsupported(&vmm->cfg) < 0 || check_host_resources(&vmm->cfg) < 0)
         return EXIT_FAILURE_CODE;
     if (console_check_path(CONSOLE_PATH) < 0) {
@@ -839,6 +888,15 @@ static int run(struct vmm *vmm, const char *config_path)
         io_loop_watch(&vmm->loop, &vmm->machine_event_watch, vmm->machine.event_fd, EPOLLIN,
                       on_machine_event, vmm) < 0)
         return EXIT_FAILURE_CODE;
+    if (vmm->restore) {
+        char err[1024];
+        if (snapshot_restore(vmm->restore, &vmm->machine, &vmm->cfg, vmm->backends, err,
+                             sizeof(err)) < 0) {
+            log_error("snapshot %s: %s", config_path, err);
+            return EXIT_FAILURE_CODE;
+        }
+        vmm->restored = true;
+    }
 
     log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name, spec.cpus,
              (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
@@ -912,30 +970,33 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (restore) {
-        log_error("--restore %s: snapshot restore is not yet supported", restore);
-        return 2;
-    }
-    if (snapshot) {
-        log_error("--snapshot: saving snapshots is not yet supported");
-        return 2;
-    }
-    if (optind != argc - 1) {
+    if (restore ? optind != argc : optind != argc - 1) {
         usage(stderr);
         return 2;
+    }
+    struct snapshot *snap = NULL;
+    if (restore) {
+        char err[1024];
+        if (snapshot_open(restore, &snap, err, sizeof(err)) < 0) {
+            log_error("snapshot %s: %s", restore, err);
+            return EXIT_FAILURE_CODE;
+        }
     }
     struct vmm *vmm = calloc(1, sizeof(*vmm));
     if (!vmm)
         return EXIT_FAILURE_CODE;
     vmm->signal_fd = -1;
+    vmm->snapshot_on_sigint = snapshot;
+    vmm->restore = snap;
     vmm->loop.epoll_fd = -1;
     io_watch_init(&vmm->signal_watch);
     io_watch_init(&vmm->machine_event_watch);
     vmm->machine.kvm_fd = vmm->machine.vm_fd = vmm->machine.event_fd = -1;
     vmm->instance.fd = -1;
     vmm->console.listen_fd = vmm->console.client_fd = vmm->console.wake_fd = -1;
-    int code = run(vmm, argv[optind]);
+    int code = run(vmm, restore ? restore : argv[optind]);
     teardown(vmm);
+    snapshot_close(snap);
     free(vmm);
     return code;
 }

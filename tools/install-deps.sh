@@ -6,6 +6,7 @@ packages=(
     build-essential make gcc binutils    # compiler, assembler, linker (the test guest too)
     libcmocka-dev                         # unit tests
     liburing-dev                          # io_uring block back end
+    libjansson-dev                        # JSON in snapshots
     acpica-tools                          # iasl checks the generated ACPI tables
     python3                               # test drivers
     socat                                 # attaching a terminal to ./ttya

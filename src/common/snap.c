@@ -412,3 +412,29 @@ int snap_load_record(const struct snap_record *rec, const char *kind, uint32_t v
     }
     return 0;
 }
+
+int snap_next_field(const struct snap_record *rec, size_t *pos, struct snap_field *f, char *err,
+                    size_t err_size)
+{
+    size_t p = *pos;
+    if (p >= rec->body_len)
+        return 0;
+    if (!read_name(rec->body, rec->body_len, &p, f->name) || rec->body_len - p < 4) {
+        if (err_size)
+            snprintf(err, err_size, "%s (%s): field cut short or malformed at byte %zu", rec->name,
+                     rec->kind, *pos);
+        return -1;
+    }
+    size_t len = le32_load(rec->body + p);
+    p += 4;
+    if (len > rec->body_len - p) {
+        if (err_size)
+            snprintf(err, err_size, "%s (%s): field '%s' cut short (%zu bytes, %zu left)",
+                     rec->name, rec->kind, f->name, len, rec->body_len - p);
+        return -1;
+    }
+    f->value = rec->body + p;
+    f->len = len;
+    *pos = p + len;
+    return 1;
+}

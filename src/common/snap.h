@@ -85,6 +85,20 @@ int snap_next_record(const uint8_t *data, size_t len, size_t *pos, struct snap_r
 int snap_load_record(const struct snap_record *rec, const char *kind, uint32_t version,
                      snap_state_fn fn, void *opaque, char *err, size_t err_size);
 
+/* One field of a record, as stored (for tools that walk a state without
+ * knowing the device: the snapshot's JSON form). */
+struct snap_field {
+    char name[SNAP_NAME_MAX + 1];
+    const uint8_t *value;
+    size_t len;
+};
+
+/* Reads the field at *pos of rec's body and advances *pos. Returns 1 with
+ * a field, 0 at the end, -1 (err names the record) if the body is cut
+ * short or a name holds a NUL byte. */
+int snap_next_field(const struct snap_record *rec, size_t *pos, struct snap_field *f, char *err,
+                    size_t err_size);
+
 /* The fields. Loading checks the name and length of the next field. */
 void snap_u8(struct snap *s, const char *name, uint8_t *v);
 void snap_u16(struct snap *s, const char *name, uint16_t *v);

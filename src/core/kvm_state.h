@@ -58,6 +58,12 @@ int kvm_state_freeze(struct machine *m, char *err, size_t err_size);
  * Returns 0, or -1 (logged). */
 int kvm_state_thaw(struct machine *m);
 
+/* Paused machine: moves its time forward by ns, as if it had run that
+ * long (a restored snapshot catching up with the time it was away):
+ * kvmclock, the devices' clock and every vCPU's TSC. Returns 0, or -1
+ * with the reason in err. */
+int kvm_state_advance(struct machine *m, uint64_t ns, char *err, size_t err_size);
+
 /* Each record is read and checked (parse: the error names the field of a
  * value the machine cannot take) apart from being applied, so a machine
  * checks every record of a state before it changes anything. Apply the

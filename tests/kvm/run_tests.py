@@ -1204,13 +1204,16 @@ def bad_inputs_refused_cleanly():
         check(not os.path.exists(os.path.join(d, "debug.out")), "debug.out created")
     finally:
         vm.cleanup()
-    # Snapshot flags are refused until snapshots exist.
-    for args in (["-s"], ["--restore"]):
-        vm = VM(args=args)
-        try:
-            check(vm.wait() != 0, "%s accepted" % args)
-        finally:
-            vm.cleanup()
+    # -r of a file that is not a snapshot (here the config itself) is
+    # refused before anything is built.
+    vm = VM(args=["--restore"])
+    try:
+        check(vm.wait() != 0, "--restore of a config accepted")
+        check("snapshot " in vm.output() and "config.toml" in vm.output(),
+              "message does not name the file:\n" + vm.output())
+        check(not os.path.exists(os.path.join(vm.dir, "ttya")), "ttya created")
+    finally:
+        vm.cleanup()
 
 
 # --- CPUID: a profile or the host's CPUID, as every vCPU sees it ---
@@ -1547,6 +1550,237 @@ def cpuid_profile_beyond_the_host_refused():
                            "(requested by the profile) is not available from this host's KVM"
                        % bit)
         check("starting VM" not in vm.output(), "the VM ran")
+    finally:
+        vm.cleanup()
+
+
+# --- snapshot (-s) and restore (-r) ---
+
+class RestoredVM(VM):
+    """propolis-standalone -r TAR in an existing VM's working directory."""
+
+    def __init__(self, workdir, tar, args=None):
+        self.dir = workdir
+        self.runtime_dir = os.path.join(self.dir, "run")
+        self.log_path = os.path.join(self.dir, "restore-%d.log" % time.monotonic_ns())
+        e = dict(os.environ)
+        e["PROPOLIS_RUNTIME_DIR"] = self.runtime_dir
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([VMM] + (args or []) + ["-r", tar], cwd=self.dir,
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=e)
+        self.cons = None
+
+    def cleanup(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.cons:
+            self.cons.close()
+        self.log.close()
+
+
+def count_line(c):
+    """The next "count K ticks T pit P hpet H rtc HHMMSS tsc C" line, parsed,
+    with the host's monotonic time when it arrived."""
+    f = c.expect("testguest: count ").split()
+    hms = f[10]
+    return dict(k=int(f[2]), ticks=int(f[4]), pit=int(f[6]), hpet=int(f[8], 16),
+                rtc=int(hms[0:2]) * 3600 + int(hms[2:4]) * 60 + int(hms[4:6]),
+                host=time.monotonic())
+
+
+def snapshot_vm(tmp, memory):
+    """A 2-vCPU guest with a file disk on virtio-blk, run with -s."""
+    disk = os.path.join(tmp, "disk1.img")
+    with open(disk, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    extra = ('[block_dev.disk1]\ntype = "file"\npath = "%s"\n'
+             '[dev.block0]\ndriver = "pci-virtio-block"\nblock_dev = "disk1"\n'
+             'pci-path = "0.4.0"\n'
+             '[block_dev.ram1]\ntype = "mem-async"\nsize = 1048576\n'
+             '[dev.nvme0]\ndriver = "pci-nvme"\nblock_dev = "ram1"\npci-path = "0.5.0"\n' % disk)
+    return VM(name="snaptest", cpus=2, memory=memory, workdir=tmp, args=["-s"],
+              extra_main="exit_on_halt = 5", extra=extra), disk
+
+
+def rewrite_tar(src, dst, edit):
+    """Copies a snapshot, passing each member's (name, bytes) through edit,
+    which returns new bytes, or None to drop the member."""
+    import tarfile
+    with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.USTAR_FORMAT) as tout:
+        for m in tin.getmembers():
+            data = edit(m.name, tin.extractfile(m).read())
+            if data is None:
+                continue
+            import io
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+
+
+@test
+def snapshot_restore_continues_counting():
+    tmp = tempfile.mkdtemp(prefix="pst-snap-")
+    vm, disk = snapshot_vm(tmp, 512)
+    restored = None
+    try:
+        c = vm.boot(2, 512)
+        c.line("count 200")
+        before = [count_line(c) for _ in range(4)]
+        check([b["k"] for b in before] == [1, 2, 3, 4], "counts %s" % before)
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 5, "exit code %s after the snapshot" % vm.proc.returncode)
+        out = vm.output()
+        check("AddressSanitizer" not in out and "runtime error" not in out,
+              "sanitizer report:\n" + out[-3000:])
+        tars = [n for n in os.listdir(tmp) if n.startswith("snaptest-") and n.endswith(".tar")]
+        check(len(tars) == 1, "snapshot files: %s; log:\n%s" % (os.listdir(tmp), out))
+        tar = os.path.join(tmp, tars[0])
+        import tarfile
+        with tarfile.open(tar) as t:
+            names = set(t.getnames())
+            g = json.load(t.extractfile("global.json"))
+        for n in ["config.toml", "global.json", "memory/0-20000000.bin", "disks/ram1.bin",
+                  "devices/com1.json", "devices/hpet.json", "devices/rtc.json"]:
+            check(n in names, "member %s missing: %s" % (n, sorted(names)))
+        check(g["format_version"] == 1 and g["cpus"] == 2, "global.json: %s" % g)
+        st = os.stat(tar)
+        # 512 MiB of guest RAM, nearly all of it never touched: holes.
+        check(st.st_blocks * 512 < 32 << 20,
+              "not sparse: %d bytes allocated of %d" % (st.st_blocks * 512, st.st_size))
+        last = before[-1]
+        time.sleep(2)  # the time away
+        restored = RestoredVM(tmp, tar, args=["-s"])
+        c = restored.console()
+        after = [count_line(c) for _ in range(3)]
+        first = after[0]
+        # Restore reads only the data in the file: RAM stays mostly unpopulated.
+        rss = vm_rss_kib(restored)
+        check(rss < 256 * 1024, "restored VMM's RSS %d KiB for 512 MiB of guest RAM" % rss)
+        check(first["k"] == last["k"] + 1,
+              "counting restarted or skipped: %d after %d" % (first["k"], last["k"]))
+        check(after[2]["ticks"] > first["ticks"] > last["ticks"],
+              "LAPIC timer ticks: %d then %s" % (last["ticks"], [a["ticks"] for a in after]))
+        check(after[2]["pit"] > first["pit"] > last["pit"],
+              "PIT interrupts: %d then %s" % (last["pit"], [a["pit"] for a in after]))
+        host = first["host"] - last["host"]
+        hpet = (first["hpet"] - last["hpet"]) * 10e-9  # 100 MHz
+        check(2.0 <= hpet <= host + 0.5,
+              "HPET moved %.3f s across a %.3f s gap (2 s away)" % (hpet, host))
+        rtc = (first["rtc"] - last["rtc"]) % 86400
+        check(2 <= rtc <= host + 2, "RTC moved %d s across a %.3f s gap" % (rtc, host))
+        c.line("stop")
+        check(int(c.expect("testguest: count stopped").split()[-1]) >= after[2]["k"],
+              "count stopped early")
+        c.line("ping")
+        c.expect("testguest: pong")
+        # The restored VM (with -s) snapshots again; that one restores too.
+        restored.proc.send_signal(signal.SIGINT)
+        check(restored.wait() == 5, "exit code %s" % restored.proc.returncode)
+        out = restored.output()
+        check("AddressSanitizer" not in out and "runtime error" not in out,
+              "sanitizer report:\n" + out[-3000:])
+        check("resuming VM snaptest" in out, "log:\n" + out)
+        second = [n for n in os.listdir(tmp)
+                  if n.startswith("snaptest-") and n.endswith(".tar") and n != tars[0]]
+        check(len(second) == 1, "second snapshot: %s" % os.listdir(tmp))
+        restored.cleanup()
+        restored = RestoredVM(tmp, os.path.join(tmp, second[0]))
+        c = restored.console()
+        c.line("ping")
+        c.expect("testguest: pong")
+        restored.proc.send_signal(signal.SIGTERM)
+        check(restored.wait() == 5, "exit code %s" % restored.proc.returncode)
+        out = restored.output()
+        check("AddressSanitizer" not in out and "runtime error" not in out,
+              "sanitizer report:\n" + out[-3000:])
+        print("  count %d -> %d, host gap %.3f s, HPET +%.3f s, RTC +%d s, ticks %d -> %d, "
+              "PIT irqs %d -> %d; tar %d MiB, %d KiB allocated; restored RSS %d KiB"
+              % (last["k"], first["k"], host, hpet, rtc, last["ticks"], first["ticks"],
+                 last["pit"], first["pit"], st.st_size >> 20, st.st_blocks // 2, rss))
+    finally:
+        if restored:
+            restored.cleanup()
+        vm.cleanup()
+
+
+@test
+def snapshot_refusals_name_the_member():
+    tmp = tempfile.mkdtemp(prefix="pst-snap-")
+    vm, disk = snapshot_vm(tmp, 64)
+    try:
+        c = vm.boot(2, 64)
+        c.line("ping")
+        c.expect("testguest: pong")
+        vm.proc.send_signal(signal.SIGINT)
+        check(vm.wait() == 5, "exit code %s after the snapshot" % vm.proc.returncode)
+        tar = os.path.join(tmp, [n for n in os.listdir(tmp) if n.endswith(".tar")][0])
+        bad = os.path.join(tmp, "bad.tar")
+
+        def refused(*needles):
+            r = RestoredVM(tmp, bad)
+            try:
+                code = r.wait()
+                out = r.output()
+                check(code not in (0, None), "restore of a bad snapshot exited %s" % code)
+                for n in needles:
+                    check(n in out, "message lacks %r:\n%s" % (n, out))
+                check("resuming VM" not in out and "AddressSanitizer" not in out, out)
+                check(not os.path.exists(os.path.join(tmp, "ttya")), "ttya left behind")
+            finally:
+                r.cleanup()
+
+        with open(tar, "rb") as f:
+            data = f.read()
+        # Cut short: inside the last member's data, and the end-of-archive block gone.
+        with open(bad, "wb") as f:
+            f.write(data[:len(data) - 4096])
+        refused("global.json")
+        # A flipped bit in the first header: checksum.
+        with open(bad, "wb") as f:
+            f.write(data[:10] + bytes([data[10] ^ 1]) + data[11:])
+        refused("bad header checksum")
+
+        def global_edit(fn):
+            def edit(name, blob):
+                if name != "global.json":
+                    return blob
+                g = json.loads(blob)
+                fn(g)
+                return json.dumps(g).encode()
+            return edit
+
+        rewrite_tar(tar, bad, global_edit(lambda g: g.update(format_version=2)))
+        refused("member global.json", "format_version 2")
+        rewrite_tar(tar, bad, lambda n, b: None if n == "devices/com1.json" else b)
+        refused("member devices/com1.json: missing")
+        rewrite_tar(tar, bad, global_edit(lambda g: g["memory"][0].update(end="0x8000000")))
+        refused("memory/", "does not match")
+
+        def device_edit(name, blob):
+            if name != "devices/com1.json":
+                return blob
+            d = json.loads(blob)
+            d["fields"].append({"name": "bogus", "u8": 1})
+            return json.dumps(d).encode()
+
+        rewrite_tar(tar, bad, device_edit)
+        refused("member devices/com1.json", "bogus")
+
+        def memory_edit(name, blob):
+            if not name.startswith("memory/"):
+                return blob
+            return blob[:0x100000] + bytes([blob[0x100000] ^ 0x40]) + blob[0x100001:]
+
+        rewrite_tar(tar, bad, memory_edit)
+        refused("member memory/0-4000000.bin: corrupt")
+        # The disk changed since: refused naming the block_dev.
+        shutil.copy(tar, bad)
+        with open(disk, "r+b") as f:
+            f.seek(4096)
+            f.write(b"changed")
+        refused("block_dev.disk1", "not the disk the snapshot was taken with")
     finally:
         vm.cleanup()
 
