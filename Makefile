@@ -107,6 +107,7 @@ bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_
 	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	bench/rig-ovmf.sh
 	BUILD=$(BUILD) bench/rig-net.sh
+	BUILD=$(BUILD) bench/rig-vsock.sh
 
 format:
 	clang-format -i $$(find src tools tests guest bench -name '*.[ch]')
