@@ -310,6 +310,19 @@ static int build_from_host(struct cpuid_table *t, const struct cpuid_host *host,
     struct kvm_cpuid_entry2 *leaf1 = find(t, 1, 0);
     if (leaf1 && host->tsc_deadline)
         leaf1->ecx |= LEAF1_ECX_TSC_DEADLINE;
+    /* The brand string: the host's where KVM gives none (absent or zero). */
+    struct kvm_cpuid_entry2 *ext = find(t, EXTENDED_BASE, 0);
+    for (uint32_t i = 0; host->has_brand && ext && ext->eax >= EXTENDED_BASE + 4 && i < 3; i++) {
+        struct kvm_cpuid_entry2 *e = find(t, EXTENDED_BASE + 2 + i, 0);
+        if (!e && !(e = add_entry(t, EXTENDED_BASE + 2 + i, false, 0)))
+            return too_big(err, (struct config_pos){0, 0}, "KVM_GET_SUPPORTED_CPUID");
+        if (e->eax | e->ebx | e->ecx | e->edx)
+            continue;
+        e->eax = host->brand[i][0];
+        e->ebx = host->brand[i][1];
+        e->ecx = host->brand[i][2];
+        e->edx = host->brand[i][3];
+    }
     return 0;
 }
 

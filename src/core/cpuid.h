@@ -84,6 +84,12 @@ struct cpuid_table {
 struct cpuid_host {
     const struct kvm_cpuid2 *supported; /* KVM_GET_SUPPORTED_CPUID */
     bool tsc_deadline;                  /* KVM_CHECK_EXTENSION(KVM_CAP_TSC_DEADLINE_TIMER) */
+    /* The host CPU's brand string (the CPUID instruction's leaves
+     * 0x80000002-4, EAX..EDX each), for a KVM that leaves them out of its
+     * supported list: the guest then reads the host's model name, as with
+     * QEMU's -cpu host. has_brand false: none known. */
+    bool has_brand;
+    uint32_t brand[3][4];
 };
 
 /* Why a profile was refused: where (the key, or the section) and what. */

@@ -1,6 +1,7 @@
 #include "core/machine.h"
 
 #include <errno.h>
+#include <cpuid.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sched.h>
@@ -199,6 +200,11 @@ static int build_cpuid(struct machine *m)
         .supported = m->supported_cpuid,
         .tsc_deadline = ioctl(m->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0,
     };
+    unsigned max_ext = __get_cpuid_max(0x80000000u, NULL);
+    host.has_brand = max_ext >= 0x80000004u;
+    for (unsigned i = 0; host.has_brand && i < 3; i++)
+        __cpuid(0x80000002u + i, host.brand[i][0], host.brand[i][1], host.brand[i][2],
+                host.brand[i][3]);
     struct cpuid_error err;
     if (!(m->cpuid = malloc(sizeof(*m->cpuid))))
         return -1;

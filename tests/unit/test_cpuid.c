@@ -207,6 +207,23 @@ static void test_host_table(void **state)
     assert_int_equal(cpuid_table_build(&f->table, &f->host, NULL, &f->err), 0);
     assert_true(reg(&f->table, 1, 0, ECX) & 1u << 31);
     expect_regs(&f->table, 0x40000000, 0, 0x40000000, 0x4b4d564b, 0x564b4d56, 0x4d);
+
+    /* The brand string: KVM's where it gives one, the host CPU's where its
+     * leaves are absent or zero (as QEMU's -cpu host shows it). */
+    f->supported->nent = ARRAY_LEN(fake_entries);
+    f->host.has_brand = true;
+    for (unsigned i = 0; i < 3; i++)
+        for (unsigned r = 0; r < 4; r++)
+            f->host.brand[i][r] = 0x10000000u * (i + 1) + r;
+    assert_int_equal(cpuid_table_build(&f->table, &f->host, NULL, &f->err), 0);
+    expect_regs(&f->table, 0x80000002, 0, 0x656b6146, 0x55504320, 0, 0);
+    expect_regs(&f->table, 0x80000003, 0, 0x20000000, 0x20000001, 0x20000002, 0x20000003);
+    expect_regs(&f->table, 0x80000004, 0, 0x30000000, 0x30000001, 0x30000002, 0x30000003);
+    for (unsigned i = 0; i < f->supported->nent; i++)
+        if (f->supported->entries[i].function == 0x80000002)
+            f->supported->entries[i].eax = f->supported->entries[i].ebx = 0;
+    assert_int_equal(cpuid_table_build(&f->table, &f->host, NULL, &f->err), 0);
+    expect_regs(&f->table, 0x80000002, 0, 0x10000000, 0x10000001, 0x10000002, 0x10000003);
 }
 
 static void test_host_specialised(void **state)
