@@ -1528,6 +1528,20 @@ def cpuid_without_profile_is_kvms_supported():
     vm = VM(cpus=2, memory=64)
     try:
         dumps, c = cpuid_dump(vm, 2)
+        # Brand string leaves KVM leaves empty are the host CPU's (QEMU's
+        # -cpu host does the same): the guest's must read as the host's
+        # model name; the model then takes them as dumped.
+        brand_leaves = [(0x80000002 + i, 0) for i in range(3)]
+        if (host_regs(supported, 0x80000000)[0] >= 0x80000004 and
+                not any(any(host_regs(supported, f)) for f, _ in brand_leaves)):
+            check(all(k in dumps[0] for k in brand_leaves), "brand leaves not dumped")
+            raw = b"".join(struct.pack("<4I", *dumps[0][k]) for k in brand_leaves)
+            with open("/proc/cpuinfo") as f:
+                name = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            check(raw.rstrip(b"\0").strip().decode() == name,
+                  "brand %r, host model name %r" % (raw, name))
+            model.entries = [e for e in model.entries if (e[0], 0) not in brand_leaves] + [
+                (f, 0, False, list(dumps[0][(f, 0)])) for f, _ in brand_leaves]
         compare_cpuid(model, dumps, 2, [(0, 0), (1, 0), (0x40000001, 0), (0x80000000, 0)])
         pong_then_clean_exit(vm, c)
     finally:
