@@ -1517,6 +1517,7 @@ def cpuid_without_profile_is_kvms_supported():
     """No profile: KVM's supported CPUID (QEMU's -cpu host minus what KVM
     cannot give) plus TSC-deadline where the cap says so, specialised per
     vCPU, on 2 vCPUs."""
+    import struct
     supported, deadline = kvm_supported_cpuid()
     entries = [(f, i, x, list(r)) for f, i, x, r in supported]
     for e in entries:
