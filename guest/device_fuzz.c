@@ -1,5 +1,5 @@
 /*
- * Hostile-guest fuzzer for the storage devices and the NIC, at CPL0.
+ * Hostile-guest fuzzer for the storage devices, the NIC and vsock, at CPL0.
  *
  * Command (parsed in main.c): devfuzz SEED [rounds=N]   (N: 1..64, default 8)
  * For every virtio-blk (1af4:1001/1042), virtio-net (1af4:1000/1041) and
@@ -18,6 +18,10 @@
  * and bases, random commands with bad PRPs and PRP lists, doorbells for
  * queues that do not exist, controller resets and shutdowns with commands
  * in flight; and random reads and writes of every size all over the BARs.
+ * For every virtio-vsock function (1af4:1012/1053) the same virtqueue
+ * rounds as for virtio-blk, then vsock_fuzz.c's hostile vsock driver
+ * (connection storm, malformed packets, credit lies, broken chains, then
+ * an echo check), which prints its own lines.
  * At the end it resets the devices and turns their decoding off. The VMM
  * must log the errors and keep running; what the devices do is not
  * checked here (the caller checks that the VM still answers and that the
@@ -25,7 +29,8 @@
  *
  * Output (each line prefixed "testguest: "):
  *   devfuzz DEV at B:D ops=N      (one per device fuzzed; DEV: virtio-blk,
- *                                 virtio-net or nvme)
+ *                                 virtio-net, virtio-vsock or nvme; after
+ *                                 vsock_fuzz.c's "devfuzz vsock" lines)
  *   devfuzz done devices=N
  *
  * Memory: the devices are only ever given addresses in the scratch RAM
@@ -41,6 +46,7 @@
 #include "pci.h"
 #include "rand.h"
 #include "virtio_modern.h"
+#include "vsock_fuzz.h"
 
 #define SCRATCH_BASE 0x4000000ULL
 #define SCRATCH_END 0x8000000ULL
@@ -731,7 +737,8 @@ static void nvme_round(struct fuzz *f, volatile uint8_t *regs, uint64_t bar_size
 
 /* ---- the entry point ---- */
 
-unsigned device_fuzz(uint64_t seed, unsigned rounds,
+unsigned device_fuzz(uint64_t seed, unsigned rounds, uint64_t tsc_khz,
+                     void (*say)(const char *line),
                      void (*report)(const char *kind, unsigned dev, uint64_t ops))
 {
     struct fuzz f = {.rng = seed ? seed * 0x9E3779B97F4A7C15ULL : 0x2545F4914F6CDD1DULL};
@@ -743,6 +750,8 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
         bool virtio = pci_is_virtio_blk(id, class_rev);
         bool net = pci_is_virtio_net(id, class_rev);
         bool nvme = pci_is_nvme(id, class_rev);
+        bool vsock = vsock_fuzz_match(id, class_rev);
+        virtio |= vsock; /* its virtqueue rounds are virtio-blk's */
         if (!virtio && !net && !nvme)
             continue;
         uint64_t bar_addr[6], bar_size[6];
@@ -772,8 +781,14 @@ unsigned device_fuzz(uint64_t seed, unsigned rounds,
             mmio_write(&f, regs + NV_CC, 4, 0);
             nvme_wait_rdy(&f, regs, false);
         }
+        if (vsock)
+            f.ops += vsock_fuzz(0, dev, bar_addr, f.rng, rounds, tsc_khz, say);
         pci_disable(0, dev);
-        report(virtio ? "virtio-blk" : net ? "virtio-net" : "nvme", dev, f.ops);
+        report(vsock    ? "virtio-vsock"
+               : virtio ? "virtio-blk"
+               : net    ? "virtio-net"
+                        : "nvme",
+               dev, f.ops);
         devices++;
     }
     return devices;

@@ -27,7 +27,8 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
 	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o \
-	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o
+	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o \
+	$(GUEST_OUT)/vsock_fuzz.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
@@ -71,7 +72,14 @@ $(GUEST_OUT)/pci.o: guest/pci.c guest/pci.h guest/layout.h guest/cpu.h guest/gue
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 $(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h guest/layout.h \
-		guest/cpu.h guest/cpl3.h guest/rand.h guest/virtio_modern.h guest/guest.mk
+		guest/cpu.h guest/cpl3.h guest/rand.h guest/virtio_modern.h guest/vsock_fuzz.h \
+		guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
+# The device fuzzer's vsock driver (CPL3, polling).
+$(GUEST_OUT)/vsock_fuzz.o: guest/vsock_fuzz.c guest/vsock_fuzz.h guest/layout.h guest/cpu.h \
+		guest/cpl3.h guest/mmio.h guest/rand.h guest/text.h guest/virtio_modern.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 

@@ -1392,7 +1392,7 @@ static __attribute__((noreturn)) void command_loop(void)
                 continue;
             }
             cli();
-            unsigned devices = device_fuzz(seed, (unsigned)rounds, devfuzz_report);
+            unsigned devices = device_fuzz(seed, (unsigned)rounds, tsc_khz, say, devfuzz_report);
             line_start();
             put_str("devfuzz done devices=");
             put_dec(devices);
