@@ -20,6 +20,7 @@
 #include "common/bytes.h"
 #include "common/log.h"
 #include "config/config.h"
+#include "control/control.h"
 #include "core/io_loop.h"
 #include "core/instance.h"
 #include "core/machine.h"
@@ -92,6 +93,8 @@ struct vmm {
     struct snapshot *restore; /* -r: the snapshot the machine is loaded from */
     bool restored;            /* loaded and paused: a console client resumes it */
     bool started;
+    uint64_t started_ns;           /* vm_clock_ns() when the guest started or resumed from -r */
+    struct control_server control; /* --control */
     bool halting;
     bool done;
     int exit_code;
@@ -99,8 +102,11 @@ struct vmm {
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: propolis-standalone [--log-level LEVEL] [-s|--snapshot] CONFIG.toml\n"
-                 "       propolis-standalone [--log-level LEVEL] -r|--restore SNAPSHOT\n"
+    fprintf(out, "usage: propolis-standalone [--log-level LEVEL] [-s|--snapshot] [--control PATH] "
+                 "CONFIG.toml\n"
+                 "       propolis-standalone [--log-level LEVEL] [--control PATH] -r|--restore "
+                 "SNAPSHOT\n"
+                 "       propolis-standalone ctl PATH COMMAND [ARG]\n"
                  "LEVEL: critical, error, warning, info (default), debug, trace;\n"
                  "the PROPOLIS_LOG environment variable sets the default.\n");
 }
@@ -731,6 +737,7 @@ static void on_console_connect(void *opaque)
             return;
         }
         vmm->started = true;
+        vmm->started_ns = vm_clock_ns();
         return;
     }
     log_info("starting VM %s", vmm->cfg.main.name);
@@ -739,6 +746,7 @@ static void on_console_connect(void *opaque)
         return;
     }
     vmm->started = true;
+    vmm->started_ns = vm_clock_ns();
 }
 
 /* -s and Ctrl-C: pause, write NAME-<unix-ms>.tar, exit as a halt does. */
@@ -746,7 +754,8 @@ static void save_snapshot(struct vmm *vmm)
 {
     char err[512], path[512];
     log_info("received SIGINT: pausing VM %s to save a snapshot", vmm->cfg.main.name);
-    if (machine_pause(&vmm->machine, err, sizeof(err)) < 0 ||
+    /* It may be paused already (by the control socket). */
+    if ((!vmm->machine.paused && machine_pause(&vmm->machine, err, sizeof(err)) < 0) ||
         snapshot_save(&vmm->machine, &vmm->cfg, vmm->backends, path, sizeof(path), err,
                       sizeof(err)) < 0) {
         log_error("snapshot not saved: %s", err);
@@ -756,6 +765,122 @@ static void save_snapshot(struct vmm *vmm)
     log_info("VM halted after its snapshot: exiting with exit_on_halt = %d",
              vmm->cfg.main.exit_on_halt);
     finish(vmm, vmm->cfg.main.exit_on_halt);
+}
+
+/* ---- The control socket's commands (control/control.h), main thread ---- */
+
+static const char *vm_state(const struct vmm *vmm)
+{
+    if (vmm->halting || vmm->done)
+        return "halting";
+    if (!vmm->started)
+        return "waiting"; /* for a console client */
+    return vmm->machine.paused ? "paused" : "running";
+}
+
+static json_t *status_answer(struct vmm *vmm)
+{
+    struct machine *m = &vmm->machine;
+    struct control_device_info devices[MACHINE_MAX_DEVICES];
+    for (unsigned i = 0; i < m->device_count; i++)
+        devices[i] = (struct control_device_info){m->devices[i]->name, m->devices[i]->ops->kind};
+    bool pvpanic = vmm->pvpanic.dev.ops != NULL;
+    struct control_status st = {
+        .name = vmm->cfg.main.name,
+        .state = vm_state(vmm),
+        .uptime_ms = vmm->started ? (vm_clock_ns() - vmm->started_ns) / 1000000 : 0,
+        .vcpus = m->spec.cpus,
+        .memory_mib = vmm->cfg.main.memory_mib,
+        .resets = m->resets,
+        .devices = devices,
+        .device_count = m->device_count,
+        .has_pvpanic = pvpanic,
+        .panics = pvpanic ? pvpanic_panic_count(&vmm->pvpanic) : 0,
+        .crash_loads = pvpanic ? pvpanic_crash_loaded_count(&vmm->pvpanic) : 0,
+    };
+    return control_status_answer(&st);
+}
+
+/* A machine that cannot run again after a pause ends the VMM. */
+static json_t *control_resume_failed(struct vmm *vmm)
+{
+    log_crit("control: the VM could not be resumed");
+    finish(vmm, EXIT_FAILURE_CODE);
+    return control_error("the VM could not be resumed; the VMM exits");
+}
+
+/* snapshot: pauses a running VM, saves it and lets it run on. */
+static json_t *control_snapshot(struct vmm *vmm, const char *to)
+{
+    struct machine *m = &vmm->machine;
+    char err[1024], path[512];
+    bool was_paused = m->paused;
+    if (!was_paused && machine_pause(m, err, sizeof(err)) < 0)
+        return control_error("snapshot not taken: %s", err);
+    int r = to ? snapshot_save_to(m, &vmm->cfg, vmm->backends, to, err, sizeof(err))
+               : snapshot_save(m, &vmm->cfg, vmm->backends, path, sizeof(path), err, sizeof(err));
+    if (!was_paused && machine_resume(m) < 0)
+        return control_resume_failed(vmm);
+    if (r < 0)
+        return control_error("snapshot not taken: %s", err);
+    json_t *a = control_ok();
+    if (a)
+        json_object_set_new(a, "path", json_string(to ? to : path));
+    return a;
+}
+
+static json_t *on_control(void *opaque, const struct control_request *req)
+{
+    struct vmm *vmm = opaque;
+    struct machine *m = &vmm->machine;
+    char err[512];
+    if (req->cmd == CONTROL_STATUS)
+        return status_answer(vmm);
+    if (vmm->halting || vmm->done)
+        return control_error("the VM is halting");
+    if (req->cmd == CONTROL_HALT) {
+        log_info("control: halting the VM");
+        vmm->halting = true;
+        if (vmm->started)
+            machine_request(m, MACHINE_HALT); /* a paused VM halts as it is */
+        else
+            finish(vmm, vmm->cfg.main.exit_on_halt);
+        json_t *a = control_ok();
+        if (a)
+            json_object_set_new(a, "exit_code", json_integer(vmm->cfg.main.exit_on_halt));
+        return a;
+    }
+    if (!vmm->started)
+        return control_error("the VM has not started: it waits for a console client on %s",
+                             CONSOLE_PATH);
+    switch (req->cmd) {
+    case CONTROL_PAUSE:
+        if (machine_pause(m, err, sizeof(err)) < 0)
+            return control_error("not paused: %s", err);
+        log_info("control: VM paused");
+        return control_ok();
+    case CONTROL_RESUME:
+        if (!m->paused)
+            return control_error("the VM is not paused");
+        if (machine_resume(m) < 0)
+            return control_resume_failed(vmm);
+        log_info("control: VM resumed");
+        return control_ok();
+    case CONTROL_SNAPSHOT:
+        return control_snapshot(vmm, req->path);
+    case CONTROL_RESET:
+        log_info("control: resetting the VM");
+        /* The main loop resets it; a paused VM's devices resume first and
+         * its vCPUs stay stopped for that. */
+        machine_request(m, MACHINE_RESET);
+        if (m->paused && machine_resume(m) < 0)
+            return control_resume_failed(vmm);
+        return control_ok();
+    case CONTROL_STATUS:
+    case CONTROL_HALT:
+        break;
+    }
+    return control_error("command %s not handled", control_cmd_name(req->cmd));
 }
 
 static void on_signal(void *opaque, uint32_t events)
@@ -838,7 +963,7 @@ static int setup_signals(struct vmm *vmm)
     return 0;
 }
 
-static int run(struct vmm *vmm, const char *config_path)
+static int run(struct vmm *vmm, const char *config_path, const char *control_path)
 {
     if (vmm->restore) {
         /* The config the snapshot was taken with; its paths as they were. */
@@ -897,6 +1022,9 @@ static int run(struct vmm *vmm, const char *config_path)
         }
         vmm->restored = true;
     }
+    if (control_path &&
+        control_server_open(&vmm->control, control_path, &vmm->loop, on_control, vmm) < 0)
+        return EXIT_FAILURE_CODE;
 
     log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name, spec.cpus,
              (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
@@ -911,6 +1039,7 @@ static int run(struct vmm *vmm, const char *config_path)
 
 static void teardown(struct vmm *vmm)
 {
+    control_server_close(&vmm->control);
     if (vmm->machine.vcpus)
         machine_stop(&vmm->machine);
     console_close(&vmm->console);
@@ -934,6 +1063,7 @@ int main(int argc, char **argv)
         {"snapshot", no_argument, NULL, 's'},
         {"restore", required_argument, NULL, 'r'},
         {"log-level", required_argument, NULL, 'l'},
+        {"control", required_argument, NULL, 'c'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -944,8 +1074,10 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
+    if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+        return control_ctl_main(argc - 2, argv + 2);
     bool snapshot = false;
-    const char *restore = NULL;
+    const char *restore = NULL, *control = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "sr:h", options, NULL)) != -1) {
         switch (opt) {
@@ -954,6 +1086,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             restore = optarg;
+            break;
+        case 'c':
+            control = optarg;
             break;
         case 'l':
             if (!log_parse_level(optarg, &level)) {
@@ -991,10 +1126,11 @@ int main(int argc, char **argv)
     vmm->loop.epoll_fd = -1;
     io_watch_init(&vmm->signal_watch);
     io_watch_init(&vmm->machine_event_watch);
+    control_server_init(&vmm->control);
     vmm->machine.kvm_fd = vmm->machine.vm_fd = vmm->machine.event_fd = -1;
     vmm->instance.fd = -1;
     vmm->console.listen_fd = vmm->console.client_fd = vmm->console.wake_fd = -1;
-    int code = run(vmm, restore ? restore : argv[optind]);
+    int code = run(vmm, restore ? restore : argv[optind], control);
     teardown(vmm);
     snapshot_close(snap);
     free(vmm);

@@ -29,7 +29,6 @@
 #define JSON_MEMBER_MAX (512ull << 20) /* a state record in hex, with room */
 #define DISK_SAMPLES 8                 /* 4 KiB blocks hashed per disk */
 #define HASH_SEED 0x9e3779b97f4a7c15ull
-#define PATH_MAX_SNAPSHOT 512
 
 struct snapshot {
     char *path;
@@ -496,24 +495,53 @@ out:
     return rc;
 }
 
-int snapshot_save(struct machine *m, const struct config *cfg,
-                  struct block_backend *const *backends, char *path, size_t path_size, char *err,
-                  size_t err_size)
+/* ".NAME.partial" in path's directory: complete files only under path. */
+static char *partial_name(const char *path)
 {
+    const char *slash = strrchr(path, '/');
+    int dir = slash ? (int)(slash - path + 1) : 0;
+    size_t size = strlen(path) + sizeof("..partial");
+    char *partial = malloc(size);
+    if (partial)
+        snprintf(partial, size, "%.*s.%s.partial", dir, path, path + dir);
+    return partial;
+}
+
+/* rename() that refuses to replace what is at to. */
+static int rename_new(const char *from, const char *to)
+{
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+    /* A filesystem without RENAME_NOREPLACE: link() refuses likewise. */
+    if (link(from, to) < 0)
+        return -1;
+    unlink(from);
+    return 0;
+}
+
+int snapshot_save_to(struct machine *m, const struct config *cfg,
+                     struct block_backend *const *backends, const char *path, char *err,
+                     size_t err_size)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        set_error(err, err_size, "%s exists; not replacing it", path);
+        return -1;
+    }
     struct snap_buf state = {0};
     if (machine_save_state(m, &state, err, err_size) < 0) {
         snap_buf_free(&state);
         return -1;
     }
-    char name[3 * 64 + 1];
-    escape_name(cfg->main.name, name, sizeof(name));
-    snprintf(path, path_size, "%s-%" PRIu64 ".tar", name, realtime_ns() / 1000000);
-    char partial[PATH_MAX_SNAPSHOT];
-    snprintf(partial, sizeof(partial), ".%s.partial", path);
-    int fd = open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    char *partial = partial_name(path);
+    int fd = partial ? open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
     if (fd < 0) {
-        set_error(err, err_size, "%s: %s", partial, strerror(errno));
+        set_error(err, err_size, "%s: %s", partial ? partial : path,
+                  partial ? strerror(errno) : "out of memory");
         snap_buf_free(&state);
+        free(partial);
         return -1;
     }
     struct snapshot_target t;
@@ -529,16 +557,26 @@ int snapshot_save(struct machine *m, const struct config *cfg,
         set_error(err, err_size, "%s: close: %s", partial, strerror(errno));
         r = -1;
     }
-    if (r == 0 && rename(partial, path) < 0) {
+    if (r == 0 && rename_new(partial, path) < 0) {
         set_error(err, err_size, "%s: rename: %s", path, strerror(errno));
         r = -1;
     }
-    if (r < 0) {
+    if (r < 0)
         unlink(partial);
-        return -1;
-    }
-    log_info("snapshot: wrote %s (%.2f s)", path, (double)(monotonic_ns() - start) / 1e9);
-    return 0;
+    free(partial);
+    if (r == 0)
+        log_info("snapshot: wrote %s (%.2f s)", path, (double)(monotonic_ns() - start) / 1e9);
+    return r;
+}
+
+int snapshot_save(struct machine *m, const struct config *cfg,
+                  struct block_backend *const *backends, char *path, size_t path_size, char *err,
+                  size_t err_size)
+{
+    char name[3 * 64 + 1];
+    escape_name(cfg->main.name, name, sizeof(name));
+    snprintf(path, path_size, "%s-%" PRIu64 ".tar", name, realtime_ns() / 1000000);
+    return snapshot_save_to(m, cfg, backends, path, err, err_size);
 }
 
 /* ---- Reading ---- */

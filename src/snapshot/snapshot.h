@@ -73,6 +73,11 @@ int snapshot_write(const struct snapshot_target *t, const uint8_t *state, size_t
 int snapshot_save(struct machine *m, const struct config *cfg,
                   struct block_backend *const *backends, char *path, size_t path_size, char *err,
                   size_t err_size);
+/* The same to path (relative to the working directory), which must not
+ * exist: the partial file is .NAME.partial beside it. */
+int snapshot_save_to(struct machine *m, const struct config *cfg,
+                     struct block_backend *const *backends, const char *path, char *err,
+                     size_t err_size);
 
 struct snapshot;
 

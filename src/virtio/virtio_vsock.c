@@ -15,6 +15,7 @@
 
 #include "common/bytes.h"
 #include "common/iov.h"
+#include "common/unix_listener.h"
 #include "virtio/vsock_packet.h"
 
 #define F(bit) (1ull << (bit))
@@ -95,10 +96,7 @@ struct vsock {
     uint32_t buf_alloc;
 
     /* The listener (host-initiated connections). */
-    char *uds_path;
-    int listen_fd;
-    dev_t listen_dev;
-    ino_t listen_ino;
+    struct unix_listener listener; /* fd -1 without a uds_path */
     struct io_watch listen_watch;
 
     pthread_mutex_t lock; /* everything below */
@@ -839,11 +837,11 @@ static void listener_event(void *opaque, uint32_t events)
     struct vsock *vs = opaque;
     pthread_mutex_lock(&vs->lock);
     for (unsigned i = 0; i < 64; i++) {
-        int fd = accept4(vs->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(vs->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 log_limited(&vs->vdev.dev_log, LOG_WARNING, "%s: accept on %s: %s", vs->vdev.name,
-                            vs->uds_path, strerror(errno));
+                            vs->listener.path, strerror(errno));
             break;
         }
         struct conn *c = NULL;
@@ -1178,8 +1176,8 @@ static int vsock_activate(struct virtio_device *vdev, unsigned queue)
     io_loop_pause(loop);
     pthread_mutex_lock(&vs->lock);
     vs->active = true;
-    if (vs->listen_fd >= 0 && vs->listen_watch.fd < 0)
-        err = io_loop_watch(loop, &vs->listen_watch, vs->listen_fd, EPOLLIN, listener_event, vs);
+    if (vs->listener.fd >= 0 && vs->listen_watch.fd < 0)
+        err = io_loop_watch(loop, &vs->listen_watch, vs->listener.fd, EPOLLIN, listener_event, vs);
     pthread_mutex_unlock(&vs->lock);
     io_loop_resume(loop);
     return err;
@@ -1240,16 +1238,8 @@ static int vsock_state(struct virtio_device *vdev, struct snap *s)
 static void vsock_destroy(struct virtio_device *vdev)
 {
     struct vsock *vs = vs_of(vdev);
-    if (vs->listen_fd >= 0) {
-        struct stat st;
-        /* Only the socket we made: not a file someone put there since. */
-        if (lstat(vs->uds_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == vs->listen_dev &&
-            st.st_ino == vs->listen_ino)
-            unlink(vs->uds_path);
-        close(vs->listen_fd);
-    }
+    unix_listener_close(&vs->listener);
     pthread_mutex_destroy(&vs->lock);
-    free(vs->uds_path);
     free(vs->mappings);
     free(vs);
 }
@@ -1266,58 +1256,6 @@ static const struct virtio_device_ops vsock_ops = {
 };
 
 /* ---- Setup ---- */
-
-/* The listening socket at path: a path that exists is refused unless it
- * is a socket no one listens on (one an earlier run left behind); bind()
- * creates the file itself and follows no symlink. */
-static int open_listener(struct vsock *vs, const char *name, const char *path)
-{
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        log_error("%s: uds_path %s is longer than a UNIX socket path can be (%zu bytes)", name,
-                  path, sizeof(addr.sun_path) - 1);
-        return -1;
-    }
-    strcpy(addr.sun_path, path);
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            log_error("%s: uds_path %s exists and is not a socket; refusing to replace it", name,
-                      path);
-            return -1;
-        }
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-        bool stale = !live && errno == ECONNREFUSED;
-        if (probe >= 0)
-            close(probe);
-        if (!stale) {
-            log_error("%s: uds_path %s is a socket %s; refusing to replace it", name, path,
-                      live ? "someone listens on" : "that could not be probed");
-            return -1;
-        }
-        unlink(path);
-    }
-    vs->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (vs->listen_fd < 0 || bind(vs->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        lstat(path, &st) < 0) {
-        log_error("%s: uds_path %s: %s", name, path, strerror(errno));
-        if (vs->listen_fd >= 0)
-            close(vs->listen_fd);
-        vs->listen_fd = -1;
-        return -1;
-    }
-    vs->listen_dev = st.st_dev;
-    vs->listen_ino = st.st_ino;
-    if (listen(vs->listen_fd, 128) < 0) {
-        log_error("%s: listen on %s: %s", name, path, strerror(errno));
-        unlink(path);
-        close(vs->listen_fd);
-        vs->listen_fd = -1;
-        return -1;
-    }
-    return 0;
-}
 
 struct virtio_device *virtio_vsock_create(const struct virtio_vsock_params *p)
 {
@@ -1339,8 +1277,7 @@ struct virtio_device *virtio_vsock_create(const struct virtio_vsock_params *p)
         }
     }
     struct vsock *vs = calloc(1, sizeof(*vs));
-    if (!vs || !(vs->mappings = calloc(p->mapping_count + 1, sizeof(*vs->mappings))) ||
-        (p->uds_path && !(vs->uds_path = strdup(p->uds_path)))) {
+    if (!vs || !(vs->mappings = calloc(p->mapping_count + 1, sizeof(*vs->mappings)))) {
         log_error("%s: out of memory", name);
         if (vs)
             free(vs->mappings);
@@ -1355,12 +1292,14 @@ struct virtio_device *virtio_vsock_create(const struct virtio_vsock_params *p)
     vs->max_buffered = p->max_buffered ? p->max_buffered : VIRTIO_VSOCK_MAX_BUFFERED;
     vs->buf_alloc = p->buf_alloc ? p->buf_alloc : VIRTIO_VSOCK_BUF_ALLOC;
     vs->next_port = EPHEMERAL_FIRST;
-    vs->listen_fd = -1;
+    unix_listener_init(&vs->listener);
     io_watch_init(&vs->listen_watch);
     pthread_mutex_init(&vs->lock, NULL);
-    if (vs->uds_path && open_listener(vs, name, vs->uds_path) < 0) {
+    char what[128];
+    snprintf(what, sizeof(what), "%s: uds_path", name);
+    if (p->uds_path &&
+        unix_listener_open(&vs->listener, p->uds_path, UNIX_LISTENER_UMASK, what) < 0) {
         pthread_mutex_destroy(&vs->lock);
-        free(vs->uds_path);
         free(vs->mappings);
         free(vs);
         return NULL;

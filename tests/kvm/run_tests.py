@@ -1983,6 +1983,373 @@ def snapshot_refusals_name_the_member():
         vm.cleanup()
 
 
+# --- the control socket (--control PATH, propolis-standalone ctl) ---
+
+def ctl(sock, *args):
+    """propolis-standalone ctl SOCK ARGS: (exit status, the answer or None)."""
+    p = subprocess.run([VMM, "ctl", sock] + list(args), capture_output=True, timeout=120)
+    out = p.stdout.decode(errors="replace")
+    check(p.stdout.count(b"\n") <= 1, "ctl printed more than one line: %r" % out)
+    check("AddressSanitizer" not in p.stderr.decode(errors="replace"),
+          "sanitizer report from ctl:\n" + p.stderr.decode(errors="replace"))
+    return p.returncode, (json.loads(out) if out.strip() else None)
+
+
+def ctl_ok(sock, *args):
+    code, answer = ctl(sock, *args)
+    check(code == 0 and answer and answer["ok"] is True,
+          "ctl %s: exit %d, answer %s" % (" ".join(args), code, answer))
+    return answer
+
+
+def ctl_refused(sock, needle, *args):
+    code, answer = ctl(sock, *args)
+    check(code == 1 and answer and answer["ok"] is False and needle in answer["error"],
+          "ctl %s: exit %d, answer %s; want an error with %r" % (" ".join(args), code, answer,
+                                                                 needle))
+    return answer
+
+
+def count_lines_within(c, seconds):
+    """The count lines the guest prints within seconds."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        try:
+            f = c.expect("testguest: count ", timeout=left).split()
+        except Failure:
+            return got
+        got.append(dict(k=int(f[2]), ticks=int(f[4]), hpet=int(f[8], 16), host=time.monotonic()))
+
+
+def control_vm(tmp=None, exit_on_halt=9, extra=""):
+    return VM(name="ctltest", cpus=2, memory=128, workdir=tmp, args=["--control", "ctl.sock"],
+              extra_main="exit_on_halt = %d" % exit_on_halt,
+              extra='[dev.p]\ndriver = "qemu-pvpanic"\nenable_isa = true\n' + extra)
+
+
+def vm_exited_clean(vm, code):
+    check(vm.wait() == code, "exit code %s, want %d" % (vm.proc.returncode, code))
+    out = vm.output()
+    check("AddressSanitizer" not in out and "runtime error" not in out,
+          "sanitizer report:\n" + out[-3000:])
+    check(not os.path.exists(os.path.join(vm.dir, "ctl.sock")), "ctl.sock left behind")
+    return out
+
+
+@test
+def control_status_pause_resume_halt():
+    vm = control_vm()
+    sock = os.path.join(vm.dir, "ctl.sock")
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        st = os.lstat(sock)
+        check(stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600,
+              "ctl.sock mode %o" % st.st_mode)
+        s = ctl_ok(sock, "status")
+        check(s["state"] == "waiting" and s["uptime_ms"] == 0 and s["vcpus"] == 2 and
+              s["memory_mib"] == 128 and s["name"] == "ctltest" and s["resets"] == 0 and
+              s["panics"] == 0 and s["crash_loads"] == 0, "status before the console: %s" % s)
+        kinds = {d["name"]: d["kind"] for d in s["devices"]}
+        for name, kind in [("p", "pvpanic"), ("com1", "uart16550"), ("hpet", "hpet"),
+                           ("rtc", "rtc"), ("fw_cfg", "fw_cfg")]:
+            check(kinds.get(name) == kind, "device %s: %s in %s" % (name, kinds.get(name), kinds))
+        ctl_refused(sock, "has not started", "pause")
+        code, _ = ctl(os.path.join(vm.dir, "no.sock"), "status")
+        check(code == 2, "ctl on a missing socket exited %d, want 2" % code)
+        code, _ = ctl(sock, "pause", "extra")
+        check(code == 2, "ctl with a stray argument exited %d, want 2" % code)
+        ctl_refused(sock, "unknown command \"frobnicate\"", "frobnicate")
+
+        c = vm.boot(2, 128)
+        s = ctl_ok(sock, "status")
+        check(s["state"] == "running" and s["uptime_ms"] > 0, "status once running: %s" % s)
+        ctl_refused(sock, "not paused", "resume")
+        c.line("count 100")
+        before = count_lines_within(c, 0.55)
+        check(len(before) >= 3, "count lines before the pause: %s" % before)
+        ctl_ok(sock, "pause")
+        check(ctl_ok(sock, "status")["state"] == "paused", "status after pause")
+        ctl_refused(sock, "already paused", "pause")
+        # A line may have been on its way when the pause came; then nothing.
+        tail = count_lines_within(c, 0.3)
+        check(len(tail) <= 1, "count lines after the pause: %s" % tail)
+        paused_at = time.monotonic()
+        silent = count_lines_within(c, 1.5)
+        check(not silent, "the paused guest counted on: %s" % silent)
+        ctl_ok(sock, "resume")
+        gap = time.monotonic() - paused_at
+        after = count_lines_within(c, 0.55)
+        check(len(after) >= 3, "count lines after resume: %s" % after)
+        last = (before + tail)[-1]
+        check(after[0]["k"] == last["k"] + 1, "count %d after %d" % (after[0]["k"], last["k"]))
+        # Guest time across the pause: one 100 ms period, not the host's gap.
+        hpet = (after[0]["hpet"] - last["hpet"]) * 10e-9
+        ticks = after[0]["ticks"] - last["ticks"]
+        check(hpet < 0.5 and ticks <= 20,
+              "across a %.2f s pause the guest's HPET moved %.3f s, LAPIC ticks %d"
+              % (gap, hpet, ticks))
+        c.line("stop")
+        c.expect("testguest: count stopped")
+        c.line("ping")
+        c.expect("testguest: pong")
+        a = ctl_ok(sock, "halt")
+        check(a.get("exit_code") == 9, "halt answer %s" % a)
+        out = vm_exited_clean(vm, 9)
+        check("control: VM paused" in out and "control: halting the VM" in out, out[-2000:])
+        print("  host pause %.2f s: guest HPET +%.3f s, LAPIC +%d ticks, count %d -> %d"
+              % (gap, hpet, ticks, last["k"], after[0]["k"]))
+    finally:
+        vm.cleanup()
+
+
+@test
+def control_snapshot_while_running_then_restore():
+    tmp = tempfile.mkdtemp(prefix="pst-ctl-")
+    vm = control_vm(tmp, exit_on_halt=5)
+    sock = os.path.join(tmp, "ctl.sock")
+    restored = None
+    try:
+        c = vm.boot(2, 128)
+        c.line("count 100")
+        before = count_lines_within(c, 0.35)
+        a = ctl_ok(sock, "snapshot", "snaps-one.tar")
+        check(a["path"] == "snaps-one.tar" and os.path.exists(os.path.join(tmp, "snaps-one.tar")),
+              "snapshot answer %s, files %s" % (a, os.listdir(tmp)))
+        after = count_lines_within(c, 0.55)
+        check(len(after) >= 3 and after[0]["k"] > before[-1]["k"],
+              "the guest did not count on after the snapshot: %s then %s" % (before, after))
+        ctl_refused(sock, "exists; not replacing it", "snapshot", "snaps-one.tar")
+        a = ctl_ok(sock, "snapshot")
+        check(a["path"].startswith("ctltest-") and a["path"].endswith(".tar") and
+              os.path.exists(os.path.join(tmp, a["path"])), "default-named snapshot %s" % a)
+        check(ctl_ok(sock, "status")["state"] == "running", "not running after the snapshots")
+        ctl_refused(sock, "snapshot not taken", "snapshot", "no-such-dir/x.tar")
+        check(not [n for n in os.listdir(tmp) if n.endswith(".partial")],
+              "partial files left: %s" % os.listdir(tmp))
+        # Paused, a snapshot leaves it paused.
+        ctl_ok(sock, "pause")
+        ctl_ok(sock, "snapshot", "snaps-paused.tar")
+        check(ctl_ok(sock, "status")["state"] == "paused", "a snapshot resumed a paused VM")
+        ctl_ok(sock, "resume")
+        count_lines_within(c, 0.25)
+        ctl_ok(sock, "halt")
+        vm_exited_clean(vm, 5)
+        vm.cons.close()
+        vm.cons = None
+
+        restored = RestoredVM(tmp, os.path.join(tmp, "snaps-one.tar"),
+                              args=["--control", "ctl.sock"])
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        check(ctl_ok(sock, "status")["state"] == "waiting", "restored VM before its console")
+        c = restored.console()
+        again = count_lines_within(c, 0.55)
+        check(len(again) >= 3, "the restored guest does not count: %s" % again)
+        # It goes on from where the snapshot found it: after what was seen
+        # before the request, at most one past what was seen after it.
+        check(before[-1]["k"] + 1 <= again[0]["k"] <= after[0]["k"],
+              "restored count %d; before the snapshot %d, after %d"
+              % (again[0]["k"], before[-1]["k"], after[0]["k"]))
+        check([x["k"] for x in again] == list(range(again[0]["k"], again[0]["k"] + len(again))),
+              "restored counts %s" % [x["k"] for x in again])
+        s = ctl_ok(sock, "status")
+        check(s["state"] == "running" and s["resets"] == 0, "restored status %s" % s)
+        c.line("stop")
+        c.expect("testguest: count stopped")
+        c.line("ping")
+        c.expect("testguest: pong")
+        ctl_ok(sock, "halt")
+        out = vm_exited_clean(restored, 5)
+        check("resuming VM ctltest" in out, out[-2000:])
+        print("  counts before %d, after %d; restored from %d"
+              % (before[-1]["k"], after[0]["k"], again[0]["k"]))
+    finally:
+        if restored:
+            restored.cleanup()
+        vm.cleanup()
+
+
+@test
+def control_reset_restarts_the_guest():
+    vm = control_vm(exit_on_halt=3)
+    sock = os.path.join(vm.dir, "ctl.sock")
+    try:
+        c = vm.boot(2, 128)
+        ctl_ok(sock, "reset")
+        rejoin_after_reset(c, 2, 2, 128)
+        c.send("Z")
+        c.expect("testguest: irq ok")
+        s = ctl_ok(sock, "status")
+        check(s["resets"] == 1 and s["state"] == "running", "status after the reset: %s" % s)
+        # A paused VM resets too, and runs again.
+        ctl_ok(sock, "pause")
+        ctl_ok(sock, "reset")
+        rejoin_after_reset(c, 3, 2, 128)
+        s = ctl_ok(sock, "status")
+        check(s["resets"] == 2 and s["state"] == "running", "status after reset while paused: %s"
+              % s)
+        # A paused VM halts as it is.
+        ctl_ok(sock, "pause")
+        ctl_ok(sock, "halt")
+        vm_exited_clean(vm, 3)
+    finally:
+        vm.cleanup()
+
+
+def malformed_control_line(rnd, i):
+    kind = i % 5
+    if kind == 0:  # random bytes, not an object
+        b = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
+        return b"#" + b.replace(b"\n", b"?")
+    if kind == 1:  # a request cut short
+        v = b'{"cmd":"snapshot","path":"x.tar"}'
+        return v[:rnd.randrange(len(v))]
+    if kind == 2:  # deeper than the parser goes
+        return (b"[" if i & 1 else b"{") * rnd.randrange(3000, 6000)
+    if kind == 3:  # a stray field
+        return b'{"cmd":"status","f%d":%d}' % (i, rnd.randrange(1000))
+    return b'{"cmd":"%s"}' % "".join(rnd.choice("abcdefgh") for _ in range(8)).encode()
+
+
+@test
+def control_thousand_malformed_lines_answered():
+    vm = control_vm(exit_on_halt=4)
+    sock = os.path.join(vm.dir, "ctl.sock")
+    try:
+        c = vm.boot(2, 128)
+        rnd = random.Random(13)
+        lines = [malformed_control_line(rnd, i) for i in range(1000)]
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sock)
+        s.settimeout(30)
+        s.sendall(b"\n".join(lines) + b'\n{"cmd":"status"}\n')
+        data = b""
+        while data.count(b"\n") < 1001:
+            chunk = s.recv(65536)
+            check(chunk, "connection closed after %d answers" % data.count(b"\n"))
+            data += chunk
+        answers = [json.loads(x) for x in data.split(b"\n")[:1001]]
+        bad = [a for a in answers[:1000] if a.get("ok") is not False or not a.get("error")]
+        check(not bad, "%d malformed lines not refused: %s" % (len(bad), bad[:3]))
+        check(answers[1000]["ok"] is True and answers[1000]["state"] == "running",
+              "status after them: %s" % answers[1000])
+        # A line over 64 KiB: refused, and that connection ends.
+        s.sendall(b"x" * (65 * 1024))
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        check(json.loads(data) == {"ok": False,
+                                   "error": "request line longer than 65536 bytes; closing"},
+              "answer to a long line: %r" % data[:200])
+        s.close()
+        # Sixteen clients at once are served; a seventeenth is told no.
+        many = []
+        for _ in range(16):
+            m = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            m.connect(sock)
+            m.settimeout(30)
+            many.append(m)
+        extra = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        extra.connect(sock)
+        extra.settimeout(30)
+        check(b"too many control clients" in extra.recv(4096), "seventeenth client served")
+        extra.close()
+        for m in many:
+            m.sendall(b'{"cmd":"status"}\n')
+        for m in many:
+            check(json.loads(m.recv(65536))["ok"] is True, "a client of sixteen not served")
+            m.close()
+        c.line("ping")
+        c.expect("testguest: pong")
+        ctl_ok(sock, "halt")
+        vm_exited_clean(vm, 4)
+    finally:
+        vm.cleanup()
+
+
+@test
+def control_socket_path_refusals():
+    tmp = tempfile.mkdtemp(prefix="pst-ctl-")
+    try:
+        target = os.path.join(tmp, "target")
+        os.symlink(target, os.path.join(tmp, "ctl.sock"))
+        vm = control_vm(tmp)
+        try:
+            check(vm.wait() == 1, "exit %s with a symlink at the socket path" % vm.proc.returncode)
+            check("--control ctl.sock exists and is not a socket; refusing to replace it"
+                  in vm.output(), vm.output())
+            check(os.path.islink(os.path.join(tmp, "ctl.sock")) and not os.path.exists(target),
+                  "the symlink was followed or removed")
+            check(not os.path.exists(os.path.join(tmp, "ttya")), "ttya left behind")
+        finally:
+            vm.log.close()
+        os.unlink(os.path.join(tmp, "ctl.sock"))
+        # A stale socket (nobody listens) is taken over.
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(os.path.join(tmp, "ctl.sock"))
+        stale.close()
+        vm = control_vm(tmp)
+        sock = os.path.join(tmp, "ctl.sock")
+        deadline = time.monotonic() + 30
+        code = None
+        while time.monotonic() < deadline:
+            code, a = ctl(sock, "status")
+            if code == 0:
+                break
+            time.sleep(0.05)
+        check(code == 0, "no answer on a taken-over stale socket; log:\n" + vm.output())
+        # A second VMM on the same live socket is refused.
+        second = VM(name="ctltest2", cpus=1, memory=64, workdir=tempfile.mkdtemp(prefix="pst-"),
+                    args=["--control", sock])
+        try:
+            check(second.wait() == 1, "a second VMM took a live control socket")
+            check("is a socket someone listens on; refusing to replace it" in second.output(),
+                  second.output())
+        finally:
+            second.cleanup()
+        ctl_ok(sock, "halt")
+        vm_exited_clean(vm, 9)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@test
+def control_paused_vm_saved_by_sigint_with_s():
+    """-s and a VM the control socket paused: Ctrl-C saves it as it is."""
+    tmp = tempfile.mkdtemp(prefix="pst-ctl-")
+    vm = VM(name="ctlsig", cpus=1, memory=64, workdir=tmp,
+            args=["-s", "--control", "ctl.sock"], extra_main="exit_on_halt = 6")
+    sock = os.path.join(tmp, "ctl.sock")
+    restored = None
+    try:
+        c = vm.boot(1, 64)
+        ctl_ok(sock, "pause")
+        vm.proc.send_signal(signal.SIGINT)
+        vm_exited_clean(vm, 6)
+        tars = [n for n in os.listdir(tmp) if n.startswith("ctlsig-") and n.endswith(".tar")]
+        check(len(tars) == 1, "snapshot files: %s; log:\n%s" % (os.listdir(tmp), vm.output()))
+        restored = RestoredVM(tmp, os.path.join(tmp, tars[0]))
+        c = restored.console()
+        c.line("ping")
+        c.expect("testguest: pong")
+        restored.proc.send_signal(signal.SIGTERM)
+        check(restored.wait() == 6, "exit code %s" % restored.proc.returncode)
+    finally:
+        if restored:
+            restored.cleanup()
+        vm.cleanup()
+
+
 def main():
     global VMM, GUEST
     ap = argparse.ArgumentParser()
