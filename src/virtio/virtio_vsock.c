@@ -9,8 +9,10 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/bytes.h"
@@ -84,6 +86,10 @@ struct conn {
     bool host_wr_shut;                    /* shutdown(SHUT_WR) done */
     bool host_eof;                        /* read 0: SHUTDOWN SEND sent */
     const char *dead_why;                 /* for the log when a RST goes out */
+    /* Until established: when the connection gives up waiting (a host
+     * client's CONNECT line, the guest's RESPONSE, our connect()), so a
+     * silent peer cannot hold a slot under the cap for ever. 0: none. */
+    uint64_t deadline_ms;
 };
 
 struct vsock {
@@ -98,6 +104,10 @@ struct vsock {
     /* The listener (host-initiated connections). */
     struct unix_listener listener; /* fd -1 without a uds_path */
     struct io_watch listen_watch;
+    /* Periodic: ends connections past their deadline_ms. */
+    int timer_fd;
+    struct io_watch timer_watch;
+    unsigned connect_timeout_ms;
 
     pthread_mutex_t lock; /* everything below */
     bool active;          /* the rx queue runs: connections may exist */
@@ -191,6 +201,13 @@ static struct conn *work_pop(struct vsock *vs)
     return c;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
 static struct conn *conn_new(struct vsock *vs, int fd, enum conn_state state)
 {
     struct conn *c = calloc(1, sizeof(*c));
@@ -199,6 +216,7 @@ static struct conn *conn_new(struct vsock *vs, int fd, enum conn_state state)
     c->vs = vs;
     c->fd = fd;
     c->state = state;
+    c->deadline_ms = now_ms() + vs->connect_timeout_ms;
     io_watch_init(&c->watch);
     c->all_next = vs->all;
     if (vs->all)
@@ -654,6 +672,7 @@ static void guest_packet(struct vsock *vs, struct virtq_chain *ch)
             return;
         }
         c->state = CONN_ESTABLISHED;
+        c->deadline_ms = 0;
         vs->conns_total++;
         char ok[LINE_MAX_LEN];
         int n = snprintf(ok, sizeof(ok), "OK %" PRIu32 "\n", c->host_port);
@@ -780,6 +799,7 @@ static bool handshake(struct vsock *vs, struct conn *c)
     c->host_port = hp;
     c->guest_port = (uint32_t)port;
     c->state = CONN_GUEST_CONNECTING;
+    c->deadline_ms = now_ms() + vs->connect_timeout_ms;
     c->pending |= PEND_REQUEST;
     conn_hash(vs, c);
     conn_enqueue(vs, c);
@@ -813,6 +833,7 @@ static void conn_event(void *opaque, uint32_t events)
             conn_reset(vs, c, NULL);
         } else {
             c->state = CONN_ESTABLISHED;
+            c->deadline_ms = 0;
             c->pending |= PEND_RESPONSE;
             vs->conns_total++;
         }
@@ -853,6 +874,33 @@ static void listener_event(void *opaque, uint32_t events)
         conn_enqueue(vs, c);
     }
     pthread_mutex_unlock(&vs->lock);
+    rx_run(vs);
+}
+
+/* rx loop, every tick: connections still not established at their
+ * deadline end (a host client closed, the guest sent a RST). */
+static void timer_event(void *opaque, uint32_t events)
+{
+    struct vsock *vs = opaque;
+    uint64_t ticks;
+    if (read(vs->timer_fd, &ticks, sizeof(ticks)) != sizeof(ticks))
+        return;
+    uint64_t now = now_ms();
+    unsigned ended = 0;
+    pthread_mutex_lock(&vs->lock);
+    for (struct conn *c = vs->all; c; c = c->all_next) {
+        if (!c->deadline_ms || now < c->deadline_ms || c->state == CONN_ESTABLISHED ||
+            c->state == CONN_DEAD)
+            continue;
+        c->deadline_ms = 0;
+        ended++;
+        conn_reset(vs, c, NULL);
+    }
+    pthread_mutex_unlock(&vs->lock);
+    if (ended)
+        log_limited(&vs->vdev.dev_log, LOG_INFO,
+                    "%s: %u connections not established within %u ms closed", vs->vdev.name, ended,
+                    vs->connect_timeout_ms);
     rx_run(vs);
 }
 
@@ -1152,6 +1200,8 @@ static void drop_all(struct vsock *vs)
     vs->active = false;
     if (vs->listen_watch.fd >= 0)
         io_loop_unwatch(loop, &vs->listen_watch);
+    if (vs->timer_watch.fd >= 0)
+        io_loop_unwatch(loop, &vs->timer_watch);
     while (work_pop(vs))
         ;
     unsigned closed = 0;
@@ -1178,6 +1228,8 @@ static int vsock_activate(struct virtio_device *vdev, unsigned queue)
     vs->active = true;
     if (vs->listener.fd >= 0 && vs->listen_watch.fd < 0)
         err = io_loop_watch(loop, &vs->listen_watch, vs->listener.fd, EPOLLIN, listener_event, vs);
+    if (!err && vs->timer_watch.fd < 0)
+        err = io_loop_watch(loop, &vs->timer_watch, vs->timer_fd, EPOLLIN, timer_event, vs);
     pthread_mutex_unlock(&vs->lock);
     io_loop_resume(loop);
     return err;
@@ -1239,6 +1291,8 @@ static void vsock_destroy(struct virtio_device *vdev)
 {
     struct vsock *vs = vs_of(vdev);
     unix_listener_close(&vs->listener);
+    if (vs->timer_fd >= 0)
+        close(vs->timer_fd);
     pthread_mutex_destroy(&vs->lock);
     free(vs->mappings);
     free(vs);
@@ -1292,16 +1346,33 @@ struct virtio_device *virtio_vsock_create(const struct virtio_vsock_params *p)
     vs->max_buffered = p->max_buffered ? p->max_buffered : VIRTIO_VSOCK_MAX_BUFFERED;
     vs->buf_alloc = p->buf_alloc ? p->buf_alloc : VIRTIO_VSOCK_BUF_ALLOC;
     vs->next_port = EPHEMERAL_FIRST;
+    vs->connect_timeout_ms =
+        p->connect_timeout_ms ? p->connect_timeout_ms : VIRTIO_VSOCK_CONNECT_TIMEOUT_MS;
     unix_listener_init(&vs->listener);
     io_watch_init(&vs->listen_watch);
+    io_watch_init(&vs->timer_watch);
     pthread_mutex_init(&vs->lock, NULL);
+    /* Ticks at a quarter of the timeout (at most 1 s): a connection ends
+     * at most a tick after its deadline. */
+    unsigned tick_ms = vs->connect_timeout_ms / 4 < 1000 ? vs->connect_timeout_ms / 4 : 1000;
+    if (tick_ms == 0)
+        tick_ms = 1;
+    struct itimerspec tick = {
+        .it_interval = {tick_ms / 1000, (long)(tick_ms % 1000) * 1000000},
+        .it_value = {tick_ms / 1000, (long)(tick_ms % 1000) * 1000000},
+    };
+    vs->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (vs->timer_fd < 0 || timerfd_settime(vs->timer_fd, 0, &tick, NULL) < 0) {
+        log_error("%s: timerfd: %s", name, strerror(errno));
+        vs->vdev.ops = &vsock_ops;
+        vsock_destroy(&vs->vdev);
+        return NULL;
+    }
     char what[128];
     snprintf(what, sizeof(what), "%s: uds_path", name);
     if (p->uds_path &&
         unix_listener_open(&vs->listener, p->uds_path, UNIX_LISTENER_UMASK, what) < 0) {
-        pthread_mutex_destroy(&vs->lock);
-        free(vs->mappings);
-        free(vs);
+        vsock_destroy(&vs->vdev);
         return NULL;
     }
     struct virtio_device_params vdp = {

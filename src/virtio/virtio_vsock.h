@@ -65,6 +65,7 @@
 #define VIRTIO_VSOCK_MAX_CONNS 1024
 #define VIRTIO_VSOCK_MAX_BUFFERED (64u << 20)
 #define VIRTIO_VSOCK_BUF_ALLOC (256u << 10)
+#define VIRTIO_VSOCK_CONNECT_TIMEOUT_MS 10000u
 
 /* A guest port proxied to a host address: sockaddr_in, sockaddr_in6 or
  * sockaddr_un. */
@@ -87,6 +88,10 @@ struct virtio_vsock_params {
     uint64_t max_buffered; /* 0: VIRTIO_VSOCK_MAX_BUFFERED */
     uint32_t buf_alloc;    /* 0: VIRTIO_VSOCK_BUF_ALLOC; per connection, 4 KiB..64 MiB */
     uint16_t queue_size;   /* 0: VIRTIO_VSOCK_QUEUE_SIZE */
+    /* 0: VIRTIO_VSOCK_CONNECT_TIMEOUT_MS; how long a connection may take
+     * to be established (a host client's CONNECT line and the guest's
+     * RESPONSE, or our connect() for the guest) before it is closed. */
+    unsigned connect_timeout_ms;
     const struct guest_mem *mem;
 };
 

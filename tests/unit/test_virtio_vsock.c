@@ -917,6 +917,54 @@ static void test_host_initiated(void **state)
     assert_int_equal(errno, ENOENT);
 }
 
+/* A peer that never finishes the set-up loses its slot at the deadline:
+ * a host client that never sends its line, a guest that never answers a
+ * REQUEST (it gets a RST); an established connection is left alone. */
+static void test_connect_timeout(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/vsock0.sock", tmpdir);
+    struct virtio_vsock_params p = default_params();
+    p.uds_path = path;
+    p.connect_timeout_ms = 200;
+    recreate(&p);
+    bring_up(&dev, 8, 4096);
+
+    int silent = uds_connect(path);
+    assert_true(host_sees_eof(silent)); /* within the 2 s receive timeout */
+    close(silent);
+
+    int unanswered = uds_connect(path);
+    host_write(unanswered, "CONNECT 80\n", 11);
+    struct vsock_hdr h;
+    assert_true(recv_pkt(&dev, &h, NULL));
+    assert_int_equal(h.op, VSOCK_OP_REQUEST);
+    uint32_t hp = h.src_port;
+    assert_true(recv_pkt(&dev, &h, NULL));
+    assert_int_equal(h.op, VSOCK_OP_RST);
+    assert_int_equal(h.src_port, hp);
+    assert_int_equal(h.dst_port, 80);
+    assert_true(host_sees_eof(unanswered));
+    close(unanswered);
+    assert_true(poll_until(no_conns, NULL));
+
+    int client = uds_connect(path);
+    host_write(client, "CONNECT 81\n", 11);
+    assert_true(recv_pkt(&dev, &h, NULL));
+    hp = h.src_port;
+    struct vsock_hdr r = ghdr(VSOCK_OP_RESPONSE, 81, hp);
+    send_raw(&dev, &r, NULL, 0, 0);
+    char line[64];
+    read_line(client, line, sizeof(line));
+    sleep_ms(600); /* three deadlines */
+    assert_true(rx_quiet(&dev));
+    send_data(&dev, 81, hp, "still here", 10, 0);
+    uint8_t got[16];
+    host_read_exact(client, got, 10);
+    assert_memory_equal(got, "still here", 10);
+    close(client);
+}
+
 static void test_connection_cap(void **state)
 {
     struct virtio_vsock_params p = default_params();
@@ -1298,6 +1346,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_half_close_guest_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close_host_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_initiated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_storm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_and_credit_lies, setup, teardown),
