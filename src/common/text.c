@@ -14,3 +14,13 @@ void text_add(struct text *t, const char *fmt, ...)
     if (n > 0)
         t->len = t->len + (size_t)n < t->cap ? t->len + (size_t)n : t->cap - 1;
 }
+
+void text_error(char *buf, size_t cap, const char *fmt, ...)
+{
+    if (!cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}

@@ -1,5 +1,6 @@
 /* Syntaxes of individual config values: PCI paths, socket addresses, UUIDs,
  * base64 keys and cpuid leaf keys. */
+#include "common/text.h"
 #include "config/config.h"
 
 #include <arpa/inet.h>
@@ -25,17 +26,6 @@ static int why_fail(char *why, size_t whylen, const char *fmt, ...)
 static bool is_digit(char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Parses [s, end) as a decimal number of at most 9 digits. */
@@ -172,8 +162,8 @@ int config_parse_uuid(const char *text, uint8_t out[16], char *why, size_t whyle
                 goto bad;
             continue;
         }
-        int hi = hex_value(s[i]);
-        int lo = hex_value(s[i + 1]);
+        int hi = hex_digit_value(s[i]);
+        int lo = hex_digit_value(s[i + 1]);
         if (hi < 0 || lo < 0)
             goto bad;
         out[n++] = (uint8_t)(hi << 4 | lo);
@@ -246,7 +236,7 @@ static bool parse_hex_u32(const char *s, size_t len, uint32_t *out)
         return false;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
-        int h = hex_value(s[i]);
+        int h = hex_digit_value(s[i]);
         if (h < 0)
             return false;
         v = v << 4 | (uint64_t)h;

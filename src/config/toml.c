@@ -671,17 +671,6 @@ static bool table_insert(struct parser *p, struct toml_value *table, const struc
 
 /* ---- Strings --------------------------------------------------------------------------- */
 
-static int hex_value(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Parses one escape sequence after its backslash inside a basic string. */
 static bool parse_escape(struct parser *p, struct buf *out, bool multiline)
 {
@@ -723,7 +712,7 @@ static bool parse_escape(struct parser *p, struct buf *out, bool multiline)
         advance(p);
         uint32_t cp = 0;
         for (size_t i = 0; i < digits; i++) {
-            int h = hex_value(peek(p));
+            int h = hex_digit_value(peek(p));
             if (h < 0)
                 return fail(p, mark_here(p), "\\%c escape needs exactly %zu hexadecimal digits", c,
                             digits);
@@ -936,7 +925,7 @@ static const char *digit_phrase(int base)
 static bool parse_digits(struct parser *p, struct buf *out, int base)
 {
     int c = peek(p);
-    if (hex_value(c) < 0 || hex_value(c) >= base) {
+    if (hex_digit_value(c) < 0 || hex_digit_value(c) >= base) {
         if (c == '_')
             return fail(p, mark_here(p), "an underscore must be between two digits");
         char what[40];
@@ -947,12 +936,12 @@ static bool parse_digits(struct parser *p, struct buf *out, int base)
         c = peek(p);
         if (c == '_') {
             int next = peek_at(p, 1);
-            if (hex_value(next) < 0 || hex_value(next) >= base)
+            if (hex_digit_value(next) < 0 || hex_digit_value(next) >= base)
                 return fail(p, mark_here(p), "an underscore must be between two digits");
             advance(p);
             continue;
         }
-        if (hex_value(c) < 0 || hex_value(c) >= base)
+        if (hex_digit_value(c) < 0 || hex_digit_value(c) >= base)
             return true;
         if (!buf_add_char(p, out, (char)c))
             return false;
@@ -966,7 +955,7 @@ static struct toml_value *make_integer(struct parser *p, struct mark at, const c
     uint64_t limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     uint64_t magnitude = 0;
     for (const char *d = digits; *d; d++) {
-        uint64_t digit = (uint64_t)hex_value(*d);
+        uint64_t digit = (uint64_t)hex_digit_value(*d);
         if (magnitude > (limit - digit) / (uint64_t)base) {
             fail(p, at, "integer is out of range for a signed 64-bit integer");
             return NULL;

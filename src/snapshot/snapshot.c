@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/text.h"
 #include "block/block.h"
 #include "common/bytes.h"
 #include "common/log.h"
@@ -38,17 +39,6 @@ struct snapshot {
     size_t config_len;
     uint64_t saved_realtime_ns;
 };
-
-static void set_error(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_error(char *err, size_t err_size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err_size)
-        vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- Hashes (integrity against damage, not an adversary) ---- */
 
@@ -166,7 +156,7 @@ static int disk_identity(const char *path, struct disk_identity *id, char *why, 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) {
-        set_error(why, why_size, "%s", strerror(errno));
+        text_error(why, why_size, "%s", strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -181,7 +171,7 @@ static int disk_identity(const char *path, struct disk_identity *id, char *why, 
         uint64_t at = blocks * i / DISK_SAMPLES * PAGE;
         ssize_t n = pread(fd, block, sizeof(block), (off_t)at);
         if (n < 0) {
-            set_error(why, why_size, "read: %s", strerror(errno));
+            text_error(why, why_size, "read: %s", strerror(errno));
             close(fd);
             return -1;
         }
@@ -250,8 +240,8 @@ static struct block_backend *ram_disk_backend(const struct snapshot_target *t, s
 {
     struct block_backend *be = t->backends ? t->backends[i] : NULL;
     if (!be)
-        set_error(err, err_size, "block_dev.%s: no back end to move its contents through",
-                  t->cfg->block_devs[i].name);
+        text_error(err, err_size, "block_dev.%s: no back end to move its contents through",
+                   t->cfg->block_devs[i].name);
     return be;
 }
 
@@ -262,7 +252,7 @@ static json_t *write_ram_disks(struct tar_writer *w, const struct snapshot_targe
     json_t *list = json_array();
     uint8_t *buf = malloc(CHUNK);
     if (!list || !buf) {
-        set_error(err, err_size, "out of memory");
+        text_error(err, err_size, "out of memory");
         goto fail;
     }
     for (size_t i = 0; i < t->cfg->block_dev_count; i++) {
@@ -274,31 +264,31 @@ static json_t *write_ram_disks(struct tar_writer *w, const struct snapshot_targe
             goto fail;
         char member[TAR_NAME_MAX + 1];
         if (!ram_disk_member(bd->name, member, sizeof(member))) {
-            set_error(err, err_size, "block_dev.%s: name too long for a member name", bd->name);
+            text_error(err, err_size, "block_dev.%s: name too long for a member name", bd->name);
             goto fail;
         }
         uint64_t size = be->info.size, h = HASH_SEED;
         if (tar_member_begin(w, member, size) < 0) {
-            set_error(err, err_size, "%s", w->error);
+            text_error(err, err_size, "%s", w->error);
             goto fail;
         }
         for (uint64_t off = 0; off < size; off += CHUNK) {
             size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
             int r = block_sync(be, BLOCK_OP_READ, off, buf, n);
             if (r < 0) {
-                set_error(err, err_size, "block_dev.%s: read at %llu: %s", bd->name,
-                          (unsigned long long)off, strerror(-r));
+                text_error(err, err_size, "block_dev.%s: read at %llu: %s", bd->name,
+                           (unsigned long long)off, strerror(-r));
                 goto fail;
             }
             for (size_t p = 0; p + PAGE <= n; p += PAGE)
                 h = hash_page(h, (off + p) / PAGE, buf + p);
             if (tar_member_data(w, buf, n, true) < 0) {
-                set_error(err, err_size, "%s", w->error);
+                text_error(err, err_size, "%s", w->error);
                 goto fail;
             }
         }
         if (tar_member_end(w) < 0) {
-            set_error(err, err_size, "%s", w->error);
+            text_error(err, err_size, "%s", w->error);
             goto fail;
         }
         json_array_append_new(list,
@@ -331,13 +321,13 @@ static int write_json_member(struct tar_writer *w, const char *name, json_t *j, 
 {
     char *text = json_dumps(j, JSON_INDENT(1) | JSON_ENSURE_ASCII);
     if (!text) {
-        set_error(err, err_size, "%s: out of memory", name);
+        text_error(err, err_size, "%s: out of memory", name);
         return -1;
     }
     int r = tar_write_member(w, name, text, strlen(text));
     free(text);
     if (r < 0)
-        set_error(err, err_size, "%s", w->error);
+        text_error(err, err_size, "%s", w->error);
     return r;
 }
 
@@ -348,7 +338,7 @@ static int write_memory(struct tar_writer *w, const struct snapshot_range *r, ui
     char name[64];
     memory_member(r, name, sizeof(name));
     if (tar_member_begin(w, name, r->size) < 0) {
-        set_error(err, err_size, "%s", w->error);
+        text_error(err, err_size, "%s", w->error);
         return -1;
     }
     uint64_t h = HASH_SEED;
@@ -357,13 +347,13 @@ static int write_memory(struct tar_writer *w, const struct snapshot_range *r, ui
         for (size_t p = 0; p + PAGE <= n; p += PAGE)
             h = hash_page(h, (off + p) / PAGE, r->hva + off + p);
         if (tar_member_data(w, r->hva + off, n, true) < 0) {
-            set_error(err, err_size, "%s", w->error);
+            text_error(err, err_size, "%s", w->error);
             return -1;
         }
     }
     *hash = h;
     if (tar_member_end(w) < 0) {
-        set_error(err, err_size, "%s", w->error);
+        text_error(err, err_size, "%s", w->error);
         return -1;
     }
     return 0;
@@ -379,7 +369,7 @@ static json_t *disks_json(const struct config *cfg, char *err, size_t err_size)
         struct disk_identity id;
         char why[256];
         if (disk_identity(bd->file.path, &id, why, sizeof(why)) < 0) {
-            set_error(err, err_size, "block_dev.%s: %s: %s", bd->name, bd->file.path, why);
+            text_error(err, err_size, "block_dev.%s: %s: %s", bd->name, bd->file.path, why);
             json_decref(disks);
             return NULL;
         }
@@ -402,12 +392,12 @@ int snapshot_write(const struct snapshot_target *t, const uint8_t *state, size_t
     json_t *memory = json_array();
     uint64_t saved_realtime = realtime_ns(), saved_monotonic = monotonic_ns();
     if (!global || !machine_state || !devices || !memory) {
-        set_error(err, err_size, "out of memory");
+        text_error(err, err_size, "out of memory");
         goto out;
     }
     const char *text = cfg->source_text ? cfg->source_text : "";
     if (tar_write_member(&w, "config.toml", text, strlen(text)) < 0) {
-        set_error(err, err_size, "%s", w.error);
+        text_error(err, err_size, "%s", w.error);
         goto out;
     }
     /* The machine, kvm and vCPU records go to global.json, the rest to
@@ -426,7 +416,7 @@ int snapshot_write(const struct snapshot_target *t, const uint8_t *state, size_t
         }
         char member[TAR_NAME_MAX + 1];
         if (!device_member(rec.name, member, sizeof(member))) {
-            set_error(err, err_size, "%s: name too long for a member name", rec.name);
+            text_error(err, err_size, "%s: name too long for a member name", rec.name);
             json_decref(j);
             goto out;
         }
@@ -483,7 +473,7 @@ int snapshot_write(const struct snapshot_target *t, const uint8_t *state, size_t
     if (write_json_member(&w, "global.json", global, err, err_size) < 0)
         goto out;
     if (tar_writer_finish(&w) < 0) {
-        set_error(err, err_size, "%s", w.error);
+        text_error(err, err_size, "%s", w.error);
         goto out;
     }
     rc = 0;
@@ -527,7 +517,7 @@ int snapshot_save_to(struct machine *m, const struct config *cfg,
 {
     struct stat st;
     if (lstat(path, &st) == 0) {
-        set_error(err, err_size, "%s exists; not replacing it", path);
+        text_error(err, err_size, "%s exists; not replacing it", path);
         return -1;
     }
     struct snap_buf state = {0};
@@ -538,8 +528,8 @@ int snapshot_save_to(struct machine *m, const struct config *cfg,
     char *partial = partial_name(path);
     int fd = partial ? open(partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644) : -1;
     if (fd < 0) {
-        set_error(err, err_size, "%s: %s", partial ? partial : path,
-                  partial ? strerror(errno) : "out of memory");
+        text_error(err, err_size, "%s: %s", partial ? partial : path,
+                   partial ? strerror(errno) : "out of memory");
         snap_buf_free(&state);
         free(partial);
         return -1;
@@ -550,15 +540,15 @@ int snapshot_save_to(struct machine *m, const struct config *cfg,
     int r = snapshot_write(&t, state.data, state.len, fd, err, err_size);
     snap_buf_free(&state);
     if (r == 0 && fsync(fd) < 0) {
-        set_error(err, err_size, "%s: fsync: %s", partial, strerror(errno));
+        text_error(err, err_size, "%s: fsync: %s", partial, strerror(errno));
         r = -1;
     }
     if (close(fd) < 0 && r == 0) {
-        set_error(err, err_size, "%s: close: %s", partial, strerror(errno));
+        text_error(err, err_size, "%s: close: %s", partial, strerror(errno));
         r = -1;
     }
     if (r == 0 && rename_new(partial, path) < 0) {
-        set_error(err, err_size, "%s: rename: %s", path, strerror(errno));
+        text_error(err, err_size, "%s: rename: %s", path, strerror(errno));
         r = -1;
     }
     if (r < 0)
@@ -608,7 +598,7 @@ static json_t *read_json_member(const struct snapshot *s, const char *name, char
 {
     const struct tar_member *m = tar_find(&s->tar, name);
     if (!m) {
-        set_error(err, err_size, "member %s: missing", name);
+        text_error(err, err_size, "member %s: missing", name);
         return NULL;
     }
     uint8_t *data;
@@ -619,11 +609,12 @@ static json_t *read_json_member(const struct snapshot *s, const char *name, char
     json_t *j = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &je);
     free(data);
     if (!j) {
-        set_error(err, err_size, "member %s: not valid JSON (line %d: %s)", name, je.line, je.text);
+        text_error(err, err_size, "member %s: not valid JSON (line %d: %s)", name, je.line,
+                   je.text);
         return NULL;
     }
     if (!json_is_object(j)) {
-        set_error(err, err_size, "member %s: not a JSON object", name);
+        text_error(err, err_size, "member %s: not a JSON object", name);
         json_decref(j);
         return NULL;
     }
@@ -637,11 +628,11 @@ int snapshot_open(const char *path, struct snapshot **out, char *err, size_t err
     *out = NULL;
     if (!s || !(s->path = strdup(path))) {
         free(s);
-        set_error(err, err_size, "out of memory");
+        text_error(err, err_size, "out of memory");
         return -1;
     }
     if (tar_reader_open(&s->tar, path, why, sizeof(why)) < 0) {
-        set_error(err, err_size, "%s", why);
+        text_error(err, err_size, "%s", why);
         goto fail;
     }
     s->global = read_json_member(s, "global.json", err, err_size);
@@ -650,29 +641,29 @@ int snapshot_open(const char *path, struct snapshot **out, char *err, size_t err
     const char *format = json_string_value(json_object_get(s->global, "format"));
     uint64_t version = 0;
     if (!format || strcmp(format, SNAPSHOT_FORMAT) != 0) {
-        set_error(err, err_size, "member global.json: format is not \"%s\"", SNAPSHOT_FORMAT);
+        text_error(err, err_size, "member global.json: format is not \"%s\"", SNAPSHOT_FORMAT);
         goto fail;
     }
     if (!get_u64(s->global, "format_version", &version) || version != SNAPSHOT_FORMAT_VERSION) {
-        set_error(err, err_size,
-                  "member global.json: format_version %llu; this VMM reads version %u only",
-                  (unsigned long long)version, SNAPSHOT_FORMAT_VERSION);
+        text_error(err, err_size,
+                   "member global.json: format_version %llu; this VMM reads version %u only",
+                   (unsigned long long)version, SNAPSHOT_FORMAT_VERSION);
         goto fail;
     }
     if (!get_u64(json_object_get(s->global, "saved_at"), "realtime_ns", &s->saved_realtime_ns)) {
-        set_error(err, err_size, "member global.json: saved_at.realtime_ns missing");
+        text_error(err, err_size, "member global.json: saved_at.realtime_ns missing");
         goto fail;
     }
     const struct tar_member *cm = tar_find(&s->tar, "config.toml");
     if (!cm) {
-        set_error(err, err_size, "member config.toml: missing");
+        text_error(err, err_size, "member config.toml: missing");
         goto fail;
     }
     if (tar_read_member(&s->tar, cm, CONFIG_MAX, &s->config_text, &s->config_len, err, err_size) <
         0)
         goto fail;
     if (strlen((const char *)s->config_text) != s->config_len) {
-        set_error(err, err_size, "member config.toml: holds a NUL byte");
+        text_error(err, err_size, "member config.toml: holds a NUL byte");
         goto fail;
     }
     *out = s;
@@ -687,29 +678,29 @@ static int check_shape(const struct snapshot *s, const struct snapshot_target *t
 {
     uint64_t cpus, memory_bytes;
     if (!get_u64(s->global, "cpus", &cpus) || cpus != t->cfg->main.cpus) {
-        set_error(err, err_size, "member global.json: cpus does not match config.toml's %u",
-                  t->cfg->main.cpus);
+        text_error(err, err_size, "member global.json: cpus does not match config.toml's %u",
+                   t->cfg->main.cpus);
         return -1;
     }
     if (!get_u64(s->global, "memory_bytes", &memory_bytes) ||
         memory_bytes != t->cfg->main.memory_mib * MIB) {
-        set_error(err, err_size,
-                  "member global.json: memory_bytes does not match config.toml's %llu MiB",
-                  (unsigned long long)t->cfg->main.memory_mib);
+        text_error(err, err_size,
+                   "member global.json: memory_bytes does not match config.toml's %llu MiB",
+                   (unsigned long long)t->cfg->main.memory_mib);
         return -1;
     }
     const json_t *bootrom = json_object_get(s->global, "bootrom");
     uint64_t size, hash;
     if (!get_u64(bootrom, "size", &size) || !parse_hex64(json_object_get(bootrom, "hash"), &hash)) {
-        set_error(err, err_size, "member global.json: bootrom size or hash missing");
+        text_error(err, err_size, "member global.json: bootrom size or hash missing");
         return -1;
     }
     if (size != t->bootrom_size || hash != hash_words(HASH_SEED, t->bootrom, t->bootrom_size)) {
-        set_error(err, err_size,
-                  "bootrom %s: not the bootrom the snapshot was taken with (size %llu, "
-                  "was %llu, or its contents differ)",
-                  t->cfg->main.bootrom, (unsigned long long)t->bootrom_size,
-                  (unsigned long long)size);
+        text_error(err, err_size,
+                   "bootrom %s: not the bootrom the snapshot was taken with (size %llu, "
+                   "was %llu, or its contents differ)",
+                   t->cfg->main.bootrom, (unsigned long long)t->bootrom_size,
+                   (unsigned long long)size);
         return -1;
     }
     return 0;
@@ -720,7 +711,7 @@ static int check_disks(const struct snapshot *s, const struct config *cfg, char 
 {
     const json_t *disks = json_object_get(s->global, "disks");
     if (!json_is_array(disks)) {
-        set_error(err, err_size, "member global.json: disks missing");
+        text_error(err, err_size, "member global.json: disks missing");
         return -1;
     }
     size_t file_disks = 0;
@@ -740,14 +731,14 @@ static int check_disks(const struct snapshot *s, const struct config *cfg, char 
         uint64_t size, mtime, hash;
         if (!d || !get_u64(d, "size", &size) || !get_u64(d, "mtime_ns", &mtime) ||
             !parse_hex64(json_object_get(d, "sample_hash"), &hash)) {
-            set_error(err, err_size, "member global.json: no identity recorded for block_dev.%s",
-                      bd->name);
+            text_error(err, err_size, "member global.json: no identity recorded for block_dev.%s",
+                       bd->name);
             return -1;
         }
         struct disk_identity id;
         char why[256];
         if (disk_identity(bd->file.path, &id, why, sizeof(why)) < 0) {
-            set_error(err, err_size, "block_dev.%s: %s: %s", bd->name, bd->file.path, why);
+            text_error(err, err_size, "block_dev.%s: %s: %s", bd->name, bd->file.path, why);
             return -1;
         }
         const char *what = id.size != size          ? "its size"
@@ -755,17 +746,17 @@ static int check_disks(const struct snapshot *s, const struct config *cfg, char 
                            : id.sample_hash != hash ? "its contents (sampled blocks)"
                                                     : NULL;
         if (what) {
-            set_error(err, err_size,
-                      "block_dev.%s: %s is not the disk the snapshot was taken with: %s differs "
-                      "(size %llu, was %llu)",
-                      bd->name, bd->file.path, what, (unsigned long long)id.size,
-                      (unsigned long long)size);
+            text_error(err, err_size,
+                       "block_dev.%s: %s is not the disk the snapshot was taken with: %s differs "
+                       "(size %llu, was %llu)",
+                       bd->name, bd->file.path, what, (unsigned long long)id.size,
+                       (unsigned long long)size);
             return -1;
         }
     }
     if (json_array_size(disks) != file_disks) {
-        set_error(err, err_size, "member global.json: disks lists %zu file disks, the config %zu",
-                  json_array_size(disks), file_disks);
+        text_error(err, err_size, "member global.json: disks lists %zu file disks, the config %zu",
+                   json_array_size(disks), file_disks);
         return -1;
     }
     return 0;
@@ -778,7 +769,7 @@ static int check_ranges(const struct snapshot *s, const struct snapshot_target *
 {
     const json_t *memory = json_object_get(s->global, "memory");
     if (!json_is_array(memory)) {
-        set_error(err, err_size, "member global.json: memory missing");
+        text_error(err, err_size, "member global.json: memory missing");
         return -1;
     }
     for (unsigned i = 0; i < t->range_count; i++) {
@@ -791,33 +782,33 @@ static int check_ranges(const struct snapshot *s, const struct snapshot_target *
         if (!e || !parse_hex64(json_object_get(e, "start"), &start) ||
             !parse_hex64(json_object_get(e, "end"), &end) || !member ||
             !parse_hex64(json_object_get(e, "hash"), &hashes[i])) {
-            set_error(err, err_size,
-                      "member %s: the config's memory range 0x%" PRIx64 "-0x%" PRIx64
-                      " is not in global.json's memory list",
-                      name, r->gpa, r->gpa + r->size);
+            text_error(err, err_size,
+                       "member %s: the config's memory range 0x%" PRIx64 "-0x%" PRIx64
+                       " is not in global.json's memory list",
+                       name, r->gpa, r->gpa + r->size);
             return -1;
         }
         if (start != r->gpa || end != r->gpa + r->size || strcmp(member, name) != 0) {
-            set_error(err, err_size,
-                      "member %s: the snapshot's memory range 0x%" PRIx64 "-0x%" PRIx64
-                      " does not match the config's 0x%" PRIx64 "-0x%" PRIx64,
-                      member, start, end, r->gpa, r->gpa + r->size);
+            text_error(err, err_size,
+                       "member %s: the snapshot's memory range 0x%" PRIx64 "-0x%" PRIx64
+                       " does not match the config's 0x%" PRIx64 "-0x%" PRIx64,
+                       member, start, end, r->gpa, r->gpa + r->size);
             return -1;
         }
         members[i] = tar_find(&s->tar, name);
         if (!members[i]) {
-            set_error(err, err_size, "member %s: missing", name);
+            text_error(err, err_size, "member %s: missing", name);
             return -1;
         }
         if (members[i]->size != r->size) {
-            set_error(err, err_size, "member %s: %llu bytes, the range has %llu", name,
-                      (unsigned long long)members[i]->size, (unsigned long long)r->size);
+            text_error(err, err_size, "member %s: %llu bytes, the range has %llu", name,
+                       (unsigned long long)members[i]->size, (unsigned long long)r->size);
             return -1;
         }
     }
     if (json_array_size(memory) != t->range_count) {
-        set_error(err, err_size, "member global.json: %zu memory ranges, the config has %u",
-                  json_array_size(memory), t->range_count);
+        text_error(err, err_size, "member global.json: %zu memory ranges, the config has %u",
+                   json_array_size(memory), t->range_count);
         return -1;
     }
     return 0;
@@ -849,8 +840,8 @@ static int load_range(const struct snapshot *s, const struct tar_member *m,
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0) {
-                set_error(err, err_size, "member %s: read error at %llu: %s", m->name,
-                          (unsigned long long)at, got < 0 ? strerror(errno) : "end of file");
+                text_error(err, err_size, "member %s: read error at %llu: %s", m->name,
+                           (unsigned long long)at, got < 0 ? strerror(errno) : "end of file");
                 return -1;
             }
             at += (uint64_t)got;
@@ -882,7 +873,7 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
 {
     const json_t *list = json_object_get(s->global, "ram_disks");
     if (!json_is_array(list)) {
-        set_error(err, err_size, "member global.json: ram_disks missing");
+        text_error(err, err_size, "member global.json: ram_disks missing");
         return -1;
     }
     size_t count = 0;
@@ -893,7 +884,7 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
         count++;
         char name[TAR_NAME_MAX + 1];
         if (!ram_disk_member(bd->name, name, sizeof(name))) {
-            set_error(err, err_size, "block_dev.%s: name too long for a member name", bd->name);
+            text_error(err, err_size, "block_dev.%s: name too long for a member name", bd->name);
             return -1;
         }
         const json_t *e = NULL, *cand;
@@ -908,8 +899,8 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
         const char *member = json_string_value(json_object_get(e, "member"));
         if (!e || !get_u64(e, "size", &size) || !parse_hex64(json_object_get(e, "hash"), &hash) ||
             !member || strcmp(member, name) != 0) {
-            set_error(err, err_size, "member global.json: ram_disks has no entry for block_dev.%s",
-                      bd->name);
+            text_error(err, err_size, "member global.json: ram_disks has no entry for block_dev.%s",
+                       bd->name);
             return -1;
         }
         struct block_backend *be = ram_disk_backend(t, i, err, err_size);
@@ -917,19 +908,19 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
             return -1;
         const struct tar_member *m = tar_find(&s->tar, name);
         if (!m) {
-            set_error(err, err_size, "member %s: missing", name);
+            text_error(err, err_size, "member %s: missing", name);
             return -1;
         }
         if (size != be->info.size || m->size != size) {
-            set_error(err, err_size, "member %s: %llu bytes, block_dev.%s has %llu", name,
-                      (unsigned long long)m->size, bd->name, (unsigned long long)be->info.size);
+            text_error(err, err_size, "member %s: %llu bytes, block_dev.%s has %llu", name,
+                       (unsigned long long)m->size, bd->name, (unsigned long long)be->info.size);
             return -1;
         }
         if (!apply)
             continue;
         uint8_t *buf = malloc(CHUNK);
         if (!buf) {
-            set_error(err, err_size, "out of memory");
+            text_error(err, err_size, "out of memory");
             return -1;
         }
         uint64_t h = HASH_SEED;
@@ -937,7 +928,7 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
         for (uint64_t off = 0; r == 0 && off < size; off += CHUNK) {
             size_t n = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
             if (tar_read_at(&s->tar, buf, n, m->offset + off) < 0) {
-                set_error(err, err_size, "member %s: read error", name);
+                text_error(err, err_size, "member %s: read error", name);
                 r = -1;
                 break;
             }
@@ -947,8 +938,8 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
                 continue;
             int w = block_sync(be, BLOCK_OP_WRITE, off, buf, n);
             if (w < 0) {
-                set_error(err, err_size, "block_dev.%s: write at %llu: %s", bd->name,
-                          (unsigned long long)off, strerror(-w));
+                text_error(err, err_size, "block_dev.%s: write at %llu: %s", bd->name,
+                           (unsigned long long)off, strerror(-w));
                 r = -1;
             }
         }
@@ -956,15 +947,15 @@ static int load_ram_disks(const struct snapshot *s, const struct snapshot_target
         if (r < 0)
             return -1;
         if (h != hash) {
-            set_error(err, err_size,
-                      "member %s: corrupt (its contents do not match the hash in global.json)",
-                      name);
+            text_error(err, err_size,
+                       "member %s: corrupt (its contents do not match the hash in global.json)",
+                       name);
             return -1;
         }
     }
     if (json_array_size(list) != count) {
-        set_error(err, err_size, "member global.json: ram_disks lists %zu disks, the config %zu",
-                  json_array_size(list), count);
+        text_error(err, err_size, "member global.json: ram_disks lists %zu disks, the config %zu",
+                   json_array_size(list), count);
         return -1;
     }
     return 0;
@@ -976,7 +967,7 @@ static int append_record(const json_t *rec, const char *member, struct snap_buf 
 {
     char why[512];
     if (state_record_from_json(rec, state, why, sizeof(why)) < 0) {
-        set_error(err, err_size, "member %s: %s", member, why);
+        text_error(err, err_size, "member %s: %s", member, why);
         return -1;
     }
     return 0;
@@ -987,10 +978,10 @@ static int read_state(const struct snapshot *s, const struct snapshot_target *t,
 {
     const json_t *machine_state = json_object_get(s->global, "machine_state");
     if (!json_is_array(machine_state) || json_array_size(machine_state) != 2 + t->cfg->main.cpus) {
-        set_error(err, err_size,
-                  "member global.json: machine_state must hold the machine, kvm and %u vCPU "
-                  "records",
-                  t->cfg->main.cpus);
+        text_error(err, err_size,
+                   "member global.json: machine_state must hold the machine, kvm and %u vCPU "
+                   "records",
+                   t->cfg->main.cpus);
         return -1;
     }
     size_t i;
@@ -1002,7 +993,7 @@ static int read_state(const struct snapshot *s, const struct snapshot_target *t,
     }
     const json_t *devices = json_object_get(s->global, "devices");
     if (!json_is_array(devices) || json_array_size(devices) > MACHINE_MAX_DEVICES) {
-        set_error(err, err_size, "member global.json: devices missing or too long");
+        text_error(err, err_size, "member global.json: devices missing or too long");
         return -1;
     }
     const json_t *d;
@@ -1010,12 +1001,12 @@ static int read_state(const struct snapshot *s, const struct snapshot_target *t,
     {
         const char *name = json_string_value(json_object_get(d, "name"));
         if (!name) {
-            set_error(err, err_size, "member global.json: devices[%zu] has no name", i);
+            text_error(err, err_size, "member global.json: devices[%zu] has no name", i);
             return -1;
         }
         char member[TAR_NAME_MAX + 1];
         if (!device_member(name, member, sizeof(member))) {
-            set_error(err, err_size, "member global.json: devices[%zu]: name too long", i);
+            text_error(err, err_size, "member global.json: devices[%zu]: name too long", i);
             return -1;
         }
         json_t *j = read_json_member(s, member, err, err_size);
@@ -1024,7 +1015,7 @@ static int read_state(const struct snapshot *s, const struct snapshot_target *t,
         const char *inner = json_string_value(json_object_get(j, "name"));
         int r = 0;
         if (!inner || strcmp(inner, name) != 0) {
-            set_error(err, err_size, "member %s: the record is not of device %s", member, name);
+            text_error(err, err_size, "member %s: the record is not of device %s", member, name);
             r = -1;
         }
         if (r == 0)
@@ -1051,9 +1042,9 @@ int snapshot_load(struct snapshot *s, const struct snapshot_target *t, struct sn
         if (load_range(s, members[i], &t->ranges[i], &hash, err, err_size) < 0)
             return -1;
         if (hash != hashes[i]) {
-            set_error(err, err_size,
-                      "member %s: corrupt (its contents do not match the hash in global.json)",
-                      members[i]->name);
+            text_error(err, err_size,
+                       "member %s: corrupt (its contents do not match the hash in global.json)",
+                       members[i]->name);
             return -1;
         }
     }
@@ -1073,7 +1064,7 @@ static void name_state_member(struct machine *m, char *err, size_t err_size)
     }
     char *copy = strdup(err);
     if (copy) {
-        set_error(err, err_size, "member %s: %s", member, copy);
+        text_error(err, err_size, "member %s: %s", member, copy);
         free(copy);
     }
 }
@@ -1087,7 +1078,7 @@ int snapshot_restore(struct snapshot *s, struct machine *m, const struct config 
     uint64_t start = monotonic_ns();
     int r = snapshot_load(s, &t, &state, err, err_size);
     if (r == 0 && state.failed) {
-        set_error(err, err_size, "out of memory reading the device state");
+        text_error(err, err_size, "out of memory reading the device state");
         r = -1;
     }
     if (r == 0)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
 #include "common/bytes.h"
 
 static const char hex_digits[] = "0123456789abcdef";
@@ -109,17 +110,6 @@ struct fields_ctx {
     bool failed;
 };
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* A JSON string without NUL bytes, of at most max bytes. */
 static const char *plain_string(const json_t *j, size_t max, size_t *len)
 {
@@ -175,7 +165,7 @@ static long decode_field(const json_t *jf, size_t index, const char **name, uint
         uint64_t x = 0;
         bool ok = s && n > 2 && s[0] == '0' && s[1] == 'x';
         for (size_t i = 2; ok && i < n; i++) {
-            int d = hex_value(s[i]);
+            int d = hex_digit_value(s[i]);
             ok = d >= 0;
             x = x << 4 | (uint64_t)(d < 0 ? 0 : d);
         }
@@ -204,7 +194,7 @@ static long decode_field(const json_t *jf, size_t index, const char **name, uint
         }
         value = *bytes;
         for (size_t i = 0; i < n / 2; i++) {
-            int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+            int hi = hex_digit_value(s[2 * i]), lo = hex_digit_value(s[2 * i + 1]);
             if (hi < 0 || lo < 0) {
                 snprintf(err, err_size, "field '%s': hex: not a hex digit at %zu", *name,
                          2 * i + (hi < 0 ? 0 : 1));

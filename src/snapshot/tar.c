@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/text.h"
+
 #define PAGE 4096u
 #define NAME_FIELD 100
 #define PREFIX_FIELD 155
@@ -209,17 +211,6 @@ int tar_writer_finish(struct tar_writer *w)
 
 /* ---- Reading ---- */
 
-static void set_error(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_error(char *err, size_t err_size, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err_size)
-        vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
-
 static bool parse_octal(const uint8_t *field, size_t width, uint64_t *out)
 {
     size_t i = 0;
@@ -319,11 +310,11 @@ static int index_archive(struct tar_reader *r, char *err, size_t err_size)
     for (;;) {
         uint8_t hdr[TAR_BLOCK];
         if (r->file_size - pos < TAR_BLOCK) {
-            set_error(err, err_size, "truncated after member '%s': no end-of-archive block", last);
+            text_error(err, err_size, "truncated after member '%s': no end-of-archive block", last);
             return -1;
         }
         if (read_at(r->fd, hdr, sizeof(hdr), pos) < 0) {
-            set_error(err, err_size, "read error after member '%s': %s", last, strerror(errno));
+            text_error(err, err_size, "read error after member '%s': %s", last, strerror(errno));
             return -1;
         }
         if (tar_all_zero(hdr, sizeof(hdr)))
@@ -336,42 +327,42 @@ static int index_archive(struct tar_reader *r, char *err, size_t err_size)
         for (size_t i = 0; i < TAR_BLOCK; i++)
             sum += (i >= H_CHKSUM && i < H_CHKSUM + 8) ? ' ' : hdr[i];
         if (!parse_octal(hdr + H_CHKSUM, 8, &stored_sum) || stored_sum != sum) {
-            set_error(err, err_size, "member '%s' (header after '%s'): bad header checksum", shown,
-                      last);
+            text_error(err, err_size, "member '%s' (header after '%s'): bad header checksum", shown,
+                       last);
             return -1;
         }
         if (memcmp(hdr + H_MAGIC, "ustar", 5) != 0 ||
             (hdr[H_MAGIC + 5] != 0 && hdr[H_MAGIC + 5] != ' ')) {
-            set_error(err, err_size, "member '%s': not a ustar header", shown);
+            text_error(err, err_size, "member '%s': not a ustar header", shown);
             return -1;
         }
         if (!named || !name_ok(name)) {
-            set_error(err, err_size,
-                      "member '%s': name refused (empty, absolute, or with '.' or '..')", shown);
+            text_error(err, err_size,
+                       "member '%s': name refused (empty, absolute, or with '.' or '..')", shown);
             return -1;
         }
         if (hdr[H_TYPE] != '0' && hdr[H_TYPE] != 0) {
-            set_error(err, err_size, "member '%s': not a regular file (type '%c')", name,
-                      hdr[H_TYPE] >= 0x20 && hdr[H_TYPE] < 0x7f ? hdr[H_TYPE] : '?');
+            text_error(err, err_size, "member '%s': not a regular file (type '%c')", name,
+                       hdr[H_TYPE] >= 0x20 && hdr[H_TYPE] < 0x7f ? hdr[H_TYPE] : '?');
             return -1;
         }
         uint64_t size;
         if (!parse_size(hdr + H_SIZE, &size)) {
-            set_error(err, err_size, "member '%s': bad size field", name);
+            text_error(err, err_size, "member '%s': bad size field", name);
             return -1;
         }
         uint64_t offset = pos + TAR_BLOCK;
         if (size > r->file_size - offset) {
-            set_error(err, err_size, "member '%s': truncated (%llu bytes, %llu in the file)", name,
-                      (unsigned long long)size, (unsigned long long)(r->file_size - offset));
+            text_error(err, err_size, "member '%s': truncated (%llu bytes, %llu in the file)", name,
+                       (unsigned long long)size, (unsigned long long)(r->file_size - offset));
             return -1;
         }
         if (tar_find(r, name)) {
-            set_error(err, err_size, "member '%s': appears twice", name);
+            text_error(err, err_size, "member '%s': appears twice", name);
             return -1;
         }
         if (r->count >= TAR_MAX_MEMBERS) {
-            set_error(err, err_size, "member '%s': more than %u members", name, TAR_MAX_MEMBERS);
+            text_error(err, err_size, "member '%s': more than %u members", name, TAR_MAX_MEMBERS);
             return -1;
         }
         struct tar_member *m = &r->members[r->count++];
@@ -380,7 +371,7 @@ static int index_archive(struct tar_reader *r, char *err, size_t err_size)
         m->size = size;
         pos = offset + padded(size);
         if (pos > r->file_size) {
-            set_error(err, err_size, "member '%s': truncated (its padding is missing)", name);
+            text_error(err, err_size, "member '%s': truncated (its padding is missing)", name);
             return -1;
         }
         last = m->name;
@@ -398,19 +389,19 @@ int tar_reader_open(struct tar_reader *r, const char *path, char *err, size_t er
     r->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (r->fd < 0 || fstat(r->fd, &st) < 0) {
-        set_error(err, err_size, "%s", strerror(errno));
+        text_error(err, err_size, "%s", strerror(errno));
         tar_reader_close(r);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_error(err, err_size, "not a regular file");
+        text_error(err, err_size, "not a regular file");
         tar_reader_close(r);
         return -1;
     }
     r->file_size = (uint64_t)st.st_size;
     r->members = calloc(TAR_MAX_MEMBERS, sizeof(*r->members));
     if (!r->members) {
-        set_error(err, err_size, "out of memory");
+        text_error(err, err_size, "out of memory");
         tar_reader_close(r);
         return -1;
     }
@@ -441,17 +432,17 @@ int tar_read_member(const struct tar_reader *r, const struct tar_member *m, uint
                     uint8_t **data, size_t *len, char *err, size_t err_size)
 {
     if (m->size > max) {
-        set_error(err, err_size, "member '%s': %llu bytes, at most %llu expected", m->name,
-                  (unsigned long long)m->size, (unsigned long long)max);
+        text_error(err, err_size, "member '%s': %llu bytes, at most %llu expected", m->name,
+                   (unsigned long long)m->size, (unsigned long long)max);
         return -1;
     }
     uint8_t *buf = malloc(m->size + 1);
     if (!buf) {
-        set_error(err, err_size, "member '%s': out of memory", m->name);
+        text_error(err, err_size, "member '%s': out of memory", m->name);
         return -1;
     }
     if (read_at(r->fd, buf, m->size, m->offset) < 0) {
-        set_error(err, err_size, "member '%s': read error", m->name);
+        text_error(err, err_size, "member '%s': read error", m->name);
         free(buf);
         return -1;
     }
