@@ -62,7 +62,8 @@ $(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SUPPORT_OBJS) $(SAN_OBJS)
 
 # Real-guest tests: in the nested rig, or directly where host KVM runs them.
 RIG_TESTS := tests/rig/selftest.sh tests/rig/test_firmware.sh tests/rig/test_storage.sh \
-             tests/rig/test_network.sh tests/rig/test_guest_devices.sh tests/rig/test_cpuid.sh
+             tests/rig/test_network.sh tests/rig/test_guest_devices.sh tests/rig/test_cpuid.sh \
+             tests/rig/test_snapshot.sh
 
 include guest/guest.mk
 -include tests/rig/rig.mk
@@ -94,17 +95,22 @@ $(BUILD)/bench/net: bench/net.c bench/bench_util.c guest/net_frame.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $(filter %.c,$^) -o $@
 
+$(BUILD)/bench/snapshot: bench/snapshot.c bench/bench_util.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $(filter %.c,$^) -o $@
+
 # make bench BENCH_BEFORE=<rev>: start-up, memory, storage and network also measure the
 # VMM built from that git revision, interleaved with ours and QEMU.
 BENCH_VMM_BEFORE = $(if $(BENCH_BEFORE),--vmm-before $(BUILD)/bench-before/propolis-standalone-$(BENCH_BEFORE))
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
-       $(BUILD)/bench/storage $(BUILD)/bench/net guest
+       $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot guest
 	$(if $(BENCH_BEFORE),bench/build-before.sh $(BENCH_BEFORE) $(BUILD)/bench-before)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nic
 	$(BUILD)/bench/block_backend --seconds 2
 	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
+	$(BUILD)/bench/snapshot --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 	bench/rig-ovmf.sh
 	BUILD=$(BUILD) bench/rig-net.sh
 	BUILD=$(BUILD) bench/rig-vsock.sh

@@ -28,13 +28,14 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
 	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o \
 	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o \
-	$(GUEST_OUT)/vsock_fuzz.o
+	$(GUEST_OUT)/vsock_fuzz.o $(GUEST_OUT)/mem_pattern.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
 $(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h \
-		guest/net_test.h guest/pci.h guest/cpu.h guest/rand.h guest/text.h guest/guest.mk
+		guest/mem_pattern.h guest/net_test.h guest/pci.h guest/cpu.h guest/rand.h guest/text.h \
+		guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
@@ -76,6 +77,12 @@ $(GUEST_OUT)/device_fuzz.o: guest/device_fuzz.c guest/device_fuzz.h guest/pci.h 
 		guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
+# The `mem` command: RAM pattern fill and check at CPL3.
+$(GUEST_OUT)/mem_pattern.o: guest/mem_pattern.c guest/mem_pattern.h guest/layout.h guest/cpu.h \
+		guest/cpl3.h guest/text.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
 # The device fuzzer's vsock driver (CPL3, polling).
 $(GUEST_OUT)/vsock_fuzz.o: guest/vsock_fuzz.c guest/vsock_fuzz.h guest/layout.h guest/cpu.h \

@@ -15,6 +15,7 @@
 #include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
+#include "mem_pattern.h"
 #include "net_test.h"
 #include "pci.h"
 #include "rand.h"
@@ -1366,6 +1367,12 @@ static __attribute__((noreturn)) void command_loop(void)
                 uart_rx_irq(true);
                 sti();
             }
+        } else if (word_is(line, "mem ", &p)) {
+            /* RAM pattern for the snapshot benchmark (mem_pattern.c), at CPL3. */
+            cli();
+            mem_pattern_command(p, tsc_khz, say);
+            if (rx_irq_mode)
+                sti();
         } else if (word_is(line, "net", &p) && (*p == ' ' || *p == 0)) {
             /* virtio-net test driver (net_test.c): polling at CPL3. */
             cli();
@@ -1479,6 +1486,7 @@ void cmain(void)
 
     start_aps(pr.cpus);
     test_memory(&pr);
+    mem_pattern_layout(pr.have_mem ? pr.mem_mib : 0, pr.lowmem_mib);
 
     say("echo?");
     n = read_line(line, sizeof(line), 60000);
