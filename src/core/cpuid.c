@@ -280,6 +280,31 @@ static int add_kvm_leaves(struct cpuid_table *t, const struct cpuid_host *host)
     return 0;
 }
 
+/* KVM's PV features that a guest reaches by hypercall: pv-spinlock kicks
+ * (PV_UNHALT), PV IPIs and PV yield. */
+#define KVM_HYPERCALL_FEATURES (1u << 7 | 1u << 11 | 1u << 13)
+
+/* A profile of the other vendor makes Linux issue the other vendor's
+ * hypercall instruction (VMCALL on AMD, VMMCALL on Intel), which the CPU
+ * refuses with #UD unless KVM rewrites it: seen as a guest panic in
+ * kvm_kick_cpu. Such a guest gets no hypercall features (MSR-based ones,
+ * kvm-clock included, stay). */
+static void hide_hypercall_features(struct cpuid_table *t, const struct cpuid_host *host)
+{
+    const struct kvm_cpuid2 *s = host ? host->supported : NULL;
+    char vendor[13] = "";
+    for (unsigned i = 0; s && i < s->nent; i++)
+        if (s->entries[i].function == 0 && s->entries[i].index == 0) {
+            le32_store(vendor, s->entries[i].ebx);
+            le32_store(vendor + 4, s->entries[i].edx);
+            le32_store(vendor + 8, s->entries[i].ecx);
+        }
+    struct kvm_cpuid_entry2 *features = find(t, LEAF_KVM_SIGNATURE + 1, 0);
+    if (!t->from_profile || !vendor[0] || vendor_of_string(vendor) == t->vendor || !features)
+        return;
+    features->eax &= ~KVM_HYPERCALL_FEATURES;
+}
+
 /* Without the hypervisor bit Linux never looks at KVM's leaves (no
  * kvm-clock, no PV EOI) and runs on the HPET; KVM before 6.x leaves it out
  * of its supported CPUID. */
@@ -441,6 +466,7 @@ int cpuid_table_build(struct cpuid_table *t, const struct cpuid_host *host,
         return too_big(
             err, (struct config_pos){profile ? profile->line : 0, profile ? profile->column : 0},
             "cpuid");
+    hide_hypercall_features(t, host);
     sort_entries(t);
     return 0;
 }

@@ -1585,7 +1585,15 @@ def profile_model(leaves, supported, amd):
     for e in entries:
         if e[0] == 1:
             e[3][2] |= 1 << 31
-    return CpuidModel(entries + kvm_leaves(supported), amd)
+    kvm = kvm_leaves(supported)
+    host_amd = host_regs(supported, 0)[1] in (0x68747541, 0x6f677948)
+    if amd != host_amd:
+        # The other vendor's guest would use the other hypercall
+        # instruction: no hypercall features (PV_UNHALT, PV_SEND_IPI,
+        # PV_SCHED_YIELD).
+        kvm = [(f, i, x, [r[0] & ~(1 << 7 | 1 << 11 | 1 << 13)] + list(r[1:]))
+               if f == 0x40000001 else (f, i, x, r) for f, i, x, r in kvm]
+    return CpuidModel(entries + kvm, amd)
 
 
 def host_regs(supported, f, sub=0):

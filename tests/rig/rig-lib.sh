@@ -62,13 +62,21 @@ vmm_dump() {
 }
 
 # guest_stuck WHAT PID LOG CONSOLE: a guest stopped making progress: say so,
-# show its last console lines and the VMM's state dump, stop the VMM.
+# show its last console lines and the VMM's state dump, stop the VMM; a dump
+# with a vCPU state no guest can reach is reported as a rig fault.
 guest_stuck() {
     echo "rig-lib: $1"
     echo "== the guest's last console lines ($4):"
     tr -d '\r' < "$4" | grep -v '^[[:space:]]*$' | tail -15
-    vmm_dump "$2" "$3"
+    _dump=$(vmm_dump "$2" "$3")
+    echo "$_dump"
     vmm_stop "$2"
+    # A vCPU state no guest can reach: the nested hypervisor lost it (as
+    # quickstart-inner.sh and reference.sh classify it).
+    case $_dump in
+        *VCPU-STATE-CORRUPT*)
+            echo "RIG-FAULT nested-vcpu-state-corrupt: a vCPU of the guest has cr3 outside guest RAM" ;;
+    esac
 }
 
 # guest_ttyexpect SOCKET STEP...: ttyexpect for a Linux guest that fails at
