@@ -165,3 +165,33 @@ void copy_argv(const char **out, size_t cap, const char *const *from)
     }
     out[n] = NULL;
 }
+
+bool summarize_values(const double *v, int n, double *med, double *lo, double *hi)
+{
+    if (n <= 0)
+        return false;
+    double *sorted = malloc(sizeof(double) * (size_t)n);
+    if (!sorted)
+        die("out of memory");
+    memcpy(sorted, v, sizeof(double) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(double), cmp_double);
+    *med = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    *lo = sorted[0];
+    *hi = sorted[n - 1];
+    free(sorted);
+    return true;
+}
+
+void print_load(const char *when)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, sizeof(buf), f))
+            buf[0] = 0;
+        fclose(f);
+    }
+    buf[strcspn(buf, "\n")] = 0;
+    printf("  host load average %s: %s (%ld CPUs online)\n", when, buf[0] ? buf : "?",
+           sysconf(_SC_NPROCESSORS_ONLN));
+}

@@ -29,6 +29,11 @@ bool console_expect(struct console *c, const char *needle, uint64_t deadline);
 void console_say(struct console *c, const char *text);
 
 int cmp_double(const void *a, const void *b);
+/* Median, minimum and maximum of n values (false when n is 0). */
+bool summarize_values(const double *v, int n, double *med, double *lo, double *hi);
+/* The host's load average and online CPUs, as context for the figures:
+ * other work on the host moves them a lot. */
+void print_load(const char *when);
 
 /* The contestants: our VMM, optionally our VMM built from an earlier
  * revision (--vmm-before), and QEMU. */

@@ -628,31 +628,9 @@ static void run_one(enum vmm_kind kind, const struct options *o, int si, int run
 
 /* ---- Summary ---- */
 
-static void print_load(const char *when)
-{
-    char buf[128] = "";
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (!fgets(buf, sizeof(buf), f))
-            buf[0] = 0;
-        fclose(f);
-    }
-    buf[strcspn(buf, "\n")] = 0;
-    printf("  host load average %s: %s (%ld CPUs online)\n", when, buf[0] ? buf : "?",
-           sysconf(_SC_NPROCESSORS_ONLN));
-}
-
 static bool summarize(const struct series *s, double *med, double *lo, double *hi)
 {
-    if (s->n == 0)
-        return false;
-    double v[MAX_RUNS];
-    memcpy(v, s->v, sizeof(double) * (size_t)s->n);
-    qsort(v, (size_t)s->n, sizeof(double), cmp_double);
-    *med = s->n % 2 ? v[s->n / 2] : (v[s->n / 2 - 1] + v[s->n / 2]) / 2;
-    *lo = v[0];
-    *hi = v[s->n - 1];
-    return true;
+    return summarize_values(s->v, s->n, med, lo, hi);
 }
 
 static void print_host(const struct options *o)

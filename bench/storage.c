@@ -385,32 +385,9 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
 
 /* ---- Summary ---- */
 
-/* Context for the figures: other work on the host moves them a lot. */
-static void print_load(const char *when)
-{
-    char buf[128] = "";
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (!fgets(buf, sizeof(buf), f))
-            buf[0] = 0;
-        fclose(f);
-    }
-    buf[strcspn(buf, "\n")] = 0;
-    printf("  host load average %s: %s (%ld CPUs online)\n", when, buf[0] ? buf : "?",
-           sysconf(_SC_NPROCESSORS_ONLN));
-}
-
 static bool summarize(struct cell *c, double *med, double *lo, double *hi)
 {
-    if (c->n == 0)
-        return false;
-    double v[MAX_RUNS];
-    memcpy(v, c->v, sizeof(double) * (size_t)c->n);
-    qsort(v, (size_t)c->n, sizeof(double), cmp_double);
-    *med = c->n % 2 ? v[c->n / 2] : (v[c->n / 2 - 1] + v[c->n / 2]) / 2;
-    *lo = v[0];
-    *hi = v[c->n - 1];
-    return true;
+    return summarize_values(c->v, c->n, med, lo, hi);
 }
 
 static const char *pct(char *out, size_t cap, double fraction)
