@@ -13,6 +13,8 @@ packages=(
     qemu-system-x86                       # baseline VMM for benchmarks and guest checks
     seabios ovmf                          # real firmware for the tests
     dosfstools mtools util-linux          # fsck.fat, mdir/mtype, blkid check the cloud-init disk
+    libseccomp-dev                        # per-thread-class syscall filters
+    clang libclang-rt-dev                 # libFuzzer targets (make fuzz)
     clang-format
 )
 missing=()
