@@ -290,19 +290,24 @@ int machine_msi_route_add(struct machine *m, uint64_t address, uint32_t data)
 {
     pthread_mutex_lock(&m->irq_lock);
     int gsi = -1;
-    for (unsigned i = 0; i < MACHINE_MAX_MSI_ROUTES; i++) {
+    for (unsigned i = 0; m->msi_routes_used < MACHINE_MAX_MSI_ROUTES && i < MACHINE_MAX_MSI_ROUTES;
+         i++) {
         if (!m->msi_routes[i].used) {
             m->msi_routes[i] = (struct msi_route){true, address, data};
-            if (apply_irq_routing(m) < 0)
+            if (apply_irq_routing(m) < 0) {
                 m->msi_routes[i].used = false;
-            else
+            } else {
                 gsi = (int)(MACHINE_MSI_GSI_BASE + i);
+                m->msi_routes_used++;
+            }
             break;
         }
     }
+    bool full = m->msi_routes_used == MACHINE_MAX_MSI_ROUTES;
     pthread_mutex_unlock(&m->irq_lock);
     if (gsi < 0)
-        log_warn("no free MSI route");
+        log_limited(&m->msi_route_log, LOG_WARNING, "no MSI route free (%s of %u in use)",
+                    full ? "all" : "not all", MACHINE_MAX_MSI_ROUTES);
     return gsi;
 }
 
@@ -338,6 +343,7 @@ void machine_msi_route_remove(struct machine *m, int gsi)
     struct msi_route *r = route_of(m, gsi);
     if (r) {
         r->used = false;
+        m->msi_routes_used--;
         apply_irq_routing(m);
     }
     pthread_mutex_unlock(&m->irq_lock);
@@ -1034,6 +1040,7 @@ int machine_reset(struct machine *m)
     /* Devices dropped their MSI routes in their reset; the new VM starts
      * with the wired routes only. */
     memset(m->msi_routes, 0, sizeof(m->msi_routes));
+    m->msi_routes_used = 0;
     pthread_mutex_unlock(&m->irq_lock);
     destroy_vm(m);
     load_legacy_bios_alias(m);

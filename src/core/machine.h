@@ -140,6 +140,8 @@ struct machine {
     bool irq_routing_pending;             /* the VM still has KVM's default routing */
     uint32_t irq_sources[IRQ_LINE_COUNT]; /* bit per source asserting the line */
     struct msi_route msi_routes[MACHINE_MAX_MSI_ROUTES]; /* GSI MACHINE_MSI_GSI_BASE + index */
+    unsigned msi_routes_used;
+    struct log_ratelimit msi_route_log;
     struct machine_irq_target irq_targets[MACHINE_IRQ_SOURCES];        /* by source bit number */
     struct machine_request_target request_targets[MACHINE_FAILED + 1]; /* by event */
 

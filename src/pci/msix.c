@@ -102,6 +102,7 @@ static void release_route_locked(struct msix *x, struct msix_vector *v)
         x->sink.route_remove(x->sink.opaque, v->gsi);
     v->gsi = -1;
     v->route_stale = false;
+    v->route_refused = false;
 }
 
 /* Makes sure the vector's eventfd reaches its current message through an
@@ -127,10 +128,20 @@ static int irqfd_prepare_locked(struct msix *x, unsigned index)
             v->route_stale = false;
     }
     if (v->gsi < 0) {
+        /* Asking again on every interrupt would cost the machine a search
+         * of its routes, under its lock, each time. */
+        if (v->route_refused)
+            return -1;
         v->gsi = x->sink.route_add(x->sink.opaque, vec_address(v), v->data);
         v->route_stale = false;
-        if (v->gsi < 0)
+        if (v->gsi < 0) {
+            v->route_refused = true;
+            log_limited(&x->log, LOG_WARNING,
+                        "%s: MSI-X vector %u: no MSI route free; its interrupts are sent "
+                        "directly until the guest reprograms it",
+                        x->name, index);
             return -1;
+        }
     }
     if (!v->irqfd_assigned) {
         if (!v->external)
@@ -357,14 +368,17 @@ static void table_write_dword(struct msix *x, uint64_t rel, uint32_t value)
     struct msix_vector *v = &x->vec[index];
     switch (rel % MSIX_ENTRY_SIZE) {
     case MSIX_ENTRY_ADDR_LO:
+        v->route_refused &= v->addr_lo == (value & ~3u);
         v->route_stale |= v->addr_lo != (value & ~3u);
         v->addr_lo = value & ~3u; /* bits 1:0 are reserved */
         break;
     case MSIX_ENTRY_ADDR_HI:
+        v->route_refused &= v->addr_hi == value;
         v->route_stale |= v->addr_hi != value;
         v->addr_hi = value;
         break;
     case MSIX_ENTRY_DATA:
+        v->route_refused &= v->data == value;
         v->route_stale |= v->data != value;
         v->data = value;
         break;

@@ -71,6 +71,8 @@ struct msix_vector {
     int gsi;             /* -1: no route */
     bool irqfd_assigned; /* event_fd bound to gsi */
     bool route_stale;    /* address/data changed since the route was made */
+    bool route_refused;  /* the sink had no route for this message: deliver
+                          * directly, without asking again, until it changes */
     bool external;       /* another engine writes event_fd (msix_vector_eventfd) */
 };
 

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "stderr_capture.h"
+
 #include "common/bytes.h"
 #include "core/machine.h"
 
@@ -793,6 +795,34 @@ static void test_refusals(void **state)
     machine_destroy(&victim);
 }
 
+/* With every MSI route in use, a further request fails at once and its
+ * message is rate-limited; a freed route is found again. */
+static void test_msi_routes_exhausted(void **state)
+{
+    static struct machine m;
+    make_machine(&m, 1);
+    for (unsigned i = 0; i < MACHINE_MAX_MSI_ROUTES; i++)
+        assert_int_equal(machine_msi_route_add(&m, 0xfee00000, 0x40 + (i & 0xff)),
+                         (int)(MACHINE_MSI_GSI_BASE + i));
+    assert_int_equal(m.msi_routes_used, MACHINE_MAX_MSI_ROUTES);
+
+    capture_stderr();
+    for (int i = 0; i < 5000; i++)
+        assert_int_equal(machine_msi_route_add(&m, 0xfee00000, 0x30), -1);
+    const char *log = captured_stderr();
+    unsigned lines = 0;
+    for (const char *p = log; (p = strstr(p, "no MSI route free")); p++)
+        lines++;
+    /* At most 10 a second; the loop takes far less than two seconds. */
+    assert_in_range(lines, 1, 20);
+
+    int victim = (int)MACHINE_MSI_GSI_BASE + 517;
+    machine_msi_route_remove(&m, victim);
+    assert_int_equal(m.msi_routes_used, MACHINE_MAX_MSI_ROUTES - 1);
+    assert_int_equal(machine_msi_route_add(&m, 0xfee00000, 0x31), victim);
+    machine_destroy(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -800,6 +830,7 @@ int main(void)
         cmocka_unit_test(test_pause_order_and_failed_pause),
         cmocka_unit_test(test_pause_completes_exits),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_msi_routes_exhausted),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -24,6 +24,7 @@ struct fake_sink {
     uint64_t last_addr;
     uint32_t last_data;
     unsigned adds, updates, removes;
+    unsigned add_attempts;
     bool fail_add;
     struct {
         bool used;
@@ -44,6 +45,7 @@ static struct test_dev dev;
 static int sink_route_add(void *opaque, uint64_t addr, uint32_t data)
 {
     struct fake_sink *s = opaque;
+    s->add_attempts++;
     if (s->fail_add)
         return -1;
     for (int i = 0; i < MAX_ROUTES; i++) {
@@ -429,10 +431,39 @@ static void test_route_failure_falls_back(void **state)
     assert_true(msix_notify(&dev.msix, 2));
     assert_int_equal(sink.direct, 1);
     assert_int_equal(sink.last_data, 0x90);
+    assert_int_equal(sink.add_attempts, 1);
+
+    /* The refusal is remembered: a busy vector does not ask the machine
+     * (a search of its routes under its lock) on every interrupt. */
+    for (int i = 0; i < 1000; i++)
+        assert_true(msix_notify(&dev.msix, 2));
+    assert_int_equal(sink.direct, 1001);
+    assert_int_equal(sink.add_attempts, 1);
+
+    /* Rewriting the same message changes nothing; a new message asks again. */
     sink.fail_add = false;
+    program(2, 0xfee00000, 0x90, false);
     msix_notify(&dev.msix, 2);
-    assert_int_equal(sink.direct, 1);
+    assert_int_equal(sink.add_attempts, 1);
+    assert_int_equal(sink.direct, 1002);
+    program(2, 0xfee00000, 0x91, false);
+    msix_notify(&dev.msix, 2);
+    assert_int_equal(sink.add_attempts, 2);
     assert_int_equal(sink.adds, 1);
+    assert_int_equal(sink.direct, 1002);
+
+    /* A reset forgets a refusal too. */
+    sink.fail_add = true;
+    program(3, 0xfee00000, 0x92, false);
+    msix_notify(&dev.msix, 3);
+    assert_int_equal(sink.add_attempts, 3);
+    msix_reset(&dev.msix);
+    sink.fail_add = false;
+    program(3, 0xfee00000, 0x92, false);
+    control(MSIX_CONTROL_ENABLE);
+    msix_notify(&dev.msix, 3);
+    assert_int_equal(sink.add_attempts, 4);
+    assert_int_equal(sink.adds, 2);
 }
 
 static void test_bad_layouts(void **state)
