@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +113,96 @@ static void test_unwatched_in_batch_is_not_called(void **state)
     io_loop_destroy(&loop);
 }
 
+/* The console's pattern: a listener's callback drops the old client
+ * (unwatch, close) and watches the new one with the same io_watch, and the
+ * new descriptor takes the old one's number. The old client's hang-up in
+ * the same batch must not reach the new client. */
+struct swap_console {
+    struct io_loop *loop;
+    int listen_fd; /* an eventfd standing in for the listener */
+    int client_fd, client_peer;
+    struct io_watch listener, client;
+    int client_generation; /* bumped when the listener swaps the client */
+    int hup_seen[2];       /* hang-ups delivered per generation */
+    int swaps;
+};
+
+static void swap_client_events(void *opaque, uint32_t events)
+{
+    struct swap_console *c = opaque;
+    if (events & (EPOLLHUP | EPOLLRDHUP))
+        c->hup_seen[c->client_generation]++;
+}
+
+static void swap_listener_event(void *opaque, uint32_t events)
+{
+    struct swap_console *c = opaque;
+    uint64_t v;
+    assert_int_equal(read(c->listen_fd, &v, sizeof(v)), sizeof(v));
+    int old_fd = c->client_fd;
+    io_loop_unwatch(c->loop, &c->client);
+    close(c->client_fd);
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    /* The lowest free number is the one just closed. */
+    assert_int_equal(pair[0], old_fd);
+    close(c->client_peer);
+    c->client_fd = pair[0];
+    c->client_peer = pair[1];
+    c->client_generation = 1;
+    c->swaps++;
+    assert_int_equal(io_loop_watch(c->loop, &c->client, c->client_fd, EPOLLIN | EPOLLRDHUP,
+                                   swap_client_events, c),
+                     0);
+}
+
+static void run_client_swap(bool listener_first)
+{
+    struct io_loop loop;
+    struct swap_console c = {.loop = &loop};
+    assert_int_equal(io_loop_init(&loop, "test"), 0);
+    io_watch_init(&c.listener);
+    io_watch_init(&c.client);
+    c.listen_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int pair[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    c.client_fd = pair[0];
+    c.client_peer = pair[1];
+    assert_int_equal(
+        io_loop_watch(&loop, &c.client, c.client_fd, EPOLLIN | EPOLLRDHUP, swap_client_events, &c),
+        0);
+    assert_int_equal(
+        io_loop_watch(&loop, &c.listener, c.listen_fd, EPOLLIN, swap_listener_event, &c), 0);
+    /* epoll reports ready descriptors in the order they became ready. */
+    if (listener_first)
+        signal_fd(c.listen_fd);
+    shutdown(c.client_peer, SHUT_RDWR); /* the old client hangs up */
+    if (!listener_first)
+        signal_fd(c.listen_fd);
+    assert_int_equal(io_loop_poll(&loop, 1000), 2);
+    assert_int_equal(c.swaps, 1);
+    assert_int_equal(c.hup_seen[1], 0);
+    assert_int_equal(c.hup_seen[0], listener_first ? 0 : 1);
+    /* The new client is watched and live: nothing more is pending. */
+    assert_int_equal(io_loop_poll(&loop, 0), 0);
+    assert_int_equal(c.hup_seen[1], 0);
+    shutdown(c.client_peer, SHUT_RDWR);
+    assert_int_equal(io_loop_poll(&loop, 1000), 1);
+    assert_int_equal(c.hup_seen[1], 1);
+    io_loop_unwatch(&loop, &c.client);
+    io_loop_unwatch(&loop, &c.listener);
+    close(c.client_fd);
+    close(c.client_peer);
+    close(c.listen_fd);
+    io_loop_destroy(&loop);
+}
+
+static void test_replaced_client_gets_no_old_hangup(void **state)
+{
+    run_client_swap(true);
+    run_client_swap(false);
+}
+
 static void test_thread_pause_resume_stop(void **state)
 {
     struct io_loop loop;
@@ -155,6 +246,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_watches_without_a_cap),
         cmocka_unit_test(test_unwatched_in_batch_is_not_called),
+        cmocka_unit_test(test_replaced_client_gets_no_old_hangup),
         cmocka_unit_test(test_thread_pause_resume_stop),
         cmocka_unit_test(test_stop_while_paused),
     };
