@@ -17,6 +17,7 @@
 #include "firmware/acpi.h"
 #include "firmware/aml.h"
 #include "firmware/table_loader.h"
+#include "support/prereq.h"
 
 #define GIB (1024ull * 1024 * 1024)
 #define TABLES_ADDR 0x7ff00000ull /* where the "firmware" places the blobs */
@@ -819,9 +820,8 @@ static void test_iasl_disassembles_every_table(void **state)
 {
     const char *script = check_script();
     if (!script || system("command -v iasl >/dev/null 2>&1") != 0) {
-        printf("SKIPPED: iasl (acpica-tools) or tests/acpi/check.sh not available; run from "
-               "the repository root with acpica-tools installed\n");
-        skip();
+        prerequisite_missing("iasl (acpica-tools) or tests/acpi/check.sh not available; run from "
+                             "the repository root with acpica-tools installed");
     }
     struct platform_desc d;
     defaults(&d, 1, 256ull << 20);
