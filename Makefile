@@ -72,6 +72,7 @@ test: unit-test toml-test kvm-test rig-test
 
 unit-test: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	tests/rig/test_install_sources.sh
 
 toml-test: $(BUILD)/san/toml2json
 	tests/toml/run.sh $(BUILD)/san/toml2json

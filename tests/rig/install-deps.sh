@@ -13,12 +13,19 @@
 #                    make, patch, dpkg-dev
 #   sources:         adds bookworm-backports (deb + deb-src) from the mirror
 #                    this system's own apt sources use for bookworm
+#
+# `install-deps.sh --print-source` prints the backports entry it would write
+# and changes nothing; APT_ETC (default /etc/apt) names the apt directory to
+# read (tests/rig/test_install_sources.sh uses both).
 set -euo pipefail
 
 step() { echo "rig install-deps: $*" >&2; }
 die() { echo "rig install-deps: FAILED: $*" >&2; exit 1; }
 
-[ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
+APT_ETC=${APT_ETC:-/etc/apt}
+print_only=0
+[ "${1:-}" = --print-source ] && print_only=1
+[ $print_only = 1 ] || [ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
 t0=$SECONDS
 
 PKGS=(qemu-system-x86 ovmf seabios busybox-static cpio
@@ -27,13 +34,13 @@ PKGS=(qemu-system-x86 ovmf seabios busybox-static cpio
       python3-pycotap pkg-config gcc libc6-dev binutils make patch dpkg-dev)
 BP_PKGS=(meson)
 
-SRC=/etc/apt/sources.list.d/rig-backports.sources
+SRC=$APT_ETC/sources.list.d/rig-backports.sources
 
 # The URI (and keyring, if named) of the system's own bookworm entry: deb822
 # .sources files first, then one-line sources.list entries.
 bookworm_source() {
     local f
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$APT_ETC"/sources.list.d/*.sources; do
         [ -f "$f" ] && [ "$f" != "$SRC" ] || continue
         awk 'function flush() { if (uri != "" && suite) { print uri, key; found = 1; exit } uri = ""; key = ""; suite = 0 }
              /^[[:space:]]*$/ { flush(); next }
@@ -42,9 +49,14 @@ bookworm_source() {
              /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
              END { if (!found) flush() }' "$f" | head -1
     done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    for f in "$APT_ETC"/sources.list "$APT_ETC"/sources.list.d/*.list; do
         [ -f "$f" ] || continue
-        sed -n -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+)[[:space:]]+bookworm[[:space:]].*/\2/p' "$f"
+        # "deb [opts] URI bookworm ...": the URI, and signed-by= from the options.
+        sed -n -E 's/^deb[[:space:]]+(\[([^]]*)\][[:space:]]+)?([^[:space:]]+)[[:space:]]+bookworm[[:space:]].*/\3 \2/p' "$f" |
+            while read -r uri opts; do
+                key=$(printf '%s\n' "$opts" | tr ' ' '\n' | sed -n 's/^signed-by=//p' | head -1)
+                echo "$uri $key"
+            done
     done
 }
 read -r mirror keyring < <(bookworm_source | head -1) || true
@@ -54,6 +66,10 @@ URIs: $mirror
 Suites: bookworm-backports
 Components: main
 Signed-By: ${keyring:-/usr/share/keyrings/debian-archive-keyring.gpg}"
+if [ $print_only = 1 ]; then
+    printf '%s\n' "$want_src"
+    exit 0
+fi
 
 need_update=0
 if [ ! -f "$SRC" ] || [ "$(cat "$SRC")" != "$want_src" ]; then
