@@ -221,36 +221,25 @@ int console_check_path(const char *path)
 
 int console_open(struct console *con, const char *path, struct io_loop *loop)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        log_error("console: socket path %s is too long", path);
-        return -1;
-    }
-    strcpy(addr.sun_path, path);
     con->loop = loop;
     io_watch_init(&con->listen_watch);
     io_watch_init(&con->client_watch);
     io_watch_init(&con->wake_watch);
+    unix_listener_init(&con->listener);
     con->listen_fd = con->client_fd = con->wake_fd = -1;
     pthread_mutex_init(&con->lock, NULL);
-    if (console_check_path(path) < 0) {
-        log_error("console: %s exists and is not a socket", path);
+    /* Only its owner may attach to the guest's console. */
+    if (unix_listener_open(&con->listener, path, 0600, "console") < 0)
         return -1;
-    }
-    unlink(path); /* a stale socket from an earlier run */
-    con->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    con->listen_fd = con->listener.fd;
     con->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (con->listen_fd < 0 || con->wake_fd < 0) {
+    if (con->wake_fd < 0) {
         log_error("console: %s", strerror(errno));
         return -1;
     }
-    if (bind(con->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        listen(con->listen_fd, 4) < 0) {
-        log_error("console: cannot listen on %s: %s", path, strerror(errno));
-        return -1;
-    }
     con->path = strdup(path);
-    if (!con->path || io_loop_watch(loop, &con->listen_watch, con->listen_fd, EPOLLIN, listen_event, con) < 0 ||
+    if (!con->path ||
+        io_loop_watch(loop, &con->listen_watch, con->listen_fd, EPOLLIN, listen_event, con) < 0 ||
         io_loop_watch(loop, &con->wake_watch, con->wake_fd, EPOLLIN, wake_event, con) < 0)
         return -1;
     return 0;
@@ -265,11 +254,7 @@ void console_close(struct console *con)
         io_loop_unwatch(con->loop, &con->listen_watch);
         io_loop_unwatch(con->loop, &con->wake_watch);
     }
-    if (con->listen_fd >= 0) {
-        close(con->listen_fd);
-        if (con->path)
-            unlink(con->path);
-    }
+    unix_listener_close(&con->listener); /* unlinks the socket only if it is still ours */
     if (con->wake_fd >= 0)
         close(con->wake_fd);
     con->listen_fd = con->wake_fd = -1;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/unix_listener.h"
 #include "core/io_loop.h"
 #include "devices/uart16550.h"
 
@@ -20,7 +21,8 @@ struct console {
     struct io_loop *loop;
     struct io_watch listen_watch, client_watch, wake_watch;
     char *path;
-    int listen_fd;
+    struct unix_listener listener; /* mode 0600; a live socket at the path is refused */
+    int listen_fd;                 /* listener.fd */
     int client_fd;
     int wake_fd;      /* eventfd: vCPU side produced output or freed input room */
     bool want_output; /* EPOLLOUT armed on the client */
@@ -41,7 +43,9 @@ struct console {
 void console_dump(struct console *con);
 /* Checks that path is absent or a stale socket; no side effects. */
 int console_check_path(const char *path);
-/* Binds the socket and registers with the loop. */
+/* Binds the socket (common/unix_listener.h: a socket another VM listens on
+ * is refused, naming it; a stale one is replaced) and registers with the
+ * loop. */
 int console_open(struct console *con, const char *path, struct io_loop *loop);
 void console_attach_uart(struct console *con, struct uart16550 *uart);
 /* Backend for the COM1 UART; opaque must be the console. */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -71,9 +72,24 @@ int debug_port_init(struct debug_port *dp, const char *path)
     dp->dev.ops = &debug_device_ops;
     atomic_init(&dp->written, 0);
     dp->max_bytes = DEBUG_PORT_MAX_BYTES;
-    dp->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* O_NOFOLLOW: a symlink planted at the path would have us truncate and
+     * fill its target. Only a regular file is emptied; anything else (a
+     * FIFO someone reads) is written as it is. */
+    dp->fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (dp->fd < 0) {
-        log_error("cannot open %s: %s", path, strerror(errno));
+        if (errno == ELOOP)
+            log_error("debug port: %s is a symbolic link; refusing to write through it (remove "
+                      "it)",
+                      path);
+        else
+            log_error("debug port: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(dp->fd, &st) < 0 || (S_ISREG(st.st_mode) && ftruncate(dp->fd, 0) < 0)) {
+        log_error("debug port: %s: %s", path, strerror(errno));
+        close(dp->fd);
+        dp->fd = -1;
         return -1;
     }
     return 0;

@@ -32,7 +32,8 @@ struct post_port {
 extern const struct io_ops debug_port_io_ops;
 extern const struct io_ops post_port_io_ops;
 
-/* Opens (creates/truncates) path for the guest's debug output. */
+/* Opens path for the guest's debug output: created, or emptied if it is a
+ * regular file; a symlink there is refused (logged), its target untouched. */
 int debug_port_init(struct debug_port *dp, const char *path);
 void post_port_init(struct post_port *pp);
 

@@ -99,7 +99,9 @@ class VM:
                  config_text=None, prefix=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="pst-")
         self.runtime_dir = runtime_dir or os.path.join(self.dir, "run")
-        os.makedirs(self.runtime_dir, exist_ok=True)
+        # Mode 0700: the VMM keeps instance records only in a directory of
+        # its user's alone.
+        os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
         self.config = os.path.join(self.dir, "config.toml")
         if config_text is None:
             config_text = ('[main]\nname = "%s"\ncpus = %d\nbootrom = "%s"\nmemory = %d\n%s\n%s'
@@ -334,6 +336,130 @@ def console_reconnect_and_binary_input():
         check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
     finally:
         vm.cleanup()
+
+
+# --- ./ttya and ./debug.out: another VM's console, the socket's mode, symlinks ---
+
+def temp_leftovers(d):
+    """Temporary socket names the VMM binds before moving them into place."""
+    return [n for n in os.listdir(d) if n.startswith(".pst-")]
+
+
+@test
+def second_vm_in_the_same_directory_refused_naming_the_first():
+    """A second VM (another name) started where the first runs is refused
+    with an error naming the first; the first keeps its console, its
+    connected client included, and its debug.out."""
+    a = VM(name="first", cpus=1, memory=64, extra_main="exit_on_halt = 5")
+    run2 = tempfile.mkdtemp(prefix="pst-run-")
+    try:
+        c = a.boot(1, 64)
+        ttya = os.path.join(a.dir, "ttya")
+        debug = os.path.join(a.dir, "debug.out")
+        before, debug_before = os.lstat(ttya), os.lstat(debug)
+        with open(os.path.join(a.dir, "second.toml"), "w") as f:
+            f.write('[main]\nname = "second"\ncpus = 1\nbootrom = "%s"\nmemory = 64\n' % GUEST)
+        e = dict(os.environ, PROPOLIS_RUNTIME_DIR=run2)
+        with open(os.path.join(a.dir, "second.log"), "wb") as log:
+            b = subprocess.Popen([VMM, "second.toml"], cwd=a.dir, stdout=log,
+                                 stderr=subprocess.STDOUT, env=e)
+            try:
+                code = b.wait(30)
+            except subprocess.TimeoutExpired:
+                b.kill()
+                b.wait()
+                code = None
+        with open(os.path.join(a.dir, "second.log"), "rb") as f:
+            out = f.read().decode(errors="replace")
+        check(code not in (None, 0), "the second VM started (exit %s):\n%s" % (code, out))
+        want = "console ./ttya is a socket someone listens on; refusing to replace it"
+        check(want in out, "no %r in:\n%s" % (want, out))
+        check("(listening: pid %d: " % a.proc.pid in out and "config.toml" in out,
+              "the error does not name the first VM (pid %d):\n%s" % (a.proc.pid, out))
+        check("AddressSanitizer" not in out, out)
+        after = os.lstat(ttya)
+        check((after.st_ino, after.st_dev) == (before.st_ino, before.st_dev), "ttya was replaced")
+        check(os.lstat(debug).st_ino == debug_before.st_ino and
+              os.lstat(debug).st_size >= debug_before.st_size, "the first VM's debug.out was touched")
+        check(os.listdir(run2) == [], "second VM's record left: %s" % os.listdir(run2))
+        check(temp_leftovers(a.dir) == [], "left behind: %s" % temp_leftovers(a.dir))
+        # The first VM's client was not handed to anyone: it still talks.
+        c.line("ping")
+        c.expect("testguest: pong")
+        n = a.output().count("console: client connected")
+        check(n == 1, "the first VM saw %d console clients (the second VM connected?):\n%s"
+              % (n, a.output()))
+        a.proc.send_signal(signal.SIGTERM)
+        check(a.wait() == 5, "first VM exit code %s" % a.proc.returncode)
+        check(not os.path.exists(ttya), "ttya left behind")
+    finally:
+        a.cleanup()
+        shutil.rmtree(run2, ignore_errors=True)
+
+
+@test
+def ttya_mode_is_0600_whatever_the_umask():
+    old = os.umask(0)
+    try:
+        vm = VM(cpus=1, memory=64)
+    finally:
+        os.umask(old)
+    try:
+        c = vm.boot(1, 64)
+        mode = stat.S_IMODE(os.lstat(os.path.join(vm.dir, "ttya")).st_mode)
+        check(mode == 0o600, "ttya has mode %o under umask 0" % mode)
+        c.line("ping")
+        c.expect("testguest: pong")
+        check(temp_leftovers(vm.dir) == [], "left behind: %s" % temp_leftovers(vm.dir))
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    finally:
+        vm.cleanup()
+
+
+@test
+def stale_ttya_is_replaced():
+    d = tempfile.mkdtemp(prefix="pst-")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(os.path.join(d, "ttya"))
+    stale.close()  # bound, never listening: what a killed VM leaves
+    vm = VM(cpus=1, memory=64, workdir=d)
+    try:
+        vm.boot(1, 64)  # through the socket that replaced the stale one
+        check(temp_leftovers(d) == [], "left behind: %s" % temp_leftovers(d))
+        vm.proc.send_signal(signal.SIGTERM)
+        check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+        check(not os.path.exists(os.path.join(d, "ttya")), "ttya left behind")
+    finally:
+        vm.cleanup()
+
+
+@test
+def debug_out_symlink_refused():
+    """./debug.out as a symlink is refused; its target is neither truncated
+    nor written, nor created when missing."""
+    for dangling in (False, True):
+        d = tempfile.mkdtemp(prefix="pst-")
+        target = os.path.join(d, "missing" if dangling else "victim")
+        if not dangling:
+            with open(target, "w") as f:
+                f.write("precious")
+        os.symlink(target, os.path.join(d, "debug.out"))
+        vm = VM(cpus=1, memory=64, workdir=d)
+        try:
+            check(vm.wait() != 0, "started with debug.out a symlink")
+            out = vm.output()
+            check("debug port: ./debug.out is a symbolic link; refusing to write through it"
+                  in out, "message does not say why:\n" + out)
+            check(os.path.islink(os.path.join(d, "debug.out")), "the symlink was removed")
+            if dangling:
+                check(not os.path.exists(target), "the symlink's target was created")
+            else:
+                check(open(target).read() == "precious", "the symlink's target was touched")
+            check(not os.path.exists(os.path.join(d, "ttya")), "ttya left behind")
+            check(os.listdir(vm.runtime_dir) == [], "record left behind")
+        finally:
+            vm.cleanup()
 
 
 def thread_cpu_ticks(pid, tid):

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 
 #include "common/log.h"
 #include "devices/debug_port.h"
+#include "stderr_capture.h"
 #include "support/state.h"
 
 static char path[64];
@@ -91,6 +93,62 @@ static void test_debug_state_roundtrip_and_refusals(void **state)
     unlink(path_b);
 }
 
+static char *read_file(const char *file)
+{
+    static char buf[64];
+    int fd = open(file, O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    assert_true(n >= 0);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* ./debug.out as a symlink (someone else's file, or a missing one) is
+ * refused with an error saying so; the target is neither truncated,
+ * written nor created. A regular file is emptied as before. */
+static void test_symlink_refused_regular_file_emptied(void **state)
+{
+    char dir[] = "/tmp/pst-debug-XXXXXX", victim[64], missing[64], out[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(victim, sizeof(victim), "%s/victim", dir);
+    snprintf(missing, sizeof(missing), "%s/missing", dir);
+    snprintf(out, sizeof(out), "%s/debug.out", dir);
+    int fd = open(victim, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "precious", 8), 8);
+    close(fd);
+    enum log_level saved = log_threshold;
+    log_set_level(LOG_ERROR);
+    struct debug_port dp;
+    const char *targets[] = {victim, missing};
+    for (unsigned i = 0; i < 2; i++) {
+        assert_int_equal(symlink(targets[i], out), 0);
+        capture_stderr();
+        int r = debug_port_init(&dp, out);
+        char *err = captured_stderr();
+        assert_int_equal(r, -1);
+        assert_non_null(strstr(err, out));
+        assert_non_null(strstr(err, "is a symbolic link; refusing to write through it"));
+        assert_int_equal(dp.fd, -1);
+        unlink(out);
+    }
+    log_set_level(saved);
+    assert_string_equal(read_file(victim), "precious");
+    struct stat st;
+    assert_int_equal(lstat(missing, &st), -1);
+
+    /* A regular file left by an earlier run starts empty. */
+    assert_int_equal(rename(victim, out), 0);
+    assert_int_equal(debug_port_init(&dp, out), 0);
+    debug_port_io_ops.write(&dp, 0, 1, 'x');
+    assert_string_equal(read_file(out), "x");
+    dp.dev.ops->destroy(&dp.dev);
+    unlink(out);
+    rmdir(dir);
+}
+
 /* The last POST code reads back after a restore. Any code is valid, so
  * there is no field to corrupt. */
 static void test_post_state_roundtrip_and_refusals(void **state)
@@ -114,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_post_codes),
         cmocka_unit_test(test_debug_state_roundtrip_and_refusals),
         cmocka_unit_test(test_post_state_roundtrip_and_refusals),
+        cmocka_unit_test(test_symlink_refused_regular_file_emptied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
