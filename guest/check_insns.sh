@@ -54,6 +54,7 @@ check .text16 i8086 || rc=1
 check .tramp i8086 || rc=1
 check .text32 i386 || rc=1
 check .text x86-64 || rc=1
+check .text_low x86-64 || rc=1
 if [ $rc -ne 0 ]; then
 	echo "check_insns: $ELF uses instructions the CPL0 emulator rejects" >&2
 fi

@@ -1,4 +1,4 @@
-# Test guest: a 64 KiB bootrom image (see guest/README.md). Included by the
+# Test guest: a 128 KiB bootrom image (see guest/README.md). Included by the
 # top-level Makefile; everything here is prefixed GUEST_ to stay out of its way.
 
 GUEST_CC      ?= gcc
@@ -18,8 +18,9 @@ GUEST_CFLAGS := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-fcf-protection=none -fno-asynchronous-unwind-tables \
 	-fno-unwind-tables -fno-tree-loop-distribute-patterns -fno-jump-tables \
 	-Iguest -MMD -MP
-# The device fuzzer and the network test are compiled for size: the ROM is
-# 64 KiB (their hot paths wait on the device, not on the instructions).
+# The device fuzzer and the network test are compiled for size: the ROM's
+# upper 64 KiB (the half real mode reaches) is full (their hot paths wait on
+# the device, not on the instructions).
 GUEST_SIZE_CFLAGS := -Os
 GUEST_ASFLAGS := -ffreestanding -fno-pic -fno-pie -Iguest -MMD -MP
 GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
@@ -28,14 +29,14 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
 	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o \
 	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o \
-	$(GUEST_OUT)/vsock_fuzz.o $(GUEST_OUT)/mem_pattern.o
+	$(GUEST_OUT)/vsock_fuzz.o $(GUEST_OUT)/mem_pattern.o $(GUEST_OUT)/hostile.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
 $(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h \
 		guest/mem_pattern.h guest/net_test.h guest/pci.h guest/cpu.h guest/rand.h guest/text.h \
-		guest/guest.mk
+		guest/hostile.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
@@ -90,6 +91,12 @@ $(GUEST_OUT)/vsock_fuzz.o: guest/vsock_fuzz.c guest/vsock_fuzz.h guest/layout.h 
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 
+# The hostile-guest matrix (CPL0, polling; placed in the ROM's lower half).
+$(GUEST_OUT)/hostile.o: guest/hostile.c guest/hostile.h guest/pci.h guest/layout.h guest/cpu.h \
+		guest/mmio.h guest/rand.h guest/text.h guest/virtio_modern.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
 $(GUEST_OUT)/entry.o: guest/entry.S guest/layout.h guest/cpu.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_ASFLAGS) -c $< -o $@
@@ -98,10 +105,10 @@ $(GUEST_ELF): $(GUEST_OBJS) guest/guest.ld
 	$(GUEST_LD) $(GUEST_LDFLAGS) -Map=$(GUEST_OUT)/testguest.map $(GUEST_OBJS) -o $@
 
 # Check the disassembly for instructions the CPL0 emulator rejects, then
-# produce the raw image and insist on exactly 64 KiB.
+# produce the raw image and insist on exactly 128 KiB.
 $(GUEST_BIN): $(GUEST_ELF) guest/check_insns.sh
 	sh guest/check_insns.sh $(GUEST_OBJDUMP) $<
 	$(GUEST_OBJCOPY) -O binary $< $@.tmp
-	@size=$$(wc -c < $@.tmp); if [ "$$size" -ne 65536 ]; then \
-		echo "testguest: image is $$size bytes, want 65536" >&2; rm -f $@.tmp; exit 1; fi
+	@size=$$(wc -c < $@.tmp); if [ "$$size" -ne 131072 ]; then \
+		echo "testguest: image is $$size bytes, want 131072" >&2; rm -f $@.tmp; exit 1; fi
 	@mv $@.tmp $@

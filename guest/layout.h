@@ -5,7 +5,7 @@
 #ifndef TESTGUEST_LAYOUT_H
 #define TESTGUEST_LAYOUT_H
 
-#define ROM_BASE 0xFFFF0000 /* 64 KiB image ending at 4 GiB */
+#define ROM_BASE 0xFFFF0000 /* the ROM's upper 64 KiB: real mode's CS base at reset */
 
 #define BOOTREC_ADDR 0x7000 /* boot counter record: magic, count, check */
 

@@ -15,6 +15,7 @@
 #include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
+#include "hostile.h"
 #include "mem_pattern.h"
 #include "net_test.h"
 #include "pci.h"
@@ -1404,6 +1405,14 @@ static __attribute__((noreturn)) void command_loop(void)
             put_str("devfuzz done devices=");
             put_dec(devices);
             line_end();
+            if (rx_irq_mode) {
+                uart_rx_irq(true);
+                sti();
+            }
+        } else if (word_is(line, "hostile ", &p)) {
+            /* The hostile-guest matrix (hostile.c). */
+            cli();
+            hostile(p, tsc_khz, say);
             if (rx_irq_mode) {
                 uart_rx_irq(true);
                 sti();

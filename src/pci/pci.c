@@ -286,53 +286,89 @@ bool pci_range_unclaimed(struct bus *bus, uint64_t base, uint64_t len)
     return free_range;
 }
 
-static void unmap_bar(struct pci_device *pdev, unsigned index)
+/* Takes the BAR off its bus; true when it was mapped (a range given up). */
+static bool unmap_bar(struct pci_device *pdev, unsigned index)
 {
     struct pci_bar *bar = &pdev->bars[index];
     if (!bar->mapped)
-        return;
+        return false;
     struct bus *bus = bar_bus(pdev, bar);
     if (bus)
         bus_unregister(bus, bar->mapped_base, bar->opaque);
     bar->mapped = false;
     if (pdev->pci_ops && pdev->pci_ops->bar_mapped)
         pdev->pci_ops->bar_mapped(pdev, index, false, bar->mapped_base);
+    return true;
 }
 
-static void update_bar(struct pci_device *pdev, unsigned index)
+/* Maps, moves or unmaps the BAR as its address and the command register
+ * say; true when a range was given up. */
+static bool update_bar(struct pci_device *pdev, unsigned index)
 {
     struct pci_bar *bar = &pdev->bars[index];
     if (bar->type == PCI_BAR_UNUSED)
-        return;
+        return false;
     uint16_t command = pci_get_word(pdev, PCI_COMMAND);
     bool decoded = command & (bar->type == PCI_BAR_IO ? PCI_COMMAND_IO : PCI_COMMAND_MEMORY);
     uint64_t base = bar_address(pdev, index);
     struct bus *bus = bar_bus(pdev, bar);
     bool want = bus && decoded && bar_address_sane(bar, base);
+    bool released = false;
 
     if (bar->mapped && (!want || bar->mapped_base != base))
-        unmap_bar(pdev, index);
-    if (!want || bar->mapped)
-        return;
+        released = unmap_bar(pdev, index);
+    if (!want) {
+        bar->refused = false;
+        return released;
+    }
+    if (bar->mapped)
+        return released;
     if (!pci_range_unclaimed(bus, base, bar->size) ||
         !bus_register(bus, base, bar->size, bar->ops, bar->opaque, pdev->dev.name)) {
-        log_limited(&bar->refused_log, LOG_WARNING,
-                    "%s: BAR %u at 0x%llx+0x%llx overlaps another range on the %s bus; "
-                    "left unmapped",
-                    pdev->dev.name, index, (unsigned long long)base, (unsigned long long)bar->size,
-                    bus->name);
-        return;
+        /* Said once per placement: retries after other BARs move are quiet. */
+        if (!bar->refused || bar->refused_base != base)
+            log_limited(&bar->refused_log, LOG_WARNING,
+                        "%s: BAR %u at 0x%llx+0x%llx overlaps another range on the %s bus; "
+                        "left unmapped until that range moves",
+                        pdev->dev.name, index, (unsigned long long)base,
+                        (unsigned long long)bar->size, bus->name);
+        bar->refused = true;
+        bar->refused_base = base;
+        return released;
     }
+    bar->refused = false;
     bar->mapped = true;
     bar->mapped_base = base;
     if (pdev->pci_ops && pdev->pci_ops->bar_mapped)
         pdev->pci_ops->bar_mapped(pdev, index, true, base);
+    return released;
 }
 
-static void update_all_bars(struct pci_device *pdev)
+static bool update_all_bars(struct pci_device *pdev)
 {
+    bool released = false;
     for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
-        update_bar(pdev, i);
+        released |= update_bar(pdev, i);
+    return released;
+}
+
+/* A range was given up: BARs refused for an overlap get another chance, as
+ * a real device decodes its address as soon as nothing else claims it.
+ * Called with no device lock held (one device lock at a time). */
+static void retry_refused_bars(struct pci_bus *bus)
+{
+    for (unsigned devfn = 0; devfn < PCI_DEVFN_COUNT; devfn++) {
+        pthread_mutex_lock(&bus->lock);
+        struct pci_device *pdev = bus->devices[devfn];
+        pthread_mutex_unlock(&bus->lock);
+        if (!pdev)
+            continue;
+        pthread_mutex_lock(&pdev->lock);
+        for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+            if (pdev->bars[i].refused)
+                update_bar(pdev, i);
+        pthread_mutex_unlock(&pdev->lock);
+    }
 }
 
 /* ---- Capabilities ---- */
@@ -425,6 +461,7 @@ void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned 
 {
     if (!access_ok(offset, size) || offset >= config_limit(pdev))
         return;
+    bool released = false;
     pthread_mutex_lock(&pdev->lock);
     uint16_t old_command = pci_get_word(pdev, PCI_COMMAND);
     for (unsigned i = 0; i < size; i++) {
@@ -438,7 +475,7 @@ void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned 
         uint16_t command = pci_get_word(pdev, PCI_COMMAND);
         atomic_store(&pdev->command, command);
         if ((command ^ old_command) & (PCI_COMMAND_IO | PCI_COMMAND_MEMORY))
-            update_all_bars(pdev);
+            released |= update_all_bars(pdev);
         if ((command ^ old_command) & PCI_COMMAND_INTX_DISABLE)
             update_intx(pdev);
     }
@@ -446,27 +483,33 @@ void pci_device_config_write(struct pci_device *pdev, unsigned offset, unsigned 
         const struct pci_bar *bar = &pdev->bars[i];
         if (bar->type != PCI_BAR_UNUSED &&
             ranges_overlap(offset, size, bar_offset(i), bar_span(bar)))
-            update_bar(pdev, i);
+            released |= update_bar(pdev, i);
     }
     if (pdev->pci_ops && pdev->pci_ops->config_write)
         pdev->pci_ops->config_write(pdev, offset, size, value & (uint32_t)size_mask(size));
     pthread_mutex_unlock(&pdev->lock);
+    if (released && pdev->bus)
+        retry_refused_bars(pdev->bus);
 }
 
 void pci_device_drop_decodes(struct device *dev)
 {
     struct pci_device *pdev = container_of(dev, struct pci_device, dev);
     pthread_mutex_lock(&pdev->lock);
-    for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+    for (unsigned i = 0; i < PCI_BAR_COUNT; i++) {
         unmap_bar(pdev, i);
+        pdev->bars[i].refused = false; /* off the bus: no retry maps it back */
+    }
     pthread_mutex_unlock(&pdev->lock);
 }
 
 void pci_device_reset(struct pci_device *pdev)
 {
     pthread_mutex_lock(&pdev->lock);
-    for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+    for (unsigned i = 0; i < PCI_BAR_COUNT; i++) {
         unmap_bar(pdev, i);
+        pdev->bars[i].refused = false; /* off the bus: no retry maps it back */
+    }
     pdev->intx_level = false;
     update_intx(pdev);
     if (pdev->bus)
@@ -481,7 +524,7 @@ void pci_device_reset(struct pci_device *pdev)
 static const struct {
     unsigned offset, size;
 } identity_fields[] = {
-    {PCI_VENDOR_ID, 4}, {PCI_REVISION_ID, 4},        {PCI_HEADER_TYPE, 1},
+    {PCI_VENDOR_ID, 4},           {PCI_REVISION_ID, 4},   {PCI_HEADER_TYPE, 1},
     {PCI_SUBSYSTEM_VENDOR_ID, 4}, {PCI_INTERRUPT_PIN, 1},
 };
 
@@ -511,8 +554,10 @@ int pci_device_state(struct pci_device *pdev, struct snap *s)
         pthread_mutex_unlock(&pdev->lock);
         return -1;
     }
-    for (unsigned i = 0; i < PCI_BAR_COUNT; i++)
+    for (unsigned i = 0; i < PCI_BAR_COUNT; i++) {
         unmap_bar(pdev, i);
+        pdev->bars[i].refused = false; /* off the bus: no retry maps it back */
+    }
     memcpy(pdev->config, config, limit);
     atomic_store(&pdev->command, pci_get_word(pdev, PCI_COMMAND));
     update_all_bars(pdev);

@@ -94,6 +94,10 @@ struct pci_bar {
     void *opaque;
     bool mapped;
     uint64_t mapped_base;
+    /* Wanted at refused_base but left unmapped: another range held the
+     * place. Retried whenever a BAR on the bus gives a range up. */
+    bool refused;
+    uint64_t refused_base;
     struct log_ratelimit refused_log;
 };
 

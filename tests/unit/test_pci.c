@@ -418,6 +418,40 @@ static void test_overlapping_bars_refused(void **state)
     assert_int_equal(dev_b.io.reads, 1);
 }
 
+/* A BAR refused for an overlap decodes as soon as the other range moves
+ * away or stops decoding, without being programmed again (as hardware
+ * does); a device whose decodes were dropped is not mapped back. */
+static void test_refused_bar_maps_once_the_overlap_is_gone(void **state)
+{
+    uint8_t a = PCI_DEVFN(TEST_SLOT, 0), b = PCI_DEVFN(4, 0);
+    program_bars(a, 0xc000, 0xc0000000, 0);
+    cfg_write(a, PCI_COMMAND, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY);
+    program_bars(b, 0xc000, 0xc0000000, 0);
+    cfg_write(b, PCI_COMMAND, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY);
+    assert_int_equal(dev_b.mapped_events, 0);
+    /* a's memory BAR moves: b's takes the place it asked for. */
+    cfg_write(a, 0x14, 4, 0xc1000000);
+    assert_int_equal(dev_b.mapped_events, 1);
+    bus_read(&mmio, 0xc0000010, 4);
+    assert_int_equal(dev_b.mem32.reads, 1);
+    bus_read(&mmio, 0xc1000010, 4);
+    assert_int_equal(dev_a.mem32.reads, 1);
+    /* a stops decoding I/O: b's I/O BAR is mapped. */
+    cfg_write(a, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    assert_int_equal(dev_b.mapped_events, 2);
+    bus_read(&pio, 0xc004, 1);
+    assert_int_equal(dev_b.io.reads, 1);
+    /* Refused again, then b's decodes dropped: a moving away maps nothing. */
+    cfg_write(a, 0x14, 4, 0xc2000000);
+    cfg_write(b, 0x14, 4, 0xc2000000);
+    assert_int_equal(dev_b.mapped_events, 1);
+    pci_device_drop_decodes(&dev_b.pci.dev);
+    assert_int_equal(dev_b.mapped_events, 0);
+    cfg_write(a, 0x14, 4, 0xc3000000);
+    assert_int_equal(dev_b.mapped_events, 0);
+    assert_int_equal(bus_read(&mmio, 0xc2000000, 4), 0xffffffff);
+}
+
 static void test_intx_and_disable(void **state)
 {
     uint8_t devfn = PCI_DEVFN(TEST_SLOT, 0);
@@ -637,6 +671,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bar_mapping_follows_decode_and_moves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_insane_bar_addresses_stay_unmapped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overlapping_bars_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_bar_maps_once_the_overlap_is_gone, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_intx_and_disable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capabilities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_restores_decodes_and_intx, setup, teardown),
