@@ -8,7 +8,7 @@ CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unus
 CFLAGS_RELEASE := $(CFLAGS_COMMON) -O2 -fstack-protector-strong -D_FORTIFY_SOURCE=2
 CFLAGS_SAN := $(CFLAGS_COMMON) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=undefined
-LDLIBS  := -ljansson -luring -lpthread
+LDLIBS  := -ljansson -luring -lseccomp -lpthread
 # The VMM itself links statically: a smaller resident set and a faster exec.
 LDFLAGS_RELEASE := -static
 

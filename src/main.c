@@ -19,6 +19,7 @@
 
 #include "common/bytes.h"
 #include "common/log.h"
+#include "common/sandbox.h"
 #include "config/config.h"
 #include "control/control.h"
 #include "core/io_loop.h"
@@ -90,6 +91,7 @@ struct vmm {
     struct nic *nics;                /* one per [dev.*] (used by NICs), in config order */
     int signal_fd;
     bool snapshot_on_sigint;  /* -s */
+    bool seccomp;             /* not --no-seccomp */
     struct snapshot *restore; /* -r: the snapshot the machine is loaded from */
     bool restored;            /* loaded and paused: a console client resumes it */
     bool started;
@@ -103,9 +105,9 @@ struct vmm {
 static void usage(FILE *out)
 {
     fprintf(out, "usage: propolis-standalone [--log-level LEVEL] [-s|--snapshot] [--control PATH] "
-                 "CONFIG.toml\n"
-                 "       propolis-standalone [--log-level LEVEL] [--control PATH] -r|--restore "
-                 "SNAPSHOT\n"
+                 "[--no-seccomp] CONFIG.toml\n"
+                 "       propolis-standalone [--log-level LEVEL] [--control PATH] [--no-seccomp] "
+                 "-r|--restore SNAPSHOT\n"
                  "       propolis-standalone ctl PATH COMMAND [ARG]\n"
                  "LEVEL: critical, error, warning, info (default), debug, trace;\n"
                  "the PROPOLIS_LOG environment variable sets the default.\n");
@@ -984,6 +986,11 @@ static int run(struct vmm *vmm, const char *config_path, const char *control_pat
         log_error("%s exists and is not a socket; refusing to replace it", CONSOLE_PATH);
         return EXIT_FAILURE_CODE;
     }
+    /* Before the first thread starts: each enters its class's filter. */
+    if (vmm->seccomp && sandbox_init() < 0) {
+        log_error("cannot set up the seccomp sandbox (--no-seccomp runs without it)");
+        return EXIT_FAILURE_CODE;
+    }
     if (setup_signals(vmm) < 0 || io_loop_init(&vmm->loop, "main") < 0)
         return EXIT_FAILURE_CODE;
 
@@ -1025,6 +1032,10 @@ static int run(struct vmm *vmm, const char *config_path, const char *control_pat
     if (control_path &&
         control_server_open(&vmm->control, control_path, &vmm->loop, on_control, vmm) < 0)
         return EXIT_FAILURE_CODE;
+    if (!vmm->seccomp)
+        log_info("sandbox: seccomp filters off (--no-seccomp)");
+    else if (sandbox_enter_main() < 0)
+        return EXIT_FAILURE_CODE;
 
     log_info("VM %s: %u vCPUs, %llu MiB; waiting for a client on %s", vmm->cfg.main.name, spec.cpus,
              (unsigned long long)vmm->cfg.main.memory_mib, CONSOLE_PATH);
@@ -1064,6 +1075,7 @@ int main(int argc, char **argv)
         {"restore", required_argument, NULL, 'r'},
         {"log-level", required_argument, NULL, 'l'},
         {"control", required_argument, NULL, 'c'},
+        {"no-seccomp", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1076,7 +1088,7 @@ int main(int argc, char **argv)
     log_set_level(level);
     if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
         return control_ctl_main(argc - 2, argv + 2);
-    bool snapshot = false;
+    bool snapshot = false, seccomp = true;
     const char *restore = NULL, *control = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "sr:h", options, NULL)) != -1) {
@@ -1089,6 +1101,9 @@ int main(int argc, char **argv)
             break;
         case 'c':
             control = optarg;
+            break;
+        case 'S':
+            seccomp = false;
             break;
         case 'l':
             if (!log_parse_level(optarg, &level)) {
@@ -1122,6 +1137,7 @@ int main(int argc, char **argv)
         return EXIT_FAILURE_CODE;
     vmm->signal_fd = -1;
     vmm->snapshot_on_sigint = snapshot;
+    vmm->seccomp = seccomp;
     vmm->restore = snap;
     vmm->loop.epoll_fd = -1;
     io_watch_init(&vmm->signal_watch);

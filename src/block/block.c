@@ -169,7 +169,7 @@ int blk_pool_start(struct blk_pool *pool, unsigned nthreads, const char *prefix,
     for (unsigned i = 0; i < nthreads; i++) {
         char name[32];
         snprintf(name, sizeof(name), "%s-%u", prefix, i);
-        int rc = thread_start(&pool->threads[i], name, 0, pool_main, pool);
+        int rc = thread_start(&pool->threads[i], name, THREAD_BLOCK, 0, pool_main, pool);
         if (rc < 0) {
             blk_pool_stop(pool);
             return rc;

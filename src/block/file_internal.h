@@ -9,6 +9,7 @@
 #include "common/log.h"
 
 struct file_uring;
+struct io_uring;
 
 struct file_backend {
     struct block_backend be;
@@ -48,5 +49,8 @@ void file_log_error(struct file_backend *fb, const struct block_request *req, in
 int file_uring_start(struct file_backend *fb);
 void file_uring_submit(struct file_backend *fb, struct block_request *req);
 void file_uring_stop(struct file_backend *fb);
+/* Sets up one ring as the engine does: restricted to the opcodes it submits
+ * (others complete with -EACCES). 0 or a negative errno. */
+int file_uring_ring_setup(struct io_uring *ring);
 
 #endif

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -204,9 +205,23 @@ static void reap(struct uring_ring *r)
     }
 }
 
-static int ring_setup(struct uring_ring *r)
+/* What this engine submits; a ring accepts nothing else (seccomp does not
+ * see SQEs, so a ring is restricted itself). */
+static const uint8_t ring_opcodes[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
+                                       IORING_OP_FALLOCATE, IORING_OP_READ};
+
+/* io_uring_register directly: Debian's shared liburing 2.3 does not export
+ * io_uring_register_restrictions or io_uring_enable_rings. */
+static int ring_register(struct io_uring *ring, unsigned op, const void *arg, unsigned nr)
 {
-    /* Newest flags first; each retry drops what an older kernel refuses. */
+    long rc = syscall(__NR_io_uring_register, ring->ring_fd, op, arg, nr);
+    return rc < 0 ? -errno : 0;
+}
+
+int file_uring_ring_setup(struct io_uring *ring)
+{
+    /* Newest flags first; each retry drops what an older kernel refuses.
+     * Made disabled: restrictions can only be registered before it runs. */
     static const unsigned flag_sets[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -216,27 +231,42 @@ static int ring_setup(struct uring_ring *r)
     for (unsigned i = 0; i < ARRAY_LEN(flag_sets); i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof(p));
-        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE | IORING_SETUP_R_DISABLED;
         p.cq_entries = RING_CQ_ENTRIES;
-        rc = io_uring_queue_init_params(RING_SQ_ENTRIES, &r->ring, &p);
+        rc = io_uring_queue_init_params(RING_SQ_ENTRIES, ring, &p);
         if (rc != -EINVAL)
             break;
     }
     if (rc < 0)
         return rc;
-    static const int needed[] = {IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC,
-                                 IORING_OP_FALLOCATE, IORING_OP_READ};
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
-    for (unsigned i = 0; probe && i < ARRAY_LEN(needed); i++) {
-        if (!io_uring_opcode_supported(probe, needed[i]))
+    struct io_uring_probe *probe = io_uring_get_probe_ring(ring);
+    for (unsigned i = 0; probe && i < ARRAY_LEN(ring_opcodes); i++) {
+        if (!io_uring_opcode_supported(probe, ring_opcodes[i]))
             rc = -EOPNOTSUPP;
     }
     if (!probe)
         rc = -EOPNOTSUPP;
     io_uring_free_probe(probe);
+    /* Only our opcodes, no SQE flags, and no register operation once
+     * enabled. */
+    struct io_uring_restriction res[ARRAY_LEN(ring_opcodes)];
+    memset(res, 0, sizeof(res));
+    for (unsigned i = 0; i < ARRAY_LEN(ring_opcodes); i++) {
+        res[i].opcode = IORING_RESTRICTION_SQE_OP;
+        res[i].sqe_op = ring_opcodes[i];
+    }
+    if (rc >= 0)
+        rc = ring_register(ring, IORING_REGISTER_RESTRICTIONS, res, ARRAY_LEN(res));
+    if (rc >= 0)
+        rc = ring_register(ring, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
     if (rc < 0)
-        io_uring_queue_exit(&r->ring);
-    return rc;
+        io_uring_queue_exit(ring);
+    return rc < 0 ? rc : 0;
+}
+
+static int ring_setup(struct uring_ring *r)
+{
+    return file_uring_ring_setup(&r->ring);
 }
 
 static void *ring_main(void *arg)
@@ -377,7 +407,7 @@ int file_uring_start(struct file_backend *fb)
         }
         char name[32];
         snprintf(name, sizeof(name), "blk-uring-%u", i);
-        rc = thread_start(&r->thread, name, 0, ring_main, r);
+        rc = thread_start(&r->thread, name, THREAD_BLOCK, 0, ring_main, r);
         if (rc < 0)
             break;
         while (sem_wait(&r->started) != 0)

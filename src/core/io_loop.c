@@ -173,7 +173,7 @@ int io_loop_start(struct io_loop *loop)
     }
     loop->state = IO_LOOP_RUNNING;
     loop->pause_depth = 0;
-    int err = thread_start(&loop->thread, loop->name, 0, loop_main, loop);
+    int err = thread_start(&loop->thread, loop->name, THREAD_DEVICE_IO, 0, loop_main, loop);
     if (err) {
         log_error("%s: cannot start its thread: %s", loop->name, strerror(-err));
         return err;

@@ -557,7 +557,7 @@ int vcpu_start(struct vcpu *v)
     v->run->immediate_exit = 0;
     snprintf(name, sizeof(name), "vcpu%u", v->id);
     /* Small stacks: exit handling is shallow and RSS is part of the budget. */
-    int err = thread_start(&v->thread, name, 256 * 1024, vcpu_thread, v);
+    int err = thread_start(&v->thread, name, THREAD_VCPU, 256 * 1024, vcpu_thread, v);
     if (err) {
         log_error("vCPU %u: cannot start its thread: %s", v->id, strerror(-err));
         return -1;

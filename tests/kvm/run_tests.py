@@ -2529,6 +2529,44 @@ def control_paused_vm_saved_by_sigint_with_s():
         vm.cleanup()
 
 
+# --- seccomp sandbox ---
+
+def seccomp_filters(pid):
+    with open("/proc/%s/status" % pid) as f:
+        return int([l.split()[1] for l in f if l.startswith("Seccomp_filters:")][0])
+
+
+def task_comm(task):
+    with open("/proc/%s/comm" % task) as f:
+        return f.read().strip()
+
+
+@test
+def sandbox_on_by_default_and_off_with_no_seccomp():
+    """The VMM reports its seccomp filters at start; the guest runs under
+    them; --no-seccomp reports them off and leaves the process unfiltered."""
+    for args, on in (([], True), (["--no-seccomp"], False)):
+        vm = VM(cpus=2, memory=64, args=args)
+        try:
+            vm.boot(2, 64)
+            out = vm.output()
+            want = ("sandbox: seccomp filters installed: main, spawner, vcpu, device-io, block"
+                    if on else "sandbox: seccomp filters off (--no-seccomp)")
+            check(want in out, "no \"%s\" in log:\n%s" % (want, out))
+            # Counted against our own filters (a container may add some).
+            mine = seccomp_filters("self")
+            for tid in os.listdir("/proc/%d/task" % vm.proc.pid):
+                task = "%d/task/%s" % (vm.proc.pid, tid)
+                n = seccomp_filters(task)
+                check(n > mine if on else n == mine,
+                      "thread %s has %d seccomp filters (we have %d) with args %s"
+                      % (task_comm(task), n, mine, args))
+            vm.proc.send_signal(signal.SIGTERM)
+            check(vm.wait() == 0, "exit code %s; log:\n%s" % (vm.proc.returncode, vm.output()))
+        finally:
+            vm.cleanup()
+
+
 # --- hostile-guest matrix: one bug class per test (guest/hostile.c) ---
 #
 # Each test boots the guest with a virtio-blk and an NVMe disk, runs one
