@@ -472,6 +472,13 @@ int sandbox_init(void)
      * now, at glibc's default of eight arenas per CPU. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     mallopt(M_ARENA_MAX, (int)(8 * (cpus > 0 ? cpus : 2)));
+    /* Shrinking a thread arena's heap makes glibc read
+     * /proc/sys/vm/overcommit_memory the first time (a vCPU freeing memory
+     * on a guest reboot did, and was killed). Those heaps are at most 64 MiB,
+     * so with the trim threshold at 64 MiB they are never shrunk; the main
+     * arena trims without that file, and big blocks are mmap'd and unmapped
+     * as before. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = on_sigsys;
