@@ -67,8 +67,9 @@ RIG_TESTS := tests/rig/selftest.sh tests/rig/test_firmware.sh tests/rig/test_sto
 
 include guest/guest.mk
 -include tests/rig/rig.mk
+include tests/fuzz/fuzz.mk
 
-test: unit-test toml-test kvm-test rig-test
+test: unit-test toml-test fuzz-smoke kvm-test rig-test
 
 unit-test: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
