@@ -91,7 +91,7 @@ $(BUILD)/bench/block_backend: $(BUILD)/obj/bench/block_backend.o $(LIB_OBJS)
 
 $(BUILD)/bench/storage: bench/storage.c bench/bench_util.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) $^ -o $@
+	$(CC) $(CFLAGS_RELEASE) $^ -o $@ -ljansson
 
 $(BUILD)/bench/net: bench/net.c bench/bench_util.c guest/net_frame.h
 	@mkdir -p $(dir $@)
@@ -104,6 +104,7 @@ $(BUILD)/bench/snapshot: bench/snapshot.c bench/bench_util.c
 # make bench BENCH_BEFORE=<rev>: start-up, memory, storage and network also measure the
 # VMM built from that git revision, interleaved with ours and QEMU.
 BENCH_VMM_BEFORE = $(if $(BENCH_BEFORE),--vmm-before $(BUILD)/bench-before/propolis-standalone-$(BENCH_BEFORE))
+bench: export BENCH_OUT = $(abspath $(BUILD))/bench
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
        $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot guest
 	$(if $(BENCH_BEFORE),bench/build-before.sh $(BENCH_BEFORE) $(BUILD)/bench-before)

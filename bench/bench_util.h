@@ -53,4 +53,49 @@ void copy_argv(const char **out, size_t cap, const char *const *from);
 /* Prints text line by line, each line after indent. */
 void print_indented(const char *indent, const char *text);
 
+/* Quartiles of n values by linear interpolation (false when n is 0). */
+bool quartiles(const double *v, int n, double *q1, double *med, double *q3);
+
+/* A random order of the contestants marked in present[] (Fisher-Yates over
+ * *rng, an xorshift state the caller seeds and prints); returns the count. */
+int shuffled_order(uint64_t *rng, const bool present[NKINDS], enum vmm_kind order[NKINDS]);
+/* Shuffles items in place (Fisher-Yates over *rng). */
+void shuffle_ints(uint64_t *rng, int *items, int n);
+/* The next value of the xorshift generator *rng. */
+uint64_t bench_random(uint64_t *rng);
+
+/* Host CPU time of a process's threads in seconds (schedstat, else
+ * utime + stime), with the vCPU threads (ours "vcpuN", QEMU "CPU N/KVM")
+ * and vhost workers also counted apart: a polling guest keeps its vCPU
+ * busy in every VMM alike, so the VMM's own work is the rest. */
+struct proc_cpu {
+    double total_s, vcpu_s, vhost_s;
+    int threads;
+};
+bool proc_cpu_read(pid_t pid, struct proc_cpu *out);
+/* False once schedstat was missing and tick-resolution times were used. */
+bool proc_cpu_precise(void);
+
+/* A benchmark figure over runs. */
+#define SERIES_MAX 101
+struct series {
+    int n;
+    double v[SERIES_MAX];
+};
+void series_add(struct series *s, double v);
+
+/* PSS, private dirty and RSS of a process in KiB, from smaps_rollup. */
+struct proc_mem {
+    double pss_kib, private_dirty_kib, rss_kib, shared_clean_kib;
+};
+bool proc_mem_read(pid_t pid, struct proc_mem *out);
+
+/* Appends one line (a JSON object the caller formats) to
+ * $BENCH_OUT/NAME.jsonl, BENCH_OUT defaulting to build/bench; every
+ * benchmark keeps its raw per-run results there. */
+void raw_result(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The git commit the benchmark's tree is at, "-dirty" when it has changes
+ * ("unknown" outside git). */
+const char *git_commit(void);
+
 #endif

@@ -122,11 +122,6 @@ enum metric { M_PPS, M_GBPS, M_CPU_GIB, M_CPU_MPKT, M_IO_CPU_GIB, M_DROP, NMETRI
 static const char *const metric_names[NMETRICS] = {
     "kpps", "Gbit/s", "CPU-s/GiB", "CPU-s/Mpkt", "CPU-s/GiB w/o vCPU", "drop %"};
 
-struct series {
-    int n;
-    double v[MAX_RUNS];
-};
-
 struct cell {
     struct series m[NMETRICS];
     char note[200]; /* the last failure or data problem seen */
@@ -273,110 +268,6 @@ static int packet_socket(unsigned ifindex, uint16_t proto)
     return fd;
 }
 
-/* ---- Host CPU of a VMM ---- */
-
-struct cpu_sample {
-    double total, vcpu, vhost; /* seconds */
-};
-
-static bool use_schedstat = true;
-
-/* One thread's (or process's) run time in seconds: /proc/.../schedstat's
- * first field (ns), else utime + stime from stat. */
-static double task_cpu(const char *dir)
-{
-    char path[PATH_MAX], buf[1024];
-    if (use_schedstat) {
-        snprintf(path, sizeof(path), "%s/schedstat", dir);
-        FILE *f = fopen(path, "r");
-        unsigned long long ns;
-        if (f && fscanf(f, "%llu", &ns) == 1) {
-            fclose(f);
-            return (double)ns / 1e9;
-        }
-        if (f)
-            fclose(f);
-        use_schedstat = false;
-    }
-    snprintf(path, sizeof(path), "%s/stat", dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static void read_comm(const char *dir, char *out, size_t cap)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/comm", dir);
-    FILE *f = fopen(path, "r");
-    out[0] = 0;
-    if (f) {
-        if (!fgets(out, (int)cap, f))
-            out[0] = 0;
-        fclose(f);
-    }
-    out[strcspn(out, "\n")] = 0;
-}
-
-static bool is_vcpu_thread(const char *comm)
-{
-    unsigned n;
-    return (strncmp(comm, "vcpu", 4) == 0) ||     /* ours: vcpuN */
-           (sscanf(comm, "CPU %u/KVM", &n) == 1); /* QEMU */
-}
-
-static void read_cpu(pid_t pid, struct cpu_sample *out)
-{
-    *out = (struct cpu_sample){0, 0, 0};
-    char dir[64], sub[PATH_MAX], comm[64], want[32];
-    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
-        double s = task_cpu(sub);
-        read_comm(sub, comm, sizeof(comm));
-        out->total += s;
-        if (is_vcpu_thread(comm))
-            out->vcpu += s;
-        if (strncmp(comm, "vhost-", 6) == 0)
-            out->vhost += s; /* Linux >= 6.4: vhost workers are threads of the owner */
-    }
-    closedir(d);
-    /* Older kernels: vhost workers are kernel threads named vhost-PID. */
-    snprintf(want, sizeof(want), "vhost-%d", (int)pid);
-    d = opendir("/proc");
-    while (d && (e = readdir(d))) {
-        if (e->d_name[0] < '1' || e->d_name[0] > '9')
-            continue;
-        snprintf(sub, sizeof(sub), "/proc/%s", e->d_name);
-        read_comm(sub, comm, sizeof(comm));
-        if (strcmp(comm, want) != 0 || atoi(e->d_name) == (int)pid)
-            continue;
-        char tasks[PATH_MAX];
-        snprintf(tasks, sizeof(tasks), "/proc/%d/task/%s", (int)pid, e->d_name);
-        if (access(tasks, F_OK) == 0)
-            continue; /* already counted as a thread */
-        double s = task_cpu(sub);
-        out->total += s;
-        out->vhost += s;
-    }
-    if (d)
-        closedir(d);
-}
-
 /* ---- Commands ---- */
 
 struct command {
@@ -481,12 +372,6 @@ static void note(struct cell *c, const char *fmt, ...)
     va_end(ap);
 }
 
-static void add(struct series *s, double v)
-{
-    if (s->n < MAX_RUNS)
-        s->v[s->n++] = v;
-}
-
 /* "key=N" from a guest line; false if absent. */
 static bool field(const char *line, const char *key, unsigned long long *out)
 {
@@ -577,25 +462,25 @@ struct outcome {
     char why[256];
     double frames, bytes, seconds; /* what the figure counts, over the host window */
     double drop;                   /* fraction, rx only */
-    struct cpu_sample cpu0, cpu1;
+    struct proc_cpu cpu0, cpu1;
 };
 
 static void record(struct cell *c, const struct outcome *r)
 {
-    double cpu = r->cpu1.total - r->cpu0.total;
-    double io_cpu = cpu - (r->cpu1.vcpu - r->cpu0.vcpu);
-    add(&c->m[M_PPS], r->frames / r->seconds / 1e3);
-    add(&c->m[M_GBPS], r->bytes * 8 / r->seconds / 1e9);
-    add(&c->m[M_CPU_GIB], cpu / (r->bytes / GIB));
-    add(&c->m[M_CPU_MPKT], cpu / (r->frames / 1e6));
-    add(&c->m[M_IO_CPU_GIB], io_cpu / (r->bytes / GIB));
-    add(&c->m[M_DROP], 100 * r->drop);
+    double cpu = r->cpu1.total_s - r->cpu0.total_s;
+    double io_cpu = cpu - (r->cpu1.vcpu_s - r->cpu0.vcpu_s);
+    series_add(&c->m[M_PPS], r->frames / r->seconds / 1e3);
+    series_add(&c->m[M_GBPS], r->bytes * 8 / r->seconds / 1e9);
+    series_add(&c->m[M_CPU_GIB], cpu / (r->bytes / GIB));
+    series_add(&c->m[M_CPU_MPKT], cpu / (r->frames / 1e6));
+    series_add(&c->m[M_IO_CPU_GIB], io_cpu / (r->bytes / GIB));
+    series_add(&c->m[M_DROP], 100 * r->drop);
 }
 
 static void print_cpu(const struct outcome *r, double wall)
 {
-    double cpu = r->cpu1.total - r->cpu0.total, vcpu = r->cpu1.vcpu - r->cpu0.vcpu,
-           vh = r->cpu1.vhost - r->cpu0.vhost;
+    double cpu = r->cpu1.total_s - r->cpu0.total_s, vcpu = r->cpu1.vcpu_s - r->cpu0.vcpu_s,
+           vh = r->cpu1.vhost_s - r->cpu0.vhost_s;
     printf("; VMM CPU %.3f s over %.3f s wall (vCPU threads %.3f, others %.3f%s", cpu, wall, vcpu,
            cpu - vcpu, vh > 0 ? "" : ")");
     if (vh > 0)
@@ -621,7 +506,7 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
     /* The CPU window opens before the command (the guest's driver set-up
      * is in it) so that nothing delays the first receive. */
     uint64_t cpu_t0 = now_ns();
-    read_cpu(vm->pid, &r->cpu0);
+    proc_cpu_read(vm->pid, &r->cpu0);
     snprintf(cmd, sizeof(cmd), "net bench tx 0:4 ms=%u size=%u batch=32 seed=%u\r", o->ms, size,
              gen.seed);
     console_say(&vm->con, cmd);
@@ -686,7 +571,7 @@ static void test_guest_to_host(struct vm *vm, enum test t, const struct options 
                 }
                 if (strncmp(line, "net bench tx ", 13) == 0) {
                     done = true;
-                    read_cpu(vm->pid, &r->cpu1);
+                    proc_cpu_read(vm->pid, &r->cpu1);
                     drain_until = now_ns() + 20000000ull; /* frames still in the socket */
                     break;
                 }
@@ -773,7 +658,7 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
         return;
     }
     bool have_link = read_link_stats(vm->nl, vm->ifindex, &l0);
-    read_cpu(vm->pid, &r->cpu0);
+    proc_cpu_read(vm->pid, &r->cpu0);
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     uint64_t sent = 0, errors = 0, refused = 0; /* refused: ENOBUFS, the TAP's queue full */
@@ -824,7 +709,7 @@ static void test_host_to_guest(struct vm *vm, enum test t, const struct options 
             usleep(200);
         }
     }
-    read_cpu(vm->pid, &r->cpu1);
+    proc_cpu_read(vm->pid, &r->cpu1);
     double cpu_wall = (double)(now_ns() - t0) / 1e9;
     close(fd);
     deadline = now_ns() + (30ull + 2ull * o->ms / 1000) * 1000000000ull;
@@ -941,6 +826,13 @@ static void run_vm(enum vmm_kind kind, const struct options *o, int run)
             test_host_to_guest(&vm, (enum test)t, o, &r);
         if (r.ok) {
             record(c, &r);
+            raw_result("net",
+                       "{\"commit\":\"%s\",\"time\":%lld,\"vmm\":\"%s\",\"test\":\"%s\","
+                       "\"run\":%d,\"frames\":%.0f,\"bytes\":%.0f,\"seconds\":%.6f,"
+                       "\"drop\":%.6f,\"cpu_s\":%.4f,\"vcpu_s\":%.4f,\"vhost_s\":%.4f}",
+                       git_commit(), (long long)time(NULL), who, test_names[t], run, r.frames,
+                       r.bytes, r.seconds, r.drop, r.cpu1.total_s - r.cpu0.total_s,
+                       r.cpu1.vcpu_s - r.cpu0.vcpu_s, r.cpu1.vhost_s - r.cpu0.vhost_s);
             if (r.why[0])
                 note(c, "%s run %d: %s", who, run, r.why);
         } else {
@@ -1140,7 +1032,7 @@ int main(int argc, char **argv)
         printf("  run %d done\n", r + 1);
     }
     print_load("after");
-    if (!use_schedstat)
+    if (!proc_cpu_precise())
         printf("  (no schedstat here: CPU time from utime+stime, 1/%ld s resolution)\n",
                sysconf(_SC_CLK_TCK));
 

@@ -77,11 +77,6 @@ static const char *const metric_names[NMETRICS] = {
     "save s",     "restore s (to ping)", "file MiB", "file MiB on disk", "restore peak RSS MiB",
     "save CPU-s", "restore CPU-s"};
 
-struct series {
-    int n;
-    double v[MAX_RUNS];
-};
-
 struct cell {
     struct series m[NMETRICS];
     char note[240];
@@ -101,12 +96,6 @@ static void note(struct cell *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->note, sizeof(c->note), fmt, ap);
     va_end(ap);
-}
-
-static void add(struct series *s, double v)
-{
-    if (s->n < MAX_RUNS)
-        s->v[s->n++] = v;
 }
 
 /* ---- /proc ---- */
@@ -607,13 +596,21 @@ static void run_one(enum vmm_kind kind, const struct options *o, int si, int run
         printf("  %s %u MiB run %d: FAILED, left out: %s\n", who, mem_mib, run, failed);
     } else {
         struct series *m = cell->m;
-        add(&m[M_SAVE_S], save_s);
-        add(&m[M_RESTORE_S], restore_s);
-        add(&m[M_FILE_MIB], (double)st.st_size / MIB);
-        add(&m[M_ALLOC_MIB], (double)st.st_blocks * 512.0 / MIB);
-        add(&m[M_RSS_MIB], rss);
-        add(&m[M_SAVE_CPU], save_cpu);
-        add(&m[M_RESTORE_CPU], restore_cpu);
+        raw_result("snapshot",
+                   "{\"commit\":\"%s\",\"time\":%lld,\"vmm\":\"%s\",\"memory_mib\":%u,"
+                   "\"run\":%d,\"save_s\":%.4f,\"restore_s\":%.4f,\"file_bytes\":%lld,"
+                   "\"allocated_bytes\":%lld,\"restore_rss_mib\":%.1f,\"save_cpu_s\":%.3f,"
+                   "\"restore_cpu_s\":%.3f}",
+                   git_commit(), (long long)time(NULL), who, mem_mib, run, save_s, restore_s,
+                   (long long)st.st_size, (long long)st.st_blocks * 512, rss, save_cpu,
+                   restore_cpu);
+        series_add(&m[M_SAVE_S], save_s);
+        series_add(&m[M_RESTORE_S], restore_s);
+        series_add(&m[M_FILE_MIB], (double)st.st_size / MIB);
+        series_add(&m[M_ALLOC_MIB], (double)st.st_blocks * 512.0 / MIB);
+        series_add(&m[M_RSS_MIB], rss);
+        series_add(&m[M_SAVE_CPU], save_cpu);
+        series_add(&m[M_RESTORE_CPU], restore_cpu);
         printf("  %s %u MiB run %d: save %.2f s (CPU %.2f s), file %.0f MiB (%.0f MiB on disk), "
                "restore %.2f s (CPU %.2f s, peak RSS %.0f MiB), data checked\n",
                who, mem_mib, run, save_s, save_cpu, (double)st.st_size / MIB,

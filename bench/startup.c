@@ -244,6 +244,13 @@ static void measure(const struct options *o, const bool present[NKINDS], struct 
                 fprintf(stderr, "bench: %s run %d did not complete\n", vmm_kind_names[k], i);
                 continue;
             }
+            raw_result("startup",
+                       "{\"commit\":\"%s\",\"time\":%lld,\"vmm\":\"%s\",\"nic\":%s,"
+                       "\"run\":%d,\"cpus\":%u,\"memory_mib\":%u,\"startup_ms\":%.3f,"
+                       "\"overhead_kib\":%.0f,\"rss_kib\":%.0f}",
+                       git_commit(), (long long)time(NULL), vmm_kind_names[k],
+                       o->nic ? "true" : "false", i + 1, o->cpus, o->memory_mib, s.startup_ms,
+                       s.overhead_kib, s.rss_kib);
             startup[k][n[k]] = s.startup_ms;
             overhead[k][n[k]] = s.overhead_kib;
             rss[k][n[k]] = s.rss_kib;

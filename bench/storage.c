@@ -1,35 +1,48 @@
 /* Storage benchmark: our virtio-blk and NVMe against QEMU's virtio-blk-pci
- * and nvme (and optionally against our VMM built from an earlier revision,
- * --vmm-before, see bench/build-before.sh), on the same test guest and the
- * same page-cached file, in the same invocation; and the host's own
- * sequential throughput on that file.
+ * and nvme at QEMU's best practice and at its defaults (and optionally our
+ * VMM built from an earlier revision, --vmm-before), on the same test guest
+ * and the same page-cached file, in one invocation; and fio on the host on
+ * a file of the same size, at the same queue depth, as the limit.
  *
  * The guest's `bench` command (guest/storage_bench.c) drives the device
- * with a polling driver at CPL3: 4 KiB random reads and writes at queue
- * depth 32, 1 MiB sequential reads and writes at queue depth 8. The file
- * is filled so that every 4 KiB block starts with a tag the guest checks
- * on every read (writes store the same tags).
+ * with one polling driver at CPL3 on one vCPU: 4 KiB random reads and
+ * writes at queue depth 32, 1 MiB sequential reads and writes at queue
+ * depth 8, each for --ms after a 200 ms warm-up.
  *
- * Host "dd": one thread, 1 MiB pread/pwrite at queue depth 1 over the same
- * file (what `dd bs=1M` does), for the same time.
- *
- * Every run measures each contestant once, the order rotating from run to
- * run so that each takes each position (bench_util's run_order); the table
- * shows the median over runs with min..max, ratios ours/before and
- * ours/QEMU, and sequential figures against the host. Prints the exact
- * commands and configs, and figures; never fails on them.
+ * What is measured, for each test of each VM run:
+ * - throughput on the host's clock: the test's requests (warm-up and drain
+ *   included) over the CLOCK_MONOTONIC time between the guest's "start"
+ *   line and its result line on the console; the guest's own figure over
+ *   its TSC window is kept as a cross-check (their ratio is printed);
+ * - host CPU: utime + stime of every thread of the VMM process (vCPU
+ *   threads counted apart: the polling guest keeps its vCPU busy in every
+ *   VMM alike) over the same interval, per I/O and per GiB;
+ * - exits: the guest counts its doorbell/notify MMIO writes (each one an
+ *   exit to the VMM), per request and per second. KVM's own counters are
+ *   not readable on this host: its kvm_exit tracepoint does not fire under
+ *   the nested, paravirtual KVM, and debugfs kvm/PID-FD/exits refuses reads;
+ * - data: every block the guest reads is checked whole; every run writes
+ *   content unique to it (a seed per run); after the VM ends the whole file
+ *   is read and checked, and the set of blocks holding this run's writes
+ *   must equal the guest's record of what it wrote (a hash of its table).
+ *   A run with any bad block, error or mismatch is reported and left out.
+ * VM runs are in a random order within each round (seeded, printed), every
+ * contestant once per device per round; figures are medians with the
+ * interquartile range. Every VMM runs on the same CPUs (--cpus-allowed).
+ * One JSON line per test per run goes to build/bench/storage.jsonl
+ * (BENCH_OUT), the fio lines to storage-fio.jsonl.
  *
  *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
- *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme]
+ *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme] [--seed N]
+ *           [--cpus-allowed LIST] [--no-qemu-default] [--no-fio]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
-
-#include "bench_util.h"
 #include <fcntl.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
-#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -37,75 +50,111 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_RUNS 21
+#include "bench_util.h"
+
+#define MAX_RUNS 41
 #define NTESTS 4
 #define NDEVS 2
 #define MIB (1024ull * 1024ull)
+#define GIB (1024.0 * 1024.0 * 1024.0)
 
 enum dev_kind { VIRTIO_BLK, NVME };
-
 static const char *const dev_names[NDEVS] = {"virtio-blk", "nvme"};
-static const char *const test_names[NTESTS] = {"randread4k", "randwrite4k", "seqread1m",
-                                               "seqwrite1m"};
-static const bool test_seq[NTESTS] = {false, false, true, true};
+
+struct test_info {
+    const char *name, *fio_rw;
+    bool seq, write;
+    unsigned bs, qd;
+};
+static const struct test_info tests[NTESTS] = {
+    {"randread4k", "randread", false, false, 4096, 32},
+    {"randwrite4k", "randwrite", false, true, 4096, 32},
+    {"seqread1m", "read", true, false, 1u << 20, 8},
+    {"seqwrite1m", "write", true, true, 1u << 20, 8},
+};
+
+/* The contestants. */
+enum contestant { C_OURS, C_BEFORE, C_QEMU_BEST, C_QEMU_DEFAULT, NCONT };
+static const char *const cont_names[NCONT] = {"ours", "before", "qemu-best", "qemu-default"};
 
 struct options {
-    const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra;
+    const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra, *cpus_allowed;
     int runs;
     unsigned ms, size_mib, cpus, mem_mib;
-    bool dev_on[NDEVS];
+    uint64_t seed;
+    bool dev_on[NDEVS], present[NCONT], fio;
 };
 
-/* One test's figure in one run: IOPS for random, MiB/s for sequential. */
+/* Per device, contestant and test. */
 struct cell {
-    int n;
-    double v[MAX_RUNS];
-    char note[160]; /* the last failure or data problem seen */
+    struct series rate;    /* host-timed IOPS or MiB/s */
+    struct series guest;   /* the guest's own figure */
+    struct series clock;   /* guest span / host interval */
+    struct series cpu_us;  /* host CPU-us per I/O, all threads */
+    struct series io_us;   /* the same without the vCPU threads */
+    struct series cpu_gib; /* host CPU-s per GiB */
+    struct series kicks;   /* MMIO doorbell writes per request */
+    struct series kicks_s; /* the same per second of host time */
 };
+static struct cell cells[NDEVS][NCONT][NTESTS];
+static int valid_runs[NDEVS][NCONT], bad_runs[NDEVS][NCONT];
 
-static struct cell cells[NDEVS][NKINDS][NTESTS];
-static char file_path[PATH_MAX];
+struct fio_cell {
+    struct series rate, cpu_us;
+};
+static struct fio_cell fio_cells[NTESTS];
 
-static uint64_t tag(uint64_t block)
+static char file_path[PATH_MAX], fio_path[PATH_MAX];
+
+/* ---- Block content (guest/storage_bench.c has the same) ---- */
+
+#define SB_STEP 0x94D049BB133111EBULL
+static uint64_t sb_base(uint64_t seed, uint64_t block)
 {
-    return 0x53544f5242454e43ULL ^ (block * 0x9E3779B97F4A7C15ULL);
+    return (seed ^ (block * 0x9E3779B97F4A7C15ULL)) * 0xBF58476D1CE4E5B9ULL;
 }
 
-static void set_tags(uint8_t *buf, size_t len, uint64_t off)
+static void fill_block(uint64_t *w, uint64_t seed, uint64_t block)
 {
-    for (size_t p = 0; p < len; p += 4096) {
-        uint64_t t = tag((off + p) / 4096);
-        memcpy(buf + p, &t, sizeof(t));
-    }
+    w[0] = seed;
+    w[1] = block;
+    uint64_t v = sb_base(seed, block) + 2 * SB_STEP;
+    for (unsigned i = 2; i < 512; i++, v += SB_STEP)
+        w[i] = v;
 }
 
-/* ---- The disk file ---- */
-
-static void create_file(const struct options *o)
+static bool block_ok(const uint64_t *w, uint64_t block)
 {
-    snprintf(file_path, sizeof(file_path), "%s/pst-storage-bench-%d.img", o->dir, (int)getpid());
-    int fd = open(file_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (w[1] != block)
+        return false;
+    uint64_t v = sb_base(w[0], block) + 2 * SB_STEP;
+    for (unsigned i = 2; i < 512; i++, v += SB_STEP)
+        if (w[i] != v)
+            return false;
+    return true;
+}
+
+/* ---- The disk files ---- */
+
+static void fill_file(const char *path, uint64_t size, uint64_t seed)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
-        die("%s: %s", file_path, strerror(errno));
-    uint8_t *buf = calloc(1, MIB);
-    for (uint64_t off = 0; off < (uint64_t)o->size_mib * MIB; off += MIB) {
-        set_tags(buf, MIB, off);
+        die("%s: %s", path, strerror(errno));
+    uint64_t *buf = aligned_alloc(4096, MIB);
+    for (uint64_t off = 0; off < size; off += MIB) {
+        for (unsigned b = 0; b < MIB / 4096; b++)
+            fill_block(buf + b * 512, seed, off / 4096 + b);
         if (pwrite(fd, buf, MIB, (off_t)off) != (ssize_t)MIB)
-            die("%s: write: %s", file_path, strerror(errno));
+            die("%s: write: %s", path, strerror(errno));
     }
     if (fdatasync(fd) < 0)
-        die("%s: fdatasync: %s", file_path, strerror(errno));
-    /* Pull it all into the page cache. */
-    for (uint64_t off = 0; off < (uint64_t)o->size_mib * MIB; off += MIB)
-        if (pread(fd, buf, MIB, (off_t)off) != (ssize_t)MIB)
-            die("%s: read: %s", file_path, strerror(errno));
+        die("%s: fdatasync: %s", path, strerror(errno));
     free(buf);
     close(fd);
 }
@@ -119,74 +168,89 @@ static void settle_file(void)
     }
 }
 
-/* Host sequential throughput: 1 MiB pread or pwrite, queue depth 1, for ms. */
-static double host_seq(const struct options *o, bool write)
+/* Reads the whole file after a run: every block must be whole, and the
+ * blocks holding this run's writes (seed + 1: random, seed + 3: sequential)
+ * must be the ones the guest recorded (the same FNV-1a over a byte per
+ * block). Returns false and says why otherwise. */
+static bool check_file(uint64_t seed, uint64_t want_hash, uint64_t want_written, char *why,
+                       size_t cap)
 {
-    int fd = open(file_path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        die("%s: %s", file_path, strerror(errno));
-    uint8_t *buf = aligned_alloc(4096, MIB);
-    memset(buf, 0, MIB);
-    uint64_t size = (uint64_t)o->size_mib * MIB, off = 0, bytes = 0;
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)o->ms * 1000000ull, t;
-    do {
-        ssize_t n;
-        if (write) {
-            set_tags(buf, MIB, off);
-            n = pwrite(fd, buf, MIB, (off_t)off);
-        } else {
-            n = pread(fd, buf, MIB, (off_t)off);
+    int fd = open(file_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, cap, "%.400s: %s", file_path, strerror(errno));
+        return false;
+    }
+    uint64_t *buf = aligned_alloc(4096, MIB);
+    uint64_t hash = 0xcbf29ce484222325ULL, written = 0, broken = 0, first_broken = 0, block = 0;
+    ssize_t n;
+    uint64_t off = 0;
+    while ((n = pread(fd, buf, MIB, (off_t)off)) > 0) {
+        for (ssize_t b = 0; b + 4096 <= n; b += 4096, block++) {
+            const uint64_t *w = buf + b / 8;
+            if (!block_ok(w, block) && broken++ == 0)
+                first_broken = block;
+            uint8_t mark = w[0] == seed + 1 ? 1 : w[0] == seed + 3 ? 3 : 0;
+            written += mark != 0;
+            hash = (hash ^ mark) * 0x100000001b3ULL;
         }
-        if (n != (ssize_t)MIB)
-            die("%s: %s: %s", file_path, write ? "write" : "read",
-                n < 0 ? strerror(errno) : "short");
-        bytes += MIB;
-        off = off + MIB >= size ? 0 : off + MIB;
-        t = now_ns();
-    } while (t < end);
+        off += (uint64_t)n;
+    }
     free(buf);
     close(fd);
-    settle_file();
-    return (double)bytes / MIB / ((double)(t - t0) / 1e9);
+    if (broken) {
+        snprintf(why, cap, "file check: %llu bad blocks (first: block %llu)",
+                 (unsigned long long)broken, (unsigned long long)first_broken);
+        return false;
+    }
+    if (hash != want_hash || written != want_written) {
+        snprintf(why, cap,
+                 "file check: %llu blocks hold this run's writes, the guest recorded %llu "
+                 "(table hash %016llx, the guest's %016llx)",
+                 (unsigned long long)written, (unsigned long long)want_written,
+                 (unsigned long long)hash, (unsigned long long)want_hash);
+        return false;
+    }
+    return true;
 }
 
-/* ---- Console ---- */
+/* ---- Commands ---- */
 
-/* ---- One VM run ---- */
-
-/* One contestant's exact command line, run in a directory of its own that
- * holds config.toml (ours and before) and the console socket ttya. */
 struct command {
-    char mem[16], cpus[16], drive[PATH_MAX + 64];
-    const char *argv[ARGV_MAX];
+    char mem[16], cpus[16], drive[PATH_MAX + 96], device[128];
+    const char *argv[ARGV_MAX + 16];
 };
 
-static void build_command(struct command *c, enum vmm_kind kind, enum dev_kind dev,
+static void build_command(struct command *c, enum contestant who, enum dev_kind dev,
                           const struct options *o)
 {
     snprintf(c->mem, sizeof(c->mem), "%u", o->mem_mib);
     snprintf(c->cpus, sizeof(c->cpus), "%u", o->cpus);
-    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,cache=writeback",
-             file_path);
-    /* mdts=8: 1 MiB per command, as our controller (QEMU's default is 512 KiB). */
-    const char *device = dev == VIRTIO_BLK ? "virtio-blk-pci,drive=d,addr=4"
-                                           : "nvme,drive=d,serial=bench,addr=4,mdts=8";
-    const char *qemu[] = {o->qemu,       "-M",
-                          "pc",          "-enable-kvm",
-                          "-nodefaults", "-no-user-config",
-                          "-display",    "none",
-                          "-m",          c->mem,
-                          "-smp",        c->cpus,
-                          "-bios",       o->guest,
-                          "-serial",     "unix:ttya,server=on,wait=on",
-                          "-drive",      c->drive,
-                          "-device",     device,
-                          NULL};
-    const char *vmm[] = {kind == OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
-    copy_argv(c->argv, ARGV_MAX, kind == QEMU ? qemu : vmm);
+    bool best = who == C_QEMU_BEST;
+    /* Our virtio-blk offers min(vCPUs, 4) queues. */
+    unsigned queues = o->cpus < 4 ? o->cpus : 4;
+    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,cache=writeback%s",
+             file_path, best ? ",aio=io_uring" : "");
+    if (dev == VIRTIO_BLK && best)
+        snprintf(c->device, sizeof(c->device),
+                 "virtio-blk-pci,drive=d,addr=4,iothread=io0,num-queues=%u", queues);
+    else if (dev == VIRTIO_BLK)
+        snprintf(c->device, sizeof(c->device), "virtio-blk-pci,drive=d,addr=4");
+    else /* mdts=8: 1 MiB per command, as our controller (QEMU's default is 512 KiB);
+            QEMU 7.2's nvme has no iothread option */
+        snprintf(c->device, sizeof(c->device), "nvme,drive=d,serial=bench,addr=4,mdts=8");
+    const char *qemu[] = {
+        o->qemu, "-M", "pc", "-enable-kvm", "-nodefaults", "-no-user-config", "-display", "none",
+        "-m", c->mem, "-smp", c->cpus, "-bios", o->guest, "-serial", "unix:ttya,server=on,wait=on",
+        "-drive", c->drive, "-device", c->device, best ? "-cpu" : NULL,
+        /* plain host aborts QEMU 7.2 on this kind of host */
+        "host,-arch-capabilities", dev == VIRTIO_BLK ? "-object" : NULL, "iothread,id=io0", NULL};
+    /* QEMU's defaults: its argv ends before -cpu. */
+    const char *vmm[] = {who == C_OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
+    copy_argv(c->argv, ARGV_MAX, who == C_OURS || who == C_BEFORE ? vmm : qemu);
 }
 
-/* Our config.toml (ours and before alike). */
+/* Our config.toml (ours and before alike). Ours passes the host's CPUID
+ * through by default, as QEMU's -cpu host does. */
 static void config_text(char *out, size_t cap, enum dev_kind dev, const struct options *o)
 {
     snprintf(out, cap,
@@ -198,15 +262,48 @@ static void config_text(char *out, size_t cap, enum dev_kind dev, const struct o
              dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
 }
 
-static pid_t launch(enum vmm_kind kind, enum dev_kind dev, const struct options *o, const char *dir)
+static void fio_command(char *out, size_t cap, const struct test_info *t, const struct options *o)
+{
+    snprintf(out, cap,
+             "fio --name=host --filename=%s --ioengine=io_uring --rw=%s --bs=%u --iodepth=%u "
+             "--iodepth_batch_submit=%u --numjobs=1 --size=%um --time_based --runtime=%ums "
+             "--ramp_time=200ms --randrepeat=0 --cpus_allowed=%s --output-format=json",
+             fio_path, t->fio_rw, t->bs, t->qd, t->qd / 4, o->size_mib, o->ms, o->cpus_allowed);
+}
+
+static void set_affinity(const char *list)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const char *p = list;
+    while (*p) {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+        if (end == p)
+            break;
+        if (*end == '-')
+            hi = strtol(end + 1, &end, 10);
+        for (long c = lo; c <= hi && c < CPU_SETSIZE; c++)
+            CPU_SET((int)c, &set);
+        p = *end == ',' ? end + 1 : end;
+        if (*end != ',')
+            break;
+    }
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        fprintf(stderr, "bench: cpus %s: %s\n", list, strerror(errno));
+}
+
+static pid_t launch(enum contestant who, enum dev_kind dev, const struct options *o,
+                    const char *dir)
 {
     struct command c;
-    build_command(&c, kind, dev, o);
+    build_command(&c, who, dev, o);
     pid_t pid = fork();
     if (pid != 0)
         return pid;
     if (chdir(dir) < 0)
         _exit(127);
+    set_affinity(o->cpus_allowed);
     int log = open("vmm.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(log, 1);
     dup2(log, 2);
@@ -214,91 +311,91 @@ static pid_t launch(enum vmm_kind kind, enum dev_kind dev, const struct options 
     _exit(127);
 }
 
-static void print_commands(const struct options *o, const bool present[NKINDS])
+static void print_commands(const struct options *o)
 {
-    printf("commands (each run in a fresh directory: console socket ttya):\n");
+    printf("commands (each VM in a fresh directory holding its console socket ttya; every\n"
+           "process pinned to CPUs %s):\n",
+           o->cpus_allowed);
     for (int d = 0; d < NDEVS; d++) {
         if (!o->dev_on[d])
             continue;
-        for (int k = 0; k < NKINDS; k++) {
-            if (!present[k])
+        for (int k = 0; k < NCONT; k++) {
+            if (!o->present[k])
                 continue;
             struct command c;
             char prefix[48];
-            build_command(&c, (enum vmm_kind)k, (enum dev_kind)d, o);
-            snprintf(prefix, sizeof(prefix), "  %s %-7s ", dev_names[d], vmm_kind_names[k]);
+            build_command(&c, (enum contestant)k, (enum dev_kind)d, o);
+            snprintf(prefix, sizeof(prefix), "  %s %-12s ", dev_names[d], cont_names[k]);
             print_command(prefix, c.argv);
         }
         char config[2 * PATH_MAX + 512];
         config_text(config, sizeof(config), (enum dev_kind)d, o);
-        printf("  %s config.toml (%s):\n", dev_names[d],
-               present[BEFORE] ? "ours and before" : "ours");
+        printf("  %s config.toml (ours%s):\n", dev_names[d],
+               o->present[C_BEFORE] ? ", before" : "");
         print_indented("    ", config);
     }
-}
-
-static void note(struct cell *c, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->note, sizeof(c->note), fmt, ap);
-    va_end(ap);
-}
-
-/* Parses "testguest: bench DEV TEST qd=.. bs=.. ops=.. us=.. ... bad=.. err=..". */
-static void record(struct cell *row, const char *line, const char *dev, const char *who, int run)
-{
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "bench %s ", dev);
-    const char *p = strstr(line, prefix);
-    if (!p)
-        return;
-    p += strlen(prefix);
-    for (int t = 0; t < NTESTS; t++) {
-        size_t n = strlen(test_names[t]);
-        if (strncmp(p, test_names[t], n) != 0 || p[n] != ' ')
-            continue;
-        struct cell *c = &row[t];
-        const char *rest = p + n + 1;
-        if (strncmp(rest, "FAIL", 4) == 0) {
-            note(c, "%s run %d: %s", who, run, rest);
-            return;
+    if (o->fio) {
+        printf("  host limit, per test (its own file of the same size and content):\n");
+        for (int t = 0; t < NTESTS; t++) {
+            char cmd[PATH_MAX + 512];
+            fio_command(cmd, sizeof(cmd), &tests[t], o);
+            printf("    %s\n", cmd);
         }
-        unsigned long long bs = 0, ops = 0, us = 0, bad = 0, err = 0;
-        const char *q;
-        if ((q = strstr(rest, "bs=")))
-            bs = strtoull(q + 3, NULL, 10);
-        if ((q = strstr(rest, "ops=")))
-            ops = strtoull(q + 4, NULL, 10);
-        if ((q = strstr(rest, " us=")))
-            us = strtoull(q + 4, NULL, 10);
-        if ((q = strstr(rest, "bad=")))
-            bad = strtoull(q + 4, NULL, 10);
-        if ((q = strstr(rest, "err=")))
-            err = strtoull(q + 4, NULL, 10);
-        if (!us || !ops) {
-            note(c, "%s run %d: nothing completed (%s)", who, run, rest);
-            return;
-        }
-        if (bad || err)
-            note(c, "%s run %d: %llu bad blocks, %llu errors", who, run, bad, err);
-        double v = test_seq[t] ? (double)ops * (double)bs / MIB / ((double)us / 1e6)
-                               : (double)ops / ((double)us / 1e6);
-        if (c->n < MAX_RUNS)
-            c->v[c->n++] = v;
-        return;
     }
 }
 
-static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *o, int run)
+/* ---- One VM run ---- */
+
+/* What one test of one run gave. */
+struct test_run {
+    bool have, started;
+    uint64_t t_start, t_end;
+    struct proc_cpu cpu0, cpu1;
+    unsigned long long ops, us, bad, err, kicks, all_ops, span_us;
+};
+
+static unsigned long long field(const char *line, const char *key)
 {
-    const char *who = vmm_kind_names[kind];
-    struct cell *row = cells[dev][kind];
+    const char *q = strstr(line, key);
+    return q ? strtoull(q + strlen(key), NULL, 10) : 0;
+}
+
+static const char *after_dev(const char *line, enum dev_kind dev)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "bench %s ", dev_names[dev]);
+    const char *p = strstr(line, prefix);
+    return p ? p + strlen(prefix) : NULL;
+}
+
+static void record_json(const struct options *o, enum contestant who, enum dev_kind dev, int round,
+                        uint64_t seed, int t, const struct test_run *r, bool valid, const char *why)
+{
+    double wall_s = (double)(r->t_end - r->t_start) / 1e9;
+    raw_result("storage",
+               "{\"commit\":\"%s\",\"time\":%lld,\"vmm\":\"%s\",\"device\":\"%s\",\"test\":\"%s\","
+               "\"round\":%d,\"seed\":%llu,\"cpus\":%u,\"ms\":%u,\"size_mib\":%u,\"valid\":%s,"
+               "\"problem\":\"%s\",\"ops\":%llu,\"guest_us\":%llu,\"all_ops\":%llu,"
+               "\"span_us\":%llu,\"host_s\":%.6f,\"cpu_s\":%.3f,\"vcpu_s\":%.3f,"
+               "\"kicks\":%llu,\"bad\":%llu,\"err\":%llu}",
+               git_commit(), (long long)time(NULL), cont_names[who], dev_names[dev], tests[t].name,
+               round, (unsigned long long)seed, o->cpus, o->ms, o->size_mib,
+               valid ? "true" : "false", why ? why : "", r->ops, r->us, r->all_ops, r->span_us,
+               wall_s, r->cpu1.total_s - r->cpu0.total_s, r->cpu1.vcpu_s - r->cpu0.vcpu_s, r->kicks,
+               r->bad, r->err);
+}
+
+static void run_vm(enum contestant who, enum dev_kind dev, const struct options *o, int round,
+                   uint64_t seed)
+{
+    const char *name = cont_names[who];
+    struct test_run runs[NTESTS];
+    memset(runs, 0, sizeof(runs));
     char dir[] = "/tmp/pst-sbench-XXXXXX";
     if (!mkdtemp(dir))
         die("mkdtemp: %s", strerror(errno));
     char path[PATH_MAX + 64];
-    if (kind != QEMU) {
+    if (who == C_OURS || who == C_BEFORE) {
         static char config[2 * PATH_MAX + 512];
         snprintf(path, sizeof(path), "%s/config.toml", dir);
         FILE *cfg = fopen(path, "w");
@@ -308,12 +405,14 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
         fputs(config, cfg);
         fclose(cfg);
     }
-    uint64_t t0 = now_ns();
-    pid_t pid = launch(kind, dev, o, dir);
-    uint64_t deadline = t0 + 60ull * 1000000000ull;
+    pid_t pid = launch(who, dev, o, dir);
+    uint64_t deadline = now_ns() + 60ull * 1000000000ull;
     snprintf(path, sizeof(path), "%s/ttya", dir);
     struct console con = {.fd = connect_console(path, pid, deadline, 1000)};
+    static char why[512];
     const char *failed = NULL;
+    unsigned long long v_seed = 0, v_written = 0, v_hash = 0;
+    bool verified = false;
     if (con.fd < 0) {
         failed = "no console";
     } else {
@@ -332,50 +431,126 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
             failed = "self-test did not PASS";
     }
     if (!failed) {
-        char cmd[512], line[512], done[64], devfail[64];
-        static char why[512];
-        snprintf(cmd, sizeof(cmd), "bench %s 0:4 ms=%u%s%s\r", dev_names[dev], o->ms,
-                 o->extra ? " " : "", o->extra ? o->extra : "");
+        char cmd[512], line[512];
+        snprintf(cmd, sizeof(cmd), "bench %s 0:4 ms=%u seed=%llu%s%s\r", dev_names[dev], o->ms,
+                 (unsigned long long)seed, o->extra ? " " : "", o->extra ? o->extra : "");
         console_say(&con, cmd);
-        snprintf(done, sizeof(done), "bench %s done", dev_names[dev]);
-        snprintf(devfail, sizeof(devfail), "bench %s FAIL", dev_names[dev]);
-        /* Four tests of warm-up + ms each, with a generous margin. */
         deadline = now_ns() + (60ull + 4ull * 3ull * (o->ms + 1000) / 1000) * 1000000000ull;
         failed = "bench did not finish";
-        while (console_next_line(&con, line, sizeof(line), deadline)) {
-            if (strstr(line, "bench ") && strstr(line, " disk "))
-                printf("  %s %d: %s %s\n", who, run, dev_names[dev], strstr(line, "disk "));
-            if (strstr(line, done)) {
+        bool ended = false;
+        while (!ended && console_next_line(&con, line, sizeof(line), deadline)) {
+            uint64_t now = now_ns();
+            const char *rest = after_dev(line, dev);
+            if (!rest) {
+                if (strstr(line, "bench FAIL") || strstr(line, "FAIL exception")) {
+                    snprintf(why, sizeof(why), "%s", line);
+                    failed = why;
+                    break;
+                }
+                continue;
+            }
+            if (strncmp(rest, "done", 4) == 0) {
                 failed = NULL;
                 break;
             }
-            if (strstr(line, devfail) || strstr(line, "bench FAIL") ||
-                strstr(line, "FAIL exception")) {
-                snprintf(why, sizeof(why), "%s",
-                         line + (strncmp(line, "testguest: ", 11) == 0 ? 11 : 0));
-                failed = why;
-                break;
+            if (strncmp(rest, "verify ", 7) == 0) {
+                v_seed = field(rest, "seed=");
+                v_written = field(rest, "written=");
+                const char *h = strstr(rest, "table=");
+                v_hash = h ? strtoull(h + 6, NULL, 16) : 0;
+                verified = true;
+                continue;
             }
-            if (strstr(line, "bench ")) {
-                const char *b = strstr(line, "bench ") + 6;
-                if (strncmp(b, dev_names[dev], strlen(dev_names[dev])) == 0 &&
-                    !strstr(b, " device ") && !strstr(b, " disk "))
-                    printf("  %s %d: %s\n", who, run, b);
+            if (strncmp(rest, "disk ", 5) == 0 || strncmp(rest, "device ", 7) == 0) {
+                if (round == 1)
+                    printf("  %s %s: %s\n", name, dev_names[dev], rest);
+                continue;
             }
-            record(row, line, dev_names[dev], who, run);
+            for (int t = 0; t < NTESTS; t++) {
+                size_t n = strlen(tests[t].name);
+                if (strncmp(rest, tests[t].name, n) != 0 || rest[n] != ' ')
+                    continue;
+                struct test_run *r = &runs[t];
+                const char *what = rest + n + 1;
+                if (strncmp(what, "start", 5) == 0) {
+                    r->started = true;
+                    proc_cpu_read(pid, &r->cpu0);
+                    r->t_start = now_ns();
+                } else if (strncmp(what, "FAIL", 4) == 0) {
+                    snprintf(why, sizeof(why), "%s: %s", tests[t].name, what);
+                    failed = why;
+                    ended = true;
+                } else if (r->started) {
+                    r->t_end = now;
+                    proc_cpu_read(pid, &r->cpu1);
+                    r->ops = field(what, "ops=");
+                    r->us = field(what, " us=");
+                    r->bad = field(what, "bad=");
+                    r->err = field(what, "err=");
+                    r->kicks = field(what, "kicks=");
+                    r->all_ops = field(what, "all_ops=");
+                    r->span_us = field(what, "span_us=");
+                    r->have = r->ops && r->us && r->all_ops && r->t_end > r->t_start;
+                }
+            }
         }
-    }
-    if (failed) {
-        fprintf(stderr, "bench: %s %s run %d did not complete: %s (last line: %s)\n", who,
-                dev_names[dev], run, failed, con.last[0] ? con.last : "none");
-        for (int t = 0; t < NTESTS; t++)
-            if (!row[t].note[0])
-                note(&row[t], "%s run %d: %s", who, run, failed);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     if (con.fd >= 0)
         close(con.fd);
+    /* Is the run whole? */
+    char problem[PATH_MAX + 1024] = "";
+    if (failed)
+        snprintf(problem, sizeof(problem), "%.500s (last line: %s)", failed,
+                 con.last[0] ? con.last : "none");
+    for (int t = 0; t < NTESTS && !problem[0]; t++) {
+        if (!runs[t].have)
+            snprintf(problem, sizeof(problem), "%s: no result", tests[t].name);
+        else if (runs[t].bad || runs[t].err)
+            snprintf(problem, sizeof(problem), "%s: %llu bad blocks, %llu errors", tests[t].name,
+                     runs[t].bad, runs[t].err);
+    }
+    if (!problem[0] && (!verified || v_seed != seed))
+        snprintf(problem, sizeof(problem), "no verify line for seed %llu",
+                 (unsigned long long)seed);
+    if (!problem[0])
+        check_file(seed, v_hash, v_written, problem, sizeof(problem));
+    bool valid = !problem[0];
+    if (!valid) {
+        printf("  EXCLUDED: %s %s round %d: %s\n", name, dev_names[dev], round, problem);
+        bad_runs[dev][who]++;
+    } else {
+        valid_runs[dev][who]++;
+    }
+    for (int t = 0; t < NTESTS; t++) {
+        struct test_run *r = &runs[t];
+        if (!r->have)
+            continue;
+        record_json(o, who, dev, round, seed, t, r, valid, valid ? NULL : problem);
+        if (!valid)
+            continue;
+        struct cell *c = &cells[dev][who][t];
+        double wall_s = (double)(r->t_end - r->t_start) / 1e9;
+        double bytes = (double)r->all_ops * tests[t].bs;
+        double cpu = r->cpu1.total_s - r->cpu0.total_s;
+        double vcpu = r->cpu1.vcpu_s - r->cpu0.vcpu_s;
+        series_add(&c->rate, tests[t].seq ? bytes / MIB / wall_s : (double)r->all_ops / wall_s);
+        series_add(&c->guest, tests[t].seq ? (double)r->ops * tests[t].bs / MIB / (r->us / 1e6)
+                                           : (double)r->ops / (r->us / 1e6));
+        series_add(&c->clock, (double)r->span_us / 1e6 / wall_s);
+        series_add(&c->cpu_us, cpu * 1e6 / (double)r->all_ops);
+        series_add(&c->io_us, (cpu - vcpu) * 1e6 / (double)r->all_ops);
+        series_add(&c->cpu_gib, cpu / (bytes / GIB));
+        series_add(&c->kicks, (double)r->kicks / (double)r->ops);
+        series_add(&c->kicks_s, (double)r->kicks / (r->us / 1e6));
+        printf("  %s %s round %d: %s %.0f %s (guest %.0f), %.2f CPU-us/IO (%.2f without vCPU), "
+               "%.3f kicks/op\n",
+               name, dev_names[dev], round, tests[t].name, c->rate.v[c->rate.n - 1],
+               tests[t].seq ? "MiB/s" : "IOPS", c->guest.v[c->guest.n - 1],
+               c->cpu_us.v[c->cpu_us.n - 1], c->io_us.v[c->io_us.n - 1],
+               c->kicks.v[c->kicks.n - 1]);
+    }
     char rm[PATH_MAX + 16];
     snprintf(rm, sizeof(rm), "rm -rf %s", dir);
     if (system(rm) != 0)
@@ -383,38 +558,170 @@ static void run_vm(enum vmm_kind kind, enum dev_kind dev, const struct options *
     settle_file();
 }
 
+/* ---- fio on the host ---- */
+
+static void run_fio(const struct options *o, int t, int round)
+{
+    char cmd[PATH_MAX + 512];
+    fio_command(cmd, sizeof(cmd), &tests[t], o);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        printf("  fio: %s\n", strerror(errno));
+        return;
+    }
+    size_t cap = 1 << 20, len = 0;
+    char *out = malloc(cap);
+    size_t n;
+    while ((n = fread(out + len, 1, cap - 1 - len, p)) > 0)
+        len += n;
+    out[len] = 0;
+    int rc = pclose(p);
+    /* fio may print notes before its JSON */
+    char *json = strchr(out, '{');
+    json_error_t err;
+    json_t *root = json && rc == 0 ? json_loads(json, 0, &err) : NULL;
+    json_t *job = root ? json_array_get(json_object_get(root, "jobs"), 0) : NULL;
+    json_t *side = job ? json_object_get(job, tests[t].write ? "write" : "read") : NULL;
+    if (!side) {
+        printf("  fio %s: no result (exit %d)\n", tests[t].name, rc);
+        free(out);
+        json_decref(root);
+        return;
+    }
+    double iops = json_number_value(json_object_get(side, "iops"));
+    double bw = json_number_value(json_object_get(side, "bw_bytes"));
+    double ios = json_number_value(json_object_get(side, "total_ios"));
+    double runtime_ms = json_number_value(json_object_get(job, "job_runtime"));
+    double cpu_pct = json_number_value(json_object_get(job, "usr_cpu")) +
+                     json_number_value(json_object_get(job, "sys_cpu"));
+    double cpu_s = cpu_pct / 100.0 * runtime_ms / 1000.0;
+    double rate = tests[t].seq ? bw / MIB : iops;
+    double cpu_us = ios > 0 ? cpu_s * 1e6 / ios : 0;
+    series_add(&fio_cells[t].rate, rate);
+    series_add(&fio_cells[t].cpu_us, cpu_us);
+    raw_result("storage-fio",
+               "{\"commit\":\"%s\",\"time\":%lld,\"test\":\"%s\",\"round\":%d,\"iops\":%.1f,"
+               "\"bw_bytes\":%.0f,\"total_ios\":%.0f,\"runtime_ms\":%.0f,\"cpu_s\":%.3f}",
+               git_commit(), (long long)time(NULL), tests[t].name, round, iops, bw, ios, runtime_ms,
+               cpu_s);
+    printf("  fio round %d: %s %.0f %s, %.2f CPU-us/IO\n", round, tests[t].name, rate,
+           tests[t].seq ? "MiB/s" : "IOPS", cpu_us);
+    json_decref(root);
+    free(out);
+}
+
 /* ---- Summary ---- */
 
-static bool summarize(struct cell *c, double *med, double *lo, double *hi)
+static void fmt_iqr(char *out, size_t cap, const struct series *s, int decimals)
 {
-    return summarize_values(c->v, c->n, med, lo, hi);
-}
-
-static const char *pct(char *out, size_t cap, double fraction)
-{
-    snprintf(out, cap, "%.0f%%", 100 * fraction);
-    return out;
-}
-
-static void fmt_cell(char *out, size_t cap, struct cell *c)
-{
-    double med, lo, hi;
-    if (!summarize(c, &med, &lo, &hi))
-        snprintf(out, cap, "%s", "-");
+    double q1, med, q3;
+    if (!quartiles(s->v, s->n, &q1, &med, &q3))
+        snprintf(out, cap, "-");
     else
-        snprintf(out, cap, "%.0f (%.0f..%.0f)", med, lo, hi);
+        snprintf(out, cap, "%.*f [%.*f-%.*f]", decimals, med, decimals, q1, decimals, q3);
+}
+
+static double median_of(const struct series *s)
+{
+    double q1, med, q3;
+    return quartiles(s->v, s->n, &q1, &med, &q3) ? med : 0;
+}
+
+typedef struct series *(*pick_fn)(struct cell *);
+static struct series *pick_rate(struct cell *c)
+{
+    return &c->rate;
+}
+static struct series *pick_cpu(struct cell *c)
+{
+    return &c->cpu_us;
+}
+static struct series *pick_io(struct cell *c)
+{
+    return &c->io_us;
+}
+static struct series *pick_gib(struct cell *c)
+{
+    return &c->cpu_gib;
+}
+static struct series *pick_kicks(struct cell *c)
+{
+    return &c->kicks;
+}
+static struct series *pick_kicks_s(struct cell *c)
+{
+    return &c->kicks_s;
+}
+static struct series *pick_clock(struct cell *c)
+{
+    return &c->clock;
+}
+
+static void print_table(const struct options *o, const char *title, pick_fn pick, int decimals,
+                        bool ratios, bool with_fio)
+{
+    printf("\n%s: median [interquartile range] over valid runs\n", title);
+    printf("%-24s", "");
+    for (int k = 0; k < NCONT; k++)
+        if (o->present[k])
+            printf(" %-24s", cont_names[k]);
+    if (ratios)
+        for (int k = C_BEFORE; k < NCONT; k++)
+            if (o->present[k])
+                printf(" ours/%-12s", cont_names[k]);
+    if (with_fio && o->fio)
+        printf(" %-24s", "host fio");
+    printf("\n");
+    for (int d = 0; d < NDEVS; d++) {
+        if (!o->dev_on[d])
+            continue;
+        for (int t = 0; t < NTESTS; t++) {
+            char label[64], text[96];
+            snprintf(label, sizeof(label), "%s %s", dev_names[d], tests[t].name);
+            printf("%-24s", label);
+            for (int k = 0; k < NCONT; k++) {
+                if (!o->present[k])
+                    continue;
+                fmt_iqr(text, sizeof(text), pick(&cells[d][k][t]), decimals);
+                printf(" %-24s", text);
+            }
+            if (ratios) {
+                double ours = median_of(pick(&cells[d][C_OURS][t]));
+                for (int k = C_BEFORE; k < NCONT; k++) {
+                    if (!o->present[k])
+                        continue;
+                    double theirs = median_of(pick(&cells[d][k][t]));
+                    if (ours > 0 && theirs > 0)
+                        snprintf(text, sizeof(text), "%.2f", ours / theirs);
+                    else
+                        snprintf(text, sizeof(text), "-");
+                    printf(" %-17s", text);
+                }
+            }
+            if (with_fio && o->fio) {
+                struct series *f = pick == pick_rate ? &fio_cells[t].rate : &fio_cells[t].cpu_us;
+                fmt_iqr(text, sizeof(text), f, decimals);
+                printf(" %-24s", text);
+            }
+            printf("\n");
+        }
+    }
 }
 
 int main(int argc, char **argv)
 {
-    struct options o = {.qemu = "qemu-system-x86_64",
-                        .dir = "/tmp",
-                        .runs = 3,
-                        .ms = 2000,
-                        .size_mib = 1024,
-                        .cpus = 1,
-                        .mem_mib = 512,
-                        .dev_on = {true, true}};
+    struct options o = {
+        .qemu = "qemu-system-x86_64",
+        .dir = "/tmp",
+        .runs = 10,
+        .ms = 1000,
+        .size_mib = 1024,
+        .cpus = 1,
+        .mem_mib = 512,
+        .seed = 0,
+        .fio = true,
+        .dev_on = {true, true},
+        .present = {[C_OURS] = true, [C_QEMU_BEST] = true, [C_QEMU_DEFAULT] = true}};
     static const struct option opts[] = {
         {"vmm", required_argument, NULL, 'v'},
         {"vmm-before", required_argument, NULL, 'b'},
@@ -426,6 +733,10 @@ int main(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},
         {"devices", required_argument, NULL, 'D'},
         {"extra", required_argument, NULL, 'x'},
+        {"seed", required_argument, NULL, 'S'},
+        {"cpus-allowed", required_argument, NULL, 'c'},
+        {"no-qemu-default", no_argument, NULL, 'Q'},
+        {"no-fio", no_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -436,6 +747,7 @@ int main(int argc, char **argv)
             break;
         case 'b':
             o.vmm_before = optarg;
+            o.present[C_BEFORE] = true;
             break;
         case 'g':
             o.guest = optarg;
@@ -462,11 +774,23 @@ int main(int argc, char **argv)
         case 'x':
             o.extra = optarg;
             break;
+        case 'S':
+            o.seed = strtoull(optarg, NULL, 0);
+            break;
+        case 'c':
+            o.cpus_allowed = optarg;
+            break;
+        case 'Q':
+            o.present[C_QEMU_DEFAULT] = false;
+            break;
+        case 'F':
+            o.fio = false;
+            break;
         default:
             return 2;
         }
     }
-    static char vmm_path[PATH_MAX], before_path[PATH_MAX], guest_path[PATH_MAX];
+    static char vmm_path[PATH_MAX], before_path[PATH_MAX], guest_path[PATH_MAX], cpus[64];
     if (o.vmm && realpath(o.vmm, vmm_path))
         o.vmm = vmm_path;
     if (o.vmm_before && realpath(o.vmm_before, before_path))
@@ -474,114 +798,96 @@ int main(int argc, char **argv)
     if (o.guest && realpath(o.guest, guest_path))
         o.guest = guest_path;
     if (!o.vmm || !o.guest || o.runs < 1 || o.runs > MAX_RUNS || o.ms < 100 || o.ms > 60000 ||
-        o.size_mib < 64 || (!o.dev_on[0] && !o.dev_on[1])) {
+        o.size_mib < 64 || o.size_mib > 48 * 1024 || (!o.dev_on[0] && !o.dev_on[1])) {
         fprintf(stderr,
                 "usage: storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
-                "[--runs N<=%d] "
-                "[--ms 100..60000] [--size-mib N>=64] [--dir DIR] "
-                "[--devices virtio-blk,nvme] [--extra \"KEY=VALUE ...\"]\n",
+                "[--runs N<=%d] [--ms 100..60000] [--size-mib 64..49152] [--dir DIR] "
+                "[--devices virtio-blk,nvme] [--seed N] [--cpus-allowed LIST] "
+                "[--no-qemu-default] [--no-fio] [--extra \"KEY=VALUE ...\"]\n",
                 MAX_RUNS);
         return 2;
     }
     if (access(o.vmm, X_OK) != 0 || (o.vmm_before && access(o.vmm_before, X_OK) != 0))
         die("%s: not an executable", access(o.vmm, X_OK) != 0 ? o.vmm : o.vmm_before);
+    if (!o.cpus_allowed) {
+        snprintf(cpus, sizeof(cpus), "0-%ld", sysconf(_SC_NPROCESSORS_ONLN) - 1);
+        o.cpus_allowed = cpus;
+    }
+    if (o.fio && system("fio --version >/dev/null 2>&1") != 0) {
+        printf("storage: fio is not installed (apt-get install fio): no host limit\n");
+        o.fio = false;
+    }
+    if (!o.seed)
+        o.seed = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+    uint64_t rng = o.seed;
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const bool present[NKINDS] = {[OURS] = true, [BEFORE] = o.vmm_before != NULL, [QEMU] = true};
 
-    create_file(&o);
-    printf("storage: %u MiB page-cached file in %s; guest: %u vCPU, %u MiB, polling driver at "
-           "CPL3; %u ms per test (after 200 ms warm-up), %d runs, %s\n",
-           o.size_mib, o.dir, o.cpus, o.mem_mib, o.ms, o.runs,
-           present[BEFORE] ? "ours, before and QEMU in rotating order"
-                           : "ours and QEMU alternating");
+    snprintf(file_path, sizeof(file_path), "%s/pst-storage-bench-%d.img", o.dir, (int)getpid());
+    snprintf(fio_path, sizeof(fio_path), "%s/pst-storage-fio-%d.img", o.dir, (int)getpid());
+    uint64_t size = (uint64_t)o.size_mib * MIB;
+    /* Seeds are multiples of 4, so that seed + 1 and seed + 3 (the guest's
+     * writes) never equal another run's or the fill's. */
+    uint64_t fill_seed = (bench_random(&rng) % 2500000000ull) * 4 + 4;
+    fill_file(file_path, size, fill_seed);
+    if (o.fio)
+        fill_file(fio_path, size, fill_seed);
+
+    printf("storage: commit %s; %u MiB page-cached file in %s; guest: %u vCPU, %u MiB, polling "
+           "driver at CPL3; %u ms per test after 200 ms of warm-up; %d rounds, VMs in a random "
+           "order each round (--seed %llu)\n",
+           git_commit(), o.size_mib, o.dir, o.cpus, o.mem_mib, o.ms, o.runs,
+           (unsigned long long)o.seed);
     printf("  random: 4 KiB, queue depth 32; sequential: 1 MiB, queue depth 8%s%s\n",
            o.extra ? "; guest options: " : "", o.extra ? o.extra : "");
-    print_commands(&o, present);
+    print_commands(&o);
     print_load("before");
 
-    double dd[2][MAX_RUNS];
-    for (int r = 0; r < o.runs; r++) {
-        dd[0][r] = host_seq(&o, false);
-        dd[1][r] = host_seq(&o, true);
-        for (int d = 0; d < NDEVS; d++) {
-            if (!o.dev_on[d])
+    for (int r = 1; r <= o.runs; r++) {
+        int order[NDEVS * NCONT + NTESTS], n = 0;
+        for (int d = 0; d < NDEVS; d++)
+            for (int k = 0; k < NCONT; k++)
+                if (o.dev_on[d] && o.present[k])
+                    order[n++] = d * NCONT + k;
+        if (o.fio)
+            order[n++] = -1; /* the fio tests, as one entry */
+        shuffle_ints(&rng, order, n);
+        for (int i = 0; i < n; i++) {
+            if (order[i] < 0) {
+                for (int t = 0; t < NTESTS; t++)
+                    run_fio(&o, t, r);
                 continue;
-            enum vmm_kind order[NKINDS];
-            int count = run_order(r, present, order);
-            for (int i = 0; i < count; i++)
-                run_vm(order[i], (enum dev_kind)d, &o, r + 1);
+            }
+            uint64_t seed = (bench_random(&rng) % 2500000000ull) * 4 + 4;
+            run_vm((enum contestant)(order[i] % NCONT), (enum dev_kind)(order[i] / NCONT), &o, r,
+                   seed);
         }
-        printf("  run %d done\n", r + 1);
+        printf("  round %d done\n", r);
     }
     print_load("after");
-    struct cell ddc[2] = {{.n = 0}};
-    for (int w = 0; w < 2; w++) {
-        ddc[w].n = o.runs;
-        memcpy(ddc[w].v, dd[w], sizeof(double) * (size_t)o.runs);
-    }
 
-    printf("\n%-30s", "median (min..max)");
-    for (int k = 0; k < NKINDS; k++)
-        if (present[k])
-            printf(" %-26s", vmm_kind_names[k]);
-    if (present[BEFORE])
-        printf(" %-11s", "ours/before");
-    printf(" %-9s vs host dd (ours%s, qemu)\n", "ours/qemu", present[BEFORE] ? ", before" : "");
-    for (int d = 0; d < NDEVS; d++) {
-        if (!o.dev_on[d])
-            continue;
-        for (int t = 0; t < NTESTS; t++) {
-            char label[64], text[64];
-            snprintf(label, sizeof(label), "%s %s %s", dev_names[d], test_names[t],
-                     test_seq[t] ? "MiB/s" : "IOPS");
-            printf("%-30s", label);
-            double med[NKINDS], md, lo, hi;
-            bool have[NKINDS];
-            for (int k = 0; k < NKINDS; k++) {
-                have[k] = present[k] && summarize(&cells[d][k][t], &med[k], &lo, &hi);
-                if (!present[k])
-                    continue;
-                fmt_cell(text, sizeof(text), &cells[d][k][t]);
-                printf(" %-26s", text);
-            }
-            for (int k = BEFORE; k < NKINDS; k++) {
-                if (!present[k])
-                    continue;
-                snprintf(text, sizeof(text), "-");
-                if (have[OURS] && have[k] && med[k] > 0)
-                    snprintf(text, sizeof(text), "%.2f", med[OURS] / med[k]);
-                printf(" %-*s", k == BEFORE ? 11 : 9, text);
-            }
-            if (test_seq[t] && summarize(&ddc[t == 3], &md, &lo, &hi) && md > 0) {
-                printf(" ");
-                const char *sep = "";
-                for (int k = 0; k < NKINDS; k++) {
-                    if (!present[k])
-                        continue;
-                    printf("%s%s", sep, have[k] ? pct(text, sizeof(text), med[k] / md) : "-");
-                    sep = ", ";
-                }
-            }
-            printf("\n");
-        }
-    }
-    char a[64], b[64];
-    fmt_cell(a, sizeof(a), &ddc[0]);
-    fmt_cell(b, sizeof(b), &ddc[1]);
-    printf("%-30s %s\n", "host dd read MiB/s", a);
-    printf("%-30s %s\n", "host dd write MiB/s", b);
-    printf("targets: ours >= qemu on every line; sequential >= 70%% of host dd\n");
-    bool notes = false;
+    print_table(&o, "throughput on the host's clock (IOPS; MiB/s for 1 MiB)", pick_rate, 0, true,
+                true);
+    print_table(&o, "host CPU-us per I/O, all VMM threads (host fio: its own)", pick_cpu, 2, true,
+                true);
+    print_table(&o, "host CPU-us per I/O without the vCPU threads (the VMM's I/O work)", pick_io, 2,
+                true, false);
+    print_table(&o, "host CPU-s per GiB moved, all VMM threads", pick_gib, 2, true, false);
+    print_table(&o, "MMIO doorbell/notify writes per request (guest count)", pick_kicks, 3, false,
+                false);
+    print_table(&o, "doorbell/notify exits per second (guest count over its window)", pick_kicks_s,
+                0, false, false);
+    print_table(&o, "guest span / host interval (clock cross-check, 1.00 = agree)", pick_clock, 3,
+                false, false);
+    printf("\nvalid runs (excluded):");
     for (int d = 0; d < NDEVS; d++)
-        for (int k = 0; k < NKINDS; k++)
-            for (int t = 0; t < NTESTS; t++)
-                if (cells[d][k][t].note[0]) {
-                    if (!notes)
-                        printf("problems:\n");
-                    notes = true;
-                    printf("  %s %s: %s\n", dev_names[d], test_names[t], cells[d][k][t].note);
-                }
+        for (int k = 0; k < NCONT; k++)
+            if (o.dev_on[d] && o.present[k])
+                printf(" %s/%s %d (%d)", dev_names[d], cont_names[k], valid_runs[d][k],
+                       bad_runs[d][k]);
+    printf("\nraw results: %s/storage.jsonl, storage-fio.jsonl\n",
+           getenv("BENCH_OUT") ? getenv("BENCH_OUT") : "build/bench");
     unlink(file_path);
+    unlink(fio_path);
     return 0;
 }

@@ -50,6 +50,8 @@
 #define USER_STACK_TOP 0x210000   /* CPL3 stack, 0x200000 .. 0x20FFFF */
 #define BENCH_STATE_ADDR 0x210000 /* driver state, up to 0x21FFFF */
 #define BENCH_QUEUE_ADDR 0x220000 /* rings, queues, PRP lists: up to 0x3FFFFF */
+#define BENCH_TABLE_ADDR 0x400000 /* storage bench: a byte per 4 KiB disk block, */
+#define BENCH_TABLE_SIZE 0xC00000 /* 4 .. 16 MiB: disks up to 48 GiB */
 #define BENCH_DATA_ADDR 0x1000000 /* data buffers: 16 MiB .. 48 MiB */
 #define BENCH_DATA_SIZE 0x2000000
 #define BENCH_MMIO_BASE 0xC0000000ULL /* BARs assigned from here, up to */

@@ -1147,7 +1147,7 @@ def storage_devices_survive_hostile_driver():
             # A well-behaved driver resets each device and uses it again.
             for dev in ("virtio-blk", "nvme"):
                 c.line("bench %s ms=300 warm=0 tests=rw" % dev)
-                line = c.expect("testguest: bench %s randwrite4k" % dev, timeout=60)
+                line = c.expect("testguest: bench %s randwrite4k qd=" % dev, timeout=60)
                 c.expect("testguest: bench %s done" % dev, timeout=60)
                 check(" err=0" in line and " ops=0 " not in line,
                       "%s after the fuzz: %s" % (dev, line))
