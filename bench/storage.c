@@ -34,7 +34,7 @@
  *
  *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme] [--seed N]
- *           [--cpus-allowed LIST] [--no-qemu-default] [--no-fio]
+ *           [--cpus-allowed LIST] [--no-qemu-default] [--no-fio] [--perf DIR]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
@@ -83,7 +83,7 @@ enum contestant { C_OURS, C_BEFORE, C_QEMU_BEST, C_QEMU_DEFAULT, NCONT };
 static const char *const cont_names[NCONT] = {"ours", "before", "qemu-best", "qemu-default"};
 
 struct options {
-    const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra, *cpus_allowed;
+    const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra, *cpus_allowed, *perf_dir;
     int runs;
     unsigned ms, size_mib, cpus, mem_mib;
     uint64_t seed;
@@ -346,6 +346,35 @@ static void print_commands(const struct options *o)
 
 /* ---- One VM run ---- */
 
+/* --perf DIR: the first round's tests are profiled with perf record -g
+ * (every thread of the VMM) into DIR/VMM-DEVICE-TEST.data. Profiling costs
+ * CPU, so take profiles in an invocation of their own (--runs 1), not in
+ * one whose figures are published. */
+static pid_t perf_start(const char *dir, pid_t vmm, const char *name, enum dev_kind dev, int t)
+{
+    char out[PATH_MAX], target[16];
+    snprintf(out, sizeof(out), "%s/%s-%s-%s.data", dir, name, dev_names[dev], tests[t].name);
+    snprintf(target, sizeof(target), "%d", (int)vmm);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("perf", "perf", "record", "-g", "-q", "-o", out, "-p", target, (char *)NULL);
+        _exit(127);
+    }
+    return pid < 0 ? 0 : pid;
+}
+
+static void perf_stop(pid_t *profiler)
+{
+    if (*profiler > 0) {
+        kill(*profiler, SIGINT);
+        waitpid(*profiler, NULL, 0);
+    }
+    *profiler = 0;
+}
+
 /* What one test of one run gave. */
 struct test_run {
     bool have, started;
@@ -438,6 +467,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         deadline = now_ns() + (60ull + 4ull * 3ull * (o->ms + 1000) / 1000) * 1000000000ull;
         failed = "bench did not finish";
         bool ended = false;
+        pid_t profiler = 0;
         while (!ended && console_next_line(&con, line, sizeof(line), deadline)) {
             uint64_t now = now_ns();
             const char *rest = after_dev(line, dev);
@@ -474,6 +504,8 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 const char *what = rest + n + 1;
                 if (strncmp(what, "start", 5) == 0) {
                     r->started = true;
+                    if (o->perf_dir && round == 1)
+                        profiler = perf_start(o->perf_dir, pid, name, dev, t);
                     proc_cpu_read(pid, &r->cpu0);
                     r->t_start = now_ns();
                 } else if (strncmp(what, "FAIL", 4) == 0) {
@@ -483,6 +515,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 } else if (r->started) {
                     r->t_end = now;
                     proc_cpu_read(pid, &r->cpu1);
+                    perf_stop(&profiler);
                     r->ops = field(what, "ops=");
                     r->us = field(what, " us=");
                     r->bad = field(what, "bad=");
@@ -723,21 +756,14 @@ int main(int argc, char **argv)
         .dev_on = {true, true},
         .present = {[C_OURS] = true, [C_QEMU_BEST] = true, [C_QEMU_DEFAULT] = true}};
     static const struct option opts[] = {
-        {"vmm", required_argument, NULL, 'v'},
-        {"vmm-before", required_argument, NULL, 'b'},
-        {"guest", required_argument, NULL, 'g'},
-        {"qemu", required_argument, NULL, 'q'},
-        {"runs", required_argument, NULL, 'n'},
-        {"ms", required_argument, NULL, 'm'},
-        {"size-mib", required_argument, NULL, 's'},
-        {"dir", required_argument, NULL, 'd'},
-        {"devices", required_argument, NULL, 'D'},
-        {"extra", required_argument, NULL, 'x'},
-        {"seed", required_argument, NULL, 'S'},
-        {"cpus-allowed", required_argument, NULL, 'c'},
-        {"no-qemu-default", no_argument, NULL, 'Q'},
-        {"no-fio", no_argument, NULL, 'F'},
-        {NULL, 0, NULL, 0},
+        {"vmm", required_argument, NULL, 'v'},       {"vmm-before", required_argument, NULL, 'b'},
+        {"guest", required_argument, NULL, 'g'},     {"qemu", required_argument, NULL, 'q'},
+        {"runs", required_argument, NULL, 'n'},      {"ms", required_argument, NULL, 'm'},
+        {"size-mib", required_argument, NULL, 's'},  {"dir", required_argument, NULL, 'd'},
+        {"devices", required_argument, NULL, 'D'},   {"extra", required_argument, NULL, 'x'},
+        {"seed", required_argument, NULL, 'S'},      {"cpus-allowed", required_argument, NULL, 'c'},
+        {"no-qemu-default", no_argument, NULL, 'Q'}, {"no-fio", no_argument, NULL, 'F'},
+        {"perf", required_argument, NULL, 'P'},      {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -786,6 +812,9 @@ int main(int argc, char **argv)
         case 'F':
             o.fio = false;
             break;
+        case 'P':
+            o.perf_dir = optarg;
+            break;
         default:
             return 2;
         }
@@ -803,7 +832,7 @@ int main(int argc, char **argv)
                 "usage: storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
                 "[--runs N<=%d] [--ms 100..60000] [--size-mib 64..49152] [--dir DIR] "
                 "[--devices virtio-blk,nvme] [--seed N] [--cpus-allowed LIST] "
-                "[--no-qemu-default] [--no-fio] [--extra \"KEY=VALUE ...\"]\n",
+                "[--no-qemu-default] [--no-fio] [--perf DIR] [--extra \"KEY=VALUE ...\"]\n",
                 MAX_RUNS);
         return 2;
     }
