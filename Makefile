@@ -101,12 +101,16 @@ $(BUILD)/bench/snapshot: bench/snapshot.c bench/bench_util.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) $(filter %.c,$^) -o $@
 
+$(BUILD)/bench/memory: bench/memory.c bench/bench_util.c src/virtio/virtio_blk.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) $(filter %.c,$^) -o $@
+
 # make bench BENCH_BEFORE=<rev>: start-up, memory, storage and network also measure the
 # VMM built from that git revision, interleaved with ours and QEMU.
 BENCH_VMM_BEFORE = $(if $(BENCH_BEFORE),--vmm-before $(BUILD)/bench-before/propolis-standalone-$(BENCH_BEFORE))
 bench: export BENCH_OUT = $(abspath $(BUILD))/bench
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
-       $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot guest
+       $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot $(BUILD)/bench/memory guest
 	$(if $(BENCH_BEFORE),bench/build-before.sh $(BENCH_BEFORE) $(BUILD)/bench-before)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nic
