@@ -43,10 +43,224 @@ static void cq_signal(struct nvme_ctrl *c, uint16_t iv)
         nvme_update_intx(c);
 }
 
+/* ---- Shadow doorbells ----
+ * With Doorbell Buffer Config, the driver writes each new SQ tail and CQ
+ * head into its shadow doorbell entry and rings the MMIO doorbell only when
+ * the new value passes the entry's EventIdx (EventIdx in [old, new)). So
+ * the device reads the shadow tail whenever it has caught up with the
+ * tail it knew, and writes EventIdx only when it needs waking:
+ * - SQ: EventIdx = tail when the SQ has run dry (the next command rings);
+ *   while the device is still fetching, the driver rings nothing.
+ * - CQ: EventIdx = head when a submission waits for a CQ slot, or the CQ
+ *   interrupts through INTx (its level falls on the head doorbell);
+ *   otherwise EventIdx = tail, which the driver's head never passes.
+ * Each EventIdx store is followed by a full fence and a second look at the
+ * shadow entry; the driver stores its entry, fences and then loads the
+ * EventIdx, so either the device sees the new value or the driver sees the
+ * request to ring: no wake-up is lost. Shadow values are checked as the MMIO
+ * doorbell's are. The admin queue's entries are kept too, and the MMIO
+ * admin doorbells are copied into them: Linux rings those by MMIO only. */
+
+/* A shadow doorbell or EventIdx entry; NULL while bus mastering is off
+ * (the buffers are DMA like the queues: nothing is read or written then). */
+static uint32_t *shadow_slot(struct nvme_ctrl *c, uint64_t gpa, bool write)
+{
+    if (!pci_bus_master_enabled(&c->pci))
+        return NULL;
+    /* Checked by Doorbell Buffer Config; RAM does not move. */
+    uint32_t *p = guest_mem_ptr(c->mem, gpa, sizeof(*p), write);
+    if (!p)
+        log_limited(&c->db_log, LOG_ERROR, "%s: shadow doorbell entry at 0x%llx is not guest RAM",
+                    name_of(c), (unsigned long long)gpa);
+    return p;
+}
+
+static bool shadow_load(struct nvme_ctrl *c, uint64_t gpa, uint32_t *value)
+{
+    uint32_t *p = shadow_slot(c, gpa, false);
+    if (!p)
+        return false;
+    /* Acquire: the entries the driver wrote before its shadow tail. */
+    *value = le32toh(__atomic_load_n(p, __ATOMIC_ACQUIRE));
+    return true;
+}
+
+static void shadow_store(struct nvme_ctrl *c, uint64_t gpa, uint32_t value)
+{
+    uint32_t *p = shadow_slot(c, gpa, true);
+    if (p)
+        __atomic_store_n(p, htole32(value), __ATOMIC_RELEASE);
+}
+
+/* Publishes an EventIdx and orders it before the next look at the shadow
+ * entry (the driver orders the other way round). */
+static void shadow_request_doorbell(struct nvme_ctrl *c, const struct nvme_shadow *sh,
+                                    uint32_t value)
+{
+    shadow_store(c, sh->ei, value);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+static void shadow_attach(const struct nvme_ctrl *c, struct nvme_shadow *sh, unsigned qid,
+                          bool is_cq)
+{
+    uint64_t off = (2ull * qid + (is_cq ? 1 : 0)) * NVME_DB_STRIDE;
+    *sh = c->dbbuf ? (struct nvme_shadow){true, c->dbbuf_dbs + off, c->dbbuf_eis + off}
+                   : (struct nvme_shadow){false, 0, 0};
+}
+
+/* A bad value in a shadow doorbell: ignored and reported as a bad MMIO
+ * doorbell value is, the error event raised by the next ctrl->lock holder
+ * (the callers may not take it). */
+static void shadow_error(struct nvme_ctrl *c, unsigned qid, bool is_cq, uint32_t value,
+                         const char *why)
+{
+    log_limited(&c->db_log, LOG_WARNING,
+                "%s: shadow %s doorbell of queue %u (value %u) ignored: %s", name_of(c),
+                is_cq ? "CQ head" : "SQ tail", qid, value, why);
+    atomic_store(&c->shadow_db_error, true);
+}
+
+void nvme_raise_shadow_errors_locked(struct nvme_ctrl *c)
+{
+    if (atomic_exchange(&c->shadow_db_error, false) && atomic_load(&c->enabled))
+        nvme_admin_event(c, NVME_AER_TYPE_ERROR, NVME_AER_INFO_INVALID_DB_VALUE, NVME_LOG_ERROR);
+}
+
+void nvme_raise_shadow_errors(struct nvme_ctrl *c)
+{
+    if (!atomic_load(&c->shadow_db_error))
+        return;
+    /* Never wait: the holder may be waiting for this thread. */
+    if (pthread_mutex_trylock(&c->lock) != 0)
+        return;
+    nvme_raise_shadow_errors_locked(c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+bool nvme_sq_shadow_refresh(struct nvme_ctrl *c, struct nvme_sq *sq)
+{
+    uint32_t tail;
+    if (!sq->shadow.on || !shadow_load(c, sq->shadow.db, &tail))
+        return false;
+    if (tail == sq->tail) {
+        shadow_request_doorbell(c, &sq->shadow, sq->tail);
+        if (!shadow_load(c, sq->shadow.db, &tail) || tail == sq->tail)
+            return false;
+    }
+    if (tail >= sq->size) {
+        shadow_error(c, sq->qid, false, tail, "beyond the queue size");
+        /* The driver's next value rings, so a driver that recovers is
+         * heard. */
+        shadow_store(c, sq->shadow.ei, sq->tail);
+        return false;
+    }
+    sq->tail = tail;
+    return sq->head != sq->tail;
+}
+
+void nvme_dbbuf_clear_entries(struct nvme_ctrl *c, unsigned qid, bool is_cq)
+{
+    struct nvme_shadow sh;
+    shadow_attach(c, &sh, qid, is_cq);
+    if (sh.on) {
+        shadow_store(c, sh.db, 0);
+        shadow_store(c, sh.ei, 0);
+    }
+}
+
 /* ---- Completion queues ---- */
 
-void nvme_cq_init(struct nvme_cq *cq, uint16_t qid, uint64_t base, uint32_t size, bool ien,
-                  uint16_t iv)
+static uint32_t cq_used(const struct nvme_cq *cq);
+
+/* Whether the CQ needs the driver's head doorbell (the policy above).
+ * cq->lock held. */
+static bool cq_wants_head_doorbell(struct nvme_ctrl *c, const struct nvme_cq *cq)
+{
+    return cq->waiting_sqs || (cq->ien && !msix_enabled(&c->msix));
+}
+
+/* Why a new CQ head (doorbell or shadow) cannot be taken; NULL if it can. */
+static const char *cq_head_refused(const struct nvme_cq *cq, uint32_t value)
+{
+    if (value >= cq->size)
+        return "beyond the queue size";
+    if ((value + cq->size - cq->head) % cq->size > cq_used(cq))
+        return "past the last posted entry";
+    return NULL;
+}
+
+/* The consequences of a new CQ head: the INTx bit when empty, the SQs that
+ * waited for a slot (*waiting, cleared). cq->lock held. */
+static void cq_head_moved_locked(struct nvme_ctrl *c, struct nvme_cq *cq, uint32_t value,
+                                 uint32_t *waiting)
+{
+    cq->head = value;
+    if (cq->head == cq->tail)
+        atomic_fetch_and(&c->intx_pending, ~(1u << cq->qid));
+    *waiting |= cq->waiting_sqs;
+    cq->waiting_sqs = 0;
+}
+
+/* Takes the driver's CQ head from the shadow doorbell; with asking set and
+ * the head unchanged, first asks for the head doorbell (EventIdx = head)
+ * and looks once more. Returns true if the head moved. cq->lock held. */
+static bool cq_shadow_head_locked(struct nvme_ctrl *c, struct nvme_cq *cq, bool asking,
+                                  uint32_t *waiting)
+{
+    uint32_t head;
+    if (!cq->shadow.on || !shadow_load(c, cq->shadow.db, &head))
+        return false;
+    if (head == cq->head) {
+        if (!asking)
+            return false;
+        shadow_request_doorbell(c, &cq->shadow, cq->head);
+        if (!shadow_load(c, cq->shadow.db, &head) || head == cq->head)
+            return false;
+    }
+    const char *why = cq_head_refused(cq, head);
+    if (why) {
+        shadow_error(c, cq->qid, true, head, why);
+        shadow_store(c, cq->shadow.ei, cq->head); /* as for a bad SQ tail */
+        return false;
+    }
+    uint32_t ended = 0;
+    cq_head_moved_locked(c, cq, head, &ended);
+    /* The admin SQ's wait is left to the admin CQ doorbell: only admin
+     * paths reserve its slots, and they carry on by themselves. */
+    cq->waiting_sqs |= ended & 1u;
+    *waiting |= ended & ~1u;
+    return true;
+}
+
+/* After the device changed the CQ: EventIdx as the policy wants it. With
+ * the head doorbell wanted, a head the driver moved meanwhile is taken
+ * (returns true). cq->lock held. */
+static bool cq_publish_eventidx_locked(struct nvme_ctrl *c, struct nvme_cq *cq, uint32_t *waiting)
+{
+    bool moved = false;
+    while (cq->shadow.on) {
+        if (!cq_wants_head_doorbell(c, cq)) {
+            shadow_store(c, cq->shadow.ei, cq->tail);
+            break;
+        }
+        if (!cq_shadow_head_locked(c, cq, true, waiting))
+            break;
+        moved = true;
+    }
+    return moved;
+}
+
+/* I/O SQs whose wait for a CQ slot ended outside the CQ doorbell. */
+static void kick_waiting(struct nvme_ctrl *c, uint32_t waiting)
+{
+    for (unsigned sqid = 1; sqid < NVME_NUM_QUEUES; sqid++)
+        if (waiting & (1u << sqid))
+            nvme_kick(c, sqid);
+}
+
+void nvme_cq_init(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t qid, uint64_t base,
+                  uint32_t size, bool ien, uint16_t iv)
 {
     pthread_mutex_lock(&cq->lock);
     cq->active = true;
@@ -60,6 +274,7 @@ void nvme_cq_init(struct nvme_cq *cq, uint16_t qid, uint64_t base, uint32_t size
     cq->ien = ien;
     cq->iv = iv;
     cq->sq_refs = 0;
+    shadow_attach(c, &cq->shadow, qid, true);
     pthread_mutex_unlock(&cq->lock);
 }
 
@@ -73,6 +288,7 @@ void nvme_cq_teardown(struct nvme_ctrl *c, struct nvme_cq *cq)
     cq->reserved = 0;
     cq->waiting_sqs = 0;
     cq->sq_refs = 0;
+    cq->shadow = (struct nvme_shadow){false, 0, 0};
     atomic_fetch_and(&c->intx_pending, ~(1u << cq->qid));
     pthread_mutex_unlock(&cq->lock);
 }
@@ -82,13 +298,28 @@ static uint32_t cq_used(const struct nvme_cq *cq)
     return (cq->tail + cq->size - cq->head) % cq->size;
 }
 
+/* One slot always stays empty: a full queue has tail + 1 == head. */
+static bool cq_has_room(const struct nvme_cq *cq)
+{
+    return cq_used(cq) + cq->reserved + 1 < cq->size;
+}
+
 bool nvme_cq_reserve(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid)
 {
-    bool ok = false;
+    bool ok = false, moved = false;
+    uint32_t waiting = 0;
     pthread_mutex_lock(&cq->lock);
     if (cq->active) {
-        /* One slot always stays empty: a full queue has tail + 1 == head. */
-        if (cq_used(cq) + cq->reserved + 1 < cq->size) {
+        /* Full as far as the device knows: with shadow doorbells the driver
+         * may have consumed entries without ringing. Each head move frees a
+         * slot, so this ends with room, or with the head doorbell asked for
+         * (EventIdx = head) before the wait is noted under the same lock. */
+        bool room = cq_has_room(cq);
+        while (!room && cq_shadow_head_locked(c, cq, true, &waiting)) {
+            moved = true;
+            room = cq_has_room(cq);
+        }
+        if (room) {
             cq->reserved++;
             ok = true;
         } else {
@@ -96,6 +327,10 @@ bool nvme_cq_reserve(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid)
         }
     }
     pthread_mutex_unlock(&cq->lock);
+    if (moved) {
+        nvme_update_intx(c);
+        kick_waiting(c, waiting & ~(1u << sqid));
+    }
     return ok;
 }
 
@@ -149,14 +384,20 @@ void nvme_cq_post(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t sqid, uint32
     uint16_t iv = cq->iv;
     if (ien)
         atomic_fetch_or(&c->intx_pending, 1u << cq->qid);
+    uint32_t waiting = 0;
+    bool moved = cq_publish_eventidx_locked(c, cq, &waiting);
     pthread_mutex_unlock(&cq->lock);
+    kick_waiting(c, waiting);
     if (ien)
         cq_signal(c, iv);
+    else if (moved)
+        nvme_update_intx(c);
 }
 
 /* ---- Submission queues ---- */
 
-void nvme_sq_init(struct nvme_sq *sq, uint16_t qid, uint16_t cqid, uint64_t base, uint32_t size)
+void nvme_sq_init(struct nvme_ctrl *c, struct nvme_sq *sq, uint16_t qid, uint16_t cqid,
+                  uint64_t base, uint32_t size)
 {
     pthread_mutex_lock(&sq->lock);
     sq->active = true;
@@ -167,6 +408,7 @@ void nvme_sq_init(struct nvme_sq *sq, uint16_t qid, uint16_t cqid, uint64_t base
     sq->head = sq->tail = 0;
     atomic_store(&sq->sqhd, 0);
     sq->starved = false;
+    shadow_attach(c, &sq->shadow, qid, false);
     pthread_mutex_unlock(&sq->lock);
 }
 
@@ -213,7 +455,68 @@ void nvme_sq_teardown(struct nvme_ctrl *c, struct nvme_sq *sq)
     sq->base = 0;
     sq->head = sq->tail = 0;
     sq->starved = false;
+    sq->shadow = (struct nvme_shadow){false, 0, 0};
     pthread_mutex_unlock(&sq->lock);
+}
+
+const char *nvme_dbbuf_refused(const struct nvme_ctrl *c, uint64_t dbs, uint64_t eis,
+                               bool *eis_at_fault)
+{
+    *eis_at_fault = false;
+    if (dbs & (NVME_PAGE_SIZE - 1))
+        return "the shadow doorbell buffer is not page aligned";
+    if (!guest_mem_valid(c->mem, dbs, NVME_DBBUF_SPAN, true))
+        return "the shadow doorbell buffer is not writable guest RAM";
+    *eis_at_fault = true;
+    if (eis & (NVME_PAGE_SIZE - 1))
+        return "the EventIdx buffer is not page aligned";
+    if (!guest_mem_valid(c->mem, eis, NVME_DBBUF_SPAN, true))
+        return "the EventIdx buffer is not writable guest RAM";
+    if (dbs < eis + NVME_DBBUF_SPAN && eis < dbs + NVME_DBBUF_SPAN)
+        return "the EventIdx buffer overlaps the shadow doorbell buffer";
+    return NULL;
+}
+
+void nvme_dbbuf_enable_locked(struct nvme_ctrl *c, uint64_t dbs, uint64_t eis)
+{
+    c->dbbuf = true;
+    c->dbbuf_dbs = dbs;
+    c->dbbuf_eis = eis;
+    /* Queues that exist take their entries now, set to where the queue is
+     * (as the old buffers last said, if sent again), with EventIdx there:
+     * the next value the driver writes rings. */
+    uint32_t waiting = 0;
+    for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
+        struct nvme_cq *cq = &c->cqs[qid];
+        pthread_mutex_lock(&cq->lock);
+        if (cq->active) {
+            while (cq_shadow_head_locked(c, cq, false, &waiting))
+                ;
+            shadow_attach(c, &cq->shadow, qid, true);
+            shadow_store(c, cq->shadow.db, cq->head);
+            shadow_store(c, cq->shadow.ei, cq->head);
+        }
+        pthread_mutex_unlock(&cq->lock);
+        struct nvme_sq *sq = &c->sqs[qid];
+        pthread_mutex_lock(&sq->lock);
+        uint32_t tail;
+        if (qid && sq->shadow.on && shadow_load(c, sq->shadow.db, &tail) && tail != sq->tail) {
+            if (tail < sq->size) {
+                sq->tail = tail;
+                waiting |= 1u << qid;
+            } else {
+                shadow_error(c, qid, false, tail, "beyond the queue size");
+            }
+        }
+        if (sq->size) {
+            shadow_attach(c, &sq->shadow, qid, false);
+            shadow_store(c, sq->shadow.db, sq->tail);
+            shadow_store(c, sq->shadow.ei, sq->tail);
+        }
+        pthread_mutex_unlock(&sq->lock);
+    }
+    nvme_update_intx(c);
+    kick_waiting(c, waiting);
 }
 
 /* Waits until no command of any I/O SQ is in flight, without stopping the
@@ -290,6 +593,7 @@ static void worker_kicked(void *opaque, uint32_t events)
         for (unsigned qid = 1; qid < NVME_NUM_QUEUES; qid++)
             if ((mask & (1u << qid)) && nvme_io_process_sq(c, &c->sqs[qid]))
                 again |= 1u << qid;
+        nvme_raise_shadow_errors(c);
 
         pthread_mutex_lock(&c->work_lock);
         c->pending |= again;
@@ -355,6 +659,11 @@ static void controller_reset_locked(struct nvme_ctrl *c)
         nvme_cq_teardown(c, &c->cqs[qid]);
     nvme_admin_reset(c);
     nvme_features_default(c);
+    /* The shadow doorbell buffers end with the reset (the queues above
+     * dropped theirs). */
+    c->dbbuf = false;
+    c->dbbuf_dbs = c->dbbuf_eis = 0;
+    atomic_store(&c->shadow_db_error, false);
     c->nsqa = c->ncqa = NVME_MAX_IO_QUEUES;
     c->io_queues = 0;
     c->csts = 0;
@@ -393,8 +702,8 @@ static void controller_enable_locked(struct nvme_ctrl *c, uint32_t cc)
         c->csts |= NVME_CSTS_CFS;
         return;
     }
-    nvme_cq_init(&c->cqs[0], 0, c->acq, NVME_AQA_ACQS(c->aqa) + 1, true, 0);
-    nvme_sq_init(&c->sqs[0], 0, 0, c->asq, NVME_AQA_ASQS(c->aqa) + 1);
+    nvme_cq_init(c, &c->cqs[0], 0, c->acq, NVME_AQA_ACQS(c->aqa) + 1, true, 0);
+    nvme_sq_init(c, &c->sqs[0], 0, 0, c->asq, NVME_AQA_ASQS(c->aqa) + 1);
     c->csts = NVME_CSTS_RDY;
     atomic_store(&c->io_stopped, false);
     atomic_store(&c->enabled, true);
@@ -601,6 +910,10 @@ static void admin_sq_doorbell(struct nvme_ctrl *c, uint32_t value)
                        "beyond the queue size");
     } else {
         sq->tail = value;
+        /* With shadow doorbells the admin SQ is read from its shadow entry,
+         * which drivers that ring it by MMIO (Linux) leave alone. */
+        if (sq->shadow.on)
+            shadow_store(c, sq->shadow.db, value);
         nvme_admin_process(c);
     }
     pthread_mutex_unlock(&c->lock);
@@ -635,16 +948,11 @@ static void cq_doorbell(struct nvme_ctrl *c, unsigned qid, uint32_t value)
     if (!cq->active) {
         why = "no such completion queue";
         info = NVME_AER_INFO_INVALID_DB_REGISTER;
-    } else if (value >= cq->size) {
-        why = "beyond the queue size";
-    } else if ((value + cq->size - cq->head) % cq->size > cq_used(cq)) {
-        why = "past the last posted entry";
-    } else {
-        cq->head = value;
-        if (cq->head == cq->tail)
-            atomic_fetch_and(&c->intx_pending, ~(1u << qid));
-        waiting = cq->waiting_sqs;
-        cq->waiting_sqs = 0;
+    } else if ((why = cq_head_refused(cq, value)) == NULL) {
+        cq_head_moved_locked(c, cq, value, &waiting);
+        if (qid == 0 && cq->shadow.on)
+            shadow_store(c, cq->shadow.db, value); /* as the admin SQ tail */
+        cq_publish_eventidx_locked(c, cq, &waiting);
     }
     pthread_mutex_unlock(&cq->lock);
     if (why) {
@@ -785,6 +1093,9 @@ static void nvme_dump(struct device *dev)
              atomic_load(&c->paused) ? " (paused)" : "", c->aer_count, c->event_count,
              busy ? "busy" : "idle", pending, atomic_load(&c->intx_pending),
              msix_enabled(&c->msix) ? "on" : "off");
+    if (c->dbbuf)
+        log_info("%s: shadow doorbells at 0x%llx, EventIdx at 0x%llx", name,
+                 (unsigned long long)c->dbbuf_dbs, (unsigned long long)c->dbbuf_eis);
     for (unsigned qid = 0; qid < NVME_NUM_QUEUES; qid++) {
         struct nvme_sq *sq = &c->sqs[qid];
         if (!mutex_lock_within(&sq->lock, DUMP_LOCK_MS)) {
@@ -902,6 +1213,8 @@ struct ctrl_image {
     uint32_t lba_size;
     uint32_t cc, csts, aqa, intms;
     uint64_t asq, acq;
+    bool dbbuf;
+    uint64_t dbbuf_dbs, dbbuf_eis;
     struct nvme_admin_image admin;
     uint64_t read_bytes, write_bytes, read_cmds, write_cmds, power_on_base_ns;
     uint32_t cq_mask, sq_mask; /* bit per queue that exists */
@@ -919,6 +1232,9 @@ static void capture(struct nvme_ctrl *c, struct ctrl_image *im)
     im->intms = atomic_load(&c->intms);
     im->asq = c->asq;
     im->acq = c->acq;
+    im->dbbuf = c->dbbuf;
+    im->dbbuf_dbs = c->dbbuf_dbs;
+    im->dbbuf_eis = c->dbbuf_eis;
     im->read_bytes = atomic_load(&c->read_bytes);
     im->write_bytes = atomic_load(&c->write_bytes);
     im->read_cmds = atomic_load(&c->read_cmds);
@@ -973,6 +1289,28 @@ static void queue_common_state(struct snap *s, struct queue_image *q, unsigned q
     snap_u32(s, "tail", &q->tail);
     if (snap_loading(s) && q->tail >= q->size)
         snap_fail(s, "tail", "%u, beyond the queue's %u entries", q->tail, q->size);
+}
+
+/* Doorbell Buffer Config (state version 2; none before): both buffers
+ * checked as the command checks them, and set only while enabled. */
+static void dbbuf_state(struct nvme_ctrl *c, struct snap *s, struct ctrl_image *im)
+{
+    snap_bool(s, "dbbuf", &im->dbbuf);
+    snap_check(s, !im->dbbuf || (im->cc & NVME_CC_EN), "dbbuf",
+               "shadow doorbells while CC.EN is clear");
+    snap_u64(s, "dbbuf_dbs", &im->dbbuf_dbs);
+    snap_u64(s, "dbbuf_eis", &im->dbbuf_eis);
+    if (!snap_loading(s) || snap_error(s))
+        return;
+    if (!im->dbbuf) {
+        snap_check(s, im->dbbuf_dbs == 0, "dbbuf_dbs", "set without Doorbell Buffer Config");
+        snap_check(s, im->dbbuf_eis == 0, "dbbuf_eis", "set without Doorbell Buffer Config");
+        return;
+    }
+    bool eis_at_fault;
+    const char *why = nvme_dbbuf_refused(c, im->dbbuf_dbs, im->dbbuf_eis, &eis_at_fault);
+    if (why)
+        snap_fail(s, eis_at_fault ? "dbbuf_eis" : "dbbuf_dbs", "%s", why);
 }
 
 /* Which queues exist: ids within what Number of Queues granted, none
@@ -1052,6 +1390,10 @@ static bool restore(struct nvme_ctrl *c, const struct ctrl_image *im, struct sna
     atomic_store(&c->intms, im->intms);
     c->asq = im->asq;
     c->acq = im->acq;
+    /* Before the queues, which take their shadow entries from it. */
+    c->dbbuf = im->dbbuf;
+    c->dbbuf_dbs = im->dbbuf_dbs;
+    c->dbbuf_eis = im->dbbuf_eis;
     nvme_admin_restore(c, &im->admin);
     atomic_store(&c->read_bytes, im->read_bytes);
     atomic_store(&c->write_bytes, im->write_bytes);
@@ -1065,7 +1407,7 @@ static bool restore(struct nvme_ctrl *c, const struct ctrl_image *im, struct sna
             continue;
         const struct queue_image *q = &im->cqs[qid];
         struct nvme_cq *cq = &c->cqs[qid];
-        nvme_cq_init(cq, (uint16_t)qid, q->base, q->size, q->ien, q->iv);
+        nvme_cq_init(c, cq, (uint16_t)qid, q->base, q->size, q->ien, q->iv);
         pthread_mutex_lock(&cq->lock);
         cq->head = q->head;
         cq->tail = q->tail;
@@ -1085,7 +1427,7 @@ static bool restore(struct nvme_ctrl *c, const struct ctrl_image *im, struct sna
             snap_fail(s, "sqs", "no memory for the requests of SQ %u", qid);
             return false;
         }
-        nvme_sq_init(sq, (uint16_t)qid, q->cqid, q->base, q->size);
+        nvme_sq_init(c, sq, (uint16_t)qid, q->cqid, q->base, q->size);
         pthread_mutex_lock(&sq->lock);
         sq->head = q->head;
         sq->tail = q->tail;
@@ -1161,6 +1503,8 @@ static int nvme_state(struct device *dev, struct snap *s)
     snap_u64(s, "acq", &im.acq);
     snap_check(s, (im.acq & 0xfff) == 0, "acq", "not page aligned");
     snap_u32(s, "intms", &im.intms);
+    if (snap_version(s) >= 2)
+        dbbuf_state(c, s, &im);
 
     nvme_admin_state(c, s, &im.admin);
 
@@ -1190,7 +1534,7 @@ static const struct device_ops nvme_device_ops = {
     .resume = nvme_resume,
     .state = nvme_state,
     .kind = "nvme",
-    .state_version = 1,
+    .state_version = 2, /* 2: Doorbell Buffer Config */
     .destroy = nvme_destroy,
 };
 

@@ -9,15 +9,17 @@
  * Admin commands run on the vCPU thread that rings the admin doorbell; I/O
  * submission queues are drained by one worker per controller (an io_loop on
  * its own thread) and the requests complete on back-end threads. Every
- * guest address (queues, PRPs, PRP lists, data) goes through guest_mem.
+ * guest address (queues, PRPs, PRP lists, data, the shadow doorbell and
+ * EventIdx buffers of Doorbell Buffer Config) goes through guest_mem.
  *
  * Lifecycle: pause stops taking commands from the SQs, waits for every
  * request at the back end to complete and be posted, then parks the
  * worker; resume restarts it and looks at every doorbell again. The state
  * (kind "nvme") holds the PCI function, MSI-X, the controller registers,
- * every queue with its doorbell values, features, asynchronous events and
- * the SMART counters; it is saved and loaded only while the controller is
- * paused or disabled, and a loaded controller stays paused until resume. */
+ * every queue with its doorbell values, features, asynchronous events, the
+ * SMART counters and (version 2) the Doorbell Buffer Config; it is saved
+ * and loaded only while the controller is paused or disabled, and a loaded
+ * controller stays paused until resume. */
 #ifndef NVME_NVME_H
 #define NVME_NVME_H
 

@@ -1,6 +1,7 @@
 /* NVMe admin command set: Identify, Create/Delete I/O queues, Get/Set
- * Features, Get Log Page, Abort, Asynchronous Event Request. Runs on the
- * vCPU thread that rang the admin SQ doorbell, with ctrl->lock held. */
+ * Features, Get Log Page, Abort, Asynchronous Event Request, Doorbell
+ * Buffer Config. Runs on the vCPU thread that rang the admin SQ doorbell,
+ * with ctrl->lock held. */
 #include "nvme/nvme_int.h"
 
 #include <stdio.h>
@@ -57,11 +58,11 @@ static void identify_controller(const struct nvme_ctrl *c, uint8_t *b)
     b[73] = 0x25, b[74] = 0x40, b[75] = 0xa8; /* IEEE OUI A8-40-25 (Oxide), LSB first */
     b[76] = 0;                                /* CMIC: one port, one controller */
     b[77] = NVME_MDTS;
-    le16_store(b + 78, 0);            /* CNTLID */
-    le32_store(b + 80, NVME_VERSION); /* VER */
-    le32_store(b + 92, 0);            /* OAES: no notices */
-    b[111] = 1;                       /* CNTRLTYPE: I/O controller */
-    le16_store(b + 256, 0);           /* OACS: no optional admin commands */
+    le16_store(b + 78, 0);                /* CNTLID */
+    le32_store(b + 80, NVME_VERSION);     /* VER */
+    le32_store(b + 92, 0);                /* OAES: no notices */
+    b[111] = 1;                           /* CNTRLTYPE: I/O controller */
+    le16_store(b + 256, NVME_OACS_DBBUF); /* OACS: Doorbell Buffer Config only */
     b[258] = NVME_ACL;
     b[259] = NVME_AERL;
     b[260] = 0x03; /* FRMW: one slot, read-only */
@@ -184,7 +185,8 @@ static uint16_t admin_create_cq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
         why = "queue memory is not guest RAM";
         status = NVME_ERR(NVME_SC_INVALID_FIELD);
     } else {
-        nvme_cq_init(&c->cqs[qid], qid, base, qsize, ien, iv);
+        nvme_dbbuf_clear_entries(c, qid, true);
+        nvme_cq_init(c, &c->cqs[qid], qid, base, qsize, ien, iv);
         c->io_queues++;
         log_debug("%s: I/O CQ %u created: %u entries at 0x%llx, %s vector %u", name_of(c), qid,
                   qsize, (unsigned long long)base, ien ? "interrupts on" : "polled", iv);
@@ -227,7 +229,8 @@ static uint16_t admin_create_sq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
         struct nvme_sq *sq = &c->sqs[qid];
         if (!nvme_sq_alloc_reqs(c, sq, qsize))
             return NVME_STATUS(NVME_SCT_GENERIC, NVME_SC_INTERNAL);
-        nvme_sq_init(sq, qid, cqid, base, qsize);
+        nvme_dbbuf_clear_entries(c, qid, false);
+        nvme_sq_init(c, sq, qid, cqid, base, qsize);
         c->cqs[cqid].sq_refs++;
         c->io_queues++;
         log_debug("%s: I/O SQ %u created: %u entries at 0x%llx, CQ %u", name_of(c), qid, qsize,
@@ -277,6 +280,26 @@ static uint16_t admin_delete_cq(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
     nvme_update_intx(c);
     c->io_queues--;
     log_debug("%s: I/O CQ %u deleted", name_of(c), qid);
+    return NVME_OK;
+}
+
+/* ---- Doorbell Buffer Config ---- */
+
+/* PRP1: the shadow doorbell buffer, PRP2: the EventIdx buffer. Taken again
+ * if sent again; dropped at controller reset. */
+static uint16_t admin_dbbuf_config(struct nvme_ctrl *c, const struct nvme_sqe *cmd)
+{
+    bool eis_at_fault;
+    const char *why = nvme_dbbuf_refused(c, cmd->prp1, cmd->prp2, &eis_at_fault);
+    if (why) {
+        log_limited(&c->admin_log, LOG_WARNING,
+                    "%s: Doorbell Buffer Config (0x%llx, 0x%llx) refused: %s", name_of(c),
+                    (unsigned long long)cmd->prp1, (unsigned long long)cmd->prp2, why);
+        return NVME_ERR(NVME_SC_INVALID_FIELD);
+    }
+    nvme_dbbuf_enable_locked(c, cmd->prp1, cmd->prp2);
+    log_debug("%s: shadow doorbells at 0x%llx, EventIdx at 0x%llx", name_of(c),
+              (unsigned long long)cmd->prp1, (unsigned long long)cmd->prp2);
     return NVME_OK;
 }
 
@@ -586,6 +609,8 @@ static uint16_t admin_exec(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint
         *dw0 = 1; /* not aborted: commands run to completion */
         return NVME_OK;
     }
+    case NVME_ADM_DBBUF_CONFIG:
+        return admin_dbbuf_config(c, cmd);
     case NVME_ADM_ASYNC_EVENT:
         if (c->aer_count > NVME_AERL)
             return NVME_ERR_CS(NVME_SC_AER_LIMIT);
@@ -601,7 +626,7 @@ static uint16_t admin_exec(struct nvme_ctrl *c, const struct nvme_sqe *cmd, uint
     }
 }
 
-void nvme_admin_process(struct nvme_ctrl *c)
+static void admin_run(struct nvme_ctrl *c)
 {
     struct nvme_sq *sq = &c->sqs[0];
     struct nvme_cq *cq = &c->cqs[0];
@@ -609,7 +634,10 @@ void nvme_admin_process(struct nvme_ctrl *c)
         return; /* the tail is kept; resume runs the queue */
     if (atomic_load(&c->enabled))
         deliver_events(c); /* events that waited for a CQ slot */
-    while (atomic_load(&c->enabled) && sq->active && sq->head != sq->tail) {
+    /* Shadow doorbells: the tail is read from the shadow entry each time
+     * the queue looks empty (the MMIO doorbell is copied there). */
+    while (atomic_load(&c->enabled) && sq->active &&
+           (sq->head != sq->tail || nvme_sq_shadow_refresh(c, sq))) {
         if (!pci_bus_master_enabled(&c->pci)) {
             log_limited(&c->admin_log, LOG_WARNING,
                         "%s: admin commands wait: bus mastering is disabled", name_of(c));
@@ -634,6 +662,13 @@ void nvme_admin_process(struct nvme_ctrl *c)
         if (post)
             nvme_cq_post(c, cq, 0, sq->head, cmd.cid, status, dw0);
     }
+}
+
+void nvme_admin_process(struct nvme_ctrl *c)
+{
+    admin_run(c);
+    /* Bad shadow doorbell values the worker found (or this run did). */
+    nvme_raise_shadow_errors_locked(c);
 }
 
 /* ---- State ---- */

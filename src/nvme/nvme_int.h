@@ -14,6 +14,9 @@
  *                reserved by fetched commands.
  *   pci.lock     (the PCI function's) INTx level computation.
  *   ctrl->work_lock  the worker's pending set, follow-up list and wake-up.
+ * A queue's shadow doorbell fields (struct nvme_shadow) are under the
+ * queue's lock (the admin SQ's also under ctrl->lock, which every user of
+ * them holds), and change only with ctrl->lock held as well.
  * The worker is an io_loop (core/io_loop.h) on a thread of its own, woken
  * through kick_fd (an eventfd) only when it is idle and not already woken,
  * so a doorbell costs at most one write(2), as the condvar's wake-up did.
@@ -59,6 +62,10 @@
 #define NVME_SQES_LOG2 6
 #define NVME_CQES_LOG2 4
 #define NVME_FETCH_BATCH 32 /* commands taken from one SQ before looking at the next */
+#define NVME_DB_STRIDE 4    /* bytes between doorbells: CAP.DSTRD = 0 */
+/* The shadow doorbell and EventIdx entries of every queue id, in bytes: the
+ * part of each Doorbell Buffer Config buffer the controller uses. */
+#define NVME_DBBUF_SPAN (2u * NVME_NUM_QUEUES * NVME_DB_STRIDE)
 
 /* ---- BARs ---- */
 
@@ -160,7 +167,10 @@ enum nvme_admin_opcode {
     NVME_ADM_SET_FEATURES = 0x09,
     NVME_ADM_GET_FEATURES = 0x0a,
     NVME_ADM_ASYNC_EVENT = 0x0c,
+    NVME_ADM_DBBUF_CONFIG = 0x7c, /* Doorbell Buffer Config (NVMe 1.3) */
 };
+
+#define NVME_OACS_DBBUF (1u << 8) /* Identify Controller OACS: Doorbell Buffer Config */
 
 enum nvme_io_opcode {
     NVME_CMD_FLUSH = 0x00,
@@ -240,6 +250,15 @@ struct nvme_req {
     };
 };
 
+/* Shadow doorbells (Doorbell Buffer Config): the guest addresses of one
+ * queue's entries in the shadow doorbell buffer (the driver writes its SQ
+ * tail or CQ head there) and in the EventIdx buffer (the device writes
+ * there the value past which the driver must ring the MMIO doorbell). */
+struct nvme_shadow {
+    bool on;
+    uint64_t db, ei;
+};
+
 struct nvme_sq {
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when inflight reaches 0 */
@@ -254,6 +273,7 @@ struct nvme_sq {
     struct nvme_req *reqs;
     unsigned nreqs;
     struct nvme_req *free;
+    struct nvme_shadow shadow;
 };
 
 struct nvme_cq {
@@ -269,6 +289,7 @@ struct nvme_cq {
     bool ien;
     uint16_t iv;
     unsigned sq_refs; /* SQs bound to it (ctrl->lock) */
+    struct nvme_shadow shadow;
 };
 
 struct nvme_event {
@@ -319,6 +340,13 @@ struct nvme_ctrl {
     unsigned event_count;
     bool error_events_masked; /* until the Error Information log is read */
     uint64_t error_count;
+    /* Doorbell Buffer Config: the shadow doorbell and EventIdx buffers
+     * (guest addresses, page aligned), until the controller is reset. */
+    bool dbbuf;
+    uint64_t dbbuf_dbs, dbbuf_eis;
+    /* A shadow doorbell held a bad value where ctrl->lock could not be
+     * taken (the worker); the next holder raises the error event. */
+    _Atomic bool shadow_db_error;
 
     struct nvme_sq sqs[NVME_NUM_QUEUES];
     struct nvme_cq cqs[NVME_NUM_QUEUES];
@@ -374,15 +402,44 @@ void nvme_fatal_locked(struct nvme_ctrl *c, const char *why);
 /* Stops an SQ: no more fetching; waits until its in-flight commands have
  * completed. ctrl->lock held. */
 void nvme_sq_quiesce(struct nvme_ctrl *c, struct nvme_sq *sq);
-void nvme_sq_init(struct nvme_sq *sq, uint16_t qid, uint16_t cqid, uint64_t base, uint32_t size);
+/* nvme_sq_init and nvme_cq_init take the queue's shadow doorbell entries
+ * from the controller's Doorbell Buffer Config (ctrl->lock held). */
+void nvme_sq_init(struct nvme_ctrl *c, struct nvme_sq *sq, uint16_t qid, uint16_t cqid,
+                  uint64_t base, uint32_t size);
 /* Allocates an I/O SQ's request pool. Returns false on allocation failure. */
 bool nvme_sq_alloc_reqs(struct nvme_ctrl *c, struct nvme_sq *sq, uint32_t size);
 void nvme_sq_teardown(struct nvme_ctrl *c, struct nvme_sq *sq);
-void nvme_cq_init(struct nvme_cq *cq, uint16_t qid, uint64_t base, uint32_t size, bool ien,
-                  uint16_t iv);
+void nvme_cq_init(struct nvme_ctrl *c, struct nvme_cq *cq, uint16_t qid, uint64_t base,
+                  uint32_t size, bool ien, uint16_t iv);
 void nvme_cq_teardown(struct nvme_ctrl *c, struct nvme_cq *cq);
 /* Recomputes the INTx level (pin A) from the CQs and INTMS. */
 void nvme_update_intx(struct nvme_ctrl *c);
+/* Why Doorbell Buffer Config cannot take these buffers (both must be page
+ * aligned, writable guest RAM for every queue's entries, apart); NULL if it
+ * can. *eis_at_fault: the reason is the EventIdx buffer's. */
+const char *nvme_dbbuf_refused(const struct nvme_ctrl *c, uint64_t dbs, uint64_t eis,
+                               bool *eis_at_fault);
+/* Doorbell Buffer Config with checked buffers: every existing queue moves
+ * to them, its shadow entries set to the doorbell values the controller
+ * has. ctrl->lock held. */
+void nvme_dbbuf_enable_locked(struct nvme_ctrl *c, uint64_t dbs, uint64_t eis);
+/* Zeroes queue qid's shadow doorbell and EventIdx entries (a new queue's
+ * doorbell is 0). ctrl->lock held, the queue not yet created. */
+void nvme_dbbuf_clear_entries(struct nvme_ctrl *c, unsigned qid, bool is_cq);
+/* SQ with shadow doorbells whose head has caught up with its tail: takes
+ * the driver's tail from the shadow doorbell; with nothing new there,
+ * publishes EventIdx = tail (the driver rings the MMIO doorbell for its
+ * next command) and looks once more, so a command written before the
+ * driver could see the EventIdx is not left waiting. Returns true if the
+ * SQ has entries to fetch. A tail beyond the queue is ignored and reported
+ * like a bad doorbell write (nvme_raise_shadow_errors). The SQ's lock (the
+ * admin SQ: ctrl->lock) held. */
+bool nvme_sq_shadow_refresh(struct nvme_ctrl *c, struct nvme_sq *sq);
+/* Raises the error event of a bad shadow doorbell value found where
+ * ctrl->lock could not be taken: _locked with it held; the other takes it
+ * only if it is free (a thread holding no controller lock). */
+void nvme_raise_shadow_errors_locked(struct nvme_ctrl *c);
+void nvme_raise_shadow_errors(struct nvme_ctrl *c);
 
 /* ---- nvme_admin.c ---- */
 

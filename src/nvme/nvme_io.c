@@ -446,8 +446,14 @@ bool nvme_io_process_sq(struct nvme_ctrl *c, struct nvme_sq *sq)
 {
     for (unsigned n = 0; n < NVME_FETCH_BATCH; n++) {
         pthread_mutex_lock(&sq->lock);
-        if (!sq->active || sq->head == sq->tail || atomic_load(&c->io_stopped) ||
-            !atomic_load(&c->enabled) || atomic_load(&c->paused)) {
+        if (!sq->active || atomic_load(&c->io_stopped) || !atomic_load(&c->enabled) ||
+            atomic_load(&c->paused)) {
+            pthread_mutex_unlock(&sq->lock);
+            return false;
+        }
+        /* Caught up: with shadow doorbells the driver may have written more
+         * without ringing (or, idle, EventIdx now asks it to ring). */
+        if (sq->head == sq->tail && !nvme_sq_shadow_refresh(c, sq)) {
             pthread_mutex_unlock(&sq->lock);
             return false;
         }

@@ -1,5 +1,6 @@
 /* NVMe controller: registers, admin commands, I/O with PRPs and PRP lists,
- * interrupts, a hostile guest, pause and resume, and saved state. Fake guest memory (a malloc'ed
+ * interrupts, a hostile guest, pause and resume, saved state, and shadow
+ * doorbells (Doorbell Buffer Config). Fake guest memory (a malloc'ed
  * buffer), a fake back end (synchronous, or holding requests to test reset and shutdown with I/O in
  * flight) and the BAR io_ops; no KVM. */
 #include <errno.h>
@@ -1805,6 +1806,482 @@ static void test_state_refusals(void **state)
     assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_REGISTER);
 }
 
+/* ---- Shadow doorbells (Doorbell Buffer Config) ---- */
+
+/* A driver's view of the shadow doorbell and EventIdx buffers, as Linux
+ * uses them (nvme_dbbuf_update_and_check_event): the new value goes to the
+ * shadow entry, then a full fence, then the MMIO doorbell is written only
+ * if the value passed the device's EventIdx. Counts the MMIO doorbells. */
+struct dbbuf_drv {
+    bool on;
+    uint64_t dbs, eis;
+    unsigned mmio;
+};
+
+static uint32_t *dbbuf_entry(uint64_t base, uint16_t qid, bool is_cq)
+{
+    return (uint32_t *)(void *)mem_host(base + (2u * qid + (is_cq ? 1u : 0u)) * 4u);
+}
+
+static void drv_doorbell(struct dbbuf_drv *d, uint16_t qid, bool is_cq, uint16_t value)
+{
+    if (d->on) {
+        uint32_t *db = dbbuf_entry(d->dbs, qid, is_cq);
+        uint16_t old = (uint16_t)__atomic_load_n(db, __ATOMIC_RELAXED);
+        __atomic_store_n(db, value, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        uint16_t event =
+            (uint16_t)__atomic_load_n(dbbuf_entry(d->eis, qid, is_cq), __ATOMIC_ACQUIRE);
+        if ((uint16_t)(value - event - 1) >= (uint16_t)(value - old))
+            return; /* the device is still fetching: it reads the shadow */
+    }
+    d->mmio++;
+    wr(0x1000 + 8u * qid + (is_cq ? 4u : 0u), 4, value);
+}
+
+static struct cqe dbbuf_config(uint64_t dbs, uint64_t eis)
+{
+    return admin((struct nvme_sqe){.opcode = NVME_ADM_DBBUF_CONFIG, .prp1 = dbs, .prp2 = eis});
+}
+
+/* A command written at q's tail, its doorbell through the driver. */
+static uint16_t drv_submit(struct dbbuf_drv *d, struct tq *q, struct nvme_sqe sqe)
+{
+    sqe.cid = q->next_cid++;
+    memcpy(mem_host(q->sq + (uint64_t)q->sq_tail * 64), &sqe, sizeof(sqe));
+    q->sq_tail = (q->sq_tail + 1) % q->sq_size;
+    drv_doorbell(d, q->qid, false, (uint16_t)q->sq_tail);
+    return sqe.cid;
+}
+
+/* I/O queue pair 1, polled (no interrupt: the head doorbell is not needed
+ * for INTx), as the benchmark's driver and Linux's poll queues use it. */
+static void create_polled_pair(uint32_t sq_size, uint32_t cq_size)
+{
+    ioq = (struct tq){.qid = 1, .sq_size = sq_size, .cq_size = cq_size, .phase = true};
+    ioq.sq = galloc((sq_size * 64 + PAGE - 1) / PAGE);
+    ioq.cq = galloc((cq_size * 16 + PAGE - 1) / PAGE);
+    struct cqe e = create_cq(1, cq_size, ioq.cq, false, 0);
+    assert_ok(&e);
+    e = create_sq(1, sq_size, ioq.sq, 1);
+    assert_ok(&e);
+}
+
+/* total reads of one block at queue depth qd on ioq, each SQ tail and CQ
+ * head through the driver: every command completes exactly once (a lost
+ * wake-up would leave one waiting: 5 s, then failure). */
+static void run_at_depth(struct dbbuf_drv *d, unsigned total, unsigned qd, uint64_t buf, bool spin)
+{
+    static uint8_t outstanding[65536];
+    memset(outstanding, 0, sizeof(outstanding));
+    unsigned submitted = 0, completed = 0, inflight = 0;
+    while (completed < total) {
+        while (inflight < qd && submitted < total) {
+            uint16_t cid =
+                drv_submit(d, &ioq, rw_cmd(NVME_CMD_READ, submitted % DISK_BLOCKS, 1, buf, 0));
+            assert_int_equal(outstanding[cid], 0);
+            outstanding[cid] = 1;
+            submitted++;
+            inflight++;
+        }
+        /* spin: a driver that answers at once, racing the device going idle
+         * (a lost wake-up shows as a command that never completes); else
+         * one that sleeps until completions are there, as on an interrupt. */
+        for (int i = 0; spin && i < 1000000 && !cqe_ready(&ioq); i++)
+            __builtin_ia32_pause();
+        for (int i = 0; i < 50000 && !cqe_ready(&ioq); i++)
+            usleep(100);
+        if (!cqe_ready(&ioq))
+            fail_msg("completion %u of %u (%u submitted) never came", completed + 1, total,
+                     submitted);
+        struct cqe e;
+        while (cqe_ready(&ioq)) {
+            assert_true(wait_cqe(&ioq, &e, false));
+            assert_ok(&e);
+            assert_int_equal(outstanding[e.cid], 1);
+            outstanding[e.cid] = 0;
+            completed++;
+            inflight--;
+        }
+        drv_doorbell(d, 1, true, (uint16_t)ioq.cq_head);
+    }
+    assert_int_equal(submitted, total);
+}
+
+/* Identify Controller offers the command (OACS bit 8); it is accepted; the
+ * admin queue's entries follow its MMIO doorbells, and a queue created
+ * afterwards starts with its entries at 0 and works through them. */
+static void test_dbbuf_offered_and_accepted(void **state)
+{
+    enable_ctrl(32);
+    uint64_t id = galloc(1);
+    struct cqe e = admin((struct nvme_sqe){.opcode = NVME_ADM_IDENTIFY, .prp1 = id, .cdw10 = 1});
+    assert_ok(&e);
+    uint8_t *b = mem_host(id);
+    assert_int_equal(b[256] | (b[257] << 8), NVME_OACS_DBBUF);
+
+    struct dbbuf_drv d = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+    memset(mem_host(d.dbs), 0xff, PAGE);
+    memset(mem_host(d.eis), 0xff, PAGE);
+    e = dbbuf_config(d.dbs, d.eis);
+    assert_ok(&e);
+    /* The admin queue's entries: its tail and head as rung by MMIO. */
+    assert_int_equal(*dbbuf_entry(d.dbs, 0, false), aq.sq_tail);
+    assert_int_equal(*dbbuf_entry(d.dbs, 0, true), aq.cq_head);
+    assert_int_equal(*dbbuf_entry(d.dbs, 1, false), 0xffffffffu); /* no queue 1 yet */
+
+    create_polled_pair(16, 16);
+    assert_int_equal(*dbbuf_entry(d.dbs, 0, false), aq.sq_tail);
+    assert_int_equal(*dbbuf_entry(d.dbs, 0, true), aq.cq_head);
+    for (unsigned is_cq = 0; is_cq < 2; is_cq++) {
+        assert_int_equal(*dbbuf_entry(d.dbs, 1, is_cq), 0);
+        assert_int_equal(*dbbuf_entry(d.eis, 1, is_cq), 0);
+    }
+    /* The first command rings (EventIdx 0); its completion needs no head
+     * doorbell (a polled CQ: EventIdx at the tail). */
+    uint64_t buf = galloc(1);
+    memcpy(fbe.disk + 3 * BLOCK, "shadow", 6);
+    uint16_t cid = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 3, 1, buf, 0));
+    assert_int_equal(d.mmio, 1);
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, cid);
+    assert_ok(&e);
+    assert_memory_equal(mem_host(buf), "shadow", 6);
+    drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+    assert_int_equal(d.mmio, 1);
+    nvme_wait_idle(ctrl);
+    assert_int_equal(*dbbuf_entry(d.eis, 1, false), 1); /* idle at tail 1 */
+    assert_int_equal(*dbbuf_entry(d.eis, 1, true), 1);  /* the CQ tail */
+
+    /* Sent again: the queues move to the new buffers, set to where they are. */
+    struct dbbuf_drv d2 = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+    e = dbbuf_config(d2.dbs, d2.eis);
+    assert_ok(&e);
+    assert_int_equal(*dbbuf_entry(d2.dbs, 1, false), 1);
+    assert_int_equal(*dbbuf_entry(d2.dbs, 1, true), 1);
+    cid = drv_submit(&d2, &ioq, rw_cmd(NVME_CMD_READ, 3, 1, buf, 0));
+    assert_int_equal(d2.mmio, 1);
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, cid);
+    assert_ok(&e);
+}
+
+/* The fake back end taking some time per request on the submitting thread,
+ * as a device busy with each command (the worker does not go idle at once:
+ * the counts below do not hang on how the test's threads are scheduled). */
+static const struct block_backend_ops *fake_block_ops;
+
+static int slow_submit(struct block_backend *be, struct block_request *req)
+{
+    usleep(20);
+    return fake_block_ops->submit(be, req);
+}
+
+/* A driver that uses only the shadow doorbells and EventIdx: 10,000 reads
+ * at queue depth 32 all complete, with far fewer MMIO doorbells than the
+ * same driver needs without them (one per SQ tail and CQ head update). */
+static void test_dbbuf_fewer_mmio_doorbells(void **state)
+{
+    enum { TOTAL = 10000, QD = 32 };
+    enable_ctrl(32);
+    create_polled_pair(64, 64);
+    uint64_t buf = galloc(1);
+    fake_block_ops = fbe.be.ops;
+    static struct block_backend_ops slow_ops;
+    slow_ops = *fbe.be.ops;
+    slow_ops.submit = slow_submit;
+    fbe.be.ops = &slow_ops; /* no request in flight: the worker is idle */
+    struct dbbuf_drv plain = {.on = false};
+    run_at_depth(&plain, TOTAL, QD, buf, false);
+
+    struct dbbuf_drv d = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+    struct cqe e = dbbuf_config(d.dbs, d.eis);
+    assert_ok(&e);
+    unsigned reads = fbe.reads;
+    run_at_depth(&d, TOTAL, QD, buf, false);
+    assert_int_equal(fbe.reads, reads + TOTAL);
+    nvme_wait_idle(ctrl);
+    fbe.be.ops = fake_block_ops;
+    print_message("MMIO doorbells for %u commands at QD %u: %u plain (%.3f per command), %u with "
+                  "shadow doorbells (%.3f per command)\n",
+                  TOTAL, QD, plain.mmio, (double)plain.mmio / TOTAL, d.mmio,
+                  (double)d.mmio / TOTAL);
+    assert_true(plain.mmio >= TOTAL);
+    assert_true(d.mmio * 10 < plain.mmio);
+    /* A driver that reaps and submits the moment a completion is there, on
+     * a device that answers at once, races the device going idle at every
+     * command: each still completes (more of them ring: the device is idle
+     * whenever the driver is slower than it). */
+    for (unsigned qd = QD; qd >= 1; qd /= 32) {
+        d.mmio = 0;
+        run_at_depth(&d, TOTAL, qd, buf, true);
+        print_message("spinning driver at QD %u: %u MMIO doorbells (%.3f per command)\n", qd,
+                      d.mmio, (double)d.mmio / TOTAL);
+    }
+    assert_int_equal(fbe.reads, reads + 3 * TOTAL);
+}
+
+static unsigned dnr_of(const struct cqe *e)
+{
+    return (e->status >> 15) & 1;
+}
+
+/* Buffers not page aligned, not RAM, read-only or overlapping: Invalid
+ * Field, and the controller keeps using its MMIO doorbells only. */
+static void test_dbbuf_bad_addresses(void **state)
+{
+    enable_ctrl(32);
+    create_polled_pair(16, 16);
+    uint64_t a = galloc(1), b = galloc(1);
+    const struct {
+        uint64_t dbs, eis;
+    } bad[] = {
+        {a + 8, b},     {a, b + 0x800}, {a + 4, b + 4}, {MMIO_ADDR, b},
+        {a, MMIO_ADDR}, {ROM_BASE, b},  {a, ROM_BASE},  {RAM_SIZE, b},
+        {a, RAM_SIZE},  {a, a},         {~0xfffull, b}, {a, 1ull << 52},
+    };
+    for (unsigned i = 0; i < ARRAY_LEN(bad); i++) {
+        struct cqe e = dbbuf_config(bad[i].dbs, bad[i].eis);
+        assert_status(&e, 0, NVME_SC_INVALID_FIELD);
+        assert_int_equal(dnr_of(&e), 1);
+    }
+    /* Nothing was taken: an MMIO doorbell runs exactly its command (the
+     * shadow tail, 0 here, is not read). */
+    uint64_t buf = galloc(1);
+    unsigned reads = fbe.reads;
+    struct cqe e = run(&ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+    assert_ok(&e);
+    nvme_wait_idle(ctrl);
+    assert_int_equal(fbe.reads, reads + 1);
+    assert_false(cqe_ready(&ioq));
+    /* The last page of RAM is fine. */
+    e = dbbuf_config(RAM_SIZE - PAGE, a);
+    assert_ok(&e);
+}
+
+/* Controller reset (CC.EN cleared) and device reset drop the buffers: the
+ * controller neither writes them nor reads them afterwards. */
+static void test_dbbuf_reset_clears(void **state)
+{
+    uint64_t buf = galloc(1);
+    for (unsigned round = 0; round < 2; round++) {
+        enable_ctrl(32);
+        struct dbbuf_drv d = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+        struct cqe e = dbbuf_config(d.dbs, d.eis);
+        assert_ok(&e);
+        create_polled_pair(16, 16);
+        uint16_t cid = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 0, 1, buf, 0));
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_int_equal(e.cid, cid);
+        drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+        nvme_wait_idle(ctrl);
+        if (round == 0) {
+            wr(NVME_REG_CC, 4, 0);
+            assert_int_equal(rd(NVME_REG_CSTS, 4), 0);
+        } else {
+            pdev->dev.ops->reset(&pdev->dev);
+            pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+        }
+        /* Markers in both old buffers; a new controller life must not
+         * touch them. */
+        memset(mem_host(d.dbs), 0x5a, PAGE);
+        memset(mem_host(d.eis), 0xa5, PAGE);
+        enable_ctrl(32);
+        create_polled_pair(16, 16);
+        unsigned reads = fbe.reads;
+        for (unsigned i = 0; i < 3; i++) {
+            e = run(&ioq, rw_cmd(NVME_CMD_READ, i, 1, buf, 0));
+            assert_ok(&e);
+        }
+        nvme_wait_idle(ctrl);
+        assert_int_equal(fbe.reads, reads + 3);
+        for (unsigned i = 0; i < PAGE; i++) {
+            assert_int_equal(((uint8_t *)mem_host(d.dbs))[i], 0x5a);
+            assert_int_equal(((uint8_t *)mem_host(d.eis))[i], 0xa5);
+        }
+        wr(NVME_REG_CC, 4, 0);
+    }
+}
+
+static int state_at(void *opaque, struct snap *s)
+{
+    struct device *dev = opaque;
+    return dev->ops->state(dev, s);
+}
+
+/* The buffers travel with the state (version 2): a command written only to
+ * the shadow doorbell while paused runs on the restored controller after
+ * resume, which goes on with the same buffers. A version 1 state (none)
+ * still loads; a bad buffer address is refused. */
+static void test_dbbuf_state_roundtrip(void **state)
+{
+    enable_ctrl(32);
+    struct dbbuf_drv d = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+    struct cqe e = dbbuf_config(d.dbs, d.eis);
+    assert_ok(&e);
+    create_polled_pair(16, 16);
+    uint64_t data = galloc(1), back = galloc(1);
+    fill_pattern(mem_host(data), PAGE, 31);
+    /* Enough to wrap both queues. */
+    for (unsigned i = 0; i < 20; i++) {
+        uint16_t cid = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_WRITE, i * 8, 8, data, 0));
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_int_equal(e.cid, cid);
+        assert_ok(&e);
+        drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+    }
+    assert_int_equal(device_pause(&pdev->dev), 0);
+    /* Paused: the shadow tail moves, no MMIO doorbell at all. */
+    struct nvme_sqe sqe = rw_cmd(NVME_CMD_READ, 40, 8, back, 0);
+    sqe.cid = ioq.next_cid++;
+    memcpy(mem_host(ioq.sq + (uint64_t)ioq.sq_tail * 64), &sqe, sizeof(sqe));
+    ioq.sq_tail = (ioq.sq_tail + 1) % ioq.sq_size;
+    __atomic_store_n(dbbuf_entry(d.dbs, 1, false), ioq.sq_tail, __ATOMIC_RELEASE);
+    usleep(20 * 1000);
+    assert_false(cqe_ready(&ioq));
+
+    struct nvme_ctrl *twin = make_twin(4);
+    assert_state_roundtrip(&pdev->dev, &nvme_pci_device(twin)->dev);
+    struct device *from = &pdev->dev;
+    struct nvme_ctrl *victim = make_twin(5);
+    struct device *to = &nvme_pci_device(victim)->dev;
+    uint64_t v64 = d.dbs + 4;
+    assert_state_field_refused(from, to, "dbbuf_dbs", &v64, sizeof(v64));
+    v64 = MMIO_ADDR;
+    assert_state_field_refused(from, to, "dbbuf_eis", &v64, sizeof(v64));
+    v64 = d.dbs;
+    assert_state_field_refused(from, to, "dbbuf_eis", &v64, sizeof(v64)); /* overlap */
+    uint8_t off = 0;
+    assert_state_field_refused(from, to, "dbbuf", &off, sizeof(off));
+
+    /* A version 1 state (before Doorbell Buffer Config) loads, without it. */
+    struct snap_buf v1 = {0};
+    char err[512] = "";
+    assert_int_equal(
+        snap_save_record(&v1, from->name, from->ops->kind, 1, state_at, from, err, sizeof(err)), 0);
+    assert_int_equal(state_load(to, v1.data, v1.len, err, sizeof(err)), 0);
+    assert_false(victim->dbbuf);
+    assert_true(victim->sqs[1].active && !victim->sqs[1].shadow.on);
+    snap_buf_free(&v1);
+    destroy_ctrl(victim);
+
+    destroy_ctrl(ctrl);
+    ctrl = twin;
+    pdev = nvme_pci_device(twin);
+    unsigned mmio = d.mmio;
+    device_resume(&pdev->dev);
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, sqe.cid);
+    assert_ok(&e);
+    assert_memory_equal(mem_host(back), mem_host(data), PAGE);
+    drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+    /* Carrying on through the same buffers. */
+    memset(mem_host(back), 0, PAGE);
+    uint16_t cid = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 8, 8, back, 0));
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, cid);
+    assert_ok(&e);
+    assert_memory_equal(mem_host(back), mem_host(data), PAGE);
+    assert_int_equal(d.mmio, mmio + 1); /* the SQ was idle: that one rang */
+}
+
+/* Shadow values a hostile driver writes are handled as bad MMIO doorbell
+ * values are: ignored (no command fetched past the queue), an Invalid
+ * Doorbell Write Value error event, and the queue works once the value is
+ * sane again. */
+static void test_dbbuf_hostile_shadow_values(void **state)
+{
+    enable_ctrl(32);
+    struct dbbuf_drv d = {.on = true, .dbs = galloc(1), .eis = galloc(1)};
+    struct cqe e = dbbuf_config(d.dbs, d.eis);
+    assert_ok(&e);
+    create_polled_pair(16, 16);
+    uint64_t buf = galloc(1), log = galloc(1);
+    static const uint32_t tails[] = {16, 0xffff, 0xffffffffu};
+    for (unsigned i = 0; i < ARRAY_LEN(tails); i++) {
+        uint16_t aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+        unsigned reads = fbe.reads;
+        /* One real command rung by MMIO, then a shadow tail past the queue. */
+        struct nvme_sqe sqe = rw_cmd(NVME_CMD_READ, i, 1, buf, 0);
+        sqe.cid = ioq.next_cid++;
+        memcpy(mem_host(ioq.sq + (uint64_t)ioq.sq_tail * 64), &sqe, sizeof(sqe));
+        ioq.sq_tail = (ioq.sq_tail + 1) % ioq.sq_size;
+        __atomic_store_n(dbbuf_entry(d.dbs, 1, false), tails[i], __ATOMIC_RELEASE);
+        sq_doorbell(1, ioq.sq_tail);
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_int_equal(e.cid, sqe.cid);
+        assert_true(wait_cqe(&aq, &e, true));
+        assert_int_equal(e.cid, aer_cid);
+        assert_int_equal(e.dw0 & 0x7, NVME_AER_TYPE_ERROR);
+        assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_VALUE);
+        nvme_wait_idle(ctrl);
+        assert_int_equal(fbe.reads, reads + 1);
+        assert_false(cqe_ready(&ioq));
+        /* The error log unmasks the next error event. */
+        e = admin((struct nvme_sqe){.opcode = NVME_ADM_GET_LOG_PAGE,
+                                    .prp1 = log,
+                                    .cdw10 = ((64u / 4 - 1) << 16) | NVME_LOG_ERROR});
+        assert_ok(&e);
+        /* Sane again: the driver's next command runs. */
+        __atomic_store_n(dbbuf_entry(d.dbs, 1, false), ioq.sq_tail, __ATOMIC_RELEASE);
+        uint16_t cid = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 5, 1, buf, 0));
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_int_equal(e.cid, cid);
+        assert_ok(&e);
+        drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+    }
+
+    /* A CQ head past the posted entries, found when the CQ looks full: the
+     * same error event, and the completions wait for a real head. */
+    uint16_t aer_cid = submit(&aq, (struct nvme_sqe){.opcode = NVME_ADM_ASYNC_EVENT});
+    for (unsigned i = 0; i < 15; i++) /* the CQ holds 15 */
+        drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, i, 1, buf, 0));
+    nvme_wait_idle(ctrl);
+    unsigned reads = fbe.reads;
+    uint32_t sane_head = ioq.cq_head;
+    __atomic_store_n(dbbuf_entry(d.dbs, 1, true), 1000, __ATOMIC_RELEASE);
+    uint16_t last = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 15, 1, buf, 0));
+    assert_true(wait_cqe(&aq, &e, true));
+    assert_int_equal(e.cid, aer_cid);
+    assert_int_equal((e.dw0 >> 8) & 0xff, NVME_AER_INFO_INVALID_DB_VALUE);
+    nvme_wait_idle(ctrl);
+    assert_int_equal(fbe.reads, reads); /* no slot: not fetched */
+    for (unsigned i = 0; i < 15; i++) {
+        assert_true(wait_cqe(&ioq, &e, false));
+        assert_ok(&e);
+    }
+    assert_false(cqe_ready(&ioq));
+    /* The driver puts its last sane head back and moves on by its rule:
+     * the last command completes. */
+    __atomic_store_n(dbbuf_entry(d.dbs, 1, true), sane_head, __ATOMIC_RELEASE);
+    drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, last);
+    assert_ok(&e);
+    assert_int_equal(fbe.reads, reads + 1);
+    drv_doorbell(&d, 1, true, (uint16_t)ioq.cq_head);
+
+    /* Bus mastering off: the buffers are neither read nor written (a
+     * command rung meanwhile waits); back on, the next doorbell runs it. */
+    nvme_wait_idle(ctrl);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, 0);
+    *dbbuf_entry(d.eis, 1, false) = *dbbuf_entry(d.eis, 1, true) = 0xdeadbeef;
+    uint8_t eis_before[PAGE];
+    memcpy(eis_before, mem_host(d.eis), PAGE);
+    last = drv_submit(&d, &ioq, rw_cmd(NVME_CMD_READ, 7, 1, buf, 0));
+    sq_doorbell(1, ioq.sq_tail);
+    cq_doorbell(1, ioq.cq_head);
+    nvme_wait_idle(ctrl);
+    assert_false(cqe_ready(&ioq));
+    assert_int_equal(fbe.reads, reads + 1);
+    assert_memory_equal(mem_host(d.eis), eis_before, PAGE);
+    pci_device_config_write(pdev, PCI_COMMAND, 2, PCI_COMMAND_MASTER);
+    sq_doorbell(1, ioq.sq_tail);
+    assert_true(wait_cqe(&ioq, &e, false));
+    assert_int_equal(e.cid, last);
+    assert_ok(&e);
+}
+
 int main(void)
 {
     log_set_level(getenv("NVME_TEST_LOG") ? LOG_DEBUG : LOG_CRITICAL);
@@ -1843,6 +2320,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pause_takes_no_new_command, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_roundtrip_and_restored_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_offered_and_accepted, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_fewer_mmio_doorbells, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_bad_addresses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_reset_clears, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_state_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dbbuf_hostile_shadow_values, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
