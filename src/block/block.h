@@ -88,10 +88,12 @@ static inline int block_submit(struct block_backend *be, struct block_request *r
  *   drain or destroy there.
  * - offset/len need not be block-aligned; only the range is checked.
  * - file: a WRITE completes once its data is in the page cache (it survives
- *   the VMM being killed), a FLUSH once fdatasync returned (it survives the
- *   host crashing); with skip_flush a FLUSH completes at once. A FLUSH on a
- *   read-only disk completes at once. DISCARD punches a hole (reads return
- *   zeroes) or, where that is unsupported, does nothing and succeeds.
+ *   the VMM being killed; with direct = true, O_DIRECT, once the device
+ *   took it, which may still be in its cache), a FLUSH once fdatasync
+ *   returned (it survives the host crashing); with skip_flush a FLUSH
+ *   completes at once. A FLUSH on a read-only disk completes at once.
+ *   DISCARD punches a hole (reads return zeroes) or, where that is
+ *   unsupported, does nothing and succeeds.
  * - mem-async: reads of never-written blocks return zeroes; DISCARD zeroes.
  * - cloudinit: read-only, 512-byte blocks, the volume built at open. */
 

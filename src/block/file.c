@@ -1,5 +1,5 @@
 /* The `file` back end: a regular file or a block device, used through the
- * page cache (no O_DIRECT).
+ * page cache, or with direct = true (a Linux extension) opened O_DIRECT.
  *
  * Durability: a WRITE completes once the data is in the kernel (the page
  * cache), so it survives the VMM being killed; a FLUSH completes once
@@ -34,7 +34,30 @@
  * hybrid takes the better path for each op and matches the better engine
  * on every workload (within that host's noise); numbers in the benchmark.
  * When io_uring cannot be set up (old kernel, seccomp), the back end logs
- * that and runs on threads alone. */
+ * that and runs on threads alone.
+ *
+ * O_DIRECT (direct = true, as QEMU's cache=none): the host page cache is
+ * bypassed, but a completed write may still sit in the device's own cache,
+ * so the disk still reports a volatile write cache and FLUSH still calls
+ * fdatasync. The alignment O_DIRECT needs comes from statx (STATX_DIOALIGN)
+ * where the kernel reports it, else the logical block size of the device
+ * (BLKSSZGET, or the file system's device in sysfs), else 4096; the block
+ * size must be a multiple of it. A READ/WRITE whose iovec addresses or
+ * lengths (or offset, from a caller ignoring the block size) break it goes
+ * through an aligned bounce buffer of the request's size, at most
+ * FILE_BOUNCE_MAX at a time (a larger one is bounced piece by piece, so a
+ * guest's huge misaligned request costs no more memory); the rest go
+ * straight to guest memory. Offsets off the alignment are read-modify-write
+ * of the blocks at either end, not atomic against a concurrent write to the
+ * rest of those blocks; devices never send them. There is no writer
+ * thread: O_DIRECT writes use the whole pool (or the rings), because ext4
+ * and xfs take the inode lock shared for an O_DIRECT overwrite. Measured
+ * with bench/block_backend.c (2 vCPUs, 512 MiB written ext4 file, 8
+ * workers, threads and hybrid engines, 3 rounds): 4 KiB random writes at
+ * QD 2x32 made 16-31k IOPS on the pool against 6.3-10k with one writer,
+ * 1 MiB writes 1.6-2.5 GB/s against 0.8-1.5 GB/s, at less CPU per request;
+ * fio (psync, 4 KiB random O_DIRECT writes) scaled 3.7-3.9x from 1 to 8
+ * jobs. */
 #include "block/file_internal.h"
 
 #include <errno.h>
@@ -83,6 +106,140 @@ static uint64_t current_size(const struct file_backend *fb)
     else if (fstat(fb->fd, &st) == 0)
         size = (uint64_t)st.st_size;
     return size;
+}
+
+/* ---- O_DIRECT bounce buffers ---- */
+
+bool file_needs_bounce(const struct file_backend *fb, const struct block_request *req)
+{
+    if (!fb->direct || (req->op != BLOCK_OP_READ && req->op != BLOCK_OP_WRITE) || req->len == 0)
+        return false;
+    uint64_t off_mask = fb->dio_off_align - 1;
+    uintptr_t mem_mask = fb->dio_mem_align - 1;
+    if ((req->offset | req->len) & off_mask)
+        return true;
+    for (unsigned i = 0; i < req->iovcnt; i++) {
+        if (((uintptr_t)req->iov[i].iov_base & mem_mask) || (req->iov[i].iov_len & off_mask))
+            return true;
+    }
+    return false;
+}
+
+void file_bounce_free(struct file_bounce *b)
+{
+    if (b) {
+        free(b->buf);
+        free(b);
+    }
+}
+
+/* Reads len aligned bytes at off into buf for a read-modify-write; past the
+ * end of the file reads as zeroes (the write will extend it). */
+static int read_for_rmw(struct file_backend *fb, const struct block_request *req, uint8_t *buf,
+                        size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(fb->fd, buf + done, len - done, (off_t)(off + done));
+        if (r < 0) {
+            int err = errno;
+            if (err == EINTR || err == EAGAIN)
+                continue;
+            file_log_error(fb, req, err);
+            return -err;
+        }
+        if (r == 0) {
+            memset(buf + done, 0, len - done);
+            break;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+void file_bounce_range(const struct file_backend *fb, const struct block_request *req,
+                       uint64_t *start, uint64_t *end)
+{
+    uint64_t mask = fb->dio_off_align - 1;
+    *start = req->offset & ~mask;
+    *end = (req->offset + req->len + mask) & ~mask; /* checked: within the disk */
+}
+
+struct file_bounce *file_bounce_prepare(struct file_backend *fb, struct block_request *req,
+                                        uint64_t start, uint64_t end, int *status)
+{
+    uint64_t align = fb->dio_off_align, mask = align - 1;
+    struct file_bounce *b = calloc(1, sizeof(*b));
+    size_t buf_align = fb->dio_mem_align > align ? fb->dio_mem_align : (size_t)align;
+    if (buf_align < sizeof(void *)) /* posix_memalign's least */
+        buf_align = sizeof(void *);
+    if (!b || posix_memalign(&b->buf, buf_align, (size_t)(end - start)) != 0) {
+        free(b);
+        log_limited(&fb->ratelimit, LOG_ERROR,
+                    "block_dev.%s: no memory for a %" PRIu64 "-byte O_DIRECT bounce buffer",
+                    fb->name, end - start);
+        *status = -ENOMEM;
+        return NULL;
+    }
+    b->start = start;
+    b->len = (size_t)(end - start);
+    b->iov = (struct iovec){b->buf, b->len};
+    if (req->op == BLOCK_OP_WRITE) {
+        /* The request's bytes in this range; blocks it covers only in
+         * part keep their other bytes. */
+        uint64_t lo = req->offset > start ? req->offset : start;
+        uint64_t hi = req->offset + req->len < end ? req->offset + req->len : end;
+        uint64_t head = lo & ~mask, tail = hi & ~mask;
+        uint8_t *buf = b->buf;
+        int rc = 0;
+        if (lo & mask)
+            rc = read_for_rmw(fb, req, buf + (head - start), (size_t)align, head);
+        if (rc == 0 && (hi & mask) && !((lo & mask) && tail == head))
+            rc = read_for_rmw(fb, req, buf + (tail - start), (size_t)align, tail);
+        if (rc < 0) {
+            file_bounce_free(b);
+            *status = rc;
+            return NULL;
+        }
+        blk_iov_copy(req, lo - req->offset, buf + (lo - start), hi - lo, false);
+    }
+    return b;
+}
+
+void file_bounce_copy_out(const struct block_request *req, const struct file_bounce *b)
+{
+    uint64_t end = b->start + b->len;
+    uint64_t lo = req->offset > b->start ? req->offset : b->start;
+    uint64_t hi = req->offset + req->len < end ? req->offset + req->len : end;
+    blk_iov_copy(req, lo - req->offset, (uint8_t *)b->buf + (lo - b->start), hi - lo, true);
+}
+
+/* A READ/WRITE through bounce buffers of at most FILE_BOUNCE_MAX bytes
+ * each, with blocking calls. */
+static int bounce_rw(struct file_backend *fb, struct block_request *req)
+{
+    uint64_t start, end;
+    file_bounce_range(fb, req, &start, &end);
+    uint64_t chunk = fb->dio_off_align > FILE_BOUNCE_MAX ? fb->dio_off_align : FILE_BOUNCE_MAX;
+    for (uint64_t pos = start; pos < end; pos += chunk) {
+        int status;
+        uint64_t stop = end - pos > chunk ? pos + chunk : end;
+        struct file_bounce *b = file_bounce_prepare(fb, req, pos, stop, &status);
+        if (!b)
+            return status;
+        struct block_request part = *req;
+        part.offset = b->start;
+        part.len = b->len;
+        part.iov = &b->iov;
+        part.iovcnt = 1;
+        status = file_rw_from(fb, &part, 0);
+        if (status == 0 && req->op == BLOCK_OP_READ)
+            file_bounce_copy_out(req, b);
+        file_bounce_free(b);
+        if (status < 0)
+            return status;
+    }
+    return 0;
 }
 
 int file_rw_from(struct file_backend *fb, struct block_request *req, uint64_t done)
@@ -145,9 +302,33 @@ int file_discard_result(struct file_backend *fb, struct block_request *req, int 
     return -err;
 }
 
+/* O_DIRECT: zeroes written in 64 KiB writes, each aligned or bounced. */
+static int write_zero_bytes_direct(struct file_backend *fb, struct block_request *req,
+                                   const uint8_t *zeroes, size_t zeroes_len)
+{
+    for (uint64_t done = 0; done < req->len;) {
+        uint64_t left = req->len - done;
+        struct iovec iov = {(void *)zeroes, left < zeroes_len ? (size_t)left : zeroes_len};
+        struct block_request part = *req;
+        part.op = BLOCK_OP_WRITE;
+        part.offset = req->offset + done;
+        part.len = iov.iov_len;
+        part.iov = &iov;
+        part.iovcnt = 1;
+        int rc = file_needs_bounce(fb, &part) ? bounce_rw(fb, &part) : file_rw_from(fb, &part, 0);
+        if (rc < 0)
+            return rc;
+        done += iov.iov_len;
+    }
+    return 0;
+}
+
 static int write_zero_bytes(struct file_backend *fb, struct block_request *req)
 {
-    static uint8_t zeroes[64 * 1024];
+    /* Page-aligned so O_DIRECT can write from it as it is. */
+    static _Alignas(4096) uint8_t zeroes[64 * 1024];
+    if (fb->direct)
+        return write_zero_bytes_direct(fb, req, zeroes, sizeof(zeroes));
     struct iovec iov[16];
     uint64_t done = 0;
     while (done < req->len) {
@@ -208,6 +389,8 @@ int file_exec(struct file_backend *fb, struct block_request *req)
     switch (req->op) {
     case BLOCK_OP_READ:
     case BLOCK_OP_WRITE:
+        if (file_needs_bounce(fb, req))
+            return bounce_rw(fb, req);
         return file_rw_from(fb, req, 0);
     case BLOCK_OP_FLUSH:
         if (fdatasync(fb->fd) != 0) {
@@ -343,6 +526,85 @@ path_error(const struct config_block_dev *cfg, const char *fmt, ...)
     config_report_at(cfg->source, cfg->file.path_pos, key, "%s", msg);
 }
 
+/* A problem with direct = true, reported at that key (at the section when
+ * the key has no position, as in a config built by hand). */
+static void __attribute__((format(printf, 2, 3)))
+direct_error(const struct config_block_dev *cfg, const char *fmt, ...)
+{
+    char key[CONFIG_NAME_MAX + 32], msg[512];
+    snprintf(key, sizeof(key), "block_dev.%s.direct", cfg->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct config_pos pos = cfg->file.direct_pos;
+    if (pos.line == 0)
+        pos = (struct config_pos){cfg->line, cfg->column};
+    config_report_at(cfg->source, pos, key, "%s", msg);
+}
+
+static bool is_pow2(uint64_t x)
+{
+    return x && (x & (x - 1)) == 0;
+}
+
+/* The logical block size sysfs gives for the block device dev (a whole
+ * disk, or a partition whose disk's queue tells), or 0. */
+static uint32_t sysfs_logical_block_size(dev_t dev)
+{
+    static const char *const forms[] = {"/sys/dev/block/%u:%u/queue/logical_block_size",
+                                        "/sys/dev/block/%u:%u/../queue/logical_block_size"};
+    for (unsigned i = 0; i < 2; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), forms[i], major(dev), minor(dev));
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        unsigned size = 0;
+        int n = fscanf(f, "%u", &size);
+        fclose(f);
+        if (n == 1 && size)
+            return size;
+    }
+    return 0;
+}
+
+/* Learns the alignments O_DIRECT needs on fb->fd; returns where they came
+ * from, for the log. */
+static const char *learn_dio_alignment(struct file_backend *fb, const struct stat *st)
+{
+    uint32_t mem = 0, off = 0;
+    const char *source = "from statx";
+#ifdef STATX_DIOALIGN
+    struct statx sx;
+    if (statx(fb->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN)) {
+        mem = sx.stx_dio_mem_align;
+        off = sx.stx_dio_offset_align;
+    }
+#endif
+    if (!is_pow2(off)) {
+        int ssz = 0;
+        mem = 0;
+        off = 0;
+        if (fb->is_blockdev) {
+            source = "from BLKSSZGET";
+            if (ioctl(fb->fd, BLKSSZGET, &ssz) == 0 && ssz > 0)
+                off = (uint32_t)ssz;
+        } else {
+            source = "from the file system's device";
+            off = sysfs_logical_block_size(st->st_dev);
+        }
+        if (!is_pow2(off)) {
+            source = "assumed: not reported";
+            off = 4096;
+        }
+    }
+    fb->dio_off_align = off;
+    fb->dio_mem_align = is_pow2(mem) ? mem : off;
+    return source;
+}
+
 /* Linux has no raw (character) disk nodes as illumos does; the closest
  * thing to propolis' "standard device rather than raw" warning is a block
  * device that is only part of a disk: a partition. */
@@ -415,10 +677,22 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
         }
         return NULL;
     }
-    fb->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    fb->direct = cfg->type == CONFIG_BLOCK_FILE && cfg->file.direct;
+    fb->fd = open(path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | (fb->direct ? O_DIRECT : 0));
+    if (fb->fd < 0 && fb->direct && errno == EINVAL) {
+        /* The file system (tmpfs before Linux 6.6, ramfs, some FUSE) has no
+         * direct I/O: open refuses O_DIRECT. */
+        direct_error(cfg,
+                     "the file system holding %s does not support O_DIRECT (open: %s); use "
+                     "direct = false or put the disk on another file system",
+                     path, strerror(errno));
+        file_free(fb);
+        return NULL;
+    }
     if (fb->fd < 0) {
-        path_error(cfg, "cannot open %s%s: %s", path,
-                   read_only ? " read-only" : " for reading and writing", strerror(errno));
+        path_error(cfg, "cannot open %s%s%s: %s", path,
+                   read_only ? " read-only" : " for reading and writing",
+                   fb->direct ? " with O_DIRECT" : "", strerror(errno));
         file_free(fb);
         return NULL;
     }
@@ -455,6 +729,20 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
                    path, size, bs);
         file_free(fb);
         return NULL;
+    }
+
+    const char *align_source = NULL;
+    if (fb->direct) {
+        align_source = learn_dio_alignment(fb, &st);
+        if (bs % fb->dio_off_align != 0) {
+            direct_error(cfg,
+                         "O_DIRECT on %s needs offsets aligned to %" PRIu32
+                         " bytes (%s), more than the block size (%" PRIu32
+                         "); set block_size = %" PRIu32 " or use direct = false",
+                         path, fb->dio_off_align, align_source, bs, fb->dio_off_align);
+            file_free(fb);
+            return NULL;
+        }
     }
 
     fb->skip_flush = cfg->skip_flush;
@@ -494,15 +782,21 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
             return NULL;
         }
     }
-    if (fb->engine != BLOCK_FILE_ENGINE_URING && !fb->is_blockdev && !read_only &&
+    if (fb->engine != BLOCK_FILE_ENGINE_URING && !fb->is_blockdev && !read_only && !fb->direct &&
         fb->be.info.workers > 1) {
         int rc = blk_pool_start(&fb->write_lane, 1, "blk-write", pool_run, fb, &fb->tracker);
         if (rc < 0) /* the pool serves writes too */
             log_warn("block_dev.%s: cannot start the writer thread: %s", name, strerror(-rc));
     }
-    log_info("block_dev.%s: %s %s, %" PRIu64 " bytes, block size %" PRIu32 "%s%s, %u workers (%s)",
+    char direct_note[128] = "";
+    if (fb->direct)
+        snprintf(direct_note, sizeof(direct_note),
+                 ", O_DIRECT (alignment: memory %" PRIu32 ", offset %" PRIu32 ", %s)",
+                 fb->dio_mem_align, fb->dio_off_align, align_source);
+    log_info("block_dev.%s: %s %s, %" PRIu64 " bytes, block size %" PRIu32
+             "%s%s%s, %u workers (%s)",
              name, fb->is_blockdev ? "block device" : "file", path, size, bs,
-             read_only ? ", read-only" : "", fb->skip_flush ? ", flushes skipped" : "",
+             read_only ? ", read-only" : "", fb->skip_flush ? ", flushes skipped" : "", direct_note,
              fb->be.info.workers, engine_name(fb->engine));
     return &fb->be;
 }

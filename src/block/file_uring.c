@@ -10,7 +10,11 @@
  *
  * Rarely taken paths run synchronously on the owner thread: continuing a
  * short transfer (which also detects a file that shrank), more iovecs than
- * a readv takes, WRITE_ZEROES where fallocate cannot zero a range. */
+ * a readv takes, WRITE_ZEROES where fallocate cannot zero a range, the
+ * partial blocks an unaligned O_DIRECT write reads first, an O_DIRECT
+ * request needing a bounce buffer larger than FILE_BOUNCE_MAX. A smaller
+ * one is submitted on its bounce buffer (one iovec, kept with the request
+ * until it completes) and copied out on completion. */
 #include "block/file_internal.h"
 
 #include <errno.h>
@@ -107,6 +111,26 @@ static void dispatch(struct uring_ring *r, struct block_request *req)
     case BLOCK_OP_WRITE:
         if (req->len == 0 || req->iovcnt > BLK_IOV_BATCH)
             break;
+        req->backend_private[FILE_PRIV_BOUNCE] = 0;
+        if (file_needs_bounce(fb, req)) {
+            int status;
+            uint64_t start, end;
+            file_bounce_range(fb, req, &start, &end);
+            if (end - start > FILE_BOUNCE_MAX)
+                break; /* piece by piece, here */
+            struct file_bounce *b = file_bounce_prepare(fb, req, start, end, &status);
+            if (!b) {
+                ring_finish(r, req, status);
+                return;
+            }
+            req->backend_private[FILE_PRIV_BOUNCE] = (uint64_t)(uintptr_t)b;
+            sqe = get_sqe(r);
+            if (req->op == BLOCK_OP_READ)
+                io_uring_prep_readv(sqe, fb->fd, &b->iov, 1, b->start);
+            else
+                io_uring_prep_writev(sqe, fb->fd, &b->iov, 1, b->start);
+            goto queued;
+        }
         sqe = get_sqe(r);
         if (req->op == BLOCK_OP_READ)
             io_uring_prep_readv(sqe, fb->fd, req->iov, req->iovcnt, req->offset);
@@ -145,7 +169,21 @@ static void handle_cqe(struct uring_ring *r, struct block_request *req, int res)
     int status = res < 0 ? res : 0;
     switch (req->op) {
     case BLOCK_OP_READ:
-    case BLOCK_OP_WRITE:
+    case BLOCK_OP_WRITE: {
+        struct file_bounce *b =
+            (struct file_bounce *)(uintptr_t)req->backend_private[FILE_PRIV_BOUNCE];
+        if (b) {
+            if (res >= 0 && (uint64_t)res == b->len) {
+                if (req->op == BLOCK_OP_READ)
+                    file_bounce_copy_out(req, b);
+            } else if (res < 0 && res != -EAGAIN && res != -EINTR) {
+                file_log_error(fb, req, -res);
+            } else {
+                status = file_exec(fb, req); /* short, or to retry: again, synchronously */
+            }
+            file_bounce_free(b);
+            break;
+        }
         if (res == -EAGAIN || res == -EINTR)
             status = file_rw_from(fb, req, 0);
         else if (res < 0)
@@ -153,6 +191,7 @@ static void handle_cqe(struct uring_ring *r, struct block_request *req, int res)
         else if ((uint64_t)res < req->len)
             status = file_rw_from(fb, req, (uint64_t)res); /* short: go on, or find out why */
         break;
+    }
     case BLOCK_OP_FLUSH:
         if (res < 0)
             file_log_error(fb, req, -res);

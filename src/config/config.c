@@ -551,12 +551,28 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
         goto out;
     bd->has_skip_flush = r == 1;
 
+    /* O_DIRECT is about a host file: refused rather than ignored elsewhere,
+     * so nobody believes a RAM disk bypasses a cache it never had. */
+    if (bd->type != CONFIG_BLOCK_FILE && sec_find(&s, "direct")) {
+        char vkp[KP_MAX];
+        struct config_pos pos = sec_pos(&s, "direct");
+        kp_key(vkp, sizeof(vkp), s.kp, "direct");
+        perr(p, pos.line, pos.column, vkp,
+             "only a disk of type \"file\" can be opened with O_DIRECT (this one is \"%s\")",
+             config_block_type_name(bd->type));
+        goto out;
+    }
+
     switch (bd->type) {
     case CONFIG_BLOCK_FILE:
         if (sec_str(&s, "path", true, STR_NONEMPTY | STR_NO_NUL, &bd->file.path,
-                    &bd->file.path_pos) < 0)
+                    &bd->file.path_pos) < 0 ||
+            sec_workers(&s, &bd->file.workers) < 0)
             goto out;
-        sec_workers(&s, &bd->file.workers);
+        if ((r = sec_bool(&s, "direct", &bd->file.direct)) < 0)
+            goto out;
+        if (r == 1)
+            bd->file.direct_pos = sec_pos(&s, "direct");
         break;
     case CONFIG_BLOCK_MEM_ASYNC:
         if (sec_size(&s, bd, &bd->mem_async.size) == 0)

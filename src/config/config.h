@@ -133,6 +133,9 @@ struct config_block_dev {
             char *path;
             unsigned workers; /* 1..=32, default 8 */
             struct config_pos path_pos;
+            /* Linux extension: open with O_DIRECT (QEMU's cache=none). */
+            bool direct;
+            struct config_pos direct_pos; /* {0, 0} when not written */
         } file;
         struct {
             uint64_t size; /* bytes, > 0, multiple of the block size */

@@ -1,10 +1,11 @@
-/* Block back ends: the file back end on both engines (io_uring, threads)
- * and mem-async. Round trips through scattered iovecs, many requests from
- * several threads, flush, discard and write-zeroes, read-only disks, a file
- * that shrinks, runs out of space (a 1 MiB tmpfs) or is deleted, a block
- * device (a loop device, a partition of one), data surviving SIGKILL, bad
- * sizes at open, out-of-range requests, drain,
- * and the fall back to threads when io_uring is forbidden (seccomp). */
+/* Block back ends: the file back end on its engines (io_uring, threads,
+ * hybrid), each also with O_DIRECT (direct = true), and mem-async. Round trips through scattered
+ * iovecs, many requests from several threads, flush, discard and write-zeroes, read-only disks, a
+ * file that shrinks, runs out of space (a 1 MiB tmpfs) or is deleted, a block device (a loop
+ * device, a partition of one), data surviving SIGKILL, bad sizes at open, out-of-range requests,
+ * drain, and the fall back to threads when io_uring is forbidden (seccomp). O_DIRECT: the
+ * descriptor's flags, aligned requests without a copy and misaligned ones (address, piece length,
+ * offset) through the bounce buffer, and file systems that refuse it (ramfs, older tmpfs). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include "stderr_capture.h"
 #include "support/prereq.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -38,13 +40,30 @@
 
 #include "block/block.h"
 #include "block/block_internal.h"
+#include "block/file_internal.h"
+#include "common/sandbox.h"
 #include "common/log.h"
 #include "config/config.h"
 
-enum kind { FILE_URING, FILE_THREADS, FILE_HYBRID, MEM };
+/* The file engines, each also with direct = true (O_DIRECT), and mem-async. */
+enum kind {
+    FILE_URING,
+    FILE_THREADS,
+    FILE_HYBRID,
+    MEM,
+    DIRECT_URING,
+    DIRECT_THREADS,
+    DIRECT_HYBRID
+};
 
 static const enum kind kind_uring = FILE_URING, kind_threads = FILE_THREADS,
-                       kind_hybrid = FILE_HYBRID, kind_mem = MEM;
+                       kind_hybrid = FILE_HYBRID, kind_mem = MEM, kind_direct_uring = DIRECT_URING,
+                       kind_direct_threads = DIRECT_THREADS, kind_direct_hybrid = DIRECT_HYBRID;
+
+static bool is_direct(enum kind kind)
+{
+    return kind >= DIRECT_URING;
+}
 
 static char tmpdir[64];
 
@@ -102,10 +121,11 @@ static struct block_backend *open_kind(enum kind kind, struct config_block_dev *
     if (kind == MEM)
         return block_backend_open(cfg);
     static const enum block_file_engine engines[] = {
-        [FILE_URING] = BLOCK_FILE_ENGINE_URING,
-        [FILE_THREADS] = BLOCK_FILE_ENGINE_THREADS,
-        [FILE_HYBRID] = BLOCK_FILE_ENGINE_HYBRID,
+        [FILE_URING] = BLOCK_FILE_ENGINE_URING,       [FILE_THREADS] = BLOCK_FILE_ENGINE_THREADS,
+        [FILE_HYBRID] = BLOCK_FILE_ENGINE_HYBRID,     [DIRECT_URING] = BLOCK_FILE_ENGINE_URING,
+        [DIRECT_THREADS] = BLOCK_FILE_ENGINE_THREADS, [DIRECT_HYBRID] = BLOCK_FILE_ENGINE_HYBRID,
     };
+    cfg->file.direct = is_direct(kind);
     return block_file_open(cfg, engines[kind]);
 }
 
@@ -136,7 +156,8 @@ static void disk_open_cfg(struct disk *d, enum kind kind, uint64_t size,
     assert_non_null(d->be);
     assert_int_equal(d->be->info.size, size);
     static const char *const names[] = {
-        [FILE_URING] = "uring", [FILE_THREADS] = "threads", [FILE_HYBRID] = "hybrid"};
+        [FILE_URING] = "uring",   [FILE_THREADS] = "threads",   [FILE_HYBRID] = "hybrid",
+        [DIRECT_URING] = "uring", [DIRECT_THREADS] = "threads", [DIRECT_HYBRID] = "hybrid"};
     if (kind != MEM)
         assert_string_equal(block_file_engine_name(d->be), names[kind]);
 }
@@ -1012,6 +1033,294 @@ static void test_bad_requests(void **state)
     disk_close(&d);
 }
 
+/* ---- O_DIRECT ---- */
+
+/* The open flags (/proc/self/fdinfo) of this process's descriptor for
+ * path; fails the test if there is none or more than one. */
+static unsigned long fd_flags_of(const char *path)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    assert_non_null(dir);
+    struct dirent *e;
+    int found = -1, count = 0;
+    while ((e = readdir(dir))) {
+        char link[300], target[256];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, path) == 0) {
+            found = atoi(e->d_name);
+            count++;
+        }
+    }
+    closedir(dir);
+    assert_int_equal(count, 1);
+    char info[64], line[128];
+    snprintf(info, sizeof(info), "/proc/self/fdinfo/%d", found);
+    FILE *f = fopen(info, "re");
+    assert_non_null(f);
+    unsigned long flags = 0;
+    bool have = false;
+    while (fgets(line, sizeof(line), f))
+        have |= sscanf(line, "flags: %lo", &flags) == 1;
+    fclose(f);
+    assert_true(have);
+    return flags;
+}
+
+/* direct = true: the descriptor is O_DIRECT (and without it is not); the
+ * alignment is learned; aligned guest buffers go to the file as they are
+ * while misaligned ones (address, piece length, or offset) take the bounce
+ * buffer, and every byte comes back, neighbours untouched; flush works;
+ * ASan checks every bounce buffer is freed. */
+static void test_direct_io(void **state)
+{
+    enum kind kind = *(const enum kind *)*state;
+    struct disk d;
+    disk_open(&d, kind - DIRECT_URING + FILE_URING, 1 << 20);
+    assert_int_equal(fd_flags_of(d.path) & O_DIRECT, 0);
+    disk_close(&d);
+
+    disk_open(&d, kind, 4 << 20);
+    assert_int_not_equal(fd_flags_of(d.path) & O_DIRECT, 0);
+    const struct file_backend *fb = (const struct file_backend *)d.be;
+    assert_true(fb->direct);
+    assert_true(fb->dio_off_align >= 1 && (fb->dio_off_align & (fb->dio_off_align - 1)) == 0);
+    assert_true(fb->dio_mem_align >= 1 && (fb->dio_mem_align & (fb->dio_mem_align - 1)) == 0);
+    assert_true(fb->dio_off_align <= 512); /* else the 512-byte default block size is refused */
+    assert_true(d.be->info.volatile_cache);
+
+    enum { LEN = 64 * 1024 };
+    uint8_t *aligned, *got;
+    assert_int_equal(posix_memalign((void **)&aligned, 4096, LEN + 4096), 0);
+    assert_int_equal(posix_memalign((void **)&got, 4096, LEN + 4096), 0);
+
+    /* Aligned: straight to the file. */
+    fill(aligned, LEN, 8192, 21);
+    struct iovec iov = {aligned, LEN};
+    struct block_request probe = {
+        .op = BLOCK_OP_WRITE, .offset = 8192, .len = LEN, .iov = &iov, .iovcnt = 1};
+    assert_false(file_needs_bounce(fb, &probe));
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 8192, aligned, LEN), 0);
+    memset(got, 0, LEN);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
+    assert_memory_equal(got, aligned, LEN);
+
+    /* Misaligned addresses: written from one, read back into another. */
+    uint8_t *odd = aligned + 1, *odd_got = got + 3;
+    fill(odd, LEN, 131072, 22);
+    iov = (struct iovec){odd, LEN};
+    probe.iov = &iov;
+    assert_true(file_needs_bounce(fb, &probe));
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072, odd, LEN), 0);
+    memset(odd_got, 0, LEN);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, odd_got, LEN), 0);
+    assert_memory_equal(odd_got, odd, LEN);
+    /* ... and the aligned read of it, and the first write read misaligned. */
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, got, LEN), 0);
+    assert_memory_equal(got, odd, LEN);
+    fill(aligned, LEN, 8192, 21);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, odd_got, LEN), 0);
+    assert_memory_equal(odd_got, aligned, LEN);
+
+    /* Aligned addresses, piece lengths off the alignment (sum aligned). */
+    fill(aligned, LEN, 262144, 23);
+    struct iovec pieces[3] = {{aligned, 100}, {aligned + 100, 4000}, {aligned + 4100, LEN - 4100}};
+    struct block_request split = {
+        .op = BLOCK_OP_WRITE, .offset = 262144, .len = LEN, .iov = pieces, .iovcnt = 3};
+    assert_true(file_needs_bounce(fb, &split));
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 262144, LEN, pieces, 3), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 262144, got, LEN), 0);
+    assert_memory_equal(got, aligned, LEN);
+
+    /* Offsets off the alignment (the API allows them): the partial blocks
+     * around are read and rewritten with their old bytes. */
+    uint8_t before[8192], after[8192], small[700];
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, before, sizeof(before)), 0);
+    fill(small, sizeof(small), 131072 + 300, 24);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072 + 300, small, sizeof(small)), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, after, sizeof(after)), 0);
+    memcpy(before + 300, small, sizeof(small));
+    assert_memory_equal(after, before, sizeof(after));
+    uint8_t small_got[700];
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072 + 300, small_got, sizeof(small_got)), 0);
+    assert_memory_equal(small_got, small, sizeof(small));
+    /* Inside one block, and at the very end of the disk (nothing past it). */
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072 + 5, small, 10), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072 + 5, small_got, 10), 0);
+    assert_memory_equal(small_got, small, 10);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (4 << 20) - 7, small, 7), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (4 << 20) - 7, small_got, 7), 0);
+    assert_memory_equal(small_got, small, 7);
+
+    /* Larger than one bounce buffer (FILE_BOUNCE_MAX), misaligned in
+     * address and offset: bounced piece by piece, neighbours kept. */
+    enum { BIG = 2 * FILE_BOUNCE_MAX + 5000 };
+    const uint64_t big_off = (1 << 20) + 100;
+    uint8_t *big = malloc(BIG + 1), *big_got = malloc(BIG + 600);
+    assert_non_null(big);
+    assert_non_null(big_got);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, big_off - 100, big_got, BIG + 600), 0);
+    fill(big + 1, BIG, big_off, 26);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, big_off, big + 1, BIG), 0);
+    memcpy(big_got + 100, big + 1, BIG);
+    uint8_t *check = malloc(BIG + 600);
+    assert_non_null(check);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, big_off - 100, check, BIG + 600), 0);
+    assert_memory_equal(check, big_got, BIG + 600);
+    free(big);
+    free(big_got);
+    free(check);
+
+    /* Zeroes written (no fallocate) over a misaligned range. */
+    block_file_test_no_fallocate(d.be);
+    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE_ZEROES, 8192 + 100, 65000, NULL, 0), 0);
+    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
+    fill(aligned, LEN, 8192, 21);
+    assert_memory_equal(got, aligned, 100);
+    assert_true(all_zero(got + 100, 65000));
+    assert_memory_equal(got + 65100, aligned + 65100, LEN - 65100);
+
+    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+
+    /* The file (read without O_DIRECT) holds what was written. */
+    int fd = open(d.path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, got, LEN, 262144), LEN);
+    fill(aligned, LEN, 262144, 23);
+    assert_memory_equal(got, aligned, LEN);
+    close(fd);
+
+    free(aligned);
+    free(got);
+    disk_close(&d);
+}
+
+/* A file system without O_DIRECT is refused at open, naming the key, the
+ * file and the problem: ramfs always; tmpfs until Linux 6.6 (since then it
+ * accepts O_DIRECT but reports no alignment, so 4096 is assumed, which a
+ * 512-byte block size cannot meet). */
+static void test_direct_refused(void **state)
+{
+    static const char *const fstypes[] = {"ramfs", "tmpfs"};
+    for (unsigned i = 0; i < 2; i++) {
+        char mnt[128], path[160];
+        snprintf(mnt, sizeof(mnt), "%s/%s", tmpdir, fstypes[i]);
+        assert_int_equal(mkdir(mnt, 0700), 0);
+        if (mount(fstypes[i], mnt, fstypes[i], 0, NULL) != 0) {
+            int err = errno;
+            rmdir(mnt);
+            prerequisite_missing("cannot mount a %s (%s)", fstypes[i], strerror(err));
+        }
+        snprintf(path, sizeof(path), "%s/disk", mnt);
+        make_file(path, 1 << 20);
+        struct config_block_dev cfg = file_cfg(path, 2);
+        cfg.file.direct = true;
+        cfg.source = "vm.toml";
+        cfg.line = 3;
+        cfg.column = 1;
+        cfg.file.direct_pos = (struct config_pos){7, 10};
+        capture_stderr();
+        struct block_backend *be = block_backend_open(&cfg);
+        char *log = captured_stderr();
+        assert_null(be);
+        char want[512];
+        int fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+        if (fd < 0) {
+            assert_int_equal(errno, EINVAL);
+            snprintf(want, sizeof(want),
+                     "vm.toml:7:10: block_dev.t0.direct: the file system holding %s does not "
+                     "support O_DIRECT (open: Invalid argument); use direct = false or put the "
+                     "disk on another file system",
+                     path);
+        } else {
+            close(fd);
+            assert_string_equal(fstypes[i], "tmpfs"); /* ramfs never has O_DIRECT */
+            snprintf(want, sizeof(want),
+                     "vm.toml:7:10: block_dev.t0.direct: O_DIRECT on %s needs offsets aligned to "
+                     "4096 bytes (assumed: not reported), more than the block size (512); set "
+                     "block_size = 4096 or use direct = false",
+                     path);
+        }
+        if (!strstr(log, want))
+            print_error("log \"%s\" lacks \"%s\"\n", log, want);
+        assert_non_null(strstr(log, want));
+        if (fd >= 0) {
+            /* With a block size it can meet, the disk works. */
+            cfg.has_block_size = true;
+            cfg.block_size = 4096;
+            be = block_backend_open(&cfg);
+            assert_non_null(be);
+            uint8_t buf[4096 + 1], got[4096 + 1];
+            fill(buf, sizeof(buf), 0, 25);
+            assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 4096, buf + 1, 4096), 0);
+            assert_int_equal(do_rw(be, BLOCK_OP_READ, 4096, got, 4096), 0);
+            assert_memory_equal(got, buf + 1, 4096);
+            block_backend_destroy(be);
+        }
+        unlink(path);
+        assert_int_equal(umount(mnt), 0);
+        rmdir(mnt);
+    }
+}
+
+/* The bounce path (unaligned address, offset and piece lengths, more than
+ * one bounce buffer) and the aligned path on every engine, in a child
+ * under the VMM's seccomp filters: the block threads' allow-list covers
+ * them (a forbidden call would end the child with SANDBOX_EXIT_CODE). */
+static int direct_under_sandbox(const char *path)
+{
+    if (sandbox_init() < 0)
+        return 77;
+    static const enum block_file_engine engines[] = {
+        BLOCK_FILE_ENGINE_URING, BLOCK_FILE_ENGINE_THREADS, BLOCK_FILE_ENGINE_HYBRID};
+    static const char *const names[] = {"uring", "threads", "hybrid"};
+    enum { LEN = FILE_BOUNCE_MAX + 8192 };
+    uint8_t *src = malloc(LEN + 1), *got = malloc(LEN + 1);
+    if (!src || !got)
+        return 2;
+    for (unsigned i = 0; i < 3; i++) {
+        struct config_block_dev cfg = file_cfg(path, 2);
+        cfg.file.direct = true;
+        struct block_backend *be = block_file_open(&cfg, engines[i]);
+        if (!be || strcmp(block_file_engine_name(be), names[i]) != 0)
+            return 3;
+        fill(src + 1, LEN, 1000 + i, 27 + i);
+        if (do_rw(be, BLOCK_OP_WRITE, 1000 + i, src + 1, LEN) != 0 ||
+            do_rw(be, BLOCK_OP_READ, 1000 + i, got + 1, LEN) != 0 || memcmp(src + 1, got + 1, LEN))
+            return 4;
+        if (do_rw(be, BLOCK_OP_READ, 0, got, 4096) != 0 || do_rw(be, BLOCK_OP_WRITE, 0, got, 4096))
+            return 5;
+        if (do_req(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0) != 0)
+            return 6;
+        block_backend_destroy(be);
+    }
+    free(src);
+    free(got);
+    return 0;
+}
+
+static void test_direct_under_seccomp(void **state)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/sandboxed", tmpdir);
+    make_file(path, 4 << 20);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(direct_under_sandbox(path));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        prerequisite_missing("cannot set up the seccomp sandbox");
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* ---- engine choice ---- */
 
 #define BUILTIN_NAME                                                                               \
@@ -1106,7 +1415,11 @@ static void test_uring_fallback(void **state)
     cmocka_unit_test_prestate(fn, (void *)&kind_uring),                                            \
         cmocka_unit_test_prestate(fn, (void *)&kind_threads),                                      \
         cmocka_unit_test_prestate(fn, (void *)&kind_hybrid)
-#define FOR_ALL(fn) FOR_FILES(fn), cmocka_unit_test_prestate(fn, (void *)&kind_mem)
+#define FOR_DIRECT(fn)                                                                             \
+    cmocka_unit_test_prestate(fn, (void *)&kind_direct_uring),                                     \
+        cmocka_unit_test_prestate(fn, (void *)&kind_direct_threads),                               \
+        cmocka_unit_test_prestate(fn, (void *)&kind_direct_hybrid)
+#define FOR_ALL(fn) FOR_FILES(fn), cmocka_unit_test_prestate(fn, (void *)&kind_mem), FOR_DIRECT(fn)
 
 int main(void)
 {
@@ -1119,16 +1432,23 @@ int main(void)
         FOR_ALL(test_flush),
         FOR_ALL(test_discard_write_zeroes),
         FOR_FILES(test_write_zeroes_fallback),
-        FOR_ALL(test_read_only),
+        FOR_DIRECT(test_write_zeroes_fallback),
+        FOR_FILES(test_read_only),
+        cmocka_unit_test_prestate(test_read_only, (void *)&kind_mem),
         cmocka_unit_test(test_unwritable_file),
         FOR_FILES(test_truncated),
+        FOR_DIRECT(test_truncated),
         FOR_FILES(test_unlinked),
+        FOR_DIRECT(test_unlinked),
         FOR_FILES(test_enospc),
         FOR_FILES(test_block_device),
         cmocka_unit_test(test_partition_warning),
         FOR_FILES(test_survives_kill),
         cmocka_unit_test(test_bad_open),
         FOR_ALL(test_bad_requests),
+        FOR_DIRECT(test_direct_io),
+        cmocka_unit_test(test_direct_refused),
+        cmocka_unit_test(test_direct_under_seccomp),
         cmocka_unit_test(test_engine_env),
         cmocka_unit_test(test_uring_fallback),
     };
