@@ -1,6 +1,8 @@
 /* Storage benchmark: our virtio-blk and NVMe against QEMU's virtio-blk-pci
- * and nvme at QEMU's best practice and at its defaults (and optionally our
- * VMM built from an earlier revision, --vmm-before), on the same test guest
+ * and nvme at QEMU's best practice and at its defaults, a pair through
+ * O_DIRECT (ours with direct = true, QEMU cache=none,aio=native; the file
+ * must be on a file system with O_DIRECT), and optionally our VMM built
+ * from an earlier revision (--vmm-before), on the same test guest
  * and the same page-cached file, in one invocation; and fio on the host on
  * a file of the same size, at the same queue depth, as the limit.
  *
@@ -34,7 +36,7 @@
  *
  *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme] [--seed N]
- *           [--cpus-allowed LIST] [--no-qemu-default] [--no-fio] [--perf DIR]
+ *           [--cpus-allowed LIST] [--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
@@ -79,8 +81,23 @@ static const struct test_info tests[NTESTS] = {
 };
 
 /* The contestants. */
-enum contestant { C_OURS, C_BEFORE, C_QEMU_BEST, C_QEMU_DEFAULT, NCONT };
-static const char *const cont_names[NCONT] = {"ours", "before", "qemu-best", "qemu-default"};
+/* The O_DIRECT pair: ours with `direct = true` against QEMU's cache=none,
+ * aio=native (otherwise as qemu-best). */
+enum contestant {
+    C_OURS,
+    C_BEFORE,
+    C_QEMU_BEST,
+    C_QEMU_DEFAULT,
+    C_OURS_DIRECT,
+    C_QEMU_DIRECT,
+    NCONT
+};
+static const char *const cont_names[NCONT] = {"ours",         "before",      "qemu-best",
+                                              "qemu-default", "ours-direct", "qemu-direct"};
+static bool is_ours(enum contestant who)
+{
+    return who == C_OURS || who == C_BEFORE || who == C_OURS_DIRECT;
+}
 
 struct options {
     const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra, *cpus_allowed, *perf_dir;
@@ -107,7 +124,7 @@ static int valid_runs[NDEVS][NCONT], bad_runs[NDEVS][NCONT];
 struct fio_cell {
     struct series rate, cpu_us;
 };
-static struct fio_cell fio_cells[NTESTS];
+static struct fio_cell fio_cells[2][NTESTS]; /* page cache, O_DIRECT */
 
 static char file_path[PATH_MAX], fio_path[PATH_MAX];
 
@@ -225,11 +242,13 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
 {
     snprintf(c->mem, sizeof(c->mem), "%u", o->mem_mib);
     snprintf(c->cpus, sizeof(c->cpus), "%u", o->cpus);
-    bool best = who == C_QEMU_BEST;
+    bool best = who == C_QEMU_BEST || who == C_QEMU_DIRECT;
     /* Our virtio-blk offers min(vCPUs, 4) queues. */
     unsigned queues = o->cpus < 4 ? o->cpus : 4;
-    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,cache=writeback%s",
-             file_path, best ? ",aio=io_uring" : "");
+    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,%s", file_path,
+             who == C_QEMU_DIRECT ? "cache=none,aio=native"
+             : best               ? "cache=writeback,aio=io_uring"
+                                  : "cache=writeback");
     if (dev == VIRTIO_BLK && best)
         snprintf(c->device, sizeof(c->device),
                  "virtio-blk-pci,drive=d,addr=4,iothread=io0,num-queues=%u", queues);
@@ -245,30 +264,35 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
         /* plain host aborts QEMU 7.2 on this kind of host */
         "host,-arch-capabilities", dev == VIRTIO_BLK ? "-object" : NULL, "iothread,id=io0", NULL};
     /* QEMU's defaults: its argv ends before -cpu. */
-    const char *vmm[] = {who == C_OURS ? o->vmm : o->vmm_before, "config.toml", NULL};
-    copy_argv(c->argv, ARGV_MAX, who == C_OURS || who == C_BEFORE ? vmm : qemu);
+    const char *vmm[] = {who == C_BEFORE ? o->vmm_before : o->vmm, "config.toml", NULL};
+    copy_argv(c->argv, ARGV_MAX, is_ours(who) ? vmm : qemu);
 }
 
 /* Our config.toml (ours and before alike). Ours passes the host's CPUID
  * through by default, as QEMU's -cpu host does. */
-static void config_text(char *out, size_t cap, enum dev_kind dev, const struct options *o)
+static void config_text(char *out, size_t cap, enum dev_kind dev, bool direct,
+                        const struct options *o)
 {
     snprintf(out, cap,
              "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
-             "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s\n"
+             "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s%s\n"
              "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
              (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
+             direct ? "direct = true\n" : "",
              getenv("BENCH_BLOCK_DEV_EXTRA") ? getenv("BENCH_BLOCK_DEV_EXTRA") : "",
              dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
 }
 
-static void fio_command(char *out, size_t cap, const struct test_info *t, const struct options *o)
+static void fio_command(char *out, size_t cap, const struct test_info *t, bool direct,
+                        const struct options *o)
 {
     snprintf(out, cap,
-             "fio --name=host --filename=%s --ioengine=io_uring --rw=%s --bs=%u --iodepth=%u "
-             "--iodepth_batch_submit=%u --numjobs=1 --size=%um --time_based --runtime=%ums "
-             "--ramp_time=200ms --randrepeat=0 --cpus_allowed=%s --output-format=json",
-             fio_path, t->fio_rw, t->bs, t->qd, t->qd / 4, o->size_mib, o->ms, o->cpus_allowed);
+             "fio --name=host --filename=%s --ioengine=io_uring --direct=%d --rw=%s --bs=%u "
+             "--iodepth=%u --iodepth_batch_submit=%u --numjobs=1 --size=%um --time_based "
+             "--runtime=%ums --ramp_time=200ms --randrepeat=0 --cpus_allowed=%s "
+             "--output-format=json",
+             fio_path, direct, t->fio_rw, t->bs, t->qd, t->qd / 4, o->size_mib, o->ms,
+             o->cpus_allowed);
 }
 
 static void set_affinity(const char *list)
@@ -329,18 +353,21 @@ static void print_commands(const struct options *o)
             print_command(prefix, c.argv);
         }
         char config[2 * PATH_MAX + 512];
-        config_text(config, sizeof(config), (enum dev_kind)d, o);
+        config_text(config, sizeof(config), (enum dev_kind)d, false, o);
         printf("  %s config.toml (ours%s):\n", dev_names[d],
                o->present[C_BEFORE] ? ", before" : "");
         print_indented("    ", config);
+        if (o->present[C_OURS_DIRECT])
+            printf("  %s config.toml of ours-direct: the same with direct = true\n", dev_names[d]);
     }
     if (o->fio) {
         printf("  host limit, per test (its own file of the same size and content):\n");
-        for (int t = 0; t < NTESTS; t++) {
-            char cmd[PATH_MAX + 512];
-            fio_command(cmd, sizeof(cmd), &tests[t], o);
-            printf("    %s\n", cmd);
-        }
+        for (int direct = 0; direct <= (int)o->present[C_OURS_DIRECT]; direct++)
+            for (int t = 0; t < NTESTS; t++) {
+                char cmd[PATH_MAX + 512];
+                fio_command(cmd, sizeof(cmd), &tests[t], direct, o);
+                printf("    %s\n", cmd);
+            }
     }
 }
 
@@ -424,13 +451,13 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
     if (!mkdtemp(dir))
         die("mkdtemp: %s", strerror(errno));
     char path[PATH_MAX + 64];
-    if (who == C_OURS || who == C_BEFORE) {
+    if (is_ours(who)) {
         static char config[2 * PATH_MAX + 512];
         snprintf(path, sizeof(path), "%s/config.toml", dir);
         FILE *cfg = fopen(path, "w");
         if (!cfg)
             die("%s: %s", path, strerror(errno));
-        config_text(config, sizeof(config), dev, o);
+        config_text(config, sizeof(config), dev, who == C_OURS_DIRECT, o);
         fputs(config, cfg);
         fclose(cfg);
     }
@@ -593,10 +620,10 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
 
 /* ---- fio on the host ---- */
 
-static void run_fio(const struct options *o, int t, int round)
+static void run_fio(const struct options *o, int t, bool direct, int round)
 {
     char cmd[PATH_MAX + 512];
-    fio_command(cmd, sizeof(cmd), &tests[t], o);
+    fio_command(cmd, sizeof(cmd), &tests[t], direct, o);
     FILE *p = popen(cmd, "r");
     if (!p) {
         printf("  fio: %s\n", strerror(errno));
@@ -630,15 +657,16 @@ static void run_fio(const struct options *o, int t, int round)
     double cpu_s = cpu_pct / 100.0 * runtime_ms / 1000.0;
     double rate = tests[t].seq ? bw / MIB : iops;
     double cpu_us = ios > 0 ? cpu_s * 1e6 / ios : 0;
-    series_add(&fio_cells[t].rate, rate);
-    series_add(&fio_cells[t].cpu_us, cpu_us);
+    series_add(&fio_cells[direct][t].rate, rate);
+    series_add(&fio_cells[direct][t].cpu_us, cpu_us);
     raw_result("storage-fio",
-               "{\"commit\":\"%s\",\"time\":%lld,\"test\":\"%s\",\"round\":%d,\"iops\":%.1f,"
-               "\"bw_bytes\":%.0f,\"total_ios\":%.0f,\"runtime_ms\":%.0f,\"cpu_s\":%.3f}",
-               git_commit(), (long long)time(NULL), tests[t].name, round, iops, bw, ios, runtime_ms,
-               cpu_s);
-    printf("  fio round %d: %s %.0f %s, %.2f CPU-us/IO\n", round, tests[t].name, rate,
-           tests[t].seq ? "MiB/s" : "IOPS", cpu_us);
+               "{\"commit\":\"%s\",\"time\":%lld,\"test\":\"%s\",\"direct\":%s,\"round\":%d,"
+               "\"iops\":%.1f,\"bw_bytes\":%.0f,\"total_ios\":%.0f,\"runtime_ms\":%.0f,"
+               "\"cpu_s\":%.3f}",
+               git_commit(), (long long)time(NULL), tests[t].name, direct ? "true" : "false", round,
+               iops, bw, ios, runtime_ms, cpu_s);
+    printf("  fio%s round %d: %s %.0f %s, %.2f CPU-us/IO\n", direct ? " direct" : "", round,
+           tests[t].name, rate, tests[t].seq ? "MiB/s" : "IOPS", cpu_us);
     json_decref(root);
     free(out);
 }
@@ -698,12 +726,17 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
     for (int k = 0; k < NCONT; k++)
         if (o->present[k])
             printf(" %-24s", cont_names[k]);
-    if (ratios)
-        for (int k = C_BEFORE; k < NCONT; k++)
+    if (ratios) {
+        for (int k = C_BEFORE; k <= C_QEMU_DEFAULT; k++)
             if (o->present[k])
                 printf(" ours/%-12s", cont_names[k]);
+        if (o->present[C_OURS_DIRECT])
+            printf(" %-17s", "direct ours/qemu");
+    }
     if (with_fio && o->fio)
         printf(" %-24s", "host fio");
+    if (with_fio && o->fio && o->present[C_OURS_DIRECT])
+        printf(" %-24s", "host fio direct");
     printf("\n");
     for (int d = 0; d < NDEVS; d++) {
         if (!o->dev_on[d])
@@ -719,10 +752,11 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
                 printf(" %-24s", text);
             }
             if (ratios) {
-                double ours = median_of(pick(&cells[d][C_OURS][t]));
                 for (int k = C_BEFORE; k < NCONT; k++) {
-                    if (!o->present[k])
+                    if (!o->present[k] || k == C_OURS_DIRECT)
                         continue;
+                    enum contestant mine = k == C_QEMU_DIRECT ? C_OURS_DIRECT : C_OURS;
+                    double ours = median_of(pick(&cells[d][mine][t]));
                     double theirs = median_of(pick(&cells[d][k][t]));
                     if (ours > 0 && theirs > 0)
                         snprintf(text, sizeof(text), "%.2f", ours / theirs);
@@ -731,9 +765,10 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
                     printf(" %-17s", text);
                 }
             }
-            if (with_fio && o->fio) {
-                struct series *f = pick == pick_rate ? &fio_cells[t].rate : &fio_cells[t].cpu_us;
-                fmt_iqr(text, sizeof(text), f, decimals);
+            for (int direct = 0; with_fio && o->fio && direct <= (int)o->present[C_OURS_DIRECT];
+                 direct++) {
+                struct fio_cell *f = &fio_cells[direct][t];
+                fmt_iqr(text, sizeof(text), pick == pick_rate ? &f->rate : &f->cpu_us, decimals);
                 printf(" %-24s", text);
             }
             printf("\n");
@@ -743,27 +778,39 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
 
 int main(int argc, char **argv)
 {
-    struct options o = {
-        .qemu = "qemu-system-x86_64",
-        .dir = "/tmp",
-        .runs = 10,
-        .ms = 1000,
-        .size_mib = 1024,
-        .cpus = 1,
-        .mem_mib = 512,
-        .seed = 0,
-        .fio = true,
-        .dev_on = {true, true},
-        .present = {[C_OURS] = true, [C_QEMU_BEST] = true, [C_QEMU_DEFAULT] = true}};
+    struct options o = {.qemu = "qemu-system-x86_64",
+                        .dir = "/tmp",
+                        .runs = 10,
+                        .ms = 1000,
+                        .size_mib = 1024,
+                        .cpus = 1,
+                        .mem_mib = 512,
+                        .seed = 0,
+                        .fio = true,
+                        .dev_on = {true, true},
+                        .present = {[C_OURS] = true,
+                                    [C_QEMU_BEST] = true,
+                                    [C_QEMU_DEFAULT] = true,
+                                    [C_OURS_DIRECT] = true,
+                                    [C_QEMU_DIRECT] = true}};
     static const struct option opts[] = {
-        {"vmm", required_argument, NULL, 'v'},       {"vmm-before", required_argument, NULL, 'b'},
-        {"guest", required_argument, NULL, 'g'},     {"qemu", required_argument, NULL, 'q'},
-        {"runs", required_argument, NULL, 'n'},      {"ms", required_argument, NULL, 'm'},
-        {"size-mib", required_argument, NULL, 's'},  {"dir", required_argument, NULL, 'd'},
-        {"devices", required_argument, NULL, 'D'},   {"extra", required_argument, NULL, 'x'},
-        {"seed", required_argument, NULL, 'S'},      {"cpus-allowed", required_argument, NULL, 'c'},
-        {"no-qemu-default", no_argument, NULL, 'Q'}, {"no-fio", no_argument, NULL, 'F'},
-        {"perf", required_argument, NULL, 'P'},      {NULL, 0, NULL, 0},
+        {"vmm", required_argument, NULL, 'v'},
+        {"vmm-before", required_argument, NULL, 'b'},
+        {"guest", required_argument, NULL, 'g'},
+        {"qemu", required_argument, NULL, 'q'},
+        {"runs", required_argument, NULL, 'n'},
+        {"ms", required_argument, NULL, 'm'},
+        {"size-mib", required_argument, NULL, 's'},
+        {"dir", required_argument, NULL, 'd'},
+        {"devices", required_argument, NULL, 'D'},
+        {"extra", required_argument, NULL, 'x'},
+        {"seed", required_argument, NULL, 'S'},
+        {"cpus-allowed", required_argument, NULL, 'c'},
+        {"no-qemu-default", no_argument, NULL, 'Q'},
+        {"no-fio", no_argument, NULL, 'F'},
+        {"perf", required_argument, NULL, 'P'},
+        {"no-direct", no_argument, NULL, 'N'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -815,6 +862,9 @@ int main(int argc, char **argv)
         case 'P':
             o.perf_dir = optarg;
             break;
+        case 'N':
+            o.present[C_OURS_DIRECT] = o.present[C_QEMU_DIRECT] = false;
+            break;
         default:
             return 2;
         }
@@ -832,7 +882,8 @@ int main(int argc, char **argv)
                 "usage: storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
                 "[--runs N<=%d] [--ms 100..60000] [--size-mib 64..49152] [--dir DIR] "
                 "[--devices virtio-blk,nvme] [--seed N] [--cpus-allowed LIST] "
-                "[--no-qemu-default] [--no-fio] [--perf DIR] [--extra \"KEY=VALUE ...\"]\n",
+                "[--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR] [--extra \"KEY=VALUE "
+                "...\"]\n",
                 MAX_RUNS);
         return 2;
     }
@@ -873,18 +924,20 @@ int main(int argc, char **argv)
     print_load("before");
 
     for (int r = 1; r <= o.runs; r++) {
-        int order[NDEVS * NCONT + NTESTS], n = 0;
+        int order[NDEVS * NCONT + 2], n = 0;
         for (int d = 0; d < NDEVS; d++)
             for (int k = 0; k < NCONT; k++)
                 if (o.dev_on[d] && o.present[k])
                     order[n++] = d * NCONT + k;
         if (o.fio)
             order[n++] = -1; /* the fio tests, as one entry */
+        if (o.fio && o.present[C_OURS_DIRECT])
+            order[n++] = -2; /* and with O_DIRECT */
         shuffle_ints(&rng, order, n);
         for (int i = 0; i < n; i++) {
             if (order[i] < 0) {
                 for (int t = 0; t < NTESTS; t++)
-                    run_fio(&o, t, r);
+                    run_fio(&o, t, order[i] == -2, r);
                 continue;
             }
             uint64_t seed = (bench_random(&rng) % 2500000000ull) * 4 + 4;
