@@ -15,11 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-make -s BUILD="$BUILD" "$BUILD/propolis-standalone" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
-B=${RIG_BUILD:-build/rig}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+VMM=$BUILD/propolis-standalone
+. tests/rig/rig-lib.sh
+rig_test_setup
 tests/rig/rig.sh mkcfg "$work/shell-cfg.img" shell
 cat > "$work/rig-vsock-inner.sh" <<'EOF'
 #!/bin/sh
@@ -47,30 +45,9 @@ start() { # vmm round
     mkdir -p $dir && cd $dir || exit 1
     cp $F/shell-cfg.img cfg.img
     if [ $1 = ours ]; then
-        cat > config.toml <<TOML
-[main]
-name = "vsockbench"
-cpus = 2
-bootrom = "$F/OVMF_CODE.fd"
-memory = 512
-
-[block_dev.iso]
-type = "file"
-path = "$F/test.iso"
-
-[dev.block0]
-driver = "pci-virtio-block"
-block_dev = "iso"
-pci-path = "0.4.0"
-
-[block_dev.rigcfg]
-type = "file"
-path = "$dir/cfg.img"
-
-[dev.block1]
-driver = "pci-virtio-block"
-block_dev = "rigcfg"
-pci-path = "0.5.0"
+        {
+            rig_vm_config vsockbench 2 OVMF_CODE.fd "$dir/cfg.img"
+            cat <<TOML
 
 [dev.vsock0]
 driver = "pci-virtio-socket"
@@ -78,6 +55,7 @@ guest_cid = 3
 port_mappings = [{ port = 5000, addr = "127.0.0.1:5000" }, { port = 5001, addr = "127.0.0.1:5001" }]
 pci-path = "0.6.0"
 TOML
+        } > config.toml
         [ $2 = 1 ] && { echo "== ours: $RIG_VMM config.toml"; cat config.toml; }
         $RIG_VMM config.toml > vmm.log 2>&1 &
         up_addr=listen-tcp:5000 down_addr=listen-tcp:5001
@@ -95,8 +73,7 @@ TOML
         up_addr=listen-vsock:5000 down_addr=listen-vsock:5001
     fi
     pid=$!
-    i=0
-    while [ ! -S ttya ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+    wait_socket ttya
 }
 # step NAME L1-END GUEST-CMD MARKER: one transfer; prints MiB/s and CPU-s/GiB.
 step() {
@@ -159,7 +136,7 @@ for s in up down; do
         printf "%s CPU-s/GiB      %10.2f    %10.2f      %.2f\n", w, oc, qc, qc ? oc / qc : 0 }'
 done
 EOF
-tests/rig/rig.sh exec --vmm "$BUILD/propolis-standalone" --script "$work/rig-vsock-inner.sh" \
+tests/rig/rig.sh exec --vmm "$VMM" --script "$work/rig-vsock-inner.sh" \
     --bin "$BUILD/ttyexpect" --bin "$B/rig-vsock" --bin /usr/bin/qemu-system-x86_64 \
     --file "$B/guest/test.iso" --file "$work/shell-cfg.img" --file /usr/share/OVMF/OVMF_CODE.fd \
     --file /usr/share/seabios/bios-256k.bin:/usr/share/seabios/bios-256k.bin \

@@ -20,7 +20,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_SUPPORT_OBJS := $(addprefix $(BUILD)/fuzz/obj,/tests/fuzz/fuzz_support.o /tests/fuzz/fuzz_virtio.o \
                      /tests/unit/support/fake_mem.o /tests/unit/support/fake_block.o \
-                     /tests/unit/support/poll.o)
+                     /tests/unit/support/msix_fn.o /tests/unit/support/poll.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
 .PHONY: fuzz fuzz-smoke fuzz-build

@@ -35,24 +35,6 @@ static void small_items(struct fw_cfg *fw)
     fw_cfg_add_ramfb(fw);
 }
 
-static void corrupt_state(struct fw_cfg *fw, struct fuzz_in *in)
-{
-    struct snap_buf buf = {0};
-    char err[512];
-    if (device_save_state(&fw->dev, &buf, err, sizeof(err)) == 0 && buf.len > 0) {
-        unsigned n = fi_u8(in) % 4;
-        for (unsigned i = 0; i < n; i++) {
-            size_t at = fi_u32(in) % buf.len;
-            buf.data[at] = fi_u8(in);
-        }
-        size_t pos = 0;
-        struct snap_record rec;
-        if (snap_next_record(buf.data, buf.len, &pos, &rec, err, sizeof(err)) == 1)
-            (void)device_load_state(&fw->dev, &rec, err, sizeof(err));
-    }
-    snap_buf_free(&buf);
-}
-
 /* A DMA control structure at gpa (big-endian, as the guest writes it). */
 static void put_dma_desc(uint64_t gpa, uint32_t control, uint32_t length, uint64_t addr)
 {
@@ -149,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fw.dev.ops->reset(&fw.dev);
             break;
         default:
-            corrupt_state(&fw, &in);
+            fuzz_corrupt_state(&fw.dev, &in);
             break;
         }
     }

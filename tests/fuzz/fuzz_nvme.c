@@ -21,7 +21,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define DISK_SIZE (64u * 1024)
 /* The usual layout: queue q's SQ at q * 0x1000 (64 entries) and its CQ
  * at 0x8000 + q * 0x1000 (queue bases are page-aligned); queues 0..3;
  * data from 0xc000 (to the end of RAM and the tail region after it). */
@@ -131,28 +130,11 @@ static void create_io_queue(struct ctx *c, unsigned q, uint16_t entries, uint16_
     bar0_write(c, NVME_REG_DBS, 4, c->tail[0] % 64);
 }
 
-/* Saves the paused controller's state, changes a few bytes of it, and
- * loads it back (refused or taken; never a crash), then resumes. */
+/* A corrupted saved state loaded back (fuzz_corrupt_state), then the I/O
+ * worker idle again. */
 static void corrupt_state(struct ctx *c, struct fuzz_in *in)
 {
-    struct device *dev = &c->pdev->dev;
-    if (device_pause(dev) < 0)
-        return;
-    struct snap_buf buf = {0};
-    char err[512];
-    if (device_save_state(dev, &buf, err, sizeof(err)) == 0 && buf.len > 0) {
-        unsigned n = fi_u8(in) % 4;
-        for (unsigned i = 0; i < n; i++) {
-            size_t at = fi_u32(in) % buf.len;
-            buf.data[at] = fi_u8(in);
-        }
-        size_t pos = 0;
-        struct snap_record rec;
-        if (snap_next_record(buf.data, buf.len, &pos, &rec, err, sizeof(err)) == 1)
-            (void)device_load_state(dev, &rec, err, sizeof(err));
-    }
-    snap_buf_free(&buf);
-    device_resume(dev);
+    fuzz_corrupt_state(&c->pdev->dev, in);
     nvme_wait_idle(c->ctrl);
 }
 
@@ -160,19 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_in in = {data, size};
     fuzz_mem_reset();
-    uint8_t shape = fi_u8(&in);
-    bool read_only = shape & 1;
     struct fake_block fb;
-    fake_block_init(&fb, "disk0",
-                    &(struct block_info){
-                        .size = DISK_SIZE,
-                        .block_size = shape & 2 ? 4096 : 512,
-                        .read_only = read_only,
-                        .can_discard = !read_only && (shape & 4),
-                        .can_write_zeroes = !read_only && (shape & 8),
-                        .volatile_cache = shape & 16,
-                        .workers = 1,
-                    });
+    uint8_t shape = fuzz_disk_init(&fb, &in);
     struct ctx c = {0};
     c.ctrl = nvme_create(&(struct nvme_params){.name = "nvme0",
                                                .backend = &fb.be,
@@ -197,7 +168,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct pci_bar *msix_bar = &c.pdev->bars[NVME_MSIX_BAR];
     for (unsigned steps = 0; fi_more(&in) && steps < 256; steps++) {
-        switch (fi_u8(&in) % 14) {
+        uint8_t op = fi_u8(&in);
+        /* 0xff selects the case added last; the others keep their meaning. */
+        switch (op == 0xff ? 14 : op % 14) {
         case 0:
             fi_mem_write(&in);
             break;
@@ -261,6 +234,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         default:
             corrupt_state(&c, &in);
             break;
+        case 14: { /* Doorbell Buffer Config: buffers at data pages, or anywhere */
+            struct nvme_sqe cmd;
+            memset(&cmd, 0, sizeof(cmd));
+            cmd.opcode = NVME_ADM_DBBUF_CONFIG;
+            cmd.cid = 0x17c;
+            uint8_t sel = fi_u8(&in);
+            cmd.prp1 = sel & 1 ? fi_gpa(&in) : DATA_GPA + 0x1000ull * ((sel >> 1) & 3);
+            cmd.prp2 = sel & 8 ? fi_gpa(&in) : DATA_GPA + 0x1000ull * ((sel >> 4) & 3);
+            guest_mem_write(&fake_mem, SQ_GPA(0) + 64ull * (c.tail[0] % 64), &cmd, sizeof(cmd));
+            c.tail[0] = (uint16_t)(c.tail[0] + 1);
+            bar0_write(&c, NVME_REG_DBS, 4, c.tail[0] % 64);
+            break;
+        }
         }
     }
     c.pdev->dev.ops->destroy(&c.pdev->dev);

@@ -22,6 +22,7 @@
 #include "virtio/virtio_pci.h"
 
 #include "fuzz_support.h"
+#include "support/msix_fn.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -39,8 +40,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* ---- A test function: three BARs of plain registers and MSI-X ---- */
 
 struct test_fn {
-    struct pci_device pci;
-    struct msix msix;
+    struct msix_fn fn; /* config space, MSI-X, state */
     uint8_t regs[256];
 };
 
@@ -62,36 +62,16 @@ static void regs_write(void *opaque, uint64_t off, unsigned size, uint64_t v)
 
 static const struct io_ops regs_ops = {regs_read, regs_write};
 
-static void test_config_write(struct pci_device *pdev, unsigned off, unsigned size, uint32_t v)
-{
-    struct test_fn *t = container_of(pdev, struct test_fn, pci);
-    msix_config_write(&t->msix, off, size);
-}
-
-static const struct pci_device_ops test_pci_ops = {.config_write = test_config_write};
-
-static int test_state(struct device *d, struct snap *s)
-{
-    struct test_fn *t = container_of(d, struct test_fn, pci.dev);
-    snap_enter(s, "pci");
-    pci_device_state(&t->pci, s);
-    snap_leave(s);
-    snap_enter(s, "msix");
-    msix_state(&t->msix, s);
-    snap_leave(s);
-    return snap_error(s);
-}
-
 static void test_reset(struct device *d)
 {
-    struct test_fn *t = container_of(d, struct test_fn, pci.dev);
-    msix_reset(&t->msix);
-    pci_device_reset(&t->pci);
+    struct test_fn *t = container_of(d, struct test_fn, fn.pci.dev);
+    msix_reset(&t->fn.msix);
+    pci_device_reset(&t->fn.pci);
 }
 
 static const struct device_ops test_dev_ops = {.drop_decodes = pci_device_drop_decodes,
                                                .reset = test_reset,
-                                               .state = test_state,
+                                               .state = msix_fn_state,
                                                .kind = "pci-fuzz-test",
                                                .state_version = 1};
 
@@ -104,14 +84,15 @@ static void test_fn_build(struct test_fn *t)
     static const struct pci_ids ids = {
         .vendor_id = 0x1234, .device_id = 0x5678, .class_code = 0xff0000};
     memset(t, 0, sizeof(*t));
-    pci_device_init(&t->pci, "test", &test_dev_ops, &ids, &test_pci_ops);
-    if (pci_register_bar(&t->pci, 0, PCI_BAR_IO, false, 256, &regs_ops, t) < 0 ||
-        pci_register_bar(&t->pci, 1, PCI_BAR_MEM32, false, 256, &regs_ops, t) < 0 ||
-        pci_register_bar(&t->pci, 2, PCI_BAR_MEM64, true, 0x1000, &msix_bar_io_ops, &t->msix) < 0 ||
-        msix_init(&t->msix, &t->pci, 16, 2, 0, 0x800,
-                  (struct msix_sink){.signal_msi = signal_msi}) < 0)
+    struct pci_device *pci = &t->fn.pci;
+    pci_device_init(pci, "test", &test_dev_ops, &ids, &msix_fn_pci_ops);
+    if (pci_register_bar(pci, 0, PCI_BAR_IO, false, 256, &regs_ops, t) < 0 ||
+        pci_register_bar(pci, 1, PCI_BAR_MEM32, false, 256, &regs_ops, t) < 0 ||
+        pci_register_bar(pci, 2, PCI_BAR_MEM64, true, 0x1000, &msix_bar_io_ops, &t->fn.msix) < 0 ||
+        msix_init(&t->fn.msix, pci, 16, 2, 0, 0x800, (struct msix_sink){.signal_msi = signal_msi}) <
+            0)
         abort();
-    pci_set_interrupt_pin(&t->pci, PCI_INTB);
+    pci_set_interrupt_pin(pci, PCI_INTB);
 }
 
 /* ---- A virtio device model that only takes notes ---- */
@@ -242,27 +223,6 @@ static void program_bar(struct machine_parts *m, uint8_t slot, unsigned bar, uns
     bus_write(&m->pio, 0xcfc, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
 }
 
-static void corrupt_state(struct device *dev, struct fuzz_in *in)
-{
-    struct snap_buf buf = {0};
-    char err[512];
-    if (device_pause(dev) < 0)
-        return;
-    if (device_save_state(dev, &buf, err, sizeof(err)) == 0 && buf.len > 0) {
-        unsigned n = fi_u8(in) % 4;
-        for (unsigned i = 0; i < n; i++) {
-            size_t at = fi_u32(in) % buf.len;
-            buf.data[at] = fi_u8(in);
-        }
-        size_t pos = 0;
-        struct snap_record rec;
-        if (snap_next_record(buf.data, buf.len, &pos, &rec, err, sizeof(err)) == 1)
-            (void)device_load_state(dev, &rec, err, sizeof(err));
-    }
-    snap_buf_free(&buf);
-    device_resume(dev);
-}
-
 static struct machine_parts m;
 
 static void machine_build(void)
@@ -279,12 +239,12 @@ static void machine_build(void)
     test_fn_build(&m.test);
     m.vp = virtio_fn_build();
     if (i440fx_attach(&m.hb, &m.pbus) < 0 || piix3_attach(&m.isa, &m.pbus) < 0 ||
-        pci_bus_add(&m.pbus, &m.test.pci, PCI_DEVFN(SLOT_TEST, 0)) < 0 ||
+        pci_bus_add(&m.pbus, &m.test.fn.pci, PCI_DEVFN(SLOT_TEST, 0)) < 0 ||
         pci_bus_add(&m.pbus, &m.vp->pci, PCI_DEVFN(SLOT_VIRTIO, 0)) < 0)
         abort();
     m.devs[0] = &m.hb.pci.dev;
     m.devs[1] = &m.isa.pci.dev;
-    m.devs[2] = &m.test.pci.dev;
+    m.devs[2] = &m.test.fn.pci.dev;
     m.devs[3] = &m.vp->pci.dev;
 }
 
@@ -362,7 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             machine_reset(&m);
             break;
         default:
-            corrupt_state(m.devs[fi_u8(&in) % 4], &in);
+            fuzz_corrupt_state(m.devs[fi_u8(&in) % 4], &in);
             break;
         }
     }

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/snap.h"
+#include "devices/device.h"
 
 uint8_t fi_u8(struct fuzz_in *in)
 {
@@ -98,4 +100,42 @@ void fuzz_logs_init(void)
 {
     const char *level = getenv("FUZZ_LOG");
     log_set_level(level && *level == '0' ? LOG_CRITICAL : LOG_TRACE);
+}
+
+uint8_t fuzz_disk_init(struct fake_block *fb, struct fuzz_in *in)
+{
+    uint8_t shape = fi_u8(in);
+    bool read_only = shape & 1;
+    fake_block_init(fb, "disk0",
+                    &(struct block_info){
+                        .size = FUZZ_DISK_SIZE,
+                        .block_size = shape & 2 ? 4096 : 512,
+                        .read_only = read_only,
+                        .can_discard = !read_only && (shape & 4),
+                        .can_write_zeroes = !read_only && (shape & 8),
+                        .volatile_cache = shape & 16,
+                        .workers = 1,
+                    });
+    return shape;
+}
+
+void fuzz_corrupt_state(struct device *dev, struct fuzz_in *in)
+{
+    if (device_pause(dev) < 0)
+        return;
+    struct snap_buf buf = {0};
+    char err[512];
+    if (device_save_state(dev, &buf, err, sizeof(err)) == 0 && buf.len > 0) {
+        unsigned n = fi_u8(in) % 4;
+        for (unsigned i = 0; i < n; i++) {
+            size_t at = fi_u32(in) % buf.len;
+            buf.data[at] = fi_u8(in);
+        }
+        size_t pos = 0;
+        struct snap_record rec;
+        if (snap_next_record(buf.data, buf.len, &pos, &rec, err, sizeof(err)) == 1)
+            (void)device_load_state(dev, &rec, err, sizeof(err));
+    }
+    snap_buf_free(&buf);
+    device_resume(dev);
 }

@@ -2,7 +2,8 @@
  * little-endian values (reads past the end give zeroes, so every input is
  * a complete program), and the fuzzers' guest memory (three regions in
  * tests/unit/support/fake_mem: RAM at 0, a small region right after it, a
- * read-only page higher up), wiped before each input. */
+ * read-only page higher up), wiped before each input; the block targets'
+ * disk and the corrupted saved state several targets load back. */
 #ifndef TESTS_FUZZ_FUZZ_SUPPORT_H
 #define TESTS_FUZZ_FUZZ_SUPPORT_H
 
@@ -10,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "support/fake_block.h"
 #include "support/fake_mem.h"
+
+struct device;
 
 struct fuzz_in {
     const uint8_t *p;
@@ -52,5 +56,18 @@ void fi_mem_write(struct fuzz_in *in);
  * (tests/fuzz/run.sh closes the targets' stderr); FUZZ_LOG=0 in the
  * environment turns them off. */
 void fuzz_logs_init(void);
+
+/* The block targets' disk: 64 KiB in a fake block back end (one worker)
+ * shaped by the input's next byte, which it returns: bit 0 read-only,
+ * bit 1 4 KiB blocks (else 512 B), bits 2 and 3 discard and write-zeroes
+ * (when writable), bit 4 a volatile cache. The other bits are the
+ * caller's. */
+#define FUZZ_DISK_SIZE (64u * 1024)
+uint8_t fuzz_disk_init(struct fake_block *fb, struct fuzz_in *in);
+
+/* Pauses dev, saves its state, overwrites up to three bytes of it (input:
+ * a count, then an offset and a value each) and loads it back, refused or
+ * taken (never a crash), then resumes it. Nothing when the pause fails. */
+void fuzz_corrupt_state(struct device *dev, struct fuzz_in *in);
 
 #endif

@@ -15,8 +15,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define DISK_SIZE (64u * 1024)
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     fuzz_logs_init();
@@ -48,19 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_in in = {data, size};
     fuzz_mem_reset();
-    uint8_t shape = fi_u8(&in);
-    bool read_only = shape & 1;
     struct fake_block fb;
-    fake_block_init(&fb, "disk0",
-                    &(struct block_info){
-                        .size = DISK_SIZE,
-                        .block_size = shape & 2 ? 4096 : 512,
-                        .read_only = read_only,
-                        .can_discard = !read_only && (shape & 4),
-                        .can_write_zeroes = !read_only && (shape & 8),
-                        .volatile_cache = shape & 16,
-                        .workers = 1,
-                    });
+    uint8_t shape = fuzz_disk_init(&fb, &in);
     fb.async = shape & 32;
     fb.drain_completes = true;
     struct virtio_device *vdev = virtio_blk_create(&(struct virtio_blk_params){

@@ -58,33 +58,8 @@ counts() { # RUN
 base_config() { # [PROFILE]
     profile_line=
     [ -n "$1" ] && profile_line="cpuid_profile = \"$1\""
-    cat <<END
-[main]
-name = "cpuid"
-cpus = $CPUS
-bootrom = "$F/OVMF_CODE.fd"
-memory = 512
-$profile_line
-
-[block_dev.iso]
-type = "file"
-path = "$F/test.iso"
-
-[dev.block0]
-driver = "pci-virtio-block"
-block_dev = "iso"
-pci-path = "0.4.0"
-
-[block_dev.rigcfg]
-type = "file"
-path = "$PWD/cfg.img"
-
-[dev.block1]
-driver = "pci-virtio-block"
-block_dev = "rigcfg"
-pci-path = "0.5.0"
-
-END
+    rig_vm_config cpuid "$CPUS" OVMF_CODE.fd "$PWD/cfg.img" "$profile_line"
+    echo
 }
 
 # run_guest RUN: the VMM started (pid $vmm), the guest to its report and
@@ -167,8 +142,7 @@ host_run() {
         -chardev socket,id=con,path=ttya,server=on,wait=on -serial chardev:con \
         > vmm.log 2>&1 &
     vmm=$!
-    i=0
-    while [ ! -S ttya ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+    wait_socket ttya
     run_guest qemu
     for n in 1 2 3 4 5 6 7; do
         what=$(echo "vendor model-name family-model processors cpu-cores siblings apic-ids" | cut -d' ' -f$n)

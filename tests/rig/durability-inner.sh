@@ -21,49 +21,10 @@ rand() { echo $(($(od -An -N2 -tu2 /dev/urandom) % $1)); }
 cp "$F/cfg.img" cfg.img
 truncate -s 64M vblk.img
 truncate -s 64M nvme.img
-cat > config.toml <<CFG
-[main]
-name = "durability"
-cpus = 2
-bootrom = "$F/${DUR_FIRMWARE:-bios-256k.bin}"
-memory = 512
-
-[block_dev.iso]
-type = "file"
-path = "$F/test.iso"
-
-[dev.block0]
-driver = "pci-virtio-block"
-block_dev = "iso"
-pci-path = "0.4.0"
-
-[block_dev.rigcfg]
-type = "file"
-path = "$PWD/cfg.img"
-
-[dev.block1]
-driver = "pci-virtio-block"
-block_dev = "rigcfg"
-pci-path = "0.5.0"
-
-[block_dev.data_vblk]
-type = "file"
-path = "$PWD/vblk.img"
-
-[dev.block2]
-driver = "pci-virtio-block"
-block_dev = "data_vblk"
-pci-path = "0.6.0"
-
-[block_dev.data_nvme]
-type = "file"
-path = "$PWD/nvme.img"
-
-[dev.nvme0]
-driver = "pci-nvme"
-block_dev = "data_nvme"
-pci-path = "0.7.0"
-CFG
+{
+    rig_vm_config durability 2 "${DUR_FIRMWARE:-bios-256k.bin}" "$PWD/cfg.img"
+    rig_data_disks_config
+} > config.toml
 
 # The record for disk D (V or N), round R, index I: 4 KiB, its own text
 # padded with spaces. The guest's busybox printf makes the same bytes.

@@ -31,31 +31,7 @@ start_vmm() {
 # base_config CFG_IMG: the test ISO and the config disk, then the caller's
 # devices.
 base_config() {
-    cat <<EOF
-[main]
-name = "devices"
-cpus = 2
-bootrom = "$F/OVMF_CODE.fd"
-memory = 512
-
-[block_dev.iso]
-type = "file"
-path = "$F/test.iso"
-
-[dev.block0]
-driver = "pci-virtio-block"
-block_dev = "iso"
-pci-path = "0.4.0"
-
-[block_dev.rigcfg]
-type = "file"
-path = "$1"
-
-[dev.block1]
-driver = "pci-virtio-block"
-block_dev = "rigcfg"
-pci-path = "0.5.0"
-EOF
+    rig_vm_config devices 2 OVMF_CODE.fd "$1"
 }
 
 pvpanic_run() {

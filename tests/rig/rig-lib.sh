@@ -1,6 +1,65 @@
 # Helpers for scripts run by rig.sh run/exec (busybox sh in L1, or sh on a
 # host whose KVM runs real guests). rig.py puts this file on the script's
-# PATH: load it with ". rig-lib.sh".
+# PATH: load it with ". rig-lib.sh". The host-side test scripts load it too
+# (". tests/rig/rig-lib.sh") for rig_test_setup. POSIX sh only: busybox sh
+# parses every function here.
+
+# rig_test_setup: the start of a host-side real-guest test, in the
+# repository's top directory: builds $VMM (build/propolis-standalone) and
+# ttyexpect in $BUILD (VMM's directory), builds the rig (cached), sets B
+# (the rig's build directory: $RIG_BUILD or build/rig) and work (a new
+# directory, removed when the script exits).
+rig_test_setup() {
+    VMM=${VMM:-build/propolis-standalone}
+    BUILD=${BUILD:-$(dirname "$VMM")}
+    make -s BUILD="$BUILD" "$VMM" "$BUILD/ttyexpect"
+    tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
+    # shellcheck disable=SC2034 # for the caller
+    B=${RIG_BUILD:-build/rig}
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+}
+
+# rig_disk_config BLOCK_DEV IMAGE DEV DRIVER PCI_PATH: a VM config's
+# file-backed disk ([block_dev.BLOCK_DEV] and [dev.DEV]), after a blank line.
+rig_disk_config() {
+    printf '\n[block_dev.%s]\ntype = "file"\npath = "%s"\n\n[dev.%s]\ndriver = "%s"\nblock_dev = "%s"\npci-path = "%s"\n' \
+        "$1" "$2" "$3" "$4" "$1" "$5"
+}
+
+# rig_vm_config NAME CPUS FIRMWARE CFG_IMG [MAIN_LINE]...: the start of a
+# real-guest test's VM config: [main] (512 MiB, bootrom FIRMWARE from
+# $RIG_FILES, each MAIN_LINE added), then the test ISO at 0.4.0 and the
+# rig's config disk CFG_IMG (rig.sh mkcfg) at 0.5.0. The caller appends its
+# own devices.
+rig_vm_config() {
+    printf '[main]\nname = "%s"\ncpus = %s\nbootrom = "%s"\nmemory = 512\n' "$1" "$2" "$RIG_FILES/$3"
+    _cfg_img=$4
+    shift 4
+    for _line in "$@"; do
+        printf '%s\n' "$_line"
+    done
+    rig_disk_config iso "$RIG_FILES/test.iso" block0 pci-virtio-block 0.4.0
+    rig_disk_config rigcfg "$_cfg_img" block1 pci-virtio-block 0.5.0
+}
+
+# rig_data_disks_config: the data disks of the storage tests: vblk.img (a
+# virtio-blk at 0.6.0) and nvme.img (an NVMe at 0.7.0) in the current
+# directory.
+rig_data_disks_config() {
+    rig_disk_config data_vblk "$PWD/vblk.img" block2 pci-virtio-block 0.6.0
+    rig_disk_config data_nvme "$PWD/nvme.img" nvme0 pci-nvme 0.7.0
+}
+
+# wait_socket PATH: waits up to 10 s for the UNIX socket PATH (an inner
+# QEMU's console) to appear.
+wait_socket() {
+    _n=0
+    while [ ! -S "$1" ] && [ $_n -lt 100 ]; do
+        _n=$((_n + 1))
+        sleep 0.1
+    done
+}
 
 # vmm_alive PID: the process exists and is not a zombie.
 vmm_alive() {

@@ -53,54 +53,17 @@ linux_run() {
     cp "$F/cfg.img" cfg.img
     truncate -s 96M vblk.img
     truncate -s 80M nvme.img
-    cat > config.toml <<EOF
-[main]
-name = "snaplinux"
-cpus = 2
-bootrom = "$F/OVMF_CODE.fd"
-memory = 512
-
-[block_dev.iso]
-type = "file"
-path = "$F/test.iso"
-
-[dev.block0]
-driver = "pci-virtio-block"
-block_dev = "iso"
-pci-path = "0.4.0"
-
-[block_dev.rigcfg]
-type = "file"
-path = "$PWD/cfg.img"
-
-[dev.block1]
-driver = "pci-virtio-block"
-block_dev = "rigcfg"
-pci-path = "0.5.0"
-
-[block_dev.data_vblk]
-type = "file"
-path = "$PWD/vblk.img"
-
-[dev.block2]
-driver = "pci-virtio-block"
-block_dev = "data_vblk"
-pci-path = "0.6.0"
-
-[block_dev.data_nvme]
-type = "file"
-path = "$PWD/nvme.img"
-
-[dev.nvme0]
-driver = "pci-nvme"
-block_dev = "data_nvme"
-pci-path = "0.7.0"
+    {
+        rig_vm_config snaplinux 2 OVMF_CODE.fd "$PWD/cfg.img"
+        rig_data_disks_config
+        cat <<EOF
 
 [dev.net0]
 driver = "pci-virtio-viona"
 vnic = "$tap"
 pci-path = "0.8.0"
 EOF
+    } > config.toml
     $RIG_VMM -s config.toml > vmm.log 2>&1 &
     vmm=$!
     tap_up $tap $l1 && result tap-up pass || failed tap-up fail

@@ -7,13 +7,8 @@
 # directly on a host whose KVM runs real guests (rig.sh exec decides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VMM=${VMM:-build/propolis-standalone}
-BUILD=${BUILD:-$(dirname "$VMM")}
-make -s BUILD="$BUILD" "$VMM" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
-B=${RIG_BUILD:-build/rig}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. tests/rig/rig-lib.sh
+rig_test_setup
 gcc -static -O2 -Wall -Werror -o "$work/rig-cpuid" tests/rig/rig-cpuid.c
 # What the guest reports: one /proc/cpuinfo fact per action.
 field() { echo "sh awk -F': ' '/^$1/{print \$2; exit}' /proc/cpuinfo"; }

@@ -8,13 +8,8 @@
 # (rig.sh exec decides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VMM=${VMM:-build/propolis-standalone}
-BUILD=${BUILD:-$(dirname "$VMM")}
-make -s BUILD="$BUILD" "$VMM" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
-B=${RIG_BUILD:-build/rig}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. tests/rig/rig-lib.sh
+rig_test_setup
 tests/rig/rig.sh mkcfg "$work/cfg.img" shell
 exec tests/rig/rig.sh exec --vmm "$VMM" --script tests/rig/durability-inner.sh \
     --bin "$BUILD/ttyexpect" --file "$B/guest/test.iso" --file "$work/cfg.img" \

@@ -11,16 +11,11 @@
 # in a network namespace of its own). See network-inner.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VMM=${VMM:-build/propolis-standalone}
-BUILD=${BUILD:-$(dirname "$VMM")}
-make -s BUILD="$BUILD" "$VMM" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
-B=${RIG_BUILD:-build/rig}
+. tests/rig/rig-lib.sh
+rig_test_setup
 # The userspace run needs [dev.X].vhost-net, which a VMM without it refuses.
 paths=vhost
 grep -q vhost-net src/config/*.c src/main.c && paths="vhost userspace"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 tests/rig/rig.sh mkcfg "$work/cfg.img" shell
 cp "$B/guest/test.iso" "$work/quickstart.iso"
 # Directly on a host, the TAP and its addresses stay out of the host's own

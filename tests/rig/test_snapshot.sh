@@ -7,13 +7,8 @@
 # (rig.sh exec decides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VMM=${VMM:-build/propolis-standalone}
-BUILD=${BUILD:-$(dirname "$VMM")}
-make -s BUILD="$BUILD" "$VMM" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
-B=${RIG_BUILD:-build/rig}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. tests/rig/rig-lib.sh
+rig_test_setup
 tests/rig/rig.sh mkcfg "$work/cfg.img" shell
 # Directly on a host, the TAP and its addresses stay out of the host's own
 # network namespace.

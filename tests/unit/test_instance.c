@@ -294,6 +294,27 @@ static void test_acquire_makes_private_dir_and_release_removes_record(void **sta
     assert_int_equal(errno, ENOENT);
 }
 
+/* instance_acquire(inst, "vm") with its stderr captured: asserts that it
+ * returns want (0, or -1 for a refusal); returns what it printed. */
+static char *acquire_captured(struct instance *inst, int want)
+{
+    capture_stderr();
+    int r = instance_acquire(inst, "vm");
+    char *err = captured_stderr();
+    assert_int_equal(r, want);
+    return err;
+}
+
+/* A refusal whose message names path and says why; returns the message. */
+static char *assert_acquire_refused(const char *path, const char *why)
+{
+    struct instance inst;
+    char *err = acquire_captured(&inst, -1);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, why));
+    return err;
+}
+
 /* ---- (c) the directory: another user's, opened up, or a symlink ---- */
 
 static int make_run_dir_0700(struct fixture *f)
@@ -306,13 +327,7 @@ static void test_dir_made_by_another_user_refused(void **state)
     require_root();
     struct fixture *f = *state;
     as_other_user(make_run_dir_0700, f);
-    struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, -1);
-    assert_non_null(strstr(err, f->run));
-    assert_non_null(strstr(err, "belongs to uid 65534, not to us"));
+    assert_acquire_refused(f->run, "belongs to uid 65534, not to us");
     struct stat st;
     assert_int_equal(lstat(f->record, &st), -1); /* nothing made in it */
 }
@@ -331,13 +346,7 @@ static void test_symlinked_record_in_another_users_dir_refused(void **state)
     require_root();
     struct fixture *f = *state;
     as_other_user(make_run_dir_with_symlinked_record, f);
-    struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, -1);
-    assert_non_null(strstr(err, f->run));
-    assert_non_null(strstr(err, "refusing to use it"));
+    assert_acquire_refused(f->run, "refusing to use it");
     assert_victim_untouched(f);
     struct stat st;
     assert_int_equal(lstat(f->record, &st), 0);
@@ -353,15 +362,9 @@ static void test_dir_open_to_others_refused(void **state)
         rmdir(f->run);
         assert_int_equal(mkdir(f->run, 0700), 0);
         assert_int_equal(chmod(f->run, modes[i]), 0);
-        struct instance inst;
-        capture_stderr();
-        int r = instance_acquire(&inst, "vm");
-        char *err = captured_stderr();
-        assert_int_equal(r, -1);
         char want[32];
         snprintf(want, sizeof(want), "has mode %04o", (unsigned)modes[i]);
-        assert_non_null(strstr(err, f->run));
-        assert_non_null(strstr(err, want));
+        char *err = assert_acquire_refused(f->run, want);
         assert_non_null(strstr(err, "it must be 0700"));
         struct stat st;
         assert_int_equal(lstat(f->record, &st), -1);
@@ -382,13 +385,7 @@ static void test_dir_symlink_or_file_refused(void **state)
     snprintf(real_record, sizeof(real_record), "%s/vm.pid", real);
     assert_int_equal(mkdir(real, 0700), 0);
     assert_int_equal(symlink(real, f->run), 0);
-    struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, -1);
-    assert_non_null(strstr(err, f->run));
-    assert_non_null(strstr(err, "is a symbolic link; refusing to follow it"));
+    assert_acquire_refused(f->run, "is a symbolic link; refusing to follow it");
     struct stat st;
     assert_int_equal(lstat(real_record, &st), -1); /* nothing made through it */
     unlink(f->run);
@@ -396,12 +393,7 @@ static void test_dir_symlink_or_file_refused(void **state)
     int fd = open(f->run, O_WRONLY | O_CREAT, 0600);
     assert_true(fd >= 0);
     close(fd);
-    capture_stderr();
-    r = instance_acquire(&inst, "vm");
-    err = captured_stderr();
-    assert_int_equal(r, -1);
-    assert_non_null(strstr(err, f->run));
-    assert_non_null(strstr(err, "is not a directory"));
+    assert_acquire_refused(f->run, "is not a directory");
 }
 
 /* ---- (a) the record itself a symlink, in a directory of ours ---- */
@@ -412,23 +404,15 @@ static void test_symlinked_record_refused(void **state)
     struct fixture *f = *state;
     assert_int_equal(mkdir(f->run, 0700), 0);
     assert_int_equal(symlink(f->victim, f->record), 0);
-    struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, -1);
-    assert_non_null(strstr(err, f->record));
-    assert_non_null(strstr(err, "is a symbolic link; refusing to follow it"));
+    assert_acquire_refused(f->record, "is a symbolic link; refusing to follow it");
     assert_victim_untouched(f);
     /* Dangling, so that following it would create the target. */
     char target[128];
     snprintf(target, sizeof(target), "%s/created", f->base);
     unlink(f->record);
     assert_int_equal(symlink(target, f->record), 0);
-    capture_stderr();
-    r = instance_acquire(&inst, "vm");
-    captured_stderr();
-    assert_int_equal(r, -1);
+    struct instance inst;
+    acquire_captured(&inst, -1);
     struct stat st;
     assert_int_equal(lstat(target, &st), -1);
 }
@@ -437,16 +421,10 @@ static void test_symlinked_record_refused(void **state)
 
 static void assert_holder_refused(struct fixture *f, pid_t holder, const char *needle)
 {
-    struct instance inst;
     time_t start = time(NULL);
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, -1);
     char who[32];
     snprintf(who, sizeof(who), "pid %d", (int)holder);
-    assert_non_null(strstr(err, f->record));
-    assert_non_null(strstr(err, who));
+    char *err = assert_acquire_refused(f->record, who);
     assert_non_null(strstr(err, needle));
     assert_non_null(strstr(err, "refusing to signal it"));
     assert_null(strstr(err, "stopping it"));
@@ -500,10 +478,7 @@ static void test_stale_pid_reused_not_killed(void **state)
     write_record(fd, reused); /* nobody holds the lock: the owner died */
     close(fd);
     struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, 0);
+    char *err = acquire_captured(&inst, 0);
     assert_null(strstr(err, "stopping it"));
     usleep(100 * 1000);
     assert_true(alive(reused));
@@ -519,10 +494,7 @@ static void test_live_owner_of_the_name_is_stopped(void **state)
     struct fixture *f = *state;
     pid_t owner = spawn_lock_holder(f, HOLDER_SAME_PROGRAM, 0, 0);
     struct instance inst;
-    capture_stderr();
-    int r = instance_acquire(&inst, "vm");
-    char *err = captured_stderr();
-    assert_int_equal(r, 0);
+    char *err = acquire_captured(&inst, 0);
     char want[64];
     snprintf(want, sizeof(want), "instance vm is running as pid %d: stopping it", (int)owner);
     assert_non_null(strstr(err, want));

@@ -11,6 +11,7 @@
 
 #include "pci/msix.h"
 #include "pci/pci.h"
+#include "support/msix_fn.h"
 #include "support/state.h"
 
 #define NVEC 4
@@ -34,13 +35,8 @@ struct fake_sink {
     } routes[MAX_ROUTES];
 };
 
-struct test_dev {
-    struct pci_device pci;
-    struct msix msix;
-};
-
 static struct fake_sink sink;
-static struct test_dev dev;
+static struct msix_fn dev;
 
 static int sink_route_add(void *opaque, uint64_t addr, uint32_t data)
 {
@@ -98,35 +94,14 @@ static void sink_signal(void *opaque, uint64_t addr, uint32_t data)
     s->last_data = data;
 }
 
-static void hook_config_write(struct pci_device *pdev, unsigned offset, unsigned size,
-                              uint32_t value)
-{
-    struct test_dev *d = container_of(pdev, struct test_dev, pci);
-    msix_config_write(&d->msix, offset, size);
-}
-
-static const struct pci_device_ops test_ops = {.config_write = hook_config_write};
-
-static int test_dev_state(struct device *d, struct snap *s)
-{
-    struct test_dev *t = container_of(d, struct test_dev, pci.dev);
-    snap_enter(s, "pci");
-    pci_device_state(&t->pci, s);
-    snap_leave(s);
-    snap_enter(s, "msix");
-    msix_state(&t->msix, s);
-    snap_leave(s);
-    return snap_error(s);
-}
-
 static const struct device_ops test_dev_ops = {
-    .state = test_dev_state, .kind = "msix-test", .state_version = 1};
+    .state = msix_fn_state, .kind = "msix-test", .state_version = 1};
 
-static void test_dev_build(struct test_dev *d, struct fake_sink *fs, bool irqfd)
+static void test_dev_build(struct msix_fn *d, struct fake_sink *fs, bool irqfd)
 {
     static const struct pci_ids ids = {.vendor_id = 0x1234, .device_id = 0x5678};
     memset(fs, 0, sizeof(*fs));
-    pci_device_init(&d->pci, "msix-test", &test_dev_ops, &ids, &test_ops);
+    pci_device_init(&d->pci, "msix-test", &test_dev_ops, &ids, &msix_fn_pci_ops);
     struct msix_sink s = {.signal_msi = sink_signal, .opaque = fs};
     if (irqfd) {
         s.route_add = sink_route_add;
@@ -496,7 +471,7 @@ static void test_state_round_trip(void **state)
     assert_true(msix_notify(&dev.msix, 2)); /* masked: pending */
     assert_int_equal(sink.adds, 1);
 
-    static struct test_dev restored;
+    static struct msix_fn restored;
     static struct fake_sink restored_sink;
     test_dev_build(&restored, &restored_sink, true);
     assert_state_roundtrip(&dev.pci.dev, &restored.pci.dev);
