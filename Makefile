@@ -118,7 +118,9 @@ bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_
 	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/snapshot --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
-	bench/rig-ovmf.sh
+	$(BUILD)/bench/memory --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
+	BUILD=$(BUILD) bench/rig-ovmf.sh
+	BUILD=$(BUILD) bench/rig-fio.sh
 	BUILD=$(BUILD) bench/rig-net.sh
 	BUILD=$(BUILD) bench/rig-vsock.sh
 

@@ -31,7 +31,7 @@ t0=$SECONDS
 PKGS=(qemu-system-x86 ovmf seabios busybox-static cpio
       grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools
       xz-utils kmod ninja-build libfdt-dev libglib2.0-dev libpixman-1-dev
-      python3-pycotap pkg-config gcc libc6-dev binutils make patch dpkg-dev)
+      python3-pycotap pkg-config gcc libc6-dev binutils make patch dpkg-dev fio zstd)
 BP_PKGS=(meson)
 
 SRC=$APT_ETC/sources.list.d/rig-backports.sources
