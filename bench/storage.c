@@ -258,9 +258,12 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
             QEMU 7.2's nvme has no iothread option */
         snprintf(c->device, sizeof(c->device), "nvme,drive=d,serial=bench,addr=4,mdts=8");
     const char *qemu[] = {
-        o->qemu, "-M", "pc", "-enable-kvm", "-nodefaults", "-no-user-config", "-display", "none",
-        "-m", c->mem, "-smp", c->cpus, "-bios", o->guest, "-serial", "unix:ttya,server=on,wait=on",
-        "-drive", c->drive, "-device", c->device, best ? "-cpu" : NULL,
+        /* debug-threads names the vCPU threads "CPU N/KVM", so that their CPU
+           time can be told from the I/O threads' */
+        o->qemu, "-name", "sbench,debug-threads=on", "-M", "pc", "-enable-kvm", "-nodefaults",
+        "-no-user-config", "-display", "none", "-m", c->mem, "-smp", c->cpus, "-bios", o->guest,
+        "-serial", "unix:ttya,server=on,wait=on", "-drive", c->drive, "-device", c->device,
+        best ? "-cpu" : NULL,
         /* plain host aborts QEMU 7.2 on this kind of host */
         "host,-arch-capabilities", dev == VIRTIO_BLK ? "-object" : NULL, "iothread,id=io0", NULL};
     /* QEMU's defaults: its argv ends before -cpu. */
