@@ -169,15 +169,22 @@ void copy_argv(const char **out, size_t cap, const char *const *from)
     out[n] = NULL;
 }
 
-bool summarize_values(const double *v, int n, double *med, double *lo, double *hi)
+/* A sorted copy of n > 0 values, for the caller to free. */
+static double *sorted_copy(const double *v, int n)
 {
-    if (n <= 0)
-        return false;
     double *sorted = malloc(sizeof(double) * (size_t)n);
     if (!sorted)
         die("out of memory");
     memcpy(sorted, v, sizeof(double) * (size_t)n);
     qsort(sorted, (size_t)n, sizeof(double), cmp_double);
+    return sorted;
+}
+
+bool summarize_values(const double *v, int n, double *med, double *lo, double *hi)
+{
+    if (n <= 0)
+        return false;
+    double *sorted = sorted_copy(v, n);
     *med = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
     *lo = sorted[0];
     *hi = sorted[n - 1];
@@ -203,11 +210,7 @@ bool quartiles(const double *v, int n, double *q1, double *med, double *q3)
 {
     if (n <= 0)
         return false;
-    double *sorted = malloc(sizeof(double) * (size_t)n);
-    if (!sorted)
-        die("out of memory");
-    memcpy(sorted, v, sizeof(double) * (size_t)n);
-    qsort(sorted, (size_t)n, sizeof(double), cmp_double);
+    double *sorted = sorted_copy(v, n);
     double at[3] = {0.25, 0.5, 0.75}, *out[3] = {q1, med, q3};
     for (int i = 0; i < 3; i++) {
         double pos = at[i] * (n - 1);
