@@ -262,9 +262,29 @@ static bool use_schedstat = true;
 
 /* One thread's (or process's) run time in seconds: /proc/.../schedstat's
  * first field (ns), else utime + stime from stat (clock ticks). */
-static double task_cpu(const char *dir)
+double stat_cpu_s(const char *dir)
 {
     char path[PATH_MAX], buf[1024];
+    snprintf(path, sizeof(path), "%s/stat", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* "TID (COMM) S ...": COMM may hold spaces and parentheses, so the
+     * fields start after the last ')'; utime and stime are the 12th and
+     * 13th after the state. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double task_cpu(const char *dir)
+{
+    char path[PATH_MAX];
     if (use_schedstat) {
         snprintf(path, sizeof(path), "%s/schedstat", dir);
         FILE *f = fopen(path, "r");
@@ -277,21 +297,8 @@ static double task_cpu(const char *dir)
             fclose(f);
         use_schedstat = false;
     }
-    snprintf(path, sizeof(path), "%s/stat", dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    /* "TID (COMM) S ...": COMM may hold spaces and parentheses, so the
-     * fields start after the last ')'; utime and stime are the 12th and
-     * 13th after the state. */
-    const char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    double secs = stat_cpu_s(dir);
+    return secs < 0 ? 0 : secs;
 }
 
 static void read_comm(const char *dir, char *out, size_t cap)

@@ -73,6 +73,10 @@ struct proc_cpu {
     int threads;
 };
 bool proc_cpu_read(pid_t pid, struct proc_cpu *out);
+/* utime + stime in seconds from DIR/stat (a /proc/PID directory: the whole
+ * process, exited threads included; /proc/PID/task/TID: one thread); -1 if
+ * unreadable. */
+double stat_cpu_s(const char *dir);
 /* False once schedstat was missing and tick-resolution times were used. */
 bool proc_cpu_precise(void);
 
