@@ -390,17 +390,21 @@ static pid_t perf_start(const char *dir, pid_t vmm, const char *name, enum dev_k
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        execlp("perf", "perf", "record", "-g", "-q", "-o", out, "-p", target, (char *)NULL);
+        execlp("perf", "perf", "record", "-g", "-q", "-F", "999", "-o", out, "-p", target, (char *)NULL);
         _exit(127);
     }
     return pid < 0 ? 0 : pid;
 }
 
-static void perf_stop(pid_t *profiler)
+/* Stops the profiler without waiting for it to write its data: the next
+ * test has already begun in the guest, and its start line must be read on
+ * time (a blocking wait here made every later test's host interval short).
+ * The stopped profilers are reaped when the VM's run ends. */
+static void perf_stop(pid_t *profiler, pid_t *stopped, unsigned *nstopped)
 {
     if (*profiler > 0) {
         kill(*profiler, SIGINT);
-        waitpid(*profiler, NULL, 0);
+        stopped[(*nstopped)++] = *profiler;
     }
     *profiler = 0;
 }
@@ -489,6 +493,8 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         if (!failed && !console_expect(&con, "testguest: PASS", deadline))
             failed = "self-test did not PASS";
     }
+    pid_t profiler = 0, stopped_profilers[NTESTS + 1];
+    unsigned nstopped = 0;
     if (!failed) {
         char cmd[512], line[512];
         snprintf(cmd, sizeof(cmd), "bench %s 0:4 ms=%u seed=%llu%s%s\r", dev_names[dev], o->ms,
@@ -497,7 +503,6 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         deadline = now_ns() + (60ull + 4ull * 3ull * (o->ms + 1000) / 1000) * 1000000000ull;
         failed = "bench did not finish";
         bool ended = false;
-        pid_t profiler = 0;
         while (!ended && console_next_line(&con, line, sizeof(line), deadline)) {
             uint64_t now = now_ns();
             const char *rest = after_dev(line, dev);
@@ -534,7 +539,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 const char *what = rest + n + 1;
                 if (strncmp(what, "start", 5) == 0) {
                     r->started = true;
-                    if (o->perf_dir && round == 1)
+                    if (o->perf_dir && round == 1 && !profiler && nstopped < NTESTS)
                         profiler = perf_start(o->perf_dir, pid, name, dev, t);
                     proc_cpu_read(pid, &r->cpu0);
                     r->t_start = now_ns();
@@ -545,7 +550,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 } else if (r->started) {
                     r->t_end = now;
                     proc_cpu_read(pid, &r->cpu1);
-                    perf_stop(&profiler);
+                    perf_stop(&profiler, stopped_profilers, &nstopped);
                     r->ops = field(what, "ops=");
                     r->us = field(what, " us=");
                     r->bad = field(what, "bad=");
@@ -558,6 +563,9 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
             }
         }
     }
+    perf_stop(&profiler, stopped_profilers, &nstopped);
+    for (unsigned i = 0; i < nstopped; i++)
+        waitpid(stopped_profilers[i], NULL, 0);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     if (con.fd >= 0)
