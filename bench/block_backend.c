@@ -10,9 +10,10 @@
  * MiB/s and process CPU time per request.
  *
  *   block_backend [--dir DIR] [--size-mib N] [--seconds S] [--threads N]
- *                 [--qd N] [--seq-qd N] [--workers N] [--engines LIST]
+ *                 [--qd N] [--seq-qd N] [--workers N] [--engines LIST] [--direct]
  *   LIST: comma-separated of threads, uring, hybrid (the file engines) and
- *   mem (mem-async); default all four. */
+ *   mem (mem-async); default all four. --direct opens the file O_DIRECT
+ *   (direct = true). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -39,6 +40,7 @@ struct opts {
     double seconds;
     unsigned threads, qd, seq_qd, workers;
     char engines[64];
+    bool direct;
 };
 
 struct workload {
@@ -288,6 +290,7 @@ int main(int argc, char **argv)
         {"seq-qd", required_argument, NULL, 'Q'},
         {"workers", required_argument, NULL, 'w'},
         {"engines", required_argument, NULL, 'e'},
+        {"direct", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -314,13 +317,17 @@ int main(int argc, char **argv)
         case 'w':
             o.workers = (unsigned)strtoul(optarg, NULL, 0);
             break;
+        case 'D':
+            o.direct = true;
+            break;
         case 'e':
             snprintf(o.engines, sizeof(o.engines), "%s", optarg);
             break;
         default:
             fprintf(stderr,
                     "usage: %s [--dir DIR] [--size-mib N] [--seconds S] [--threads N] "
-                    "[--qd N] [--seq-qd N] [--workers N] [--engines threads,uring,hybrid,mem]\n",
+                    "[--qd N] [--seq-qd N] [--workers N] [--engines threads,uring,hybrid,mem] "
+                    "[--direct]\n",
                     argv[0]);
             return 2;
         }
@@ -357,6 +364,7 @@ int main(int argc, char **argv)
             cfg.type = CONFIG_BLOCK_FILE;
             cfg.file.path = path;
             cfg.file.workers = o.workers;
+            cfg.file.direct = o.direct;
             be = block_file_open(&cfg, file_engines[e]);
             if (be && strcmp(block_file_engine_name(be), engines[e]) != 0)
                 printf("(%s fell back to %s)\n", engines[e], block_file_engine_name(be));
