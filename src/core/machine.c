@@ -76,7 +76,7 @@ static int map_bootrom(struct machine *m, const char *path)
 /* True when the host hands out transparent huge pages only to memory that
  * asks (THP "madvise"). Under "always" guest RAM gets them unasked, and
  * asking would only add direct compaction at fault time (the default
- * defrag setting), which stalled vCPUs for seconds on the rig's
+ * defrag setting), suspected in an L2 soft lockup on the rig's
  * software-CPU L1 host; under "never" the host's owner said no. */
 static bool thp_on_request_only(void)
 {
