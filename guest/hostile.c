@@ -1135,8 +1135,14 @@ static void during_dma(struct hx *x, enum poke kind)
                    65536);
         if (kind == POKE_CFG && round % 16 == 1) { /* a kick with bus mastering off */
             uint32_t cmd = cfg_rd(b->dev, 0x04) & 0xffff;
+            pause_ms(x, 110); /* the device's log budget refills: its line is not suppressed */
             cfg_wr(b->dev, 0x04, cmd & ~4u);
             vb_kick(b);
+            /* The kick reaches the device's queue thread through an
+             * eventfd: give it time to see it while bus mastering is
+             * still off, else the test of it depends on the host's
+             * scheduling. */
+            pause_ms(x, 20);
             cfg_wr(b->dev, 0x04, cmd);
         }
         vb_kick(b);
@@ -1171,8 +1177,10 @@ static void during_dma(struct hx *x, enum poke kind)
             nv_put(x, (uint8_t)(1 + (rnd(x) & 1)), 16 * i, H_BULK + 65536ull * i, 0, 4096);
         if (kind == POKE_CFG && round % 16 == 1) { /* a doorbell with bus mastering off */
             uint32_t cmd = cfg_rd(n->dev, 0x04) & 0xffff;
+            pause_ms(x, 110);
             cfg_wr(n->dev, 0x04, cmd & ~4u);
             nv_db(n, 1, false, n->sqt);
+            pause_ms(x, 20); /* as for virtio-blk: the I/O thread sees it with mastering off */
             cfg_wr(n->dev, 0x04, cmd);
         }
         nv_db(n, 1, false, n->sqt);
