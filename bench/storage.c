@@ -301,8 +301,8 @@ static void fio_command(char *out, size_t cap, const struct test_info *t, bool d
              "--iodepth=%u --iodepth_batch_submit=%u --numjobs=1 --size=%um --time_based "
              "--runtime=%ums --ramp_time=200ms --randrepeat=0 --cpus_allowed=%s "
              "--output-format=json",
-             direct ? fio_direct_path : fio_path, direct, t->fio_rw, t->bs, t->qd, t->qd / 4, o->size_mib, o->ms,
-             o->cpus_allowed);
+             direct ? fio_direct_path : fio_path, direct, t->fio_rw, t->bs, t->qd, t->qd / 4,
+             o->size_mib, o->ms, o->cpus_allowed);
 }
 
 static void set_affinity(const char *list)
@@ -397,7 +397,8 @@ static pid_t perf_start(const char *dir, pid_t vmm, const char *name, enum dev_k
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        execlp("perf", "perf", "record", "-g", "-q", "-F", "999", "-o", out, "-p", target, (char *)NULL);
+        execlp("perf", "perf", "record", "-g", "-q", "-F", "999", "-o", out, "-p", target,
+               (char *)NULL);
         _exit(127);
     }
     return pid < 0 ? 0 : pid;

@@ -101,7 +101,8 @@ static void *map_ram(uint64_t size, bool reserve)
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (area == MAP_FAILED)
         return NULL;
-    uint8_t *p = (uint8_t *)(((uintptr_t)area + HUGE_PAGE_SIZE - 1) & ~(uintptr_t)(HUGE_PAGE_SIZE - 1));
+    uint8_t *p =
+        (uint8_t *)(((uintptr_t)area + HUGE_PAGE_SIZE - 1) & ~(uintptr_t)(HUGE_PAGE_SIZE - 1));
     if (p > area)
         munmap(area, (size_t)(p - area));
     if (area + span > p + size)

@@ -99,6 +99,7 @@ class VM:
                  bootrom=None, workdir=None, runtime_dir=None, env=None, args=None,
                  config_text=None, prefix=None):
         self.dir = workdir or tempfile.mkdtemp(prefix="pst-")
+        self.memory = memory  # MiB of guest RAM, for the memory helpers below
         self.runtime_dir = runtime_dir or os.path.join(self.dir, "run")
         # Mode 0700: the VMM keeps instance records only in a directory of
         # its user's alone.
@@ -190,8 +191,7 @@ def rejoin_after_reset(c, boot, cpus, mem):
 
 
 def vm_rss_kib(vm):
-    with open("/proc/%d/status" % vm.proc.pid) as f:
-        return int(f.read().split("VmRSS:")[1].split()[0])
+    return vm_status_kib(vm, "VmRSS")
 
 
 def leftovers(vm):
@@ -503,7 +503,7 @@ def output_without_client_does_not_block():
     vm = VM(cpus=1, memory=64)
     try:
         c = vm.boot(1, 64)
-        rss_before = vmm_rss_kib(vm, 64)
+        rss_before = vmm_rss_kib(vm)
         c.line("spew 3000")
         c.expect("testguest: spew line 1 ")
         c.close()  # nobody listens while the guest writes ~120 KiB
@@ -511,7 +511,7 @@ def output_without_client_does_not_block():
         c = vm.console()
         c.line("ping")
         c.expect("testguest: pong", timeout=120)
-        growth = vmm_rss_kib(vm, 64) - rss_before
+        growth = vmm_rss_kib(vm) - rss_before
         check(growth < 4096, "RSS grew by %d KiB while nobody listened" % growth)
         vm.proc.send_signal(signal.SIGTERM)
         check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
@@ -723,7 +723,7 @@ def vm_status_kib(vm, field):
         return int(f.read().split(field + ":")[1].split()[0])
 
 
-def guest_ram_rss_kib(vm, memory_mib):
+def guest_ram_rss_kib(vm):
     """RSS of the guest RAM mapping (the anonymous mapping of exactly the
     guest's size, below 3 GiB of RAM): huge pages make every page the guest
     touches count 2 MiB there, which is the guest's memory, not the VMM's."""
@@ -732,21 +732,21 @@ def guest_ram_rss_kib(vm, memory_mib):
         for line in f:
             if line.startswith("Size:"):
                 size = int(line.split()[1])
-            elif line.startswith("Rss:") and size == memory_mib << 10:
+            elif line.startswith("Rss:") and size == vm.memory << 10:
                 rss += int(line.split()[1])
     return rss
 
 
-def vmm_hwm_kib(vm, memory_mib):
+def vmm_hwm_kib(vm):
     """The VMM's own peak memory: VmHWM less the guest RAM's RSS now. Guest
     RAM never gives pages back, so this is at most the VMM's own peak and
     at least what it holds now: a leak or a buffer that grows with what the
     guest does still shows."""
-    return vm_status_kib(vm, "VmHWM") - guest_ram_rss_kib(vm, memory_mib)
+    return vm_status_kib(vm, "VmHWM") - guest_ram_rss_kib(vm)
 
 
-def vmm_rss_kib(vm, memory_mib):
-    return vm_status_kib(vm, "VmRSS") - guest_ram_rss_kib(vm, memory_mib)
+def vmm_rss_kib(vm):
+    return vm_status_kib(vm, "VmRSS") - guest_ram_rss_kib(vm)
 
 
 @test
@@ -779,7 +779,7 @@ def vsock_fuzz_once(srv, extra, seed):
     vm = VM(cpus=2, memory=128, extra=extra)
     try:
         c = vm.boot(2, 128)
-        rss_before = vmm_rss_kib(vm, 128)
+        rss_before = vmm_rss_kib(vm)
         c.line("devfuzz %d rounds=20" % seed)
         got = {}
         for key in ("credit lie", "credit requests", "connects", "malformed", "reset",
@@ -791,7 +791,7 @@ def vsock_fuzz_once(srv, extra, seed):
               (last, got, vm.output()[-3000:]))
         c.expect("testguest: devfuzz virtio-vsock at 0:6 ops=", timeout=60)
         c.expect("testguest: devfuzz done devices=1", timeout=60)
-        hwm = vmm_hwm_kib(vm, 128)
+        hwm = vmm_hwm_kib(vm)
         print("    seed %d: %s; VMM RSS before %d KiB, VMM peak %d KiB (guest RAM excluded)" %
               (seed, got, rss_before, hwm))
         # Bounded memory: the one lying connection may have had at most its
@@ -1123,7 +1123,7 @@ def nic_survives_hostile_driver():
         try:
             c = vm.boot(2, 128)
             expect_frames_ok(vm, c, 20, 1514, seed)
-            rss_before = vmm_rss_kib(vm, 128)
+            rss_before = vmm_rss_kib(vm)
             noise = Peer(vm, "noise", "pst0")
             try:
                 c.line("devfuzz %d rounds=48" % seed)
@@ -1136,7 +1136,7 @@ def nic_survives_hostile_driver():
             c.line("ping")
             c.expect("testguest: pong")
             expect_frames_ok(vm, c, 64, 1514, 100 + seed)
-            growth = vmm_rss_kib(vm, 128) - rss_before
+            growth = vmm_rss_kib(vm) - rss_before
             check(growth < 16 * 1024, "seed %d: RSS grew by %d KiB" % (seed, growth))
             out = pong_then_clean_exit(vm, c)
             # The fuzz reached the transmit checks and the ring walker, and
@@ -2810,7 +2810,7 @@ def hostile_scenario(name, args="", log_needles=(), timeout=120):
         line = c.expect("testguest: hostile io ", timeout=30)
         check(line == "testguest: hostile io io virtio-blk=ok nvme=ok", "baseline: " + line)
         c.expect("testguest: hostile io done")
-        hwm_before = vmm_hwm_kib(vm, 128)
+        hwm_before = vmm_hwm_kib(vm)
         c.line(("hostile %s 1 %s" % (name, args)).strip())
         lines = []
         while True:
@@ -2829,7 +2829,7 @@ def hostile_scenario(name, args="", log_needles=(), timeout=120):
             c.expect("testguest: pong", timeout=10)
             worst = max(worst, time.monotonic() - start)
         check(worst < 2.0, "%s: ping took %.2fs" % (name, worst))
-        growth = vmm_hwm_kib(vm, 128) - hwm_before
+        growth = vmm_hwm_kib(vm) - hwm_before
         check(growth < HOSTILE_HWM_KIB, "%s: the VMM's peak (VmHWM less guest RAM) grew by %d KiB" %
               (name, growth))
         vm.proc.send_signal(signal.SIGTERM)
