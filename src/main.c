@@ -610,7 +610,7 @@ static int refuse_unsupported(const struct config *cfg)
     for (size_t i = 0; i < cfg->block_dev_count; i++) {
         const struct config_block_dev *bd = &cfg->block_devs[i];
         if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC ||
-            bd->type == CONFIG_BLOCK_CLOUDINIT)
+            bd->type == CONFIG_BLOCK_CLOUDINIT || bd->type == CONFIG_BLOCK_NBD)
             continue;
         char key[128];
         snprintf(key, sizeof(key), "block_dev.%s", bd->name);

@@ -14,6 +14,8 @@ packages=(
     seabios ovmf                          # real firmware for the tests
     dosfstools mtools util-linux          # fsck.fat, mdir/mtype, blkid check the cloud-init disk
     libseccomp-dev                        # per-thread-class syscall filters
+    libnbd-dev                            # type = "nbd" disks (libnbd0, loaded on demand)
+    nbdkit qemu-utils                     # NBD servers for the nbd tests (nbdkit, qemu-nbd)
     clang libclang-rt-dev                 # libFuzzer targets (make fuzz)
     clang-format
 )

@@ -21,6 +21,8 @@ struct block_backend *block_backend_open(const struct config_block_dev *cfg)
         return block_mem_open(cfg);
     case CONFIG_BLOCK_CLOUDINIT:
         return block_cloudinit_open(cfg);
+    case CONFIG_BLOCK_NBD:
+        return block_nbd_open(cfg);
     case CONFIG_BLOCK_CRUCIBLE:
     case CONFIG_BLOCK_CRUCIBLE_MEM:
         break;

@@ -163,5 +163,8 @@ struct block_backend *block_mem_open_image(const struct config_block_dev *cfg, u
  * (block/cloudinit.h) and serves it with block_mem_open_image. A file that
  * cannot be read, or too much content, is reported at its config key. */
 struct block_backend *block_cloudinit_open(const struct config_block_dev *cfg);
+/* type "nbd": connects to the configured URI (an error at that key if it
+ * cannot) and serves the export through libnbd (block/nbd.c). */
+struct block_backend *block_nbd_open(const struct config_block_dev *cfg);
 
 #endif

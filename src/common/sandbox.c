@@ -33,8 +33,9 @@ enum {
 };
 
 static const char *const filter_names[FILTER_COUNT] = {
-    [THREAD_VCPU] = "vcpu", [THREAD_DEVICE_IO] = "device-io", [THREAD_BLOCK] = "block",
-    [FILTER_MAIN] = "main", [FILTER_SPAWNER] = "spawner",
+    [THREAD_VCPU] = "vcpu",   [THREAD_DEVICE_IO] = "device-io",
+    [THREAD_BLOCK] = "block", [THREAD_NET_BLOCK] = "net-block",
+    [FILTER_MAIN] = "main",   [FILTER_SPAWNER] = "spawner",
 };
 
 /* ioctl families by their type byte (_IOC_TYPE). */
@@ -232,6 +233,28 @@ static int add_block(scmp_filter_ctx ctx)
     return 0;
 }
 
+/* A network disk's connection (block/nbd.c): its socket, reconnecting
+ * (libnbd resolves the host again and, for TLS, reads the system's trust
+ * store, so read-only opens), and completions, which interrupt the guest
+ * or wake a device loop. */
+static int add_net_block(scmp_filter_ctx ctx)
+{
+    static const int domains[] = {AF_UNIX, AF_INET, AF_INET6, AF_VSOCK};
+    static const int ioctls[] = {IOCTL_KVM, IOCTL_TUN /* FIONBIO */};
+    static const int own[] = {SCMP_SYS(socketpair), SCMP_SYS(uname), SCMP_SYS(getuid),
+                              SCMP_SYS(geteuid),    SCMP_SYS(lseek), SCMP_SYS(statx),
+                              SCMP_SYS(stat)};
+    struct scmp_arg_cmp read_only =
+        SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND, O_RDONLY);
+    if (add_base(ctx) < 0 || ALLOW_LIST(ctx, loop_calls) < 0 ||
+        ALLOW_LIST(ctx, socket_io_calls) < 0 || ALLOW_LIST(ctx, own) < 0 ||
+        allow_sockets(ctx, domains, ARRAY_LEN(domains)) < 0 ||
+        allow(ctx, SCMP_SYS(openat), 1, &read_only) < 0 ||
+        allow_ioctls(ctx, ioctls, ARRAY_LEN(ioctls)) < 0)
+        return -1;
+    return 0;
+}
+
 /* The main thread after set-up: its loop (console, control socket,
  * signals, TAP link events), snapshots (new files, machine state), resets,
  * halting and tearing down (unlinking its sockets and instance record). */
@@ -279,7 +302,7 @@ static int add_spawner(scmp_filter_ctx ctx)
     struct scmp_arg_cmp no_new_privs = SCMP_A0(SCMP_CMP_EQ, PR_SET_NO_NEW_PRIVS);
     struct scmp_arg_cmp set_filter = SCMP_A0(SCMP_CMP_EQ, SECCOMP_SET_MODE_FILTER);
     if (add_vcpu(ctx) < 0 || add_device_io(ctx) < 0 || add_block(ctx) < 0 ||
-        allow(ctx, SCMP_SYS(clone), 1, &thread) < 0 ||
+        add_net_block(ctx) < 0 || allow(ctx, SCMP_SYS(clone), 1, &thread) < 0 ||
         allow(ctx, SCMP_SYS(prctl), 1, &set_name) < 0 ||
         allow(ctx, SCMP_SYS(prctl), 1, &no_new_privs) < 0 ||
         allow(ctx, SCMP_SYS(seccomp), 1, &set_filter) < 0)
@@ -293,8 +316,9 @@ static int add_spawner(scmp_filter_ctx ctx)
 }
 
 static int (*const filter_rules[FILTER_COUNT])(scmp_filter_ctx) = {
-    [THREAD_VCPU] = add_vcpu, [THREAD_DEVICE_IO] = add_device_io, [THREAD_BLOCK] = add_block,
-    [FILTER_MAIN] = add_main, [FILTER_SPAWNER] = add_spawner,
+    [THREAD_VCPU] = add_vcpu,   [THREAD_DEVICE_IO] = add_device_io,
+    [THREAD_BLOCK] = add_block, [THREAD_NET_BLOCK] = add_net_block,
+    [FILTER_MAIN] = add_main,   [FILTER_SPAWNER] = add_spawner,
 };
 
 /* ---- Compiling and entering filters ---- */
@@ -511,7 +535,7 @@ int sandbox_enter_main(void)
         log_error("sandbox: cannot enter the main thread's filter: %s", strerror(-rc));
         return -1;
     }
-    log_info("sandbox: seccomp filters installed: main, spawner, vcpu, device-io, block "
-             "(--no-seccomp turns them off)");
+    log_info("sandbox: seccomp filters installed: main, spawner, vcpu, device-io, block, "
+             "net-block (--no-seccomp turns them off)");
     return 0;
 }

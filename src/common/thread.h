@@ -12,6 +12,7 @@ enum thread_class {
     THREAD_VCPU,      /* runs KVM_RUN and the device emulation it exits to */
     THREAD_DEVICE_IO, /* an I/O loop of a device: virtio queues, NVMe, TAP, vsock */
     THREAD_BLOCK,     /* a block back end's worker: thread pool or io_uring ring owner */
+    THREAD_NET_BLOCK, /* a network disk's connection: NBD over TCP, UNIX or vsock, TLS */
     THREAD_CLASS_COUNT
 };
 

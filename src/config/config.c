@@ -29,7 +29,7 @@ struct main_refs {
 static const char *const block_type_names[] = {
     [CONFIG_BLOCK_FILE] = "file",           [CONFIG_BLOCK_MEM_ASYNC] = "mem-async",
     [CONFIG_BLOCK_CRUCIBLE] = "crucible",   [CONFIG_BLOCK_CRUCIBLE_MEM] = "crucible-mem",
-    [CONFIG_BLOCK_CLOUDINIT] = "cloudinit",
+    [CONFIG_BLOCK_CLOUDINIT] = "cloudinit", [CONFIG_BLOCK_NBD] = "nbd",
 };
 
 static const char *const driver_names[] = {
@@ -390,6 +390,56 @@ static int check_sockaddr(struct parser *p, const struct toml_value *v, const ch
     return 0;
 }
 
+/* A number of seconds (integer or float, finite; > 0, or >= 0 with
+ * zero_ok). Returns 1 when written (*out set), 0 when absent, -1 on error. */
+static int sec_seconds(struct section *s, const char *key, bool zero_ok, double *out)
+{
+    char kp[KP_MAX];
+    const struct toml_value *v = NULL;
+    int r = sec_get(s, key, false, &v, kp);
+    if (r != 1)
+        return r;
+    double t;
+    if (v->type == TOML_INTEGER)
+        t = (double)v->u.integer;
+    else if (v->type == TOML_FLOAT)
+        t = v->u.floating;
+    else
+        return perr(s->p, v->line, v->column, kp, "expected a number of seconds, got %s",
+                    toml_type_name(v->type));
+    if (!isfinite(t) || t < 0 || (t == 0 && !zero_ok))
+        return perr(s->p, v->line, v->column, kp, "must be a %s number of seconds, got %g",
+                    zero_ok ? "non-negative" : "positive", t);
+    *out = t;
+    return 1;
+}
+
+/* The URI forms libnbd connects to; the rest of the URI is libnbd's to
+ * check when the disk is opened (reported at this key). */
+static const char *const nbd_uri_schemes[] = {
+    "nbd://", "nbds://", "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://",
+};
+
+static int parse_nbd(struct parser *p, struct section *s, struct config_block_dev *bd)
+{
+    if (sec_str(s, "uri", true, STR_NONEMPTY | STR_NO_NUL, &bd->nbd.uri, &bd->nbd.uri_pos) < 0)
+        return -1;
+    bool known = false;
+    for (size_t i = 0; i < ARRAY_LEN(nbd_uri_schemes); i++)
+        known = known || strncmp(bd->nbd.uri, nbd_uri_schemes[i], strlen(nbd_uri_schemes[i])) == 0;
+    if (!known) {
+        char kp[KP_MAX];
+        kp_key(kp, sizeof(kp), s->kp, "uri");
+        return perr(
+            p, bd->nbd.uri_pos.line, bd->nbd.uri_pos.column, kp,
+            "expected an NBD URI (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, "
+            "nbds:// for TLS, nbd+vsock://CID[:PORT]/EXPORT), got \"%s\"",
+            bd->nbd.uri);
+    }
+    bd->nbd.reconnect_timeout = CONFIG_DEFAULT_NBD_RECONNECT_TIMEOUT;
+    return sec_seconds(s, "reconnect_timeout", true, &bd->nbd.reconnect_timeout) < 0 ? -1 : 0;
+}
+
 static int parse_crucible(struct parser *p, struct section *s, struct config_block_dev *bd)
 {
     struct config_crucible *c = &bd->crucible;
@@ -447,23 +497,9 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
         return -1;
 
     c->flush_timeout = CONFIG_DEFAULT_FLUSH_TIMEOUT;
-    if ((r = sec_get(s, "flush_timeout", false, &v, kp)) < 0)
+    if ((r = sec_seconds(s, "flush_timeout", false, &c->flush_timeout)) < 0)
         return -1;
-    if (r == 1) {
-        double t;
-        if (v->type == TOML_INTEGER)
-            t = (double)v->u.integer;
-        else if (v->type == TOML_FLOAT)
-            t = v->u.floating;
-        else
-            return perr(p, v->line, v->column, kp, "expected a number of seconds, got %s",
-                        toml_type_name(v->type));
-        if (!(t > 0) || !isfinite(t))
-            return perr(p, v->line, v->column, kp, "must be a positive number of seconds, got %g",
-                        t);
-        c->flush_timeout = t;
-        c->has_flush_timeout = true;
-    }
+    c->has_flush_timeout = r == 1;
 
     if ((r = sec_str(s, "encryption_key", false, STR_NO_NUL, &c->encryption_key_b64, NULL)) < 0)
         return -1;
@@ -586,6 +622,9 @@ static int parse_block_dev(struct parser *p, const struct toml_keyval *kv, const
         break;
     case CONFIG_BLOCK_CLOUDINIT:
         parse_cloudinit_dev(p, &s, bd, type_val);
+        break;
+    case CONFIG_BLOCK_NBD:
+        parse_nbd(p, &s, bd);
         break;
     }
 
@@ -1083,6 +1122,9 @@ static void free_block_dev(struct config_block_dev *bd)
     switch (bd->type) {
     case CONFIG_BLOCK_FILE:
         free(bd->file.path);
+        break;
+    case CONFIG_BLOCK_NBD:
+        free(bd->nbd.uri);
         break;
     case CONFIG_BLOCK_CRUCIBLE:
         free(bd->crucible.encryption_key_b64);

@@ -30,6 +30,7 @@
 #define CONFIG_MAX_DEVICES 64            /* [dev.*] sections */
 #define CONFIG_MAX_BOOT_ORDER 32         /* main.boot_order entries */
 #define CONFIG_DEFAULT_FLUSH_TIMEOUT 5.0 /* seconds */
+#define CONFIG_DEFAULT_NBD_RECONNECT_TIMEOUT 30.0 /* seconds: the guest's I/O waits this long */
 #define CONFIG_DEFAULT_RX_QUEUE_SIZE 2048
 #define CONFIG_DEFAULT_TX_QUEUE_SIZE 256
 #define CONFIG_MAX_QUEUE_SIZE 32768
@@ -97,6 +98,7 @@ enum config_block_type {
     CONFIG_BLOCK_CRUCIBLE,
     CONFIG_BLOCK_CRUCIBLE_MEM,
     CONFIG_BLOCK_CLOUDINIT,
+    CONFIG_BLOCK_NBD, /* our extension: a disk on an NBD server, through libnbd */
 };
 
 struct config_crucible {
@@ -145,6 +147,13 @@ struct config_block_dev {
         struct {
             uint64_t size;
         } crucible_mem;
+        struct {
+            char *uri; /* nbd://, nbds://, nbd+unix://, ... as libnbd reads them */
+            struct config_pos uri_pos;
+            /* Seconds the guest's I/O waits for a lost server to come back
+             * before failing with EIO; 0 fails at once. */
+            double reconnect_timeout;
+        } nbd;
         struct {
             /* The owning config's [cloudinit] (the parser points it into the
              * struct config it fills, which is therefore not to be moved). */

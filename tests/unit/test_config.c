@@ -560,7 +560,7 @@ static void test_block_dev_errors(void **state)
          "t.toml:6:12: block_dev.d.type: required key is missing"},
         {MAIN "[block_dev.d]\ntype = \"raw\"\n",
          "t.toml:7:8: block_dev.d.type: unknown type \"raw\" (expected file, mem-async, "
-         "crucible, crucible-mem or cloudinit)"},
+         "crucible, crucible-mem, cloudinit or nbd)"},
         {MAIN "[block_dev.d]\ntype = \"file\"\n",
          "t.toml:6:12: block_dev.d.path: required key is missing"},
         {MAIN "[block_dev.d]\ntype = \"file\"\npath = \"/x\"\nworkers = 0\n",
@@ -623,6 +623,53 @@ static void test_block_dev_direct(void **state)
     assert_false(cfg.block_devs[2].file.direct);
     assert_int_equal(cfg.block_devs[2].file.direct_pos.line, 16);
     config_free(&cfg);
+}
+
+/* type = "nbd" (our extension): uri (one of libnbd's schemes) and
+ * reconnect_timeout (seconds, 30 unless written, 0 allowed). */
+static void test_block_dev_nbd(void **state)
+{
+    (void)state;
+    struct config cfg;
+    parse_ok(MAIN "[block_dev.a]\ntype = \"nbd\"\nuri = \"nbd://srv:10809/disk\"\n"
+                  "[block_dev.b]\ntype = \"nbd\"\nuri = \"nbd+unix:///e?socket=/run/s\"\n"
+                  "reconnect_timeout = 0\nread_only = true\n"
+                  "[block_dev.c]\ntype = \"nbd\"\nuri = \"nbds://h/x\"\nreconnect_timeout = 2.5\n",
+             &cfg);
+    assert_int_equal(cfg.warning_count, 0);
+    const struct config_block_dev *a = &cfg.block_devs[0], *b = &cfg.block_devs[1],
+                                  *c = &cfg.block_devs[2];
+    assert_int_equal(a->type, CONFIG_BLOCK_NBD);
+    assert_string_equal(a->nbd.uri, "nbd://srv:10809/disk");
+    assert_int_equal(a->nbd.uri_pos.line, 8);
+    assert_int_equal(a->nbd.uri_pos.column, 7);
+    assert_true(a->nbd.reconnect_timeout == 30.0);
+    assert_string_equal(b->nbd.uri, "nbd+unix:///e?socket=/run/s");
+    assert_true(b->nbd.reconnect_timeout == 0.0);
+    assert_true(b->read_only);
+    assert_true(c->nbd.reconnect_timeout == 2.5);
+    assert_string_equal(config_block_type_name(CONFIG_BLOCK_NBD), "nbd");
+    config_free(&cfg);
+
+    static const struct error_case cases[] = {
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\n",
+         "t.toml:6:12: block_dev.d.uri: required key is missing"},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"http://x/y\"\n",
+         "t.toml:8:7: block_dev.d.uri: expected an NBD URI (nbd://HOST[:PORT]/EXPORT, "
+         "nbd+unix:///EXPORT?socket=PATH, nbds:// for TLS, nbd+vsock://CID[:PORT]/EXPORT), got "
+         "\"http://x/y\""},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"\"\n",
+         "t.toml:8:7: block_dev.d.uri: must not be empty"},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\nreconnect_timeout = -1\n",
+         "t.toml:9:21: block_dev.d.reconnect_timeout: must be a non-negative number of seconds, "
+         "got -1"},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\nreconnect_timeout = \"5\"\n",
+         "t.toml:9:21: block_dev.d.reconnect_timeout: expected a number of seconds, got string"},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\ndirect = true\n",
+         "t.toml:9:10: block_dev.d.direct: only a disk of type \"file\" can be opened with "
+         "O_DIRECT (this one is \"nbd\")"},
+    };
+    run_error_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 #define CRUCIBLE                                                                                   \
@@ -1279,6 +1326,7 @@ int main(void)
         cmocka_unit_test(test_main_errors),
         cmocka_unit_test(test_block_dev_errors),
         cmocka_unit_test(test_block_dev_direct),
+        cmocka_unit_test(test_block_dev_nbd),
         cmocka_unit_test(test_crucible_errors),
         cmocka_unit_test(test_device_errors),
         cmocka_unit_test(test_cpuid_errors),

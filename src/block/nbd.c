@@ -1,0 +1,655 @@
+/* nbd: a disk on an NBD server (our extension), through libnbd's
+ * asynchronous API.
+ *
+ * libnbd is loaded with dlopen when the first such disk is opened, so a VM
+ * without one maps neither it nor its TLS and XML libraries. The first
+ * connection is made at open, in the main thread, so a wrong URI or an
+ * absent server is a start-up error. Then one thread per disk owns the
+ * connection: devices queue requests to it through a mutex and an eventfd;
+ * it issues them (split at the server's maximum request size, through a
+ * bounce buffer when the guest's buffer is scattered), polls the socket and
+ * completes requests from libnbd's completion callbacks.
+ *
+ * When the connection is lost, requests in flight and those that arrive
+ * meanwhile wait; the thread reconnects with back-off (100 ms doubling to
+ * 2 s) and issues them again (reads, writes, trims and zeroes may be
+ * repeated without harm). If the server is not back within
+ * reconnect_timeout, the waiting requests fail with EIO, as do new ones,
+ * until it returns. A flush after a reconnect covers the writes the new
+ * connection carried; the server's own guarantees decide what happened to
+ * writes it acknowledged but never flushed before it went away. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libnbd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "block/block_internal.h"
+#include "common/log.h"
+#include "common/thread.h"
+#include "config/config.h"
+
+/* ---- libnbd, loaded on first use ---- */
+
+#define NBD_FUNCTIONS(X)                                                                           \
+    X(nbd_create)                                                                                  \
+    X(nbd_close)                                                                                   \
+    X(nbd_get_error)                                                                               \
+    X(nbd_set_uri_allow_local_file)                                                                \
+    X(nbd_aio_connect_uri)                                                                         \
+    X(nbd_aio_is_ready)                                                                            \
+    X(nbd_aio_is_dead)                                                                             \
+    X(nbd_aio_is_closed)                                                                           \
+    X(nbd_aio_get_fd)                                                                              \
+    X(nbd_aio_get_direction)                                                                       \
+    X(nbd_aio_notify_read)                                                                         \
+    X(nbd_aio_notify_write)                                                                        \
+    X(nbd_aio_pread)                                                                               \
+    X(nbd_aio_pwrite)                                                                              \
+    X(nbd_aio_flush)                                                                               \
+    X(nbd_aio_trim)                                                                                \
+    X(nbd_aio_zero)                                                                                \
+    X(nbd_get_size)                                                                                \
+    X(nbd_get_block_size)                                                                          \
+    X(nbd_is_read_only)                                                                            \
+    X(nbd_can_flush)                                                                               \
+    X(nbd_can_trim)                                                                                \
+    X(nbd_can_zero)
+
+static struct {
+#define NBD_POINTER(f) __typeof__(f) *f;
+    NBD_FUNCTIONS(NBD_POINTER)
+#undef NBD_POINTER
+} lib;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static char lib_error[256]; /* empty once loaded */
+
+static void lib_load(void)
+{
+    snprintf(lib_error, sizeof(lib_error), "libnbd not loaded");
+    void *h = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(lib_error, sizeof(lib_error), "cannot load libnbd (Debian: libnbd0): %s",
+                 dlerror());
+        return;
+    }
+#define NBD_RESOLVE(f)                                                                             \
+    if (!(*(void **)&lib.f = dlsym(h, #f))) {                                                      \
+        snprintf(lib_error, sizeof(lib_error), "libnbd.so.0 has no %s", #f);                       \
+        return;                                                                                    \
+    }
+    NBD_FUNCTIONS(NBD_RESOLVE)
+#undef NBD_RESOLVE
+    lib_error[0] = '\0';
+}
+
+static const char *lib_ready(void)
+{
+    pthread_once(&lib_once, lib_load);
+    return lib_error[0] ? lib_error : NULL;
+}
+
+/* ---- the back end ---- */
+
+/* libnbd refuses requests over 64 MiB; servers may advertise less. */
+#define NBD_MAX_REQUEST (32u << 20)
+#define NBD_CONNECT_DEADLINE_NS (5 * 1000000000ll)
+#define NBD_BACKOFF_MIN_NS (100 * 1000000ll)
+#define NBD_BACKOFF_MAX_NS (2000 * 1000000ll)
+
+/* block_request.backend_private words, besides BLK_PRIV_NEXT. */
+enum {
+    NBD_PRIV_BOUNCE = 3, /* malloc'ed copy of a scattered buffer, or NULL */
+    NBD_PRIV_PARTS = 4,  /* commands of this request still in flight */
+    NBD_PRIV_ERROR = 5,  /* first error (positive errno) of a part, 0 */
+    NBD_PRIV_RETRY = 6,  /* a part was lost with the connection: issue again */
+    NBD_PRIV_OWNER = 7,  /* the struct nbd_backend, for libnbd's callback */
+};
+
+struct nbd_backend {
+    struct block_backend be;
+    char *name;
+    char *uri;
+    double timeout_s;
+    struct blk_tracker tracker;
+    struct log_ratelimit ratelimit;
+    uint64_t server_size; /* as first seen: a different size on reconnect is refused */
+    uint32_t max_request;
+    bool can_flush;
+
+    /* Shared with submitters. */
+    pthread_mutex_t lock;
+    struct blk_queue incoming;
+    bool stop;
+    int wake_fd;
+
+    /* The thread's own. */
+    pthread_t thread;
+    struct nbd_handle *h;     /* NULL while disconnected */
+    struct blk_queue waiting; /* to issue once connected */
+    unsigned issued;          /* requests with commands in flight */
+    int64_t lost_at_ns;       /* when the connection was lost (0: never) */
+    int64_t next_attempt_ns;
+    int64_t backoff_ns;
+    bool failing; /* reconnect_timeout passed: requests fail until the server returns */
+};
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+static void wake(struct nbd_backend *nb)
+{
+    uint64_t one = 1;
+    ssize_t n = write(nb->wake_fd, &one, sizeof(one));
+    (void)n; /* a full counter already wakes the thread */
+}
+
+/* libnbd's last error on this thread, for a connection that failed. */
+static const char *connection_why(void)
+{
+    const char *e = lib.nbd_get_error();
+    return e && *e ? e : "the server closed the connection";
+}
+
+/* Connects h to uri within deadline_ns (monotonic). Returns 0, or -1 with
+ * why filled. */
+static int connect_until(struct nbd_handle *h, const char *uri, int64_t deadline_ns, char *why,
+                         size_t why_size)
+{
+    if (lib.nbd_aio_connect_uri(h, uri) < 0)
+        goto api_failed;
+    while (!lib.nbd_aio_is_ready(h)) {
+        if (lib.nbd_aio_is_dead(h) || lib.nbd_aio_is_closed(h)) {
+            /* No call failed: libnbd's last error is an older one. */
+            snprintf(why, why_size, "the connection ended during the handshake");
+            return -1;
+        }
+        int64_t left = deadline_ns - now_ns();
+        if (left <= 0) {
+            snprintf(why, why_size, "no answer within %lld s",
+                     (long long)(NBD_CONNECT_DEADLINE_NS / 1000000000ll));
+            return -1;
+        }
+        unsigned dir = lib.nbd_aio_get_direction(h);
+        struct pollfd pfd = {.fd = lib.nbd_aio_get_fd(h),
+                             .events = (short)((dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+                                               (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0))};
+        if (pfd.fd < 0)
+            goto api_failed;
+        int n = poll(&pfd, 1, (int)(left / 1000000 + 1));
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, why_size, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (n <= 0)
+            continue;
+        if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && lib.nbd_aio_notify_read(h) < 0)
+            goto api_failed;
+        if ((pfd.revents & POLLOUT) && lib.nbd_aio_notify_write(h) < 0)
+            goto api_failed;
+    }
+    return 0;
+api_failed:
+    snprintf(why, why_size, "%s", connection_why());
+    return -1;
+}
+
+/* A new connection within the connect deadline, or NULL with why filled. */
+static struct nbd_handle *open_connection(const char *uri, char *why, size_t why_size)
+{
+    struct nbd_handle *h = lib.nbd_create();
+    if (!h) {
+        snprintf(why, why_size, "%s", lib.nbd_get_error());
+        return NULL;
+    }
+    /* The config's owner names the URI: its tls-psk-file and
+     * tls-certificates parameters may name local files, as path does. */
+    lib.nbd_set_uri_allow_local_file(h, true);
+    if (connect_until(h, uri, now_ns() + NBD_CONNECT_DEADLINE_NS, why, why_size) < 0) {
+        lib.nbd_close(h);
+        return NULL;
+    }
+    return h;
+}
+
+static void complete(struct nbd_backend *nb, struct block_request *req, int status)
+{
+    free((void *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE]);
+    req->backend_private[NBD_PRIV_BOUNCE] = 0;
+    if (status < 0 && status != -EROFS && status != -EINVAL && status != -EOPNOTSUPP)
+        log_limited(&nb->ratelimit, LOG_ERROR,
+                    "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64 " failed: %s",
+                    nb->name, block_op_name(req->op), req->len, req->offset, strerror(-status));
+    blk_finish(&nb->tracker, req, status);
+}
+
+/* A server's error as a block status. */
+static int block_status(int err)
+{
+    switch (err) {
+    case EPERM:
+    case EROFS:
+        return -EROFS;
+    case ENOSPC:
+    case EDQUOT:
+        return -ENOSPC;
+    case ENOTSUP:
+        return -EOPNOTSUPP;
+    default:
+        return -EIO;
+    }
+}
+
+/* Errors that mean the connection, not the request, failed. */
+static bool connection_error(int err)
+{
+    return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
+}
+
+/* One command of req ended (err: 0 or a positive errno). The last one
+ * completes req, or queues it again when the connection took a part. */
+static void part_finished(struct nbd_backend *nb, struct block_request *req, int err)
+{
+    if (err) {
+        if (connection_error(err))
+            req->backend_private[NBD_PRIV_RETRY] = 1;
+        else if (!req->backend_private[NBD_PRIV_ERROR])
+            req->backend_private[NBD_PRIV_ERROR] = (uint64_t)err;
+    }
+    if (--req->backend_private[NBD_PRIV_PARTS] > 0)
+        return;
+    nb->issued--;
+    if (req->backend_private[NBD_PRIV_RETRY] && !req->backend_private[NBD_PRIV_ERROR]) {
+        blk_queue_push(&nb->waiting, req);
+        return;
+    }
+    err = (int)req->backend_private[NBD_PRIV_ERROR];
+    void *bounce = (void *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
+    if (!err && req->op == BLOCK_OP_READ && bounce)
+        blk_iov_copy(req, 0, bounce, req->len, true);
+    complete(nb, req, err ? block_status(err) : 0);
+}
+
+/* libnbd's completion callback; runs on the disk's thread inside a libnbd
+ * call, so it calls no libnbd function. */
+static int part_done(void *opaque, int *error)
+{
+    struct block_request *req = opaque;
+    part_finished((struct nbd_backend *)(uintptr_t)req->backend_private[NBD_PRIV_OWNER], req,
+                  *error);
+    return 1; /* retire the command */
+}
+
+/* Issues every command of req on the connection. Returns 0, or -1 when
+ * the connection failed while issuing (req then waits for the next one). */
+static int issue(struct nbd_backend *nb, struct block_request *req)
+{
+    req->backend_private[NBD_PRIV_ERROR] = 0;
+    req->backend_private[NBD_PRIV_RETRY] = 0;
+    req->backend_private[NBD_PRIV_OWNER] = (uint64_t)(uintptr_t)nb;
+    uint8_t *buf = NULL;
+    if (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE) {
+        if (req->iovcnt == 1) {
+            buf = req->iov[0].iov_base;
+        } else if (req->len > 0) {
+            buf = (uint8_t *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
+            if (!buf && !(buf = malloc(req->len))) {
+                complete(nb, req, -ENOMEM);
+                return 0;
+            }
+            req->backend_private[NBD_PRIV_BOUNCE] = (uint64_t)(uintptr_t)buf;
+            if (req->op == BLOCK_OP_WRITE)
+                blk_iov_copy(req, 0, buf, req->len, false);
+        }
+    }
+    uint64_t parts = req->op == BLOCK_OP_FLUSH || req->len == 0
+                         ? 1
+                         : (req->len + nb->max_request - 1) / nb->max_request;
+    /* One count for this function, so no callback finishes req early. */
+    req->backend_private[NBD_PRIV_PARTS] = parts + 1;
+    nb->issued++;
+    int rc = 0;
+    for (uint64_t done = 0, i = 0; i < parts; i++) {
+        uint64_t len = req->len - done < nb->max_request ? req->len - done : nb->max_request;
+        uint64_t off = req->offset + done;
+        nbd_completion_callback cb = {.callback = part_done, .user_data = req};
+        int64_t cookie = 0;
+        if (rc < 0) {
+            part_finished(nb, req, ENOTCONN); /* the connection is gone */
+            continue;
+        }
+        switch (req->op) {
+        case BLOCK_OP_READ:
+            cookie = len ? lib.nbd_aio_pread(nb->h, buf + done, len, off, cb, 0) : 0;
+            break;
+        case BLOCK_OP_WRITE:
+            cookie = len ? lib.nbd_aio_pwrite(nb->h, buf + done, len, off, cb, 0) : 0;
+            break;
+        case BLOCK_OP_FLUSH:
+            cookie = lib.nbd_aio_flush(nb->h, cb, 0);
+            break;
+        case BLOCK_OP_DISCARD:
+            cookie = len ? lib.nbd_aio_trim(nb->h, len, off, cb, 0) : 0;
+            break;
+        case BLOCK_OP_WRITE_ZEROES:
+            cookie = len ? lib.nbd_aio_zero(nb->h, len, off, cb, 0) : 0;
+            break;
+        }
+        if (cookie == 0) {
+            part_finished(nb, req, 0); /* nothing to send: an empty range */
+        } else if (cookie < 0) {
+            /* Not issued, so its callback will not run. */
+            if (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h)) {
+                rc = -1;
+                part_finished(nb, req, ENOTCONN);
+            } else {
+                log_limited(&nb->ratelimit, LOG_ERROR, "block_dev.%s: %s refused by libnbd: %s",
+                            nb->name, block_op_name(req->op), lib.nbd_get_error());
+                part_finished(nb, req, EIO);
+            }
+        }
+        done += len;
+    }
+    part_finished(nb, req, 0);
+    return rc;
+}
+
+/* ---- the disk's thread ---- */
+
+/* Ends the connection; requests it carried wait for the next one. */
+static void disconnect(struct nbd_backend *nb, const char *why)
+{
+    log_warn("block_dev.%s: lost the NBD server (%s); I/O waits up to %g s while reconnecting",
+             nb->name, why, nb->timeout_s);
+    /* A dead handle has already failed its commands with ENOTCONN (they
+     * are waiting again); closing completes any left the same way. */
+    lib.nbd_close(nb->h);
+    nb->h = NULL;
+    nb->lost_at_ns = now_ns();
+    nb->next_attempt_ns = nb->lost_at_ns;
+    nb->backoff_ns = NBD_BACKOFF_MIN_NS;
+}
+
+static void try_reconnect(struct nbd_backend *nb)
+{
+    char why[512];
+    struct nbd_handle *h = open_connection(nb->uri, why, sizeof(why));
+    if (h && (uint64_t)lib.nbd_get_size(h) != nb->server_size) {
+        snprintf(why, sizeof(why), "the export's size is now %" PRId64 " bytes, not %" PRIu64,
+                 lib.nbd_get_size(h), nb->server_size);
+        lib.nbd_close(h);
+        h = NULL;
+    }
+    if (!h) {
+        log_limited(&nb->ratelimit, LOG_WARNING, "block_dev.%s: reconnecting: %s", nb->name, why);
+        nb->next_attempt_ns = now_ns() + nb->backoff_ns;
+        nb->backoff_ns =
+            nb->backoff_ns * 2 > NBD_BACKOFF_MAX_NS ? NBD_BACKOFF_MAX_NS : nb->backoff_ns * 2;
+        return;
+    }
+    nb->h = h;
+    nb->failing = false;
+    log_info("block_dev.%s: reconnected to the NBD server after %.1f s", nb->name,
+             (double)(now_ns() - nb->lost_at_ns) / 1e9);
+}
+
+/* Completes a request refused at submit, or issues it. */
+static int start_request(struct nbd_backend *nb, struct block_request *req)
+{
+    if (blk_kind(req) == BLK_KIND_STATUS) {
+        complete(nb, req, blk_preset_status(req));
+        return 0;
+    }
+    return issue(nb, req);
+}
+
+static void *nbd_main(void *arg)
+{
+    struct nbd_backend *nb = arg;
+    for (;;) {
+        pthread_mutex_lock(&nb->lock);
+        while (nb->incoming.head)
+            blk_queue_push(&nb->waiting, blk_queue_pop(&nb->incoming));
+        bool stop = nb->stop;
+        pthread_mutex_unlock(&nb->lock);
+        if (stop && !nb->waiting.head && nb->issued == 0)
+            break;
+
+        int64_t now = now_ns();
+        if (!nb->h && now >= nb->next_attempt_ns)
+            try_reconnect(nb);
+        if (!nb->h && nb->waiting.head &&
+            (nb->failing || now - nb->lost_at_ns >= (int64_t)(nb->timeout_s * 1e9))) {
+            if (!nb->failing)
+                log_error("block_dev.%s: the NBD server has not come back within %g s; "
+                          "failing I/O until it does",
+                          nb->name, nb->timeout_s);
+            nb->failing = true;
+            struct block_request *req;
+            while ((req = blk_queue_pop(&nb->waiting)))
+                complete(nb, req, blk_kind(req) == BLK_KIND_STATUS ? blk_preset_status(req) : -EIO);
+        }
+        /* Each waiting request once per round: one a server keeps failing
+         * with ESHUTDOWN waits for the poll below. */
+        for (unsigned n = nb->waiting.len; nb->h && n > 0; n--)
+            if (start_request(nb, blk_queue_pop(&nb->waiting)) < 0)
+                disconnect(nb, connection_why());
+
+        struct pollfd pfd[2] = {{.fd = nb->wake_fd, .events = POLLIN}, {.fd = -1}};
+        int timeout_ms = -1;
+        if (nb->h) {
+            unsigned dir = lib.nbd_aio_get_direction(nb->h);
+            pfd[1].fd = lib.nbd_aio_get_fd(nb->h);
+            pfd[1].events = (short)((dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+                                    (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0));
+        } else {
+            int64_t wait_ns = nb->next_attempt_ns - now_ns();
+            if (nb->waiting.head && !nb->failing) {
+                int64_t give_up = nb->lost_at_ns + (int64_t)(nb->timeout_s * 1e9) - now_ns();
+                wait_ns = give_up < wait_ns ? give_up : wait_ns;
+            }
+            timeout_ms = wait_ns > 0 ? (int)(wait_ns / 1000000 + 1) : 0;
+        }
+        if (poll(pfd, 2, timeout_ms) < 0 && errno != EINTR) {
+            log_error("block_dev.%s: poll: %s", nb->name, strerror(errno));
+            usleep(10000);
+            continue;
+        }
+        if (pfd[0].revents & POLLIN) {
+            uint64_t v;
+            ssize_t r = read(nb->wake_fd, &v, sizeof(v));
+            (void)r;
+        }
+        if (nb->h && pfd[1].revents) {
+            int rc = 0;
+            if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
+                rc = lib.nbd_aio_notify_read(nb->h);
+            if (rc == 0 && (pfd[1].revents & POLLOUT) && nb->h)
+                rc = lib.nbd_aio_notify_write(nb->h);
+            if (rc < 0 || lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h))
+                disconnect(nb, connection_why());
+        }
+    }
+    return NULL;
+}
+
+/* ---- block_backend_ops ---- */
+
+static int nbd_submit(struct block_backend *be, struct block_request *req)
+{
+    struct nbd_backend *nb = (struct nbd_backend *)be;
+    int rc = blk_check_request(be, req);
+    if (rc == 0 && req->op == BLOCK_OP_FLUSH && !nb->can_flush)
+        blk_set_kind(req, BLK_KIND_STATUS, 0); /* the server keeps no cache to flush */
+    else if (rc == 0 && ((req->op == BLOCK_OP_DISCARD && !be->info.can_discard) ||
+                         (req->op == BLOCK_OP_WRITE_ZEROES && !be->info.can_write_zeroes)))
+        blk_set_kind(req, BLK_KIND_STATUS, -EOPNOTSUPP);
+    else
+        blk_set_kind(req, rc ? BLK_KIND_STATUS : BLK_KIND_IO, rc);
+    req->backend_private[NBD_PRIV_BOUNCE] = 0;
+    blk_tracker_begin(&nb->tracker);
+    pthread_mutex_lock(&nb->lock);
+    bool was_empty = nb->incoming.head == NULL;
+    blk_queue_push(&nb->incoming, req);
+    pthread_mutex_unlock(&nb->lock);
+    if (was_empty)
+        wake(nb);
+    return 0;
+}
+
+static void nbd_drain(struct block_backend *be)
+{
+    blk_tracker_drain(&((struct nbd_backend *)be)->tracker);
+}
+
+static void free_backend(struct nbd_backend *nb)
+{
+    if (nb->h)
+        lib.nbd_close(nb->h);
+    if (nb->wake_fd >= 0)
+        close(nb->wake_fd);
+    pthread_mutex_destroy(&nb->lock);
+    blk_tracker_destroy(&nb->tracker);
+    free(nb->uri);
+    free(nb->name);
+    free(nb);
+}
+
+static void nbd_destroy(struct block_backend *be)
+{
+    struct nbd_backend *nb = (struct nbd_backend *)be;
+    blk_tracker_drain(&nb->tracker);
+    pthread_mutex_lock(&nb->lock);
+    nb->stop = true;
+    pthread_mutex_unlock(&nb->lock);
+    wake(nb);
+    pthread_join(nb->thread, NULL);
+    free_backend(nb);
+}
+
+static const struct block_backend_ops nbd_ops = {
+    .submit = nbd_submit,
+    .drain = nbd_drain,
+    .destroy = nbd_destroy,
+};
+
+/* A problem with the disk's URI or server, reported at block_dev.NAME.uri. */
+static void __attribute__((format(printf, 2, 3)))
+uri_error(const struct config_block_dev *cfg, const char *fmt, ...)
+{
+    char key[CONFIG_NAME_MAX + 32], msg[768];
+    snprintf(key, sizeof(key), "block_dev.%s.uri", cfg->name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct config_pos pos = cfg->nbd.uri_pos;
+    if (pos.line == 0)
+        pos = (struct config_pos){cfg->line, cfg->column};
+    config_report_at(cfg->source, pos, key, "%s", msg);
+}
+
+struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
+{
+    const char *err = lib_ready();
+    if (err) {
+        uri_error(cfg, "%s", err);
+        return NULL;
+    }
+    struct nbd_backend *nb = calloc(1, sizeof(*nb));
+    if (!nb || !(nb->name = strdup(cfg->name)) || !(nb->uri = strdup(cfg->nbd.uri))) {
+        if (nb)
+            free(nb->name);
+        free(nb);
+        log_error("block_dev.%s: out of memory", cfg->name);
+        return NULL;
+    }
+    nb->timeout_s = cfg->nbd.reconnect_timeout;
+    nb->wake_fd = -1;
+    pthread_mutex_init(&nb->lock, NULL);
+    blk_tracker_init(&nb->tracker);
+
+    char why[512];
+    if (!(nb->h = open_connection(nb->uri, why, sizeof(why)))) {
+        uri_error(cfg, "cannot connect to %s: %s", nb->uri, why);
+        goto fail;
+    }
+    int64_t size = lib.nbd_get_size(nb->h);
+    int64_t min_block = lib.nbd_get_block_size(nb->h, LIBNBD_SIZE_MINIMUM);
+    int64_t max_block = lib.nbd_get_block_size(nb->h, LIBNBD_SIZE_MAXIMUM);
+    uint32_t bs = config_block_size(cfg);
+    if (size < 0) {
+        uri_error(cfg, "cannot get the export's size: %s", lib.nbd_get_error());
+        goto fail;
+    }
+    if (min_block > (int64_t)bs) {
+        uri_error(cfg,
+                  "the server's minimum block size is %" PRId64 " bytes, more than the disk's "
+                  "block size (%" PRIu32 "; set block_size)",
+                  min_block, bs);
+        goto fail;
+    }
+    if ((uint64_t)size < bs) {
+        uri_error(cfg, "the export holds %" PRId64 " bytes, less than one block of %" PRIu32, size,
+                  bs);
+        goto fail;
+    }
+    if ((uint64_t)size % bs)
+        log_warn("block_dev.%s: the export's %" PRId64 " bytes are not a whole number of "
+                 "%" PRIu32 "-byte blocks; the guest sees %" PRIu64,
+                 cfg->name, size, bs, (uint64_t)size / bs * bs);
+    nb->server_size = (uint64_t)size;
+    nb->max_request = NBD_MAX_REQUEST;
+    if (max_block > 0 && max_block < (int64_t)nb->max_request)
+        nb->max_request = (uint32_t)max_block / bs * bs;
+    if (nb->max_request < bs)
+        nb->max_request = bs;
+    bool server_ro = lib.nbd_is_read_only(nb->h) == 1;
+    bool ro = cfg->read_only || server_ro;
+    if (server_ro && !cfg->read_only)
+        log_info("block_dev.%s: the server exports %s read-only; so is the disk", cfg->name,
+                 nb->uri);
+    nb->can_flush = lib.nbd_can_flush(nb->h) == 1 && !cfg->skip_flush;
+    nb->be.ops = &nbd_ops;
+    nb->be.name = nb->name;
+    nb->be.info = (struct block_info){
+        .size = (uint64_t)size / bs * bs,
+        .block_size = bs,
+        .read_only = ro,
+        .can_discard = !ro && lib.nbd_can_trim(nb->h) == 1,
+        .can_write_zeroes = !ro && lib.nbd_can_zero(nb->h) == 1,
+        .volatile_cache = nb->can_flush,
+        .workers = 1,
+    };
+    if ((nb->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        log_error("block_dev.%s: eventfd: %s", cfg->name, strerror(errno));
+        goto fail;
+    }
+    char tname[16];
+    snprintf(tname, sizeof(tname), "nbd-%s", cfg->name);
+    int rc = thread_start(&nb->thread, tname, THREAD_NET_BLOCK, 0, nbd_main, nb);
+    if (rc < 0) {
+        log_error("block_dev.%s: cannot start its thread: %s", cfg->name, strerror(-rc));
+        goto fail;
+    }
+    log_debug("block_dev.%s: nbd %s, %" PRIu64 " bytes, block size %" PRIu32 "%s%s%s%s", cfg->name,
+              nb->uri, nb->be.info.size, bs, ro ? ", read-only" : "",
+              nb->can_flush ? ", flush" : "", nb->be.info.can_discard ? ", trim" : "",
+              nb->be.info.can_write_zeroes ? ", zero" : "");
+    return &nb->be;
+fail:
+    free_backend(nb);
+    return NULL;
+}
