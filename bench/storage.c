@@ -34,9 +34,16 @@
  * One JSON line per test per run goes to build/bench/storage.jsonl
  * (BENCH_OUT), the fio lines to storage-fio.jsonl.
  *
+ * --nbd adds a pair on an NBD disk: nbdkit's file plugin serves the same
+ * file on a UNIX socket (a new nbdkit per run, on the same CPUs), ours as
+ * type = "nbd" against QEMU's NBD client (the nbd block driver, with an
+ * iothread for virtio-blk). nbdkit's CPU time over each test is reported
+ * on its own (server CPU-us per I/O), next to the VMM's.
+ *
  *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme] [--seed N]
  *           [--cpus-allowed LIST] [--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR]
+ *           [--nbd] [--only-nbd]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
@@ -90,13 +97,25 @@ enum contestant {
     C_QEMU_DEFAULT,
     C_OURS_DIRECT,
     C_QEMU_DIRECT,
+    C_OURS_NBD,
+    C_QEMU_NBD,
     NCONT
 };
 static const char *const cont_names[NCONT] = {"ours",         "before",      "qemu-best",
-                                              "qemu-default", "ours-direct", "qemu-direct"};
+                                              "qemu-default", "ours-direct", "qemu-direct",
+                                              "ours-nbd",     "qemu-nbd"};
 static bool is_ours(enum contestant who)
 {
-    return who == C_OURS || who == C_BEFORE || who == C_OURS_DIRECT;
+    return who == C_OURS || who == C_BEFORE || who == C_OURS_DIRECT || who == C_OURS_NBD;
+}
+static bool is_nbd(enum contestant who)
+{
+    return who == C_OURS_NBD || who == C_QEMU_NBD;
+}
+/* The counterpart of a QEMU contestant in the ratio columns. */
+static enum contestant ours_for(enum contestant qemu)
+{
+    return qemu == C_QEMU_DIRECT ? C_OURS_DIRECT : qemu == C_QEMU_NBD ? C_OURS_NBD : C_OURS;
 }
 
 struct options {
@@ -109,14 +128,15 @@ struct options {
 
 /* Per device, contestant and test. */
 struct cell {
-    struct series rate;    /* host-timed IOPS or MiB/s */
-    struct series guest;   /* the guest's own figure */
-    struct series clock;   /* guest span / host interval */
-    struct series cpu_us;  /* host CPU-us per I/O, all threads */
-    struct series io_us;   /* the same without the vCPU threads */
-    struct series cpu_gib; /* host CPU-s per GiB */
-    struct series kicks;   /* MMIO doorbell writes per request */
-    struct series kicks_s; /* the same per second of host time */
+    struct series rate;      /* host-timed IOPS or MiB/s */
+    struct series guest;     /* the guest's own figure */
+    struct series clock;     /* guest span / host interval */
+    struct series cpu_us;    /* host CPU-us per I/O, all threads */
+    struct series io_us;     /* the same without the vCPU threads */
+    struct series cpu_gib;   /* host CPU-s per GiB */
+    struct series kicks;     /* MMIO doorbell writes per request */
+    struct series kicks_s;   /* the same per second of host time */
+    struct series server_us; /* nbdkit's CPU-us per I/O (NBD pairs) */
 };
 static struct cell cells[NDEVS][NCONT][NTESTS];
 static int valid_runs[NDEVS][NCONT], bad_runs[NDEVS][NCONT];
@@ -235,6 +255,9 @@ static bool check_file(uint64_t seed, uint64_t want_hash, uint64_t want_written,
 
 /* ---- Commands ---- */
 
+/* The NBD server's socket, in the run's directory. */
+#define NBD_SOCKET "nbd.sock"
+
 struct command {
     char mem[16], cpus[16], drive[PATH_MAX + 96], device[128];
     const char *argv[ARGV_MAX + 16];
@@ -245,13 +268,17 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
 {
     snprintf(c->mem, sizeof(c->mem), "%u", o->mem_mib);
     snprintf(c->cpus, sizeof(c->cpus), "%u", o->cpus);
-    bool best = who == C_QEMU_BEST || who == C_QEMU_DIRECT;
+    bool best = who == C_QEMU_BEST || who == C_QEMU_DIRECT || who == C_QEMU_NBD;
     /* Our virtio-blk offers min(vCPUs, 4) queues. */
     unsigned queues = o->cpus < 4 ? o->cpus : 4;
-    snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,%s", file_path,
-             who == C_QEMU_DIRECT ? "cache=none,aio=native"
-             : best               ? "cache=writeback,aio=io_uring"
-                                  : "cache=writeback");
+    if (who == C_QEMU_NBD) /* relative: QEMU runs in the run's directory */
+        snprintf(c->drive, sizeof(c->drive),
+                 "file=nbd+unix:///?socket=" NBD_SOCKET ",if=none,id=d,format=raw,cache=writeback");
+    else
+        snprintf(c->drive, sizeof(c->drive), "file=%s,if=none,id=d,format=raw,%s", file_path,
+                 who == C_QEMU_DIRECT ? "cache=none,aio=native"
+                 : best               ? "cache=writeback,aio=io_uring"
+                                      : "cache=writeback");
     if (dev == VIRTIO_BLK && best)
         snprintf(c->device, sizeof(c->device),
                  "virtio-blk-pci,drive=d,addr=4,iothread=io0,num-queues=%u", queues);
@@ -276,17 +303,32 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
 
 /* Our config.toml (ours and before alike). Ours passes the host's CPUID
  * through by default, as QEMU's -cpu host does. */
-static void config_text(char *out, size_t cap, enum dev_kind dev, bool direct,
+static void config_text(char *out, size_t cap, enum dev_kind dev, enum contestant who,
                         const struct options *o)
 {
+    char disk[PATH_MAX + 64];
+    if (who == C_OURS_NBD)
+        snprintf(disk, sizeof(disk), "type = \"nbd\"\nuri = \"nbd+unix:///?socket=%s\"\n",
+                 NBD_SOCKET);
+    else
+        snprintf(disk, sizeof(disk), "type = \"file\"\npath = \"%s\"\n%s", file_path,
+                 who == C_OURS_DIRECT ? "direct = true\n" : "");
     snprintf(out, cap,
              "[main]\nname = \"sbench-%d\"\ncpus = %u\nbootrom = \"%s\"\nmemory = %u\n\n"
-             "[block_dev.disk]\ntype = \"file\"\npath = \"%s\"\n%s%s\n"
+             "[block_dev.disk]\n%s%s\n"
              "[dev.disk0]\ndriver = \"%s\"\nblock_dev = \"disk\"\npci-path = \"0.4.0\"\n",
-             (int)getpid(), o->cpus, o->guest, o->mem_mib, file_path,
-             direct ? "direct = true\n" : "",
+             (int)getpid(), o->cpus, o->guest, o->mem_mib, disk,
              getenv("BENCH_BLOCK_DEV_EXTRA") ? getenv("BENCH_BLOCK_DEV_EXTRA") : "",
              dev == VIRTIO_BLK ? "pci-virtio-block" : "pci-nvme");
+}
+
+/* nbdkit serving the bench file on NBD_SOCKET in the current directory. */
+static const char *const *nbdkit_argv(void)
+{
+    static char file_arg[PATH_MAX + 8];
+    static const char *argv[] = {"nbdkit", "-f", "-U", NBD_SOCKET, "file", file_arg, NULL};
+    snprintf(file_arg, sizeof(file_arg), "file=%s", file_path);
+    return argv;
 }
 
 /* --invalidate=0: fio drops the file's page cache before each job by
@@ -363,12 +405,23 @@ static void print_commands(const struct options *o)
             print_command(prefix, c.argv);
         }
         char config[2 * PATH_MAX + 512];
-        config_text(config, sizeof(config), (enum dev_kind)d, false, o);
+        config_text(config, sizeof(config), (enum dev_kind)d, C_OURS, o);
         printf("  %s config.toml (ours%s):\n", dev_names[d],
                o->present[C_BEFORE] ? ", before" : "");
         print_indented("    ", config);
         if (o->present[C_OURS_DIRECT])
             printf("  %s config.toml of ours-direct: the same with direct = true\n", dev_names[d]);
+        if (o->present[C_OURS_NBD]) {
+            config_text(config, sizeof(config), (enum dev_kind)d, C_OURS_NBD, o);
+            printf("  %s config.toml of ours-nbd:\n", dev_names[d]);
+            print_indented("    ", config);
+        }
+    }
+    if (o->present[C_OURS_NBD] || o->present[C_QEMU_NBD]) {
+        const char *const *argv = nbdkit_argv();
+        print_command("  NBD server (ours-nbd, qemu-nbd; a new one per run, in the run's "
+                      "directory): ",
+                      argv);
     }
     if (o->fio) {
         printf("  host limit, per test (its own file of the same size and content):\n");
@@ -379,6 +432,35 @@ static void print_commands(const struct options *o)
                 printf("    %s\n", cmd);
             }
     }
+}
+
+/* Starts nbdkit in dir, pinned like the VMMs, and waits for its socket. */
+static pid_t start_nbdkit(const char *dir, const struct options *o)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (chdir(dir) < 0)
+            _exit(127);
+        set_affinity(o->cpus_allowed);
+        int log = open("nbdkit.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(log, 1);
+        dup2(log, 2);
+        const char *const *argv = nbdkit_argv();
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    char sock[PATH_MAX + 16];
+    snprintf(sock, sizeof(sock), "%s/" NBD_SOCKET, dir);
+    uint64_t deadline = now_ns() + 10ull * 1000000000ull;
+    struct stat st;
+    while (stat(sock, &st) != 0) {
+        if (now_ns() > deadline || waitpid(pid, NULL, WNOHANG) == pid)
+            die("nbdkit did not start (see %s/nbdkit.log)", dir);
+        usleep(10000);
+    }
+    return pid;
 }
 
 /* ---- One VM run ---- */
@@ -422,6 +504,7 @@ struct test_run {
     bool have, started;
     uint64_t t_start, t_end;
     struct proc_cpu cpu0, cpu1;
+    struct proc_cpu server0, server1; /* nbdkit's, on NBD runs */
     unsigned long long ops, us, bad, err, kicks, all_ops, span_us;
 };
 
@@ -448,12 +531,12 @@ static void record_json(const struct options *o, enum contestant who, enum dev_k
                "\"round\":%d,\"seed\":%llu,\"cpus\":%u,\"ms\":%u,\"size_mib\":%u,\"valid\":%s,"
                "\"problem\":\"%s\",\"ops\":%llu,\"guest_us\":%llu,\"all_ops\":%llu,"
                "\"span_us\":%llu,\"host_s\":%.6f,\"cpu_s\":%.3f,\"vcpu_s\":%.3f,"
-               "\"kicks\":%llu,\"bad\":%llu,\"err\":%llu}",
+               "\"kicks\":%llu,\"bad\":%llu,\"err\":%llu,\"server_cpu_s\":%.3f}",
                git_commit(), (long long)time(NULL), cont_names[who], dev_names[dev], tests[t].name,
                round, (unsigned long long)seed, o->cpus, o->ms, o->size_mib,
                valid ? "true" : "false", why ? why : "", r->ops, r->us, r->all_ops, r->span_us,
                wall_s, r->cpu1.total_s - r->cpu0.total_s, r->cpu1.vcpu_s - r->cpu0.vcpu_s, r->kicks,
-               r->bad, r->err);
+               r->bad, r->err, r->server1.total_s - r->server0.total_s);
 }
 
 static void run_vm(enum contestant who, enum dev_kind dev, const struct options *o, int round,
@@ -472,10 +555,11 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         FILE *cfg = fopen(path, "w");
         if (!cfg)
             die("%s: %s", path, strerror(errno));
-        config_text(config, sizeof(config), dev, who == C_OURS_DIRECT, o);
+        config_text(config, sizeof(config), dev, who, o);
         fputs(config, cfg);
         fclose(cfg);
     }
+    pid_t server = is_nbd(who) ? start_nbdkit(dir, o) : 0;
     pid_t pid = launch(who, dev, o, dir);
     uint64_t deadline = now_ns() + 60ull * 1000000000ull;
     snprintf(path, sizeof(path), "%s/ttya", dir);
@@ -550,6 +634,8 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                     if (o->perf_dir && round == 1 && !profiler && nstopped < NTESTS)
                         profiler = perf_start(o->perf_dir, pid, name, dev, t);
                     proc_cpu_read(pid, &r->cpu0);
+                    if (server)
+                        proc_cpu_read(server, &r->server0);
                     r->t_start = now_ns();
                 } else if (strncmp(what, "FAIL", 4) == 0) {
                     snprintf(why, sizeof(why), "%s: %s", tests[t].name, what);
@@ -558,6 +644,8 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 } else if (r->started) {
                     r->t_end = now;
                     proc_cpu_read(pid, &r->cpu1);
+                    if (server)
+                        proc_cpu_read(server, &r->server1);
                     perf_stop(&profiler, stopped_profilers, &nstopped);
                     r->ops = field(what, "ops=");
                     r->us = field(what, " us=");
@@ -576,6 +664,10 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         waitpid(stopped_profilers[i], NULL, 0);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    if (server) {
+        kill(server, SIGTERM);
+        waitpid(server, NULL, 0);
+    }
     if (con.fd >= 0)
         close(con.fd);
     /* Is the run whole? */
@@ -623,6 +715,9 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         series_add(&c->cpu_gib, cpu / (bytes / GIB));
         series_add(&c->kicks, (double)r->kicks / (double)r->ops);
         series_add(&c->kicks_s, (double)r->kicks / (r->us / 1e6));
+        if (server)
+            series_add(&c->server_us,
+                       (r->server1.total_s - r->server0.total_s) * 1e6 / (double)r->all_ops);
         printf("  %s %s round %d: %s %.0f %s (guest %.0f), %.2f CPU-us/IO (%.2f without vCPU), "
                "%.3f kicks/op\n",
                name, dev_names[dev], round, tests[t].name, c->rate.v[c->rate.n - 1],
@@ -732,6 +827,10 @@ static struct series *pick_kicks_s(struct cell *c)
 {
     return &c->kicks_s;
 }
+static struct series *pick_server(struct cell *c)
+{
+    return &c->server_us;
+}
 static struct series *pick_clock(struct cell *c)
 {
     return &c->clock;
@@ -751,6 +850,8 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
                 printf(" ours/%-12s", cont_names[k]);
         if (o->present[C_OURS_DIRECT])
             printf(" %-17s", "direct ours/qemu");
+        if (o->present[C_OURS_NBD] && o->present[C_QEMU_NBD])
+            printf(" %-17s", "nbd ours/qemu");
     }
     if (with_fio && o->fio)
         printf(" %-24s", "host fio");
@@ -772,9 +873,11 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
             }
             if (ratios) {
                 for (int k = C_BEFORE; k < NCONT; k++) {
-                    if (!o->present[k] || k == C_OURS_DIRECT)
+                    if (!o->present[k] || k == C_OURS_DIRECT || k == C_OURS_NBD)
                         continue;
-                    enum contestant mine = k == C_QEMU_DIRECT ? C_OURS_DIRECT : C_OURS;
+                    enum contestant mine = ours_for((enum contestant)k);
+                    if (!o->present[mine])
+                        continue;
                     double ours = median_of(pick(&cells[d][mine][t]));
                     double theirs = median_of(pick(&cells[d][k][t]));
                     if (ours > 0 && theirs > 0)
@@ -829,6 +932,8 @@ int main(int argc, char **argv)
         {"no-fio", no_argument, NULL, 'F'},
         {"perf", required_argument, NULL, 'P'},
         {"no-direct", no_argument, NULL, 'N'},
+        {"nbd", no_argument, NULL, 'B'},
+        {"only-nbd", no_argument, NULL, 'O'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -884,6 +989,14 @@ int main(int argc, char **argv)
         case 'N':
             o.present[C_OURS_DIRECT] = o.present[C_QEMU_DIRECT] = false;
             break;
+        case 'B':
+            o.present[C_OURS_NBD] = o.present[C_QEMU_NBD] = true;
+            break;
+        case 'O': /* the NBD pair and ours on the file, nothing else */
+            for (int k = 0; k < NCONT; k++)
+                o.present[k] = k == C_OURS || k == C_OURS_NBD || k == C_QEMU_NBD;
+            o.fio = false;
+            break;
         default:
             return 2;
         }
@@ -901,8 +1014,8 @@ int main(int argc, char **argv)
                 "usage: storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] "
                 "[--runs N<=%d] [--ms 100..60000] [--size-mib 64..49152] [--dir DIR] "
                 "[--devices virtio-blk,nvme] [--seed N] [--cpus-allowed LIST] "
-                "[--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR] [--extra \"KEY=VALUE "
-                "...\"]\n",
+                "[--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR] [--nbd] [--only-nbd] "
+                "[--extra \"KEY=VALUE ...\"]\n",
                 MAX_RUNS);
         return 2;
     }
@@ -912,6 +1025,9 @@ int main(int argc, char **argv)
         snprintf(cpus, sizeof(cpus), "0-%ld", sysconf(_SC_NPROCESSORS_ONLN) - 1);
         o.cpus_allowed = cpus;
     }
+    if ((o.present[C_OURS_NBD] || o.present[C_QEMU_NBD]) &&
+        system("nbdkit --version >/dev/null 2>&1") != 0)
+        die("--nbd needs nbdkit (apt-get install nbdkit)");
     if (o.fio && system("fio --version >/dev/null 2>&1") != 0) {
         printf("storage: fio is not installed (apt-get install fio): no host limit\n");
         o.fio = false;
@@ -983,6 +1099,9 @@ int main(int argc, char **argv)
                 false);
     print_table(&o, "doorbell/notify exits per second (guest count over its window)", pick_kicks_s,
                 0, false, false);
+    if (o.present[C_OURS_NBD] || o.present[C_QEMU_NBD])
+        print_table(&o, "NBD server (nbdkit) CPU-us per I/O, on the NBD runs", pick_server, 2, true,
+                    false);
     print_table(&o, "guest span / host interval (clock cross-check, 1.00 = agree)", pick_clock, 3,
                 false, false);
     printf("\nvalid runs (excluded):");

@@ -6,8 +6,10 @@
  * connection is made at open, in the main thread, so a wrong URI or an
  * absent server is a start-up error. Then one thread per disk owns the
  * connection: devices queue requests to it through a mutex and an eventfd;
- * it issues them (split at the server's maximum request size, through a
- * bounce buffer when the guest's buffer is scattered), polls the socket and
+ * it issues them (from and into the guest's buffers, host-contiguous
+ * pieces joined, split at the server's maximum request size; through a
+ * bounce buffer only for pieces that are not whole blocks of the server's
+ * minimum), polls the socket and
  * completes requests from libnbd's completion callbacks.
  *
  * When the connection is lost, requests in flight and those that arrive
@@ -44,6 +46,7 @@
     X(nbd_close)                                                                                   \
     X(nbd_get_error)                                                                               \
     X(nbd_set_uri_allow_local_file)                                                                \
+    X(nbd_set_pread_initialize)                                                                    \
     X(nbd_aio_connect_uri)                                                                         \
     X(nbd_aio_is_ready)                                                                            \
     X(nbd_aio_is_dead)                                                                             \
@@ -123,6 +126,7 @@ struct nbd_backend {
     struct log_ratelimit ratelimit;
     uint64_t server_size; /* as first seen: a different size on reconnect is refused */
     uint32_t max_request;
+    uint32_t min_block; /* the server's minimum block size (1 if it names none) */
     bool can_flush;
 
     /* Shared with submitters. */
@@ -217,6 +221,9 @@ static struct nbd_handle *open_connection(const char *uri, char *why, size_t why
     /* The config's owner names the URI: its tls-psk-file and
      * tls-certificates parameters may name local files, as path does. */
     lib.nbd_set_uri_allow_local_file(h, true);
+    /* Reads land in guest memory only from a successful reply, which fills
+     * the buffer: libnbd need not zero it first (a memset per read). */
+    lib.nbd_set_pread_initialize(h, false);
     if (connect_until(h, uri, now_ns() + NBD_CONNECT_DEADLINE_NS, why, why_size) < 0) {
         lib.nbd_close(h);
         return NULL;
@@ -292,75 +299,116 @@ static int part_done(void *opaque, int *error)
     return 1; /* retire the command */
 }
 
-/* Issues every command of req on the connection. Returns 0, or -1 when
- * the connection failed while issuing (req then waits for the next one). */
+/* Sends one command of req: [off, off+len) from or into buf. Returns 0,
+ * or -1 when the connection failed (req then waits for the next one). */
+static int send_part(struct nbd_backend *nb, struct block_request *req, uint8_t *buf, uint64_t len,
+                     uint64_t off)
+{
+    nbd_completion_callback cb = {.callback = part_done, .user_data = req};
+    int64_t cookie = -1;
+    req->backend_private[NBD_PRIV_PARTS]++;
+    switch (req->op) {
+    case BLOCK_OP_READ:
+        cookie = lib.nbd_aio_pread(nb->h, buf, len, off, cb, 0);
+        break;
+    case BLOCK_OP_WRITE:
+        cookie = lib.nbd_aio_pwrite(nb->h, buf, len, off, cb, 0);
+        break;
+    case BLOCK_OP_FLUSH:
+        cookie = lib.nbd_aio_flush(nb->h, cb, 0);
+        break;
+    case BLOCK_OP_DISCARD:
+        cookie = lib.nbd_aio_trim(nb->h, len, off, cb, 0);
+        break;
+    case BLOCK_OP_WRITE_ZEROES:
+        cookie = lib.nbd_aio_zero(nb->h, len, off, cb, 0);
+        break;
+    }
+    if (cookie >= 0)
+        return 0;
+    /* Not issued, so its callback will not run. */
+    if (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h)) {
+        part_finished(nb, req, ENOTCONN);
+        return -1;
+    }
+    log_limited(&nb->ratelimit, LOG_ERROR, "block_dev.%s: %s refused by libnbd: %s", nb->name,
+                block_op_name(req->op), lib.nbd_get_error());
+    part_finished(nb, req, EIO);
+    return 0;
+}
+
+/* Sends [off, off+len) from or into buf in commands of at most the
+ * server's maximum. */
+static int send_range(struct nbd_backend *nb, struct block_request *req, uint8_t *buf, uint64_t len,
+                      uint64_t off)
+{
+    for (uint64_t done = 0; done < len;) {
+        uint64_t n = len - done < nb->max_request ? len - done : nb->max_request;
+        if (send_part(nb, req, buf ? buf + done : NULL, n, off + done) < 0)
+            return -1;
+        done += n;
+    }
+    return 0;
+}
+
+/* The guest's buffers can be sent as they are when every run of
+ * host-contiguous pieces is a whole number of the server's minimum block. */
+static bool pieces_aligned(const struct nbd_backend *nb, const struct block_request *req)
+{
+    uint64_t run = 0;
+    for (unsigned i = 0; i < req->iovcnt; i++) {
+        run += req->iov[i].iov_len;
+        bool joins = i + 1 < req->iovcnt && (uint8_t *)req->iov[i].iov_base + req->iov[i].iov_len ==
+                                                (uint8_t *)req->iov[i + 1].iov_base;
+        if (!joins) {
+            if (run % nb->min_block)
+                return false;
+            run = 0;
+        }
+    }
+    return true;
+}
+
+/* Issues every command of req on the connection: data straight from or
+ * into the guest's buffers (host-contiguous pieces joined), through a
+ * bounce buffer only when a piece is not whole blocks. Returns 0, or -1
+ * when the connection failed while issuing (req then waits for the next
+ * one). */
 static int issue(struct nbd_backend *nb, struct block_request *req)
 {
     req->backend_private[NBD_PRIV_ERROR] = 0;
     req->backend_private[NBD_PRIV_RETRY] = 0;
     req->backend_private[NBD_PRIV_OWNER] = (uint64_t)(uintptr_t)nb;
-    uint8_t *buf = NULL;
-    if (req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE) {
-        if (req->iovcnt == 1) {
-            buf = req->iov[0].iov_base;
-        } else if (req->len > 0) {
-            buf = (uint8_t *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
-            if (!buf && !(buf = malloc(req->len))) {
-                complete(nb, req, -ENOMEM);
-                return 0;
-            }
-            req->backend_private[NBD_PRIV_BOUNCE] = (uint64_t)(uintptr_t)buf;
-            if (req->op == BLOCK_OP_WRITE)
-                blk_iov_copy(req, 0, buf, req->len, false);
+    bool data = req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE;
+    uint8_t *bounce = (uint8_t *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
+    if (data && req->len > 0 && !bounce && !pieces_aligned(nb, req)) {
+        if (!(bounce = malloc(req->len))) {
+            complete(nb, req, -ENOMEM);
+            return 0;
         }
+        req->backend_private[NBD_PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
+        if (req->op == BLOCK_OP_WRITE)
+            blk_iov_copy(req, 0, bounce, req->len, false);
     }
-    uint64_t parts = req->op == BLOCK_OP_FLUSH || req->len == 0
-                         ? 1
-                         : (req->len + nb->max_request - 1) / nb->max_request;
-    /* One count for this function, so no callback finishes req early. */
-    req->backend_private[NBD_PRIV_PARTS] = parts + 1;
+    /* This function's own count, so no callback finishes req early. */
+    req->backend_private[NBD_PRIV_PARTS] = 1;
     nb->issued++;
     int rc = 0;
-    for (uint64_t done = 0, i = 0; i < parts; i++) {
-        uint64_t len = req->len - done < nb->max_request ? req->len - done : nb->max_request;
-        uint64_t off = req->offset + done;
-        nbd_completion_callback cb = {.callback = part_done, .user_data = req};
-        int64_t cookie = 0;
-        if (rc < 0) {
-            part_finished(nb, req, ENOTCONN); /* the connection is gone */
-            continue;
+    if (req->op == BLOCK_OP_FLUSH) {
+        rc = send_part(nb, req, NULL, 0, 0);
+    } else if (!data || bounce) {
+        rc = send_range(nb, req, bounce, req->len, req->offset);
+    } else {
+        uint64_t off = req->offset;
+        for (unsigned i = 0; i < req->iovcnt && rc == 0;) {
+            uint8_t *base = req->iov[i].iov_base;
+            uint64_t len = req->iov[i].iov_len;
+            for (i++; i < req->iovcnt && (uint8_t *)req->iov[i].iov_base == base + len; i++)
+                len += req->iov[i].iov_len;
+            if (len)
+                rc = send_range(nb, req, base, len, off);
+            off += len;
         }
-        switch (req->op) {
-        case BLOCK_OP_READ:
-            cookie = len ? lib.nbd_aio_pread(nb->h, buf + done, len, off, cb, 0) : 0;
-            break;
-        case BLOCK_OP_WRITE:
-            cookie = len ? lib.nbd_aio_pwrite(nb->h, buf + done, len, off, cb, 0) : 0;
-            break;
-        case BLOCK_OP_FLUSH:
-            cookie = lib.nbd_aio_flush(nb->h, cb, 0);
-            break;
-        case BLOCK_OP_DISCARD:
-            cookie = len ? lib.nbd_aio_trim(nb->h, len, off, cb, 0) : 0;
-            break;
-        case BLOCK_OP_WRITE_ZEROES:
-            cookie = len ? lib.nbd_aio_zero(nb->h, len, off, cb, 0) : 0;
-            break;
-        }
-        if (cookie == 0) {
-            part_finished(nb, req, 0); /* nothing to send: an empty range */
-        } else if (cookie < 0) {
-            /* Not issued, so its callback will not run. */
-            if (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h)) {
-                rc = -1;
-                part_finished(nb, req, ENOTCONN);
-            } else {
-                log_limited(&nb->ratelimit, LOG_ERROR, "block_dev.%s: %s refused by libnbd: %s",
-                            nb->name, block_op_name(req->op), lib.nbd_get_error());
-                part_finished(nb, req, EIO);
-            }
-        }
-        done += len;
     }
     part_finished(nb, req, 0);
     return rc;
@@ -616,6 +664,7 @@ struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
         nb->max_request = (uint32_t)max_block / bs * bs;
     if (nb->max_request < bs)
         nb->max_request = bs;
+    nb->min_block = min_block > 1 ? (uint32_t)min_block : 1;
     bool server_ro = lib.nbd_is_read_only(nb->h) == 1;
     bool ro = cfg->read_only || server_ro;
     if (server_ro && !cfg->read_only)

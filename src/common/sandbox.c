@@ -241,9 +241,10 @@ static int add_net_block(scmp_filter_ctx ctx)
 {
     static const int domains[] = {AF_UNIX, AF_INET, AF_INET6, AF_VSOCK};
     static const int ioctls[] = {IOCTL_KVM, IOCTL_TUN /* FIONBIO */};
-    static const int own[] = {SCMP_SYS(socketpair), SCMP_SYS(uname), SCMP_SYS(getuid),
-                              SCMP_SYS(geteuid),    SCMP_SYS(lseek), SCMP_SYS(statx),
-                              SCMP_SYS(stat)};
+    /* sendmmsg: glibc's resolver sends its A and AAAA queries at once. */
+    static const int own[] = {SCMP_SYS(socketpair), SCMP_SYS(sendmmsg), SCMP_SYS(uname),
+                              SCMP_SYS(getuid),     SCMP_SYS(geteuid),  SCMP_SYS(lseek),
+                              SCMP_SYS(statx),      SCMP_SYS(stat)};
     struct scmp_arg_cmp read_only =
         SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND, O_RDONLY);
     if (add_base(ctx) < 0 || ALLOW_LIST(ctx, loop_calls) < 0 ||

@@ -36,6 +36,7 @@
 
 #include "block/block.h"
 #include "common/log.h"
+#include "common/sandbox.h"
 #include "config/config.h"
 
 #define MIB (1024ull * 1024)
@@ -409,6 +410,44 @@ static void test_split_requests(void **state)
     free(back);
 }
 
+/* A server whose minimum block is 512 bytes and which errors on anything
+ * else: scattered pieces that are not whole blocks go through a bounce
+ * buffer, whole ones (and host-contiguous runs of them) go as they are. */
+static void test_unaligned_pieces(void **state)
+{
+    need_nbdkit();
+    struct server s = nbdkit("--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=512",
+                             "blocksize-error-policy=error");
+    struct block_backend *be = open_unix();
+    static uint8_t data[4096], back[4096];
+    fill(data, sizeof(data), 0, 11);
+    /* 100 + 412 + 1024 + 511 + 1 bytes, in separate places. */
+    static const size_t lens[] = {100, 412, 1024, 511, 1};
+    static uint8_t pieces[5][2048];
+    struct iovec iov[5];
+    size_t at = 0;
+    for (unsigned i = 0; i < 5; i++) {
+        memcpy(pieces[i], data + at, lens[i]);
+        iov[i] = (struct iovec){pieces[i], lens[i]};
+        at += lens[i];
+    }
+    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 8192, at, iov, 5), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, back, at), 0);
+    assert_memory_equal(back, data, at);
+    memset(pieces, 0, sizeof(pieces));
+    assert_int_equal(do_iov(be, BLOCK_OP_READ, 8192, at, iov, 5), 0);
+    for (unsigned i = 0, off = 0; i < 5; off += (unsigned)lens[i], i++)
+        assert_memory_equal(pieces[i], data + off, lens[i]);
+    /* Whole blocks: two pieces of one buffer, contiguous, then a third. */
+    struct iovec whole[3] = {{data, 512}, {data + 512, 1024}, {pieces[0], 512}};
+    memcpy(pieces[0], data + 1536, 512);
+    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 0, 2048, whole, 3), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, 2048), 0);
+    assert_memory_equal(back, data, 2048);
+    block_backend_destroy(be);
+    server_kill(&s);
+}
+
 static void test_read_only(void **state)
 {
     need_nbdkit();
@@ -667,6 +706,92 @@ static void test_qemu_nbd(void **state)
     free(back);
 }
 
+/* Under the seccomp filters, as in the VMM (the disk opened before the
+ * main thread enters its filter; the disk's thread in net-block): a TCP
+ * disk named by host name, so a reconnect resolves the name again, whose
+ * server the parent kills and restarts between two writes. A forbidden
+ * system call would end the child with SANDBOX_EXIT_CODE. */
+static int ready_pipe[2];
+
+static int child_sandboxed_reconnect(void)
+{
+    if (sandbox_init() < 0)
+        return 1;
+    struct config_block_dev c = nbd_cfg("nbd://localhost:10810/");
+    struct block_backend *be = block_backend_open(&c);
+    if (!be || sandbox_enter_main() < 0)
+        return 2;
+    static uint8_t a[65536], b[65536], back[65536];
+    fill(a, sizeof(a), 0, 9);
+    fill(b, sizeof(b), 0, 10);
+    if (do_rw(be, BLOCK_OP_WRITE, 0, a, sizeof(a)) != 0)
+        return 3;
+    char one = 1;
+    if (write(ready_pipe[1], &one, 1) != 1)
+        return 4;
+    usleep(100000); /* the parent kills the server */
+    if (do_rw(be, BLOCK_OP_WRITE, 65536, b, sizeof(b)) != 0 ||
+        do_rw(be, BLOCK_OP_READ, 0, back, sizeof(back)) != 0 || memcmp(back, a, sizeof(a)) ||
+        do_rw(be, BLOCK_OP_READ, 65536, back, sizeof(back)) != 0 || memcmp(back, b, sizeof(b)))
+        return 5;
+    block_backend_destroy(be);
+    fprintf(stderr, "child: all I/O done\n");
+    return 0;
+}
+
+static void test_sandboxed_reconnect(void **state)
+{
+    need_nbdkit();
+    if (!own_netns)
+        prerequisite_missing("cannot make a network namespace (not root?)");
+    char file[160], file_arg[200];
+    snprintf(file, sizeof(file), "%s/sandboxed.img", tmpdir);
+    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 4 * MIB), 0);
+    close(fd);
+    snprintf(file_arg, sizeof(file_arg), "file=%s", file);
+    const char *argv[] = {"nbdkit", "-f", "-i", "127.0.0.1", "-p", "10810", "file", file_arg, NULL};
+    struct server s = server_start(argv, NULL, 10810);
+
+    int err_pipe[2];
+    assert_int_equal(pipe(ready_pipe), 0);
+    assert_int_equal(pipe(err_pipe), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready_pipe[0]);
+        close(err_pipe[0]);
+        dup2(err_pipe[1], STDERR_FILENO);
+        _exit(child_sandboxed_reconnect());
+    }
+    close(ready_pipe[1]);
+    close(err_pipe[1]);
+    char one;
+    bool ready = read(ready_pipe[0], &one, 1) == 1;
+    close(ready_pipe[0]);
+    server_kill(&s);
+    usleep(300000);
+    s = server_start(argv, NULL, 10810);
+    static char err[16384];
+    size_t len = 0;
+    ssize_t n;
+    while ((n = read(err_pipe[0], err + len, sizeof(err) - 1 - len)) > 0)
+        len += (size_t)n;
+    err[len] = '\0';
+    close(err_pipe[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    server_kill(&s);
+    if (!ready || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("child status 0x%x, stderr:\n%s", status, err);
+    assert_non_null(strstr(err, "sandbox: seccomp filters installed"));
+    assert_non_null(strstr(err, "block_dev.t0: lost the NBD server"));
+    assert_non_null(strstr(err, "block_dev.t0: reconnected to the NBD server"));
+    assert_non_null(strstr(err, "child: all I/O done"));
+}
+
 int main(void)
 {
     log_set_level(LOG_INFO);
@@ -674,6 +799,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_scattered),
         cmocka_unit_test(test_zero_trim),
         cmocka_unit_test(test_split_requests),
+        cmocka_unit_test(test_unaligned_pieces),
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_server_errors),
         cmocka_unit_test(test_reconnect),
@@ -682,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_tcp),
         cmocka_unit_test(test_tls_psk),
         cmocka_unit_test(test_qemu_nbd),
+        cmocka_unit_test(test_sandboxed_reconnect),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
