@@ -119,7 +119,7 @@ bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nic
 	$(BUILD)/bench/block_backend --seconds 2
-	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
+	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nbd
 	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/snapshot --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 	$(BUILD)/bench/memory --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)

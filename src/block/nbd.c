@@ -107,6 +107,11 @@ static const char *lib_ready(void)
 #define NBD_CONNECT_DEADLINE_NS (5 * 1000000000ll)
 #define NBD_BACKOFF_MIN_NS (100 * 1000000ll)
 #define NBD_BACKOFF_MAX_NS (2000 * 1000000ll)
+/* Bounce buffers (requests whose pieces are not whole blocks, which no
+ * usual driver sends) hold at most this much at a time: more waits, and a
+ * larger request is refused, so a guest cannot make us allocate without
+ * bound. */
+#define NBD_BOUNCE_BUDGET (16u << 20)
 
 /* block_request.backend_private words, besides BLK_PRIV_NEXT. */
 enum {
@@ -128,6 +133,7 @@ struct nbd_backend {
     uint32_t max_request;
     uint32_t min_block; /* the server's minimum block size (1 if it names none) */
     bool can_flush;
+    uint64_t bounce_bytes; /* in use (the thread's) */
 
     /* Shared with submitters. */
     pthread_mutex_t lock;
@@ -143,7 +149,8 @@ struct nbd_backend {
     int64_t lost_at_ns;       /* when the connection was lost (0: never) */
     int64_t next_attempt_ns;
     int64_t backoff_ns;
-    bool failing; /* reconnect_timeout passed: requests fail until the server returns */
+    unsigned attempts; /* failed reconnects since the loss */
+    bool failing;      /* reconnect_timeout passed: requests fail until the server returns */
 };
 
 static int64_t now_ns(void)
@@ -233,8 +240,11 @@ static struct nbd_handle *open_connection(const char *uri, char *why, size_t why
 
 static void complete(struct nbd_backend *nb, struct block_request *req, int status)
 {
-    free((void *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE]);
-    req->backend_private[NBD_PRIV_BOUNCE] = 0;
+    if (req->backend_private[NBD_PRIV_BOUNCE]) {
+        free((void *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE]);
+        req->backend_private[NBD_PRIV_BOUNCE] = 0;
+        nb->bounce_bytes -= req->len;
+    }
     if (status < 0 && status != -EROFS && status != -EINVAL && status != -EOPNOTSUPP)
         log_limited(&nb->ratelimit, LOG_ERROR,
                     "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64 " failed: %s",
@@ -371,9 +381,9 @@ static bool pieces_aligned(const struct nbd_backend *nb, const struct block_requ
 
 /* Issues every command of req on the connection: data straight from or
  * into the guest's buffers (host-contiguous pieces joined), through a
- * bounce buffer only when a piece is not whole blocks. Returns 0, or -1
- * when the connection failed while issuing (req then waits for the next
- * one). */
+ * bounce buffer only when a piece is not whole blocks. Returns 0; 1 when
+ * req must wait for bounce-buffer room (not issued); -1 when the
+ * connection failed while issuing (req then waits for the next one). */
 static int issue(struct nbd_backend *nb, struct block_request *req)
 {
     req->backend_private[NBD_PRIV_ERROR] = 0;
@@ -382,11 +392,23 @@ static int issue(struct nbd_backend *nb, struct block_request *req)
     bool data = req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE;
     uint8_t *bounce = (uint8_t *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
     if (data && req->len > 0 && !bounce && !pieces_aligned(nb, req)) {
+        if (req->len > NBD_BOUNCE_BUDGET) {
+            log_limited(&nb->ratelimit, LOG_ERROR,
+                        "block_dev.%s: %s of %" PRIu64 " bytes in pieces that are not whole "
+                        "%" PRIu32 "-byte blocks: over the %u MiB such a request may have",
+                        nb->name, block_op_name(req->op), req->len, nb->min_block,
+                        NBD_BOUNCE_BUDGET >> 20);
+            complete(nb, req, -EINVAL);
+            return 0;
+        }
+        if (nb->bounce_bytes + req->len > NBD_BOUNCE_BUDGET)
+            return 1;
         if (!(bounce = malloc(req->len))) {
             complete(nb, req, -ENOMEM);
             return 0;
         }
         req->backend_private[NBD_PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
+        nb->bounce_bytes += req->len;
         if (req->op == BLOCK_OP_WRITE)
             blk_iov_copy(req, 0, bounce, req->len, false);
     }
@@ -428,6 +450,7 @@ static void disconnect(struct nbd_backend *nb, const char *why)
     nb->lost_at_ns = now_ns();
     nb->next_attempt_ns = nb->lost_at_ns;
     nb->backoff_ns = NBD_BACKOFF_MIN_NS;
+    nb->attempts = 0;
 }
 
 static void try_reconnect(struct nbd_backend *nb)
@@ -441,7 +464,9 @@ static void try_reconnect(struct nbd_backend *nb)
         h = NULL;
     }
     if (!h) {
-        log_limited(&nb->ratelimit, LOG_WARNING, "block_dev.%s: reconnecting: %s", nb->name, why);
+        /* The first few failures, then one a minute (attempts 2 s apart). */
+        if (++nb->attempts <= 3 || nb->attempts % 30 == 0)
+            log_warn("block_dev.%s: reconnecting (attempt %u): %s", nb->name, nb->attempts, why);
         nb->next_attempt_ns = now_ns() + nb->backoff_ns;
         nb->backoff_ns =
             nb->backoff_ns * 2 > NBD_BACKOFF_MAX_NS ? NBD_BACKOFF_MAX_NS : nb->backoff_ns * 2;
@@ -490,10 +515,16 @@ static void *nbd_main(void *arg)
                 complete(nb, req, blk_kind(req) == BLK_KIND_STATUS ? blk_preset_status(req) : -EIO);
         }
         /* Each waiting request once per round: one a server keeps failing
-         * with ESHUTDOWN waits for the poll below. */
-        for (unsigned n = nb->waiting.len; nb->h && n > 0; n--)
-            if (start_request(nb, blk_queue_pop(&nb->waiting)) < 0)
+         * with ESHUTDOWN waits for the poll below, as does one waiting for
+         * bounce-buffer room (freed by completions). */
+        for (unsigned n = nb->waiting.len; nb->h && n > 0; n--) {
+            struct block_request *req = blk_queue_pop(&nb->waiting);
+            int rc = start_request(nb, req);
+            if (rc < 0)
                 disconnect(nb, connection_why());
+            if (rc == 1)
+                blk_queue_push(&nb->waiting, req);
+        }
 
         struct pollfd pfd[2] = {{.fd = nb->wake_fd, .events = POLLIN}, {.fd = -1}};
         int timeout_ms = -1;

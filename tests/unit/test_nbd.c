@@ -416,7 +416,7 @@ static void test_split_requests(void **state)
 static void test_unaligned_pieces(void **state)
 {
     need_nbdkit();
-    struct server s = nbdkit("--filter=blocksize-policy", "memory", "1M", "blocksize-minimum=512",
+    struct server s = nbdkit("--filter=blocksize-policy", "memory", "64M", "blocksize-minimum=512",
                              "blocksize-error-policy=error");
     struct block_backend *be = open_unix();
     static uint8_t data[4096], back[4096];
@@ -444,6 +444,45 @@ static void test_unaligned_pieces(void **state)
     assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 0, 2048, whole, 3), 0);
     assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, 2048), 0);
     assert_memory_equal(back, data, 2048);
+
+    /* Bounce buffers hold at most 16 MiB at once: eight 3 MiB requests
+     * at the same time all complete (some wait for room), and one of
+     * 20 MiB is refused. */
+    enum { N = 8, LEN = 3 << 20 };
+    uint8_t *big = malloc((size_t)N * LEN), *got = malloc((size_t)N * LEN);
+    fill(big, (uint64_t)N * LEN, 0, 12);
+    struct async_req reqs[N];
+    struct iovec parts[N][2];
+    for (unsigned i = 0; i < N; i++) {
+        uint8_t *p = big + (size_t)i * LEN;
+        /* Two pieces, not host-contiguous, the first not a whole block. */
+        parts[i][0] = (struct iovec){got + (size_t)i * LEN, 100};
+        parts[i][1] = (struct iovec){p + 100, LEN - 100};
+        memcpy(got + (size_t)i * LEN, p, 100);
+        memset(&reqs[i], 0, sizeof(reqs[i]));
+        pthread_mutex_init(&reqs[i].w.lock, NULL);
+        pthread_cond_init(&reqs[i].w.cond, NULL);
+        reqs[i].req = (struct block_request){.op = BLOCK_OP_WRITE,
+                                             .offset = (uint64_t)i * LEN,
+                                             .len = LEN,
+                                             .iov = parts[i],
+                                             .iovcnt = 2,
+                                             .complete = wake_waiter,
+                                             .opaque = &reqs[i].w};
+        assert_int_equal(block_submit(be, &reqs[i].req), 0);
+    }
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(wait_req(&reqs[i]), 0);
+    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, (uint64_t)N * LEN), 0);
+    assert_memory_equal(got, big, (size_t)N * LEN);
+    struct iovec huge[2] = {{big, 100}, {got, (20 << 20) - 100}}; /* not contiguous */
+    capture_stderr();
+    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 0, 20 << 20, huge, 2), -EINVAL);
+    char *out = captured_stderr();
+    assert_non_null(strstr(out, "write of 20971520 bytes in pieces that are not whole 512-byte "
+                                "blocks: over the 16 MiB"));
+    free(big);
+    free(got);
     block_backend_destroy(be);
     server_kill(&s);
 }
