@@ -369,22 +369,29 @@ static void set_affinity(const char *list)
         fprintf(stderr, "bench: cpus %s: %s\n", list, strerror(errno));
 }
 
-static pid_t launch(enum contestant who, enum dev_kind dev, const struct options *o,
-                    const char *dir)
+/* Runs argv in dir on the benchmark's CPUs, output to dir/LOG. */
+static pid_t spawn_in(const char *dir, const char *log_name, const char *const *argv,
+                      const struct options *o)
 {
-    struct command c;
-    build_command(&c, who, dev, o);
     pid_t pid = fork();
     if (pid != 0)
         return pid;
     if (chdir(dir) < 0)
         _exit(127);
     set_affinity(o->cpus_allowed);
-    int log = open("vmm.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int log = open(log_name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     dup2(log, 1);
     dup2(log, 2);
-    execvp(c.argv[0], (char *const *)c.argv);
+    execvp(argv[0], (char *const *)argv);
     _exit(127);
+}
+
+static pid_t launch(enum contestant who, enum dev_kind dev, const struct options *o,
+                    const char *dir)
+{
+    struct command c;
+    build_command(&c, who, dev, o);
+    return spawn_in(dir, "vmm.log", c.argv, o);
 }
 
 static void print_commands(const struct options *o)
@@ -437,18 +444,7 @@ static void print_commands(const struct options *o)
 /* Starts nbdkit in dir, pinned like the VMMs, and waits for its socket. */
 static pid_t start_nbdkit(const char *dir, const struct options *o)
 {
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (chdir(dir) < 0)
-            _exit(127);
-        set_affinity(o->cpus_allowed);
-        int log = open("nbdkit.log", O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        dup2(log, 1);
-        dup2(log, 2);
-        const char *const *argv = nbdkit_argv();
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
+    pid_t pid = spawn_in(dir, "nbdkit.log", nbdkit_argv(), o);
     if (pid < 0)
         die("fork: %s", strerror(errno));
     char sock[PATH_MAX + 16];

@@ -5,6 +5,7 @@
 #include "common/thread.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,20 @@ struct block_backend *block_backend_open(const struct config_block_dev *cfg)
     log_error("block_dev.%s: block device type \"%s\" is not yet supported", cfg->name,
               config_block_type_name(cfg->type));
     return NULL;
+}
+
+void blk_config_error(const struct config_block_dev *cfg, const char *key, struct config_pos pos,
+                      const char *fmt, ...)
+{
+    char key_path[CONFIG_NAME_MAX + 32], msg[768];
+    snprintf(key_path, sizeof(key_path), "block_dev.%s.%s", cfg->name, key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (pos.line == 0)
+        pos = (struct config_pos){cfg->line, cfg->column};
+    config_report_at(cfg->source, pos, key_path, "%s", msg);
 }
 
 /* ---- checks ---- */

@@ -68,6 +68,13 @@ struct block_request *blk_queue_pop(struct blk_queue *q);
  * Returns 0, -EINVAL, -EROFS or -EOPNOTSUPP. */
 int blk_check_request(const struct block_backend *be, const struct block_request *req);
 
+/* A problem with a disk's config key, reported at its place in the config
+ * file ("FILE:LINE:COL: block_dev.NAME.KEY: message"; at the section when
+ * pos has no line, as in a config built by hand). */
+struct config_pos;
+void blk_config_error(const struct config_block_dev *cfg, const char *key, struct config_pos pos,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 /* ---- in-flight accounting ---- */
 
 struct blk_tracker {

@@ -514,37 +514,6 @@ void block_file_test_no_fallocate(struct block_backend *be)
     atomic_store(&fb->no_zero_range, true);
 }
 
-/* A problem with the configured file, reported at block_dev.NAME.path in
- * the config file. */
-static void __attribute__((format(printf, 2, 3)))
-path_error(const struct config_block_dev *cfg, const char *fmt, ...)
-{
-    char key[CONFIG_NAME_MAX + 32], msg[512];
-    snprintf(key, sizeof(key), "block_dev.%s.path", cfg->name);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    config_report_at(cfg->source, cfg->file.path_pos, key, "%s", msg);
-}
-
-/* A problem with direct = true, reported at that key (at the section when
- * the key has no position, as in a config built by hand). */
-static void __attribute__((format(printf, 2, 3)))
-direct_error(const struct config_block_dev *cfg, const char *fmt, ...)
-{
-    char key[CONFIG_NAME_MAX + 32], msg[512];
-    snprintf(key, sizeof(key), "block_dev.%s.direct", cfg->name);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    struct config_pos pos = cfg->file.direct_pos;
-    if (pos.line == 0)
-        pos = (struct config_pos){cfg->line, cfg->column};
-    config_report_at(cfg->source, pos, key, "%s", msg);
-}
-
 static bool is_pow2(uint64_t x)
 {
     return x && (x & (x - 1)) == 0;
@@ -657,15 +626,17 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     }
     struct stat st;
     if (stat(path, &st) != 0) {
-        path_error(cfg, "cannot open %s: %s", path, strerror(errno));
+        blk_config_error(cfg, "path", cfg->file.path_pos, "cannot open %s: %s", path,
+                         strerror(errno));
         return NULL;
     }
     /* As propolis: without read_only, a file nobody may write opens
      * read-only; read_only = false on such a file is an error. */
     bool no_write_bits = (st.st_mode & 0222) == 0;
     if (cfg->has_read_only && !cfg->read_only && no_write_bits) {
-        path_error(cfg, "%s is not writable (mode %03o) but read_only = false", path,
-                   (unsigned)(st.st_mode & 0777));
+        blk_config_error(cfg, "path", cfg->file.path_pos,
+                         "%s is not writable (mode %03o) but read_only = false", path,
+                         (unsigned)(st.st_mode & 0777));
         return NULL;
     }
     bool read_only = cfg->has_read_only ? cfg->read_only : no_write_bits;
@@ -684,23 +655,24 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     if (fb->fd < 0 && fb->direct && errno == EINVAL) {
         /* The file system (tmpfs before Linux 6.6, ramfs, some FUSE) has no
          * direct I/O: open refuses O_DIRECT. */
-        direct_error(cfg,
-                     "the file system holding %s does not support O_DIRECT (open: %s); use "
-                     "direct = false or put the disk on another file system",
-                     path, strerror(errno));
+        blk_config_error(cfg, "direct", cfg->file.direct_pos,
+                         "the file system holding %s does not support O_DIRECT (open: %s); use "
+                         "direct = false or put the disk on another file system",
+                         path, strerror(errno));
         file_free(fb);
         return NULL;
     }
     if (fb->fd < 0) {
-        path_error(cfg, "cannot open %s%s%s: %s", path,
-                   read_only ? " read-only" : " for reading and writing",
-                   fb->direct ? " with O_DIRECT" : "", strerror(errno));
+        blk_config_error(cfg, "path", cfg->file.path_pos, "cannot open %s%s%s: %s", path,
+                         read_only ? " read-only" : " for reading and writing",
+                         fb->direct ? " with O_DIRECT" : "", strerror(errno));
         file_free(fb);
         return NULL;
     }
     uint64_t size;
     if (fstat(fb->fd, &st) != 0) {
-        path_error(cfg, "cannot stat %s: %s", path, strerror(errno));
+        blk_config_error(cfg, "path", cfg->file.path_pos, "cannot stat %s: %s", path,
+                         strerror(errno));
         file_free(fb);
         return NULL;
     }
@@ -709,26 +681,28 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     } else if (S_ISBLK(st.st_mode)) {
         fb->is_blockdev = true;
         if (ioctl(fb->fd, BLKGETSIZE64, &size) != 0) {
-            path_error(cfg, "cannot get the size of block device %s: %s", path, strerror(errno));
+            blk_config_error(cfg, "path", cfg->file.path_pos,
+                             "cannot get the size of block device %s: %s", path, strerror(errno));
             file_free(fb);
             return NULL;
         }
         warn_if_not_raw(cfg, &st);
     } else {
-        path_error(cfg, "%s is not a regular file or block device", path);
+        blk_config_error(cfg, "path", cfg->file.path_pos,
+                         "%s is not a regular file or block device", path);
         file_free(fb);
         return NULL;
     }
     if (size == 0) {
-        path_error(cfg, "%s is empty", path);
+        blk_config_error(cfg, "path", cfg->file.path_pos, "%s is empty", path);
         file_free(fb);
         return NULL;
     }
     if (size % bs != 0) {
-        path_error(cfg,
-                   "the size of %s (%" PRIu64
-                   " bytes) is not a multiple of the block size (%" PRIu32 ")",
-                   path, size, bs);
+        blk_config_error(cfg, "path", cfg->file.path_pos,
+                         "the size of %s (%" PRIu64
+                         " bytes) is not a multiple of the block size (%" PRIu32 ")",
+                         path, size, bs);
         file_free(fb);
         return NULL;
     }
@@ -737,11 +711,11 @@ struct block_backend *block_file_open(const struct config_block_dev *cfg,
     if (fb->direct) {
         align_source = learn_dio_alignment(fb, &st);
         if (bs % fb->dio_off_align != 0) {
-            direct_error(cfg,
-                         "O_DIRECT on %s needs offsets aligned to %" PRIu32
-                         " bytes (%s), more than the block size (%" PRIu32
-                         "); set block_size = %" PRIu32 " or use direct = false",
-                         path, fb->dio_off_align, align_source, bs, fb->dio_off_align);
+            blk_config_error(cfg, "direct", cfg->file.direct_pos,
+                             "O_DIRECT on %s needs offsets aligned to %" PRIu32
+                             " bytes (%s), more than the block size (%" PRIu32
+                             "); set block_size = %" PRIu32 " or use direct = false",
+                             path, fb->dio_off_align, align_source, bs, fb->dio_off_align);
             file_free(fb);
             return NULL;
         }

@@ -624,27 +624,11 @@ static const struct block_backend_ops nbd_ops = {
     .destroy = nbd_destroy,
 };
 
-/* A problem with the disk's URI or server, reported at block_dev.NAME.uri. */
-static void __attribute__((format(printf, 2, 3)))
-uri_error(const struct config_block_dev *cfg, const char *fmt, ...)
-{
-    char key[CONFIG_NAME_MAX + 32], msg[768];
-    snprintf(key, sizeof(key), "block_dev.%s.uri", cfg->name);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    struct config_pos pos = cfg->nbd.uri_pos;
-    if (pos.line == 0)
-        pos = (struct config_pos){cfg->line, cfg->column};
-    config_report_at(cfg->source, pos, key, "%s", msg);
-}
-
 struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
 {
     const char *err = lib_ready();
     if (err) {
-        uri_error(cfg, "%s", err);
+        blk_config_error(cfg, "uri", cfg->nbd.uri_pos, "%s", err);
         return NULL;
     }
     struct nbd_backend *nb = calloc(1, sizeof(*nb));
@@ -662,7 +646,7 @@ struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
 
     char why[512];
     if (!(nb->h = open_connection(nb->uri, why, sizeof(why)))) {
-        uri_error(cfg, "cannot connect to %s: %s", nb->uri, why);
+        blk_config_error(cfg, "uri", cfg->nbd.uri_pos, "cannot connect to %s: %s", nb->uri, why);
         goto fail;
     }
     int64_t size = lib.nbd_get_size(nb->h);
@@ -670,19 +654,22 @@ struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
     int64_t max_block = lib.nbd_get_block_size(nb->h, LIBNBD_SIZE_MAXIMUM);
     uint32_t bs = config_block_size(cfg);
     if (size < 0) {
-        uri_error(cfg, "cannot get the export's size: %s", lib.nbd_get_error());
+        blk_config_error(cfg, "uri", cfg->nbd.uri_pos, "cannot get the export's size: %s",
+                         lib.nbd_get_error());
         goto fail;
     }
     if (min_block > (int64_t)bs) {
-        uri_error(cfg,
-                  "the server's minimum block size is %" PRId64 " bytes, more than the disk's "
-                  "block size (%" PRIu32 "; set block_size)",
-                  min_block, bs);
+        blk_config_error(cfg, "uri", cfg->nbd.uri_pos,
+                         "the server's minimum block size is %" PRId64
+                         " bytes, more than the disk's "
+                         "block size (%" PRIu32 "; set block_size)",
+                         min_block, bs);
         goto fail;
     }
     if ((uint64_t)size < bs) {
-        uri_error(cfg, "the export holds %" PRId64 " bytes, less than one block of %" PRIu32, size,
-                  bs);
+        blk_config_error(cfg, "uri", cfg->nbd.uri_pos,
+                         "the export holds %" PRId64 " bytes, less than one block of %" PRIu32,
+                         size, bs);
         goto fail;
     }
     if ((uint64_t)size % bs)

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "stderr_capture.h"
+#include "support/block_req.h"
 #include "support/prereq.h"
 
 #include <dirent.h>
@@ -108,14 +109,6 @@ static struct config_block_dev mem_cfg(uint64_t size, unsigned workers)
     return c;
 }
 
-static void make_file(const char *path, uint64_t size)
-{
-    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, (off_t)size), 0);
-    close(fd);
-}
-
 static struct block_backend *open_kind(enum kind kind, struct config_block_dev *cfg)
 {
     if (kind == MEM)
@@ -141,7 +134,7 @@ static void disk_open_cfg(struct disk *d, enum kind kind, uint64_t size,
         cfg = mem_cfg(size, 4);
     } else {
         snprintf(d->path, sizeof(d->path), "%s/disk%u", tmpdir, counter++);
-        make_file(d->path, size);
+        block_test_file(d->path, size);
         cfg = file_cfg(d->path, 4);
     }
     if (opts) {
@@ -172,58 +165,6 @@ static void disk_close(struct disk *d)
     block_backend_destroy(d->be);
     if (d->path[0])
         unlink(d->path);
-}
-
-/* ---- synchronous requests ---- */
-
-struct waiter {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-    int status;
-    pthread_t thread;
-};
-
-static void wake_waiter(struct block_request *req, int status)
-{
-    struct waiter *w = req->opaque;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    w->status = status;
-    w->thread = pthread_self();
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-/* Submits one request and waits for it; checks it completed off this
- * thread. Returns the status. */
-static int do_req(struct block_backend *be, enum block_op op, uint64_t offset, uint64_t len,
-                  struct iovec *iov, unsigned iovcnt)
-{
-    struct waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-    struct block_request req = {
-        .op = op,
-        .offset = offset,
-        .len = len,
-        .iov = iov,
-        .iovcnt = iovcnt,
-        .complete = wake_waiter,
-        .opaque = &w,
-    };
-    assert_int_equal(block_submit(be, &req), 0);
-    pthread_mutex_lock(&w.lock);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    assert_false(pthread_equal(w.thread, pthread_self()));
-    return w.status;
-}
-
-static int do_rw(struct block_backend *be, enum block_op op, uint64_t offset, void *buf,
-                 uint64_t len)
-{
-    struct iovec iov = {buf, len};
-    return do_req(be, op, offset, len, &iov, 1);
 }
 
 static uint8_t pattern(uint64_t pos, unsigned seed)
@@ -271,19 +212,19 @@ static void test_roundtrip(void **state)
         iov[i] = (struct iovec){src + pos, l};
         pos += l;
     }
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, off, total, iov, 8), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE, off, total, iov, 8), 0);
 
     /* Read back through a different scatter. */
     memset(dst, 0xee, total);
     struct iovec riov[3] = {{dst, 1000}, {dst + 1000, 24}, {dst + 1024, total - 1024}};
-    assert_int_equal(do_req(d.be, BLOCK_OP_READ, off, total, riov, 3), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_READ, off, total, riov, 3), 0);
     assert_memory_equal(src, dst, total);
 
     /* Neighbours untouched. */
     uint8_t edge[512];
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, off - 512, edge, 512), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, off - 512, edge, 512), 0);
     assert_true(all_zero(edge, 512));
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, off + total, edge, 512), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, off + total, edge, 512), 0);
     assert_true(all_zero(edge, 512));
 
     /* The file holds the data. */
@@ -297,10 +238,10 @@ static void test_roundtrip(void **state)
     }
 
     /* A zero-length read and the last block of the disk. */
-    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_READ, 0, 0, NULL, 0), 0);
     fill(src, 512, (1 << 20) - 512, 2);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (1 << 20) - 512, src, 512), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 512, dst, 512), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, (1 << 20) - 512, src, 512), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, (1 << 20) - 512, dst, 512), 0);
     assert_memory_equal(src, dst, 512);
 
     free(src);
@@ -323,10 +264,10 @@ static void test_many_iovecs(void **state)
     fill(src, N * 512, 4096, 3);
     for (unsigned i = 0; i < N; i++)
         iov[i] = (struct iovec){src + (size_t)i * 512, 512};
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 4096, N * 512, iov, N), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE, 4096, N * 512, iov, N), 0);
     for (unsigned i = 0; i < N; i++)
         iov[i] = (struct iovec){dst + (size_t)i * 512, 512};
-    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 4096, N * 512, iov, N), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_READ, 4096, N * 512, iov, N), 0);
     assert_memory_equal(src, dst, N * 512);
     free(src);
     free(dst);
@@ -483,7 +424,7 @@ static void test_concurrency(void **state)
         assert_int_equal(t[i].first_error, 0);
         assert_int_equal(t[i].mismatches, 0);
         assert_int_equal(t[i].completed, CONC_OPS);
-        assert_int_equal(do_rw(d.be, BLOCK_OP_READ, t[i].base, buf, region), 0);
+        assert_int_equal(block_req(d.be, BLOCK_OP_READ, t[i].base, buf, region), 0);
         assert_memory_equal(buf, t[i].shadow, region);
         free(t[i].shadow);
         pthread_mutex_destroy(&t[i].lock);
@@ -553,13 +494,13 @@ static void test_flush(void **state)
     disk_open(&d, kind, 1 << 20);
     uint8_t buf[4096];
     fill(buf, sizeof(buf), 0, 4);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
-    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
     disk_close(&d);
 
     struct config_block_dev opts = {.has_skip_flush = true, .skip_flush = true};
     disk_open_cfg(&d, kind, 1 << 20, &opts);
-    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
     disk_close(&d);
 }
 
@@ -570,17 +511,17 @@ static void check_zeroing(struct block_backend *be, enum block_op op, bool expec
     assert_non_null(src);
     assert_non_null(dst);
     fill(src, SIZE, 0, 5);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
     /* An unaligned-to-pages range in the middle: 512 B .. 200 KiB + 1 KiB. */
     uint64_t off = 512, len = 200 * 1024 + 512;
-    assert_int_equal(do_req(be, op, off, len, NULL, 0), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, dst, SIZE), 0);
+    assert_int_equal(block_req_iov(be, op, off, len, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, dst, SIZE), 0);
     assert_memory_equal(dst, src, off);
     assert_memory_equal(dst + off + len, src + off + len, SIZE - off - len);
     if (expect_zero)
         assert_true(all_zero(dst + off, len));
     /* A zero-length one is fine too. */
-    assert_int_equal(do_req(be, op, 4096, 0, NULL, 0), 0);
+    assert_int_equal(block_req_iov(be, op, 4096, 0, NULL, 0), 0);
     free(src);
     free(dst);
 }
@@ -608,9 +549,9 @@ static void test_write_zeroes_fallback(void **state)
     enum { SIZE = 8192 };
     uint8_t src[SIZE], dst[SIZE];
     fill(src, SIZE, 0, 6);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
-    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 0, SIZE, NULL, 0), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, dst, SIZE), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 0, src, SIZE), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_DISCARD, 0, SIZE, NULL, 0), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 0, dst, SIZE), 0);
     assert_memory_equal(src, dst, SIZE);
     disk_close(&d);
 }
@@ -628,7 +569,7 @@ static void test_read_only(void **state)
         struct disk w;
         disk_open(&w, kind, 1 << 20);
         fill(buf, sizeof(buf), 0, 7);
-        assert_int_equal(do_rw(w.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+        assert_int_equal(block_req(w.be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
         block_backend_destroy(w.be);
         struct config_block_dev cfg = file_cfg(w.path, 2);
         cfg.has_read_only = true;
@@ -645,12 +586,12 @@ static void test_read_only(void **state)
     assert_false(d.be->info.can_discard);
     uint8_t other[4096];
     fill(other, sizeof(other), 0, 8);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 0, other, sizeof(other)), -EROFS);
-    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 0, 4096, NULL, 0), -EROFS);
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE_ZEROES, 0, 4096, NULL, 0), -EROFS);
-    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 0, other, sizeof(other)), -EROFS);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_DISCARD, 0, 4096, NULL, 0), -EROFS);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE_ZEROES, 0, 4096, NULL, 0), -EROFS);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
     uint8_t got[4096];
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
     assert_memory_equal(got, buf, sizeof(got));
     disk_close(&d);
 }
@@ -661,7 +602,7 @@ static void test_unwritable_file(void **state)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/ro", tmpdir);
-    make_file(path, 65536);
+    block_test_file(path, 65536);
     assert_int_equal(chmod(path, 0444), 0);
     struct config_block_dev cfg = file_cfg(path, 1);
     struct block_backend *be = block_backend_open(&cfg);
@@ -688,13 +629,13 @@ static void test_truncated(void **state)
     disk_open(&d, kind, 1 << 20);
     static uint8_t buf[64 * 1024], got[64 * 1024];
     fill(buf, sizeof(buf), 0, 9);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 480 * 1024, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 480 * 1024, buf, sizeof(buf)), 0);
     assert_int_equal(truncate(d.path, 512 * 1024), 0);
 
     capture_stderr();
     /* Wholly past the new end, and straddling it. */
-    int past = do_rw(d.be, BLOCK_OP_READ, 768 * 1024, got, 4096);
-    int straddle = do_rw(d.be, BLOCK_OP_READ, 480 * 1024, got, sizeof(got));
+    int past = block_req(d.be, BLOCK_OP_READ, 768 * 1024, got, 4096);
+    int straddle = block_req(d.be, BLOCK_OP_READ, 480 * 1024, got, sizeof(got));
     char *log = captured_stderr();
     assert_int_equal(past, -EIO);
     assert_int_equal(straddle, -EIO);
@@ -702,10 +643,10 @@ static void test_truncated(void **state)
     assert_non_null(strstr(log, "shrank to 524288 bytes"));
 
     /* Below the new end all is well, and writes past it grow the file. */
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 480 * 1024, got, 32 * 1024), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 480 * 1024, got, 32 * 1024), 0);
     assert_memory_equal(got, buf, 32 * 1024);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 900 * 1024, buf, 4096), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 900 * 1024, got, 4096), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 900 * 1024, buf, 4096), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 900 * 1024, got, 4096), 0);
     assert_memory_equal(got, buf, 4096);
     disk_close(&d);
 }
@@ -720,9 +661,9 @@ static void test_unlinked(void **state)
     d.path[0] = '\0';
     uint8_t buf[8192], got[8192];
     fill(buf, sizeof(buf), 4096, 10);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 4096, buf, sizeof(buf)), 0);
-    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 4096, got, sizeof(got)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 4096, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 4096, got, sizeof(got)), 0);
     assert_memory_equal(buf, got, sizeof(got));
     disk_close(&d);
 }
@@ -739,7 +680,7 @@ static void test_enospc(void **state)
         prerequisite_missing("cannot mount a tmpfs (%s)", strerror(err));
     }
     snprintf(path, sizeof(path), "%s/disk", mnt);
-    make_file(path, 4 << 20); /* sparse: 4 MiB of disk on 1 MiB of space */
+    block_test_file(path, 4 << 20); /* sparse: 4 MiB of disk on 1 MiB of space */
     struct config_block_dev cfg = file_cfg(path, 2);
     struct block_backend *be = open_kind(kind, &cfg);
     assert_non_null(be);
@@ -749,7 +690,7 @@ static void test_enospc(void **state)
     int ok = 0, nospc = 0, other = 0;
     capture_stderr();
     for (uint64_t off = 0; off < (4 << 20); off += sizeof(buf)) {
-        int rc = do_rw(be, BLOCK_OP_WRITE, off, buf, sizeof(buf));
+        int rc = block_req(be, BLOCK_OP_WRITE, off, buf, sizeof(buf));
         if (rc == 0)
             ok++;
         else if (rc == -ENOSPC)
@@ -765,10 +706,10 @@ static void test_enospc(void **state)
     assert_non_null(strstr(log, "No space left on device"));
     /* Still serving: what was written reads back; discarding frees space. */
     uint8_t got[4096];
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
     assert_memory_equal(got, buf, sizeof(got));
-    assert_int_equal(do_req(be, BLOCK_OP_DISCARD, 0, 512 * 1024, NULL, 0), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 3 << 20, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_DISCARD, 0, 512 * 1024, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 3 << 20, buf, sizeof(buf)), 0);
     block_backend_destroy(be);
     unlink(path);
     assert_int_equal(umount(mnt), 0);
@@ -782,7 +723,7 @@ static void test_block_device(void **state)
     enum kind kind = *(const enum kind *)*state;
     char backing[128];
     snprintf(backing, sizeof(backing), "%s/loop-backing", tmpdir);
-    make_file(backing, 2 << 20);
+    block_test_file(backing, 2 << 20);
     int bfd = open(backing, O_RDWR | O_CLOEXEC);
     assert_true(bfd >= 0);
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -812,12 +753,12 @@ static void test_block_device(void **state)
     assert_int_equal(be->info.size, 2 << 20);
     static uint8_t buf[16384], got[16384];
     fill(buf, sizeof(buf), 8192, 12);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 8192, buf, sizeof(buf)), 0);
-    assert_int_equal(do_req(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, got, sizeof(got)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 8192, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8192, got, sizeof(got)), 0);
     assert_memory_equal(buf, got, sizeof(got));
-    assert_int_equal(do_req(be, BLOCK_OP_WRITE_ZEROES, 8192, 4096, NULL, 0), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, got, 4096), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE_ZEROES, 8192, 4096, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8192, got, 4096), 0);
     assert_true(all_zero(got, 4096));
     block_backend_destroy(be);
     close(lfd); /* last close: the loop device detaches */
@@ -835,7 +776,7 @@ static void test_partition_warning(void **state)
 {
     char backing[128];
     snprintf(backing, sizeof(backing), "%s/loop-parts", tmpdir);
-    make_file(backing, 4 << 20);
+    block_test_file(backing, 4 << 20);
     int bfd = open(backing, O_RDWR | O_CLOEXEC);
     assert_true(bfd >= 0);
     /* An MBR with one Linux partition: sectors 2048..6143. */
@@ -906,8 +847,8 @@ static void test_partition_warning(void **state)
     assert_non_null(strstr(log, "is a partition rather than a raw (whole) disk device"));
     uint8_t buf[4096], got[4096];
     fill(buf, sizeof(buf), 0, 13);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
     assert_memory_equal(buf, got, sizeof(got));
     block_backend_destroy(be);
     close(lfd);
@@ -921,7 +862,7 @@ static void test_survives_kill(void **state)
     enum kind kind = *(const enum kind *)*state;
     char path[128];
     snprintf(path, sizeof(path), "%s/killed", tmpdir);
-    make_file(path, 1 << 20);
+    block_test_file(path, 1 << 20);
     static uint8_t buf[256 * 1024];
     fill(buf, sizeof(buf), 65536, 14);
     fflush(NULL);
@@ -930,7 +871,7 @@ static void test_survives_kill(void **state)
     if (pid == 0) {
         struct config_block_dev cfg = file_cfg(path, 4);
         struct block_backend *be = open_kind(kind, &cfg);
-        if (!be || do_rw(be, BLOCK_OP_WRITE, 65536, buf, sizeof(buf)) != 0)
+        if (!be || block_req(be, BLOCK_OP_WRITE, 65536, buf, sizeof(buf)) != 0)
             _exit(1);
         raise(SIGKILL); /* with the back end's threads still running */
         _exit(2);
@@ -972,17 +913,17 @@ static void test_bad_open(void **state)
     struct config_block_dev cfg = file_cfg(missing, 1);
     expect_open_error(&cfg, "<config>: block_dev.t0.path: cannot open");
 
-    make_file(path, 1000);
+    block_test_file(path, 1000);
     cfg = file_cfg(path, 1);
     expect_open_error(&cfg, "block_dev.t0.path: the size of");
     expect_open_error(&cfg, "(1000 bytes) is not a multiple of the block size (512)");
 
-    make_file(path, 4096 + 512);
+    block_test_file(path, 4096 + 512);
     cfg.has_block_size = true;
     cfg.block_size = 4096;
     expect_open_error(&cfg, "(4608 bytes) is not a multiple of the block size (4096)");
 
-    make_file(path, 0);
+    block_test_file(path, 0);
     cfg = file_cfg(path, 1);
     expect_open_error(&cfg, "block_dev.t0.path: ");
     expect_open_error(&cfg, " is empty");
@@ -1014,21 +955,22 @@ static void test_bad_requests(void **state)
     uint8_t buf[4096];
     memset(buf, 0x5a, sizeof(buf));
     /* Past the end, overflowing, iovecs not matching len. */
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 512, buf, 1024), -EINVAL);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (1 << 20), buf, 512), -EINVAL);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, UINT64_MAX - 511, buf, 1024), -EINVAL);
-    assert_int_equal(do_req(d.be, BLOCK_OP_DISCARD, 512, UINT64_MAX - 256, NULL, 0), -EINVAL);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, (1 << 20) - 512, buf, 1024), -EINVAL);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, (1 << 20), buf, 512), -EINVAL);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, UINT64_MAX - 511, buf, 1024), -EINVAL);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_DISCARD, 512, UINT64_MAX - 256, NULL, 0),
+                     -EINVAL);
     struct iovec iov = {buf, 512};
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 0, 1024, &iov, 1), -EINVAL);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE, 0, 1024, &iov, 1), -EINVAL);
     struct iovec huge[2] = {{buf, SIZE_MAX}, {buf, 2}};
-    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 1, huge, 2), -EINVAL);
-    assert_int_equal(do_req(d.be, BLOCK_OP_READ, 0, 512, NULL, 1), -EINVAL);
-    assert_int_equal(do_req(d.be, (enum block_op)99, 0, 0, NULL, 0), -EOPNOTSUPP);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_READ, 0, 1, huge, 2), -EINVAL);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_READ, 0, 512, NULL, 1), -EINVAL);
+    assert_int_equal(block_req_iov(d.be, (enum block_op)99, 0, 0, NULL, 0), -EOPNOTSUPP);
     /* Nothing was written. */
     uint8_t got[4096];
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (1 << 20) - 4096, got, sizeof(got)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, (1 << 20) - 4096, got, sizeof(got)), 0);
     assert_true(all_zero(got, sizeof(got)));
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 0, got, sizeof(got)), 0);
     assert_true(all_zero(got, sizeof(got)));
     disk_close(&d);
 }
@@ -1103,9 +1045,9 @@ static void test_direct_io(void **state)
     struct block_request probe = {
         .op = BLOCK_OP_WRITE, .offset = 8192, .len = LEN, .iov = &iov, .iovcnt = 1};
     assert_false(file_needs_bounce(fb, &probe));
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 8192, aligned, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 8192, aligned, LEN), 0);
     memset(got, 0, LEN);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
     assert_memory_equal(got, aligned, LEN);
 
     /* Misaligned addresses: written from one, read back into another. */
@@ -1114,15 +1056,15 @@ static void test_direct_io(void **state)
     iov = (struct iovec){odd, LEN};
     probe.iov = &iov;
     assert_true(file_needs_bounce(fb, &probe));
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072, odd, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 131072, odd, LEN), 0);
     memset(odd_got, 0, LEN);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, odd_got, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072, odd_got, LEN), 0);
     assert_memory_equal(odd_got, odd, LEN);
     /* ... and the aligned read of it, and the first write read misaligned. */
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, got, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072, got, LEN), 0);
     assert_memory_equal(got, odd, LEN);
     fill(aligned, LEN, 8192, 21);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, odd_got, LEN), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 8192, odd_got, LEN), 0);
     assert_memory_equal(odd_got, aligned, LEN);
 
     /* Aligned addresses, piece lengths off the alignment (sum aligned). */
@@ -1131,28 +1073,28 @@ static void test_direct_io(void **state)
     struct block_request split = {
         .op = BLOCK_OP_WRITE, .offset = 262144, .len = LEN, .iov = pieces, .iovcnt = 3};
     assert_true(file_needs_bounce(fb, &split));
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE, 262144, LEN, pieces, 3), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 262144, got, LEN), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE, 262144, LEN, pieces, 3), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 262144, got, LEN), 0);
     assert_memory_equal(got, aligned, LEN);
 
     /* Offsets off the alignment (the API allows them): the partial blocks
      * around are read and rewritten with their old bytes. */
     uint8_t before[8192], after[8192], small[700];
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, before, sizeof(before)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072, before, sizeof(before)), 0);
     fill(small, sizeof(small), 131072 + 300, 24);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072 + 300, small, sizeof(small)), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072, after, sizeof(after)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 131072 + 300, small, sizeof(small)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072, after, sizeof(after)), 0);
     memcpy(before + 300, small, sizeof(small));
     assert_memory_equal(after, before, sizeof(after));
     uint8_t small_got[700];
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072 + 300, small_got, sizeof(small_got)), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072 + 300, small_got, sizeof(small_got)), 0);
     assert_memory_equal(small_got, small, sizeof(small));
     /* Inside one block, and at the very end of the disk (nothing past it). */
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, 131072 + 5, small, 10), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 131072 + 5, small_got, 10), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, 131072 + 5, small, 10), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 131072 + 5, small_got, 10), 0);
     assert_memory_equal(small_got, small, 10);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, (4 << 20) - 7, small, 7), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, (4 << 20) - 7, small_got, 7), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, (4 << 20) - 7, small, 7), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, (4 << 20) - 7, small_got, 7), 0);
     assert_memory_equal(small_got, small, 7);
 
     /* Larger than one bounce buffer (FILE_BOUNCE_MAX), misaligned in
@@ -1162,13 +1104,13 @@ static void test_direct_io(void **state)
     uint8_t *big = malloc(BIG + 1), *big_got = malloc(BIG + 600);
     assert_non_null(big);
     assert_non_null(big_got);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, big_off - 100, big_got, BIG + 600), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, big_off - 100, big_got, BIG + 600), 0);
     fill(big + 1, BIG, big_off, 26);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_WRITE, big_off, big + 1, BIG), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_WRITE, big_off, big + 1, BIG), 0);
     memcpy(big_got + 100, big + 1, BIG);
     uint8_t *check = malloc(BIG + 600);
     assert_non_null(check);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, big_off - 100, check, BIG + 600), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, big_off - 100, check, BIG + 600), 0);
     assert_memory_equal(check, big_got, BIG + 600);
     free(big);
     free(big_got);
@@ -1176,14 +1118,14 @@ static void test_direct_io(void **state)
 
     /* Zeroes written (no fallocate) over a misaligned range. */
     block_file_test_no_fallocate(d.be);
-    assert_int_equal(do_req(d.be, BLOCK_OP_WRITE_ZEROES, 8192 + 100, 65000, NULL, 0), 0);
-    assert_int_equal(do_rw(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_WRITE_ZEROES, 8192 + 100, 65000, NULL, 0), 0);
+    assert_int_equal(block_req(d.be, BLOCK_OP_READ, 8192, got, LEN), 0);
     fill(aligned, LEN, 8192, 21);
     assert_memory_equal(got, aligned, 100);
     assert_true(all_zero(got + 100, 65000));
     assert_memory_equal(got + 65100, aligned + 65100, LEN - 65100);
 
-    assert_int_equal(do_req(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
+    assert_int_equal(block_req_iov(d.be, BLOCK_OP_FLUSH, 0, 0, NULL, 0), 0);
 
     /* The file (read without O_DIRECT) holds what was written. */
     int fd = open(d.path, O_RDONLY | O_CLOEXEC);
@@ -1215,7 +1157,7 @@ static void test_direct_refused(void **state)
             prerequisite_missing("cannot mount a %s (%s)", fstypes[i], strerror(err));
         }
         snprintf(path, sizeof(path), "%s/disk", mnt);
-        make_file(path, 1 << 20);
+        block_test_file(path, 1 << 20);
         struct config_block_dev cfg = file_cfg(path, 2);
         cfg.file.direct = true;
         cfg.source = "vm.toml";
@@ -1255,8 +1197,8 @@ static void test_direct_refused(void **state)
             assert_non_null(be);
             uint8_t buf[4096 + 1], got[4096 + 1];
             fill(buf, sizeof(buf), 0, 25);
-            assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 4096, buf + 1, 4096), 0);
-            assert_int_equal(do_rw(be, BLOCK_OP_READ, 4096, got, 4096), 0);
+            assert_int_equal(block_req(be, BLOCK_OP_WRITE, 4096, buf + 1, 4096), 0);
+            assert_int_equal(block_req(be, BLOCK_OP_READ, 4096, got, 4096), 0);
             assert_memory_equal(got, buf + 1, 4096);
             block_backend_destroy(be);
         }
@@ -1288,12 +1230,14 @@ static int direct_under_sandbox(const char *path)
         if (!be || strcmp(block_file_engine_name(be), names[i]) != 0)
             return 3;
         fill(src + 1, LEN, 1000 + i, 27 + i);
-        if (do_rw(be, BLOCK_OP_WRITE, 1000 + i, src + 1, LEN) != 0 ||
-            do_rw(be, BLOCK_OP_READ, 1000 + i, got + 1, LEN) != 0 || memcmp(src + 1, got + 1, LEN))
+        if (block_req(be, BLOCK_OP_WRITE, 1000 + i, src + 1, LEN) != 0 ||
+            block_req(be, BLOCK_OP_READ, 1000 + i, got + 1, LEN) != 0 ||
+            memcmp(src + 1, got + 1, LEN))
             return 4;
-        if (do_rw(be, BLOCK_OP_READ, 0, got, 4096) != 0 || do_rw(be, BLOCK_OP_WRITE, 0, got, 4096))
+        if (block_req(be, BLOCK_OP_READ, 0, got, 4096) != 0 ||
+            block_req(be, BLOCK_OP_WRITE, 0, got, 4096))
             return 5;
-        if (do_req(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0) != 0)
+        if (block_req_iov(be, BLOCK_OP_FLUSH, 0, 0, NULL, 0) != 0)
             return 6;
         block_backend_destroy(be);
     }
@@ -1306,7 +1250,7 @@ static void test_direct_under_seccomp(void **state)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/sandboxed", tmpdir);
-    make_file(path, 4 << 20);
+    block_test_file(path, 4 << 20);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -1332,7 +1276,7 @@ static void test_engine_env(void **state)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/env", tmpdir);
-    make_file(path, 65536);
+    block_test_file(path, 65536);
     struct config_block_dev cfg = file_cfg(path, 1);
     static const struct {
         const char *env, *want;
@@ -1366,7 +1310,7 @@ static void test_uring_fallback(void **state)
 {
     char path[128];
     snprintf(path, sizeof(path), "%s/fallback", tmpdir);
-    make_file(path, 65536);
+    block_test_file(path, 65536);
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -1394,8 +1338,9 @@ static void test_uring_fallback(void **state)
             if (strcmp(block_file_engine_name(be), "threads") != 0)
                 _exit(2);
             uint8_t buf[4096] = {1, 2, 3}, got[4096];
-            if (do_rw(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)) != 0 ||
-                do_rw(be, BLOCK_OP_READ, 0, got, sizeof(got)) != 0 || memcmp(buf, got, sizeof(buf)))
+            if (block_req(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)) != 0 ||
+                block_req(be, BLOCK_OP_READ, 0, got, sizeof(got)) != 0 ||
+                memcmp(buf, got, sizeof(buf)))
                 _exit(3);
             block_backend_destroy(be);
         }

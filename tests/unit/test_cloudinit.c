@@ -29,6 +29,7 @@
 
 #include "block/block.h"
 #include "block/cloudinit.h"
+#include "support/block_req.h"
 #include "common/bytes.h"
 #include "common/log.h"
 #include "config/config.h"
@@ -449,46 +450,6 @@ static void test_long_name_entries(void **state)
 
 /* ---- the back end ---- */
 
-struct waiter {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-    int status;
-};
-
-static void wake_waiter(struct block_request *req, int status)
-{
-    struct waiter *w = req->opaque;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    w->status = status;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-static int do_req(struct block_backend *be, enum block_op op, uint64_t offset, void *buf,
-                  uint64_t len)
-{
-    struct waiter w = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-    struct iovec iov = {buf, len};
-    bool has_data = op == BLOCK_OP_READ || op == BLOCK_OP_WRITE;
-    struct block_request req = {
-        .op = op,
-        .offset = offset,
-        .len = len,
-        .iov = has_data ? &iov : NULL,
-        .iovcnt = has_data ? 1 : 0,
-        .complete = wake_waiter,
-        .opaque = &w,
-    };
-    assert_int_equal(block_submit(be, &req), 0);
-    pthread_mutex_lock(&w.lock);
-    while (!w.done)
-        pthread_cond_wait(&w.cond, &w.lock);
-    pthread_mutex_unlock(&w.lock);
-    return w.status;
-}
-
 static struct config_block_dev cloudinit_cfg(const struct config_cloudinit *ci)
 {
     struct config_block_dev c;
@@ -532,7 +493,7 @@ static void test_backend_serves_image(void **state)
         uint64_t len = ((off / 512) % 7 + 1) * 512;
         if (len > img.size - off)
             len = img.size - off;
-        assert_int_equal(do_req(be, BLOCK_OP_READ, off, got + off, len), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_READ, off, got + off, len), 0);
         off += len;
     }
     assert_memory_equal(got, img.bytes, img.size);
@@ -540,12 +501,12 @@ static void test_backend_serves_image(void **state)
     /* Read-only: nothing changes it; a flush succeeds. */
     uint8_t sector[512];
     memset(sector, 0x5a, sizeof(sector));
-    assert_int_equal(do_req(be, BLOCK_OP_WRITE, 0, sector, 512), -EROFS);
-    assert_int_equal(do_req(be, BLOCK_OP_DISCARD, 0, NULL, 4096), -EROFS);
-    assert_int_equal(do_req(be, BLOCK_OP_WRITE_ZEROES, 512, NULL, 512), -EROFS);
-    assert_int_equal(do_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
-    assert_int_equal(do_req(be, BLOCK_OP_READ, img.size, sector, 512), -EINVAL);
-    assert_int_equal(do_req(be, BLOCK_OP_READ, 0, sector, 512), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, sector, 512), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_DISCARD, 0, NULL, 4096), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE_ZEROES, 512, NULL, 512), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, img.size, sector, 512), -EINVAL);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, sector, 512), 0);
     assert_memory_equal(sector, img.bytes, 512);
 
     block_backend_destroy(be);
@@ -586,7 +547,7 @@ static void test_backend_from_config(void **state)
     assert_int_equal(be->info.size, img.size);
     uint8_t *got = malloc(img.size);
     assert_non_null(got);
-    assert_int_equal(do_req(be, BLOCK_OP_READ, 0, got, img.size), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, got, img.size), 0);
     assert_memory_equal(got, img.bytes, img.size);
     block_backend_destroy(be);
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "stderr_capture.h"
+#include "support/block_req.h"
 #include "support/prereq.h"
 
 #include <errno.h>
@@ -158,85 +159,7 @@ static struct block_backend *open_unix(void)
     return be;
 }
 
-/* ---- requests ---- */
-
-struct waiter {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool done;
-    int status;
-};
-
-static void wake_waiter(struct block_request *req, int status)
-{
-    struct waiter *w = req->opaque;
-    pthread_mutex_lock(&w->lock);
-    w->done = true;
-    w->status = status;
-    pthread_cond_signal(&w->cond);
-    pthread_mutex_unlock(&w->lock);
-}
-
-struct async_req {
-    struct waiter w;
-    struct block_request req;
-    struct iovec iov;
-};
-
-static void start_req(struct async_req *a, struct block_backend *be, enum block_op op,
-                      uint64_t offset, void *buf, uint64_t len)
-{
-    memset(a, 0, sizeof(*a));
-    pthread_mutex_init(&a->w.lock, NULL);
-    pthread_cond_init(&a->w.cond, NULL);
-    a->iov = (struct iovec){buf, len};
-    bool data = op == BLOCK_OP_READ || op == BLOCK_OP_WRITE;
-    a->req = (struct block_request){.op = op,
-                                    .offset = offset,
-                                    .len = len,
-                                    .iov = data ? &a->iov : NULL,
-                                    .iovcnt = data ? 1 : 0,
-                                    .complete = wake_waiter,
-                                    .opaque = &a->w};
-    assert_int_equal(block_submit(be, &a->req), 0);
-}
-
-static int wait_req(struct async_req *a)
-{
-    pthread_mutex_lock(&a->w.lock);
-    while (!a->w.done)
-        pthread_cond_wait(&a->w.cond, &a->w.lock);
-    pthread_mutex_unlock(&a->w.lock);
-    pthread_mutex_destroy(&a->w.lock);
-    pthread_cond_destroy(&a->w.cond);
-    return a->w.status;
-}
-
-static int do_iov(struct block_backend *be, enum block_op op, uint64_t offset, uint64_t len,
-                  struct iovec *iov, unsigned iovcnt)
-{
-    struct async_req a;
-    memset(&a, 0, sizeof(a));
-    pthread_mutex_init(&a.w.lock, NULL);
-    pthread_cond_init(&a.w.cond, NULL);
-    a.req = (struct block_request){.op = op,
-                                   .offset = offset,
-                                   .len = len,
-                                   .iov = iov,
-                                   .iovcnt = iovcnt,
-                                   .complete = wake_waiter,
-                                   .opaque = &a.w};
-    assert_int_equal(block_submit(be, &a.req), 0);
-    return wait_req(&a);
-}
-
-static int do_rw(struct block_backend *be, enum block_op op, uint64_t offset, void *buf,
-                 uint64_t len)
-{
-    struct async_req a;
-    start_req(&a, be, op, offset, buf, len);
-    return wait_req(&a);
-}
+/* ---- requests (support/block_req.h) ---- */
 
 static void fill(uint8_t *buf, uint64_t len, uint64_t pos, unsigned seed)
 {
@@ -328,21 +251,21 @@ static void test_roundtrip_scattered(void **state)
         total += lens[i];
     }
     assert_int_equal(total % 512, 0);
-    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 3 * 4096, total, iov, 9), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE, 3 * 4096, total, iov, 9), 0);
     uint8_t *back = malloc(total), *want = malloc(total);
     fill(want, total, 0, 1);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 3 * 4096, back, total), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 3 * 4096, back, total), 0);
     assert_memory_equal(back, want, total);
     /* Read back scattered too. */
     memset(back, 0, total);
     for (unsigned i = 0, at = 0; i < 9; at += (unsigned)lens[i], i++)
         iov[i] = (struct iovec){back + at, lens[i]};
-    assert_int_equal(do_iov(be, BLOCK_OP_READ, 3 * 4096, total, iov, 9), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_READ, 3 * 4096, total, iov, 9), 0);
     assert_memory_equal(back, want, total);
-    assert_int_equal(do_rw(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
     /* Out of range: refused before the server sees it. */
     uint8_t b[512];
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8 * MIB, b, 512), -EINVAL);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8 * MIB, b, 512), -EINVAL);
     block_backend_destroy(be);
     for (unsigned i = 0; i < 9; i++)
         free(bufs[i]);
@@ -358,15 +281,15 @@ static void test_zero_trim(void **state)
     struct block_backend *be = open_unix();
     uint8_t *buf = malloc(MIB), *back = malloc(MIB);
     fill(buf, MIB, 0, 2);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, buf, MIB), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE_ZEROES, 4096, NULL, 8192), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE_ZEROES, 4096, NULL, 8192), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, MIB), 0);
     assert_memory_equal(back, buf, 4096);
     assert_true(all_zero(back + 4096, 8192));
     assert_memory_equal(back + 12288, buf + 12288, MIB - 12288);
     /* nbdkit's memory plugin reads trimmed blocks as zeroes. */
-    assert_int_equal(do_rw(be, BLOCK_OP_DISCARD, 65536, NULL, 65536), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 65536, back, 65536), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_DISCARD, 65536, NULL, 65536), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 65536, back, 65536), 0);
     assert_true(all_zero(back, 65536));
     block_backend_destroy(be);
     free(buf);
@@ -387,8 +310,8 @@ static void test_split_requests(void **state)
     uint8_t *buf = malloc(len), *back = malloc(len);
     fill(buf, len, 0, 3);
     struct iovec iov[2] = {{buf, 4096}, {buf + 4096, len - 4096}};
-    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, MIB, len, iov, 2), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, MIB, back, len), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE, MIB, len, iov, 2), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, MIB, back, len), 0);
     assert_memory_equal(back, buf, len);
     block_backend_destroy(be);
     server_kill(&s);
@@ -401,8 +324,8 @@ static void test_split_requests(void **state)
     buf = malloc(len);
     back = malloc(len);
     fill(buf, len, 0, 4);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 4096, buf, len), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 4096, back, len), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 4096, buf, len), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 4096, back, len), 0);
     assert_memory_equal(back, buf, len);
     block_backend_destroy(be);
     server_kill(&s);
@@ -431,18 +354,18 @@ static void test_unaligned_pieces(void **state)
         iov[i] = (struct iovec){pieces[i], lens[i]};
         at += lens[i];
     }
-    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 8192, at, iov, 5), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 8192, back, at), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE, 8192, at, iov, 5), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8192, back, at), 0);
     assert_memory_equal(back, data, at);
     memset(pieces, 0, sizeof(pieces));
-    assert_int_equal(do_iov(be, BLOCK_OP_READ, 8192, at, iov, 5), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_READ, 8192, at, iov, 5), 0);
     for (unsigned i = 0, off = 0; i < 5; off += (unsigned)lens[i], i++)
         assert_memory_equal(pieces[i], data + off, lens[i]);
     /* Whole blocks: two pieces of one buffer, contiguous, then a third. */
     struct iovec whole[3] = {{data, 512}, {data + 512, 1024}, {pieces[0], 512}};
     memcpy(pieces[0], data + 1536, 512);
-    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 0, 2048, whole, 3), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, 2048), 0);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE, 0, 2048, whole, 3), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, 2048), 0);
     assert_memory_equal(back, data, 2048);
 
     /* Bounce buffers hold at most 16 MiB at once: eight 3 MiB requests
@@ -451,7 +374,7 @@ static void test_unaligned_pieces(void **state)
     enum { N = 8, LEN = 3 << 20 };
     uint8_t *big = malloc((size_t)N * LEN), *got = malloc((size_t)N * LEN);
     fill(big, (uint64_t)N * LEN, 0, 12);
-    struct async_req reqs[N];
+    struct pending_req reqs[N];
     struct iovec parts[N][2];
     for (unsigned i = 0; i < N; i++) {
         uint8_t *p = big + (size_t)i * LEN;
@@ -459,25 +382,15 @@ static void test_unaligned_pieces(void **state)
         parts[i][0] = (struct iovec){got + (size_t)i * LEN, 100};
         parts[i][1] = (struct iovec){p + 100, LEN - 100};
         memcpy(got + (size_t)i * LEN, p, 100);
-        memset(&reqs[i], 0, sizeof(reqs[i]));
-        pthread_mutex_init(&reqs[i].w.lock, NULL);
-        pthread_cond_init(&reqs[i].w.cond, NULL);
-        reqs[i].req = (struct block_request){.op = BLOCK_OP_WRITE,
-                                             .offset = (uint64_t)i * LEN,
-                                             .len = LEN,
-                                             .iov = parts[i],
-                                             .iovcnt = 2,
-                                             .complete = wake_waiter,
-                                             .opaque = &reqs[i].w};
-        assert_int_equal(block_submit(be, &reqs[i].req), 0);
+        block_req_start_iov(&reqs[i], be, BLOCK_OP_WRITE, (uint64_t)i * LEN, LEN, parts[i], 2);
     }
     for (unsigned i = 0; i < N; i++)
-        assert_int_equal(wait_req(&reqs[i]), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, got, (uint64_t)N * LEN), 0);
+        assert_int_equal(block_req_wait(&reqs[i]), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, got, (uint64_t)N * LEN), 0);
     assert_memory_equal(got, big, (size_t)N * LEN);
     struct iovec huge[2] = {{big, 100}, {got, (20 << 20) - 100}}; /* not contiguous */
     capture_stderr();
-    assert_int_equal(do_iov(be, BLOCK_OP_WRITE, 0, 20 << 20, huge, 2), -EINVAL);
+    assert_int_equal(block_req_iov(be, BLOCK_OP_WRITE, 0, 20 << 20, huge, 2), -EINVAL);
     char *out = captured_stderr();
     assert_non_null(strstr(out, "write of 20971520 bytes in pieces that are not whole 512-byte "
                                 "blocks: over the 16 MiB"));
@@ -496,8 +409,8 @@ static void test_read_only(void **state)
     assert_true(be->info.read_only);
     assert_false(be->info.can_discard);
     uint8_t b[4096] = {1};
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EROFS);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, b, sizeof(b)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, b, sizeof(b)), 0);
     assert_true(all_zero(b, sizeof(b)));
     block_backend_destroy(be);
     server_kill(&s);
@@ -508,8 +421,8 @@ static void test_read_only(void **state)
     be = block_backend_open(&c);
     assert_non_null(be);
     assert_true(be->info.read_only);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EROFS);
-    assert_int_equal(do_rw(be, BLOCK_OP_DISCARD, 0, NULL, sizeof(b)), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EROFS);
+    assert_int_equal(block_req(be, BLOCK_OP_DISCARD, 0, NULL, sizeof(b)), -EROFS);
     block_backend_destroy(be);
     server_kill(&s);
 }
@@ -525,9 +438,9 @@ static void test_server_errors(void **state)
     uint8_t b[4096];
     memset(b, 7, sizeof(b));
     capture_stderr();
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, b, sizeof(b)), -EIO);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 4096, b, sizeof(b)), -EIO);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, b, sizeof(b)), -EIO);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 4096, b, sizeof(b)), -EIO);
     char *out = captured_stderr();
     assert_non_null(strstr(out, "block_dev.t0: read of 4096 bytes at offset 0 failed"));
     block_backend_destroy(be);
@@ -536,9 +449,9 @@ static void test_server_errors(void **state)
     s = nbdkit("--filter=error", "memory", "1M", "error-pwrite=ENOSPC", "error-pwrite-rate=100%");
     be = open_unix();
     capture_stderr();
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -ENOSPC);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -ENOSPC);
     captured_stderr();
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, b, sizeof(b)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, b, sizeof(b)), 0);
     assert_true(all_zero(b, sizeof(b)));
     block_backend_destroy(be);
     server_kill(&s);
@@ -551,10 +464,7 @@ static void test_reconnect(void **state)
     need_nbdkit();
     char file[160];
     snprintf(file, sizeof(file), "%s/disk.img", tmpdir);
-    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, 16 * MIB), 0);
-    close(fd);
+    block_test_file(file, 16 * MIB);
     char file_arg[200];
     snprintf(file_arg, sizeof(file_arg), "file=%s", file);
     /* Each write takes the first server 300 ms, so the first half are in
@@ -563,38 +473,38 @@ static void test_reconnect(void **state)
     struct block_backend *be = open_unix();
     enum { N = 64 };
     static uint8_t bufs[N][65536];
-    struct async_req reqs[N];
+    struct pending_req reqs[N];
     for (unsigned i = 0; i < N; i++)
         fill(bufs[i], sizeof(bufs[i]), i * 65536ull, 5);
 
     capture_stderr();
     /* Half the writes go out, then the server dies under them. */
     for (unsigned i = 0; i < N / 2; i++)
-        start_req(&reqs[i], be, BLOCK_OP_WRITE, i * 65536ull, bufs[i], 65536);
+        block_req_start(&reqs[i], be, BLOCK_OP_WRITE, i * 65536ull, bufs[i], 65536);
     usleep(100000);
     server_kill(&s);
     for (unsigned i = N / 2; i < N; i++)
-        start_req(&reqs[i], be, BLOCK_OP_WRITE, i * 65536ull, bufs[i], 65536);
+        block_req_start(&reqs[i], be, BLOCK_OP_WRITE, i * 65536ull, bufs[i], 65536);
     usleep(300000);
     s = nbdkit("file", file_arg, NULL, NULL, NULL);
     for (unsigned i = 0; i < N; i++)
-        assert_int_equal(wait_req(&reqs[i]), 0);
-    struct async_req flush;
-    start_req(&flush, be, BLOCK_OP_FLUSH, 0, NULL, 0);
-    assert_int_equal(wait_req(&flush), 0);
+        assert_int_equal(block_req_wait(&reqs[i]), 0);
+    struct pending_req flush;
+    block_req_start(&flush, be, BLOCK_OP_FLUSH, 0, NULL, 0);
+    assert_int_equal(block_req_wait(&flush), 0);
     char *out = captured_stderr();
     assert_non_null(strstr(out, "block_dev.t0: lost the NBD server"));
     assert_non_null(strstr(out, "block_dev.t0: reconnected to the NBD server after"));
 
     /* The file holds every write. */
     uint8_t *back = malloc(N * 65536);
-    fd = open(file, O_RDONLY | O_CLOEXEC);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
     assert_int_equal(pread(fd, back, N * 65536, 0), N * 65536);
     close(fd);
     for (unsigned i = 0; i < N; i++)
         assert_memory_equal(back + i * 65536, bufs[i], 65536);
     /* And reads through the new connection see them. */
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, N * 65536), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, N * 65536), 0);
     for (unsigned i = 0; i < N; i++)
         assert_memory_equal(back + i * 65536, bufs[i], 65536);
     free(back);
@@ -617,14 +527,14 @@ static void test_reconnect_timeout(void **state)
     capture_stderr();
     server_kill(&s);
     int64_t t0 = now_ms();
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EIO);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EIO);
     int64_t waited = now_ms() - t0;
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, b, sizeof(b)), -EIO);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, b, sizeof(b)), -EIO);
     s = nbdkit("memory", "1M", NULL, NULL, NULL);
     /* The next attempt is at most 2 s away. */
     int rc = -EIO;
     for (int i = 0; i < 50 && rc != 0; i++) {
-        rc = do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b));
+        rc = block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b));
         if (rc)
             usleep(100000);
     }
@@ -670,8 +580,8 @@ static void test_tcp(void **state)
     assert_int_equal(be->info.size, 2 * MIB);
     uint8_t *buf = malloc(MIB), *back = malloc(MIB);
     fill(buf, MIB, 0, 6);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, MIB, buf, MIB), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, MIB, back, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, MIB, buf, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, MIB, back, MIB), 0);
     assert_memory_equal(back, buf, MIB);
     block_backend_destroy(be);
     server_kill(&s);
@@ -698,8 +608,8 @@ static void test_tls_psk(void **state)
     assert_non_null(be);
     uint8_t b[8192], back[8192];
     fill(b, sizeof(b), 0, 7);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 0, back, sizeof(back)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, sizeof(back)), 0);
     assert_memory_equal(back, b, sizeof(b));
     block_backend_destroy(be);
     /* Without TLS the server refuses the client. */
@@ -718,10 +628,7 @@ static void test_qemu_nbd(void **state)
         prerequisite_missing("qemu-nbd is not installed (Debian: qemu-utils)");
     char file[160];
     snprintf(file, sizeof(file), "%s/q.img", tmpdir);
-    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, 4 * MIB), 0);
-    close(fd);
+    block_test_file(file, 4 * MIB);
     const char *argv[] = {"qemu-nbd", "-k",           sock_path, "-f", "raw",
                           "-t",       "--cache=none", file,      NULL};
     struct server s = server_start(argv, sock_path, 0);
@@ -729,14 +636,14 @@ static void test_qemu_nbd(void **state)
     assert_int_equal(be->info.size, 4 * MIB);
     uint8_t *buf = malloc(MIB), *back = malloc(MIB);
     fill(buf, MIB, 0, 8);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE, 2 * MIB, buf, MIB), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
-    fd = open(file, O_RDONLY | O_CLOEXEC);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 2 * MIB, buf, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
     assert_int_equal(pread(fd, back, MIB, 2 * MIB), (ssize_t)MIB);
     close(fd);
     assert_memory_equal(back, buf, MIB);
-    assert_int_equal(do_rw(be, BLOCK_OP_WRITE_ZEROES, 2 * MIB, NULL, 4096), 0);
-    assert_int_equal(do_rw(be, BLOCK_OP_READ, 2 * MIB, back, MIB), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE_ZEROES, 2 * MIB, NULL, 4096), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 2 * MIB, back, MIB), 0);
     assert_true(all_zero(back, 4096));
     assert_memory_equal(back + 4096, buf + 4096, MIB - 4096);
     block_backend_destroy(be);
@@ -763,15 +670,15 @@ static int child_sandboxed_reconnect(void)
     static uint8_t a[65536], b[65536], back[65536];
     fill(a, sizeof(a), 0, 9);
     fill(b, sizeof(b), 0, 10);
-    if (do_rw(be, BLOCK_OP_WRITE, 0, a, sizeof(a)) != 0)
+    if (block_req(be, BLOCK_OP_WRITE, 0, a, sizeof(a)) != 0)
         return 3;
     char one = 1;
     if (write(ready_pipe[1], &one, 1) != 1)
         return 4;
     usleep(100000); /* the parent kills the server */
-    if (do_rw(be, BLOCK_OP_WRITE, 65536, b, sizeof(b)) != 0 ||
-        do_rw(be, BLOCK_OP_READ, 0, back, sizeof(back)) != 0 || memcmp(back, a, sizeof(a)) ||
-        do_rw(be, BLOCK_OP_READ, 65536, back, sizeof(back)) != 0 || memcmp(back, b, sizeof(b)))
+    if (block_req(be, BLOCK_OP_WRITE, 65536, b, sizeof(b)) != 0 ||
+        block_req(be, BLOCK_OP_READ, 0, back, sizeof(back)) != 0 || memcmp(back, a, sizeof(a)) ||
+        block_req(be, BLOCK_OP_READ, 65536, back, sizeof(back)) != 0 || memcmp(back, b, sizeof(b)))
         return 5;
     block_backend_destroy(be);
     fprintf(stderr, "child: all I/O done\n");
@@ -785,10 +692,7 @@ static void test_sandboxed_reconnect(void **state)
         prerequisite_missing("cannot make a network namespace (not root?)");
     char file[160], file_arg[200];
     snprintf(file, sizeof(file), "%s/sandboxed.img", tmpdir);
-    int fd = open(file, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(ftruncate(fd, 4 * MIB), 0);
-    close(fd);
+    block_test_file(file, 4 * MIB);
     snprintf(file_arg, sizeof(file_arg), "file=%s", file);
     const char *argv[] = {"nbdkit", "-f", "-i", "127.0.0.1", "-p", "10810", "file", file_arg, NULL};
     struct server s = server_start(argv, NULL, 10810);
