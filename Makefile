@@ -22,7 +22,7 @@ SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/san/tests/%)
 
-.PHONY: all test unit-test kvm-test toml-test bench clean format example quickstart
+.PHONY: all test unit-test kvm-test toml-test bench clean format example quickstart crucible-vectors
 all: $(BUILD)/propolis-standalone $(BUILD)/toml2json $(BUILD)/ttyexpect guest
 
 $(BUILD)/obj/%.o: %.c
@@ -143,3 +143,10 @@ example: all
 # The script installs packages (as root) and builds before it runs.
 quickstart:
 	tools/quickstart.sh
+
+# Regenerates tests/crucible/vectors.txt, crucible's message encodings as
+# serde and bincode 1.x write them, from Debian's Rust crates
+# (librust-serde-derive-dev, librust-bincode-dev, librust-uuid-dev; rustc, cargo).
+crucible-vectors:
+	cd tests/crucible/golden && CARGO_TARGET_DIR=$(abspath $(BUILD))/crucible-golden \
+		cargo run --quiet --offline > ../vectors.txt.new && mv ../vectors.txt.new ../vectors.txt

@@ -9,7 +9,7 @@ FUZZ_CC ?= clang
 FUZZ_S ?= 60
 FUZZ_SMOKE_S ?= 8
 FUZZ_TARGETS ?= toml config control vsock virtqueue virtio_blk virtio_net nvme fw_cfg pci \
-                acpi_smbios snapshot
+                acpi_smbios snapshot crucible
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -Wstrict-prototypes -Wmissing-prototypes -Isrc -Itests/unit -g -O1 \
                -fno-omit-frame-pointer -fsanitize=address,undefined \
