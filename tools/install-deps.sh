@@ -15,6 +15,7 @@ packages=(
     dosfstools mtools util-linux          # fsck.fat, mdir/mtype, blkid check the cloud-init disk
     libseccomp-dev                        # per-thread-class syscall filters
     libnbd-dev                            # type = "nbd" disks (libnbd0, loaded on demand)
+    libgcrypt20-dev libxxhash-dev         # crucible: AES-256-GCM-SIV and the block hash (static)
     nbdkit qemu-utils                     # NBD servers for the nbd tests (nbdkit, qemu-nbd)
     clang libclang-rt-dev                 # libFuzzer targets (make fuzz)
     clang-format

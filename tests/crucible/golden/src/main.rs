@@ -772,9 +772,35 @@ fn messages() -> Vec<(String, Message)> {
     v
 }
 
+/// crucible's integrity_hash: XXH64 (seed 0) over its arguments in turn.
+fn integrity_hash(args: &[&[u8]]) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for a in args {
+        h.update(a);
+    }
+    h.digest()
+}
+
+/// `hashes`: NAME HASH-HEX for plain blocks (the data) and encrypted ones
+/// (nonce, tag, then the ciphertext), inputs built from their lengths.
+fn hashes(out: &mut impl Write) {
+    writeln!(out, "# crucible integrity hash (XXH64, seed 0): NAME HASH; do not edit").unwrap();
+    for len in [0usize, 1, 31, 32, 33, 512, 4096] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+        writeln!(out, "plain.{} {:016x}", len, integrity_hash(&[&data])).unwrap();
+        let e = enc_ctx();
+        writeln!(out, "encrypted.{} {:016x}", len, integrity_hash(&[&e.nonce, &e.tag, &data]))
+            .unwrap();
+    }
+}
+
 fn main() {
     let out = std::io::stdout();
     let mut out = out.lock();
+    if std::env::args().nth(1).as_deref() == Some("hashes") {
+        hashes(&mut out);
+        return;
+    }
     writeln!(out, "# crucible protocol version 13: NAME HEX (bincode of Message, no frame length)").unwrap();
     writeln!(out, "# written by tests/crucible/golden (make crucible-vectors); do not edit").unwrap();
     for (name, m) in messages() {
