@@ -30,7 +30,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,7 +58,7 @@
     X(nbd_aio_get_direction)                                                                       \
     X(nbd_aio_notify_read)                                                                         \
     X(nbd_aio_notify_write)                                                                        \
-    X(nbd_aio_pread)                                                                               \
+    X(nbd_aio_pread_structured)                                                                    \
     X(nbd_aio_pwrite)                                                                              \
     X(nbd_aio_flush)                                                                               \
     X(nbd_aio_trim)                                                                                \
@@ -113,8 +116,17 @@ static const char *lib_ready(void)
  * bound. */
 #define NBD_BOUNCE_BUDGET (16u << 20)
 
-/* block_request.backend_private words, besides BLK_PRIV_NEXT. */
+/* Commands without data (trim, write-zeroes) cover at most this much. */
+#define NBD_MAX_RANGE (1u << 30)
+
+/* block_request.backend_private words. In incoming and waiting a request's
+ * BLK_PRIV_NEXT links the queue; one refused at submit carries its status
+ * (blk_set_kind) and is completed as the thread takes it. With commands on
+ * the connection it is on the issued list instead, through these: */
 enum {
+    NBD_PRIV_ISSUED_NEXT = 0, /* (the queue link's word: not in a queue then) */
+    NBD_PRIV_SEEN = 1,        /* bytes the server's read replies delivered */
+    NBD_PRIV_ISSUED_PREV = 2,
     NBD_PRIV_BOUNCE = 3, /* malloc'ed copy of a scattered buffer, or NULL */
     NBD_PRIV_PARTS = 4,  /* commands of this request still in flight */
     NBD_PRIV_ERROR = 5,  /* first error (positive errno) of a part, 0 */
@@ -133,7 +145,8 @@ struct nbd_backend {
     uint32_t max_request;
     uint32_t min_block; /* the server's minimum block size (1 if it names none) */
     bool can_flush;
-    uint64_t bounce_bytes; /* in use (the thread's) */
+    bool server_read_only, server_flush; /* as first seen: a reconnect must agree */
+    uint64_t bounce_bytes;               /* in use (the thread's) */
 
     /* Shared with submitters. */
     pthread_mutex_t lock;
@@ -143,10 +156,14 @@ struct nbd_backend {
 
     /* The thread's own. */
     pthread_t thread;
-    struct nbd_handle *h;     /* NULL while disconnected */
-    struct blk_queue waiting; /* to issue once connected */
-    unsigned issued;          /* requests with commands in flight */
-    int64_t lost_at_ns;       /* when the connection was lost (0: never) */
+    struct nbd_handle *h;              /* NULL while disconnected */
+    struct blk_queue waiting;          /* to issue once connected */
+    struct block_request *issued_head; /* requests with commands in flight */
+    unsigned issued;
+    /* When the connection was first lost without a command succeeding
+     * since (0: I/O is going through); reconnect_timeout counts from it. */
+    int64_t lost_at_ns;
+    bool reconnect_wanted; /* the server answered ESHUTDOWN: let it go */
     int64_t next_attempt_ns;
     int64_t backoff_ns;
     unsigned attempts; /* failed reconnects since the loss */
@@ -217,6 +234,25 @@ api_failed:
     return -1;
 }
 
+/* A server that goes silent (no reset, no close) is declared lost within
+ * about 30 s: keepalive probes when idle, and a limit on how long sent
+ * data may stay unacknowledged. */
+static void tcp_liveness(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof(domain);
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
+        (domain != AF_INET && domain != AF_INET6))
+        return;
+    int on = 1, idle = 10, interval = 5, count = 3;
+    unsigned user_timeout_ms = 30000;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+}
+
 /* A new connection within the connect deadline, or NULL with why filled. */
 static struct nbd_handle *open_connection(const char *uri, char *why, size_t why_size)
 {
@@ -235,6 +271,7 @@ static struct nbd_handle *open_connection(const char *uri, char *why, size_t why
         lib.nbd_close(h);
         return NULL;
     }
+    tcp_liveness(lib.nbd_aio_get_fd(h));
     return h;
 }
 
@@ -275,10 +312,50 @@ static bool connection_error(int err)
     return err == ENOTCONN || err == ESHUTDOWN || err == ECONNRESET || err == EPIPE;
 }
 
+static struct block_request *priv_req(const struct block_request *req, int word)
+{
+    return (struct block_request *)(uintptr_t)req->backend_private[word];
+}
+
+static void issued_add(struct nbd_backend *nb, struct block_request *req)
+{
+    req->backend_private[NBD_PRIV_ISSUED_PREV] = 0;
+    req->backend_private[NBD_PRIV_ISSUED_NEXT] = (uint64_t)(uintptr_t)nb->issued_head;
+    if (nb->issued_head)
+        nb->issued_head->backend_private[NBD_PRIV_ISSUED_PREV] = (uint64_t)(uintptr_t)req;
+    nb->issued_head = req;
+    nb->issued++;
+}
+
+static void issued_remove(struct nbd_backend *nb, struct block_request *req)
+{
+    struct block_request *prev = priv_req(req, NBD_PRIV_ISSUED_PREV);
+    struct block_request *next = priv_req(req, NBD_PRIV_ISSUED_NEXT);
+    if (prev)
+        prev->backend_private[NBD_PRIV_ISSUED_NEXT] = (uint64_t)(uintptr_t)next;
+    else
+        nb->issued_head = next;
+    if (next)
+        next->backend_private[NBD_PRIV_ISSUED_PREV] = (uint64_t)(uintptr_t)prev;
+    nb->issued--;
+}
+
+static bool stalled(const struct nbd_backend *nb, int64_t now)
+{
+    return nb->lost_at_ns && now - nb->lost_at_ns >= (int64_t)(nb->timeout_s * 1e9);
+}
+
 /* One command of req ended (err: 0 or a positive errno). The last one
  * completes req, or queues it again when the connection took a part. */
 static void part_finished(struct nbd_backend *nb, struct block_request *req, int err)
 {
+    if (err == ESHUTDOWN) {
+        /* The server is going away: reconnect, unless that has been going
+         * on for reconnect_timeout without a command succeeding. */
+        nb->reconnect_wanted = true;
+        if (stalled(nb, now_ns()))
+            err = EIO;
+    }
     if (err) {
         if (connection_error(err))
             req->backend_private[NBD_PRIV_RETRY] = 1;
@@ -287,16 +364,38 @@ static void part_finished(struct nbd_backend *nb, struct block_request *req, int
     }
     if (--req->backend_private[NBD_PRIV_PARTS] > 0)
         return;
-    nb->issued--;
+    issued_remove(nb, req);
     if (req->backend_private[NBD_PRIV_RETRY] && !req->backend_private[NBD_PRIV_ERROR]) {
         blk_queue_push(&nb->waiting, req);
         return;
     }
     err = (int)req->backend_private[NBD_PRIV_ERROR];
+    if (!err && req->op == BLOCK_OP_READ && req->backend_private[NBD_PRIV_SEEN] != req->len) {
+        /* A structured reply may end without all its data: what the guest
+         * would get is not what the disk holds. */
+        log_limited(&nb->ratelimit, LOG_ERROR,
+                    "block_dev.%s: the server's replies to a read of %" PRIu64
+                    " bytes held %" PRIu64,
+                    nb->name, req->len, req->backend_private[NBD_PRIV_SEEN]);
+        err = EIO;
+    }
+    if (!err)
+        nb->lost_at_ns = 0; /* I/O goes through */
     void *bounce = (void *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
     if (!err && req->op == BLOCK_OP_READ && bounce)
         blk_iov_copy(req, 0, bounce, req->len, true);
     complete(nb, req, err ? block_status(err) : 0);
+}
+
+/* libnbd's chunk callback of a read: counts what the replies delivered
+ * (data, or a hole libnbd zeroes). */
+static int part_chunk(void *opaque, const void *subbuf, size_t count, uint64_t offset,
+                      unsigned status, int *error)
+{
+    struct block_request *req = opaque;
+    if (status == LIBNBD_READ_DATA || status == LIBNBD_READ_HOLE)
+        req->backend_private[NBD_PRIV_SEEN] += count;
+    return 0;
 }
 
 /* libnbd's completion callback; runs on the disk's thread inside a libnbd
@@ -319,7 +418,9 @@ static int send_part(struct nbd_backend *nb, struct block_request *req, uint8_t 
     req->backend_private[NBD_PRIV_PARTS]++;
     switch (req->op) {
     case BLOCK_OP_READ:
-        cookie = lib.nbd_aio_pread(nb->h, buf, len, off, cb, 0);
+        cookie = lib.nbd_aio_pread_structured(
+            nb->h, buf, len, off, (nbd_chunk_callback){.callback = part_chunk, .user_data = req},
+            cb, 0);
         break;
     case BLOCK_OP_WRITE:
         cookie = lib.nbd_aio_pwrite(nb->h, buf, len, off, cb, 0);
@@ -352,8 +453,12 @@ static int send_part(struct nbd_backend *nb, struct block_request *req, uint8_t 
 static int send_range(struct nbd_backend *nb, struct block_request *req, uint8_t *buf, uint64_t len,
                       uint64_t off)
 {
+    /* The server's maximum is about payloads; commands without one go in
+     * larger pieces (whole blocks). */
+    uint32_t bs = nb->be.info.block_size;
+    uint64_t max = buf ? nb->max_request : NBD_MAX_RANGE / bs * bs;
     for (uint64_t done = 0; done < len;) {
-        uint64_t n = len - done < nb->max_request ? len - done : nb->max_request;
+        uint64_t n = len - done < max ? len - done : max;
         if (send_part(nb, req, buf ? buf + done : NULL, n, off + done) < 0)
             return -1;
         done += n;
@@ -388,6 +493,7 @@ static int issue(struct nbd_backend *nb, struct block_request *req)
 {
     req->backend_private[NBD_PRIV_ERROR] = 0;
     req->backend_private[NBD_PRIV_RETRY] = 0;
+    req->backend_private[NBD_PRIV_SEEN] = 0;
     req->backend_private[NBD_PRIV_OWNER] = (uint64_t)(uintptr_t)nb;
     bool data = req->op == BLOCK_OP_READ || req->op == BLOCK_OP_WRITE;
     uint8_t *bounce = (uint8_t *)(uintptr_t)req->backend_private[NBD_PRIV_BOUNCE];
@@ -403,7 +509,8 @@ static int issue(struct nbd_backend *nb, struct block_request *req)
         }
         if (nb->bounce_bytes + req->len > NBD_BOUNCE_BUDGET)
             return 1;
-        if (!(bounce = malloc(req->len))) {
+        /* Zeroed: nothing of the heap can reach the guest. */
+        if (!(bounce = calloc(1, req->len))) {
             complete(nb, req, -ENOMEM);
             return 0;
         }
@@ -414,7 +521,7 @@ static int issue(struct nbd_backend *nb, struct block_request *req)
     }
     /* This function's own count, so no callback finishes req early. */
     req->backend_private[NBD_PRIV_PARTS] = 1;
-    nb->issued++;
+    issued_add(nb, req);
     int rc = 0;
     if (req->op == BLOCK_OP_FLUSH) {
         rc = send_part(nb, req, NULL, 0, 0);
@@ -444,13 +551,24 @@ static void disconnect(struct nbd_backend *nb, const char *why)
     log_warn("block_dev.%s: lost the NBD server (%s); I/O waits up to %g s while reconnecting",
              nb->name, why, nb->timeout_s);
     /* A dead handle has already failed its commands with ENOTCONN (they
-     * are waiting again); closing completes any left the same way. */
+     * are waiting again); closing one that is not drops the rest without
+     * a word, so those requests are taken back here. */
     lib.nbd_close(nb->h);
     nb->h = NULL;
-    nb->lost_at_ns = now_ns();
-    nb->next_attempt_ns = nb->lost_at_ns;
-    nb->backoff_ns = NBD_BACKOFF_MIN_NS;
-    nb->attempts = 0;
+    nb->reconnect_wanted = false;
+    while (nb->issued_head) {
+        struct block_request *req = nb->issued_head;
+        issued_remove(nb, req);
+        blk_queue_push(&nb->waiting, req);
+    }
+    int64_t now = now_ns();
+    /* Time counts from the first loss until a command succeeds again. */
+    if (!nb->lost_at_ns) {
+        nb->lost_at_ns = now;
+        nb->backoff_ns = NBD_BACKOFF_MIN_NS;
+        nb->attempts = 0;
+    }
+    nb->next_attempt_ns = now + (nb->attempts ? nb->backoff_ns : 0);
 }
 
 static void try_reconnect(struct nbd_backend *nb)
@@ -460,6 +578,14 @@ static void try_reconnect(struct nbd_backend *nb)
     if (h && (uint64_t)lib.nbd_get_size(h) != nb->server_size) {
         snprintf(why, sizeof(why), "the export's size is now %" PRId64 " bytes, not %" PRIu64,
                  lib.nbd_get_size(h), nb->server_size);
+        lib.nbd_close(h);
+        h = NULL;
+    }
+    if (h && ((lib.nbd_is_read_only(h) == 1) != nb->server_read_only ||
+              (lib.nbd_can_flush(h) == 1) != nb->server_flush ||
+              lib.nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM) > (int64_t)nb->min_block)) {
+        snprintf(why, sizeof(why),
+                 "the export is not what it was (read-only, flush or minimum block size)");
         lib.nbd_close(h);
         h = NULL;
     }
@@ -476,16 +602,8 @@ static void try_reconnect(struct nbd_backend *nb)
     nb->failing = false;
     log_info("block_dev.%s: reconnected to the NBD server after %.1f s", nb->name,
              (double)(now_ns() - nb->lost_at_ns) / 1e9);
-}
-
-/* Completes a request refused at submit, or issues it. */
-static int start_request(struct nbd_backend *nb, struct block_request *req)
-{
-    if (blk_kind(req) == BLK_KIND_STATUS) {
-        complete(nb, req, blk_preset_status(req));
-        return 0;
-    }
-    return issue(nb, req);
+    /* lost_at_ns stays until a command succeeds: a server that takes
+     * connections but fails every command still times out. */
 }
 
 static void *nbd_main(void *arg)
@@ -493,38 +611,51 @@ static void *nbd_main(void *arg)
     struct nbd_backend *nb = arg;
     for (;;) {
         pthread_mutex_lock(&nb->lock);
-        while (nb->incoming.head)
-            blk_queue_push(&nb->waiting, blk_queue_pop(&nb->incoming));
+        struct blk_queue taken = nb->incoming;
+        nb->incoming = (struct blk_queue){0};
         bool stop = nb->stop;
         pthread_mutex_unlock(&nb->lock);
+        /* Refused at submit: completed now, outside the lock (a device may
+         * submit again from its completion). */
+        for (struct block_request *req; (req = blk_queue_pop(&taken));) {
+            if (blk_kind(req) == BLK_KIND_STATUS)
+                complete(nb, req, blk_preset_status(req));
+            else
+                blk_queue_push(&nb->waiting, req);
+        }
         if (stop && !nb->waiting.head && nb->issued == 0)
             break;
 
         int64_t now = now_ns();
         if (!nb->h && now >= nb->next_attempt_ns)
             try_reconnect(nb);
-        if (!nb->h && nb->waiting.head &&
-            (nb->failing || now - nb->lost_at_ns >= (int64_t)(nb->timeout_s * 1e9))) {
+        if (!nb->h && nb->waiting.head && stalled(nb, now)) {
             if (!nb->failing)
                 log_error("block_dev.%s: the NBD server has not come back within %g s; "
                           "failing I/O until it does",
                           nb->name, nb->timeout_s);
             nb->failing = true;
-            struct block_request *req;
-            while ((req = blk_queue_pop(&nb->waiting)))
-                complete(nb, req, blk_kind(req) == BLK_KIND_STATUS ? blk_preset_status(req) : -EIO);
+            for (struct block_request *req; (req = blk_queue_pop(&nb->waiting));)
+                complete(nb, req, -EIO);
         }
-        /* Each waiting request once per round: one a server keeps failing
-         * with ESHUTDOWN waits for the poll below, as does one waiting for
-         * bounce-buffer room (freed by completions). */
+        /* Each waiting request once per round; one waiting for
+         * bounce-buffer room (freed by completions) waits for the poll. */
         for (unsigned n = nb->waiting.len; nb->h && n > 0; n--) {
             struct block_request *req = blk_queue_pop(&nb->waiting);
-            int rc = start_request(nb, req);
+            int rc = issue(nb, req);
             if (rc < 0)
                 disconnect(nb, connection_why());
             if (rc == 1)
                 blk_queue_push(&nb->waiting, req);
         }
+        /* The connection can die inside a libnbd call that still queued
+         * its command, and a server answering ESHUTDOWN is going away:
+         * either way nothing more will come on this socket. */
+        if (nb->h && (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h) ||
+                      lib.nbd_aio_get_fd(nb->h) < 0))
+            disconnect(nb, connection_why());
+        else if (nb->h && nb->reconnect_wanted)
+            disconnect(nb, "the server is shutting down (ESHUTDOWN)");
 
         struct pollfd pfd[2] = {{.fd = nb->wake_fd, .events = POLLIN}, {.fd = -1}};
         int timeout_ms = -1;
@@ -535,7 +666,7 @@ static void *nbd_main(void *arg)
                                     (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0));
         } else {
             int64_t wait_ns = nb->next_attempt_ns - now_ns();
-            if (nb->waiting.head && !nb->failing) {
+            if (nb->waiting.head && !nb->failing && nb->lost_at_ns) {
                 int64_t give_up = nb->lost_at_ns + (int64_t)(nb->timeout_s * 1e9) - now_ns();
                 wait_ns = give_up < wait_ns ? give_up : wait_ns;
             }
@@ -552,10 +683,12 @@ static void *nbd_main(void *arg)
             (void)r;
         }
         if (nb->h && pfd[1].revents) {
-            int rc = 0;
+            /* One notification a round, as libnbd asks: after a read, the
+             * direction it wants may have changed. */
+            int rc;
             if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
                 rc = lib.nbd_aio_notify_read(nb->h);
-            if (rc == 0 && (pfd[1].revents & POLLOUT) && nb->h)
+            else
                 rc = lib.nbd_aio_notify_write(nb->h);
             if (rc < 0 || lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h))
                 disconnect(nb, connection_why());
@@ -684,6 +817,8 @@ struct block_backend *block_nbd_open(const struct config_block_dev *cfg)
         nb->max_request = bs;
     nb->min_block = min_block > 1 ? (uint32_t)min_block : 1;
     bool server_ro = lib.nbd_is_read_only(nb->h) == 1;
+    nb->server_read_only = server_ro;
+    nb->server_flush = lib.nbd_can_flush(nb->h) == 1;
     bool ro = cfg->read_only || server_ro;
     if (server_ro && !cfg->read_only)
         log_info("block_dev.%s: the server exports %s read-only; so is the disk", cfg->name,

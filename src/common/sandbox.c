@@ -241,10 +241,12 @@ static int add_net_block(scmp_filter_ctx ctx)
 {
     static const int domains[] = {AF_UNIX, AF_INET, AF_INET6, AF_VSOCK};
     static const int ioctls[] = {IOCTL_KVM, IOCTL_TUN /* FIONBIO */};
-    /* sendmmsg: glibc's resolver sends its A and AAAA queries at once. */
-    static const int own[] = {SCMP_SYS(socketpair), SCMP_SYS(sendmmsg), SCMP_SYS(uname),
-                              SCMP_SYS(getuid),     SCMP_SYS(geteuid),  SCMP_SYS(lseek),
-                              SCMP_SYS(statx),      SCMP_SYS(stat)};
+    /* sendmmsg: glibc's resolver sends its A and AAAA queries at once;
+     * access: libnbd checks the TLS certificate files it will read. */
+    static const int own[] = {SCMP_SYS(socketpair), SCMP_SYS(sendmmsg),  SCMP_SYS(uname),
+                              SCMP_SYS(getuid),     SCMP_SYS(geteuid),   SCMP_SYS(lseek),
+                              SCMP_SYS(statx),      SCMP_SYS(stat),      SCMP_SYS(access),
+                              SCMP_SYS(faccessat),  SCMP_SYS(faccessat2)};
     struct scmp_arg_cmp read_only =
         SCMP_A2(SCMP_CMP_MASKED_EQ, O_ACCMODE | O_CREAT | O_TRUNC | O_APPEND, O_RDONLY);
     if (add_base(ctx) < 0 || ALLOW_LIST(ctx, loop_calls) < 0 ||
@@ -253,6 +255,14 @@ static int add_net_block(scmp_filter_ctx ctx)
         allow(ctx, SCMP_SYS(openat), 1, &read_only) < 0 ||
         allow_ioctls(ctx, ioctls, ARRAY_LEN(ioctls)) < 0)
         return -1;
+    /* glibc's getaddrinfo asks netlink for the host's addresses to sort
+     * several results; without it, it keeps their order. */
+    int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+                              SCMP_A0(SCMP_CMP_EQ, AF_NETLINK));
+    if (rc < 0) {
+        log_error("sandbox: cannot add the netlink rule: %s", strerror(-rc));
+        return -1;
+    }
     return 0;
 }
 

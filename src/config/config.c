@@ -437,7 +437,15 @@ static int parse_nbd(struct parser *p, struct section *s, struct config_block_de
             bd->nbd.uri);
     }
     bd->nbd.reconnect_timeout = CONFIG_DEFAULT_NBD_RECONNECT_TIMEOUT;
-    return sec_seconds(s, "reconnect_timeout", true, &bd->nbd.reconnect_timeout) < 0 ? -1 : 0;
+    int r = sec_seconds(s, "reconnect_timeout", true, &bd->nbd.reconnect_timeout);
+    if (r == 1 && bd->nbd.reconnect_timeout > CONFIG_MAX_NBD_RECONNECT_TIMEOUT) {
+        char kp[KP_MAX];
+        struct config_pos pos = sec_pos(s, "reconnect_timeout");
+        kp_key(kp, sizeof(kp), s->kp, "reconnect_timeout");
+        return perr(p, pos.line, pos.column, kp, "at most %d seconds (a week), got %g",
+                    CONFIG_MAX_NBD_RECONNECT_TIMEOUT, bd->nbd.reconnect_timeout);
+    }
+    return r < 0 ? -1 : 0;
 }
 
 static int parse_crucible(struct parser *p, struct section *s, struct config_block_dev *bd)

@@ -27,10 +27,11 @@
 #define CONFIG_MAX_BLOCK_SIZE 65536
 #define CONFIG_DEFAULT_WORKERS 8
 #define CONFIG_MAX_WORKERS 32
-#define CONFIG_MAX_DEVICES 64            /* [dev.*] sections */
-#define CONFIG_MAX_BOOT_ORDER 32         /* main.boot_order entries */
-#define CONFIG_DEFAULT_FLUSH_TIMEOUT 5.0 /* seconds */
+#define CONFIG_MAX_DEVICES 64                     /* [dev.*] sections */
+#define CONFIG_MAX_BOOT_ORDER 32                  /* main.boot_order entries */
+#define CONFIG_DEFAULT_FLUSH_TIMEOUT 5.0          /* seconds */
 #define CONFIG_DEFAULT_NBD_RECONNECT_TIMEOUT 30.0 /* seconds: the guest's I/O waits this long */
+#define CONFIG_MAX_NBD_RECONNECT_TIMEOUT 604800   /* seconds */
 #define CONFIG_DEFAULT_RX_QUEUE_SIZE 2048
 #define CONFIG_DEFAULT_TX_QUEUE_SIZE 256
 #define CONFIG_MAX_QUEUE_SIZE 32768

@@ -663,6 +663,8 @@ static void test_block_dev_nbd(void **state)
         {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\nreconnect_timeout = -1\n",
          "t.toml:9:21: block_dev.d.reconnect_timeout: must be a non-negative number of seconds, "
          "got -1"},
+        {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\nreconnect_timeout = 1e10\n",
+         "t.toml:9:21: block_dev.d.reconnect_timeout: at most 604800 seconds (a week), got 1e+10"},
         {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\nreconnect_timeout = \"5\"\n",
          "t.toml:9:21: block_dev.d.reconnect_timeout: expected a number of seconds, got string"},
         {MAIN "[block_dev.d]\ntype = \"nbd\"\nuri = \"nbd://h\"\ndirect = true\n",

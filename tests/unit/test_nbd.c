@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -457,6 +458,31 @@ static void test_server_errors(void **state)
     server_kill(&s);
 }
 
+/* A server answering ESHUTDOWN is going away: the disk reconnects and
+ * sends the request again; one that answers so for reconnect_timeout gets
+ * the request failed (EIO), and the disk goes on (reads still work). */
+static void test_server_shutting_down(void **state)
+{
+    need_nbdkit();
+    struct server s = nbdkit("--filter=error", "memory", "1M", "error-pwrite=ESHUTDOWN",
+                             "error-pwrite-rate=100%");
+    struct config_block_dev c = nbd_cfg(unix_uri());
+    c.nbd.reconnect_timeout = 1;
+    struct block_backend *be = block_backend_open(&c);
+    assert_non_null(be);
+    uint8_t b[4096];
+    memset(b, 5, sizeof(b));
+    capture_stderr();
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, b, sizeof(b)), -EIO);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, b, sizeof(b)), 0);
+    char *out = captured_stderr();
+    assert_non_null(strstr(out, "lost the NBD server (the server is shutting down (ESHUTDOWN))"));
+    assert_non_null(strstr(out, "reconnected to the NBD server"));
+    assert_true(all_zero(b, sizeof(b)));
+    block_backend_destroy(be);
+    server_kill(&s);
+}
+
 /* Requests in flight and new ones while the server is gone wait; after
  * a restart on the same file they complete and the data is there. */
 static void test_reconnect(void **state)
@@ -653,17 +679,24 @@ static void test_qemu_nbd(void **state)
 }
 
 /* Under the seccomp filters, as in the VMM (the disk opened before the
- * main thread enters its filter; the disk's thread in net-block): a TCP
- * disk named by host name, so a reconnect resolves the name again, whose
- * server the parent kills and restarts between two writes. A forbidden
- * system call would end the child with SANDBOX_EXIT_CODE. */
+ * main thread enters its filter; the disk's thread in net-block): the
+ * parent kills the server and starts it again between two writes, so the
+ * disk's thread reconnects under its filter. A forbidden system call ends
+ * the child with SANDBOX_EXIT_CODE. */
 static int ready_pipe[2];
+static const char *child_uri;
+static const char *child_hosts; /* a file to mount over /etc/hosts first, or NULL */
 
 static int child_sandboxed_reconnect(void)
 {
+    /* A name of the test's own, in a mount namespace of the child's. */
+    if (child_hosts &&
+        (unshare(CLONE_NEWNS) < 0 || mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+         mount(child_hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0))
+        return 6;
     if (sandbox_init() < 0)
         return 1;
-    struct config_block_dev c = nbd_cfg("nbd://localhost:10810/");
+    struct config_block_dev c = nbd_cfg(child_uri);
     struct block_backend *be = block_backend_open(&c);
     if (!be || sandbox_enter_main() < 0)
         return 2;
@@ -685,18 +718,11 @@ static int child_sandboxed_reconnect(void)
     return 0;
 }
 
-static void test_sandboxed_reconnect(void **state)
+/* Runs the child against the server argv starts (listening on port, or
+ * on sock_path when port is 0), killed and restarted once. */
+static void sandboxed_reconnect(const char *const *argv, unsigned port)
 {
-    need_nbdkit();
-    if (!own_netns)
-        prerequisite_missing("cannot make a network namespace (not root?)");
-    char file[160], file_arg[200];
-    snprintf(file, sizeof(file), "%s/sandboxed.img", tmpdir);
-    block_test_file(file, 4 * MIB);
-    snprintf(file_arg, sizeof(file_arg), "file=%s", file);
-    const char *argv[] = {"nbdkit", "-f", "-i", "127.0.0.1", "-p", "10810", "file", file_arg, NULL};
-    struct server s = server_start(argv, NULL, 10810);
-
+    struct server s = server_start(argv, port ? NULL : sock_path, port);
     int err_pipe[2];
     assert_int_equal(pipe(ready_pipe), 0);
     assert_int_equal(pipe(err_pipe), 0);
@@ -716,7 +742,7 @@ static void test_sandboxed_reconnect(void **state)
     close(ready_pipe[0]);
     server_kill(&s);
     usleep(300000);
-    s = server_start(argv, NULL, 10810);
+    s = server_start(argv, port ? NULL : sock_path, port);
     static char err[16384];
     size_t len = 0;
     ssize_t n;
@@ -735,6 +761,60 @@ static void test_sandboxed_reconnect(void **state)
     assert_non_null(strstr(err, "child: all I/O done"));
 }
 
+/* TCP by a host name with two addresses (the first refuses): glibc sorts
+ * them, asking netlink, which the filter answers with an error. */
+static void test_sandboxed_reconnect(void **state)
+{
+    need_nbdkit();
+    if (!own_netns)
+        prerequisite_missing("cannot make a network namespace (not root?)");
+    char file[160], file_arg[200], hosts[160];
+    snprintf(file, sizeof(file), "%s/sandboxed.img", tmpdir);
+    block_test_file(file, 4 * MIB);
+    snprintf(file_arg, sizeof(file_arg), "file=%s", file);
+    snprintf(hosts, sizeof(hosts), "%s/hosts", tmpdir);
+    FILE *f = fopen(hosts, "w");
+    assert_non_null(f);
+    fprintf(f, "127.0.0.2 nbd-multi.test\n127.0.0.1 nbd-multi.test\n");
+    fclose(f);
+    child_uri = "nbd://nbd-multi.test:10810/";
+    child_hosts = hosts;
+    const char *argv[] = {"nbdkit", "-f", "-i", "127.0.0.1", "-p", "10810", "file", file_arg, NULL};
+    sandboxed_reconnect(argv, 10810);
+    child_hosts = NULL;
+}
+
+/* TLS with X.509 certificates (a CA and a server certificate made with
+ * openssl), over a UNIX socket. */
+static void test_sandboxed_reconnect_x509(void **state)
+{
+    need_nbdkit();
+    if (!have_program("openssl"))
+        prerequisite_missing("openssl is not installed");
+    char pki[160], cmd[2048], file[160], file_arg[200], certs_arg[200], uri[512];
+    snprintf(pki, sizeof(pki), "%s/pki", tmpdir);
+    snprintf(cmd, sizeof(cmd),
+             "set -e; mkdir -p %1$s; cd %1$s; "
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca "
+             "-keyout ca-key.pem -out ca-cert.pem 2>/dev/null; "
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server-key.pem "
+             "-out server.csr 2>/dev/null; "
+             "printf 'subjectAltName=DNS:localhost\\n' > ext; "
+             "openssl x509 -req -in server.csr -CA ca-cert.pem -CAkey ca-key.pem "
+             "-CAcreateserial -days 2 -extfile ext -out server-cert.pem 2>/dev/null",
+             pki);
+    assert_int_equal(system(cmd), 0);
+    snprintf(file, sizeof(file), "%s/x509.img", tmpdir);
+    block_test_file(file, 4 * MIB);
+    snprintf(file_arg, sizeof(file_arg), "file=%s", file);
+    snprintf(certs_arg, sizeof(certs_arg), "--tls-certificates=%s", pki);
+    snprintf(uri, sizeof(uri), "nbds+unix:///?socket=%s&tls-certificates=%s", sock_path, pki);
+    child_uri = uri;
+    const char *argv[] = {"nbdkit",  "-f",   "--tls=require", certs_arg, "-U",
+                          sock_path, "file", file_arg,        NULL};
+    sandboxed_reconnect(argv, 0);
+}
+
 int main(void)
 {
     log_set_level(LOG_INFO);
@@ -745,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_unaligned_pieces),
         cmocka_unit_test(test_read_only),
         cmocka_unit_test(test_server_errors),
+        cmocka_unit_test(test_server_shutting_down),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_reconnect_timeout),
         cmocka_unit_test(test_connect_errors),
@@ -752,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_tls_psk),
         cmocka_unit_test(test_qemu_nbd),
         cmocka_unit_test(test_sandboxed_reconnect),
+        cmocka_unit_test(test_sandboxed_reconnect_x509),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
