@@ -640,8 +640,10 @@ static void *nbd_main(void *arg)
         }
         /* Each waiting request once per round; one waiting for
          * bounce-buffer room (freed by completions) waits for the poll. */
+        bool issued_any = false;
         for (unsigned n = nb->waiting.len; nb->h && n > 0; n--) {
             struct block_request *req = blk_queue_pop(&nb->waiting);
+            issued_any = true;
             int rc = issue(nb, req);
             if (rc < 0)
                 disconnect(nb, connection_why());
@@ -651,8 +653,9 @@ static void *nbd_main(void *arg)
         /* The connection can die inside a libnbd call that still queued
          * its command, and a server answering ESHUTDOWN is going away:
          * either way nothing more will come on this socket. */
-        if (nb->h && (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h) ||
-                      lib.nbd_aio_get_fd(nb->h) < 0))
+        if (nb->h && issued_any &&
+            (lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h) ||
+             lib.nbd_aio_get_fd(nb->h) < 0))
             disconnect(nb, connection_why());
         else if (nb->h && nb->reconnect_wanted)
             disconnect(nb, "the server is shutting down (ESHUTDOWN)");
@@ -683,12 +686,13 @@ static void *nbd_main(void *arg)
             (void)r;
         }
         if (nb->h && pfd[1].revents) {
-            /* One notification a round, as libnbd asks: after a read, the
-             * direction it wants may have changed. */
-            int rc;
+            /* After a read the direction libnbd wants may have changed:
+             * write only if it still asks to. */
+            int rc = 0;
             if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
                 rc = lib.nbd_aio_notify_read(nb->h);
-            else
+            if (rc == 0 && (pfd[1].revents & POLLOUT) &&
+                (lib.nbd_aio_get_direction(nb->h) & LIBNBD_AIO_DIRECTION_WRITE))
                 rc = lib.nbd_aio_notify_write(nb->h);
             if (rc < 0 || lib.nbd_aio_is_dead(nb->h) || lib.nbd_aio_is_closed(nb->h))
                 disconnect(nb, connection_why());
