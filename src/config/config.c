@@ -488,9 +488,20 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
         }
     }
 
-    if (sec_int(s, "generation", true, 0, INT64_MAX, &n) < 0)
+    /* "auto" (our extension): one more than the highest generation the
+     * downstairs report, so a restart needs no config change. */
+    if ((r = sec_get(s, "generation", true, &v, kp)) != 1)
         return -1;
-    c->generation = (uint64_t)n;
+    if (v->type == TOML_STRING) {
+        if (strcmp(v->u.string.ptr, "auto") != 0)
+            return perr(p, v->line, v->column, kp,
+                        "expected a non-negative integer or \"auto\", got \"%s\"", v->u.string.ptr);
+        c->generation_auto = true;
+    } else {
+        if (check_int(p, v, kp, 0, INT64_MAX, &n))
+            return -1;
+        c->generation = (uint64_t)n;
+    }
 
     if ((r = sec_get(s, "upstairs_id", false, &v, kp)) < 0)
         return -1;

@@ -108,6 +108,7 @@ struct config_crucible {
     uint32_t extent_count;      /* >= 1 */
     struct config_sockaddr targets[CONFIG_CRUCIBLE_TARGETS];
     uint64_t generation;
+    bool generation_auto; /* generation = "auto": set from the downstairs at activation */
     bool has_upstairs_id; /* unset: the back end picks a random v4 UUID */
     uint8_t upstairs_id[16];
     bool lossy;

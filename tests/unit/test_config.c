@@ -625,6 +625,27 @@ static void test_block_dev_direct(void **state)
     config_free(&cfg);
 }
 
+/* generation = "auto" (our extension) on a crucible disk. */
+static void test_crucible_generation_auto(void **state)
+{
+    (void)state;
+    struct config cfg;
+    parse_ok(MAIN "[block_dev.c]\ntype = \"crucible\"\nblock_size = 512\nblocks_per_extent = 8\n"
+                  "extent_count = 4\ngeneration = \"auto\"\n"
+                  "targets = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\n",
+             &cfg);
+    assert_true(cfg.block_devs[0].crucible.generation_auto);
+    assert_int_equal(cfg.block_devs[0].crucible.generation, 0);
+    config_free(&cfg);
+    parse_ok(MAIN "[block_dev.c]\ntype = \"crucible\"\nblock_size = 512\nblocks_per_extent = 8\n"
+                  "extent_count = 4\ngeneration = 7\n"
+                  "targets = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\"]\n",
+             &cfg);
+    assert_false(cfg.block_devs[0].crucible.generation_auto);
+    assert_int_equal(cfg.block_devs[0].crucible.generation, 7);
+    config_free(&cfg);
+}
+
 /* type = "nbd" (our extension): uri (one of libnbd's schemes) and
  * reconnect_timeout (seconds, 30 unless written, 0 allowed). */
 static void test_block_dev_nbd(void **state)
@@ -736,6 +757,10 @@ static void test_crucible_errors(void **state)
         {MAIN "[block_dev.c]\ntype = \"crucible\"\nblock_size = 512\nblocks_per_extent = 8\n"
               "extent_count = 4\ngeneration = -1\n" TARGETS,
          "t.toml:11:14: block_dev.c.generation: must not be negative, got -1"},
+        {MAIN "[block_dev.c]\ntype = \"crucible\"\nblock_size = 512\nblocks_per_extent = 8\n"
+              "extent_count = 4\ngeneration = \"latest\"\n" TARGETS,
+         "t.toml:11:14: block_dev.c.generation: expected a non-negative integer or \"auto\", got "
+         "\"latest\""},
         {MAIN "[block_dev.c]\ntype = \"crucible\"\nblock_size = 512\nblocks_per_extent = 8\n"
               "extent_count = 4294967296\n",
          "t.toml:10:16: block_dev.c.extent_count: must be between 1 and 4294967295, got "
@@ -1329,6 +1354,7 @@ int main(void)
         cmocka_unit_test(test_block_dev_errors),
         cmocka_unit_test(test_block_dev_direct),
         cmocka_unit_test(test_block_dev_nbd),
+        cmocka_unit_test(test_crucible_generation_auto),
         cmocka_unit_test(test_crucible_errors),
         cmocka_unit_test(test_device_errors),
         cmocka_unit_test(test_cpuid_errors),
