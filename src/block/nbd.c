@@ -34,13 +34,13 @@
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "block/block_internal.h"
 #include "common/log.h"
 #include "common/thread.h"
 #include "config/config.h"
+#include "core/timer.h"
 
 /* ---- libnbd, loaded on first use ---- */
 
@@ -170,11 +170,10 @@ struct nbd_backend {
     bool failing;      /* reconnect_timeout passed: requests fail until the server returns */
 };
 
+/* The project's monotonic clock, signed for the deadline arithmetic. */
 static int64_t now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+    return (int64_t)vm_clock_ns();
 }
 
 static void wake(struct nbd_backend *nb)
