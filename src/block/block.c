@@ -1,6 +1,7 @@
 /* block_backend_open and what every back end shares: request checks,
  * in-flight accounting, the worker pool, iovec helpers. */
 #include "block/block_internal.h"
+#include "block/crucible/upstairs.h"
 #include "common/iov.h"
 #include "common/thread.h"
 
@@ -25,8 +26,9 @@ struct block_backend *block_backend_open(const struct config_block_dev *cfg)
     case CONFIG_BLOCK_NBD:
         return block_nbd_open(cfg);
     case CONFIG_BLOCK_CRUCIBLE:
+        return block_crucible_open(cfg);
     case CONFIG_BLOCK_CRUCIBLE_MEM:
-        break;
+        return block_crucible_mem_open(cfg);
     }
     log_error("block_dev.%s: block device type \"%s\" is not yet supported", cfg->name,
               config_block_type_name(cfg->type));

@@ -40,15 +40,7 @@ static int setup(void **state)
     snprintf(dir, sizeof(dir), "/tmp/test_crucible_ds.XXXXXX");
     if (!mkdtemp(dir))
         return -1;
-    own_netns = unshare(CLONE_NEWNET) == 0;
-    if (own_netns) {
-        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct ifreq ifr = {0};
-        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-        own_netns = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 &&
-                    (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr) == 0);
-        close(fd);
-    }
+    own_netns = enter_loopback_netns();
     return 0;
 }
 

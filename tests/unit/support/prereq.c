@@ -11,6 +11,12 @@
 
 #include <cmocka.h>
 
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 bool running_in_ci(void)
 {
     const char *ci = getenv("CI");
@@ -31,4 +37,18 @@ void prerequisite_missing(const char *fmt, ...)
         skip();
     }
     abort(); /* fail_msg and skip leave the test by longjmp */
+}
+
+bool enter_loopback_netns(void)
+{
+    if (unshare(CLONE_NEWNET) != 0)
+        return false;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    bool up = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 &&
+              (ifr.ifr_flags |= IFF_UP, ioctl(fd, SIOCSIFFLAGS, &ifr) == 0);
+    if (fd >= 0)
+        close(fd);
+    return up;
 }

@@ -15,4 +15,9 @@ bool running_in_ci(void);
  * it elsewhere. Does not return. */
 _Noreturn void prerequisite_missing(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Moves the calling thread into a new network namespace with its loopback
+ * up (tests' sockets never touch the host's); false if it cannot (not
+ * root). */
+bool enter_loopback_netns(void);
+
 #endif

@@ -1,0 +1,491 @@
+/* The crucible upstairs (src/block/crucible/upstairs.c) against three test
+ * downstairs (support/crucible_ds.c) over TCP in the test's own network
+ * namespace: activation and I/O read back from every downstairs' region,
+ * flushes stamping the extents, generation = "auto" three times in a row,
+ * a generation below the region's refused at its key, encryption leaving
+ * no plaintext in the region files, a downstairs stopped mid-write and
+ * brought back (I/O goes on with two, the jobs are replayed to it),
+ * reconciliation of a downstairs that missed writes while the disk was
+ * closed, a corrupted block read from another downstairs, and a newer
+ * upstairs taking the region over. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "support/prereq.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "block/block.h"
+#include "block/crucible/upstairs.h"
+#include "config/config.h"
+#include "support/block_req.h"
+#include "support/crucible_ds.h"
+
+enum { BS = 512, EXTENT = 64, EXTENTS = 4, DISK = BS * EXTENT * EXTENTS };
+
+static char dir[64];
+static bool own_netns;
+static struct crucible_ds *ds[3];
+static uint16_t port[3];
+
+static int setup(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/test_crucible_up.XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    own_netns = enter_loopback_netns();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void need_netns(void)
+{
+    if (!own_netns)
+        prerequisite_missing("cannot make a network namespace (not root?)");
+}
+
+static char ds_dirs[3][96];
+
+static struct crucible_ds_config ds_cfg(int i, const char *test, bool encrypted)
+{
+    snprintf(ds_dirs[i], sizeof(ds_dirs[i]), "%s/%s-%d", dir, test, i);
+    struct crucible_ds_config c = {.dir = ds_dirs[i],
+                                   .block_size = BS,
+                                   .extent_size = EXTENT,
+                                   .extent_count = EXTENTS,
+                                   .encrypted = encrypted};
+    memset(c.region_uuid.b, 0x40 + i, 16);
+    return c;
+}
+
+/* Three downstairs of a fresh region set named test. */
+static void start_all(const char *test, bool encrypted)
+{
+    for (int i = 0; i < 3; i++) {
+        struct crucible_ds_config c = ds_cfg(i, test, encrypted);
+        assert_non_null(ds[i] = crucible_ds_start(&c, 0));
+        port[i] = crucible_ds_port(ds[i]);
+    }
+}
+
+/* Downstairs i again, on its port and region. */
+static void restart(int i, bool encrypted)
+{
+    struct crucible_ds_config c = {.dir = ds_dirs[i],
+                                   .block_size = BS,
+                                   .extent_size = EXTENT,
+                                   .extent_count = EXTENTS,
+                                   .encrypted = encrypted};
+    memset(c.region_uuid.b, 0x40 + i, 16);
+    assert_non_null(ds[i] = crucible_ds_start(&c, port[i]));
+}
+
+static void stop_all(void)
+{
+    for (int i = 0; i < 3; i++) {
+        crucible_ds_stop(ds[i]);
+        ds[i] = NULL;
+    }
+}
+
+static const uint8_t KEY[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+
+static struct config_block_dev disk_cfg(uint64_t generation, bool gen_auto, bool encrypted)
+{
+    struct config_block_dev cfg = {.name = "cru",
+                                   .type = CONFIG_BLOCK_CRUCIBLE,
+                                   .has_block_size = true,
+                                   .block_size = BS,
+                                   .source = "test.toml"};
+    cfg.crucible.blocks_per_extent = EXTENT;
+    cfg.crucible.extent_count = EXTENTS;
+    cfg.crucible.generation = generation;
+    cfg.crucible.generation_auto = gen_auto;
+    cfg.crucible.flush_timeout = 0.2;
+    cfg.crucible.has_upstairs_id = true;
+    memset(cfg.crucible.upstairs_id, 0x11, 16);
+    if (encrypted) {
+        cfg.crucible.has_encryption_key = true;
+        memcpy(cfg.crucible.encryption_key, KEY, sizeof(KEY));
+    }
+    for (int i = 0; i < 3; i++) {
+        struct config_sockaddr *t = &cfg.crucible.targets[i];
+        t->u.in4 = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons(port[i])};
+        t->u.in4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        t->len = sizeof(t->u.in4);
+        snprintf(t->text, sizeof(t->text), "127.0.0.1:%u", port[i]);
+    }
+    return cfg;
+}
+
+static void fill(uint8_t *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
+}
+
+/* The region file of downstairs i holding block (as the test downstairs
+ * lays it out: extent-NNNN, blocks in order). */
+static void read_ds_block(int i, uint64_t block, uint8_t *out)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/extent-%04u", ds_dirs[i], (unsigned)(block / EXTENT));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, out, BS, (off_t)(block % EXTENT * BS)), BS);
+    close(fd);
+}
+
+static void write_ds_block(int i, uint64_t block, const uint8_t *in)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/extent-%04u", ds_dirs[i], (unsigned)(block / EXTENT));
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, in, BS, (off_t)(block % EXTENT * BS)), BS);
+    close(fd);
+}
+
+/* ---- tests ---- */
+
+static void test_write_flush_read_on_all_three(void **state)
+{
+    need_netns();
+    start_all("basic", false);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    assert_int_equal(be->info.size, DISK);
+    assert_int_equal(be->info.block_size, BS);
+
+    /* Across the first extent boundary, larger than one job (1 MiB is
+     * more than the disk: use the whole disk). */
+    uint8_t *buf = malloc(DISK), *back = malloc(DISK);
+    fill(buf, DISK, 1);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, DISK), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    memset(back, 0, DISK);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, DISK), 0);
+    assert_memory_equal(back, buf, DISK);
+    /* Unaligned requests are refused. */
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 100, back, BS), -EINVAL);
+    assert_int_equal(block_req(be, BLOCK_OP_DISCARD, 0, NULL, BS), -EOPNOTSUPP);
+    block_backend_destroy(be);
+
+    /* Every downstairs holds every block, and the flush stamped
+     * generation 1 on each extent. */
+    uint8_t blk[BS];
+    for (int i = 0; i < 3; i++) {
+        for (uint64_t b = 0; b < EXTENT * EXTENTS; b += 37) {
+            read_ds_block(i, b, blk);
+            assert_memory_equal(blk, buf + b * BS, BS);
+        }
+        for (uint32_t e = 0; e < EXTENTS; e++) {
+            uint64_t gen, flush;
+            bool dirty;
+            crucible_ds_extent_meta(ds[i], e, &gen, &flush, &dirty);
+            assert_int_equal(gen, 1);
+            assert_true(flush >= 1);
+            assert_false(dirty);
+        }
+    }
+    stop_all();
+    free(buf);
+    free(back);
+}
+
+static void test_generation_auto_three_restarts(void **state)
+{
+    need_netns();
+    start_all("auto", false);
+    uint8_t buf[BS], back[BS];
+    for (unsigned run = 1; run <= 3; run++) {
+        struct config_block_dev cfg = disk_cfg(0, true, false);
+        struct block_backend *be = block_backend_open(&cfg);
+        assert_non_null(be);
+        if (run > 1) {
+            /* What the previous run wrote is there. */
+            assert_int_equal(block_req(be, BLOCK_OP_READ, (run - 1) * BS, back, BS), 0);
+            fill(buf, BS, run - 1);
+            assert_memory_equal(back, buf, BS);
+        }
+        fill(buf, BS, run);
+        assert_int_equal(block_req(be, BLOCK_OP_WRITE, run * BS, buf, BS), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        block_backend_destroy(be);
+        uint64_t gen, flush;
+        bool dirty;
+        crucible_ds_extent_meta(ds[0], 0, &gen, &flush, &dirty);
+        assert_int_equal(gen, run); /* one more each time */
+    }
+    /* A fixed generation not above the region's is refused. */
+    struct config_block_dev cfg = disk_cfg(3, false, false);
+    assert_null(block_backend_open(&cfg));
+    cfg = disk_cfg(4, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    block_backend_destroy(be);
+    stop_all();
+}
+
+static bool file_contains(const char *path, const uint8_t *needle, size_t len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static uint8_t data[BS * EXTENT];
+    size_t n = fread(data, 1, sizeof(data), f);
+    fclose(f);
+    for (size_t i = 0; i + len <= n; i++)
+        if (memcmp(data + i, needle, len) == 0)
+            return true;
+    return false;
+}
+
+static void test_encrypted_region_holds_no_plaintext(void **state)
+{
+    need_netns();
+    start_all("enc", true);
+    struct config_block_dev cfg = disk_cfg(1, false, true);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[4 * BS], back[4 * BS];
+    memset(buf, 0, sizeof(buf));
+    for (size_t i = 0; i < sizeof(buf); i += 32)
+        memcpy(buf + i, "PLAINTEXT-MARKER-0123456789abcd", 32);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 8 * BS, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8 * BS, back, sizeof(back)), 0);
+    assert_memory_equal(back, buf, sizeof(buf));
+    /* Never-written blocks read as zeroes. */
+    uint8_t zero[BS] = {0};
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 100 * BS, back, BS), 0);
+    assert_memory_equal(back, zero, BS);
+    block_backend_destroy(be);
+    for (int i = 0; i < 3; i++) {
+        char path[160];
+        snprintf(path, sizeof(path), "%s/extent-0000", ds_dirs[i]);
+        assert_false(file_contains(path, (const uint8_t *)"PLAINTEXT-MARKER", 16));
+    }
+    /* Without the key the downstairs refuse the disk. */
+    cfg = disk_cfg(2, false, false);
+    assert_null(block_backend_open(&cfg));
+    stop_all();
+}
+
+static void test_downstairs_lost_and_replayed(void **state)
+{
+    need_netns();
+    start_all("replay", false);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t *buf = malloc(DISK), *back = malloc(DISK);
+    fill(buf, DISK, 7);
+    /* Writes in flight when downstairs 2 goes away. */
+    struct pending_req p[8];
+    for (int k = 0; k < 8; k++)
+        block_req_start(&p[k], be, BLOCK_OP_WRITE, (uint64_t)k * (DISK / 8), buf + k * (DISK / 8),
+                        DISK / 8);
+    crucible_ds_stop(ds[2]);
+    ds[2] = NULL;
+    for (int k = 0; k < 8; k++)
+        assert_int_equal(block_req_wait(&p[k]), 0);
+    /* I/O goes on with two. */
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, DISK), 0);
+    assert_memory_equal(back, buf, DISK);
+    fill(buf + 5 * BS, BS * 10, 8);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 5 * BS, buf + 5 * BS, BS * 10), 0);
+    /* It comes back: what it missed is replayed to it. */
+    restart(2, false);
+    uint8_t blk[BS];
+    bool caught_up = false;
+    for (int tries = 0; tries < 100 && !caught_up; tries++) {
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        read_ds_block(2, 14, blk);
+        caught_up = memcmp(blk, buf + 14 * BS, BS) == 0;
+        if (!caught_up)
+            usleep(50000);
+    }
+    assert_true(caught_up);
+    block_backend_destroy(be);
+    for (uint64_t b = 0; b < EXTENT * EXTENTS; b += 11) {
+        read_ds_block(2, b, blk);
+        assert_memory_equal(blk, buf + b * BS, BS);
+    }
+    stop_all();
+    free(buf);
+    free(back);
+}
+
+static void test_reconciliation_after_missed_writes(void **state)
+{
+    need_netns();
+    start_all("reconcile", false);
+    struct config_block_dev cfg = disk_cfg(0, true, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[8 * BS], blk[BS];
+    fill(buf, sizeof(buf), 21);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    /* Downstairs 0 misses the next writes and flush, then the disk
+     * closes before it is back. */
+    crucible_ds_stop(ds[0]);
+    ds[0] = NULL;
+    fill(buf, sizeof(buf), 22);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, EXTENT * BS, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    block_backend_destroy(be);
+    restart(0, false);
+    read_ds_block(0, EXTENT, blk);
+    assert_memory_not_equal(blk, buf, BS);
+
+    /* Activation copies extent 1 to it from the others. */
+    cfg = disk_cfg(0, true, false);
+    assert_non_null(be = block_backend_open(&cfg));
+    for (int k = 0; k < 8; k++) {
+        read_ds_block(0, EXTENT + k, blk);
+        assert_memory_equal(blk, buf + k * BS, BS);
+    }
+    uint64_t gen[3], flush[3];
+    bool dirty[3];
+    for (int i = 0; i < 3; i++)
+        crucible_ds_extent_meta(ds[i], 1, &gen[i], &flush[i], &dirty[i]);
+    assert_int_equal(gen[0], gen[1]);
+    assert_int_equal(gen[0], gen[2]);
+    assert_int_equal(flush[0], flush[1]);
+    assert_int_equal(flush[0], flush[2]);
+    assert_false(dirty[0] || dirty[1] || dirty[2]);
+    block_backend_destroy(be);
+    stop_all();
+}
+
+static void test_corrupt_block_read_from_another(void **state)
+{
+    need_netns();
+    start_all("corrupt", false);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[BS], back[BS], junk[BS];
+    fill(buf, BS, 31);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 3 * BS, buf, BS), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    memset(junk, 0xee, BS);
+    write_ds_block(0, 3, junk);
+    write_ds_block(1, 3, junk);
+    for (int k = 0; k < 5; k++) {
+        memset(back, 0, BS);
+        assert_int_equal(block_req(be, BLOCK_OP_READ, 3 * BS, back, BS), 0);
+        assert_memory_equal(back, buf, BS);
+    }
+    /* All three bad: the read fails rather than return bad data. */
+    write_ds_block(2, 3, junk);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 3 * BS, back, BS), -EIO);
+    block_backend_destroy(be);
+    stop_all();
+}
+
+static void test_newer_upstairs_takes_over(void **state)
+{
+    need_netns();
+    start_all("takeover", false);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *old = block_backend_open(&cfg);
+    assert_non_null(old);
+    uint8_t buf[BS];
+    fill(buf, BS, 41);
+    assert_int_equal(block_req(old, BLOCK_OP_WRITE, 0, buf, BS), 0);
+    assert_int_equal(block_req(old, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    /* The same generation from another session is refused... */
+    cfg = disk_cfg(1, false, false);
+    memset(cfg.crucible.upstairs_id, 0x22, 16);
+    assert_null(block_backend_open(&cfg));
+    /* ...a higher one takes over, and the old upstairs' I/O fails. */
+    cfg = disk_cfg(2, false, false);
+    struct block_backend *newer = block_backend_open(&cfg);
+    assert_non_null(newer);
+    int st = 0;
+    for (int tries = 0; tries < 50 && st == 0; tries++) {
+        st = block_req(old, BLOCK_OP_FLUSH, 0, NULL, 0);
+        if (st == 0)
+            usleep(20000);
+    }
+    assert_int_equal(st, -EIO);
+    uint8_t back[BS];
+    assert_int_equal(block_req(newer, BLOCK_OP_READ, 0, back, BS), 0);
+    assert_memory_equal(back, buf, BS);
+    block_backend_destroy(old);
+    block_backend_destroy(newer);
+    stop_all();
+}
+
+static void test_unsupported_keys_refused(void **state)
+{
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    char pem[] = "cert.pem";
+    cfg.crucible.cert_pem = pem;
+    assert_null(block_backend_open(&cfg));
+    cfg = disk_cfg(1, false, false);
+    cfg.crucible.lossy = true;
+    assert_null(block_backend_open(&cfg));
+}
+
+static void test_crucible_mem_is_a_ram_disk(void **state)
+{
+    struct config_block_dev cfg = {.name = "cm",
+                                   .type = CONFIG_BLOCK_CRUCIBLE_MEM,
+                                   .has_block_size = true,
+                                   .block_size = 4096,
+                                   .source = "test.toml"};
+    cfg.crucible_mem.size = 1 << 20;
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    assert_int_equal(be->info.size, 1 << 20);
+    assert_int_equal(be->info.block_size, 4096);
+    uint8_t buf[4096], back[4096];
+    fill(buf, sizeof(buf), 5);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 8192, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 8192, back, sizeof(back)), 0);
+    assert_memory_equal(back, buf, sizeof(buf));
+    block_backend_destroy(be);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_flush_read_on_all_three),
+        cmocka_unit_test(test_generation_auto_three_restarts),
+        cmocka_unit_test(test_encrypted_region_holds_no_plaintext),
+        cmocka_unit_test(test_downstairs_lost_and_replayed),
+        cmocka_unit_test(test_reconciliation_after_missed_writes),
+        cmocka_unit_test(test_corrupt_block_read_from_another),
+        cmocka_unit_test(test_newer_upstairs_takes_over),
+        cmocka_unit_test(test_unsupported_keys_refused),
+        cmocka_unit_test(test_crucible_mem_is_a_ram_disk),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
