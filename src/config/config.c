@@ -549,6 +549,21 @@ static int parse_crucible(struct parser *p, struct section *s, struct config_blo
             return -1;
         c->has_control_addr = true;
     }
+#define KEY_POS(k) c->pos.k = sec_pos(s, #k)
+    KEY_POS(block_size);
+    KEY_POS(blocks_per_extent);
+    KEY_POS(extent_count);
+    KEY_POS(targets);
+    KEY_POS(generation);
+    KEY_POS(upstairs_id);
+    KEY_POS(lossy);
+    KEY_POS(encryption_key);
+    KEY_POS(cert_pem);
+    KEY_POS(key_pem);
+    KEY_POS(root_cert_pem);
+    KEY_POS(control_addr);
+    KEY_POS(read_only);
+#undef KEY_POS
     return 0;
 }
 

@@ -120,6 +120,13 @@ struct config_crucible {
     char *cert_pem, *key_pem, *root_cert_pem; /* NULL if unset */
     bool has_control_addr;
     struct config_sockaddr control_addr;
+    /* Where each key was written ({0, 0}: not written), for the back
+     * end's errors. */
+    struct {
+        struct config_pos block_size, blocks_per_extent, extent_count, targets, generation,
+            upstairs_id, lossy, encryption_key, cert_pem, key_pem, root_cert_pem, control_addr,
+            read_only;
+    } pos;
 };
 
 struct config_block_dev {

@@ -6,8 +6,9 @@
  * no plaintext in the region files, a downstairs stopped mid-write and
  * brought back (I/O goes on with two, the jobs are replayed to it),
  * reconciliation of a downstairs that missed writes while the disk was
- * closed, a corrupted block read from another downstairs, and a newer
- * upstairs taking the region over. */
+ * closed or disagree on flush numbers and dirty bits, a corrupted block
+ * read from another downstairs, a lagging downstairs, a generation a
+ * downstairs refuses, and a newer upstairs taking the region over. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -79,14 +80,25 @@ static struct crucible_ds_config ds_cfg(int i, const char *test, bool encrypted)
     return c;
 }
 
-/* Three downstairs of a fresh region set named test. */
-static void start_all(const char *test, bool encrypted)
+/* Three downstairs of a fresh region set named test; faults[i], when
+ * given, sets downstairs i's fault fields. */
+static void start_faulty(const char *test, bool encrypted, const struct crucible_ds_config *faults)
 {
     for (int i = 0; i < 3; i++) {
         struct crucible_ds_config c = ds_cfg(i, test, encrypted);
+        if (faults) {
+            c.lag_ms = faults[i].lag_ms;
+            c.corrupt_reads = faults[i].corrupt_reads;
+            c.min_generation = faults[i].min_generation;
+        }
         assert_non_null(ds[i] = crucible_ds_start(&c, 0));
         port[i] = crucible_ds_port(ds[i]);
     }
+}
+
+static void start_all(const char *test, bool encrypted)
+{
+    start_faulty(test, encrypted, NULL);
 }
 
 /* Downstairs i again, on its port and region. */
@@ -443,6 +455,96 @@ static void test_newer_upstairs_takes_over(void **state)
     stop_all();
 }
 
+static void test_lagging_and_corrupting_downstairs(void **state)
+{
+    need_netns();
+    /* One downstairs answers late, one returns bad blocks: I/O still
+     * completes with the right data. */
+    struct crucible_ds_config faults[3] = {{.lag_ms = 30}, {.corrupt_reads = true}, {0}};
+    start_faulty("faults", false, faults);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[16 * BS], back[16 * BS];
+    fill(buf, sizeof(buf), 51);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(block_req(be, BLOCK_OP_WRITE, (uint64_t)k * sizeof(buf), buf, sizeof(buf)),
+                         0);
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        memset(back, 0, sizeof(back));
+        assert_int_equal(
+            block_req(be, BLOCK_OP_READ, (uint64_t)k * sizeof(buf), back, sizeof(back)), 0);
+        assert_memory_equal(back, buf, sizeof(buf));
+    }
+    block_backend_destroy(be);
+    /* The late one gets every write too (a flush completes on two, so it
+     * may still be working through them). */
+    uint8_t blk[BS];
+    for (int tries = 0; tries < 250; tries++) {
+        read_ds_block(0, 3 * 16 + 15, blk);
+        if (memcmp(blk, buf + 15 * BS, BS) == 0)
+            break;
+        usleep(20000);
+    }
+    assert_memory_equal(blk, buf + 15 * BS, BS);
+    stop_all();
+}
+
+static void test_generation_refused_by_a_downstairs(void **state)
+{
+    need_netns();
+    struct crucible_ds_config faults[3] = {{0}, {.min_generation = 5}, {0}};
+    start_faulty("refuse", false, faults);
+    struct config_block_dev cfg = disk_cfg(2, false, false);
+    assert_null(block_backend_open(&cfg));
+    cfg = disk_cfg(0, true, false);
+    assert_null(block_backend_open(&cfg));
+    cfg = disk_cfg(5, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    block_backend_destroy(be);
+    stop_all();
+}
+
+static void test_disagreeing_flush_numbers_reconciled(void **state)
+{
+    need_netns();
+    start_all("disagree", false);
+    struct config_block_dev cfg = disk_cfg(0, true, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[4 * BS];
+    fill(buf, sizeof(buf), 61);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 2 * EXTENT * BS, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    block_backend_destroy(be);
+    /* Downstairs 1 claims a later flush of extent 2, downstairs 2 a
+     * dirty extent 3. */
+    uint64_t gen, flush;
+    bool dirty;
+    crucible_ds_extent_meta(ds[1], 2, &gen, &flush, &dirty);
+    crucible_ds_set_extent_meta(ds[1], 2, gen, flush + 40, false);
+    crucible_ds_extent_meta(ds[2], 3, &gen, &flush, &dirty);
+    crucible_ds_set_extent_meta(ds[2], 3, gen, flush, true);
+
+    cfg = disk_cfg(0, true, false);
+    assert_non_null(be = block_backend_open(&cfg));
+    for (uint32_t e = 2; e <= 3; e++) {
+        uint64_t g[3], f[3];
+        bool d[3];
+        for (int i = 0; i < 3; i++)
+            crucible_ds_extent_meta(ds[i], e, &g[i], &f[i], &d[i]);
+        assert_true(g[0] == g[1] && g[1] == g[2]);
+        assert_true(f[0] == f[1] && f[1] == f[2]);
+        assert_false(d[0] || d[1] || d[2]);
+    }
+    uint8_t back[sizeof(buf)];
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 2 * EXTENT * BS, back, sizeof(back)), 0);
+    assert_memory_equal(back, buf, sizeof(buf));
+    block_backend_destroy(be);
+    stop_all();
+}
+
 static void test_unsupported_keys_refused(void **state)
 {
     struct config_block_dev cfg = disk_cfg(1, false, false);
@@ -484,6 +586,9 @@ int main(void)
         cmocka_unit_test(test_reconciliation_after_missed_writes),
         cmocka_unit_test(test_corrupt_block_read_from_another),
         cmocka_unit_test(test_newer_upstairs_takes_over),
+        cmocka_unit_test(test_lagging_and_corrupting_downstairs),
+        cmocka_unit_test(test_generation_refused_by_a_downstairs),
+        cmocka_unit_test(test_disagreeing_flush_numbers_reconciled),
         cmocka_unit_test(test_unsupported_keys_refused),
         cmocka_unit_test(test_crucible_mem_is_a_ram_disk),
     };

@@ -1675,6 +1675,34 @@ static const char *client_state_name(enum client_state s)
     return names[s];
 }
 
+/* Where key was written in the config ({0, 0}: at the section). */
+static struct config_pos key_pos(const struct config_block_dev *cfg, const char *key)
+{
+    const struct config_crucible *c = &cfg->crucible;
+    const struct {
+        const char *key;
+        struct config_pos pos;
+    } keys[] = {
+        {"block_size", c->pos.block_size},
+        {"blocks_per_extent", c->pos.blocks_per_extent},
+        {"extent_count", c->pos.extent_count},
+        {"targets", c->pos.targets},
+        {"generation", c->pos.generation},
+        {"upstairs_id", c->pos.upstairs_id},
+        {"lossy", c->pos.lossy},
+        {"encryption_key", c->pos.encryption_key},
+        {"cert_pem", c->pos.cert_pem},
+        {"key_pem", c->pos.key_pem},
+        {"root_cert_pem", c->pos.root_cert_pem},
+        {"control_addr", c->pos.control_addr},
+        {"read_only", c->pos.read_only},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i].key, key) == 0)
+            return keys[i].pos;
+    return (struct config_pos){0, 0};
+}
+
 /* Keys of the reference this back end does not implement: refused at
  * their line rather than ignored. */
 static bool refuse_unsupported(const struct config_block_dev *cfg)
@@ -1685,18 +1713,17 @@ static bool refuse_unsupported(const struct config_block_dev *cfg)
                       : c->root_cert_pem ? "root_cert_pem"
                                          : NULL;
     if (key) {
-        blk_config_error(cfg, key, (struct config_pos){0},
-                         "TLS to the downstairs is not supported yet");
+        blk_config_error(cfg, key, key_pos(cfg, key), "TLS to the downstairs is not supported yet");
         return true;
     }
     if (c->has_control_addr) {
-        blk_config_error(cfg, "control_addr", (struct config_pos){0},
+        blk_config_error(cfg, "control_addr", key_pos(cfg, "control_addr"),
                          "crucible's HTTP control endpoint is not supported; the disk's state "
                          "is in the VMM's log");
         return true;
     }
     if (c->lossy) {
-        blk_config_error(cfg, "lossy", (struct config_pos){0},
+        blk_config_error(cfg, "lossy", key_pos(cfg, "lossy"),
                          "lossy (crucible's fault injection for its own tests) is not supported");
         return true;
     }
@@ -1725,7 +1752,7 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
     up->encrypted = cfg->crucible.has_encryption_key;
     up->blocks = up->cfg.blocks_per_extent * up->cfg.extent_count;
     if (up->cfg.blocks_per_extent > UINT64_MAX / up->cfg.extent_count / up->block_size) {
-        blk_config_error(cfg, "extent_count", (struct config_pos){0},
+        blk_config_error(cfg, "extent_count", key_pos(cfg, "extent_count"),
                          "blocks_per_extent * extent_count * block_size overflows");
         goto fail;
     }
@@ -1733,7 +1760,7 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
         char why[256];
         if (!(up->cipher = crucible_cipher_open(cfg->crucible.encryption_key, CRUCIBLE_KEY_LEN, why,
                                                 sizeof(why)))) {
-            blk_config_error(cfg, "encryption_key", (struct config_pos){0}, "%s", why);
+            blk_config_error(cfg, "encryption_key", key_pos(cfg, "encryption_key"), "%s", why);
             goto fail;
         }
     }
@@ -1788,15 +1815,15 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
     }
     stop_thread(up);
     if (st == UP_FAILED) {
-        blk_config_error(cfg, up->fail_key ? up->fail_key : "targets", (struct config_pos){0}, "%s",
-                         up->fail_why);
+        const char *key = up->fail_key ? up->fail_key : "targets";
+        blk_config_error(cfg, key, key_pos(cfg, key), "%s", up->fail_why);
     } else {
         char states[384];
         size_t n = 0;
         for (int i = 0; i < NCLIENTS; i++)
             n += (size_t)snprintf(states + n, sizeof(states) - n, "%s%s %s", i ? ", " : "",
                                   target_text(up, i), client_state_name(up->clients[i].state));
-        blk_config_error(cfg, "targets", (struct config_pos){0},
+        blk_config_error(cfg, "targets", key_pos(cfg, "targets"),
                          "the three downstairs were not ready within %lld s (%s)",
                          (long long)(ACTIVATE_TIMEOUT_NS / SEC_NS), states);
     }

@@ -207,6 +207,8 @@ static void do_read(struct crucible_ds *ds, struct conn *c, const struct crucibl
             memcpy(bc.nonce, s.nonce, sizeof(bc.nonce));
             memcpy(bc.tag, s.tag, sizeof(bc.tag));
             rc[i] = crucible_read_context_of(s.state ? &bc : NULL);
+            if (ds->cfg.corrupt_reads)
+                data[i * bs] ^= 0x5a; /* now matches neither its hash nor zeroes */
         }
         r.read_contexts = rc;
         r.read_context_count = r.result_ok ? m->count : 0;
@@ -262,6 +264,8 @@ static bool same_uuid(const struct crucible_uuid *a, const struct crucible_uuid 
 static bool promote(struct crucible_ds *ds, int i)
 {
     struct conn *c = &ds->conns[i];
+    if (c->generation < ds->cfg.min_generation)
+        return false;
     if (ds->cfg.read_only)
         return true;
     if (ds->active >= 0 && ds->active != i) {
@@ -397,6 +401,8 @@ static bool handle(struct crucible_ds *ds, int i, const struct crucible_msg *m)
     }
     if (ds->cfg.read_only && (m->type == CM_WRITE || m->type == CM_WRITE_UNWRITTEN))
         return false;
+    if (ds->cfg.lag_ms)
+        usleep(ds->cfg.lag_ms * 1000u);
     switch (m->type) {
     case CM_WRITE:
         ack(c, CM_WRITE_ACK, m, do_write(ds, m, false));
@@ -568,5 +574,19 @@ void crucible_ds_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t *
     *gen = ds->extents[extent].h.gen;
     *flush = ds->extents[extent].h.flush;
     *dirty = ds->extents[extent].h.dirty;
+    pthread_mutex_unlock(&ds->lock);
+}
+
+void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t gen,
+                                 uint64_t flush, bool dirty)
+{
+    pthread_mutex_lock(&ds->lock);
+    struct extent *e = &ds->extents[extent];
+    e->h.gen = gen;
+    e->h.flush = flush;
+    e->h.dirty = dirty;
+    e->in_flush_set = dirty;
+    if (write_header(e) < 0)
+        die_msg("extent header");
     pthread_mutex_unlock(&ds->lock);
 }

@@ -9,6 +9,9 @@
  * stamped on the dirty extents a flush covers. Jobs run in the order they
  * arrive (an upstairs sends each job after its dependencies).
  *
+ * Faults on request: replies late, reads with bad blocks, generations
+ * refused.
+ *
  * Region files in dir: extent-NNNN (the blocks) and extent-NNNN.meta (the
  * extent's generation, flush number and dirty bit, then each block's
  * context), our own format. */
@@ -28,6 +31,10 @@ struct crucible_ds_config {
     bool encrypted;
     bool read_only;
     struct crucible_uuid region_uuid;
+    /* Faults, for the upstairs' tests: */
+    unsigned lag_ms;         /* every I/O reply sent this much late */
+    bool corrupt_reads;      /* read replies carry blocks whose hash is wrong */
+    uint64_t min_generation; /* promotions below it refused (the connection dropped) */
 };
 
 struct crucible_ds;
@@ -43,5 +50,9 @@ void crucible_ds_stop(struct crucible_ds *ds);
  * downstairs' lock). */
 void crucible_ds_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t *gen,
                              uint64_t *flush, bool *dirty);
+
+/* Sets an extent's numbers (to make the downstairs disagree). */
+void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t gen,
+                                 uint64_t flush, bool dirty);
 
 #endif
