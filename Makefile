@@ -46,6 +46,11 @@ $(BUILD)/ttyexpect: tools/ttyexpect.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_RELEASE) -static $< -o $@
 
+# The test crucible downstairs as a program (VM tests, benchmark).
+$(BUILD)/crucible-ds: tests/crucible/downstairs.c tests/unit/support/crucible_ds.c $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) -Itests/unit $^ -o $@ $(LDLIBS)
+
 # Sanitizer builds of the binaries, used by the test tiers.
 $(BUILD)/san/propolis-standalone: $(BUILD)/san/src/main.o $(SAN_OBJS)
 	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS)
@@ -84,8 +89,9 @@ unit-test: $(UNIT_BINS)
 toml-test: $(BUILD)/san/toml2json
 	tests/toml/run.sh $(BUILD)/san/toml2json
 
-kvm-test: $(BUILD)/san/propolis-standalone $(BUILD)/ttyexpect guest
-	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN)
+kvm-test: $(BUILD)/san/propolis-standalone $(BUILD)/ttyexpect $(BUILD)/crucible-ds guest
+	python3 tests/kvm/run_tests.py --vmm $(BUILD)/san/propolis-standalone --guest $(GUEST_BIN) \
+	    --crucible-ds $(BUILD)/crucible-ds
 
 $(BUILD)/bench/startup: bench/startup.c bench/bench_util.c
 	@mkdir -p $(dir $@)

@@ -607,18 +607,6 @@ static int build_configured_devices(struct vmm *vmm)
 /* Features later work implements are refused by name rather than ignored. */
 static int refuse_unsupported(const struct config *cfg)
 {
-    for (size_t i = 0; i < cfg->block_dev_count; i++) {
-        const struct config_block_dev *bd = &cfg->block_devs[i];
-        if (bd->type == CONFIG_BLOCK_FILE || bd->type == CONFIG_BLOCK_MEM_ASYNC ||
-            bd->type == CONFIG_BLOCK_CLOUDINIT || bd->type == CONFIG_BLOCK_NBD)
-            continue;
-        char key[128];
-        snprintf(key, sizeof(key), "block_dev.%s", bd->name);
-        config_report(cfg, (struct config_pos){bd->line, bd->column}, key,
-                      "block device type \"%s\" is not yet supported",
-                      config_block_type_name(bd->type));
-        return -1;
-    }
     for (size_t i = 0; i < cfg->device_count; i++) {
         const struct config_device *dev = &cfg->devices[i];
         const struct driver *drv = driver_of(dev->driver);

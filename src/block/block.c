@@ -30,7 +30,7 @@ struct block_backend *block_backend_open(const struct config_block_dev *cfg)
     case CONFIG_BLOCK_CRUCIBLE_MEM:
         return block_crucible_mem_open(cfg);
     }
-    log_error("block_dev.%s: block device type \"%s\" is not yet supported", cfg->name,
+    log_error("block_dev.%s: unknown block device type \"%s\"", cfg->name,
               config_block_type_name(cfg->type));
     return NULL;
 }

@@ -66,9 +66,10 @@ struct block_backend {
     struct block_info info;
 };
 
-/* Opens the back end a [block_dev.*] section describes (file, mem-async, cloudinit;
- * other types are refused with a clear "not yet supported" error). On
- * error logs one message naming the section and returns NULL. */
+/* Opens the back end a [block_dev.*] section describes (file, mem-async,
+ * cloudinit, nbd, crucible, crucible-mem). On error logs one message
+ * naming the section (and the key, where one is at fault) and returns
+ * NULL. */
 struct block_backend *block_backend_open(const struct config_block_dev *cfg);
 
 /* "read", "write", "flush", "discard", "write-zeroes": for messages. */

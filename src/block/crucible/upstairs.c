@@ -68,9 +68,17 @@
 #define PROMOTION_REFUSALS 3
 /* A guest request is split into jobs of at most this much. */
 #define JOB_MAX_BYTES (1u << 20)
-/* An offline downstairs is faulted beyond this (crucible's limits). */
-#define HELD_MAX_JOBS 1000
+/* An offline downstairs is faulted beyond this. Crucible's limit is 1000
+ * jobs (it then repairs the downstairs while I/O goes on); with no such
+ * live repair here, jobs are held up to its byte limit, which the
+ * retained-data limit below bounds anyway. */
+#define HELD_MAX_JOBS 16384
 #define HELD_MAX_BYTES (50ull << 20)
+/* Guest requests wait while an active downstairs has this much sent and
+ * unanswered (crucible's back-pressure): a slow downstairs slows the
+ * guest rather than letting its backlog grow. */
+#define SENT_MAX_JOBS 1024
+#define SENT_MAX_BYTES (16ull << 20)
 /* Write data kept until a flush retires it: beyond this, guest writes
  * wait; past half of it, a flush is sent. */
 #define RETAINED_MAX_BYTES (64ull << 20)
@@ -151,6 +159,7 @@ struct client {
     bool has_last_flush;
     uint64_t last_flush;
     uint64_t held_jobs, held_bytes;
+    uint64_t sent_jobs, sent_bytes; /* sent and not answered yet */
 };
 
 enum up_state { UP_ACTIVATING, UP_RECONCILING, UP_ACTIVE, UP_FAILED };
@@ -334,6 +343,11 @@ static int compute_deps(struct crucible_upstairs *up, struct job *j)
     return 0;
 }
 
+static uint64_t job_bytes(const struct crucible_upstairs *up, const struct job *j)
+{
+    return j->kind == JOB_WRITE ? j->count * up->block_size : 0;
+}
+
 /* Sends job j to downstairs c, its dependencies pruned of jobs skipped
  * there. */
 static void send_job(struct crucible_upstairs *up, struct client *c, struct job *j)
@@ -376,15 +390,13 @@ static void send_job(struct crucible_upstairs *up, struct client *c, struct job 
         break;
     }
     j->state[c->index] = JS_SENT;
+    c->sent_jobs++;
+    c->sent_bytes += job_bytes(up, j);
     client_send(c, &m);
     if (deps != deps_buf)
         free(deps);
 }
 
-static uint64_t job_bytes(const struct crucible_upstairs *up, const struct job *j)
-{
-    return j->kind == JOB_WRITE ? j->count * up->block_size : 0;
-}
 
 /* Enqueues j (id, dependencies) and sends it to every active downstairs;
  * it is held for the offline ones and skipped for the faulted. */
@@ -525,6 +537,9 @@ static void job_set_state(struct crucible_upstairs *up, struct client *c, struct
     if (j->state[c->index] == JS_HELD) {
         c->held_jobs--;
         c->held_bytes -= job_bytes(up, j);
+    } else {
+        c->sent_jobs--;
+        c->sent_bytes -= job_bytes(up, j);
     }
     j->state[c->index] = (uint8_t)s;
     if (s == JS_DONE)
@@ -558,7 +573,7 @@ static void client_fault(struct client *c, const char *why)
     c->state = CL_FAULTED;
     for (struct job *j = up->jobs_head; j; j = j->next)
         job_set_state(up, c, j, JS_SKIPPED);
-    c->held_jobs = c->held_bytes = 0;
+    c->held_jobs = c->held_bytes = c->sent_jobs = c->sent_bytes = 0;
 }
 
 static void schedule_reconnect(struct client *c, int64_t now)
@@ -603,6 +618,8 @@ static void client_drop(struct client *c, const char *why)
         for (struct job *j = up->jobs_head; j; j = j->next)
             if (j->state[c->index] == JS_SENT) {
                 j->state[c->index] = JS_HELD;
+                c->sent_jobs--;
+                c->sent_bytes -= job_bytes(up, j);
                 c->held_jobs++;
                 c->held_bytes += job_bytes(up, j);
             }
@@ -1320,6 +1337,12 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
     if (req->op == BLOCK_OP_WRITE && up->retained_bytes + req->len > RETAINED_MAX_BYTES &&
         up->jobs_head)
         return 1;
+    for (int i = 0; i < NCLIENTS; i++) {
+        const struct client *c = &up->clients[i];
+        if (c->state == CL_ACTIVE &&
+            (c->sent_jobs >= SENT_MAX_JOBS || c->sent_bytes >= SENT_MAX_BYTES))
+            return 1;
+    }
     /* One part per job, plus this function's own until all are queued. */
     req->backend_private[BLK_PRIV_STATUS] = 0;
     req->backend_private[BLK_PRIV_KIND] = 1;
@@ -1516,13 +1539,17 @@ static void *upstairs_main(void *arg)
         }
         run_round(up, stop);
         if (stop) {
+            /* Every downstairs that can take it: a deactivation. */
             struct job *f = final_flush ? find_job(up, final_flush) : NULL;
-            if (up->state != UP_ACTIVE || !f || f->answered)
+            bool finished = true;
+            for (int i = 0; i < NCLIENTS && f; i++)
+                finished = finished && f->state[i] != JS_SENT && f->state[i] != JS_HELD;
+            if (up->state != UP_ACTIVE || finished)
                 break;
             if (now_ns() >= stop_deadline) {
-                log_warn("block_dev.%s: stopped before two downstairs acknowledged the final "
-                         "flush",
-                         up->name);
+                log_warn("block_dev.%s: stopped before %s", up->name,
+                         f && f->done >= 2 ? "every downstairs acknowledged the final flush"
+                                           : "two downstairs acknowledged the final flush");
                 break;
             }
         }

@@ -590,3 +590,23 @@ void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64
         die_msg("extent header");
     pthread_mutex_unlock(&ds->lock);
 }
+
+int crucible_ds_store(struct crucible_ds *ds, uint64_t block, const uint8_t *data, uint64_t count)
+{
+    uint32_t bs = ds->cfg.block_size;
+    if (ds->cfg.encrypted || !range_ok(ds, block, count))
+        return -1;
+    int rc = 0;
+    pthread_mutex_lock(&ds->lock);
+    for (uint64_t i = 0; i < count && rc == 0; i++) {
+        uint64_t b = block + i;
+        struct extent *e = &ds->extents[b / ds->cfg.extent_size];
+        uint64_t in = b % ds->cfg.extent_size;
+        struct slot s = {.state = 1, .hash = crucible_hash_plain(data + i * bs, bs)};
+        if (pwrite(e->meta_fd, &s, sizeof(s), slot_off(in)) != sizeof(s) ||
+            pwrite(e->data_fd, data + i * bs, bs, (off_t)(in * bs)) != (ssize_t)bs)
+            rc = -1;
+    }
+    pthread_mutex_unlock(&ds->lock);
+    return rc;
+}

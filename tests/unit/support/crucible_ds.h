@@ -51,6 +51,11 @@ void crucible_ds_stop(struct crucible_ds *ds);
 void crucible_ds_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t *gen,
                              uint64_t *flush, bool *dirty);
 
+/* Stores count blocks from block on, as if they had been written and
+ * flushed long ago (plain contexts; an unencrypted region): a prepared
+ * image. Returns 0 or -1. */
+int crucible_ds_store(struct crucible_ds *ds, uint64_t block, const uint8_t *data, uint64_t count);
+
 /* Sets an extent's numbers (to make the downstairs disagree). */
 void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t gen,
                                  uint64_t flush, bool dirty);
