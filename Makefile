@@ -49,7 +49,7 @@ $(BUILD)/ttyexpect: tools/ttyexpect.c
 # The test crucible downstairs as a program (VM tests, benchmark).
 $(BUILD)/crucible-ds: tests/crucible/downstairs.c tests/unit/support/crucible_ds.c $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) -Itests/unit $^ -o $@ $(LDLIBS)
+	$(CC) $(CFLAGS_RELEASE) -Itests/unit $^ -o $@ $(LDLIBS) -lssl -lcrypto
 
 # Sanitizer builds of the binaries, used by the test tiers.
 $(BUILD)/san/propolis-standalone: $(BUILD)/san/src/main.o $(SAN_OBJS)
@@ -69,7 +69,7 @@ $(BUILD)/san/tests/unit/%.o: tests/unit/%.c
 
 $(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SUPPORT_OBJS) $(SAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS_SAN) $^ -o $@ $(LDLIBS) -lcmocka -lssl -lcrypto
 
 # Real-guest tests: in the nested rig, or directly where host KVM runs them.
 RIG_TESTS := tests/rig/selftest.sh tests/rig/test_firmware.sh tests/rig/test_storage.sh \

@@ -16,6 +16,7 @@ packages=(
     libseccomp-dev                        # per-thread-class syscall filters
     libnbd-dev                            # type = "nbd" disks (libnbd0, loaded on demand)
     libgcrypt20-dev libxxhash-dev         # crucible: AES-256-GCM-SIV and the block hash (static)
+    libssl-dev openssl                    # crucible: TLS to the downstairs (libssl3, loaded on demand); test certificates
     nbdkit qemu-utils                     # NBD servers for the nbd tests (nbdkit, qemu-nbd)
     clang libclang-rt-dev                 # libFuzzer targets (make fuzz)
     clang-format

@@ -6,6 +6,7 @@
  *               [--extent-count 16] [--uuid-byte N] [--encrypted] [--read-only]
  *               [--lag-ms N] [--corrupt-reads] [--min-generation N]
  *               [--bench-fill SEED] [--ready-file PATH]
+ *               [--tls-cert PEM --tls-key PEM --tls-root PEM]
  *
  * --bench-fill stores the guest storage bench's pattern for SEED in every
  * 4 KiB of the region (guest/storage_bench.c, data_prepare), as the host
@@ -79,6 +80,9 @@ int main(int argc, char **argv)
         {"min-generation", required_argument, 0, 'g'},
         {"ready-file", required_argument, 0, 'f'},
         {"bench-fill", required_argument, 0, 'F'},
+        {"tls-cert", required_argument, 0, 'C'},
+        {"tls-key", required_argument, 0, 'K'},
+        {"tls-root", required_argument, 0, 'R'},
         {0, 0, 0, 0},
     };
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -119,6 +123,15 @@ int main(int argc, char **argv)
         case 'f':
             ready_file = optarg;
             break;
+        case 'C':
+            cfg.tls_cert = optarg;
+            break;
+        case 'K':
+            cfg.tls_key = optarg;
+            break;
+        case 'R':
+            cfg.tls_root = optarg;
+            break;
         case 'F':
             fill = true;
             fill_seed = number("bench-fill", optarg, UINT64_MAX);
@@ -126,6 +139,10 @@ int main(int argc, char **argv)
         default:
             return 2;
         }
+    }
+    if (!cfg.tls_cert != !cfg.tls_key || !cfg.tls_cert != !cfg.tls_root) {
+        fprintf(stderr, "crucible-ds: --tls-cert, --tls-key and --tls-root go together\n");
+        return 2;
     }
     if (!cfg.dir || (cfg.block_size & (cfg.block_size - 1)) || cfg.block_size < 512 ||
         !cfg.extent_size || !cfg.extent_count) {

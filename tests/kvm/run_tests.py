@@ -699,6 +699,23 @@ def crucible_section(name, ports, generation="1", extra=""):
             % (name, ", ".join('"127.0.0.1:%d"' % p for p in ports), generation, extra))
 
 
+def make_certificates(d):
+    """A root, a certificate for each downstairs (downstairsN) and one for
+    the upstairs, made with the openssl tool, in d."""
+    k = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    def run(*args):
+        r = subprocess.run(["openssl"] + list(args), cwd=d, capture_output=True, text=True)
+        check(r.returncode == 0, "openssl %s: %s" % (args[0], r.stderr))
+    run("req", "-x509", *k, "-keyout", "root.key", "-out", "root.pem", "-days", "2",
+        "-subj", "/CN=test-root")
+    for n in ("downstairs0", "downstairs1", "downstairs2", "upstairs"):
+        run("req", *k, "-keyout", n + ".key", "-out", n + ".csr", "-subj", "/CN=" + n)
+        with open(os.path.join(d, n + ".ext"), "w") as f:
+            f.write("subjectAltName=DNS:%s\n" % n)
+        run("x509", "-req", "-in", n + ".csr", "-CA", "root.pem", "-CAkey", "root.key",
+            "-CAcreateserial", "-out", n + ".pem", "-days", "2", "-extfile", n + ".ext")
+
+
 def region_files(d, name):
     return sorted(f for f in os.listdir(os.path.join(d, name)) if not f.endswith(".meta"))
 
@@ -706,8 +723,9 @@ def region_files(d, name):
 @test
 def crucible_disks_on_virtio_block_and_nvme():
     """A virtio-blk and an NVMe disk each on three test downstairs (TCP in
-    the test's own network namespace; seccomp on), regions filled with the
-    storage bench's pattern: the guest's bench writes and reads both,
+    the test's own network namespace; seccomp on; TLS to the NVMe disk's
+    downstairs), regions filled with the storage bench's pattern: the
+    guest's bench writes and reads both,
     every block read back checked. Then one downstairs of the virtio disk
     is killed during a write test and restarted 0.5 s later: the guest
     sees no error, the VMM logs the loss and the replay, and after the VMM
@@ -721,11 +739,19 @@ def crucible_disks_on_virtio_block_and_nvme():
     servers = {}
     vm = None
     try:
+        make_certificates(ds_dir)
+        pem = lambda n: os.path.join(ds_dir, n)
         for disk, plist in ports.items():
             for i, port in enumerate(plist):
+                tls = ["--tls-cert", pem("downstairs%d.pem" % i), "--tls-key",
+                       pem("downstairs%d.key" % i), "--tls-root", pem("root.pem")]
                 servers[(disk, i)] = crucible_ds_start(ns, ds_dir, "%s%d" % (disk, i), port, *geometry,
-                                                       "--bench-fill", seeds[disk])
-        extra = (crucible_section("cv", ports["v"], '"auto"') + crucible_section("cn", ports["n"]) +
+                                                       "--bench-fill", seeds[disk],
+                                                       *(tls if disk == "n" else []))
+        tls_keys = ('cert_pem = "%s"\nkey_pem = "%s"\nroot_cert_pem = "%s"\n'
+                    % (pem("upstairs.pem"), pem("upstairs.key"), pem("root.pem")))
+        extra = (crucible_section("cv", ports["v"], '"auto"') +
+                 crucible_section("cn", ports["n"], extra=tls_keys) +
                  '[dev.vblk]\ndriver = "pci-virtio-block"\nblock_dev = "cv"\npci-path = "0.4.0"\n'
                  '[dev.nvme]\ndriver = "pci-nvme"\nblock_dev = "cn"\npci-path = "0.5.0"\n')
         vm = VM(cpus=1, memory=128, extra=extra, workdir=d, prefix=ns.prefix())

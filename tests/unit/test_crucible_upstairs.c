@@ -8,7 +8,8 @@
  * reconciliation of a downstairs that missed writes while the disk was
  * closed or disagree on flush numbers and dirty bits, a corrupted block
  * read from another downstairs, a lagging downstairs, a generation a
- * downstairs refuses, and a newer upstairs taking the region over. */
+ * downstairs refuses, a newer upstairs taking the region over, and TLS
+ * (certificates made with the openssl tool). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -545,11 +546,90 @@ static void test_disagreeing_flush_numbers_reconciled(void **state)
     stop_all();
 }
 
+/* A root, a certificate for each downstairs (downstairsN) and one for the
+ * upstairs, made with the openssl tool. */
+static char tls_dir[96];
+
+static void make_certificates(void)
+{
+    snprintf(tls_dir, sizeof(tls_dir), "%s/tls", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd),
+             "set -e; mkdir -p %s; cd %s; "
+             "k='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'; "
+             "openssl req -x509 $k -keyout root.key -out root.pem -days 2 -subj /CN=test-root "
+             "2>/dev/null; "
+             "for n in downstairs0 downstairs1 downstairs2 upstairs; do "
+             "openssl req $k -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null; "
+             "printf 'subjectAltName=DNS:%%s\n' $n > $n.ext; "
+             "openssl x509 -req -in $n.csr -CA root.pem -CAkey root.key -CAcreateserial "
+             "-out $n.pem -days 2 -extfile $n.ext 2>/dev/null; done",
+             tls_dir, tls_dir);
+    if (system(cmd) != 0)
+        prerequisite_missing("the openssl tool cannot make test certificates (Debian: openssl)");
+}
+
+static const char *tls_path(char *buf, size_t n, const char *name, const char *ext)
+{
+    snprintf(buf, n, "%s/%s.%s", tls_dir, name, ext);
+    return buf;
+}
+
+/* Downstairs i presents the certificate of cert_name. */
+static void start_tls(const char *test, const char *const cert_names[3])
+{
+    static char certs[3][160], keys[3][160], root[160];
+    tls_path(root, sizeof(root), "root", "pem");
+    for (int i = 0; i < 3; i++) {
+        struct crucible_ds_config c = ds_cfg(i, test, false);
+        c.tls_cert = tls_path(certs[i], sizeof(certs[i]), cert_names[i], "pem");
+        c.tls_key = tls_path(keys[i], sizeof(keys[i]), cert_names[i], "key");
+        c.tls_root = root;
+        assert_non_null(ds[i] = crucible_ds_start(&c, 0));
+        port[i] = crucible_ds_port(ds[i]);
+    }
+}
+
+static void test_tls_to_the_downstairs(void **state)
+{
+    need_netns();
+    make_certificates();
+    static const char *const good[3] = {"downstairs0", "downstairs1", "downstairs2"};
+    start_tls("tls", good);
+    char cert[160], key[160], root[160];
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    cfg.crucible.cert_pem = (char *)tls_path(cert, sizeof(cert), "upstairs", "pem");
+    cfg.crucible.key_pem = (char *)tls_path(key, sizeof(key), "upstairs", "key");
+    cfg.crucible.root_cert_pem = (char *)tls_path(root, sizeof(root), "root", "pem");
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t *buf = malloc(DISK), *back = malloc(DISK);
+    fill(buf, DISK, 71);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, DISK), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, DISK), 0);
+    assert_memory_equal(back, buf, DISK);
+    block_backend_destroy(be);
+    stop_all();
+    free(buf);
+    free(back);
+
+    /* A downstairs whose certificate names another: refused at once. */
+    static const char *const swapped[3] = {"downstairs0", "downstairs2", "downstairs2"};
+    start_tls("tls", swapped);
+    cfg = disk_cfg(2, false, false);
+    cfg.crucible.cert_pem = cert;
+    cfg.crucible.key_pem = key;
+    cfg.crucible.root_cert_pem = root;
+    assert_null(block_backend_open(&cfg));
+    stop_all();
+}
+
 static void test_unsupported_keys_refused(void **state)
 {
     struct config_block_dev cfg = disk_cfg(1, false, false);
     char pem[] = "cert.pem";
-    cfg.crucible.cert_pem = pem;
+    cfg.crucible.cert_pem = pem; /* without key_pem and root_cert_pem */
     assert_null(block_backend_open(&cfg));
     cfg = disk_cfg(1, false, false);
     cfg.crucible.lossy = true;
@@ -589,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_lagging_and_corrupting_downstairs),
         cmocka_unit_test(test_generation_refused_by_a_downstairs),
         cmocka_unit_test(test_disagreeing_flush_numbers_reconciled),
+        cmocka_unit_test(test_tls_to_the_downstairs),
         cmocka_unit_test(test_unsupported_keys_refused),
         cmocka_unit_test(test_crucible_mem_is_a_ram_disk),
     };

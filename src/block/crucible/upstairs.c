@@ -47,6 +47,7 @@
 #include "block/block_internal.h"
 #include "block/crucible/blocks.h"
 #include "block/crucible/protocol.h"
+#include "block/crucible/tls.h"
 #include "block/crucible/upstairs.h"
 #include "common/log.h"
 #include "common/thread.h"
@@ -122,6 +123,7 @@ struct job {
 enum client_state {
     CL_IDLE,          /* no connection; the next attempt at next_attempt_ns */
     CL_CONNECTING,    /* connect() in progress */
+    CL_TLS,           /* TLS handshake in progress */
     CL_WAIT_YES,      /* HereIAm sent */
     CL_WAIT_ACTIVE,   /* PromoteToActive sent */
     CL_WAIT_REGION,   /* RegionInfoPlease sent */
@@ -143,6 +145,7 @@ struct client {
     enum client_state state;
     enum client_mode mode;
     int fd;
+    struct crucible_tls_conn *tls; /* NULL: plain TCP */
     struct crucible_buf out;
     size_t out_sent;
     uint8_t *rx;
@@ -173,6 +176,7 @@ struct crucible_upstairs {
     uint64_t blocks;
     bool read_only, encrypted;
     struct crucible_cipher *cipher;
+    struct crucible_tls *tls; /* NULL: plain TCP to the downstairs */
     struct crucible_uuid upstairs_id, session_id;
     uint64_t generation;
     struct blk_tracker tracker;
@@ -265,6 +269,26 @@ static void up_set_active(struct crucible_upstairs *up)
 
 static void client_drop(struct client *c, const char *why);
 
+static ssize_t io_send(struct client *c, const void *buf, size_t len)
+{
+    if (c->tls)
+        return crucible_tls_write(c->tls, buf, len);
+    return send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static ssize_t io_recv(struct client *c, void *buf, size_t len)
+{
+    if (c->tls)
+        return crucible_tls_read(c->tls, buf, len);
+    return recv(c->fd, buf, len, MSG_DONTWAIT);
+}
+
+/* Why an I/O call failed, for the log. */
+static const char *io_error(const struct client *c, int err)
+{
+    return c->tls && err == EPROTO ? crucible_tls_error() : strerror(err);
+}
+
 static void client_send(struct client *c, const struct crucible_msg *m)
 {
     if (c->fd < 0)
@@ -279,14 +303,13 @@ static void client_send(struct client *c, const struct crucible_msg *m)
 static void client_flush_out(struct client *c)
 {
     while (c->fd >= 0 && c->out_sent < c->out.len) {
-        ssize_t n = send(c->fd, c->out.bytes + c->out_sent, c->out.len - c->out_sent,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = io_send(c, c->out.bytes + c->out_sent, c->out.len - c->out_sent);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return;
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            client_drop(c, n < 0 ? strerror(errno) : "connection closed");
+            client_drop(c, n < 0 ? io_error(c, errno) : "connection closed");
             return;
         }
         c->out_sent += (size_t)n;
@@ -396,7 +419,6 @@ static void send_job(struct crucible_upstairs *up, struct client *c, struct job 
     if (deps != deps_buf)
         free(deps);
 }
-
 
 /* Enqueues j (id, dependencies) and sends it to every active downstairs;
  * it is held for the offline ones and skipped for the faulted. */
@@ -553,6 +575,8 @@ static void job_set_state(struct crucible_upstairs *up, struct client *c, struct
 
 static void client_reset_io(struct client *c)
 {
+    crucible_tls_conn_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -683,7 +707,25 @@ static void send_here_i_am(struct client *c)
     client_send(c, &m);
 }
 
+static void client_incompatible(struct client *c, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Advances c's TLS handshake; HereIAm once it is done. */
+static void client_tls_step(struct client *c)
+{
+    char why[320];
+    int rc = crucible_tls_handshake(c->tls, why, sizeof(why));
+    if (rc == -2)
+        client_incompatible(c, "root_cert_pem", "%s", why); /* no retry makes it trusted */
+    else if (rc < 0)
+        client_drop(c, why);
+    else if (rc == 1)
+        send_here_i_am(c);
+}
+
 /* The connect() finished (or failed). */
+static void client_tls_step(struct client *c);
+
 static void client_connected(struct client *c)
 {
     int err = 0;
@@ -694,7 +736,19 @@ static void client_connected(struct client *c)
         client_drop(c, strerror(err));
         return;
     }
-    send_here_i_am(c);
+    if (!c->up->tls) {
+        send_here_i_am(c);
+        return;
+    }
+    /* Crucible's downstairs certificates name "downstairs<N>". */
+    char name[32];
+    snprintf(name, sizeof(name), "downstairs%d", c->index);
+    if (!(c->tls = crucible_tls_conn_new(c->up->tls, c->fd, name))) {
+        client_drop(c, "out of memory for TLS");
+        return;
+    }
+    c->state = CL_TLS;
+    client_tls_step(c);
 }
 
 /* ---- activation ---- */
@@ -1084,13 +1138,13 @@ static void client_receive(struct crucible_upstairs *up, struct client *c)
             c->rx = b;
             c->rx_cap = cap;
         }
-        ssize_t n = recv(c->fd, c->rx + c->rx_len, c->rx_cap - c->rx_len, MSG_DONTWAIT);
+        ssize_t n = io_recv(c, c->rx + c->rx_len, c->rx_cap - c->rx_len);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            client_drop(c, n < 0 ? strerror(errno) : "the downstairs closed the connection");
+            client_drop(c, n < 0 ? io_error(c, errno) : "the downstairs closed the connection");
             return;
         }
         c->rx_len += (size_t)n;
@@ -1447,8 +1501,10 @@ static void run_round(struct crucible_upstairs *up, bool stop)
             break;
         if (c->state == CL_IDLE && now >= c->next_attempt_ns)
             client_connect(c, now);
-        else if (c->state == CL_CONNECTING && now - c->connect_started_ns > CONNECT_TIMEOUT_NS)
-            client_drop(c, "no connection within 10 s");
+        else if ((c->state == CL_CONNECTING || c->state == CL_TLS) &&
+                 now - c->connect_started_ns > CONNECT_TIMEOUT_NS)
+            client_drop(c, c->state == CL_TLS ? "no TLS handshake within 10 s"
+                                              : "no connection within 10 s");
         else if (c->state >= CL_WAIT_YES && c->state <= CL_ACTIVE) {
             if (now - c->last_rx_ns > INACTIVITY_NS)
                 client_drop(c, "silent for 45 s");
@@ -1563,7 +1619,8 @@ static void *upstairs_main(void *arg)
             if (c->fd >= 0 && up->state != UP_FAILED) {
                 pfd[1 + i].fd = c->fd;
                 pfd[1 + i].events = (short)(c->state == CL_CONNECTING ? POLLOUT : POLLIN);
-                if (c->state != CL_CONNECTING && c->out_sent < c->out.len)
+                if (c->state != CL_CONNECTING &&
+                    (c->out_sent < c->out.len || (c->tls && crucible_tls_wants_write(c->tls))))
                     pfd[1 + i].events |= POLLOUT;
             }
             if (c->state == CL_IDLE && c->next_attempt_ns < next)
@@ -1590,8 +1647,12 @@ static void *upstairs_main(void *arg)
                 continue;
             if (c->state == CL_CONNECTING)
                 client_connected(c);
+            else if (c->state == CL_TLS)
+                client_tls_step(c);
             else {
-                if (pfd[1 + i].revents & (POLLIN | POLLHUP | POLLERR))
+                /* TLS may need the socket writable to go on reading. */
+                if (pfd[1 + i].revents & (POLLIN | POLLHUP | POLLERR) ||
+                    (c->tls && (pfd[1 + i].revents & POLLOUT)))
                     client_receive(up, c);
                 if (c->fd >= 0 && (pfd[1 + i].revents & POLLOUT))
                     client_flush_out(c);
@@ -1645,6 +1706,7 @@ static void free_upstairs(struct crucible_upstairs *up)
         free_job(j);
     }
     crucible_cipher_close(up->cipher);
+    crucible_tls_close(up->tls);
     if (up->wake_fd >= 0)
         close(up->wake_fd);
     pthread_cond_destroy(&up->activated);
@@ -1690,6 +1752,7 @@ static const char *client_state_name(enum client_state s)
 {
     static const char *const names[] = {
         [CL_IDLE] = "not connected",
+        [CL_TLS] = "in its TLS handshake",
         [CL_CONNECTING] = "connecting",
         [CL_WAIT_YES] = "negotiating",
         [CL_WAIT_ACTIVE] = "being promoted",
@@ -1735,12 +1798,13 @@ static struct config_pos key_pos(const struct config_block_dev *cfg, const char 
 static bool refuse_unsupported(const struct config_block_dev *cfg)
 {
     const struct config_crucible *c = &cfg->crucible;
-    const char *key = c->cert_pem        ? "cert_pem"
-                      : c->key_pem       ? "key_pem"
-                      : c->root_cert_pem ? "root_cert_pem"
-                                         : NULL;
-    if (key) {
-        blk_config_error(cfg, key, key_pos(cfg, key), "TLS to the downstairs is not supported yet");
+    bool any_tls = c->cert_pem || c->key_pem || c->root_cert_pem;
+    const char *missing = !c->cert_pem ? "cert_pem" : !c->key_pem ? "key_pem" : "root_cert_pem";
+    if (any_tls && !(c->cert_pem && c->key_pem && c->root_cert_pem)) {
+        blk_config_error(cfg, missing, key_pos(cfg, missing),
+                         "TLS to the downstairs needs cert_pem, key_pem and root_cert_pem; "
+                         "%s is missing",
+                         missing);
         return true;
     }
     if (c->has_control_addr) {
@@ -1788,6 +1852,16 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
         if (!(up->cipher = crucible_cipher_open(cfg->crucible.encryption_key, CRUCIBLE_KEY_LEN, why,
                                                 sizeof(why)))) {
             blk_config_error(cfg, "encryption_key", key_pos(cfg, "encryption_key"), "%s", why);
+            goto fail;
+        }
+    }
+    if (cfg->crucible.cert_pem) {
+        char why[512];
+        const char *key = NULL;
+        if (!(up->tls = crucible_tls_open(cfg->crucible.cert_pem, cfg->crucible.key_pem,
+                                          cfg->crucible.root_cert_pem, why, sizeof(why), &key))) {
+            blk_config_error(cfg, key ? key : "cert_pem", key_pos(cfg, key ? key : "cert_pem"),
+                             "%s", why);
             goto fail;
         }
     }

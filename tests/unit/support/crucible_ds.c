@@ -8,12 +8,16 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "block/crucible/blocks.h"
 
@@ -43,6 +47,7 @@ enum conn_state { C_OPEN, C_CONNECTED, C_PROMOTED, C_RUNNING };
 
 struct conn {
     int fd;
+    SSL *ssl;
     enum conn_state state;
     struct crucible_uuid upstairs_id, session_id;
     uint64_t generation;
@@ -59,6 +64,7 @@ struct crucible_ds {
     struct extent *extents;
     struct conn conns[MAX_CONNS];
     int active; /* index of the promoted read-write session, or -1 */
+    SSL_CTX *tls;
 };
 
 static void die_msg(const char *what)
@@ -113,7 +119,8 @@ static void send_msg(struct conn *c, const struct crucible_msg *m)
     if (crucible_encode_frame(&out, m) == 0) {
         size_t off = 0;
         while (off < out.len) {
-            ssize_t n = send(c->fd, out.bytes + off, out.len - off, MSG_NOSIGNAL);
+            ssize_t n = c->ssl ? SSL_write(c->ssl, out.bytes + off, (int)(out.len - off))
+                               : send(c->fd, out.bytes + off, out.len - off, MSG_NOSIGNAL);
             if (n <= 0)
                 break;
             off += (size_t)n;
@@ -125,6 +132,8 @@ static void send_msg(struct conn *c, const struct crucible_msg *m)
 static void close_conn(struct crucible_ds *ds, int i)
 {
     struct conn *c = &ds->conns[i];
+    if (c->ssl)
+        SSL_free(c->ssl);
     if (c->fd >= 0)
         close(c->fd);
     free(c->buf);
@@ -435,7 +444,8 @@ static bool receive(struct crucible_ds *ds, int i)
         c->buf = b;
         c->cap = cap;
     }
-    ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    ssize_t n = c->ssl ? SSL_read(c->ssl, c->buf + c->len, (int)(c->cap - c->len))
+                       : recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
     if (n <= 0)
         return false;
     c->len += (size_t)n;
@@ -458,6 +468,22 @@ static bool receive(struct crucible_ds *ds, int i)
         memmove(c->buf, c->buf + flen, c->len - flen);
         c->len -= flen;
     }
+    return true;
+}
+
+/* The TLS handshake of a new connection, blocking for at most 5 s. */
+static bool tls_accept(struct crucible_ds *ds, struct conn *c)
+{
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (!(c->ssl = SSL_new(ds->tls)) || SSL_set_fd(c->ssl, c->fd) != 1 || SSL_accept(c->ssl) != 1) {
+        fprintf(stderr, "crucible_ds: TLS handshake failed: %s\n",
+                ERR_error_string(ERR_get_error(), NULL));
+        return false;
+    }
+    tv.tv_sec = 0;
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return true;
 }
 
@@ -492,11 +518,23 @@ static void *serve(void *arg)
                 int one = 1;
                 setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
                 ds->conns[slot] = (struct conn){.fd = fd, .state = C_OPEN};
+                if (ds->tls && !tls_accept(ds, &ds->conns[slot]))
+                    close_conn(ds, slot);
             }
         }
-        for (int k = 2; k < n; k++)
-            if (pfd[k].revents && ds->conns[idx[k]].fd == pfd[k].fd && !receive(ds, idx[k]))
-                close_conn(ds, idx[k]);
+        for (int k = 2; k < n; k++) {
+            if (!pfd[k].revents || ds->conns[idx[k]].fd != pfd[k].fd)
+                continue;
+            /* TLS may hold decrypted bytes the socket no longer shows. */
+            bool more;
+            do {
+                if (!receive(ds, idx[k])) {
+                    close_conn(ds, idx[k]);
+                    break;
+                }
+                more = ds->conns[idx[k]].ssl && SSL_pending(ds->conns[idx[k]].ssl) > 0;
+            } while (more);
+        }
         pthread_mutex_unlock(&ds->lock);
     }
     return NULL;
@@ -504,6 +542,9 @@ static void *serve(void *arg)
 
 struct crucible_ds *crucible_ds_start(const struct crucible_ds_config *cfg, uint16_t port)
 {
+    /* OpenSSL writes without MSG_NOSIGNAL: a closed peer must give EPIPE,
+     * not end the test. */
+    signal(SIGPIPE, SIG_IGN);
     struct crucible_ds *ds = calloc(1, sizeof(*ds));
     if (!ds)
         return NULL;
@@ -519,6 +560,17 @@ struct crucible_ds *crucible_ds_start(const struct crucible_ds_config *cfg, uint
             die_msg("region files");
             return NULL;
         }
+    if (cfg->tls_cert) {
+        ds->tls = SSL_CTX_new(TLS_server_method());
+        if (!ds->tls || SSL_CTX_use_certificate_chain_file(ds->tls, cfg->tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ds->tls, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_load_verify_locations(ds->tls, cfg->tls_root, NULL) != 1) {
+            fprintf(stderr, "crucible_ds: TLS set-up: %s\n",
+                    ERR_error_string(ERR_get_error(), NULL));
+            return NULL;
+        }
+        SSL_CTX_set_verify(ds->tls, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    }
     ds->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -561,6 +613,8 @@ void crucible_ds_stop(struct crucible_ds *ds)
     }
     free(ds->extents);
     close(ds->listen_fd);
+    if (ds->tls)
+        SSL_CTX_free(ds->tls);
     close(ds->stop_pipe[0]);
     close(ds->stop_pipe[1]);
     pthread_mutex_destroy(&ds->lock);

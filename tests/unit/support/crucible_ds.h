@@ -10,7 +10,7 @@
  * arrive (an upstairs sends each job after its dependencies).
  *
  * Faults on request: replies late, reads with bad blocks, generations
- * refused.
+ * refused. TLS on request, requiring a client certificate.
  *
  * Region files in dir: extent-NNNN (the blocks) and extent-NNNN.meta (the
  * extent's generation, flush number and dirty bit, then each block's
@@ -35,6 +35,9 @@ struct crucible_ds_config {
     unsigned lag_ms;         /* every I/O reply sent this much late */
     bool corrupt_reads;      /* read replies carry blocks whose hash is wrong */
     uint64_t min_generation; /* promotions below it refused (the connection dropped) */
+    /* TLS as crucible's downstairs: its certificate and key, and the root
+     * its clients' certificates must chain to (all NULL: plain TCP). */
+    const char *tls_cert, *tls_key, *tls_root;
 };
 
 struct crucible_ds;
