@@ -7,7 +7,8 @@
  * brought back (I/O goes on with two, the jobs are replayed to it),
  * reconciliation of a downstairs that missed writes while the disk was
  * closed or disagree on flush numbers and dirty bits, a corrupted block
- * read from another downstairs, a lagging downstairs, a generation a
+ * read from another downstairs, a faulted downstairs repaired while
+ * guest writes go on (plain and encrypted), a lagging downstairs, a generation a
  * downstairs refuses, a newer upstairs taking the region over, and TLS
  * (certificates made with the openssl tool). */
 #include <setjmp.h>
@@ -456,6 +457,69 @@ static void test_newer_upstairs_takes_over(void **state)
     stop_all();
 }
 
+static void live_repair(const char *test, bool encrypted)
+{
+    need_netns();
+    start_all(test, encrypted);
+    struct config_block_dev cfg = disk_cfg(1, false, encrypted);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t *disk = malloc(DISK), *back = malloc(DISK);
+    fill(disk, DISK, 81);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, disk, DISK), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    /* Downstairs 2 fails a write: it is faulted, and misses what follows. */
+    crucible_ds_fail_writes(ds[2], true);
+    fill(disk, 8 * BS, 82);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, disk, 8 * BS), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    crucible_ds_fail_writes(ds[2], false);
+    /* The source answers slowly, so guest writes land during the repair,
+     * in extents copied, being copied and not yet copied. */
+    crucible_ds_set_lag(ds[1], 15);
+    unsigned seed = 83;
+    uint8_t blk[BS], other[BS];
+    bool repaired = false;
+    for (int round = 0; round < 300 && !repaired; round++) {
+        uint64_t b = (uint64_t)(round * 37) % (EXTENT * EXTENTS - 4);
+        fill(disk + b * BS, 4 * BS, seed++);
+        assert_int_equal(block_req(be, BLOCK_OP_WRITE, b * BS, disk + b * BS, 4 * BS), 0);
+        if (round % 8 == 0)
+            assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        read_ds_block(2, 0, blk);
+        read_ds_block(0, 0, other);
+        repaired = memcmp(blk, other, BS) == 0 && round > 30;
+        usleep(5000);
+    }
+    assert_true(repaired);
+    crucible_ds_set_lag(ds[1], 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_READ, 0, back, DISK), 0);
+    assert_memory_equal(back, disk, DISK);
+    block_backend_destroy(be);
+    /* Every block of the repaired downstairs is as another holds it. */
+    for (uint64_t b = 0; b < EXTENT * EXTENTS; b++) {
+        read_ds_block(2, b, blk);
+        read_ds_block(0, b, other);
+        assert_memory_equal(blk, other, BS);
+        if (!encrypted)
+            assert_memory_equal(blk, disk + b * BS, BS);
+    }
+    stop_all();
+    free(disk);
+    free(back);
+}
+
+static void test_faulted_downstairs_repaired_while_io_goes_on(void **state)
+{
+    live_repair("live", false);
+}
+
+static void test_faulted_encrypted_downstairs_repaired(void **state)
+{
+    live_repair("live-enc", true);
+}
+
 static void test_lagging_and_corrupting_downstairs(void **state)
 {
     need_netns();
@@ -666,6 +730,8 @@ int main(void)
         cmocka_unit_test(test_reconciliation_after_missed_writes),
         cmocka_unit_test(test_corrupt_block_read_from_another),
         cmocka_unit_test(test_newer_upstairs_takes_over),
+        cmocka_unit_test(test_faulted_downstairs_repaired_while_io_goes_on),
+        cmocka_unit_test(test_faulted_encrypted_downstairs_repaired),
         cmocka_unit_test(test_lagging_and_corrupting_downstairs),
         cmocka_unit_test(test_generation_refused_by_a_downstairs),
         cmocka_unit_test(test_disagreeing_flush_numbers_reconciled),

@@ -112,7 +112,11 @@ struct job {
     uint32_t ndeps;
     uint8_t state[NCLIENTS];
     unsigned done, failed; /* downstairs that answered Ok / otherwise (or skipped) */
+    unsigned quorum;       /* downstairs that must answer Ok for its waiter */
     bool answered;         /* its waiter (guest request or reconciliation) was told */
+    /* Live repair's write to the downstairs under repair: sent to it at
+     * once, ahead of the jobs held for it, and no later job's dependency. */
+    bool repair_direct;
     /* Who waits: a guest request (reads and flushes; writes are
      * answered when queued), at byte req_skip of it; or reconciliation. */
     struct block_request *req;
@@ -130,13 +134,14 @@ enum client_state {
     CL_WAIT_VERSIONS, /* ExtentVersionsPlease sent */
     CL_WAIT_QUORUM,   /* ExtentVersions in, waiting for the other two */
     CL_ACTIVE,        /* taking I/O */
-    CL_FAULTED,       /* out until the next activation */
+    CL_LIVE_REPAIR,   /* being brought up to date while I/O goes on */
 };
 
 /* How a connection that reaches RegionInfo continues. */
 enum client_mode {
     MODE_NEW,     /* ExtentVersionsPlease: activation */
     MODE_OFFLINE, /* LastFlush and replay: it was active and dropped out */
+    MODE_REPAIR,  /* faulted: its jobs are skipped until live repair copies the region */
 };
 
 struct client {
@@ -212,6 +217,13 @@ struct crucible_upstairs {
     int repair_source;
     bool repair_busy, repair_flushing;
     uint64_t repaired_extents;
+    /* Live repair: the downstairs under repair (-1: none), its source,
+     * the extent being copied and where in it; holding: jobs for it wait
+     * (in order) until the current extent is copied. */
+    int lr_client, lr_source;
+    uint32_t lr_extent;
+    uint64_t lr_block;
+    bool lr_busy, lr_holding;
 };
 
 static int64_t now_ns(void)
@@ -348,6 +360,8 @@ static bool overlaps(const struct job *a, uint64_t start, uint64_t count)
  * everything. */
 static int compute_deps(struct crucible_upstairs *up, struct job *j)
 {
+    if (j->repair_direct)
+        return 0; /* ordered by arrival on the one downstairs it goes to */
     uint32_t n = up->last_flush_id ? 1 : 0;
     for (struct job *o = up->since_flush; o; o = o->next)
         n++;
@@ -358,6 +372,8 @@ static int compute_deps(struct crucible_upstairs *up, struct job *j)
     if (up->last_flush_id)
         j->deps[j->ndeps++] = up->last_flush_id;
     for (struct job *o = up->since_flush; o; o = o->next) {
+        if (o->repair_direct)
+            continue;
         bool need = j->kind == JOB_FLUSH || (overlaps(o, j->start, j->count) &&
                                              (j->kind == JOB_WRITE || o->kind != JOB_READ));
         if (need)
@@ -420,6 +436,28 @@ static void send_job(struct crucible_upstairs *up, struct client *c, struct job 
         free(deps);
 }
 
+enum route { ROUTE_SEND, ROUTE_HOLD, ROUTE_SKIP };
+
+/* Where job j goes for the downstairs under live repair: extents already
+ * copied take it, the extent being copied makes it (and every later job)
+ * wait until that extent is done, later extents skip it (their copy will
+ * include it). */
+static enum route lr_route(struct crucible_upstairs *up, const struct job *j)
+{
+    if (up->lr_holding)
+        return ROUTE_HOLD;
+    if (j->kind == JOB_FLUSH)
+        return ROUTE_SEND;
+    uint64_t first = j->start / up->cfg.blocks_per_extent;
+    uint64_t last = (j->start + j->count - 1) / up->cfg.blocks_per_extent;
+    if (last < up->lr_extent)
+        return ROUTE_SEND;
+    if (first > up->lr_extent)
+        return ROUTE_SKIP;
+    up->lr_holding = true;
+    return ROUTE_HOLD;
+}
+
 /* Enqueues j (id, dependencies) and sends it to every active downstairs;
  * it is held for the offline ones and skipped for the faulted. */
 static int enqueue(struct crucible_upstairs *up, struct job *j)
@@ -449,9 +487,16 @@ static int enqueue(struct crucible_upstairs *up, struct job *j)
         struct client *c = &up->clients[i];
         if (j->state[i] == JS_SKIPPED)
             continue;
-        if (c->state == CL_ACTIVE) {
+        enum route r = ROUTE_HOLD;
+        if (c->state == CL_ACTIVE)
+            r = ROUTE_SEND;
+        else if (c->state == CL_LIVE_REPAIR)
+            r = j->repair_direct ? ROUTE_SEND : lr_route(up, j);
+        else if (up->state == UP_ACTIVE && c->mode != MODE_OFFLINE)
+            r = ROUTE_SKIP; /* faulted, waiting for its repair */
+        if (r == ROUTE_SEND) {
             send_job(up, c, j);
-        } else if (c->state == CL_FAULTED || (c->mode != MODE_OFFLINE && up->state == UP_ACTIVE)) {
+        } else if (r == ROUTE_SKIP) {
             j->state[i] = JS_SKIPPED;
             j->failed++;
         } else {
@@ -488,6 +533,10 @@ static void part_done(struct crucible_upstairs *up, struct block_request *req, i
 }
 
 static void repair_job_done(struct crucible_upstairs *up, struct job *j, bool ok);
+static void lr_job_done(struct crucible_upstairs *up, struct job *j, bool ok);
+static void lr_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
+                     const struct crucible_read_context *rc);
+static void lr_start(struct crucible_upstairs *up, struct client *c);
 static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
                         const struct crucible_read_context *rc);
 
@@ -498,9 +547,7 @@ static void job_check_answer(struct crucible_upstairs *up, struct job *j)
 {
     if (j->answered)
         return;
-    unsigned need = j->kind == JOB_READ ? 1 : 2;
-    if (j->internal && j->kind != JOB_READ)
-        need = NCLIENTS; /* reconciliation's writes and flush: all three */
+    unsigned need = j->quorum;
     bool ok = j->done >= need;
     bool failed = !ok && j->failed > NCLIENTS - need;
     if (!ok && !failed)
@@ -585,19 +632,29 @@ static void client_reset_io(struct client *c)
     c->rx_len = 0;
 }
 
-/* Downstairs c is out until the next activation: every job it has not
- * answered is skipped. */
+static void schedule_reconnect(struct client *c, int64_t now);
+
+/* Downstairs c has lost jobs: every job it has not answered is skipped;
+ * it reconnects and is repaired from another while I/O goes on. */
 static void client_fault(struct client *c, const char *why)
 {
     struct crucible_upstairs *up = c->up;
     log_error("block_dev.%s: downstairs %s is faulted (%s); I/O goes on with the other two, "
-              "and it rejoins when the disk is next activated",
+              "and it is repaired from them when it reconnects",
               up->name, target_text(up, c->index), why);
+    if (up->lr_client == c->index) {
+        up->lr_client = -1;
+        up->lr_busy = up->lr_holding = false;
+    }
     client_reset_io(c);
-    c->state = CL_FAULTED;
+    c->state = CL_IDLE;
+    c->mode = MODE_REPAIR;
     for (struct job *j = up->jobs_head; j; j = j->next)
         job_set_state(up, c, j, JS_SKIPPED);
     c->held_jobs = c->held_bytes = c->sent_jobs = c->sent_bytes = 0;
+    c->attempts = 1; /* not at once: whatever faulted it may still be there */
+    c->backoff_ns = BACKOFF_MAX_NS / 5;
+    schedule_reconnect(c, now_ns());
 }
 
 static void schedule_reconnect(struct client *c, int64_t now)
@@ -614,8 +671,12 @@ static void schedule_reconnect(struct client *c, int64_t now)
 static void client_drop(struct client *c, const char *why)
 {
     struct crucible_upstairs *up = c->up;
-    if (c->state == CL_IDLE || c->state == CL_FAULTED)
+    if (c->state == CL_IDLE)
         return;
+    if (c->state == CL_LIVE_REPAIR) {
+        client_fault(c, why); /* its repair starts over when it is back */
+        return;
+    }
     bool was_active = c->state == CL_ACTIVE && up->state == UP_ACTIVE;
     bool refused = c->state == CL_WAIT_ACTIVE;
     if (was_active || c->attempts < 3 || c->attempts % 30 == 0)
@@ -794,6 +855,14 @@ static void all_in_quorum(struct crucible_upstairs *up)
         return;
     }
     up->next_flush = max_flush + 1;
+    if (up->read_only) {
+        /* A read-only disk writes nothing, so crucible does not reconcile
+         * for it: every downstairs serves reads as it is. */
+        for (int i = 0; i < NCLIENTS; i++)
+            up->clients[i].state = CL_ACTIVE;
+        up_set_active(up);
+        return;
+    }
     start_reconciliation(up);
 }
 
@@ -965,9 +1034,7 @@ static void negotiate(struct crucible_upstairs *up, struct client *c, const stru
         if (!versions_ok(c, m))
             return;
         if (up->state == UP_ACTIVE) {
-            /* It lost jobs it cannot get back by replay: bringing it up
-             * to date while I/O goes on (live repair) is not done here. */
-            client_fault(c, "it came back after its jobs were dropped");
+            lr_start(up, c);
             return;
         }
         c->state = CL_WAIT_QUORUM;
@@ -1023,12 +1090,14 @@ static void read_reply(struct crucible_upstairs *up, struct client *c, struct jo
         job_set_state(up, c, j, JS_ERROR);
         return;
     }
-    if (j->internal) {
+    if (j->internal && up->state == UP_RECONCILING) {
         /* Reconciliation writes the blocks on as they are stored. */
         if (repair_write(up, j, raw, m->read_contexts) < 0) {
             up_fail(up, "targets", "out of memory during reconciliation");
             return;
         }
+    } else if (j->internal) {
+        lr_write(up, j, raw, m->read_contexts);
     } else if (j->req) {
         blk_iov_copy(j->req, j->req_skip, data, j->count * bs, true);
     }
@@ -1100,13 +1169,13 @@ static void client_message(struct crucible_upstairs *up, struct client *c,
     case CM_WRITE_ACK:
     case CM_FLUSH_ACK:
     case CM_ERROR_REPORT:
-        if (c->state == CL_ACTIVE || c->state == CL_WAIT_QUORUM) {
+        if (c->state == CL_ACTIVE || c->state == CL_LIVE_REPAIR || c->state == CL_WAIT_QUORUM) {
             io_reply(up, c, m);
             return;
         }
         break;
     case CM_UUID_MISMATCH:
-        if (c->state == CL_ACTIVE || c->state == CL_WAIT_QUORUM) {
+        if (c->state == CL_ACTIVE || c->state == CL_LIVE_REPAIR || c->state == CL_WAIT_QUORUM) {
             client_incompatible(c, "upstairs_id", "it says our I/O is for another session");
             return;
         }
@@ -1230,11 +1299,14 @@ static void start_reconciliation(struct crucible_upstairs *up)
     repair_step(up);
 }
 
-static struct job *new_job(enum job_kind kind)
+/* A job of kind whose waiter is answered once quorum downstairs did it. */
+static struct job *new_job(enum job_kind kind, unsigned quorum)
 {
     struct job *j = calloc(1, sizeof(struct job));
-    if (j)
+    if (j) {
         j->kind = kind;
+        j->quorum = quorum;
+    }
     return j;
 }
 
@@ -1259,7 +1331,7 @@ static void repair_step(struct crucible_upstairs *up)
         }
         uint64_t max = JOB_MAX_BYTES / up->block_size;
         uint64_t left = per_extent - up->repair_block;
-        struct job *j = new_job(JOB_READ);
+        struct job *j = new_job(JOB_READ, 1);
         if (!j) {
             up_fail(up, "targets", "out of memory during reconciliation");
             return;
@@ -1285,7 +1357,7 @@ static void repair_step(struct crucible_upstairs *up)
         return;
     }
     if (!up->repair_flushing && up->repaired_extents) {
-        struct job *f = new_job(JOB_FLUSH);
+        struct job *f = new_job(JOB_FLUSH, NCLIENTS);
         if (!f) {
             up_fail(up, "targets", "out of memory during reconciliation");
             return;
@@ -1302,25 +1374,14 @@ static void repair_step(struct crucible_upstairs *up)
     up_set_active(up);
 }
 
-/* The blocks a reconciliation read got, as they are stored (encrypted
- * ones stay sealed), to be written to all three: a never-written block
- * becomes a written block of zeroes. */
-static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
-                        const struct crucible_read_context *rc)
+/* The contexts of blocks w carries as a downstairs stored them (a read's
+ * contexts rc): encrypted ones keep their nonce and tag, a never-written
+ * block becomes a written block of zeroes. */
+static int stored_contexts(struct crucible_upstairs *up, struct job *w,
+                           const struct crucible_read_context *rc)
 {
     uint32_t bs = up->block_size;
-    struct job *w = new_job(JOB_WRITE);
-    if (!w || !(w->ctx = calloc(r->count, sizeof(*w->ctx)))) {
-        free(raw);
-        if (w)
-            free_job(w);
-        return -1;
-    }
-    w->internal = true;
-    w->start = r->start;
-    w->count = r->count;
-    w->data = raw;
-    for (uint64_t i = 0; i < r->count; i++) {
+    for (uint64_t i = 0; i < w->count; i++) {
         struct crucible_block_context *bc = &w->ctx[i];
         uint8_t *blk = w->data + i * bs;
         if (rc[i].kind == CRC_ENCRYPTED) {
@@ -1331,9 +1392,32 @@ static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *ra
         } else if (rc[i].kind == CRC_UNENCRYPTED) {
             bc->hash = rc[i].hash;
         } else if (crucible_seal_blocks(up->cipher, blk, bs, 1, bc) < 0) {
-            free_job(w);
             return -1;
         }
+    }
+    return 0;
+}
+
+/* The blocks a reconciliation read got, as they are stored (encrypted
+ * ones stay sealed), to be written to all three: a never-written block
+ * becomes a written block of zeroes. */
+static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
+                        const struct crucible_read_context *rc)
+{
+    struct job *w = new_job(JOB_WRITE, NCLIENTS);
+    if (!w || !(w->ctx = calloc(r->count, sizeof(*w->ctx)))) {
+        free(raw);
+        if (w)
+            free_job(w);
+        return -1;
+    }
+    w->internal = true;
+    w->start = r->start;
+    w->count = r->count;
+    w->data = raw;
+    if (stored_contexts(up, w, rc) < 0) {
+        free_job(w);
+        return -1;
     }
     up->repair_busy = true;
     if (enqueue(up, w) < 0) {
@@ -1345,6 +1429,10 @@ static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *ra
 
 static void repair_job_done(struct crucible_upstairs *up, struct job *j, bool ok)
 {
+    if (up->state == UP_ACTIVE) {
+        lr_job_done(up, j, ok);
+        return;
+    }
     if (up->state != UP_RECONCILING)
         return;
     if (j->kind == JOB_READ && ok)
@@ -1364,6 +1452,171 @@ static void repair_job_done(struct crucible_upstairs *up, struct job *j, bool ok
         return;
     }
     repair_step(up);
+}
+
+/* ---- live repair ---- */
+
+/* Live repair brings a faulted downstairs up to date while I/O goes on,
+ * with ordinary reads and writes (any crucible downstairs takes them):
+ * extent by extent, in pieces, the blocks are read from an active
+ * downstairs (the source) and written as stored to the one under repair.
+ * Guest jobs reach it as lr_route says: those for copied extents at once,
+ * those touching the extent being copied after its copy (held, in
+ * order), those for later extents not at all (their copy includes
+ * them). After the last extent it is active again, and a flush follows. */
+
+static struct client *lr_repaired(struct crucible_upstairs *up)
+{
+    return up->lr_client >= 0 ? &up->clients[up->lr_client] : NULL;
+}
+
+static void lr_step(struct crucible_upstairs *up);
+static uint64_t send_flush(struct crucible_upstairs *up, bool answered);
+
+static void lr_start(struct crucible_upstairs *up, struct client *c)
+{
+    if (up->read_only) {
+        /* Nothing to copy: a read-only disk wrote nothing it missed. */
+        c->state = CL_ACTIVE;
+        c->mode = MODE_NEW;
+        return;
+    }
+    int source = -1;
+    for (int i = 0; i < NCLIENTS; i++)
+        if (up->clients[i].state == CL_ACTIVE)
+            source = i;
+    if (up->lr_client >= 0 || source < 0) {
+        client_drop(c, up->lr_client >= 0 ? "another downstairs is being repaired; later"
+                                          : "no active downstairs to repair it from");
+        return;
+    }
+    c->state = CL_LIVE_REPAIR;
+    c->attempts = 0;
+    up->lr_client = c->index;
+    up->lr_source = source;
+    up->lr_extent = 0;
+    up->lr_block = 0;
+    up->lr_busy = up->lr_holding = false;
+    log_info("block_dev.%s: repairing downstairs %s from %s while I/O goes on", up->name,
+             target_text(up, c->index), target_text(up, source));
+    lr_step(up);
+}
+
+/* Sends what was held for the repaired downstairs once an extent is
+ * copied, as lr_route now says. */
+static void lr_release(struct crucible_upstairs *up, struct client *c)
+{
+    up->lr_holding = false;
+    for (struct job *j = up->jobs_head; j; j = j->next) {
+        if (j->state[c->index] != JS_HELD)
+            continue;
+        enum route r = lr_route(up, j);
+        if (r == ROUTE_SEND) {
+            c->held_jobs--;
+            c->held_bytes -= job_bytes(up, j);
+            send_job(up, c, j);
+        } else if (r == ROUTE_SKIP) {
+            job_set_state(up, c, j, JS_SKIPPED);
+        }
+    }
+}
+
+/* Reads the next piece from the source, or ends the repair. */
+static void lr_step(struct crucible_upstairs *up)
+{
+    struct client *c = lr_repaired(up);
+    if (!c || up->lr_busy)
+        return;
+    if (up->lr_extent >= up->cfg.extent_count) {
+        lr_release(up, c);
+        up->lr_client = -1;
+        c->state = CL_ACTIVE;
+        c->mode = MODE_NEW;
+        log_info("block_dev.%s: downstairs %s is repaired and active again", up->name,
+                 target_text(up, c->index));
+        send_flush(up, true);
+        return;
+    }
+    if (up->clients[up->lr_source].state != CL_ACTIVE) {
+        client_fault(c, "its repair source is gone; it starts over");
+        return;
+    }
+    uint64_t per_extent = up->cfg.blocks_per_extent;
+    uint64_t max = JOB_MAX_BYTES / up->block_size, left = per_extent - up->lr_block;
+    struct job *r = new_job(JOB_READ, 1);
+    if (!r) {
+        client_fault(c, "out of memory for its repair");
+        return;
+    }
+    r->internal = true;
+    r->start = (uint64_t)up->lr_extent * per_extent + up->lr_block;
+    r->count = left < max ? left : max;
+    for (int i = 0; i < NCLIENTS; i++)
+        if (i != up->lr_source) {
+            r->state[i] = JS_SKIPPED;
+            r->failed++;
+        }
+    up->lr_busy = true;
+    if (enqueue(up, r) < 0) {
+        free_job(r);
+        up->lr_busy = false;
+        client_fault(c, "out of memory for its repair");
+    }
+}
+
+/* The source's blocks of piece r, as stored: written to the repaired
+ * downstairs ahead of what is held for it; the extent done, the held
+ * jobs follow. Takes raw. */
+static void lr_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
+                     const struct crucible_read_context *rc)
+{
+    struct client *c = lr_repaired(up);
+    struct job *w = c ? new_job(JOB_WRITE, 1) : NULL;
+    if (!w || !(w->ctx = calloc(r->count, sizeof(*w->ctx)))) {
+        free(raw);
+        if (w)
+            free_job(w);
+        if (c)
+            client_fault(c, "out of memory for its repair");
+        return;
+    }
+    w->internal = w->repair_direct = w->answered = true;
+    w->start = r->start;
+    w->count = r->count;
+    w->data = raw;
+    if (stored_contexts(up, w, rc) < 0) {
+        free_job(w);
+        client_fault(c, "its repair could not seal a block");
+        return;
+    }
+    for (int i = 0; i < NCLIENTS; i++)
+        if (i != c->index) {
+            w->state[i] = JS_SKIPPED;
+            w->failed++;
+        }
+    if (enqueue(up, w) < 0) {
+        free_job(w);
+        client_fault(c, "out of memory for its repair");
+        return;
+    }
+    up->lr_block += r->count;
+    if (up->lr_block >= up->cfg.blocks_per_extent) {
+        up->lr_block = 0;
+        up->lr_extent++;
+        lr_release(up, c);
+    }
+}
+
+static void lr_job_done(struct crucible_upstairs *up, struct job *j, bool ok)
+{
+    if (j->kind != JOB_READ || up->lr_client < 0)
+        return; /* a repair write that fails faults its downstairs (io_reply) */
+    up->lr_busy = false;
+    if (!ok) {
+        client_fault(lr_repaired(up), "its repair source could not be read");
+        return;
+    }
+    lr_step(up);
 }
 
 /* ---- guest requests ---- */
@@ -1401,7 +1654,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
     req->backend_private[BLK_PRIV_STATUS] = 0;
     req->backend_private[BLK_PRIV_KIND] = 1;
     if (req->op == BLOCK_OP_FLUSH) {
-        struct job *j = new_job(JOB_FLUSH);
+        struct job *j = new_job(JOB_FLUSH, 2);
         if (!j)
             return -ENOMEM;
         j->flush_number = up->next_flush++;
@@ -1421,7 +1674,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
     uint64_t max = JOB_MAX_BYTES;
     for (uint64_t done = 0; done < req->len;) {
         uint64_t n = req->len - done < max ? req->len - done : max;
-        struct job *j = new_job(req->op == BLOCK_OP_READ ? JOB_READ : JOB_WRITE);
+        struct job *j = req->op == BLOCK_OP_READ ? new_job(JOB_READ, 1) : new_job(JOB_WRITE, 2);
         int st = 0;
         if (!j) {
             st = -ENOMEM;
@@ -1465,7 +1718,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
  * returns its job id, 0 if it could not be queued. */
 static uint64_t send_flush(struct crucible_upstairs *up, bool answered)
 {
-    struct job *j = new_job(JOB_FLUSH);
+    struct job *j = new_job(JOB_FLUSH, 2);
     if (!j)
         return 0;
     j->flush_number = up->next_flush++;
@@ -1485,7 +1738,7 @@ static void check_held(struct crucible_upstairs *up)
 {
     for (int i = 0; i < NCLIENTS; i++) {
         struct client *c = &up->clients[i];
-        if (c->mode == MODE_OFFLINE && c->state != CL_ACTIVE && c->state != CL_FAULTED &&
+        if (c->mode == MODE_OFFLINE && c->state != CL_ACTIVE &&
             (c->held_jobs > HELD_MAX_JOBS || c->held_bytes > HELD_MAX_BYTES))
             client_fault(c, "it was away too long for its jobs to be replayed");
     }
@@ -1760,7 +2013,7 @@ static const char *client_state_name(enum client_state s)
         [CL_WAIT_VERSIONS] = "listing its extents",
         [CL_WAIT_QUORUM] = "ready",
         [CL_ACTIVE] = "active",
-        [CL_FAULTED] = "faulted",
+        [CL_LIVE_REPAIR] = "under repair",
     };
     return names[s];
 }
@@ -1875,6 +2128,7 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
     up->generation = cfg->crucible.generation_auto ? 1 : cfg->crucible.generation;
     up->next_id = FIRST_JOB_ID;
     up->state = UP_ACTIVATING;
+    up->lr_client = -1;
     for (int i = 0; i < NCLIENTS; i++)
         up->clients[i] = (struct client){.index = i, .up = up, .fd = -1};
     up->be.ops = &crucible_ops;

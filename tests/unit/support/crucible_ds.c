@@ -65,6 +65,7 @@ struct crucible_ds {
     struct conn conns[MAX_CONNS];
     int active; /* index of the promoted read-write session, or -1 */
     SSL_CTX *tls;
+    bool fail_writes;
 };
 
 static void die_msg(const char *what)
@@ -155,6 +156,8 @@ static bool range_ok(const struct crucible_ds *ds, uint64_t start, uint64_t coun
 static int do_write(struct crucible_ds *ds, const struct crucible_msg *m, bool unwritten_only)
 {
     uint32_t bs = ds->cfg.block_size;
+    if (ds->fail_writes)
+        return CE_IO_ERROR;
     if (!range_ok(ds, m->start, m->context_count) || m->data_len != m->context_count * bs)
         return CE_OFFSET_INVALID;
     for (uint64_t i = 0; i < m->context_count; i++)
@@ -663,4 +666,18 @@ int crucible_ds_store(struct crucible_ds *ds, uint64_t block, const uint8_t *dat
     }
     pthread_mutex_unlock(&ds->lock);
     return rc;
+}
+
+void crucible_ds_set_lag(struct crucible_ds *ds, unsigned lag_ms)
+{
+    pthread_mutex_lock(&ds->lock);
+    ds->cfg.lag_ms = lag_ms;
+    pthread_mutex_unlock(&ds->lock);
+}
+
+void crucible_ds_fail_writes(struct crucible_ds *ds, bool fail)
+{
+    pthread_mutex_lock(&ds->lock);
+    ds->fail_writes = fail;
+    pthread_mutex_unlock(&ds->lock);
 }

@@ -59,6 +59,11 @@ void crucible_ds_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t *
  * image. Returns 0 or -1. */
 int crucible_ds_store(struct crucible_ds *ds, uint64_t block, const uint8_t *data, uint64_t count);
 
+/* Faults changed while serving: reply lag, and writes answered with an
+ * I/O error (nothing stored). */
+void crucible_ds_set_lag(struct crucible_ds *ds, unsigned lag_ms);
+void crucible_ds_fail_writes(struct crucible_ds *ds, bool fail);
+
 /* Sets an extent's numbers (to make the downstairs disagree). */
 void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t gen,
                                  uint64_t flush, bool dirty);
