@@ -122,12 +122,14 @@ $(BUILD)/bench/memory: bench/memory.c bench/bench_util.c src/virtio/virtio_blk.h
 BENCH_VMM_BEFORE = $(if $(BENCH_BEFORE),--vmm-before $(BUILD)/bench-before/propolis-standalone-$(BENCH_BEFORE))
 bench: export BENCH_OUT = $(abspath $(BUILD))/bench
 bench: $(BUILD)/propolis-standalone $(BUILD)/bench/startup $(BUILD)/bench/block_backend \
-       $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot $(BUILD)/bench/memory guest
+       $(BUILD)/bench/storage $(BUILD)/bench/net $(BUILD)/bench/snapshot $(BUILD)/bench/memory guest \
+       $(BUILD)/crucible-ds
 	$(if $(BENCH_BEFORE),bench/build-before.sh $(BENCH_BEFORE) $(BUILD)/bench-before)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/startup --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nic
 	$(BUILD)/bench/block_backend --seconds 2
-	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nbd
+	$(BUILD)/bench/storage --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE) --nbd \
+	    --crucible $(BUILD)/crucible-ds
 	$(BUILD)/bench/net --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN) $(BENCH_VMM_BEFORE)
 	$(BUILD)/bench/snapshot --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)
 	$(BUILD)/bench/memory --vmm $(BUILD)/propolis-standalone --guest $(GUEST_BIN)

@@ -40,10 +40,19 @@
  * iothread for virtio-blk). nbdkit's CPU time over each test is reported
  * on its own (server CPU-us per I/O), next to the VMM's.
  *
+ * --crucible DS adds ours on a crucible disk (type = "crucible"): three
+ * test downstairs (DS: build/crucible-ds) on this host, each serving a
+ * fresh region filled like the file, started for each run in the run's
+ * directory; QEMU has no crucible client. The bench then runs in a network
+ * namespace of its own (loopback only). After the run the VMM gets
+ * SIGTERM (its last flush), the three region copies must be identical,
+ * and their blocks are checked as the file's are. The downstairs' CPU
+ * time is the server column.
+ *
  *   storage --vmm BIN [--vmm-before BIN] --guest ROM [--qemu BIN] [--runs N] [--ms MS]
  *           [--size-mib N] [--dir DIR] [--devices virtio-blk,nvme] [--seed N]
  *           [--cpus-allowed LIST] [--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR]
- *           [--nbd] [--only-nbd]
+ *           [--nbd] [--only-nbd] [--crucible DS] [--only-network]
  *           [--extra "KEY=VALUE ..."] (appended to the guest command)
  * BENCH_BLOCK_DEV_EXTRA="workers = 2" adds lines to our [block_dev.disk]. */
 #include <errno.h>
@@ -99,14 +108,16 @@ enum contestant {
     C_QEMU_DIRECT,
     C_OURS_NBD,
     C_QEMU_NBD,
+    C_OURS_CRUCIBLE,
     NCONT
 };
 static const char *const cont_names[NCONT] = {"ours",         "before",      "qemu-best",
                                               "qemu-default", "ours-direct", "qemu-direct",
-                                              "ours-nbd",     "qemu-nbd"};
+                                              "ours-nbd",     "qemu-nbd",    "ours-crucible"};
 static bool is_ours(enum contestant who)
 {
-    return who == C_OURS || who == C_BEFORE || who == C_OURS_DIRECT || who == C_OURS_NBD;
+    return who == C_OURS || who == C_BEFORE || who == C_OURS_DIRECT || who == C_OURS_NBD ||
+           who == C_OURS_CRUCIBLE;
 }
 static bool is_nbd(enum contestant who)
 {
@@ -120,6 +131,7 @@ static enum contestant ours_for(enum contestant qemu)
 
 struct options {
     const char *vmm, *vmm_before, *guest, *qemu, *dir, *extra, *cpus_allowed, *perf_dir;
+    const char *crucible_ds;
     int runs;
     unsigned ms, size_mib, cpus, mem_mib;
     uint64_t seed;
@@ -136,7 +148,7 @@ struct cell {
     struct series cpu_gib;   /* host CPU-s per GiB */
     struct series kicks;     /* MMIO doorbell writes per request */
     struct series kicks_s;   /* the same per second of host time */
-    struct series server_us; /* nbdkit's CPU-us per I/O (NBD pairs) */
+    struct series server_us; /* nbdkit's or the downstairs' CPU-us per I/O */
 };
 static struct cell cells[NDEVS][NCONT][NTESTS];
 static int valid_runs[NDEVS][NCONT], bad_runs[NDEVS][NCONT];
@@ -150,6 +162,7 @@ static struct fio_cell fio_cells[2][NTESTS]; /* page cache, O_DIRECT */
  * O_DIRECT writes drop the cached pages they cover, which left the
  * buffered jobs of the next round reading from the disk. */
 static char file_path[PATH_MAX], fio_path[PATH_MAX], fio_direct_path[PATH_MAX];
+static uint64_t fill_seed; /* the file's content, and each crucible region's */
 
 /* ---- Block content (guest/storage_bench.c has the same) ---- */
 
@@ -212,12 +225,12 @@ static void settle_file(void)
  * blocks holding this run's writes (seed + 1: random, seed + 3: sequential)
  * must be the ones the guest recorded (the same FNV-1a over a byte per
  * block). Returns false and says why otherwise. */
-static bool check_file(uint64_t seed, uint64_t want_hash, uint64_t want_written, char *why,
-                       size_t cap)
+static bool check_file(const char *path, uint64_t seed, uint64_t want_hash, uint64_t want_written,
+                       char *why, size_t cap)
 {
-    int fd = open(file_path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(why, cap, "%.400s: %s", file_path, strerror(errno));
+        snprintf(why, cap, "%.400s: %s", path, strerror(errno));
         return false;
     }
     uint64_t *buf = aligned_alloc(4096, MIB);
@@ -301,6 +314,12 @@ static void build_command(struct command *c, enum contestant who, enum dev_kind 
     copy_argv(c->argv, ARGV_MAX, is_ours(who) ? vmm : qemu);
 }
 
+/* The crucible disk: 16 MiB extents of 4 KiB blocks on three downstairs
+ * at these ports (in the bench's own network namespace). */
+#define CRUCIBLE_EXTENT_MIB 16
+#define CRUCIBLE_EXTENT_BLOCKS (CRUCIBLE_EXTENT_MIB * 256)
+#define CRUCIBLE_PORT 3810
+
 /* Our config.toml (ours and before alike). Ours passes the host's CPUID
  * through by default, as QEMU's -cpu host does. */
 static void config_text(char *out, size_t cap, enum dev_kind dev, enum contestant who,
@@ -310,6 +329,13 @@ static void config_text(char *out, size_t cap, enum dev_kind dev, enum contestan
     if (who == C_OURS_NBD)
         snprintf(disk, sizeof(disk), "type = \"nbd\"\nuri = \"nbd+unix:///?socket=%s\"\n",
                  NBD_SOCKET);
+    else if (who == C_OURS_CRUCIBLE)
+        snprintf(disk, sizeof(disk),
+                 "type = \"crucible\"\nblock_size = 4096\nblocks_per_extent = %u\n"
+                 "extent_count = %u\ntargets = [\"127.0.0.1:%d\", \"127.0.0.1:%d\", "
+                 "\"127.0.0.1:%d\"]\ngeneration = \"auto\"\n",
+                 CRUCIBLE_EXTENT_BLOCKS, o->size_mib / CRUCIBLE_EXTENT_MIB, CRUCIBLE_PORT,
+                 CRUCIBLE_PORT + 1, CRUCIBLE_PORT + 2);
     else
         snprintf(disk, sizeof(disk), "type = \"file\"\npath = \"%s\"\n%s", file_path,
                  who == C_OURS_DIRECT ? "direct = true\n" : "");
@@ -394,6 +420,26 @@ static pid_t launch(enum contestant who, enum dev_kind dev, const struct options
     return spawn_in(dir, "vmm.log", c.argv, o);
 }
 
+/* The argv of downstairs i serving dir/dsI (a fresh region of the
+ * file's content). */
+static const char *const *crucible_argv(const struct options *o, int i)
+{
+    static char port[16], count[16], extent[16], seed[32], dir[16], ready[16];
+    static const char *argv[24];
+    snprintf(port, sizeof(port), "%d", CRUCIBLE_PORT + i);
+    snprintf(count, sizeof(count), "%u", o->size_mib / CRUCIBLE_EXTENT_MIB);
+    snprintf(extent, sizeof(extent), "%u", CRUCIBLE_EXTENT_BLOCKS);
+    snprintf(seed, sizeof(seed), "%llu", (unsigned long long)fill_seed);
+    snprintf(dir, sizeof(dir), "ds%d", i);
+    snprintf(ready, sizeof(ready), "ds%d.ready", i);
+    const char *v[] = {o->crucible_ds, "--dir",          dir,    "--port",
+                       port,           "--block-size",   "4096", "--extent-size",
+                       extent,         "--extent-count", count,  "--bench-fill",
+                       seed,           "--ready-file",   ready,  NULL};
+    memcpy(argv, v, sizeof(v));
+    return argv;
+}
+
 static void print_commands(const struct options *o)
 {
     printf("commands (each VM in a fresh directory holding its console socket ttya; every\n"
@@ -423,6 +469,15 @@ static void print_commands(const struct options *o)
             printf("  %s config.toml of ours-nbd:\n", dev_names[d]);
             print_indented("    ", config);
         }
+    }
+    if (o->present[C_OURS_CRUCIBLE]) {
+        char config[2 * PATH_MAX + 512];
+        config_text(config, sizeof(config), VIRTIO_BLK, C_OURS_CRUCIBLE, o);
+        printf("  config.toml of ours-crucible (pci-nvme for NVMe):\n");
+        print_indented("    ", config);
+        for (int i = 0; i < 3; i++)
+            print_command("  a downstairs (three per run, in the run's directory): ",
+                          crucible_argv(o, i));
     }
     if (o->present[C_OURS_NBD] || o->present[C_QEMU_NBD]) {
         const char *const *argv = nbdkit_argv();
@@ -457,6 +512,73 @@ static pid_t start_nbdkit(const char *dir, const struct options *o)
         usleep(10000);
     }
     return pid;
+}
+
+/* Starts the three downstairs in dir and waits until they listen. */
+static void start_downstairs(const char *dir, const struct options *o, pid_t pids[3])
+{
+    for (int i = 0; i < 3; i++) {
+        char log[16];
+        snprintf(log, sizeof(log), "ds%d.log", i);
+        if ((pids[i] = spawn_in(dir, log, crucible_argv(o, i), o)) < 0)
+            die("fork: %s", strerror(errno));
+    }
+    for (int i = 0; i < 3; i++) {
+        char ready[PATH_MAX + 16];
+        snprintf(ready, sizeof(ready), "%s/ds%d.ready", dir, i);
+        uint64_t deadline = now_ns() + 120ull * 1000000000ull;
+        struct stat st;
+        while (stat(ready, &st) != 0) {
+            if (now_ns() > deadline || waitpid(pids[i], NULL, WNOHANG) == pids[i])
+                die("crucible downstairs %d did not start (see %s/ds%d.log)", i, dir, i);
+            usleep(10000);
+        }
+    }
+}
+
+/* After a crucible run: the three copies' region files must be identical;
+ * downstairs 0's extents, in order, become the image checked like the
+ * file. Returns false with why filled. */
+static bool crucible_image(const char *dir, const struct options *o, char *image, size_t image_cap,
+                           char *why, size_t cap)
+{
+    snprintf(image, image_cap, "%s/crucible.img", dir);
+    int out = open(image, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (out < 0) {
+        snprintf(why, cap, "%.400s: %s", image, strerror(errno));
+        return false;
+    }
+    uint8_t *a = malloc(MIB), *b = malloc(MIB);
+    bool ok = true;
+    for (unsigned e = 0; ok && e < o->size_mib / CRUCIBLE_EXTENT_MIB; e++) {
+        int fd[3];
+        for (int i = 0; i < 3; i++) {
+            char path[PATH_MAX + 64];
+            snprintf(path, sizeof(path), "%s/ds%d/extent-%04u", dir, i, e);
+            fd[i] = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        for (uint64_t off = 0; ok && off < (uint64_t)CRUCIBLE_EXTENT_MIB * MIB; off += MIB) {
+            if (fd[0] < 0 || pread(fd[0], a, MIB, (off_t)off) != (ssize_t)MIB ||
+                pwrite(out, a, MIB, (off_t)((uint64_t)e * CRUCIBLE_EXTENT_MIB * MIB + off)) !=
+                    (ssize_t)MIB) {
+                snprintf(why, cap, "extent %u of downstairs 0 unreadable", e);
+                ok = false;
+            }
+            for (int i = 1; ok && i < 3; i++)
+                if (fd[i] < 0 || pread(fd[i], b, MIB, (off_t)off) != (ssize_t)MIB ||
+                    memcmp(a, b, MIB) != 0) {
+                    snprintf(why, cap, "extent %u: downstairs %d differs from downstairs 0", e, i);
+                    ok = false;
+                }
+        }
+        for (int i = 0; i < 3; i++)
+            if (fd[i] >= 0)
+                close(fd[i]);
+    }
+    free(a);
+    free(b);
+    close(out);
+    return ok;
 }
 
 /* ---- One VM run ---- */
@@ -500,7 +622,7 @@ struct test_run {
     bool have, started;
     uint64_t t_start, t_end;
     struct proc_cpu cpu0, cpu1;
-    struct proc_cpu server0, server1; /* nbdkit's, on NBD runs */
+    double server0_s, server1_s; /* the servers' CPU time (NBD and crucible runs) */
     unsigned long long ops, us, bad, err, kicks, all_ops, span_us;
 };
 
@@ -532,7 +654,18 @@ static void record_json(const struct options *o, enum contestant who, enum dev_k
                round, (unsigned long long)seed, o->cpus, o->ms, o->size_mib,
                valid ? "true" : "false", why ? why : "", r->ops, r->us, r->all_ops, r->span_us,
                wall_s, r->cpu1.total_s - r->cpu0.total_s, r->cpu1.vcpu_s - r->cpu0.vcpu_s, r->kicks,
-               r->bad, r->err, r->server1.total_s - r->server0.total_s);
+               r->bad, r->err, r->server1_s - r->server0_s);
+}
+
+static double servers_cpu_s(const pid_t *pids, unsigned n)
+{
+    double total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct proc_cpu c;
+        if (proc_cpu_read(pids[i], &c))
+            total += c.total_s;
+    }
+    return total;
 }
 
 static void run_vm(enum contestant who, enum dev_kind dev, const struct options *o, int round,
@@ -555,7 +688,17 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         fputs(config, cfg);
         fclose(cfg);
     }
-    pid_t server = is_nbd(who) ? start_nbdkit(dir, o) : 0;
+    /* Servers whose CPU time is the server column: nbdkit, or the three
+     * downstairs. */
+    pid_t servers[3] = {0, 0, 0};
+    unsigned nservers = 0;
+    if (is_nbd(who)) {
+        servers[0] = start_nbdkit(dir, o);
+        nservers = 1;
+    } else if (who == C_OURS_CRUCIBLE) {
+        start_downstairs(dir, o, servers);
+        nservers = 3;
+    }
     pid_t pid = launch(who, dev, o, dir);
     uint64_t deadline = now_ns() + 60ull * 1000000000ull;
     snprintf(path, sizeof(path), "%s/ttya", dir);
@@ -630,8 +773,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                     if (o->perf_dir && round == 1 && !profiler && nstopped < NTESTS)
                         profiler = perf_start(o->perf_dir, pid, name, dev, t);
                     proc_cpu_read(pid, &r->cpu0);
-                    if (server)
-                        proc_cpu_read(server, &r->server0);
+                    r->server0_s = servers_cpu_s(servers, nservers);
                     r->t_start = now_ns();
                 } else if (strncmp(what, "FAIL", 4) == 0) {
                     snprintf(why, sizeof(why), "%s: %s", tests[t].name, what);
@@ -640,8 +782,7 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
                 } else if (r->started) {
                     r->t_end = now;
                     proc_cpu_read(pid, &r->cpu1);
-                    if (server)
-                        proc_cpu_read(server, &r->server1);
+                    r->server1_s = servers_cpu_s(servers, nservers);
                     perf_stop(&profiler, stopped_profilers, &nstopped);
                     r->ops = field(what, "ops=");
                     r->us = field(what, " us=");
@@ -658,11 +799,13 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
     perf_stop(&profiler, stopped_profilers, &nstopped);
     for (unsigned i = 0; i < nstopped; i++)
         waitpid(stopped_profilers[i], NULL, 0);
-    kill(pid, SIGKILL);
+    /* A crucible disk acknowledges writes before the downstairs have
+     * them: SIGTERM lets the VMM send them and its last flush. */
+    kill(pid, who == C_OURS_CRUCIBLE ? SIGTERM : SIGKILL);
     waitpid(pid, NULL, 0);
-    if (server) {
-        kill(server, SIGTERM);
-        waitpid(server, NULL, 0);
+    for (unsigned i = 0; i < nservers; i++) {
+        kill(servers[i], SIGTERM);
+        waitpid(servers[i], NULL, 0);
     }
     if (con.fd >= 0)
         close(con.fd);
@@ -681,8 +824,12 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
     if (!problem[0] && (!verified || v_seed != seed))
         snprintf(problem, sizeof(problem), "no verify line for seed %llu",
                  (unsigned long long)seed);
+    static char image[PATH_MAX + 32];
+    snprintf(image, sizeof(image), "%s", file_path);
+    if (!problem[0] && who == C_OURS_CRUCIBLE)
+        crucible_image(dir, o, image, sizeof(image), problem, sizeof(problem));
     if (!problem[0])
-        check_file(seed, v_hash, v_written, problem, sizeof(problem));
+        check_file(image, seed, v_hash, v_written, problem, sizeof(problem));
     bool valid = !problem[0];
     if (!valid) {
         printf("  EXCLUDED: %s %s round %d: %s\n", name, dev_names[dev], round, problem);
@@ -711,9 +858,8 @@ static void run_vm(enum contestant who, enum dev_kind dev, const struct options 
         series_add(&c->cpu_gib, cpu / (bytes / GIB));
         series_add(&c->kicks, (double)r->kicks / (double)r->ops);
         series_add(&c->kicks_s, (double)r->kicks / (r->us / 1e6));
-        if (server)
-            series_add(&c->server_us,
-                       (r->server1.total_s - r->server0.total_s) * 1e6 / (double)r->all_ops);
+        if (nservers)
+            series_add(&c->server_us, (r->server1_s - r->server0_s) * 1e6 / (double)r->all_ops);
         printf("  %s %s round %d: %s %.0f %s (guest %.0f), %.2f CPU-us/IO (%.2f without vCPU), "
                "%.3f kicks/op\n",
                name, dev_names[dev], round, tests[t].name, c->rate.v[c->rate.n - 1],
@@ -869,7 +1015,8 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
             }
             if (ratios) {
                 for (int k = C_BEFORE; k < NCONT; k++) {
-                    if (!o->present[k] || k == C_OURS_DIRECT || k == C_OURS_NBD)
+                    if (!o->present[k] || k == C_OURS_DIRECT || k == C_OURS_NBD ||
+                        k == C_OURS_CRUCIBLE)
                         continue;
                     enum contestant mine = ours_for((enum contestant)k);
                     if (!o->present[mine])
@@ -892,6 +1039,17 @@ static void print_table(const struct options *o, const char *title, pick_fn pick
             printf("\n");
         }
     }
+}
+
+/* The crucible downstairs listen on TCP: the bench moves into a network
+ * namespace of its own first, loopback up, so nothing reaches the host's
+ * network. */
+static void enter_own_netns(void)
+{
+    if (unshare(CLONE_NEWNET) != 0)
+        die("--crucible: cannot make a network namespace (run as root): %s", strerror(errno));
+    if (system("ip link set lo up") != 0)
+        die("--crucible: cannot bring up loopback in the bench's network namespace");
 }
 
 int main(int argc, char **argv)
@@ -930,6 +1088,8 @@ int main(int argc, char **argv)
         {"no-direct", no_argument, NULL, 'N'},
         {"nbd", no_argument, NULL, 'B'},
         {"only-nbd", no_argument, NULL, 'O'},
+        {"crucible", required_argument, NULL, 'C'},
+        {"only-network", no_argument, NULL, 'W'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -988,6 +1148,16 @@ int main(int argc, char **argv)
         case 'B':
             o.present[C_OURS_NBD] = o.present[C_QEMU_NBD] = true;
             break;
+        case 'C':
+            o.crucible_ds = optarg;
+            o.present[C_OURS_CRUCIBLE] = true;
+            break;
+        case 'W': /* ours on the file, NBD and crucible: the network disks */
+            for (int k = 0; k < NCONT; k++)
+                o.present[k] = k == C_OURS || k == C_OURS_NBD || k == C_QEMU_NBD ||
+                               (k == C_OURS_CRUCIBLE && o.crucible_ds);
+            o.fio = false;
+            break;
         case 'O': /* the NBD pair and ours on the file, nothing else */
             for (int k = 0; k < NCONT; k++)
                 o.present[k] = k == C_OURS || k == C_OURS_NBD || k == C_QEMU_NBD;
@@ -1011,7 +1181,7 @@ int main(int argc, char **argv)
                 "[--runs N<=%d] [--ms 100..60000] [--size-mib 64..49152] [--dir DIR] "
                 "[--devices virtio-blk,nvme] [--seed N] [--cpus-allowed LIST] "
                 "[--no-qemu-default] [--no-direct] [--no-fio] [--perf DIR] [--nbd] [--only-nbd] "
-                "[--extra \"KEY=VALUE ...\"]\n",
+                "[--crucible DS] [--only-network] [--extra \"KEY=VALUE ...\"]\n",
                 MAX_RUNS);
         return 2;
     }
@@ -1020,6 +1190,16 @@ int main(int argc, char **argv)
     if (!o.cpus_allowed) {
         snprintf(cpus, sizeof(cpus), "0-%ld", sysconf(_SC_NPROCESSORS_ONLN) - 1);
         o.cpus_allowed = cpus;
+    }
+    static char ds_path[PATH_MAX];
+    if (o.crucible_ds && realpath(o.crucible_ds, ds_path))
+        o.crucible_ds = ds_path;
+    if (o.present[C_OURS_CRUCIBLE]) {
+        if (!o.crucible_ds || access(o.crucible_ds, X_OK) != 0)
+            die("--crucible: %s is not an executable", o.crucible_ds ? o.crucible_ds : "(none)");
+        if (o.size_mib % CRUCIBLE_EXTENT_MIB)
+            die("--crucible needs --size-mib in whole %d MiB extents", CRUCIBLE_EXTENT_MIB);
+        enter_own_netns();
     }
     if ((o.present[C_OURS_NBD] || o.present[C_QEMU_NBD]) &&
         system("nbdkit --version >/dev/null 2>&1") != 0)
@@ -1041,7 +1221,7 @@ int main(int argc, char **argv)
     uint64_t size = (uint64_t)o.size_mib * MIB;
     /* Seeds are multiples of 4, so that seed + 1 and seed + 3 (the guest's
      * writes) never equal another run's or the fill's. */
-    uint64_t fill_seed = (bench_random(&rng) % 2500000000ull) * 4 + 4;
+    fill_seed = (bench_random(&rng) % 2500000000ull) * 4 + 4;
     fill_file(file_path, size, fill_seed);
     if (o.fio) {
         fill_file(fio_path, size, fill_seed);
@@ -1095,9 +1275,11 @@ int main(int argc, char **argv)
                 false);
     print_table(&o, "doorbell/notify exits per second (guest count over its window)", pick_kicks_s,
                 0, false, false);
-    if (o.present[C_OURS_NBD] || o.present[C_QEMU_NBD])
-        print_table(&o, "NBD server (nbdkit) CPU-us per I/O, on the NBD runs", pick_server, 2, true,
-                    false);
+    if (o.present[C_OURS_NBD] || o.present[C_QEMU_NBD] || o.present[C_OURS_CRUCIBLE])
+        print_table(&o,
+                    "server CPU-us per I/O (nbdkit on the NBD runs; the three downstairs on "
+                    "ours-crucible)",
+                    pick_server, 2, true, false);
     print_table(&o, "guest span / host interval (clock cross-check, 1.00 = agree)", pick_clock, 3,
                 false, false);
     printf("\nvalid runs (excluded):");
