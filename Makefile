@@ -74,7 +74,7 @@ $(BUILD)/san/tests/%: $(BUILD)/san/tests/unit/%.o $(SUPPORT_OBJS) $(SAN_OBJS)
 # Real-guest tests: in the nested rig, or directly where host KVM runs them.
 RIG_TESTS := tests/rig/selftest.sh tests/rig/test_firmware.sh tests/rig/test_storage.sh \
              tests/rig/test_network.sh tests/rig/test_guest_devices.sh tests/rig/test_cpuid.sh \
-             tests/rig/test_snapshot.sh tests/rig/test_durability.sh
+             tests/rig/test_snapshot.sh tests/rig/test_durability.sh tests/rig/test_crucible.sh
 
 include guest/guest.mk
 -include tests/rig/rig.mk
