@@ -203,6 +203,11 @@ struct crucible_upstairs {
     struct client clients[NCLIENTS];
     struct blk_queue waiting; /* guest writes waiting for retained room */
     struct job *jobs_head, *jobs_tail;
+    /* The same jobs by id (their ids are consecutive, from the head's): a
+     * ring of pointers, so an answer finds its job at once. */
+    struct job **by_id;
+    size_t by_id_cap, by_id_start, by_id_len;
+    uint64_t by_id_first;
     struct job *since_flush; /* first job after the last flush, or NULL */
     uint64_t last_flush_id;  /* 0: none yet */
     unsigned jobs_since_flush;
@@ -341,10 +346,38 @@ static void client_flush_out(struct client *c)
 
 static struct job *find_job(struct crucible_upstairs *up, uint64_t id)
 {
-    for (struct job *j = up->jobs_head; j; j = j->next)
-        if (j->id == id)
-            return j;
-    return NULL;
+    if (id < up->by_id_first || id - up->by_id_first >= up->by_id_len)
+        return NULL;
+    return up->by_id[(up->by_id_start + (id - up->by_id_first)) % up->by_id_cap];
+}
+
+/* Appends j (the next id) to the index; -1 when out of memory. */
+static int by_id_push(struct crucible_upstairs *up, struct job *j)
+{
+    if (up->by_id_len == up->by_id_cap) {
+        size_t cap = up->by_id_cap ? up->by_id_cap * 2 : 1024;
+        struct job **ring = malloc(cap * sizeof(*ring));
+        if (!ring)
+            return -1;
+        for (size_t i = 0; i < up->by_id_len; i++)
+            ring[i] = up->by_id[(up->by_id_start + i) % up->by_id_cap];
+        free(up->by_id);
+        up->by_id = ring;
+        up->by_id_cap = cap;
+        up->by_id_start = 0;
+    }
+    if (up->by_id_len == 0)
+        up->by_id_first = j->id;
+    up->by_id[(up->by_id_start + up->by_id_len++) % up->by_id_cap] = j;
+    return 0;
+}
+
+/* The head job left. */
+static void by_id_pop(struct crucible_upstairs *up)
+{
+    up->by_id_start = (up->by_id_start + 1) % up->by_id_cap;
+    up->by_id_len--;
+    up->by_id_first++;
 }
 
 static bool overlaps(const struct job *a, uint64_t start, uint64_t count)
@@ -464,7 +497,10 @@ static int enqueue(struct crucible_upstairs *up, struct job *j)
 {
     if (compute_deps(up, j) < 0)
         return -1;
-    j->id = up->next_id++;
+    j->id = up->next_id;
+    if (by_id_push(up, j) < 0)
+        return -1;
+    up->next_id++;
     if (up->jobs_tail)
         up->jobs_tail->next = j;
     else
@@ -578,14 +614,13 @@ static void retire(struct crucible_upstairs *up)
     }
     if (!last)
         return;
-    bool freed = false;
     while (up->jobs_head) {
         struct job *j = up->jobs_head;
         up->jobs_head = j->next;
+        by_id_pop(up);
         if (up->since_flush == j)
             up->since_flush = j->next;
         up->retained_bytes -= job_bytes(up, j);
-        freed = freed || j->kind == JOB_WRITE;
         bool end = j == last;
         free_job(j);
         if (end)
@@ -593,7 +628,6 @@ static void retire(struct crucible_upstairs *up)
     }
     if (!up->jobs_head)
         up->jobs_tail = NULL;
-    (void)freed;
 }
 
 /* j's state on downstairs c becomes s (an answer, or a skip). */
@@ -729,6 +763,11 @@ static void client_drop(struct client *c, const char *why)
                 free_job(j);
             }
             up->jobs_tail = up->since_flush = NULL;
+            up->by_id_len = 0;
+            /* The new connections start with nothing completed. */
+            up->last_flush_id = 0;
+            up->jobs_since_flush = 0;
+            up->retained_bytes = 0;
             up->repair_busy = up->repair_flushing = false;
         }
     }
@@ -1784,9 +1823,14 @@ static void run_round(struct crucible_upstairs *up, bool stop)
             if (rc < 0)
                 blk_finish(&up->tracker, req, rc);
         }
-        bool want_flush = up->writes_since_flush && !up->flush_in_flight &&
-                          (now >= up->next_autoflush_ns || up->jobs_since_flush >= AUTOFLUSH_JOBS ||
-                           up->retained_bytes > RETAINED_MAX_BYTES / 2 || up->waiting.head);
+        /* After writes, on the timer or when data piles up; after many
+         * jobs of any kind too: a flush is what retires them (reads as
+         * well). */
+        bool want_flush = !up->flush_in_flight &&
+                          ((up->writes_since_flush &&
+                            (now >= up->next_autoflush_ns ||
+                             up->retained_bytes > RETAINED_MAX_BYTES / 2 || up->waiting.head)) ||
+                           up->jobs_since_flush >= AUTOFLUSH_JOBS);
         if (want_flush) {
             send_flush(up, true);
             up->next_autoflush_ns = now + (int64_t)(up->cfg.flush_timeout * 1e9);
@@ -1958,6 +2002,7 @@ static void free_upstairs(struct crucible_upstairs *up)
         up->jobs_head = j->next;
         free_job(j);
     }
+    free(up->by_id);
     crucible_cipher_close(up->cipher);
     crucible_tls_close(up->tls);
     if (up->wake_fd >= 0)
