@@ -271,6 +271,14 @@ static void up_fail(struct crucible_upstairs *up, const char *key, const char *f
     pthread_mutex_unlock(&up->lock);
 }
 
+/* State changes open() may be watching go under the lock. */
+static void set_state(struct crucible_upstairs *up, enum up_state st)
+{
+    pthread_mutex_lock(&up->lock);
+    up->state = st;
+    pthread_mutex_unlock(&up->lock);
+}
+
 static void up_set_active(struct crucible_upstairs *up)
 {
     pthread_mutex_lock(&up->lock);
@@ -748,7 +756,7 @@ static void client_drop(struct client *c, const char *why)
          * only if this one was past it (reconciliation). */
         if (up->state == UP_RECONCILING) {
             log_warn("block_dev.%s: reconciliation interrupted; activating again", up->name);
-            up->state = UP_ACTIVATING;
+            set_state(up, UP_ACTIVATING);
             for (int i = 0; i < NCLIENTS; i++)
                 if (&up->clients[i] != c && up->clients[i].state != CL_IDLE) {
                     client_reset_io(&up->clients[i]);
@@ -1328,7 +1336,7 @@ static void repair_step(struct crucible_upstairs *up);
 
 static void start_reconciliation(struct crucible_upstairs *up)
 {
-    up->state = UP_RECONCILING;
+    set_state(up, UP_RECONCILING);
     for (int i = 0; i < NCLIENTS; i++)
         up->clients[i].state = CL_ACTIVE;
     up->repair_extent = 0;
@@ -2202,9 +2210,16 @@ struct block_backend *block_crucible_open(const struct config_block_dev *cfg)
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += ACTIVATE_TIMEOUT_NS / SEC_NS;
     pthread_mutex_lock(&up->lock);
-    while (up->state != UP_ACTIVE && up->state != UP_FAILED)
-        if (pthread_cond_timedwait(&up->activated, &up->lock, &deadline) == ETIMEDOUT)
+    while (up->state != UP_ACTIVE && up->state != UP_FAILED) {
+        if (pthread_cond_timedwait(&up->activated, &up->lock, &deadline) != ETIMEDOUT)
+            continue;
+        if (up->state != UP_RECONCILING)
             break;
+        /* Copying extents the downstairs disagree on takes as long as
+         * it takes; the guest waits for a consistent disk. */
+        log_info("block_dev.%s: still reconciling the downstairs", cfg->name);
+        deadline.tv_sec += ACTIVATE_TIMEOUT_NS / SEC_NS;
+    }
     enum up_state st = up->state;
     pthread_mutex_unlock(&up->lock);
     if (st == UP_ACTIVE) {
