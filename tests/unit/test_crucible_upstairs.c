@@ -8,7 +8,8 @@
  * reconciliation of a downstairs that missed writes while the disk was
  * closed or disagree on flush numbers and dirty bits, a corrupted block
  * read from another downstairs, a faulted downstairs repaired while
- * guest writes go on (plain and encrypted), a lagging downstairs, a generation a
+ * guest writes go on (plain and encrypted), a lagging downstairs, a
+ * hostile one (junk before every answer), a generation a
  * downstairs refuses, a newer upstairs taking the region over, and TLS
  * (certificates made with the openssl tool). */
 #include <setjmp.h>
@@ -89,6 +90,7 @@ static void start_faulty(const char *test, bool encrypted, const struct crucible
     for (int i = 0; i < 3; i++) {
         struct crucible_ds_config c = ds_cfg(i, test, encrypted);
         if (faults) {
+            c.hostile = faults[i].hostile;
             c.lag_ms = faults[i].lag_ms;
             c.corrupt_reads = faults[i].corrupt_reads;
             c.min_generation = faults[i].min_generation;
@@ -555,6 +557,31 @@ static void test_lagging_and_corrupting_downstairs(void **state)
     stop_all();
 }
 
+static void test_hostile_downstairs(void **state)
+{
+    need_netns();
+    /* Downstairs 0 answers every job with junk first: the upstairs drops
+     * it each time (it comes back, and is dropped again) and the guest's
+     * I/O goes on with the other two, its data intact. */
+    struct crucible_ds_config faults[3] = {{.hostile = true}, {0}, {0}};
+    start_faulty("hostile", false, faults);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[8 * BS], back[8 * BS];
+    for (unsigned k = 0; k < 40; k++) {
+        fill(buf, sizeof(buf), 90 + k);
+        uint64_t off = (uint64_t)(k % 30) * sizeof(buf) % (DISK - sizeof(buf));
+        assert_int_equal(block_req(be, BLOCK_OP_WRITE, off, buf, sizeof(buf)), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_READ, off, back, sizeof(back)), 0);
+        assert_memory_equal(back, buf, sizeof(buf));
+        usleep(20000);
+    }
+    block_backend_destroy(be);
+    stop_all();
+}
+
 static void test_generation_refused_by_a_downstairs(void **state)
 {
     need_netns();
@@ -733,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_faulted_downstairs_repaired_while_io_goes_on),
         cmocka_unit_test(test_faulted_encrypted_downstairs_repaired),
         cmocka_unit_test(test_lagging_and_corrupting_downstairs),
+        cmocka_unit_test(test_hostile_downstairs),
         cmocka_unit_test(test_generation_refused_by_a_downstairs),
         cmocka_unit_test(test_disagreeing_flush_numbers_reconciled),
         cmocka_unit_test(test_tls_to_the_downstairs),

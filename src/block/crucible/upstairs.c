@@ -65,6 +65,9 @@
 #define BACKOFF_MAX_NS (5 * SEC_NS)
 /* How long opening the disk waits for the three downstairs. */
 #define ACTIVATE_TIMEOUT_NS (30 * SEC_NS)
+/* A downstairs active this long is doing well: its next loss reconnects
+ * at once. */
+#define STABLE_NS (10 * SEC_NS)
 /* Promotions refused in a row before activation gives up. */
 #define PROMOTION_REFUSALS 3
 /* A guest request is split into jobs of at most this much. */
@@ -168,6 +171,8 @@ struct client {
     uint64_t last_flush;
     uint64_t held_jobs, held_bytes;
     uint64_t sent_jobs, sent_bytes; /* sent and not answered yet */
+    int64_t active_since_ns;        /* when it last became active */
+    struct log_ratelimit log;       /* its connection's ups and downs */
 };
 
 enum up_state { UP_ACTIVATING, UP_RECONCILING, UP_ACTIVE, UP_FAILED };
@@ -281,6 +286,8 @@ static void set_state(struct crucible_upstairs *up, enum up_state st)
 
 static void up_set_active(struct crucible_upstairs *up)
 {
+    for (int i = 0; i < NCLIENTS; i++)
+        up->clients[i].active_since_ns = now_ns();
     pthread_mutex_lock(&up->lock);
     up->state = UP_ACTIVE;
     pthread_cond_broadcast(&up->activated);
@@ -722,11 +729,12 @@ static void client_drop(struct client *c, const char *why)
     bool was_active = c->state == CL_ACTIVE && up->state == UP_ACTIVE;
     bool refused = c->state == CL_WAIT_ACTIVE;
     if (was_active || c->attempts < 3 || c->attempts % 30 == 0)
-        log_warn("block_dev.%s: downstairs %s: %s%s", up->name, target_text(up, c->index), why,
-                 was_active ? "; I/O goes on with the others while it reconnects"
-                 : c->state == CL_WAIT_ACTIVE
-                     ? " (while promoting: an upstairs with a higher generation may be active)"
-                     : "");
+        log_limited(&c->log, LOG_WARNING, "block_dev.%s: downstairs %s: %s%s", up->name,
+                    target_text(up, c->index), why,
+                    was_active ? "; I/O goes on with the others while it reconnects"
+                    : c->state == CL_WAIT_ACTIVE
+                        ? " (while promoting: an upstairs with a higher generation may be active)"
+                        : "");
     client_reset_io(c);
     c->state = CL_IDLE;
     /* A downstairs refuses a promotion by closing the connection: it has
@@ -740,7 +748,10 @@ static void client_drop(struct client *c, const char *why)
     }
     if (was_active) {
         c->mode = MODE_OFFLINE;
-        c->attempts = 0;
+        /* One that keeps failing soon after it is back (a broken or
+         * hostile downstairs) is retried ever more slowly. */
+        if (now_ns() - c->active_since_ns > STABLE_NS)
+            c->attempts = 0;
         /* What it was sent and did not answer waits for the replay. */
         for (struct job *j = up->jobs_head; j; j = j->next)
             if (j->state[c->index] == JS_SENT) {
@@ -998,9 +1009,9 @@ static void replay(struct crucible_upstairs *up, struct client *c)
         send_job(up, c, j);
         n++;
     }
-    c->attempts = 0;
-    log_info("block_dev.%s: downstairs %s is back; %u jobs replayed", up->name,
-             target_text(up, c->index), n);
+    c->active_since_ns = now_ns();
+    log_limited(&c->log, LOG_INFO, "block_dev.%s: downstairs %s is back; %u jobs replayed",
+                up->name, target_text(up, c->index), n);
 }
 
 static bool versions_ok(struct client *c, const struct crucible_msg *m)
@@ -1526,6 +1537,7 @@ static void lr_start(struct crucible_upstairs *up, struct client *c)
         /* Nothing to copy: a read-only disk wrote nothing it missed. */
         c->state = CL_ACTIVE;
         c->mode = MODE_NEW;
+        c->active_since_ns = now_ns();
         return;
     }
     int source = -1;
@@ -1579,6 +1591,7 @@ static void lr_step(struct crucible_upstairs *up)
         up->lr_client = -1;
         c->state = CL_ACTIVE;
         c->mode = MODE_NEW;
+        c->active_since_ns = now_ns();
         log_info("block_dev.%s: downstairs %s is repaired and active again", up->name,
                  target_text(up, c->index));
         send_flush(up, true);
@@ -1904,7 +1917,7 @@ static void *upstairs_main(void *arg)
             struct job *f = final_flush ? find_job(up, final_flush) : NULL;
             bool finished = true;
             for (int i = 0; i < NCLIENTS && f; i++)
-                finished = finished && f->state[i] != JS_SENT && f->state[i] != JS_HELD;
+                finished = finished && f->state[i] != JS_SENT; /* held: it is away */
             if (up->state != UP_ACTIVE || finished)
                 break;
             if (now_ns() >= stop_deadline) {

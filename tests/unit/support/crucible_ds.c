@@ -66,6 +66,7 @@ struct crucible_ds {
     int active; /* index of the promoted read-write session, or -1 */
     SSL_CTX *tls;
     bool fail_writes;
+    unsigned junk_sent;
 };
 
 static void die_msg(const char *what)
@@ -271,6 +272,49 @@ static bool same_uuid(const struct crucible_uuid *a, const struct crucible_uuid 
     return memcmp(a->b, b->b, 16) == 0;
 }
 
+/* A hostile downstairs' answer before the real one: an ack of a job never
+ * sent, a read reply whose counts lie, a frame of random bytes, a frame
+ * claiming 4 GiB, a message only an upstairs sends, in turn. */
+static void send_junk(struct crucible_ds *ds, struct conn *c, const struct crucible_msg *m)
+{
+    uint8_t raw[64];
+    switch (ds->junk_sent++ % 5) {
+    case 0:
+        send_msg(c, &(struct crucible_msg){.type = CM_WRITE_ACK,
+                                           .upstairs_id = m->upstairs_id,
+                                           .session_id = m->session_id,
+                                           .job_id = m->job_id + 100000,
+                                           .result_ok = true});
+        break;
+    case 1: {
+        uint8_t data[16] = {0};
+        send_msg(c, &(struct crucible_msg){.type = CM_READ_RESPONSE,
+                                           .upstairs_id = m->upstairs_id,
+                                           .session_id = m->session_id,
+                                           .job_id = m->job_id,
+                                           .result_ok = true,
+                                           .data = data,
+                                           .data_len = sizeof(data)});
+        break;
+    }
+    case 2:
+        for (size_t i = 0; i < sizeof(raw); i++)
+            raw[i] = (uint8_t)(ds->junk_sent * 131 + i * 17);
+        raw[0] = sizeof(raw);
+        raw[1] = raw[2] = raw[3] = 0;
+        (void)!send(c->fd, raw, sizeof(raw), MSG_NOSIGNAL);
+        break;
+    case 3:
+        raw[0] = 0xf0;
+        raw[1] = raw[2] = raw[3] = 0xff;
+        (void)!send(c->fd, raw, 4, MSG_NOSIGNAL);
+        break;
+    default:
+        send_msg(c, &(struct crucible_msg){.type = CM_HERE_I_AM, .version = 13});
+        break;
+    }
+}
+
 /* ---- negotiation and dispatch: false closes the connection ---- */
 
 static bool promote(struct crucible_ds *ds, int i)
@@ -415,6 +459,8 @@ static bool handle(struct crucible_ds *ds, int i, const struct crucible_msg *m)
         return false;
     if (ds->cfg.lag_ms)
         usleep(ds->cfg.lag_ms * 1000u);
+    if (ds->cfg.hostile)
+        send_junk(ds, c, m);
     switch (m->type) {
     case CM_WRITE:
         ack(c, CM_WRITE_ACK, m, do_write(ds, m, false));

@@ -35,6 +35,7 @@ struct crucible_ds_config {
     unsigned lag_ms;         /* every I/O reply sent this much late */
     bool corrupt_reads;      /* read replies carry blocks whose hash is wrong */
     uint64_t min_generation; /* promotions below it refused (the connection dropped) */
+    bool hostile;            /* each I/O answered first with junk (cycling through kinds) */
     /* TLS as crucible's downstairs: its certificate and key, and the root
      * its clients' certificates must chain to (all NULL: plain TCP). */
     const char *tls_cert, *tls_key, *tls_root;
