@@ -78,6 +78,9 @@
  * retained-data limit below bounds anyway. */
 #define HELD_MAX_JOBS 16384
 #define HELD_MAX_BYTES (50ull << 20)
+/* An offline downstairs is faulted after this long too: its held jobs
+ * keep flushes that need it (and retirement) waiting. */
+#define OFFLINE_MAX_NS (60 * SEC_NS)
 /* Guest requests wait while an active downstairs has this much sent and
  * unanswered (crucible's back-pressure): a slow downstairs slows the
  * guest rather than letting its backlog grow. */
@@ -91,6 +94,14 @@
 #define AUTOFLUSH_JOBS 512
 /* Frames we accept: a read reply of one job, or ExtentVersions. */
 #define RX_FRAME_MIN_CAP (8u << 20)
+
+/* block_request.backend_private words once a request is turned into
+ * jobs (until then the BLK_PRIV_* words of block_internal.h: its queue
+ * link, a status preset at submit, its kind). */
+enum {
+    CRU_PRIV_ERROR = 1, /* the first failed job's status, 0 */
+    CRU_PRIV_PARTS = 2, /* its jobs not yet finished, plus one while they are queued */
+};
 
 enum job_kind { JOB_READ, JOB_WRITE, JOB_FLUSH };
 
@@ -172,6 +183,7 @@ struct client {
     uint64_t held_jobs, held_bytes;
     uint64_t sent_jobs, sent_bytes; /* sent and not answered yet */
     int64_t active_since_ns;        /* when it last became active */
+    int64_t offline_since_ns;       /* when it dropped out (MODE_OFFLINE) */
     struct log_ratelimit log;       /* its connection's ups and downs */
 };
 
@@ -234,6 +246,7 @@ struct crucible_upstairs {
     uint32_t lr_extent;
     uint64_t lr_block;
     bool lr_busy, lr_holding;
+    unsigned read_turn; /* the downstairs the next guest read tries first */
 };
 
 static int64_t now_ns(void)
@@ -486,6 +499,25 @@ static void send_job(struct crucible_upstairs *up, struct client *c, struct job 
 
 enum route { ROUTE_SEND, ROUTE_HOLD, ROUTE_SKIP };
 
+/* Sends guest read j to the next active downstairs it has not been sent
+ * to (crucible sends every read to all three; one copy is enough when
+ * its blocks check out, and costs a third of the network and downstairs
+ * work). Returns false when none is left. */
+static bool read_elsewhere(struct crucible_upstairs *up, struct job *j)
+{
+    for (int k = 0; k < NCLIENTS; k++) {
+        int i = (int)((up->read_turn + (unsigned)k) % NCLIENTS);
+        struct client *c = &up->clients[i];
+        if (c->state != CL_ACTIVE || j->state[i] != JS_SKIPPED)
+            continue;
+        up->read_turn = (unsigned)i + 1;
+        j->failed--;
+        send_job(up, c, j);
+        return true;
+    }
+    return false;
+}
+
 /* Where job j goes for the downstairs under live repair: extents already
  * copied take it, the extent being copied makes it (and every later job)
  * wait until that extent is done, later extents skip it (their copy will
@@ -534,6 +566,16 @@ static int enqueue(struct crucible_upstairs *up, struct job *j)
         up->retained_bytes += job_bytes(up, j);
         up->writes_since_flush = true;
     }
+    if (j->kind == JOB_READ && !j->internal) {
+        /* A guest read goes to one active downstairs, in turn; another is
+         * tried if its copy fails (read_elsewhere). */
+        for (int i = 0; i < NCLIENTS; i++) {
+            j->state[i] = JS_SKIPPED;
+            j->failed++;
+        }
+        read_elsewhere(up, j);
+        return 0;
+    }
     for (int i = 0; i < NCLIENTS; i++) {
         struct client *c = &up->clients[i];
         if (j->state[i] == JS_SKIPPED)
@@ -571,11 +613,11 @@ static void free_job(struct job *j)
  * completes it. */
 static void part_done(struct crucible_upstairs *up, struct block_request *req, int status)
 {
-    if (status && !req->backend_private[BLK_PRIV_STATUS])
-        req->backend_private[BLK_PRIV_STATUS] = (uint64_t)(int64_t)status;
-    if (--req->backend_private[BLK_PRIV_KIND] > 0)
+    if (status && !req->backend_private[CRU_PRIV_ERROR])
+        req->backend_private[CRU_PRIV_ERROR] = (uint64_t)(int64_t)status;
+    if (--req->backend_private[CRU_PRIV_PARTS] > 0)
         return;
-    status = (int)(int64_t)req->backend_private[BLK_PRIV_STATUS];
+    status = (int)(int64_t)req->backend_private[CRU_PRIV_ERROR];
     if (status < 0 && status != -EROFS && status != -EINVAL)
         log_limited(&up->ratelimit, LOG_ERROR,
                     "block_dev.%s: %s of %" PRIu64 " bytes at offset %" PRIu64 " failed: %s",
@@ -748,12 +790,20 @@ static void client_drop(struct client *c, const char *why)
     }
     if (was_active) {
         c->mode = MODE_OFFLINE;
+        c->offline_since_ns = now_ns();
         /* One that keeps failing soon after it is back (a broken or
          * hostile downstairs) is retried ever more slowly. */
         if (now_ns() - c->active_since_ns > STABLE_NS)
             c->attempts = 0;
         /* What it was sent and did not answer waits for the replay. */
-        for (struct job *j = up->jobs_head; j; j = j->next)
+        for (struct job *j = up->jobs_head; j; j = j->next) {
+            if (j->state[c->index] == JS_SENT && j->kind == JOB_READ && !j->internal) {
+                /* Nothing to replay for a read: it goes to another. */
+                if (!j->answered)
+                    read_elsewhere(up, j);
+                job_set_state(up, c, j, JS_SKIPPED);
+                continue;
+            }
             if (j->state[c->index] == JS_SENT) {
                 j->state[c->index] = JS_HELD;
                 c->sent_jobs--;
@@ -761,6 +811,7 @@ static void client_drop(struct client *c, const char *why)
                 c->held_jobs++;
                 c->held_bytes += job_bytes(up, j);
             }
+        }
     }
     if (up->state == UP_ACTIVATING || up->state == UP_RECONCILING) {
         /* Activation needs all three: start the others' negotiation over
@@ -1109,6 +1160,15 @@ static void negotiate(struct crucible_upstairs *up, struct client *c, const stru
 
 /* ---- I/O replies ---- */
 
+/* c's copy of read j is bad: another downstairs is asked first (so the
+ * job does not count as failed meanwhile). */
+static void read_failed(struct crucible_upstairs *up, struct client *c, struct job *j)
+{
+    if (!j->internal && !j->answered)
+        read_elsewhere(up, j);
+    job_set_state(up, c, j, JS_ERROR);
+}
+
 static void read_reply(struct crucible_upstairs *up, struct client *c, struct job *j,
                        const struct crucible_msg *m)
 {
@@ -1120,7 +1180,7 @@ static void read_reply(struct crucible_upstairs *up, struct client *c, struct jo
                         " blocks with %" PRIu64 " contexts and %" PRIu64 " bytes",
                         up->name, target_text(up, c->index), j->count, m->read_context_count,
                         m->data_len);
-        job_set_state(up, c, j, JS_ERROR);
+        read_failed(up, c, j);
         return;
     }
     if (j->answered) {
@@ -1145,7 +1205,7 @@ static void read_reply(struct crucible_upstairs *up, struct client *c, struct jo
                     "it from another",
                     up->name, target_text(up, c->index), j->start + bad,
                     crucible_error_name((uint32_t)kind));
-        job_set_state(up, c, j, JS_ERROR);
+        read_failed(up, c, j);
         return;
     }
     if (j->internal && up->state == UP_RECONCILING) {
@@ -1711,15 +1771,15 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
             return 1;
     }
     /* One part per job, plus this function's own until all are queued. */
-    req->backend_private[BLK_PRIV_STATUS] = 0;
-    req->backend_private[BLK_PRIV_KIND] = 1;
+    req->backend_private[CRU_PRIV_ERROR] = 0;
+    req->backend_private[CRU_PRIV_PARTS] = 1;
     if (req->op == BLOCK_OP_FLUSH) {
         struct job *j = new_job(JOB_FLUSH, 2);
         if (!j)
             return -ENOMEM;
         j->flush_number = up->next_flush++;
         j->req = req;
-        req->backend_private[BLK_PRIV_KIND]++;
+        req->backend_private[CRU_PRIV_PARTS]++;
         up->writes_since_flush = false;
         up->flush_in_flight = true;
         if (enqueue(up, j) < 0) {
@@ -1744,7 +1804,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
             if (j->kind == JOB_READ) {
                 j->req = req;
                 j->req_skip = done;
-                req->backend_private[BLK_PRIV_KIND]++;
+                req->backend_private[CRU_PRIV_PARTS]++;
             } else if ((j->answered = true, !(j->data = malloc(n))) ||
                        !(j->ctx = calloc(j->count, sizeof(*j->ctx)))) {
                 st = -ENOMEM;
@@ -1758,7 +1818,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
         }
         if (st) {
             if (j && j->kind == JOB_READ)
-                req->backend_private[BLK_PRIV_KIND]--;
+                req->backend_private[CRU_PRIV_PARTS]--;
             if (j)
                 free_job(j);
             part_done(up, req, st);
@@ -1798,9 +1858,13 @@ static void check_held(struct crucible_upstairs *up)
 {
     for (int i = 0; i < NCLIENTS; i++) {
         struct client *c = &up->clients[i];
-        if (c->mode == MODE_OFFLINE && c->state != CL_ACTIVE &&
-            (c->held_jobs > HELD_MAX_JOBS || c->held_bytes > HELD_MAX_BYTES))
+        if (c->mode != MODE_OFFLINE || c->state == CL_ACTIVE)
+            continue;
+        if (c->held_jobs > HELD_MAX_JOBS || c->held_bytes > HELD_MAX_BYTES)
             client_fault(c, "it was away too long for its jobs to be replayed");
+        else if (now_ns() - c->offline_since_ns > OFFLINE_MAX_NS)
+            /* A flush that needs it would wait for it without end. */
+            client_fault(c, "it has been away for 60 s");
     }
 }
 

@@ -164,28 +164,64 @@ static int do_write(struct crucible_ds *ds, const struct crucible_msg *m, bool u
     for (uint64_t i = 0; i < m->context_count; i++)
         if (!crucible_block_hash_ok(&m->contexts[i], m->data + i * bs, bs))
             return CE_HASH_MISMATCH;
-    for (uint64_t i = 0; i < m->context_count; i++) {
+    /* Extent by extent: the run's contexts in one write, then its data in
+     * one (block by block only for write-unwritten). */
+    for (uint64_t i = 0; i < m->context_count;) {
         uint64_t block = m->start + i;
         struct extent *e = &ds->extents[block / ds->cfg.extent_size];
         uint64_t in = block % ds->cfg.extent_size;
-        struct slot s;
-        if (pread(e->meta_fd, &s, sizeof(s), slot_off(in)) != sizeof(s))
+        uint64_t n = ds->cfg.extent_size - in;
+        n = n < m->context_count - i ? n : m->context_count - i;
+        struct slot *slots = calloc(n, sizeof(*slots));
+        if (!slots || pread(e->meta_fd, slots, n * sizeof(*slots), slot_off(in)) !=
+                          (ssize_t)(n * sizeof(*slots))) {
+            free(slots);
             return CE_IO_ERROR;
-        if (unwritten_only && s.state)
-            continue;
-        if (!e->h.dirty) {
-            e->h.dirty = 1;
-            if (write_header(e) < 0)
-                return CE_IO_ERROR;
         }
-        e->in_flush_set = true;
-        const struct crucible_block_context *bc = &m->contexts[i];
-        s = (struct slot){.state = bc->encrypted ? 2 : 1, .hash = bc->hash};
-        memcpy(s.nonce, bc->nonce, sizeof(s.nonce));
-        memcpy(s.tag, bc->tag, sizeof(s.tag));
-        if (pwrite(e->meta_fd, &s, sizeof(s), slot_off(in)) != sizeof(s) ||
-            pwrite(e->data_fd, m->data + i * bs, bs, (off_t)(in * bs)) != (ssize_t)bs)
+        /* Write-unwritten leaves blocks that hold data alone. */
+        bool *store = calloc(n, sizeof(*store));
+        if (!store) {
+            free(slots);
             return CE_IO_ERROR;
+        }
+        bool any = false, all = true;
+        for (uint64_t k = 0; k < n; k++) {
+            store[k] = !(unwritten_only && slots[k].state);
+            all = all && store[k];
+            if (!store[k])
+                continue;
+            const struct crucible_block_context *bc = &m->contexts[i + k];
+            slots[k] = (struct slot){.state = bc->encrypted ? 2 : 1, .hash = bc->hash};
+            memcpy(slots[k].nonce, bc->nonce, sizeof(slots[k].nonce));
+            memcpy(slots[k].tag, bc->tag, sizeof(slots[k].tag));
+            any = true;
+        }
+        int rc = 0;
+        if (any && !e->h.dirty) {
+            e->h.dirty = 1;
+            rc = write_header(e);
+        }
+        if (any)
+            e->in_flush_set = true;
+        /* Contexts before data, as crucible writes them. */
+        if (rc == 0 && any &&
+            pwrite(e->meta_fd, slots, n * sizeof(*slots), slot_off(in)) !=
+                (ssize_t)(n * sizeof(*slots)))
+            rc = -1;
+        if (rc == 0 && all) {
+            if (pwrite(e->data_fd, m->data + i * bs, n * bs, (off_t)(in * bs)) != (ssize_t)(n * bs))
+                rc = -1;
+        } else {
+            for (uint64_t k = 0; rc == 0 && k < n; k++)
+                if (store[k] && pwrite(e->data_fd, m->data + (i + k) * bs, bs,
+                                       (off_t)((in + k) * bs)) != (ssize_t)bs)
+                    rc = -1;
+        }
+        free(store);
+        free(slots);
+        if (rc < 0)
+            return CE_IO_ERROR;
+        i += n;
     }
     return 0;
 }
@@ -205,23 +241,34 @@ static void do_read(struct crucible_ds *ds, struct conn *c, const struct crucibl
         data = calloc(m->count ? m->count : 1, bs);
         rc = calloc(m->count ? m->count : 1, sizeof(*rc));
         r.result_ok = data && rc;
-        for (uint64_t i = 0; r.result_ok && i < m->count; i++) {
+        /* Extent by extent: its contexts in one read, its data in one. */
+        for (uint64_t i = 0; r.result_ok && i < m->count;) {
             uint64_t block = m->start + i;
             struct extent *e = &ds->extents[block / ds->cfg.extent_size];
             uint64_t in = block % ds->cfg.extent_size;
-            struct slot s;
-            if (pread(e->meta_fd, &s, sizeof(s), slot_off(in)) != sizeof(s) ||
-                pread(e->data_fd, data + i * bs, bs, (off_t)(in * bs)) != (ssize_t)bs) {
+            uint64_t n = ds->cfg.extent_size - in;
+            n = n < m->count - i ? n : m->count - i;
+            struct slot *slots = calloc(n, sizeof(*slots));
+            if (!slots ||
+                pread(e->meta_fd, slots, n * sizeof(*slots), slot_off(in)) !=
+                    (ssize_t)(n * sizeof(*slots)) ||
+                pread(e->data_fd, data + i * bs, n * bs, (off_t)(in * bs)) != (ssize_t)(n * bs)) {
+                free(slots);
                 r.result_ok = false;
                 r.error.kind = CE_IO_ERROR;
                 break;
             }
-            struct crucible_block_context bc = {.hash = s.hash, .encrypted = s.state == 2};
-            memcpy(bc.nonce, s.nonce, sizeof(bc.nonce));
-            memcpy(bc.tag, s.tag, sizeof(bc.tag));
-            rc[i] = crucible_read_context_of(s.state ? &bc : NULL);
-            if (ds->cfg.corrupt_reads)
-                data[i * bs] ^= 0x5a; /* now matches neither its hash nor zeroes */
+            for (uint64_t k = 0; k < n; k++) {
+                const struct slot *sl = &slots[k];
+                struct crucible_block_context bc = {.hash = sl->hash, .encrypted = sl->state == 2};
+                memcpy(bc.nonce, sl->nonce, sizeof(bc.nonce));
+                memcpy(bc.tag, sl->tag, sizeof(bc.tag));
+                rc[i + k] = crucible_read_context_of(sl->state ? &bc : NULL);
+                if (ds->cfg.corrupt_reads)
+                    data[(i + k) * bs] ^= 0x5a; /* now matches neither its hash nor zeroes */
+            }
+            free(slots);
+            i += n;
         }
         r.read_contexts = rc;
         r.read_context_count = r.result_ok ? m->count : 0;
