@@ -89,6 +89,8 @@
 /* Write data kept until a flush retires it: beyond this, guest writes
  * wait; past half of it, a flush is sent. */
 #define RETAINED_MAX_BYTES (64ull << 20)
+/* Buffers of JOB_MAX_BYTES kept for reuse (data_alloc). */
+#define DATA_POOL_MAX 16
 /* A flush is also sent after this many jobs, so dependency lists stay
  * short. */
 #define AUTOFLUSH_JOBS 512
@@ -247,6 +249,8 @@ struct crucible_upstairs {
     uint64_t lr_block;
     bool lr_busy, lr_holding;
     unsigned read_turn; /* the downstairs the next guest read tries first */
+    uint8_t *pool[DATA_POOL_MAX];
+    unsigned pool_len;
 };
 
 static int64_t now_ns(void)
@@ -362,11 +366,18 @@ static void client_flush_out(struct client *c)
     if (c->out_sent == c->out.len) {
         c->out.len = 0;
         c->out_sent = 0;
-        /* Give back a buffer grown by a burst of large writes. */
-        if (c->out.cap > (4u << 20)) {
+        /* Give back a buffer an unusual burst grew (back-pressure keeps
+         * the usual one under SENT_MAX_BYTES and some). */
+        if (c->out.cap > 4 * SENT_MAX_BYTES) {
             free(c->out.bytes);
             c->out = (struct crucible_buf){0};
         }
+    } else if (c->out_sent >= 65536 && c->out_sent >= c->out.len / 2) {
+        /* A downstairs that never quite catches up: drop the sent prefix,
+         * or the buffer grows without end. */
+        memmove(c->out.bytes, c->out.bytes + c->out_sent, c->out.len - c->out_sent);
+        c->out.len -= c->out_sent;
+        c->out_sent = 0;
     }
 }
 
@@ -390,6 +401,8 @@ static int by_id_push(struct crucible_upstairs *up, struct job *j)
         for (size_t i = 0; i < up->by_id_len; i++)
             ring[i] = up->by_id[(up->by_id_start + i) % up->by_id_cap];
         free(up->by_id);
+        while (up->pool_len)
+            free(up->pool[--up->pool_len]);
         up->by_id = ring;
         up->by_id_cap = cap;
         up->by_id_start = 0;
@@ -601,9 +614,27 @@ static int enqueue(struct crucible_upstairs *up, struct job *j)
     return 0;
 }
 
-static void free_job(struct job *j)
+/* Job data of JOB_MAX_BYTES (sequential writes, reconciliation and
+ * repair pieces) comes from a few kept buffers: malloc would map and
+ * unmap each (page faults and TLB shootdowns for every MiB). */
+static uint8_t *data_alloc(struct crucible_upstairs *up, size_t len)
 {
-    free(j->data);
+    if (len == JOB_MAX_BYTES && up->pool_len > 0)
+        return up->pool[--up->pool_len];
+    return malloc(len);
+}
+
+static void data_free(struct crucible_upstairs *up, uint8_t *data, size_t len)
+{
+    if (data && len == JOB_MAX_BYTES && up->pool_len < DATA_POOL_MAX)
+        up->pool[up->pool_len++] = data;
+    else
+        free(data);
+}
+
+static void free_job(struct crucible_upstairs *up, struct job *j)
+{
+    data_free(up, j->data, j->count * up->block_size);
     free(j->ctx);
     free(j->deps);
     free(j);
@@ -679,7 +710,7 @@ static void retire(struct crucible_upstairs *up)
             up->since_flush = j->next;
         up->retained_bytes -= job_bytes(up, j);
         bool end = j == last;
-        free_job(j);
+        free_job(up, j);
         if (end)
             break;
     }
@@ -830,7 +861,7 @@ static void client_drop(struct client *c, const char *why)
             while (up->jobs_head) {
                 struct job *j = up->jobs_head;
                 up->jobs_head = j->next;
-                free_job(j);
+                free_job(up, j);
             }
             up->jobs_tail = up->since_flush = NULL;
             up->by_id_len = 0;
@@ -1190,7 +1221,7 @@ static void read_reply(struct crucible_upstairs *up, struct client *c, struct jo
     /* The reply lies in our receive buffer: decrypt it there. */
     uint8_t *data = (uint8_t *)(uintptr_t)m->data;
     uint8_t *raw = NULL;
-    if (j->internal && !(raw = malloc(j->count * bs))) {
+    if (j->internal && !(raw = data_alloc(up, j->count * bs))) {
         up_fail(up, "targets", "out of memory during reconciliation");
         return;
     }
@@ -1199,7 +1230,7 @@ static void read_reply(struct crucible_upstairs *up, struct client *c, struct jo
     uint64_t bad = 0;
     int kind = crucible_open_blocks(up->cipher, data, bs, j->count, m->read_contexts, &bad);
     if (kind) {
-        free(raw);
+        data_free(up, raw, j->count * bs);
         log_limited(&up->ratelimit, LOG_ERROR,
                     "block_dev.%s: downstairs %s returned block %" PRIu64 " with %s; reading "
                     "it from another",
@@ -1469,7 +1500,7 @@ static void repair_step(struct crucible_upstairs *up)
         }
         up->repair_busy = true;
         if (enqueue(up, j) < 0) {
-            free_job(j);
+            free_job(up, j);
             up_fail(up, "targets", "out of memory during reconciliation");
         }
         return;
@@ -1484,7 +1515,7 @@ static void repair_step(struct crucible_upstairs *up)
         f->flush_number = up->next_flush++;
         up->repair_flushing = up->repair_busy = true;
         if (enqueue(up, f) < 0) {
-            free_job(f);
+            free_job(up, f);
             up_fail(up, "targets", "out of memory during reconciliation");
         }
         return;
@@ -1524,9 +1555,9 @@ static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *ra
 {
     struct job *w = new_job(JOB_WRITE, NCLIENTS);
     if (!w || !(w->ctx = calloc(r->count, sizeof(*w->ctx)))) {
-        free(raw);
+        data_free(up, raw, r->count * up->block_size);
         if (w)
-            free_job(w);
+            free_job(up, w);
         return -1;
     }
     w->internal = true;
@@ -1534,12 +1565,12 @@ static int repair_write(struct crucible_upstairs *up, struct job *r, uint8_t *ra
     w->count = r->count;
     w->data = raw;
     if (stored_contexts(up, w, rc) < 0) {
-        free_job(w);
+        free_job(up, w);
         return -1;
     }
     up->repair_busy = true;
     if (enqueue(up, w) < 0) {
-        free_job(w);
+        free_job(up, w);
         return -1;
     }
     return 0;
@@ -1678,7 +1709,7 @@ static void lr_step(struct crucible_upstairs *up)
         }
     up->lr_busy = true;
     if (enqueue(up, r) < 0) {
-        free_job(r);
+        free_job(up, r);
         up->lr_busy = false;
         client_fault(c, "out of memory for its repair");
     }
@@ -1693,9 +1724,9 @@ static void lr_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
     struct client *c = lr_repaired(up);
     struct job *w = c ? new_job(JOB_WRITE, 1) : NULL;
     if (!w || !(w->ctx = calloc(r->count, sizeof(*w->ctx)))) {
-        free(raw);
+        data_free(up, raw, r->count * up->block_size);
         if (w)
-            free_job(w);
+            free_job(up, w);
         if (c)
             client_fault(c, "out of memory for its repair");
         return;
@@ -1705,7 +1736,7 @@ static void lr_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
     w->count = r->count;
     w->data = raw;
     if (stored_contexts(up, w, rc) < 0) {
-        free_job(w);
+        free_job(up, w);
         client_fault(c, "its repair could not seal a block");
         return;
     }
@@ -1715,7 +1746,7 @@ static void lr_write(struct crucible_upstairs *up, struct job *r, uint8_t *raw,
             w->failed++;
         }
     if (enqueue(up, w) < 0) {
-        free_job(w);
+        free_job(up, w);
         client_fault(c, "out of memory for its repair");
         return;
     }
@@ -1783,7 +1814,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
         up->writes_since_flush = false;
         up->flush_in_flight = true;
         if (enqueue(up, j) < 0) {
-            free_job(j);
+            free_job(up, j);
             part_done(up, req, -ENOMEM);
             return 0;
         }
@@ -1805,7 +1836,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
                 j->req = req;
                 j->req_skip = done;
                 req->backend_private[CRU_PRIV_PARTS]++;
-            } else if ((j->answered = true, !(j->data = malloc(n))) ||
+            } else if ((j->answered = true, !(j->data = data_alloc(up, n))) ||
                        !(j->ctx = calloc(j->count, sizeof(*j->ctx)))) {
                 st = -ENOMEM;
             } else {
@@ -1820,7 +1851,7 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
             if (j && j->kind == JOB_READ)
                 req->backend_private[CRU_PRIV_PARTS]--;
             if (j)
-                free_job(j);
+                free_job(up, j);
             part_done(up, req, st);
             return 0;
         }
@@ -1845,7 +1876,7 @@ static uint64_t send_flush(struct crucible_upstairs *up, bool answered)
     j->answered = answered;
     up->writes_since_flush = false;
     if (enqueue(up, j) < 0) {
-        free_job(j);
+        free_job(up, j);
         return 0;
     }
     return j->id;
@@ -2085,7 +2116,7 @@ static void free_upstairs(struct crucible_upstairs *up)
     while (up->jobs_head) {
         struct job *j = up->jobs_head;
         up->jobs_head = j->next;
-        free_job(j);
+        free_job(up, j);
     }
     free(up->by_id);
     crucible_cipher_close(up->cipher);
