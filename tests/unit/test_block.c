@@ -939,10 +939,11 @@ static void test_bad_open(void **state)
     cfg = mem_cfg(0, 1);
     expect_open_error(&cfg, "block_dev.t0: size 0");
 
+    /* crucible-mem is a RAM disk: the same checks of its size. */
     cfg = mem_cfg(4096, 1);
     cfg.type = CONFIG_BLOCK_CRUCIBLE_MEM;
-    expect_open_error(&cfg,
-                      "block_dev.t0: block device type \"crucible-mem\" is not yet supported");
+    cfg.crucible_mem.size = 1000;
+    expect_open_error(&cfg, "block_dev.t0: size 1000 is not a positive multiple");
 }
 
 /* ---- refused requests ---- */
