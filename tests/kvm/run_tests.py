@@ -171,7 +171,7 @@ def pong_then_clean_exit(vm, c):
     c.line("ping")
     c.expect("testguest: pong")
     vm.proc.send_signal(signal.SIGTERM)
-    check(vm.wait() == 0, "exit code %s" % vm.proc.returncode)
+    check(vm.wait() == 0, "exit code %s:\n%s" % (vm.proc.returncode, vm.output()[-3000:]))
     out = vm.output()
     check("AddressSanitizer" not in out and "runtime error" not in out,
           "sanitizer report:\n" + out[-3000:])
@@ -596,6 +596,24 @@ def bench_result(c, dev, test):
     return fields
 
 
+def bench_both_disks(c):
+    """The guest's storage bench, every test, on the virtio-blk disk at
+    0.4.0 and the NVMe disk at 0.5.0; every block read back checked."""
+    for dev, seed in (("virtio-blk", 101), ("nvme", 102)):
+        c.line("bench %s tests=rw,rr,sw,sr ms=300 warm=50 seed=%d" % (dev, seed))
+        for test in ("randread4k", "randwrite4k", "seqread1m", "seqwrite1m"):
+            bench_result(c, dev, test)
+        c.expect("testguest: bench %s done" % dev, timeout=60)
+
+
+def start_long_write_test(c):
+    """Starts 2.5 s of random writes on the virtio-blk disk (then a
+    sequential read that checks them) and returns 0.3 s into it."""
+    c.line("bench virtio-blk tests=rw,sr ms=2500 warm=50 seed=103")
+    c.expect("testguest: bench virtio-blk randwrite4k start", timeout=60)
+    time.sleep(0.3)
+
+
 @test
 def nbd_disks_on_virtio_block_and_nvme():
     """A virtio-blk and an NVMe disk on nbdkit (UNIX sockets; seccomp on):
@@ -619,16 +637,10 @@ def nbd_disks_on_virtio_block_and_nvme():
     vm = VM(cpus=1, memory=128, extra=extra, workdir=d)
     try:
         c = vm.boot(1, 128)
-        for dev, seed in (("virtio-blk", 101), ("nvme", 102)):
-            c.line("bench %s tests=rw,rr,sw,sr ms=300 warm=50 seed=%d" % (dev, seed))
-            for test in ("randread4k", "randwrite4k", "seqread1m", "seqwrite1m"):
-                bench_result(c, dev, test)
-            c.expect("testguest: bench %s done" % dev, timeout=60)
+        bench_both_disks(c)
         # The server goes away under a write test and comes back; the
         # sequential read after it checks every block the writes marked.
-        c.line("bench virtio-blk tests=rw,sr ms=2500 warm=50 seed=103")
-        c.expect("testguest: bench virtio-blk randwrite4k start", timeout=60)
-        time.sleep(0.3)
+        start_long_write_test(c)
         servers[0].kill()
         servers[0].wait()
         time.sleep(0.5)
@@ -756,14 +768,8 @@ def crucible_disks_on_virtio_block_and_nvme():
                  '[dev.nvme]\ndriver = "pci-nvme"\nblock_dev = "cn"\npci-path = "0.5.0"\n')
         vm = VM(cpus=1, memory=128, extra=extra, workdir=d, prefix=ns.prefix())
         c = vm.boot(1, 128)
-        for dev, seed in (("virtio-blk", 101), ("nvme", 102)):
-            c.line("bench %s tests=rw,rr,sw,sr ms=300 warm=50 seed=%d" % (dev, seed))
-            for t in ("randread4k", "randwrite4k", "seqread1m", "seqwrite1m"):
-                bench_result(c, dev, t)
-            c.expect("testguest: bench %s done" % dev, timeout=60)
-        c.line("bench virtio-blk tests=rw,sr ms=2500 warm=50 seed=103")
-        c.expect("testguest: bench virtio-blk randwrite4k start", timeout=60)
-        time.sleep(0.3)
+        bench_both_disks(c)
+        start_long_write_test(c)
         servers[("v", 1)].kill()
         servers[("v", 1)].wait()
         time.sleep(0.5)

@@ -158,8 +158,7 @@ static void negotiate(int fd, uint8_t id, uint8_t session, uint64_t gen)
 
 static void need_netns(void)
 {
-    if (!own_netns)
-        prerequisite_missing("cannot make a network namespace (not root?)");
+    need_loopback_netns(own_netns);
 }
 
 /* ---- tests ---- */

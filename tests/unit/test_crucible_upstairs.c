@@ -9,6 +9,7 @@
  * closed or disagree on flush numbers and dirty bits, a corrupted block
  * read from another downstairs, a faulted downstairs repaired while
  * guest writes go on (plain and encrypted), a lagging downstairs, a
+ * stalled one (reads sent elsewhere, then it is dropped and replayed), a
  * hostile one (junk before every answer), a generation a
  * downstairs refuses, a newer upstairs taking the region over, and TLS
  * (certificates made with the openssl tool). */
@@ -65,8 +66,7 @@ static int teardown(void **state)
 
 static void need_netns(void)
 {
-    if (!own_netns)
-        prerequisite_missing("cannot make a network namespace (not root?)");
+    need_loopback_netns(own_netns);
 }
 
 static char ds_dirs[3][96];
@@ -582,6 +582,45 @@ static void test_hostile_downstairs(void **state)
     stop_all();
 }
 
+static void test_stalled_downstairs(void **state)
+{
+    need_netns();
+    start_all("stall", false);
+    struct config_block_dev cfg = disk_cfg(1, false, false);
+    struct block_backend *be = block_backend_open(&cfg);
+    assert_non_null(be);
+    uint8_t buf[8 * BS], back[8 * BS];
+    fill(buf, sizeof(buf), 101);
+    assert_int_equal(block_req(be, BLOCK_OP_WRITE, 0, buf, sizeof(buf)), 0);
+    assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+    /* Downstairs 0 stops answering: reads sent to it go to another after
+     * half a second, writes and flushes complete on the other two, and
+     * after 5 s it is dropped; it comes back and is replayed. */
+    crucible_ds_stall(ds[0], true);
+    for (unsigned k = 0; k < 12; k++) {
+        fill(buf, sizeof(buf), 102 + k);
+        uint64_t off = (uint64_t)k * sizeof(buf);
+        assert_int_equal(block_req(be, BLOCK_OP_WRITE, off, buf, sizeof(buf)), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        assert_int_equal(block_req(be, BLOCK_OP_READ, off, back, sizeof(back)), 0);
+        assert_memory_equal(back, buf, sizeof(buf));
+        usleep(500000);
+    }
+    crucible_ds_stall(ds[0], false);
+    uint8_t blk[BS];
+    bool caught_up = false;
+    for (int tries = 0; tries < 200 && !caught_up; tries++) {
+        assert_int_equal(block_req(be, BLOCK_OP_FLUSH, 0, NULL, 0), 0);
+        read_ds_block(0, 11 * 8 + 7, blk);
+        caught_up = memcmp(blk, buf + 7 * BS, BS) == 0;
+        if (!caught_up)
+            usleep(50000);
+    }
+    assert_true(caught_up);
+    block_backend_destroy(be);
+    stop_all();
+}
+
 static void test_generation_refused_by_a_downstairs(void **state)
 {
     need_netns();
@@ -761,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_faulted_encrypted_downstairs_repaired),
         cmocka_unit_test(test_lagging_and_corrupting_downstairs),
         cmocka_unit_test(test_hostile_downstairs),
+        cmocka_unit_test(test_stalled_downstairs),
         cmocka_unit_test(test_generation_refused_by_a_downstairs),
         cmocka_unit_test(test_disagreeing_flush_numbers_reconciled),
         cmocka_unit_test(test_tls_to_the_downstairs),

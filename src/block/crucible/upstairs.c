@@ -78,6 +78,13 @@
  * retained-data limit below bounds anyway. */
 #define HELD_MAX_JOBS 16384
 #define HELD_MAX_BYTES (50ull << 20)
+/* A downstairs with jobs outstanding and silent this long is dropped
+ * (it goes offline; its jobs wait for its replay). */
+#define STALL_NS (5 * SEC_NS)
+/* Reads waiting on a downstairs silent this long go to another too,
+ * checked this often. */
+#define HEDGE_NS (500 * 1000000ll)
+#define HEDGE_CHECK_NS (250 * 1000000ll)
 /* An offline downstairs is faulted after this long too: its held jobs
  * keep flushes that need it (and retirement) waiting. */
 #define OFFLINE_MAX_NS (60 * SEC_NS)
@@ -249,6 +256,7 @@ struct crucible_upstairs {
     uint64_t lr_block;
     bool lr_busy, lr_holding;
     unsigned read_turn; /* the downstairs the next guest read tries first */
+    int64_t next_hedge_ns;
     uint8_t *pool[DATA_POOL_MAX];
     unsigned pool_len;
 };
@@ -401,8 +409,6 @@ static int by_id_push(struct crucible_upstairs *up, struct job *j)
         for (size_t i = 0; i < up->by_id_len; i++)
             ring[i] = up->by_id[(up->by_id_start + i) % up->by_id_cap];
         free(up->by_id);
-        while (up->pool_len)
-            free(up->pool[--up->pool_len]);
         up->by_id = ring;
         up->by_id_cap = cap;
         up->by_id_start = 0;
@@ -1795,12 +1801,16 @@ static int start_request(struct crucible_upstairs *up, struct block_request *req
     if (req->op == BLOCK_OP_WRITE && up->retained_bytes + req->len > RETAINED_MAX_BYTES &&
         up->jobs_head)
         return 1;
+    /* Two downstairs keeping up are enough (writes and flushes need two):
+     * one that falls behind does not hold the guest back. */
+    unsigned keeping_up = 0;
     for (int i = 0; i < NCLIENTS; i++) {
         const struct client *c = &up->clients[i];
-        if (c->state == CL_ACTIVE &&
-            (c->sent_jobs >= SENT_MAX_JOBS || c->sent_bytes >= SENT_MAX_BYTES))
-            return 1;
+        keeping_up +=
+            c->state == CL_ACTIVE && c->sent_jobs < SENT_MAX_JOBS && c->sent_bytes < SENT_MAX_BYTES;
     }
+    if (keeping_up < 2 && req->op != BLOCK_OP_READ)
+        return 1;
     /* One part per job, plus this function's own until all are queued. */
     req->backend_private[CRU_PRIV_ERROR] = 0;
     req->backend_private[CRU_PRIV_PARTS] = 1;
@@ -1899,9 +1909,28 @@ static void check_held(struct crucible_upstairs *up)
     }
 }
 
+/* Guest reads waiting on a downstairs that has said nothing for a while
+ * are also sent to another (each goes to one only). */
+static void hedge_reads(struct crucible_upstairs *up, int64_t now)
+{
+    if (now < up->next_hedge_ns)
+        return;
+    up->next_hedge_ns = now + HEDGE_CHECK_NS;
+    for (int i = 0; i < NCLIENTS; i++) {
+        struct client *c = &up->clients[i];
+        if (c->state != CL_ACTIVE || !c->sent_jobs || now - c->last_rx_ns < HEDGE_NS)
+            continue;
+        for (struct job *j = up->jobs_head; j; j = j->next)
+            if (j->kind == JOB_READ && !j->internal && !j->answered && j->state[i] == JS_SENT)
+                read_elsewhere(up, j);
+    }
+}
+
 static void run_round(struct crucible_upstairs *up, bool stop)
 {
     int64_t now = now_ns();
+    if (up->state == UP_ACTIVE)
+        hedge_reads(up, now);
     /* Connections: start, time out, ping. */
     for (int i = 0; i < NCLIENTS && !stop; i++) {
         struct client *c = &up->clients[i];
@@ -1916,6 +1945,9 @@ static void run_round(struct crucible_upstairs *up, bool stop)
         else if (c->state >= CL_WAIT_YES && c->state <= CL_ACTIVE) {
             if (now - c->last_rx_ns > INACTIVITY_NS)
                 client_drop(c, "silent for 45 s");
+            else if (c->state == CL_ACTIVE && c->sent_jobs && now - c->last_rx_ns > STALL_NS)
+                client_drop(c, "no answer for 5 s with jobs outstanding");
+
             else if (now - c->last_ping_ns >= PING_NS) {
                 c->last_ping_ns = now;
                 client_send(c, &(struct crucible_msg){.type = CM_RUOK});
@@ -2038,6 +2070,9 @@ static void *upstairs_main(void *arg)
             }
             if (c->state == CL_IDLE && c->next_attempt_ns < next)
                 next = c->next_attempt_ns;
+            /* Outstanding jobs: look for a silent downstairs now and then. */
+            if (c->state == CL_ACTIVE && c->sent_jobs && now + HEDGE_CHECK_NS < next)
+                next = now + HEDGE_CHECK_NS;
         }
         if (up->state == UP_ACTIVE && up->writes_since_flush && up->next_autoflush_ns < next)
             next = up->next_autoflush_ns;
@@ -2119,6 +2154,8 @@ static void free_upstairs(struct crucible_upstairs *up)
         free_job(up, j);
     }
     free(up->by_id);
+    while (up->pool_len)
+        free(up->pool[--up->pool_len]);
     crucible_cipher_close(up->cipher);
     crucible_tls_close(up->tls);
     if (up->wake_fd >= 0)

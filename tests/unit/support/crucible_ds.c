@@ -66,6 +66,7 @@ struct crucible_ds {
     int active; /* index of the promoted read-write session, or -1 */
     SSL_CTX *tls;
     bool fail_writes;
+    bool stalled;
     unsigned junk_sent;
 };
 
@@ -597,10 +598,17 @@ static void *serve(void *arg)
                 idx[n] = i;
                 pfd[n++] = (struct pollfd){.fd = ds->conns[i].fd, .events = POLLIN};
             }
-        if (poll(pfd, (nfds_t)n, -1) < 0 && errno != EINTR)
+        pthread_mutex_lock(&ds->lock);
+        bool stalled = ds->stalled;
+        pthread_mutex_unlock(&ds->lock);
+        if (stalled)
+            n = 1; /* nothing but the stop pipe */
+        if (poll(pfd, (nfds_t)n, stalled ? 20 : -1) < 0 && errno != EINTR)
             break;
         if (pfd[0].revents)
             break;
+        if (stalled)
+            continue;
         pthread_mutex_lock(&ds->lock);
         if (pfd[1].revents & POLLIN) {
             int fd = accept4(ds->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -772,5 +780,12 @@ void crucible_ds_fail_writes(struct crucible_ds *ds, bool fail)
 {
     pthread_mutex_lock(&ds->lock);
     ds->fail_writes = fail;
+    pthread_mutex_unlock(&ds->lock);
+}
+
+void crucible_ds_stall(struct crucible_ds *ds, bool stall)
+{
+    pthread_mutex_lock(&ds->lock);
+    ds->stalled = stall;
     pthread_mutex_unlock(&ds->lock);
 }

@@ -64,6 +64,9 @@ int crucible_ds_store(struct crucible_ds *ds, uint64_t block, const uint8_t *dat
  * I/O error (nothing stored). */
 void crucible_ds_set_lag(struct crucible_ds *ds, unsigned lag_ms);
 void crucible_ds_fail_writes(struct crucible_ds *ds, bool fail);
+/* Stalled: connected, but reading and answering nothing (not even pings)
+ * until unstalled. */
+void crucible_ds_stall(struct crucible_ds *ds, bool stall);
 
 /* Sets an extent's numbers (to make the downstairs disagree). */
 void crucible_ds_set_extent_meta(struct crucible_ds *ds, uint32_t extent, uint64_t gen,

@@ -52,3 +52,9 @@ bool enter_loopback_netns(void)
         close(fd);
     return up;
 }
+
+void need_loopback_netns(bool entered)
+{
+    if (!entered)
+        prerequisite_missing("cannot make a network namespace (not root?)");
+}

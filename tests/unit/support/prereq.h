@@ -19,5 +19,8 @@ _Noreturn void prerequisite_missing(const char *fmt, ...) __attribute__((format(
  * up (tests' sockets never touch the host's); false if it cannot (not
  * root). */
 bool enter_loopback_netns(void);
+/* For a test that needs that namespace: reports it missing (entered is
+ * false) as prerequisite_missing does. */
+void need_loopback_netns(bool entered);
 
 #endif
