@@ -14,6 +14,10 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o size=90% shm /dev/shm
 mount -t tmpfs -o size=90% tmp /tmp
+# No transparent huge pages in L1: three durability runs hung with L1's
+# kernel stuck (khugepaged and a VMM thread blocked for minutes, TLB-flush
+# soft lockups) on this software CPU; nothing in the rig tests huge pages.
+echo never > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 echo "RIG-L1-BOOT cpus=$(grep -c ^processor /proc/cpuinfo)"
 
 finish() {
