@@ -37,6 +37,7 @@
 #include "devices/reset_ports.h"
 #include "devices/rtc.h"
 #include "devices/uart16550.h"
+#include "firmware/acpi.h"
 #include "firmware/fw_cfg.h"
 #include "firmware/platform.h"
 #include "block/block.h"
@@ -87,8 +88,9 @@ struct vmm {
     struct ps2 ps2;
     struct pvpanic pvpanic;
     struct fw_cfg fw_cfg;
-    struct block_backend **backends; /* one per [block_dev], in config order */
-    struct nic *nics;                /* one per [dev.*] (used by NICs), in config order */
+    struct platform_desc firmware_desc; /* what the fw_cfg tables were built from */
+    struct block_backend **backends;    /* one per [block_dev], in config order */
+    struct nic *nics;                   /* one per [dev.*] (used by NICs), in config order */
     int signal_fd;
     bool snapshot_on_sigint;  /* -s */
     bool seccomp;             /* not --no-seccomp */
@@ -637,6 +639,25 @@ static void guest_cpuid(const struct machine *m, uint32_t leaf, uint32_t out[4])
     free(t);
 }
 
+/* SeaBIOS moves the PM block (to 0x600 when it finds a table loader)
+ * before it reads the ACPI tables, so the FADT is built again for where
+ * the block is when the firmware selects the tables, as QEMU's are. */
+static void refresh_acpi_tables(void *opaque, uint8_t *tables, uint32_t size)
+{
+    struct vmm *vmm = opaque;
+    struct platform_desc *desc = &vmm->firmware_desc;
+    uint16_t base = piix4_pm_block_base(&vmm->pm);
+    if (base == 0 || base == desc->pm_base)
+        return;
+    uint16_t built = desc->pm_base;
+    desc->pm_base = base;
+    if (acpi_rebuild_tables(desc, tables, size) < 0) {
+        desc->pm_base = built;
+        return;
+    }
+    log_debug("ACPI tables: PM block at 0x%04x, where the firmware placed it", base);
+}
+
 /* fw_cfg with the generated ACPI tables, SMBIOS, e820, bootorder, ramfb. */
 static int build_firmware_interface(struct vmm *vmm)
 {
@@ -659,7 +680,9 @@ static int build_firmware_interface(struct vmm *vmm)
         vmm->fw_cfg.dev.ops->destroy(&vmm->fw_cfg.dev);
         return -1;
     }
+    vmm->firmware_desc = desc;
     if (fw_cfg_build(&vmm->fw_cfg, &desc) < 0 ||
+        fw_cfg_set_refresh(&vmm->fw_cfg, ACPI_TABLES_FILE, refresh_acpi_tables, vmm) < 0 ||
         !bus_register(&m->pio, FW_CFG_IO_BASE, FW_CFG_IO_COUNT, &fw_cfg_io_ops, &vmm->fw_cfg,
                       "fw_cfg") ||
         !bus_register(&m->pio, FW_CFG_DMA_BASE, FW_CFG_DMA_COUNT, &fw_cfg_dma_ops, &vmm->fw_cfg,

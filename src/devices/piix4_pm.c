@@ -373,6 +373,14 @@ static void update_pm_block(struct piix4_pm *pm)
     log_debug("piix4-pm: PM block at 0x%04x", base);
 }
 
+uint16_t piix4_pm_block_base(struct piix4_pm *pm)
+{
+    pthread_mutex_lock(&pm->pci.lock);
+    uint16_t base = pm->io_mapped ? pm->io_base : 0;
+    pthread_mutex_unlock(&pm->pci.lock);
+    return base;
+}
+
 static void pm_config_write(struct pci_device *pdev, unsigned offset, unsigned size, uint32_t value)
 {
     struct piix4_pm *pm = container_of(pdev, struct piix4_pm, pci);

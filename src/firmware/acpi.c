@@ -565,6 +565,23 @@ int acpi_build(const struct platform_desc *d, struct acpi_blobs *out)
     return 0;
 }
 
+int acpi_rebuild_tables(const struct platform_desc *d, uint8_t *tables, size_t size)
+{
+    struct acpi_blobs blobs;
+    if (acpi_build(d, &blobs) < 0)
+        return -1;
+    int ret = -1;
+    if (blobs.tables.len != size)
+        log_error("ACPI: rebuilt tables are %zu bytes, not the %zu the firmware was told",
+                  blobs.tables.len, size);
+    else {
+        memcpy(tables, blobs.tables.data, size);
+        ret = 0;
+    }
+    acpi_blobs_free(&blobs);
+    return ret;
+}
+
 void acpi_blobs_free(struct acpi_blobs *b)
 {
     bytebuf_free(&b->tables);

@@ -61,6 +61,11 @@ struct acpi_blobs {
 
 /* Builds all three blobs. Returns 0, or -1 (logged) on bad input or OOM. */
 int acpi_build(const struct platform_desc *d, struct acpi_blobs *out);
+/* Builds the tables blob again into tables, which holds the size bytes a
+ * first build gave (the loader and RSDP refer to offsets in it, so only
+ * values may change, e.g. the PM block's ports). Returns 0, or -1 (logged)
+ * if the build fails or its size differs. */
+int acpi_rebuild_tables(const struct platform_desc *d, uint8_t *tables, size_t size);
 /* The DSDT's AML body alone (after its header), for tests. */
 int acpi_build_dsdt_aml(const struct platform_desc *d, struct bytebuf *out);
 void acpi_blobs_free(struct acpi_blobs *b);

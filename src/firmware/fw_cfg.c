@@ -27,9 +27,12 @@ static void select_item(struct fw_cfg *fw, uint16_t selector)
     fw->cur_selector = selector;
     fw->cur_offset = 0;
     fw->cur_item = find_selector(fw, selector);
-    if (fw->cur_item < 0)
+    struct fw_cfg_item *item = current(fw);
+    if (!item)
         log_limited(&fw->guest_log, LOG_DEBUG, "fw_cfg: guest selected missing item 0x%04x",
                     selector);
+    else if (item->refresh)
+        item->refresh(item->refresh_opaque, item->data, item->size);
 }
 
 /* ---- building the item set (before the guest runs) ---- */
@@ -173,15 +176,37 @@ int fw_cfg_add_ramfb(struct fw_cfg *fw)
     return add_file(fw, RAMFB_FILE, zeros, sizeof(zeros), true);
 }
 
-uint16_t fw_cfg_file_selector(struct fw_cfg *fw, const char *name)
+static struct fw_cfg_item *find_file(struct fw_cfg *fw, const char *name)
 {
-    uint16_t selector = FW_CFG_INVALID;
-    pthread_mutex_lock(&fw->lock);
     for (unsigned i = 0; i < fw->item_count; i++)
         if (fw->items[i].is_file && strcmp(fw->items[i].name, name) == 0)
-            selector = fw->items[i].selector;
+            return &fw->items[i];
+    return NULL;
+}
+
+uint16_t fw_cfg_file_selector(struct fw_cfg *fw, const char *name)
+{
+    pthread_mutex_lock(&fw->lock);
+    const struct fw_cfg_item *item = find_file(fw, name);
+    uint16_t selector = item ? item->selector : FW_CFG_INVALID;
     pthread_mutex_unlock(&fw->lock);
     return selector;
+}
+
+int fw_cfg_set_refresh(struct fw_cfg *fw, const char *name, fw_cfg_refresh_fn refresh, void *opaque)
+{
+    pthread_mutex_lock(&fw->lock);
+    struct fw_cfg_item *item = find_file(fw, name);
+    if (item) {
+        item->refresh = refresh;
+        item->refresh_opaque = opaque;
+    }
+    pthread_mutex_unlock(&fw->lock);
+    if (!item) {
+        log_error("fw_cfg: no file %s to refresh", name);
+        return -1;
+    }
+    return 0;
 }
 
 bool fw_cfg_ramfb_mode(struct fw_cfg *fw, struct ramfb_mode *out)

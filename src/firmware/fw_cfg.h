@@ -60,6 +60,11 @@ struct guest_mem;
 #define FW_CFG_MAX_ITEMS 64
 #define FW_CFG_MAX_ITEM_SIZE (16u * 1024 * 1024)
 
+/* Called with the device's lock held when the guest selects an item: the
+ * owner may rewrite the item's bytes in place. The size stays what the
+ * file directory told the guest. */
+typedef void (*fw_cfg_refresh_fn)(void *opaque, uint8_t *data, uint32_t size);
+
 struct fw_cfg_item {
     uint16_t selector;
     bool is_file;
@@ -67,6 +72,8 @@ struct fw_cfg_item {
     uint8_t *data;
     uint32_t size;
     bool writable;
+    fw_cfg_refresh_fn refresh;
+    void *refresh_opaque;
 };
 
 struct fw_cfg {
@@ -104,6 +111,11 @@ int fw_cfg_add_ramfb(struct fw_cfg *fw);
 
 /* The framebuffer mode the guest configured; false if none (or since reset). */
 bool fw_cfg_ramfb_mode(struct fw_cfg *fw, struct ramfb_mode *out);
+/* Has refresh called whenever the guest selects the named file (port or
+ * DMA select), as QEMU builds its ACPI tables when the firmware reads
+ * them. Returns -1 (logged) if there is no such file. */
+int fw_cfg_set_refresh(struct fw_cfg *fw, const char *name, fw_cfg_refresh_fn refresh,
+                       void *opaque);
 /* Selector of a file, or FW_CFG_INVALID. */
 uint16_t fw_cfg_file_selector(struct fw_cfg *fw, const char *name);
 

@@ -1720,7 +1720,7 @@ def seabios_banner_and_no_boot_device():
     rom = "/usr/share/seabios/bios-256k.bin"
     if not os.path.exists(rom):
         raise Failure("%s missing (package seabios)" % rom)
-    vm = VM(cpus=2, memory=256, bootrom=rom)
+    vm = VM(cpus=2, memory=256, bootrom=rom, args=["--log-level", "debug"])
     try:
         c = vm.console()
         c.expect("SeaBIOS (version", timeout=60)
@@ -1731,6 +1731,12 @@ def seabios_banner_and_no_boot_device():
             dbg = f.read()
         check(b"Found 4 serial ports" in dbg and b"Found QEMU fw_cfg" in dbg,
               "SeaBIOS's log lacks our devices:\n" + dbg[-1500:].decode(errors="replace"))
+        # SeaBIOS moves the PM block before it reads the ACPI tables; the
+        # tables it loads must name the new place (the rig's crucible test
+        # powers Linux off through them).
+        log = vm.output()
+        check(b"Moving pm_base to 0x600" in dbg and "ACPI tables: PM block at 0x0600" in log,
+              "the ACPI tables were not rebuilt for the moved PM block:\n" + log[-1500:])
     finally:
         vm.cleanup()
 

@@ -62,11 +62,9 @@ struct placed {
     size_t tables_len;
 };
 
-static int place(const struct platform_desc *d, struct placed *p)
+/* Runs the loader script over blobs already built into p->blobs. */
+static int run_loader(struct placed *p)
 {
-    memset(p, 0, sizeof(*p));
-    if (acpi_build(d, &p->blobs) < 0)
-        return -1;
     p->tables = p->blobs.tables.data;
     p->tables_len = p->blobs.tables.len;
     p->rsdp = p->blobs.rsdp.data;
@@ -79,6 +77,14 @@ static int place(const struct platform_desc *d, struct placed *p)
     if (ret < 0)
         fprintf(stderr, "loader: %s\n", why);
     return ret;
+}
+
+static int place(const struct platform_desc *d, struct placed *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (acpi_build(d, &p->blobs) < 0)
+        return -1;
+    return run_loader(p);
 }
 
 /* The table at a guest address inside the placed tables blob. */
@@ -601,6 +607,39 @@ static void test_madt(void **state)
     acpi_blobs_free(&p.blobs);
 }
 
+/* SeaBIOS moves the PM block (to 0x600) before it reads the tables: the
+ * blob rebuilt for the new base keeps its size, so the loader script made
+ * for the first build still places it, and the FADT names the new ports. */
+static void test_tables_rebuilt_for_a_moved_pm_block(void **state)
+{
+    struct platform_desc d;
+    defaults(&d, 2, GIB);
+    struct placed p;
+    memset(&p, 0, sizeof(p));
+    assert_int_equal(acpi_build(&d, &p.blobs), 0);
+    d.pm_base = 0x600;
+    assert_int_equal(acpi_rebuild_tables(&d, p.blobs.tables.data, p.blobs.tables.len), 0);
+    assert_int_equal(run_loader(&p), 0);
+    const uint8_t *f = find_table(&p, "FACP");
+    check_header(f, "FACP");
+    assert_int_equal(le32_load(f + FADT_PM1A_EVT_BLK), 0x600);
+    assert_int_equal(le32_load(f + FADT_PM1A_CNT_BLK), 0x604);
+    assert_int_equal(le32_load(f + FADT_PM_TMR_BLK), 0x608);
+    assert_int_equal(le64_load(f + FADT_X_PM1A_EVT_BLK + 4), 0x600);
+    assert_int_equal(le64_load(f + FADT_X_PM1A_CNT_BLK + 4), 0x604);
+    assert_int_equal(le64_load(f + FADT_X_PM_TMR_BLK + 4), 0x608);
+    assert_int_equal(le32_load(f + FADT_GPE0_BLK), 0xafe0); /* GPE0 does not move */
+
+    /* A blob of another size is refused and left as it was. */
+    uint8_t *copy = malloc(p.blobs.tables.len);
+    memcpy(copy, p.blobs.tables.data, p.blobs.tables.len);
+    d.pm_base = 0xb000;
+    assert_int_equal(acpi_rebuild_tables(&d, p.blobs.tables.data, p.blobs.tables.len - 1), -1);
+    assert_memory_equal(copy, p.blobs.tables.data, p.blobs.tables.len);
+    free(copy);
+    acpi_blobs_free(&p.blobs);
+}
+
 static void test_fadt_fields(void **state)
 {
     struct platform_desc d;
@@ -858,6 +897,7 @@ int main(void)
         cmocka_unit_test(test_loader_executor_rejects),
         cmocka_unit_test(test_madt),
         cmocka_unit_test(test_fadt_fields),
+        cmocka_unit_test(test_tables_rebuilt_for_a_moved_pm_block),
         cmocka_unit_test(test_dsdt_contents),
         cmocka_unit_test(test_pci_windows),
         cmocka_unit_test(test_bad_descriptions),

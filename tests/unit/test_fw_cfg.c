@@ -287,6 +287,42 @@ static void test_file_directory(void **state)
     assert_int_equal(le64_load(v), 2 * GIB);
 }
 
+/* The refresh hook: counts calls and writes the count into the item. */
+static unsigned refreshes;
+
+static void count_refresh(void *opaque, uint8_t *data, uint32_t size)
+{
+    assert_ptr_equal(opaque, &refreshes);
+    assert_int_equal(size, 4);
+    refreshes++;
+    le32_store(data, refreshes);
+}
+
+static void test_refresh_on_select(void **state)
+{
+    refreshes = 0;
+    assert_int_equal(fw_cfg_add_file(&env->fw, "opt/live", "\0\0\0\0", 4), 0);
+    assert_int_equal(fw_cfg_set_refresh(&env->fw, "opt/live", count_refresh, &refreshes), 0);
+    assert_int_equal(fw_cfg_set_refresh(&env->fw, "opt/none", count_refresh, &refreshes), -1);
+    uint16_t key = fw_cfg_file_selector(&env->fw, "opt/live");
+    uint8_t v[4];
+    /* Each selection, through the port or by DMA, sees fresh bytes. */
+    read_bytes(key, v, 4);
+    assert_int_equal(le32_load(v), 1);
+    read_bytes(key, v, 4);
+    assert_int_equal(le32_load(v), 2);
+    assert_int_equal(dma_select(key, FW_CFG_DMA_READ, 4, BUF), 0);
+    assert_int_equal(le32_load(env->ram + BUF), 3);
+    /* Reading on without selecting again does not refresh. */
+    select_item(key);
+    assert_int_equal(read_byte(), 4);
+    assert_int_equal(dma(FW_CFG_DMA_READ, 3, BUF), 0);
+    assert_int_equal(refreshes, 4);
+    /* Other items do not call it. */
+    read_bytes(FW_CFG_SIGNATURE, v, 4);
+    assert_int_equal(refreshes, 4);
+}
+
 static void test_adding_items(void **state)
 {
     assert_int_equal(fw_cfg_add_file(&env->fw, "opt/x", "ab", 2), 0);
@@ -914,6 +950,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_to_firmware, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_platform_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_on_select, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
