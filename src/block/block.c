@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "config/config.h"
@@ -98,6 +99,25 @@ void blk_queue_push(struct blk_queue *q, struct block_request *req)
         q->head = req;
     q->tail = req;
     q->len++;
+}
+
+void blk_wake(int wake_fd)
+{
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd, &one, sizeof(one));
+    (void)n; /* a full counter already wakes the thread */
+}
+
+void blk_handoff(struct blk_tracker *t, pthread_mutex_t *lock, struct blk_queue *q, int wake_fd,
+                 struct block_request *req)
+{
+    blk_tracker_begin(t);
+    pthread_mutex_lock(lock);
+    bool was_empty = q->head == NULL;
+    blk_queue_push(q, req);
+    pthread_mutex_unlock(lock);
+    if (was_empty)
+        blk_wake(wake_fd);
 }
 
 struct block_request *blk_queue_pop(struct blk_queue *q)

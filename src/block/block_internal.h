@@ -95,6 +95,14 @@ void blk_finish(struct blk_tracker *t, struct block_request *req, int status);
 /* Waits until nothing is in flight. Must not be called from a completion. */
 void blk_tracker_drain(struct blk_tracker *t);
 
+/* Wakes a back end's own thread through its eventfd. */
+void blk_wake(int wake_fd);
+/* Hands req to a back end's own thread: counts it in flight in t, pushes it
+ * on q under lock, and wakes the thread if q was empty (a non-empty queue
+ * has a wake-up pending). */
+void blk_handoff(struct blk_tracker *t, pthread_mutex_t *lock, struct blk_queue *q, int wake_fd,
+                 struct block_request *req);
+
 /* ---- a pool of worker threads serving one FIFO ---- */
 
 /* Performs req (kind BLK_KIND_IO) and returns its status. */

@@ -176,13 +176,6 @@ static int64_t now_ns(void)
     return (int64_t)vm_clock_ns();
 }
 
-static void wake(struct nbd_backend *nb)
-{
-    uint64_t one = 1;
-    ssize_t n = write(nb->wake_fd, &one, sizeof(one));
-    (void)n; /* a full counter already wakes the thread */
-}
-
 /* libnbd's last error on this thread, for a connection that failed. */
 static const char *connection_why(void)
 {
@@ -714,13 +707,7 @@ static int nbd_submit(struct block_backend *be, struct block_request *req)
     else
         blk_set_kind(req, rc ? BLK_KIND_STATUS : BLK_KIND_IO, rc);
     req->backend_private[NBD_PRIV_BOUNCE] = 0;
-    blk_tracker_begin(&nb->tracker);
-    pthread_mutex_lock(&nb->lock);
-    bool was_empty = nb->incoming.head == NULL;
-    blk_queue_push(&nb->incoming, req);
-    pthread_mutex_unlock(&nb->lock);
-    if (was_empty)
-        wake(nb);
+    blk_handoff(&nb->tracker, &nb->lock, &nb->incoming, nb->wake_fd, req);
     return 0;
 }
 
@@ -749,7 +736,7 @@ static void nbd_destroy(struct block_backend *be)
     pthread_mutex_lock(&nb->lock);
     nb->stop = true;
     pthread_mutex_unlock(&nb->lock);
-    wake(nb);
+    blk_wake(nb->wake_fd);
     pthread_join(nb->thread, NULL);
     free_backend(nb);
 }

@@ -50,13 +50,6 @@ int64_t cru_now_ns(void)
     return (int64_t)vm_clock_ns();
 }
 
-static void wake(struct crucible_upstairs *up)
-{
-    uint64_t one = 1;
-    ssize_t n = write(up->wake_fd, &one, sizeof(one));
-    (void)n; /* a full counter already wakes the thread */
-}
-
 const char *cru_target_text(const struct crucible_upstairs *up, int i)
 {
     return up->cfg.targets[i].text;
@@ -809,13 +802,7 @@ static int crucible_submit(struct block_backend *be, struct block_request *req)
         blk_set_kind(req, BLK_KIND_STATUS, 0);
     else
         blk_set_kind(req, rc ? BLK_KIND_STATUS : BLK_KIND_IO, rc);
-    blk_tracker_begin(&up->tracker);
-    pthread_mutex_lock(&up->lock);
-    bool was_empty = up->incoming.head == NULL;
-    blk_queue_push(&up->incoming, req);
-    pthread_mutex_unlock(&up->lock);
-    if (was_empty)
-        wake(up);
+    blk_handoff(&up->tracker, &up->lock, &up->incoming, up->wake_fd, req);
     return 0;
 }
 
@@ -859,7 +846,7 @@ static void stop_thread(struct crucible_upstairs *up)
     pthread_mutex_lock(&up->lock);
     up->stop = true;
     pthread_mutex_unlock(&up->lock);
-    wake(up);
+    blk_wake(up->wake_fd);
     pthread_join(up->thread, NULL);
 }
 
