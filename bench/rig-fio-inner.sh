@@ -10,7 +10,11 @@
 # Prints RIG-FIO-BOOT, RIG-FIO-RESULT (one per fio job, with fio's terse
 # line), RIG-FIO-CMD and RIG-FIO-FAIL lines. Every figure is measured on a
 # software CPU: compare ratios only.
-# Env: BENCH_ROUNDS (3), FIO_CPUS ("1 2 4"), FIO_RUNTIME (3), FIO_SIZE_MIB (128).
+# Env: BENCH_ROUNDS (3), FIO_CPUS ("1 2 4"), FIO_RUNTIME (3), FIO_SIZE_MIB (128),
+# FIO_JOBS (grep -E pattern of the jobs to run), FIO_PERF (1: perf record
+# and perf trace -s of the VMM's threads over each job; RIG-FIO-PERF lines
+# give the share of samples per thread and per thread and symbol, each
+# thread's system calls, and its time on CPU and timeslices from schedstat).
 . rig-lib.sh
 VMM=${RIG_VMM:-/rig/vmm}
 F=${RIG_FILES:-/rig/files}
@@ -43,6 +47,17 @@ cpu_sample() {
     echo "$all $io"
 }
 
+# FIO_PERF: each thread of $pid as "TID NS_ON_CPU TIMESLICES NAME"
+# (schedstat) into file $1. No subshells: the dump at a job's end must be
+# done before the guest's poweroff ends the VMM.
+thread_dump() {
+    for t in /proc/$pid/task/*; do
+        read -r ns _ slices < "$t/schedstat" 2>/dev/null || continue
+        read -r comm < "$t/comm" 2>/dev/null
+        echo "${t##*/} $ns $slices $comm"
+    done > "$1"
+}
+
 # The jobs of a boot with C vCPUs: NAME DEV RW BS BS_BYTES QD NUMJOBS.
 jobs_for() {
     for dev in vblk nvme; do
@@ -55,7 +70,7 @@ jobs_for() {
             echo "$dev-seq-1m $dev read 1m 1048576 8 1"
         fi
         echo "$dev-scale $dev randread 4k 4096 16 $1"
-    done
+    done | grep -E -- "^[^ ]*(${FIO_JOBS:-.})"
 }
 # One config-disk action per job. In the guest: the data disk by its serial
 # (virtio) or name (NVMe); fio's terse line and the markers to the console.
@@ -90,10 +105,22 @@ reader() {
                 if [ $begun = 0 ]; then
                     begun=1
                     echo "begin $job $(now_ms) $(cpu_sample)" >> events
+                    if [ -n "${FIO_PERF:-}" ]; then
+                        thread_dump "threads-begin-$job"
+                        perf record -q -F 499 -p "$pid" -o "perf-$job.data" > perf-$job.err 2>&1 &
+                        profiler=$!
+                        perf trace -s -p "$pid" -o "trace-$job.txt" > trace-$job.err 2>&1 &
+                        tracer=$!
+                    fi
                 fi ;;
             *"RIG-FIO-END "*)
                 ends=$((ends + 1))
-                [ "$ends" = "$want" ] && echo "end $job $(now_ms) $(cpu_sample)" >> events ;;
+                if [ "$ends" = "$want" ]; then
+                    echo "end $job $(now_ms) $(cpu_sample)" >> events
+                    [ -n "${FIO_PERF:-}" ] && thread_dump "threads-end-$job"
+                    [ -n "${profiler:-}" ] && kill -INT "$profiler" "$tracer" && wait "$profiler" "$tracer"
+                    profiler=
+                fi ;;
         esac
     done
 }
@@ -202,6 +229,34 @@ CFG
             echo "RIG-FIO-FAIL vmm=$kind round=$round cpus=$cpus job=$name: no result (begin '$b', end '$e', terse ${terse:+present})"
         fi
     done < jobs
+    for data in perf-*.data; do
+        [ -f "$data" ] || continue
+        job=${data#perf-}
+        job=${job%.data}
+        tag="RIG-FIO-PERF vmm=$kind cpus=$cpus round=$round job=$job"
+        # Shares of all samples: per thread, then per thread and symbol.
+        perf report -i "$data" --stdio --no-children --sort comm -g none --percent-limit 1 2> /dev/null |
+            grep -E '^ +[0-9.]+%' | sed "s/^ */$tag thread: /"
+        perf report -i "$data" --stdio --no-children --sort comm,sym -g none --percent-limit 0.7 \
+            2> /dev/null | grep -E '^ +[0-9.]+%' | head -40 | sed "s/^ */$tag symbol: /"
+        perf report -i "$data" --stdio 2> /dev/null | sed -n "s/^# Samples: /$tag samples: /p"
+        # Each thread's time on an L1 CPU and timeslices over the job.
+        [ -f "threads-end-$job" ] && awk -v tag="$tag" '
+            FILENAME == ARGV[1] { ns[$1] = $2; sl[$1] = $3; next }
+            {
+                name = $4
+                for (i = 5; i <= NF; i++) name = name "_" $i
+                if ($2 - ns[$1] > 0)
+                    printf "%s cpu: %s %.1f ms %d timeslices\n", tag, name, ($2 - ns[$1]) / 1e6, $3 - sl[$1]
+            }
+        ' "threads-begin-$job" "threads-end-$job"
+        # perf trace -s: per thread, "NAME (TID), N events", then one line
+        # per syscall: name, calls, errors, total ms, ...
+        [ -f "trace-$job.txt" ] && awk -v tag="$tag" '
+            / events, / { t = $0; sub(/^ */, "", t); sub(/ \([0-9]+\), .*/, "", t); gsub(/ /, "_", t); thread = t; next }
+            NF >= 4 && $2 ~ /^[0-9]+$/ && $1 !~ /^-/ { print tag " syscalls: " thread " " $1 " " $2 " calls " $4 " ms" }
+        ' "trace-$job.txt"
+    done
     if [ "$(cat tty.rc)" != 0 ] || [ -z "$boot" ]; then
         echo "RIG-FIO-FAIL vmm=$kind round=$round cpus=$cpus: ttyexpect status $(cat tty.rc) ($(tail -2 tty.err | tr '\n' ' '))"
         tail -25 console.log | sed 's/^/RIG-FIO-FAIL   console: /'
@@ -210,6 +265,8 @@ CFG
     cd "$WORK" || exit 1
 }
 
+# perf trace finds the system-call tracepoints in tracefs.
+[ -n "${FIO_PERF:-}" ] && ! [ -d /sys/kernel/tracing/events ] && mount -t tracefs nodev /sys/kernel/tracing
 echo "rig-fio: L1 kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPUs, $(qemu-system-x86_64 --version | head -1) [$LABEL]"
 # The data disks, fully allocated in L1's tmpfs, shared by every VM in turn.
 dd if=/dev/zero of=vblk.img bs=1M count="$SIZE" 2> /dev/null

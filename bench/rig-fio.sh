@@ -18,6 +18,10 @@
 #
 #   bench/rig-fio.sh        BUILD (build), BENCH_ROUNDS (3), FIO_CPUS ("1 2 4"),
 #                           FIO_RUNTIME (3 s per fio job), FIO_SIZE_MIB (128),
+#                           FIO_JOBS (a grep -E pattern: only the jobs it
+#                           names, e.g. "scale"), FIO_PERF (1: profile each
+#                           job in L1 with perf record on the VMM's
+#                           threads; needs Debian's linux-perf on the host),
 #                           RIG_FIO_TIMEOUT (rig timeout, s)
 # Raw results: one JSON line per measurement in $BUILD/bench/rig-fio.jsonl.
 set -euo pipefail
@@ -37,8 +41,18 @@ trap 'rm -rf "$work"' EXIT
 out=$work/out.txt
 echo "rig-fio: $ROUNDS rounds, vCPUs $CPUS, ${RUNTIME} s per fio job, ${SIZE_MIB} MiB disks ($LABEL)"
 started=$(date +%s)
+perf_bin=()
+jsonl_name=rig-fio.jsonl
+if [ -n "${FIO_PERF:-}" ]; then
+    # Debian's /usr/bin/perf is the tool itself; L1 runs the same 6.1 kernel series.
+    command -v perf >/dev/null || { echo "rig-fio: FIO_PERF needs perf (apt-get install linux-perf)" >&2; exit 1; }
+    perf_bin=(--bin "$(command -v perf)" --env FIO_PERF=1)
+    # Profiled runs measure the tools too: their figures go to another file.
+    jsonl_name=rig-fio-profiled.jsonl
+fi
 tests/rig/rig.sh exec --vmm "$BUILD/propolis-standalone" --script bench/rig-fio-inner.sh \
-    --bin "$BUILD/ttyexpect" --bin /usr/bin/qemu-system-x86_64 \
+    --bin "$BUILD/ttyexpect" --bin /usr/bin/qemu-system-x86_64 "${perf_bin[@]}" \
+    --env "FIO_JOBS=${FIO_JOBS:-.}" \
     --file "$R/guest/test-fio.iso" --file /usr/share/seabios/bios-256k.bin \
     --env "BENCH_ROUNDS=$ROUNDS" --env "FIO_CPUS=$CPUS" --env "FIO_RUNTIME=$RUNTIME" \
     --env "FIO_SIZE_MIB=$SIZE_MIB" \
@@ -47,8 +61,9 @@ echo "rig-fio: rig run took $(($(date +%s) - started)) s"
 # The script's own lines, without the rig's "[run T] " prefix.
 sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep -E '^(rig-fio|RIG-FIO-(BOOT|RESULT|CMD|FAIL|ROUND))' |
     grep -v -E '^RIG-FIO-RESULT|guest: RIG-REPORT action' || true
+sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep '^RIG-FIO-PERF' || true
 grep -E '^rig: (result|FAILED|attempt)' "$out" || true
-python3 - "$out" "$BUILD/bench/rig-fio.jsonl" "$LABEL" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+python3 - "$out" "$BUILD/bench/$jsonl_name" "$LABEL" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
 import json, re, statistics, sys, time
 src, jsonl, label, commit = sys.argv[1:5]
 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
