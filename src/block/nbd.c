@@ -20,7 +20,6 @@
  * until it returns. A flush after a reconnect covers the writes the new
  * connection carried; the server's own guarantees decide what happened to
  * writes it acknowledged but never flushed before it went away. */
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libnbd.h>
@@ -37,6 +36,7 @@
 #include <unistd.h>
 
 #include "block/block_internal.h"
+#include "common/dynlib.h"
 #include "common/log.h"
 #include "common/thread.h"
 #include "config/config.h"
@@ -80,21 +80,14 @@ static char lib_error[256]; /* empty once loaded */
 
 static void lib_load(void)
 {
-    snprintf(lib_error, sizeof(lib_error), "libnbd not loaded");
-    void *h = dlopen("libnbd.so.0", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        snprintf(lib_error, sizeof(lib_error), "cannot load libnbd (Debian: libnbd0): %s",
-                 dlerror());
-        return;
-    }
-#define NBD_RESOLVE(f)                                                                             \
-    if (!(*(void **)&lib.f = dlsym(h, #f))) {                                                      \
-        snprintf(lib_error, sizeof(lib_error), "libnbd.so.0 has no %s", #f);                       \
-        return;                                                                                    \
-    }
-    NBD_FUNCTIONS(NBD_RESOLVE)
-#undef NBD_RESOLVE
-    lib_error[0] = '\0';
+    static const struct dynlib_symbol symbols[] = {
+#define NBD_SYMBOL(f) {#f, (void **)&lib.f},
+        NBD_FUNCTIONS(NBD_SYMBOL)
+#undef NBD_SYMBOL
+    };
+    if (dynlib_load("libnbd.so.0", "libnbd0", symbols, sizeof(symbols) / sizeof(symbols[0]),
+                    lib_error, sizeof(lib_error)))
+        lib_error[0] = '\0';
 }
 
 static const char *lib_ready(void)

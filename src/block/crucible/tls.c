@@ -2,7 +2,6 @@
  * (tls.h). */
 #include "block/crucible/tls.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -11,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/dynlib.h"
 
 #define SSL_FUNCTIONS(X)                                                                           \
     X(TLS_client_method)                                                                           \
@@ -48,21 +49,13 @@ static char lib_error[256];
 
 static void lib_load(void)
 {
-    void *h = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        snprintf(lib_error, sizeof(lib_error), "cannot load OpenSSL (Debian: libssl3): %s",
-                 dlerror());
-        return;
-    }
-    /* dlsym on libssl's handle also finds libcrypto's functions (ERR_*,
-     * X509_*): it searches the library's dependencies. */
-#define SSL_RESOLVE(f)                                                                             \
-    if (!(*(void **)&lib.f = dlsym(h, #f))) {                                                      \
-        snprintf(lib_error, sizeof(lib_error), "libssl.so.3 has no %s", #f);                       \
-        return;                                                                                    \
-    }
-    SSL_FUNCTIONS(SSL_RESOLVE)
-#undef SSL_RESOLVE
+    static const struct dynlib_symbol symbols[] = {
+#define SSL_SYMBOL(f) {#f, (void **)&lib.f},
+        SSL_FUNCTIONS(SSL_SYMBOL)
+#undef SSL_SYMBOL
+    };
+    dynlib_load("libssl.so.3", "libssl3", symbols, sizeof(symbols) / sizeof(symbols[0]), lib_error,
+                sizeof(lib_error));
 }
 
 struct crucible_tls {
