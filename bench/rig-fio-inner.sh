@@ -70,7 +70,7 @@ jobs_for() {
             echo "$dev-seq-1m $dev read 1m 1048576 8 1"
         fi
         echo "$dev-scale $dev randread 4k 4096 16 $1"
-    done | grep -E -- "^[^ ]*(${FIO_JOBS:-.})"
+    done | awk -v re="${FIO_JOBS:-.}" '$1 ~ re'
 }
 # One config-disk action per job. In the guest: the data disk by its serial
 # (virtio) or name (NVMe); fio's terse line and the markers to the console.
@@ -82,6 +82,15 @@ action_for() { # NAME DEV RW BS BS_BYTES QD NUMJOBS
     fi
     printf 'sh %s echo RIG-FIO-JOB %s %s >/dev/console; /usr/bin/fio --name=%s --filename=$D --direct=1 --ioengine=io_uring --rw=%s --bs=%s --iodepth=%s --numjobs=%s --group_reporting --runtime=%s --time_based --randrepeat=0 --norandommap --exec_prerun="echo RIG-FIO-BEGIN %s | tee /dev/console" --exec_postrun="echo RIG-FIO-END %s | tee /dev/console" --output-format=terse </dev/null 2>/dev/console | sed -n "s/^3;/RIG-FIO-TERSE %s 3;/p" >/dev/console\n' \
         "$dev" "$1" "$7" "$1" "$3" "$4" "$6" "$7" "$RT" "$1" "$1" "$1"
+}
+
+# FIO_PERF: stops the job's profilers, if running (their errors kept in
+# *.err, shown with the report).
+stop_profilers() {
+    [ -n "${profiler:-}" ] || return 0
+    kill -INT "$profiler" "$tracer" 2> /dev/null
+    wait "$profiler" "$tracer" 2> /dev/null
+    profiler=
 }
 
 # Reads the guest's console (stdin) into console.log, notes the boot
@@ -106,8 +115,10 @@ reader() {
                     begun=1
                     echo "begin $job $(now_ms) $(cpu_sample)" >> events
                     if [ -n "${FIO_PERF:-}" ]; then
+                        stop_profilers # a job whose end never came
                         thread_dump "threads-begin-$job"
-                        perf record -q -F 499 -p "$pid" -o "perf-$job.data" > perf-$job.err 2>&1 &
+                        perf record -q --no-buildid -F 499 -p "$pid" -o "perf-$job.data" \
+                            > perf-$job.err 2>&1 &
                         profiler=$!
                         perf trace -s -p "$pid" -o "trace-$job.txt" > trace-$job.err 2>&1 &
                         tracer=$!
@@ -116,13 +127,14 @@ reader() {
             *"RIG-FIO-END "*)
                 ends=$((ends + 1))
                 if [ "$ends" = "$want" ]; then
-                    echo "end $job $(now_ms) $(cpu_sample)" >> events
+                    # The dump first: after the last job the guest powers off.
                     [ -n "${FIO_PERF:-}" ] && thread_dump "threads-end-$job"
-                    [ -n "${profiler:-}" ] && kill -INT "$profiler" "$tracer" && wait "$profiler" "$tracer"
-                    profiler=
+                    echo "end $job $(now_ms) $(cpu_sample)" >> events
+                    stop_profilers
                 fi ;;
         esac
     done
+    stop_profilers
 }
 
 shown=
@@ -131,6 +143,11 @@ run_vm() { # KIND CPUS ROUND
     d=$WORK/$kind-c$cpus-r$round
     mkdir -p "$d" && cd "$d" || exit 1
     jobs_for "$cpus" > jobs
+    if ! [ -s jobs ]; then
+        echo "RIG-FIO-FAIL vmm=$kind round=$round cpus=$cpus: FIO_JOBS '${FIO_JOBS:-}' names no job here; not booted"
+        cd "$WORK" || exit 1
+        return
+    fi
     { printf 'RIGCFG1\n'; while read -r spec; do action_for $spec; done < jobs; printf 'end\n'; } > cfg.img
     [ "$(wc -c < cfg.img)" -le 65536 ] || { echo "RIG-FIO-FAIL config larger than 64 KiB"; exit 1; }
     truncate -s 1M cfg.img
@@ -242,14 +259,19 @@ CFG
         perf report -i "$data" --stdio 2> /dev/null | sed -n "s/^# Samples: /$tag samples: /p"
         # Each thread's time on an L1 CPU and timeslices over the job.
         [ -f "threads-end-$job" ] && awk -v tag="$tag" '
-            FILENAME == ARGV[1] { ns[$1] = $2; sl[$1] = $3; next }
+            FILENAME == ARGV[1] { ns[$1] = $2; sl[$1] = $3; name[$1] = $4; next }
             {
-                name = $4
-                for (i = 5; i <= NF; i++) name = name "_" $i
+                n = $4
+                for (i = 5; i <= NF; i++) n = n "_" $i
+                seen[$1] = 1
                 if ($2 - ns[$1] > 0)
-                    printf "%s cpu: %s %.1f ms %d timeslices\n", tag, name, ($2 - ns[$1]) / 1e6, $3 - sl[$1]
+                    printf "%s cpu: %s %.1f ms %d timeslices\n", tag, n, ($2 - ns[$1]) / 1e6, $3 - sl[$1]
             }
+            END { for (t in ns) if (!(t in seen)) printf "%s cpu: %s gone before the end dump\n", tag, name[t] }
         ' "threads-begin-$job" "threads-end-$job"
+        for err in "perf-$job.err" "trace-$job.err"; do
+            [ -s "$err" ] && sed "s/^/$tag tool error: /" "$err" | head -5
+        done
         # perf trace -s: per thread, "NAME (TID), N events", then one line
         # per syscall: name, calls, errors, total ms, ...
         [ -f "trace-$job.txt" ] && awk -v tag="$tag" '

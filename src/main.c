@@ -655,7 +655,8 @@ static void refresh_acpi_tables(void *opaque, uint8_t *tables, uint32_t size)
         desc->pm_base = built;
         return;
     }
-    log_debug("ACPI tables: PM block at 0x%04x, where the firmware placed it", base);
+    log_limited(&vmm->fw_cfg.guest_log, LOG_DEBUG,
+                "ACPI tables: PM block at 0x%04x, where the firmware placed it", base);
 }
 
 /* fw_cfg with the generated ACPI tables, SMBIOS, e820, bootorder, ramfb. */

@@ -351,11 +351,17 @@ static void unmap_pm_block(struct piix4_pm *pm)
 }
 
 /* Called with the PCI lock held. */
+/* The PM block's base in PMBA (under the PCI lock). */
+static uint16_t pmba_base(struct pci_device *pdev)
+{
+    return (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
+}
+
 static void update_pm_block(struct piix4_pm *pm)
 {
     struct pci_device *pdev = &pm->pci;
     struct bus *pio = pdev->bus ? pdev->bus->pio : NULL;
-    uint16_t base = (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
+    uint16_t base = pmba_base(pdev);
     bool want =
         pio && (pci_get_byte(pdev, PIIX4_PM_PMREGMISC) & PIIX4_PM_PMREGMISC_PMIOSE) && base != 0;
     if (!want || base != pm->io_base)
@@ -376,7 +382,7 @@ static void update_pm_block(struct piix4_pm *pm)
 uint16_t piix4_pm_block_base(struct piix4_pm *pm)
 {
     pthread_mutex_lock(&pm->pci.lock);
-    uint16_t base = pm->io_mapped ? pm->io_base : 0;
+    uint16_t base = pmba_base(&pm->pci);
     pthread_mutex_unlock(&pm->pci.lock);
     return base;
 }

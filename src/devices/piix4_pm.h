@@ -63,7 +63,9 @@ int piix4_pm_init(struct piix4_pm *pm, const struct vm_clock *clock, struct irq_
  * claims the GPE0 and APM ports. */
 int piix4_pm_attach(struct piix4_pm *pm, struct pci_bus *bus);
 
-/* Where the PM block is decoded now (PMBA with PMIOSE set), 0 if nowhere. */
+/* The PM block's base as PMBA gives it now, decoded or not (QEMU's ACPI
+ * tables follow PMBA the same way); 0 if unset. Takes the PCI lock: the
+ * fw_cfg lock may be held, never the other way round. */
 uint16_t piix4_pm_block_base(struct piix4_pm *pm);
 /* The power button: sets PWRBTN_STS and raises the SCI if enabled. */
 void piix4_pm_press_power_button(struct piix4_pm *pm);

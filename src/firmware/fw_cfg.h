@@ -62,7 +62,9 @@ struct guest_mem;
 
 /* Called with the device's lock held when the guest selects an item: the
  * owner may rewrite the item's bytes in place. The size stays what the
- * file directory told the guest. */
+ * file directory told the guest. It may take other devices' locks (the
+ * ACPI tables' refresh takes the PM function's PCI lock); nothing may
+ * take this lock while holding those. */
 typedef void (*fw_cfg_refresh_fn)(void *opaque, uint8_t *data, uint32_t size);
 
 struct fw_cfg_item {

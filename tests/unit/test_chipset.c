@@ -555,10 +555,12 @@ static void test_pm_block_relocation(void **state)
     cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 2, 0x6001);
     assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0);
     assert_int_equal(bus_read(&pio, 0xffc0 + PC_PM_TMR_OFFSET + 3, 1), 0xff);
-    /* PMREGMISC.PMIOSE off: gone. */
+    assert_int_equal(piix4_pm_block_base(&pm), 0x6000); /* what the FADT will name */
+    /* PMREGMISC.PMIOSE off: gone, but PMBA still says where it would be. */
     cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1, 0xfe);
     assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1), 0);
     assert_int_equal(bus_read(&pio, 0x6000 + PC_PM_TMR_OFFSET + 3, 1), 0xff);
+    assert_int_equal(piix4_pm_block_base(&pm), 0x6000);
     /* Onto the GPE block: refused, GPE intact. */
     cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4, 0xafc1);
     cfg_write(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMREGMISC, 1, 1);
@@ -568,6 +570,7 @@ static void test_pm_block_relocation(void **state)
     reset_all();
     assert_int_equal(cfg_read(PC_PIIX4_PM_DEVFN, PIIX4_PM_PMBA, 4), 0xb001);
     assert_int_equal(pm_read(PC_PM_TMR_OFFSET + 3, 1), 0);
+    assert_int_equal(piix4_pm_block_base(&pm), 0xb000);
 }
 
 static void test_reset_ports(void **state)
