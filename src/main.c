@@ -89,6 +89,7 @@ struct vmm {
     struct pvpanic pvpanic;
     struct fw_cfg fw_cfg;
     struct platform_desc firmware_desc; /* what the fw_cfg tables were built from */
+    struct log_ratelimit tables_log;    /* their rebuilds, which the guest can repeat */
     struct block_backend **backends;    /* one per [block_dev], in config order */
     struct nic *nics;                   /* one per [dev.*] (used by NICs), in config order */
     int signal_fd;
@@ -655,7 +656,7 @@ static void refresh_acpi_tables(void *opaque, uint8_t *tables, uint32_t size)
         desc->pm_base = built;
         return;
     }
-    log_limited(&vmm->fw_cfg.guest_log, LOG_DEBUG,
+    log_limited(&vmm->tables_log, LOG_DEBUG,
                 "ACPI tables: PM block at 0x%04x, where the firmware placed it", base);
 }
 
