@@ -350,13 +350,13 @@ static void unmap_pm_block(struct piix4_pm *pm)
     pm->io_mapped = false;
 }
 
-/* Called with the PCI lock held. */
 /* The PM block's base in PMBA (under the PCI lock). */
 static uint16_t pmba_base(struct pci_device *pdev)
 {
     return (uint16_t)(pci_get_long(pdev, PIIX4_PM_PMBA) & PMBA_ADDRESS_MASK);
 }
 
+/* Called with the PCI lock held. */
 static void update_pm_block(struct piix4_pm *pm)
 {
     struct pci_device *pdev = &pm->pci;
