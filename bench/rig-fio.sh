@@ -22,8 +22,13 @@
 #                           names, e.g. "scale"), FIO_PERF (1: profile each
 #                           job in L1 with perf record on the VMM's
 #                           threads; needs Debian's linux-perf on the host),
-#                           RIG_FIO_TIMEOUT (rig timeout, s)
-# Raw results: one JSON line per measurement in $BUILD/bench/rig-fio.jsonl.
+#                           RIG_FIO_TIMEOUT (rig timeout, s),
+#                           FIO_COMBINE (1: the table from every run in the
+#                           JSON file of this commit and these settings, so
+#                           rounds can be gathered over several invocations),
+#                           FIO_SUMMARY_ONLY (1: no rig run, only that table)
+# Raw results: one JSON line per measurement in $BUILD/bench/rig-fio.jsonl,
+# each naming its invocation ("run"), commit and settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -32,41 +37,55 @@ CPUS=${FIO_CPUS:-1 2 4}
 RUNTIME=${FIO_RUNTIME:-3}
 SIZE_MIB=${FIO_SIZE_MIB:-128}
 LABEL="software-CPU rig, ratios only"
-nice -n 19 make -s BUILD="$BUILD" "$BUILD/propolis-standalone" "$BUILD/ttyexpect"
-tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
 R=${RIG_BUILD:-build/rig}
 mkdir -p "$BUILD/bench"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$work/out.txt
-echo "rig-fio: $ROUNDS rounds, vCPUs $CPUS, ${RUNTIME} s per fio job, ${SIZE_MIB} MiB disks ($LABEL)"
-started=$(date +%s)
-perf_bin=()
+# Rounds of different code never share a table: a tree with changes to
+# what is measured is named so.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src bench tests/rig 2>/dev/null || commit="$commit-dirty"
+combine=${FIO_COMBINE:-}
 jsonl_name=rig-fio.jsonl
-if [ -n "${FIO_PERF:-}" ]; then
-    # Debian's /usr/bin/perf is the tool itself; L1 runs the same 6.1 kernel series.
-    command -v perf >/dev/null || { echo "rig-fio: FIO_PERF needs perf (apt-get install linux-perf)" >&2; exit 1; }
-    perf_bin=(--bin "$(command -v perf)" --env FIO_PERF=1)
-    # Profiled runs measure the tools too: their figures go to another file.
-    jsonl_name=rig-fio-profiled.jsonl
+[ -n "${FIO_PERF:-}" ] && jsonl_name=rig-fio-profiled.jsonl
+if [ -n "${FIO_SUMMARY_ONLY:-}" ]; then
+    combine=1
+    : >"$out"
+else
+    nice -n 19 make -s BUILD="$BUILD" "$BUILD/propolis-standalone" "$BUILD/ttyexpect"
+    tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
+    echo "rig-fio: $ROUNDS rounds, vCPUs $CPUS, ${RUNTIME} s per fio job, ${SIZE_MIB} MiB disks ($LABEL)"
+    started=$(date +%s)
+    perf_bin=()
+    if [ -n "${FIO_PERF:-}" ]; then
+        # Debian's /usr/bin/perf is the tool itself; L1 runs the same 6.1 kernel series.
+        command -v perf >/dev/null || { echo "rig-fio: FIO_PERF needs perf (apt-get install linux-perf)" >&2; exit 1; }
+        # Profiled runs measure the tools too: their figures go to another file.
+        perf_bin=(--bin "$(command -v perf)" --env FIO_PERF=1)
+    fi
+    tests/rig/rig.sh exec --vmm "$BUILD/propolis-standalone" --script bench/rig-fio-inner.sh \
+        --bin "$BUILD/ttyexpect" --bin /usr/bin/qemu-system-x86_64 "${perf_bin[@]}" \
+        --env "FIO_JOBS=${FIO_JOBS:-.}" \
+        --file "$R/guest/test-fio.iso" --file /usr/share/seabios/bios-256k.bin \
+        --env "BENCH_ROUNDS=$ROUNDS" --env "FIO_CPUS=$CPUS" --env "FIO_RUNTIME=$RUNTIME" \
+        --env "FIO_SIZE_MIB=$SIZE_MIB" \
+        --timeout "${RIG_FIO_TIMEOUT:-$((ROUNDS * 1500 + 600))}" > "$out" 2>&1 || true
+    echo "rig-fio: rig run took $(($(date +%s) - started)) s"
+    # The script's own lines, without the rig's "[run T] " prefix.
+    sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep -E '^(rig-fio|RIG-FIO-(BOOT|RESULT|CMD|FAIL|ROUND))' |
+        grep -v -E '^RIG-FIO-RESULT|guest: RIG-REPORT action' || true
+    sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep '^RIG-FIO-PERF' || true
+    grep -E '^rig: (result|FAILED|attempt)' "$out" || true
 fi
-tests/rig/rig.sh exec --vmm "$BUILD/propolis-standalone" --script bench/rig-fio-inner.sh \
-    --bin "$BUILD/ttyexpect" --bin /usr/bin/qemu-system-x86_64 "${perf_bin[@]}" \
-    --env "FIO_JOBS=${FIO_JOBS:-.}" \
-    --file "$R/guest/test-fio.iso" --file /usr/share/seabios/bios-256k.bin \
-    --env "BENCH_ROUNDS=$ROUNDS" --env "FIO_CPUS=$CPUS" --env "FIO_RUNTIME=$RUNTIME" \
-    --env "FIO_SIZE_MIB=$SIZE_MIB" \
-    --timeout "${RIG_FIO_TIMEOUT:-$((ROUNDS * 1500 + 600))}" > "$out" 2>&1 || true
-echo "rig-fio: rig run took $(($(date +%s) - started)) s"
-# The script's own lines, without the rig's "[run T] " prefix.
-sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep -E '^(rig-fio|RIG-FIO-(BOOT|RESULT|CMD|FAIL|ROUND))' |
-    grep -v -E '^RIG-FIO-RESULT|guest: RIG-REPORT action' || true
-sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep '^RIG-FIO-PERF' || true
-grep -E '^rig: (result|FAILED|attempt)' "$out" || true
-python3 - "$out" "$BUILD/bench/$jsonl_name" "$LABEL" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" <<'PY'
+python3 - "$out" "$BUILD/bench/$jsonl_name" "$LABEL" "$commit" "$RUNTIME" "$SIZE_MIB" "$CPUS" \
+    "${FIO_JOBS:-.}" "$combine" <<'PY'
 import json, re, statistics, sys, time
-src, jsonl, label, commit = sys.argv[1:5]
+src, jsonl, label, commit, runtime_s, size_mib, cpus_set, jobs_pattern, combine = sys.argv[1:10]
 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+# What must match for runs to share a table.
+settings = {"commit": commit, "label": label, "fio_runtime_s": int(runtime_s),
+            "size_mib": int(size_mib), "cpus_set": cpus_set, "jobs_pattern": jobs_pattern}
 boots, jobs = [], []
 for raw in open(src, errors="replace"):
     m = re.match(r"\[run *[0-9.]*\] (RIG-FIO-(BOOT|RESULT) .*)", raw.rstrip("\n"))
@@ -106,9 +125,25 @@ for raw in open(src, errors="replace"):
         "io_cpu_us_per_io": io_ns / 1000 / ios if ios else None})
 with open(jsonl, "a") as o:
     for b in boots:
-        o.write(json.dumps(dict(b, bench="rig-fio", test="boot", date=stamp, commit=commit, label=label)) + "\n")
+        o.write(json.dumps(dict(b, settings, bench="rig-fio", test="boot", date=stamp, run=stamp)) + "\n")
     for j in jobs:
-        o.write(json.dumps(dict(j, bench="rig-fio", test=j["job"], date=stamp, commit=commit, label=label)) + "\n")
+        o.write(json.dumps(dict(j, settings, bench="rig-fio", test=j["job"], date=stamp, run=stamp)) + "\n")
+for r in boots + jobs:
+    r["run"] = stamp
+if combine:
+    boots, jobs = [], []
+    try:
+        lines = open(jsonl).read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    for line in lines:
+        r = json.loads(line)
+        if any(r.get(k) != v for k, v in settings.items()):
+            continue
+        (boots if r["test"] == "boot" else jobs).append(r)
+    runs = sorted({r["run"] for r in boots + jobs})
+    print("rig-fio: the table below gathers %d invocation(s) of commit %s with these settings: %s" % (
+        len(runs), commit, ", ".join(runs) or "none"))
 bad = [j for j in jobs if j["error"]]
 for j in bad:
     print("rig-fio: excluded (fio error %d): %s %s round %d" % (j["error"], j["vmm"], j["job"], j["round"]))
@@ -162,6 +197,6 @@ for dev in ("vblk", "nvme"):
         row("%d vCPU IOPS" % c, "IOPS", "iops", sc2)
         row("%d vCPU L1 CPU/I/O, all threads" % c, "us", "cpu_us_per_io", sc2, fmt="%.1f", lower_better=True)
         row("%d vCPU L1 CPU/I/O, no vCPU thr." % c, "us", "io_cpu_us_per_io", sc2, fmt="%.1f", lower_better=True)
-rounds = sorted({j["round"] for j in jobs} | {b["round"] for b in boots})
-print("rig-fio: %d complete job results, %d boots, rounds %s; %s" % (len(jobs), len(boots), rounds, label))
+rounds = sorted({(r["run"], r["round"]) for r in jobs + boots})
+print("rig-fio: %d complete job results, %d boots, %d rounds; %s" % (len(jobs), len(boots), len(rounds), label))
 PY
