@@ -42,10 +42,13 @@ mkdir -p "$BUILD/bench"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=$work/out.txt
-# Rounds of different code never share a table: a tree with changes to
-# what is measured is named so.
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- src bench tests/rig 2>/dev/null || commit="$commit-dirty"
+# Rounds of different code never share a table. "commit" is the last one
+# that changed what is measured (the VMM, the rig, this bench), so commits
+# of other files do not split a series; a tree with such changes is -dirty.
+measured=(src guest tests/rig bench/rig-fio.sh bench/rig-fio-inner.sh Makefile)
+commit=$(git log -1 --format=%h -- "${measured[@]}" 2>/dev/null || true)
+commit=${commit:-unknown}
+git diff --quiet HEAD -- "${measured[@]}" 2>/dev/null || commit="$commit-dirty"
 combine=${FIO_COMBINE:-}
 jsonl_name=rig-fio.jsonl
 [ -n "${FIO_PERF:-}" ] && jsonl_name=rig-fio-profiled.jsonl
