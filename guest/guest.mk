@@ -29,14 +29,15 @@ GUEST_LDFLAGS := -nostdlib -static -no-pie --no-dynamic-linker -z noexecstack \
 GUEST_OBJS := $(GUEST_OUT)/entry.o $(GUEST_OUT)/main.o $(GUEST_OUT)/storage_bench.o \
 	$(GUEST_OUT)/pci.o $(GUEST_OUT)/device_fuzz.o $(GUEST_OUT)/net_test.o \
 	$(GUEST_OUT)/cpl3.o $(GUEST_OUT)/virtio_modern.o $(GUEST_OUT)/text.o \
-	$(GUEST_OUT)/vsock_fuzz.o $(GUEST_OUT)/mem_pattern.o $(GUEST_OUT)/hostile.o
+	$(GUEST_OUT)/vsock_fuzz.o $(GUEST_OUT)/mem_pattern.o $(GUEST_OUT)/hostile.o \
+	$(GUEST_OUT)/acpiread.o
 
 .PHONY: guest
 guest: $(GUEST_BIN)
 
 $(GUEST_OUT)/main.o: guest/main.c guest/layout.h guest/storage_bench.h guest/device_fuzz.h \
 		guest/mem_pattern.h guest/net_test.h guest/pci.h guest/cpu.h guest/rand.h guest/text.h \
-		guest/hostile.h guest/guest.mk
+		guest/hostile.h guest/acpiread.h guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) -c $< -o $@
 
@@ -94,6 +95,12 @@ $(GUEST_OUT)/vsock_fuzz.o: guest/vsock_fuzz.c guest/vsock_fuzz.h guest/layout.h 
 # The hostile-guest matrix (CPL0, polling; placed in the ROM's lower half).
 $(GUEST_OUT)/hostile.o: guest/hostile.c guest/hostile.h guest/pci.h guest/layout.h guest/cpu.h \
 		guest/mmio.h guest/rand.h guest/text.h guest/virtio_modern.h guest/guest.mk
+	@mkdir -p $(dir $@)
+	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
+
+# The `acpiread` command (CPL0; the ROM's lower half).
+$(GUEST_OUT)/acpiread.o: guest/acpiread.c guest/acpiread.h guest/layout.h guest/cpu.h guest/text.h \
+		guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 

@@ -57,6 +57,10 @@
 #define BENCH_MMIO_BASE 0xC0000000ULL /* BARs assigned from here, up to */
 #define BENCH_MMIO_END 0xD0000000ULL  /* (the PCI hole, below the ECAM) */
 
+/* The `acpiread` command's copy of the ACPI tables (needs 2 MiB of RAM). */
+#define ACPIREAD_ADDR 0x100000
+#define ACPIREAD_SIZE 0x10000
+
 #define LAPIC_BASE 0xFEE00000
 
 #endif

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "acpiread.h"
 #include "cpu.h"
 #include "layout.h"
 #include "device_fuzz.h"
@@ -1314,6 +1315,8 @@ static __attribute__((noreturn)) void command_loop(void)
             say("cf9 returned");
         } else if (streq(line, "pmmove")) {
             pmmove();
+        } else if (word_is(line, "acpiread ", &p)) {
+            acpiread(p, say);
         } else if (word_is(line, "count", &p) && (*p == ' ' || *p == 0)) {
             count_command(p);
         } else if (streq(line, "ping")) {

@@ -1040,6 +1040,9 @@ static int run(struct vmm *vmm, const char *config_path, const char *control_pat
             log_error("snapshot %s: %s", config_path, err);
             return EXIT_FAILURE_CODE;
         }
+        /* Firmware saved part way through reading the ACPI tables reads on
+         * in tables built for the loaded PM block (now that it is loaded). */
+        fw_cfg_refresh_selected(&vmm->fw_cfg);
         vmm->restored = true;
     }
     if (control_path &&

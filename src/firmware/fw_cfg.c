@@ -193,6 +193,15 @@ uint16_t fw_cfg_file_selector(struct fw_cfg *fw, const char *name)
     return selector;
 }
 
+void fw_cfg_refresh_selected(struct fw_cfg *fw)
+{
+    pthread_mutex_lock(&fw->lock);
+    struct fw_cfg_item *item = current(fw);
+    if (item && item->refresh)
+        item->refresh(item->refresh_opaque, item->data, item->size);
+    pthread_mutex_unlock(&fw->lock);
+}
+
 int fw_cfg_set_refresh(struct fw_cfg *fw, const char *name, fw_cfg_refresh_fn refresh, void *opaque)
 {
     pthread_mutex_lock(&fw->lock);

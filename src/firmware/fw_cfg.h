@@ -118,6 +118,11 @@ bool fw_cfg_ramfb_mode(struct fw_cfg *fw, struct ramfb_mode *out);
  * them. Returns -1 (logged) if there is no such file. */
 int fw_cfg_set_refresh(struct fw_cfg *fw, const char *name, fw_cfg_refresh_fn refresh,
                        void *opaque);
+/* Calls the refresh of the selected item, if it has one: after a snapshot
+ * is loaded, so that a guest restored part way through reading the item
+ * reads on in bytes built for the restored machine (the loaded selection
+ * does not count as selecting it again). */
+void fw_cfg_refresh_selected(struct fw_cfg *fw);
 /* Selector of a file, or FW_CFG_INVALID. */
 uint16_t fw_cfg_file_selector(struct fw_cfg *fw, const char *name);
 

@@ -2842,6 +2842,48 @@ def control_snapshot_while_running_then_restore():
 
 
 @test
+def snapshot_between_parts_of_the_acpi_tables_read():
+    """Firmware may be snapshotted part way through reading the ACPI tables
+    from fw_cfg after moving the PM block (SeaBIOS moves it to 0x600). The
+    guest moves PMBA to 0x6000, selects etc/acpi/tables and reads 36 bytes;
+    a snapshot is taken and restored; the guest reads on without selecting
+    again. The restored VMM built its tables for the power-on PM block
+    (0xB000), so unless it rebuilds the selected item once the machine is
+    loaded, the FADT the guest reads names 0xB004 instead of 0x6004."""
+    tmp = tempfile.mkdtemp(prefix="pst-acpi-")
+    vm = control_vm(tmp, exit_on_halt=5)
+    sock = os.path.join(tmp, "ctl.sock")
+    restored = None
+    try:
+        c = vm.boot(2, 128)
+        c.line("acpiread start")
+        c.expect("testguest: acpiread started: pm block 0x6000, 36 of ")
+        ctl_ok(sock, "snapshot", "mid-tables.tar")
+        ctl_ok(sock, "halt")
+        vm_exited_clean(vm, 5)
+        vm.cons.close()
+        vm.cons = None
+        restored = RestoredVM(tmp, os.path.join(tmp, "mid-tables.tar"),
+                              args=["--control", "ctl.sock", "--log-level", "debug"])
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        c = restored.console()
+        c.line("acpiread rest")
+        line = c.expect("testguest: acpiread ")
+        check("fadt pm1a_evt 0x6000 pm1a_cnt 0x6004" in line,
+              "the restored guest read on in tables for another PM block: %s" % line)
+        ctl_ok(sock, "halt")
+        out = vm_exited_clean(restored, 5)
+        check("ACPI tables: PM block at 0x6000" in out, "rebuild not logged:\n" + out[-2000:])
+        print("  " + line.strip())
+    finally:
+        if restored:
+            restored.cleanup()
+        vm.cleanup()
+
+
+@test
 def control_reset_restarts_the_guest():
     vm = control_vm(exit_on_halt=3)
     sock = os.path.join(vm.dir, "ctl.sock")

@@ -323,6 +323,49 @@ static void test_refresh_on_select(void **state)
     assert_int_equal(refreshes, 4);
 }
 
+/* A snapshot taken part way through a refreshed item: the restored fw_cfg
+ * keeps the selection and offset, and fw_cfg_refresh_selected (what the
+ * VMM calls once the whole machine is loaded) rebuilds that item, so the
+ * guest reads on in fresh bytes. Loading alone does not refresh. */
+static void test_refresh_selected_after_restore(void **state)
+{
+    build_default(2, GIB);
+    uint8_t zeros[4] = {0};
+    assert_int_equal(fw_cfg_add_file(&env->fw, "opt/live", zeros, 4), 0);
+    assert_int_equal(fw_cfg_set_refresh(&env->fw, "opt/live", count_refresh, &refreshes), 0);
+    uint16_t key = fw_cfg_file_selector(&env->fw, "opt/live");
+    refreshes = 0;
+    select_item(key);
+    assert_int_equal(read_byte(), 1);
+    assert_int_equal(refreshes, 1);
+
+    struct fw_cfg b;
+    assert_int_equal(fw_cfg_init(&b, &fake_mem), 0);
+    build_into(&b, 2, GIB);
+    assert_int_equal(fw_cfg_add_file(&b, "opt/live", zeros, 4), 0);
+    assert_int_equal(fw_cfg_set_refresh(&b, "opt/live", count_refresh, &refreshes), 0);
+    struct snap_buf saved = {0};
+    char err[512] = "";
+    state_save(&env->fw.dev, &saved);
+    assert_int_equal(state_load(&b.dev, saved.data, saved.len, err, sizeof(err)), 0);
+    snap_buf_free(&saved);
+    assert_int_equal(refreshes, 1);
+    fw_cfg_refresh_selected(&b);
+    assert_int_equal(refreshes, 2);
+    /* The guest's next byte is the second of the rebuilt item. */
+    uint8_t v[4];
+    le32_store(v, 2);
+    assert_int_equal(fw_cfg_io_ops.read(&b, 1, 1), v[1]);
+
+    /* Nothing selected, or an item with no refresh: nothing is called. */
+    b.cur_item = -1;
+    fw_cfg_refresh_selected(&b);
+    fw_cfg_io_ops.write(&b, 0, 2, FW_CFG_SIGNATURE);
+    fw_cfg_refresh_selected(&b);
+    assert_int_equal(refreshes, 2);
+    b.dev.ops->destroy(&b.dev);
+}
+
 static void test_adding_items(void **state)
 {
     assert_int_equal(fw_cfg_add_file(&env->fw, "opt/x", "ab", 2), 0);
@@ -951,6 +994,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_platform_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh_on_select, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refresh_selected_after_restore, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
