@@ -1191,6 +1191,34 @@ static void pmmove(void)
     say("pmmove returned");
 }
 
+/* pio PORT [VALUE] (decimal): a byte read from PORT, or VALUE written to
+ * it, e.g. the pvpanic port's events. */
+static void pio_command(const char *p)
+{
+    uint64_t port, value = 0;
+    bool write = false;
+    bool ok = parse_u64(&p, &port) && port <= 0xFFFF;
+    if (ok && *p == ' ') {
+        p++;
+        write = true;
+        ok = parse_u64(&p, &value) && value <= 0xFF;
+    }
+    if (!ok || *p) {
+        say("pio FAIL usage: pio PORT [VALUE] (decimal, VALUE a byte)");
+        return;
+    }
+    if (write)
+        outb((uint16_t)port, (uint8_t)value);
+    else
+        value = inb((uint16_t)port);
+    line_start();
+    put_str("pio 0x");
+    put_hex(port, 4);
+    put_str(write ? " <- 0x" : " = 0x");
+    put_hex(value, 2);
+    line_end();
+}
+
 static void devfuzz_report(const char *kind, unsigned dev, uint64_t ops)
 {
     line_start();
@@ -1315,6 +1343,8 @@ static __attribute__((noreturn)) void command_loop(void)
             say("cf9 returned");
         } else if (streq(line, "pmmove")) {
             pmmove();
+        } else if (word_is(line, "pio ", &p)) {
+            pio_command(p);
         } else if (word_is(line, "acpiread ", &p)) {
             acpiread(p, say);
         } else if (word_is(line, "count", &p) && (*p == ' ' || *p == 0)) {

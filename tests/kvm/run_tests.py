@@ -2842,6 +2842,58 @@ def control_snapshot_while_running_then_restore():
 
 
 @test
+def pvpanic_events_counted_and_logged():
+    """The ISA pvpanic port (0x505) as a guest kernel drives it: a read
+    gives the events offered (panicked, crash kernel loaded); each event
+    written is counted in the control socket's status and logged, unknown
+    bits are ignored with a warning, the VM runs on, and the counts
+    survive a snapshot and restore."""
+    tmp = tempfile.mkdtemp(prefix="pst-pvp-")
+    vm = control_vm(tmp, exit_on_halt=5)
+    sock = os.path.join(tmp, "ctl.sock")
+    restored = None
+    try:
+        c = vm.boot(2, 128)
+        c.line("pio 1285")
+        c.expect("testguest: pio 0x0505 = 0x03")
+        c.line("pio 1285 1")
+        c.expect("testguest: pio 0x0505 <- 0x01")
+        s = ctl_ok(sock, "status")
+        check(s["panics"] == 1 and s["crash_loads"] == 0 and s["state"] == "running",
+              "status after a panic event: %s" % s)
+        c.line("pio 1285 2")
+        c.expect("testguest: pio 0x0505 <- 0x02")
+        c.line("pio 1285 7")
+        c.expect("testguest: pio 0x0505 <- 0x07")
+        s = ctl_ok(sock, "status")
+        check(s["panics"] == 2 and s["crash_loads"] == 2, "status after three events: %s" % s)
+        c.line("ping")
+        c.expect("testguest: pong")
+        ctl_ok(sock, "snapshot", "panicked.tar")
+        ctl_ok(sock, "halt")
+        out = vm_exited_clean(vm, 5)
+        vm.cons.close()
+        vm.cons = None
+        for want in ("p: guest panic, event bits 0x01 (panicked); 1 panics, 0 crash kernel loads",
+                     "p: guest panic, event bits 0x02 (crash kernel loaded); 1 panics, 1 crash",
+                     "p: guest panic, event bits 0x03 (panicked, crash kernel loaded); 2 panics, 2",
+                     "p: unknown event bits 0x04 ignored"):
+            check(want in out, "%r not logged:\n%s" % (want, out[-2000:]))
+        restored = RestoredVM(tmp, os.path.join(tmp, "panicked.tar"), args=["--control", "ctl.sock"])
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        s = ctl_ok(sock, "status")
+        check(s["panics"] == 2 and s["crash_loads"] == 2, "restored status: %s" % s)
+        ctl_ok(sock, "halt")
+        vm_exited_clean(restored, 5)
+    finally:
+        if restored:
+            restored.cleanup()
+        vm.cleanup()
+
+
+@test
 def snapshot_between_parts_of_the_acpi_tables_read():
     """Firmware may be snapshotted part way through reading the ACPI tables
     from fw_cfg after moving the PM block (SeaBIOS moves it to 0x600). The
