@@ -2702,14 +2702,33 @@ def vm_exited_clean(vm, code):
     return out
 
 
+def wait_for_socket(sock, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(sock) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def halt_and_restore(vm, tar, args=()):
+    """Halts a control_vm (exit_on_halt 5) through its socket, checks its
+    clean exit, then starts snapshot tar (in vm's directory) with the same
+    socket and waits for it. Returns vm's output and the RestoredVM."""
+    sock = os.path.join(vm.dir, "ctl.sock")
+    ctl_ok(sock, "halt")
+    out = vm_exited_clean(vm, 5)
+    vm.cons.close()
+    vm.cons = None
+    restored = RestoredVM(vm.dir, os.path.join(vm.dir, tar),
+                          args=["--control", "ctl.sock"] + list(args))
+    wait_for_socket(sock)
+    return out, restored
+
+
 @test
 def control_status_pause_resume_halt():
     vm = control_vm()
     sock = os.path.join(vm.dir, "ctl.sock")
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_socket(sock)
         st = os.lstat(sock)
         check(stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600,
               "ctl.sock mode %o" % st.st_mode)
@@ -2800,16 +2819,7 @@ def control_snapshot_while_running_then_restore():
         check(ctl_ok(sock, "status")["state"] == "paused", "a snapshot resumed a paused VM")
         ctl_ok(sock, "resume")
         count_lines_within(c, 0.25)
-        ctl_ok(sock, "halt")
-        vm_exited_clean(vm, 5)
-        vm.cons.close()
-        vm.cons = None
-
-        restored = RestoredVM(tmp, os.path.join(tmp, "snaps-one.tar"),
-                              args=["--control", "ctl.sock"])
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _, restored = halt_and_restore(vm, "snaps-one.tar")
         check(ctl_ok(sock, "status")["state"] == "waiting", "restored VM before its console")
         c = restored.console()
         again = count_lines_within(c, 0.55)
@@ -2870,19 +2880,12 @@ def pvpanic_events_counted_and_logged():
         c.line("ping")
         c.expect("testguest: pong")
         ctl_ok(sock, "snapshot", "panicked.tar")
-        ctl_ok(sock, "halt")
-        out = vm_exited_clean(vm, 5)
-        vm.cons.close()
-        vm.cons = None
+        out, restored = halt_and_restore(vm, "panicked.tar")
         for want in ("p: guest panic, event bits 0x01 (panicked); 1 panics, 0 crash kernel loads",
                      "p: guest panic, event bits 0x02 (crash kernel loaded); 1 panics, 1 crash",
                      "p: guest panic, event bits 0x03 (panicked, crash kernel loaded); 2 panics, 2",
                      "p: unknown event bits 0x04 ignored"):
             check(want in out, "%r not logged:\n%s" % (want, out[-2000:]))
-        restored = RestoredVM(tmp, os.path.join(tmp, "panicked.tar"), args=["--control", "ctl.sock"])
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
         s = ctl_ok(sock, "status")
         check(s["panics"] == 2 and s["crash_loads"] == 2, "restored status: %s" % s)
         ctl_ok(sock, "halt")
@@ -2911,15 +2914,7 @@ def snapshot_between_parts_of_the_acpi_tables_read():
         c.line("acpiread start")
         c.expect("testguest: acpiread started: pm block 0x6000, 36 of ")
         ctl_ok(sock, "snapshot", "mid-tables.tar")
-        ctl_ok(sock, "halt")
-        vm_exited_clean(vm, 5)
-        vm.cons.close()
-        vm.cons = None
-        restored = RestoredVM(tmp, os.path.join(tmp, "mid-tables.tar"),
-                              args=["--control", "ctl.sock", "--log-level", "debug"])
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _, restored = halt_and_restore(vm, "mid-tables.tar", ["--log-level", "debug"])
         c = restored.console()
         c.line("acpiread rest")
         line = c.expect("testguest: acpiread ")
