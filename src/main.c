@@ -614,10 +614,19 @@ static int refuse_unsupported(const struct config *cfg)
         const struct config_device *dev = &cfg->devices[i];
         const struct driver *drv = driver_of(dev->driver);
         char key[128];
-        if (!drv->build || (dev->has_pci && !drv->pci)) {
+        if (!drv->build) {
             snprintf(key, sizeof(key), "dev.%s", dev->name);
             config_report(cfg, (struct config_pos){dev->line, dev->column}, key,
                           "driver \"%s\" is not yet supported", config_driver_name(dev->driver));
+            return -1;
+        }
+        if (dev->has_pci && !drv->pci) {
+            /* qemu-pvpanic: the config layer asks for a pci-path unless enable_isa is set. */
+            snprintf(key, sizeof(key), "dev.%s.pci-path", dev->name);
+            config_report(cfg, dev->pci_pos, key,
+                          "driver \"%s\" has no PCI form here; set enable_isa = true (I/O port "
+                          "0x505) instead of a pci-path",
+                          config_driver_name(dev->driver));
             return -1;
         }
         if (dev->has_pci && dev->pci.bus != 0) {

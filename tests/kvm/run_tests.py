@@ -1965,7 +1965,7 @@ def bad_inputs_refused_cleanly():
         # the driver table: drivers without a build function, PCI where a
         # driver has only its ISA form, PCI buses other than 0
         (dict(extra='[dev.p]\ndriver = "qemu-pvpanic"\npci-path = "0.7.0"\n'),
-         ["dev.p: driver \"qemu-pvpanic\" is not yet supported"]),
+         ["dev.p.pci-path: driver \"qemu-pvpanic\" has no PCI form here; set enable_isa = true"]),
         (dict(extra='[block_dev.b]\ntype = "mem-async"\nsize = 1048576\n[dev.d]\ndriver = "pci-nvme"\n'
                     'block_dev = "b"\npci-path = "1.7.0"\n'),
          ["dev.d.pci-path: only PCI bus 0 is supported"]),
