@@ -26,7 +26,9 @@
 #                           FIO_COMBINE (1: the table from every run in the
 #                           JSON file of this commit and these settings, so
 #                           rounds can be gathered over several invocations),
-#                           FIO_SUMMARY_ONLY (1: no rig run, only that table)
+#                           FIO_SUMMARY_ONLY (1: no rig run, only that table),
+#                           FIO_FROM_LOG (a rig run's console.log: its
+#                           figures added without running the rig again)
 # Raw results: one JSON line per measurement in $BUILD/bench/rig-fio.jsonl,
 # each naming its invocation ("run"), commit and settings.
 set -euo pipefail
@@ -55,6 +57,11 @@ jsonl_name=rig-fio.jsonl
 if [ -n "${FIO_SUMMARY_ONLY:-}" ]; then
     combine=1
     : >"$out"
+elif [ -n "${FIO_FROM_LOG:-}" ]; then
+    # A rig run's console.log (build/rig/runs/*/) read again, e.g. when the
+    # parsing below failed: its figures are added as one more invocation.
+    cp "$FIO_FROM_LOG" "$out"
+    export FIO_RUN_ID="log:$FIO_FROM_LOG"
 else
     nice -n 19 make -s BUILD="$BUILD" "$BUILD/propolis-standalone" "$BUILD/ttyexpect"
     tests/rig/rig.sh build >/dev/null 2>&1 || tests/rig/rig.sh build
@@ -83,9 +90,12 @@ else
 fi
 python3 - "$out" "$BUILD/bench/$jsonl_name" "$LABEL" "$commit" "$RUNTIME" "$SIZE_MIB" "$CPUS" \
     "${FIO_JOBS:-.}" "$combine" <<'PY'
-import json, re, statistics, sys, time
+import json, os, re, statistics, sys, time
 src, jsonl, label, commit, runtime_s, size_mib, cpus_set, jobs_pattern, combine = sys.argv[1:10]
 stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+# An invocation's rounds are told apart from another's by its start (or,
+# for a saved log read again, by the log's name).
+run = os.environ.get("FIO_RUN_ID") or stamp
 # What must match for runs to share a table.
 settings = {"commit": commit, "label": label, "fio_runtime_s": int(runtime_s),
             "size_mib": int(size_mib), "cpus_set": cpus_set, "jobs_pattern": jobs_pattern}
@@ -128,11 +138,13 @@ for raw in open(src, errors="replace"):
         "io_cpu_us_per_io": io_ns / 1000 / ios if ios else None})
 with open(jsonl, "a") as o:
     for b in boots:
-        o.write(json.dumps(dict(b, settings, bench="rig-fio", test="boot", date=stamp, run=stamp)) + "\n")
+        o.write(json.dumps({**b, **settings, "bench": "rig-fio", "test": "boot", "date": stamp,
+                            "run": run}) + "\n")
     for j in jobs:
-        o.write(json.dumps(dict(j, settings, bench="rig-fio", test=j["job"], date=stamp, run=stamp)) + "\n")
+        o.write(json.dumps({**j, **settings, "bench": "rig-fio", "test": j["job"], "date": stamp,
+                            "run": run}) + "\n")
 for r in boots + jobs:
-    r["run"] = stamp
+    r["run"] = run
 if combine:
     boots, jobs = [], []
     try:
