@@ -14,14 +14,12 @@
 #include "acpiread.h"
 #include "cpu.h"
 #include "layout.h"
+#include "pci.h"
 #include "text.h"
 
 #define FW_CFG_SELECTOR 0x510
 #define FW_CFG_DATA 0x511
 #define FW_CFG_FILE_DIR 0x0019
-#define PIIX4_PM_DEVFN 0x0B /* 0:1.3 */
-#define PIIX4_PM_PMBA 0x40
-#define PM_BASE_MOVED 0x6000
 #define FIRST_PART 36 /* one table header */
 
 struct acpiread_state {
@@ -52,13 +50,11 @@ static uint32_t le32_at(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The whole of a equals b. */
 static bool name_is(const char *a, const char *b)
 {
-    while (*a && *a == *b) {
-        a++;
-        b++;
-    }
-    return *a == *b;
+    const char *rest;
+    return word_is(a, b, &rest) && !*rest;
 }
 
 static void start(struct acpiread_state *st, void (*say)(const char *))

@@ -99,7 +99,7 @@ $(GUEST_OUT)/hostile.o: guest/hostile.c guest/hostile.h guest/pci.h guest/layout
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@
 
 # The `acpiread` command (CPL0; the ROM's lower half).
-$(GUEST_OUT)/acpiread.o: guest/acpiread.c guest/acpiread.h guest/layout.h guest/cpu.h guest/text.h \
+$(GUEST_OUT)/acpiread.o: guest/acpiread.c guest/acpiread.h guest/layout.h guest/cpu.h guest/pci.h guest/text.h \
 		guest/guest.mk
 	@mkdir -p $(dir $@)
 	$(GUEST_CC) $(GUEST_CFLAGS) $(GUEST_SIZE_CFLAGS) -c $< -o $@

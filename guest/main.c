@@ -1125,10 +1125,6 @@ static void sweep(uint64_t seed)
 /* ------------------------------------------------------------------ */
 /* pmmove: PM block moved away, a virtio BAR at its power-on base, reset */
 
-#define PIIX4_PM_DEVFN 0x0B /* 0:1.3 */
-#define PIIX4_PM_PMBA 0x40
-#define PM_BASE_POWER_ON 0xB000
-#define PM_BASE_MOVED 0x6000 /* 64-byte aligned, free on the VMM's I/O bus */
 #define PM_TMR 0x08
 #define VIRTIO_VENDOR 0x1AF4
 

@@ -5,6 +5,13 @@
 #ifndef TESTGUEST_PCI_H
 #define TESTGUEST_PCI_H
 
+/* The PIIX4 power-management function and where the tests move its
+ * I/O block (PMBA) to: 64-byte aligned, free on the VMM's I/O bus. */
+#define PIIX4_PM_DEVFN 0x0B /* 0:1.3 */
+#define PIIX4_PM_PMBA 0x40
+#define PM_BASE_POWER_ON 0xB000
+#define PM_BASE_MOVED 0x6000
+
 #include <stdbool.h>
 #include <stdint.h>
 
