@@ -14,7 +14,10 @@
 # FIO_JOBS (grep -E pattern of the jobs to run), FIO_PERF (1: perf record
 # and perf trace -s of the VMM's threads over each job; RIG-FIO-PERF lines
 # give the share of samples per thread and per thread and symbol, each
-# thread's system calls, and its time on CPU and timeslices from schedstat).
+# thread's system calls, and its time on CPU and timeslices from schedstat),
+# FIO_QEMU_STATS (1: QEMU's monitor on a pipe; after each job its
+# "info blockstats", RIG-FIO-QSTATS lines: rd_merged counts the guest's
+# requests QEMU's virtio-blk merged into a neighbour's host request).
 . rig-lib.sh
 VMM=${RIG_VMM:-/rig/vmm}
 F=${RIG_FILES:-/rig/files}
@@ -93,6 +96,15 @@ stop_profilers() {
     profiler=
 }
 
+# QEMU's cumulative per-drive counters since boot, one line per drive
+# (cut after the merge counters). The guest may power off meanwhile: then
+# nothing is printed.
+qemu_blockstats() { # JOB
+    timeout 2 sh -c 'echo "info blockstats" > mon.in' || return 0
+    timeout 2 cat mon.out | tr -d '\r' | grep -a "rd_merged" |
+        sed -e "s/^/RIG-FIO-QSTATS $1: /" -e 's/ idle_time_ns.*//'
+}
+
 # Reads the guest's console (stdin) into console.log, notes the boot
 # marker's time and the VMM's CPU at each job's first start and last end.
 reader() {
@@ -131,6 +143,9 @@ reader() {
                     [ -n "${FIO_PERF:-}" ] && thread_dump "threads-end-$job"
                     echo "end $job $(now_ms) $(cpu_sample)" >> events
                     stop_profilers
+                    if [ -n "${FIO_QEMU_STATS:-}" ] && [ "$kind" = qemu ]; then
+                        qemu_blockstats "$job" & # the reader must not wait
+                    fi
                 fi ;;
         esac
     done
@@ -221,6 +236,10 @@ CFG
             -drive "file=$WORK/nvme.img,if=none,id=nvme,format=raw,cache=writeback,aio=io_uring" \
             -device nvme,drive=nvme,addr=7,serial=datanvme \
             -chardev socket,id=con,path=ttya,server=on,wait=on -serial chardev:con
+        if [ -n "${FIO_QEMU_STATS:-}" ]; then
+            rm -f mon.in mon.out && mkfifo mon.in mon.out
+            set -- "$@" -chardev pipe,id=mon,path=mon -mon chardev=mon,mode=readline
+        fi
         case " $shown " in *" qemu-$cpus "*) ;; *)
             shown="$shown qemu-$cpus"
             echo "RIG-FIO-CMD qemu cpus=$cpus: $*" ;;

@@ -22,6 +22,9 @@
 #                           names, e.g. "scale"), FIO_PERF (1: profile each
 #                           job in L1 with perf record on the VMM's
 #                           threads; needs Debian's linux-perf on the host),
+#                           FIO_QEMU_STATS (1: QEMU's "info blockstats"
+#                           after each job, RIG-FIO-QSTATS lines: how many
+#                           requests its virtio-blk merged),
 #                           RIG_FIO_TIMEOUT (rig timeout, s),
 #                           FIO_COMBINE (1: the table from every run in the
 #                           JSON file of this commit and these settings, so
@@ -76,14 +79,14 @@ else
     fi
     tests/rig/rig.sh exec --vmm "$BUILD/propolis-standalone" --script bench/rig-fio-inner.sh \
         --bin "$BUILD/ttyexpect" --bin /usr/bin/qemu-system-x86_64 "${perf_bin[@]}" \
-        --env "FIO_JOBS=${FIO_JOBS:-.}" \
+        --env "FIO_JOBS=${FIO_JOBS:-.}" --env "FIO_QEMU_STATS=${FIO_QEMU_STATS:-}" \
         --file "$R/guest/test-fio.iso" --file /usr/share/seabios/bios-256k.bin \
         --env "BENCH_ROUNDS=$ROUNDS" --env "FIO_CPUS=$CPUS" --env "FIO_RUNTIME=$RUNTIME" \
         --env "FIO_SIZE_MIB=$SIZE_MIB" \
         --timeout "${RIG_FIO_TIMEOUT:-$((ROUNDS * 1500 + 600))}" > "$out" 2>&1 || true
     echo "rig-fio: rig run took $(($(date +%s) - started)) s"
     # The script's own lines, without the rig's "[run T] " prefix.
-    sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep -E '^(rig-fio|RIG-FIO-(BOOT|RESULT|CMD|FAIL|ROUND))' |
+    sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep -E '^(rig-fio|RIG-FIO-(BOOT|RESULT|CMD|FAIL|ROUND|QSTATS))' |
         grep -v -E '^RIG-FIO-RESULT|guest: RIG-REPORT action' || true
     sed -n 's/^\[run *[0-9.]*\] //p' "$out" | grep '^RIG-FIO-PERF' || true
     grep -E '^rig: (result|FAILED|attempt)' "$out" || true
