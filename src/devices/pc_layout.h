@@ -14,7 +14,7 @@
 /* ---- Configuration access ---- */
 #define PC_PCI_CONFIG_ADDRESS_PORT 0xcf8 /* mechanism #1, dword accesses only */
 #define PC_PCI_CONFIG_DATA_PORT 0xcfc
-#define PC_ECAM_BASE 0xe0000000ull /* segment 0; decodes buses 0-255 */
+#define PC_ECAM_BASE 0xe0000000ull /* MCFG: segment 0, buses 0-255 */
 #define PC_ECAM_SIZE 0x10000000ull /* 256 MiB = 256 buses x 1 MiB */
 #define PC_ECAM_BUS_COUNT 256
 #define PC_PCI_BUS_END 0 /* the buses that exist: bus 0 (no bridges) */
