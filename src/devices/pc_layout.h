@@ -17,7 +17,6 @@
 #define PC_ECAM_BASE 0xe0000000ull /* MCFG: segment 0, buses 0-255 */
 #define PC_ECAM_SIZE 0x10000000ull /* 256 MiB = 256 buses x 1 MiB */
 #define PC_ECAM_BUS_COUNT 256
-#define PC_PCI_BUS_END 0 /* the buses that exist: bus 0 (no bridges) */
 
 /* ---- Windows for BARs (the _CRS of \_SB.PCI0) ----
  * I/O: 0x0000-0x0CF7 and 0x0D00-0xFFFF are forwarded to PCI as in QEMU;

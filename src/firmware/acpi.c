@@ -178,7 +178,7 @@ static void crs_mmio32(struct bytebuf *r, uint64_t lo, uint64_t hi)
 static void dsdt_pci_crs(struct aml *a, const struct platform_desc *d)
 {
     struct bytebuf r = {0};
-    res_word_bus_number(&r, 0, d->ecam_base ? d->pci_bus_end : 0xff);
+    res_word_bus_number(&r, 0, d->ecam_base ? d->ecam_bus_end : 0xff);
     res_io(&r, 0xcf8, 0xcf8, 1, 8);
     res_word_io(&r, 0x0000, 0x0cf7);
     res_word_io(&r, 0x0d00, 0xffff);
@@ -498,9 +498,9 @@ static size_t build_mcfg(struct acpi_builder *b)
     size_t at = table_begin(b, "MCFG", 1);
     bytebuf_zeros(t, 8);
     bytebuf_le64(t, d->ecam_base);
-    bytebuf_le16(t, 0);            /* segment */
-    bytebuf_u8(t, 0);              /* start bus */
-    bytebuf_u8(t, d->pci_bus_end); /* not the whole ECAM: see platform.h */
+    bytebuf_le16(t, 0); /* segment */
+    bytebuf_u8(t, 0);   /* start bus */
+    bytebuf_u8(t, d->ecam_bus_end);
     bytebuf_le32(t, 0);
     table_end(b, at);
     return at;

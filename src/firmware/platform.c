@@ -75,7 +75,6 @@ void platform_desc_defaults(struct platform_desc *d, unsigned cpus, uint64_t low
     d->pci_mmio32_size = PC_PCI_MMIO32_END - d->pci_mmio32_base;
     d->ecam_base = PC_ECAM_BASE;
     d->ecam_bus_end = PC_ECAM_BUS_COUNT - 1;
-    d->pci_bus_end = PC_PCI_BUS_END;
     platform_desc_set_phys_bits(d, PC_DEFAULT_PHYS_BITS);
 
     d->hpet = true;
@@ -206,8 +205,6 @@ int platform_desc_check(const struct platform_desc *d, char *why, unsigned whyle
         problem = "64-bit PCI window wraps";
     else if (d->ecam_base && ((d->ecam_base & 0xfffff) || d->ecam_base + ecam_size > FOUR_GIB))
         problem = "ECAM must be 1 MiB aligned and below 4 GiB";
-    else if (d->ecam_base && d->pci_bus_end > d->ecam_bus_end)
-        problem = "PCI buses beyond the ECAM window";
     else if (d->hpet && (d->hpet_base == 0 || d->hpet_base > FOUR_GIB - 0x400))
         problem = "HPET must be below 4 GiB";
     else if (d->reserved_count > PLATFORM_MAX_RESERVED || d->boot_count > PLATFORM_MAX_BOOT_DEVICES)

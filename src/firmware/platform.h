@@ -89,10 +89,6 @@ struct platform_desc {
     uint64_t pci_mmio64_base, pci_mmio64_size; /* size 0: no 64-bit window */
     uint64_t ecam_base;                        /* 0: no ECAM, no MCFG */
     uint8_t ecam_bus_end;                      /* buses 0..ecam_bus_end */
-    /* Buses 0..pci_bus_end exist: the range the MCFG and the root bridge's
-     * _CRS declare. Linux reads a vendor ID from every slot of every bus up
-     * to the MCFG's end looking for peer bridges, two port exits a slot. */
-    uint8_t pci_bus_end;
 
     /* ---- fixed legacy devices ---- */
     bool hpet;

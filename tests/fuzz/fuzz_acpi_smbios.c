@@ -98,7 +98,6 @@ static void desc_from_bytes(struct platform_desc *d, struct fuzz_in *in)
         case 9:
             d->ecam_base = (uint64_t)fi_u16(in) << 20;
             d->ecam_bus_end = fi_u8(in);
-            d->pci_bus_end = fi_u8(in);
             break;
         case 10:
             d->hpet = fi_u8(in) & 1;
