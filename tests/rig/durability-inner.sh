@@ -60,10 +60,12 @@ while [ $round -le $ROUNDS ]; do
         tr -d '\r' < console-$round.raw > console-$round.log
         # Only whole lines count: the SIGKILL can cut the line the guest is
         # printing ("SYNCED V 5 " without its number), which names no record.
-        n=$(grep -c "^SYNCED [VN] $round [0-9][0-9]*\$" console-$round.log)
-        grep "^SYNCED [VN] $round [0-9][0-9]*\$" console-$round.log >> synced.all
-        cut=$(grep "^SYNCED" console-$round.log | grep -c -v "^SYNCED [VN] $round [0-9][0-9]*\$")
-        [ "$cut" = 0 ] || echo "DUR-NOTE round-$round: $cut SYNCED line(s) not whole, not counted: $(grep "^SYNCED" console-$round.log | grep -v "^SYNCED [VN] $round [0-9][0-9]*\$" | head -2 | tr '\n' '|')"
+        whole="^SYNCED [VN] $round [0-9][0-9]*\$"
+        grep "$whole" console-$round.log > synced-$round
+        grep "^SYNCED" console-$round.log | grep -v "$whole" > cut-$round
+        n=$(wc -l < synced-$round)
+        cat synced-$round >> synced.all
+        [ -s cut-$round ] && echo "DUR-NOTE round-$round: $(wc -l < cut-$round) SYNCED line(s) not whole, not counted: $(head -2 cut-$round | tr '\n' '|')"
         grep -q '^WRITE-ERR' console-$round.log && failed round-$round fail "write errors: $(grep '^WRITE-ERR' console-$round.log | head -3 | tr '\n' ' ')"
         result round-$round pass "killed after $target records and $delay_ms ms more; $n records reported fsynced"
     else
